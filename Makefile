@@ -1,0 +1,42 @@
+# The front door: `make serve` and `make test` work on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXAMPLES := examples/models
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv examples serve test stress lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[tensorflow,onnx,remote,watch,dev]'
+	touch $(STAMP)
+
+examples: $(STAMP)
+	$(PY) -m keepwarm.examples $(EXAMPLES)
+
+serve: examples
+	@echo "keepwarm serve is not built yet: running the load-once benchmark on the example models instead."
+	$(PY) bench/loadonce.py --quick --models $(EXAMPLES)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not stress" -q
+
+stress: $(STAMP)
+	$(PY) -m pytest -m stress -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
+	$(VENV)/bin/mypy
+
+bench: examples
+	$(PY) bench/loadonce.py --models $(EXAMPLES) --json bench/results/loadonce.json
+	$(PY) bench/multimodel.py --json bench/results/multimodel.json
+
+clean:
+	rm -rf $(VENV) $(EXAMPLES) .pytest_cache

@@ -1,0 +1,1 @@
+"""keepwarm: load a model once, keep it warm, serve it from anywhere."""
