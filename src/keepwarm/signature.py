@@ -63,7 +63,7 @@ class Signature:
                 raise InvalidInputError(
                     f"this model takes {len(self.inputs)} inputs ({names}); "
                     "pass a dict of input name to array")
-            inputs = {self.inputs[0].name: inputs}  # type: ignore[dict-item]
+            inputs = {self.inputs[0].name: inputs}
         unknown = [k for k in inputs if k not in self._by_name]
         missing = [s.name for s in self.inputs if s.name not in inputs]
         if unknown or missing:
@@ -86,10 +86,10 @@ def _coerce_one(spec: TensorSpec, value: Any) -> np.ndarray:
             raise InvalidInputError(
                 f"input {spec.name!r}: expected dtype {spec.dtype.name}, got {array.dtype.name}")
     shape = spec.shape
-    if shape is not None:
-        if array.ndim != len(shape) or any(
-                want is not None and want != got for want, got in zip(shape, array.shape)):
-            raise InvalidInputError(
-                f"input {spec.name!r}: expected shape {spec.describe().split(':', 1)[1].strip()}"
-                f" (-1 = any size), got {list(array.shape)}")
+    if shape is not None and (array.ndim != len(shape) or any(
+            want is not None and want != got
+            for want, got in zip(shape, array.shape, strict=True))):
+        raise InvalidInputError(
+            f"input {spec.name!r}: expected shape {spec.describe().split(':', 1)[1].strip()}"
+            f" (-1 = any size), got {list(array.shape)}")
     return array

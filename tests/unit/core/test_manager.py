@@ -1,0 +1,175 @@
+"""Manager behaviour with fake models: deterministic with events, no framework."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from fakes import FakeSpec
+
+from keepwarm.core.backoff import Backoff
+from keepwarm.core.manager import Manager
+from keepwarm.core.states import IllegalTransition, State, check
+from keepwarm.errors import (
+    ModelLoadError,
+    ModelNotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+
+
+def test_single_flight_many_threads_one_load() -> None:
+    gate = threading.Event()
+    spec = FakeSpec("a", gate=gate)
+    manager = Manager()
+    barrier = threading.Barrier(32)
+    models: list[object] = []
+
+    def worker() -> None:
+        barrier.wait()
+        with manager.lease("a", spec) as model:
+            models.append(model)
+
+    threads = [threading.Thread(target=worker) for _ in range(32)]
+    for t in threads:
+        t.start()
+    assert spec.started.wait(5)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert spec.loads == 1
+    assert len(models) == 32 and len({id(m) for m in models}) == 1
+    assert manager.counters["loads"] == 1
+
+
+def test_load_of_one_model_does_not_block_another() -> None:
+    gate = threading.Event()
+    slow, fast = FakeSpec("slow", gate=gate), FakeSpec("fast")
+    manager = Manager()
+    waiter = threading.Thread(target=lambda: manager.acquire("slow", slow).release())
+    waiter.start()
+    assert slow.started.wait(5)
+    with manager.lease("fast", fast, timeout=5) as model:  # would time out if serialised
+        assert model.name == "fast"
+    assert manager.state("slow") is State.LOADING
+    gate.set()
+    waiter.join(5)
+    assert manager.state("slow") is State.READY
+
+
+def test_eviction_prefers_rarely_used_and_never_a_leased_model() -> None:
+    manager = Manager(max_bytes=250)
+    a, b, c = FakeSpec("a"), FakeSpec("b"), FakeSpec("c")
+    for _ in range(5):
+        manager.acquire("a", a).release()
+    lease_b = manager.acquire("b", b)
+    for _ in range(3):
+        manager.acquire("b", b).release()
+    # b is leased, a is popular: c must wait for room... unless a can go. a is idle -> a goes.
+    manager.acquire("c", c).release()
+    assert manager.state("a") is State.UNLOADED
+    assert manager.state("b") is State.READY
+    lease_b.release()
+    # Now b (4 uses) vs c (1 use): loading a again evicts c, the rarer one.
+    manager.acquire("a", a).release()
+    assert manager.state("c") is State.UNLOADED and manager.state("b") is State.READY
+    assert manager.counters["evictions"] == 2
+
+
+def test_load_waits_for_a_lease_to_end_then_evicts() -> None:
+    manager = Manager(max_models=1, budget_timeout=10)
+    a, b = FakeSpec("a"), FakeSpec("b")
+    lease = manager.acquire("a", a)
+    got: list[str] = []
+    t = threading.Thread(target=lambda: got.append(manager.acquire("b", b).model.name))
+    t.start()
+    assert manager.wait_state("b", {State.LOADING}, 0.3) is not State.LOADING
+    assert manager.state("a") is State.READY  # in use: not unloaded under its user
+    lease.release()
+    t.join(5)
+    assert got == ["b"] and manager.state("a") is State.UNLOADED
+
+
+def test_no_room_before_deadline_raises_resource_exhausted() -> None:
+    manager = Manager(max_models=1, budget_timeout=0.2)
+    lease = manager.acquire("a", FakeSpec("a"))
+    with pytest.raises(ResourceExhaustedError, match="in use or pinned: a"):
+        manager.acquire("b", FakeSpec("b"))
+    lease.release()
+    manager.acquire("b", FakeSpec("b")).release()  # the manager is still usable
+
+
+def test_model_larger_than_budget_fails_at_once() -> None:
+    manager = Manager(max_bytes=50)
+    with pytest.raises(ResourceExhaustedError, match="more than the whole budget"):
+        manager.acquire("big", FakeSpec("big", nbytes=100))
+
+
+def test_failed_load_raises_typed_error_and_backs_off() -> None:
+    spec = FakeSpec("bad", fail=ModelNotFoundError("no such model"))
+    manager = Manager(backoff=Backoff(initial=0.3, jitter=0))
+    for _ in range(5):
+        with pytest.raises(ModelNotFoundError, match="no such model"):
+            manager.acquire("bad", spec)
+    assert spec.loads == 1  # not retried on every call
+    assert manager.state("bad") is State.FAILED
+    time.sleep(0.35)
+    spec.fail = None
+    with manager.lease("bad", spec) as model:
+        assert model.name == "bad"
+    assert spec.loads == 2
+
+
+def test_unexpected_exception_is_wrapped_with_cause() -> None:
+    manager = Manager()
+    with pytest.raises(ModelLoadError, match="RuntimeError: boom") as info:
+        manager.acquire("x", FakeSpec("x", fail=RuntimeError("boom")))
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_warmup_failure_fails_the_version_and_closes_the_model() -> None:
+    manager = Manager()
+    with pytest.raises(ModelLoadError, match="warm"):
+        manager.acquire("w", FakeSpec("w", warm_fail=ValueError("cannot warm")))
+    assert manager.state("w") is State.FAILED
+
+
+def test_timed_out_load_is_not_loaded_again_until_it_returns() -> None:
+    gate = threading.Event()
+    spec = FakeSpec("hang", gate=gate)
+    manager = Manager(load_timeout=0.2, backoff=Backoff(initial=0.01, jitter=0))
+    with pytest.raises(ModelLoadError, match="timeout"):
+        manager.acquire("hang", spec)
+    time.sleep(0.05)  # past the backoff: only the stuck load holds the retry back
+    with pytest.raises(ModelLoadError, match="timeout"):
+        manager.acquire("hang", spec)
+    assert spec.loads == 1
+    gate.set()  # the stuck load returns; its model is discarded
+    deadline = time.monotonic() + 5
+    while manager.entry("hang").stuck and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.01)
+    with manager.lease("hang", spec, timeout=5) as model:
+        assert model.name == "hang"
+    assert spec.loads == 2
+
+
+def test_unload_drains_leases_first() -> None:
+    manager = Manager()
+    spec = FakeSpec("d")
+    lease = manager.acquire("d", spec)
+    model = lease.model
+    assert manager.unload("d")
+    assert manager.state("d") is State.DRAINING
+    with pytest.raises(UnavailableError, match="DRAINING"):
+        manager.acquire("d")  # eager mode: no new leases on a draining version
+    assert not model.closed.is_set()
+    lease.release()
+    assert manager.state("d") is State.UNLOADED
+    assert model.closed.wait(5)
+
+
+def test_illegal_transition_is_refused() -> None:
+    with pytest.raises(IllegalTransition):
+        check(State.READY, State.LOADING)
+    assert check(State.FAILED, State.LOADING) is State.LOADING
