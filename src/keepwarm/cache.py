@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -31,13 +31,17 @@ class ModelCache:
     ``max_models`` / ``max_bytes`` bound it; the eviction policy (frequency-aware by
     default) never unloads a model inside ``predict`` or a ``lease``. When no room can be
     made before ``budget_timeout`` seconds pass, the load raises ``ResourceExhaustedError``.
+    ``on_access(key, hit)`` is called (under the cache's lock: keep it tiny) for every
+    request, in the order the cache saw them.
     """
 
     def __init__(self, max_models: int | None = None, max_bytes: int | None = None, *,
                  policy: EvictionPolicy | None = None, load_timeout: float = 300.0,
-                 budget_timeout: float = 30.0, warmup: bool = True) -> None:
+                 budget_timeout: float = 30.0, warmup: bool = True,
+                 on_access: Callable[[Hashable, bool], None] | None = None) -> None:
         self.manager = Manager(max_models=max_models, max_bytes=max_bytes, policy=policy,
-                               load_timeout=load_timeout, budget_timeout=budget_timeout)
+                               load_timeout=load_timeout, budget_timeout=budget_timeout,
+                               on_access=on_access)
         self._warmup = warmup
         self._lock = threading.Lock()
         self._handles: dict[tuple[Any, ...], Model] = {}
