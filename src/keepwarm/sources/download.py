@@ -1,0 +1,168 @@
+"""HTTP(S) model archives (``.tar.gz`` and TF Hub handles) into the verified cache."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from keepwarm.errors import DownloadError, InvalidInputError, ModelNotFoundError
+from keepwarm.sources.archive import looks_like_savedmodel, safe_extract, savedmodel_incomplete
+from keepwarm.sources.cache import Entry, resolve_cache_dir, resolve_offline
+
+Progress = Callable[[int, int | None], None]
+
+TIMEOUT_S = 60.0
+CHUNK = 1 << 20
+USER_AGENT = "keepwarm/0.1"
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def split_handle(handle: str) -> tuple[str, str | None]:
+    """``url#sha256=<hex>`` -> (url without fragment, lower-case hex or None)."""
+    parts = urlsplit(handle)
+    url = urlunsplit(parts._replace(fragment=""))
+    if not parts.fragment:
+        return url, None
+    name, _, value = parts.fragment.partition("=")
+    if name != "sha256" or not _HEX64.match(value):
+        raise InvalidInputError(
+            f"unsupported URL fragment {parts.fragment!r} in {handle!r}: "
+            "only '#sha256=<64 hex digits>' is understood"
+        )
+    return url, value.lower()
+
+
+def fetch_url(url: str) -> str:
+    """The URL to GET: TF Hub style handles get ``tf-hub-format=compressed`` added."""
+    parts = urlsplit(url)
+    if parts.path.lower().endswith(_ARCHIVE_SUFFIXES):
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "tf-hub-format" for name, _ in query):
+        return url
+    query.append(("tf-hub-format", "compressed"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def fetch_archive(
+    handle: str,
+    *,
+    cache_dir: Path | None = None,
+    offline: bool | None = None,
+    progress: Progress | None = None,
+    timeout: float = TIMEOUT_S,
+) -> Path:
+    """Return the local directory for an HTTP(S) archive handle, downloading it at most once.
+
+    The cache entry is keyed by sha256 of the handle without its fragment and guarded by a
+    cross-process lock; see :mod:`keepwarm.sources.cache` for what makes an entry valid.
+    """
+    url, expected_sha = split_handle(handle)
+    directory = resolve_cache_dir(cache_dir)
+    entry = Entry.for_identity(directory, url, url)
+    found = entry.valid_path()
+    if found is not None and _sha_matches(entry, expected_sha):
+        return found
+    offline_mode = resolve_offline(offline)
+    with entry.lock():
+        found = entry.valid_path()
+        if found is not None and _sha_matches(entry, expected_sha):
+            return found
+        if offline_mode:
+            raise ModelNotFoundError(
+                f"{url} is not in the cache at {directory} and offline mode is on "
+                "(offline=True or KEEPWARM_OFFLINE=1); fetch it once while online"
+            )
+        entry.clean_temps()
+        if found is None:
+            entry.remove()  # partial or corrupt: never left looking like an entry
+        return _download_into(entry, url, expected_sha, progress, timeout)
+
+
+def _sha_matches(entry: Entry, expected: str | None) -> bool:
+    if expected is None:
+        return True
+    manifest = entry.read_manifest() or {}
+    return manifest.get("archive_sha256") == expected
+
+
+def _download_into(
+    entry: Entry, url: str, expected_sha: str | None, progress: Progress | None, timeout: float
+) -> Path:
+    target = fetch_url(url)
+    archive = entry.temp_file(".tar.gz")
+    try:
+        with archive.open("wb") as out:
+            size, digest = _get(target, out, progress, timeout)
+        if expected_sha is not None and digest != expected_sha:
+            raise DownloadError(f"sha256 mismatch for {url}: expected {expected_sha}, got {digest}")
+        with entry.temp_dir() as work:
+            safe_extract(archive, work, what=target)
+            root = _model_root(work)
+            if looks_like_savedmodel(work / root):
+                reason = savedmodel_incomplete(work / root)
+                if reason is not None:
+                    raise DownloadError(
+                        f"archive from {target} is not a complete SavedModel: {reason}"
+                    )
+            return entry.install(
+                work,
+                root=root,
+                extra={"url": target, "archive_sha256": digest, "archive_size": size},
+            )
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def _model_root(work: Path) -> str:
+    """``.``, or the single top-level directory when the archive wraps the model in one."""
+    children = list(work.iterdir())
+    if len(children) == 1 and children[0].is_dir() and not looks_like_savedmodel(work):
+        return children[0].name
+    return "."
+
+
+def _get(url: str, out: IO[bytes], progress: Progress | None, timeout: float) -> tuple[int, str]:
+    """Stream ``url`` into ``out``; return (bytes, sha256 hex). Checks Content-Length."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            header = response.headers.get("Content-Length")
+            total = int(header) if header and header.isdigit() else None
+            if progress is not None:
+                progress(0, total)
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    except urllib.error.HTTPError as exc:
+        message = f"GET {url} failed: HTTP {exc.code} {exc.reason}"
+        if exc.code == 404:
+            raise ModelNotFoundError(message) from exc
+        raise DownloadError(message) from exc
+    except http.client.IncompleteRead as exc:
+        raise DownloadError(
+            f"GET {url}: body truncated after {done + len(exc.partial)} bytes"
+        ) from exc
+    except TimeoutError as exc:
+        raise DownloadError(f"GET {url} timed out after {timeout:g} s without data") from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"GET {url} failed: {reason}") from exc
+    if total is not None and done != total:
+        raise DownloadError(
+            f"GET {url}: body truncated: received {done} of {total} bytes (Content-Length)"
+        )
+    return done, digest.hexdigest()

@@ -1,0 +1,91 @@
+"""Turn a model URI or TF Hub handle into a local file or directory.
+
+| URI | result |
+|---|---|
+| ``/path``, ``~/path``, ``relative/path``, ``file:///path`` | that local path (must exist) |
+| ``http(s)://.../model.tar.gz`` or a TF Hub style handle | the verified cache entry |
+| ``s3://``, ``gs://``, other fsspec protocols | a verified copy in the cache |
+
+No ML framework is imported here, nor fsspec unless a remote URI is asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+from keepwarm.errors import InvalidInputError, ModelNotFoundError
+
+Progress = Callable[[int, int | None], None]
+
+
+def resolve_uri(
+    uri: str,
+    *,
+    cache_dir: Path | None = None,
+    offline: bool | None = None,
+    progress: Progress | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path:
+    """Return a local path for ``uri``, downloading or copying it into the cache if remote.
+
+    ``cache_dir`` defaults to ``$KEEPWARM_CACHE_DIR`` or the user cache directory;
+    ``offline`` defaults to ``$KEEPWARM_OFFLINE``; ``progress(bytes_done, total_or_None)``
+    is called while bytes arrive; ``storage_options`` go to fsspec for remote stores.
+    """
+    if not uri or not uri.strip():
+        raise InvalidInputError("model URI is empty")
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme in ("", "file") or _is_windows_drive(uri, scheme):
+        return local_path(uri)
+    if scheme in ("http", "https"):
+        from keepwarm.sources.download import fetch_archive
+
+        return fetch_archive(uri, cache_dir=cache_dir, offline=offline, progress=progress)
+    from keepwarm.sources.remote import copy_to_cache
+
+    return copy_to_cache(
+        uri, cache_dir, offline=offline, progress=progress, storage_options=storage_options
+    )
+
+
+def _is_windows_drive(uri: str, scheme: str) -> bool:
+    return len(scheme) == 1 and os.name == "nt" and uri[1:3] in (":\\", ":/")
+
+
+def local_path(uri: str) -> Path:
+    """A plain path or ``file://`` URL as an absolute path that exists."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidInputError(
+                f"file URL {uri!r} names host {parts.netloc!r}; only local files"
+            )
+        raw = url2pathname(unquote(parts.path))
+    else:
+        raw = uri
+    path = Path(raw).expanduser().absolute()
+    if path.exists():
+        return path
+    raise ModelNotFoundError(_missing_message(uri, path))
+
+
+def _missing_message(uri: str, path: Path) -> str:
+    tried = f"{path}" if str(path) == uri else f"{path} (from {uri!r})"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"model path {tried} does not exist, nor does its directory {parent}"
+    try:
+        names = sorted(child.name for child in parent.iterdir())
+    except OSError:
+        names = []
+    near = difflib.get_close_matches(path.name, names, n=5, cutoff=0.6)
+    hint = (
+        f"; near names in {parent}: {', '.join(near)}" if near else f"; nothing similar in {parent}"
+    )
+    return f"model path {tried} does not exist{hint}"
