@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXAMPLES := examples/models
+EXAMPLES := examples
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: venv examples serve test stress lint bench clean
@@ -21,7 +21,7 @@ examples: $(STAMP)
 
 serve: examples
 	@echo "keepwarm serve is not built yet: running the load-once benchmark on the example models instead."
-	$(PY) bench/loadonce.py --quick --models $(EXAMPLES)
+	$(PY) bench/loadonce.py --quick --models $(EXAMPLES)/models
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not stress" -q
@@ -35,8 +35,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: examples
-	$(PY) bench/loadonce.py --models $(EXAMPLES) --json bench/results/loadonce.json
+	$(PY) bench/loadonce.py --models $(EXAMPLES)/models --json bench/results/loadonce.json
 	$(PY) bench/multimodel.py --json bench/results/multimodel.json
 
 clean:
-	rm -rf $(VENV) $(EXAMPLES) .pytest_cache
+	rm -rf $(VENV) $(EXAMPLES)/models $(EXAMPLES)/hub $(EXAMPLES)/.builder-hash .test-cache .pytest_cache

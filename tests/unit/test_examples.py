@@ -1,0 +1,60 @@
+"""The example repository has the promised layout, and its three MLP formats agree."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from keepwarm.examples import FAMILIES, builder_hash, is_up_to_date
+
+EXPECTED = {
+    "mlp/1/saved_model.pb",
+    "mlp_keras/1/model.keras",
+    "mlp_onnx/1/model.onnx",
+    "mobilenet_v2/1/saved_model.pb",
+    "mobilenet_v2_keras/1/model.keras",
+    "mobilenet_v2_onnx/1/model.onnx",
+}
+
+
+def test_layout(example_models: Path) -> None:
+    names = {p.relative_to(example_models).as_posix() for p in example_models.rglob("*")}
+    assert names >= EXPECTED
+    assert {p.name for p in example_models.iterdir()} == {
+        f"{family}{suffix}" for family in FAMILIES for suffix in ("", "_keras", "_onnx")
+    }
+    assert is_up_to_date(example_models.parent)
+    assert len(builder_hash()) == 64
+
+
+def test_hub_tarball_has_savedmodel_at_root(example_hub_tarball: Path) -> None:
+    with tarfile.open(example_hub_tarball) as tar:
+        names = set(tar.getnames())
+    assert {"saved_model.pb", "variables/variables.index"} <= names
+
+
+def test_mlp_formats_agree(example_models: Path) -> None:
+    import keras
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).random((3, 784), dtype=np.float32)
+
+    loaded = tf.saved_model.load(str(example_models / "mlp" / "1"))
+    from_savedmodel = loaded.signatures["serving_default"](image=tf.constant(x))["probs"].numpy()
+
+    model = keras.saving.load_model(example_models / "mlp_keras" / "1" / "model.keras")
+    from_keras = np.asarray(model(x, training=False)["probs"])
+
+    session = ort.InferenceSession(
+        str(example_models / "mlp_onnx" / "1" / "model.onnx"),
+        providers=["CPUExecutionProvider"],
+    )
+    (from_onnx,) = session.run(["probs"], {"image": x})
+
+    assert from_savedmodel.shape == (3, 10)
+    np.testing.assert_allclose(from_keras, from_savedmodel, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(from_onnx, from_savedmodel, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(from_savedmodel.sum(axis=1), 1.0, atol=1e-5)
