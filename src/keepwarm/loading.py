@@ -61,6 +61,8 @@ class RuntimeSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     warmup_samples: tuple[dict[str, Any], ...] = ()
     warmup_runs: int = 3
+    warmup_file: Path | None = None  # sample requests stored with the version (.npz, .json)
+    config: Any = None  # the model.toml this spec was made from (repository)
     format: str | None = None  # the detected runtime's name, once known
 
     @property
@@ -82,7 +84,8 @@ class RuntimeSpec:
             return 0  # the load reports the real error
 
     def pick_runtime(self, path: Path) -> Runtime:
-        runtime = get_runtime(self.runtime) if self.runtime else detect_runtime(path)
+        name = self.runtime or ("python" if "class" in self.options else None)
+        runtime = get_runtime(name) if name else detect_runtime(path)
         self.format = runtime.name
         if runtime.unsafe and not self.options.get("allow_unsafe"):
             raise UnsafeFormatError(
@@ -104,7 +107,31 @@ class RuntimeSpec:
 
     def warmup(self, model: LoadedModel) -> None:
         if self.warmup_runs > 0:
-            warmup(model, self.warmup_samples, self.warmup_runs)
+            samples = list(self.warmup_samples)
+            if self.warmup_file is not None:
+                samples.extend(read_samples(self.warmup_file))
+            warmup(model, samples, self.warmup_runs)
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """Sample requests stored with a version: an ``.npz`` of input arrays (one request), or
+    a ``.json`` list of ``{input name: nested list}`` requests."""
+    import json
+
+    import numpy as np
+
+    if not path.exists():
+        raise ModelNotFoundError(f"warmup samples file {path} not found")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return [{name: data[name] for name in data.files}]
+    requests = json.loads(path.read_text())
+    if isinstance(requests, dict):
+        requests = [requests]
+    if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
+        raise InvalidConfigError(
+            f"{path}: expected a JSON object of input name to values, or a list of them")
+    return [{name: np.asarray(value) for name, value in r.items()} for r in requests]
 
 
 def freeze_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:

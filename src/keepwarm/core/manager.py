@@ -160,17 +160,14 @@ class Manager:
                 del self._entries[key]
 
     def wait_state(self, key: Hashable, states: set[State], timeout: float) -> State | None:
-        deadline = time.monotonic() + timeout
+        """Wait until ``key`` is in one of ``states``; returns its state then (or at timeout)."""
+        self.wait_for(lambda: self.state(key) in states, timeout)
+        return self.state(key)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` (re-checked at every state change) is true."""
         with self._cond:
-            while True:
-                entry = self._entries.get(key)
-                state = entry.state if entry is not None else None
-                if state in states:
-                    return state
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return state
-                self._cond.wait(remaining)
+            return self._cond.wait_for(predicate, timeout)
 
     def close(self, drain_timeout: float = 30.0) -> None:
         """Drain every version (waiting up to ``drain_timeout`` for leases), then unload."""
