@@ -1,0 +1,287 @@
+"""The ``keepwarm`` command: turns flags into library calls, nothing else.
+
+Exit codes: 0 success; 2 a usage error or a ``KeepwarmError`` (one ``error: ...`` line on
+stderr); 130 interrupted. Anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+import keepwarm
+from keepwarm.errors import InvalidInputError, KeepwarmError
+from keepwarm.loading import select_version
+from keepwarm.signature import Inputs, Signature, TensorSpec
+from keepwarm.sources.resolve import resolve_uri
+
+_BAR = 24
+
+
+class Progress:
+    """Download and load progress on ``stream``: redrawn in place on a TTY, else a few lines."""
+
+    def __init__(self, stream: TextIO, enabled: bool = True) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = enabled and stream.isatty()
+        self._started = 0.0
+        self._last = 0.0
+        self._done = -1  # -1: no download seen
+
+    def _write(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def download(self, done: int, total: int | None) -> None:
+        """The ``progress(bytes_done, total_or_None)`` callback of ``resolve_uri``."""
+        now = time.monotonic()
+        if self._done < 0:
+            self._started = now
+            size = "size unknown" if total is None else _size(total)
+            self._write(f"downloading ({size}) ..." + ("" if self.tty else "\n"))
+        self._done = done
+        if now - self._last < (0.1 if self.tty else 2.0) and done != total:
+            return
+        self._last = now
+        if self.tty and total:
+            filled = min(_BAR, _BAR * done // total)
+            bar = "[" + "#" * filled + "." * (_BAR - filled) + "]"
+            self._write(f"\rdownloading {bar} {_size(done)} / {_size(total)}  ")
+        elif self.tty:
+            self._write(f"\rdownloading {_size(done)}  ")
+        elif done and done != total:
+            self._write(f"downloading: {_size(done)}{f' / {_size(total)}' if total else ''}\n")
+
+    def end_download(self, ok: bool) -> None:
+        """After ``resolve_uri``: a summary line if bytes were fetched."""
+        if self._done < 0:
+            return
+        seconds = time.monotonic() - self._started
+        line = f"downloaded {_size(self._done)} in {seconds:.1f} s" if ok else ""
+        self._write(("\r" + " " * 70 + "\r" if self.tty else "") + line + ("\n" if line else ""))
+        self._done = -1
+
+    @contextmanager
+    def loading(self, what: str) -> Iterator[None]:
+        """Show elapsed seconds while the ``with`` block loads ``what``."""
+        started = time.monotonic()
+        stop = threading.Event()
+        ticker = None
+        if self.tty:
+
+            def tick() -> None:
+                while not stop.wait(0.5):
+                    self._write(f"\rloading {what} ... {time.monotonic() - started:.1f} s")
+
+            ticker = threading.Thread(target=tick, name="keepwarm-cli-ticker", daemon=True)
+            self._write(f"loading {what} ...")
+            ticker.start()
+        else:
+            self._write(f"loading {what} ...\n")
+        try:
+            yield
+        finally:
+            stop.set()
+            if ticker is not None:
+                ticker.join()
+                self._write("\r" + " " * 70 + "\r")
+        self._write(f"loaded {what} in {time.monotonic() - started:.1f} s\n")
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1024
+        if value < 1024 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _open_model(
+    args: argparse.Namespace, cache: keepwarm.ModelCache
+) -> tuple[keepwarm.Model, Path]:
+    """Fetch (with progress), then load through the cache; return the model and its path."""
+    progress = Progress(sys.stderr, enabled=not args.quiet)
+    try:
+        resolved = resolve_uri(args.uri, progress=progress.download)
+    except BaseException:
+        progress.end_download(ok=False)
+        raise
+    progress.end_download(ok=True)
+    path = select_version(resolved, args.version)
+    what = args.runtime or _detect(path)
+    with progress.loading(what):
+        model = keepwarm.load(args.uri, cache=cache, **_which(args))
+    return model, path
+
+
+def _which(args: argparse.Namespace) -> dict[str, Any]:
+    return {"version": args.version, "runtime": args.runtime, "signature": args.signature}
+
+
+def _detect(path: Path) -> str:
+    from keepwarm.runtimes.registry import detect_runtime
+
+    try:
+        return detect_runtime(path).name
+    except KeepwarmError:
+        return "model"  # the load itself reports why
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def cmd_inspect(args: argparse.Namespace, cache: keepwarm.ModelCache) -> None:
+    model, path = _open_model(args, cache)
+    with cache.lease(args.uri, **_which(args)) as leased:
+        nbytes_source = getattr(leased.raw, "nbytes_source", "unknown")
+        nbytes = leased.nbytes
+    info: dict[str, Any] = {
+        "uri": args.uri,
+        "path": str(path),
+        "format": model.format,
+        "signature": model.signature.to_dict(),
+        "nbytes": nbytes,
+        "nbytes_source": nbytes_source,
+        "load_seconds": cache.stats()["load_seconds"],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    source = _NBYTES_SOURCES.get(nbytes_source, nbytes_source)
+    sig: Signature = model.signature
+    print(f"uri:        {args.uri}\npath:       {path}\nformat:     {model.format}")
+    print(f"signature:  {sig.name}\n  inputs:{_tensors(sig.inputs)}")
+    print(f"  outputs:{_tensors(sig.outputs)}")
+    print(f"size:       {nbytes:,} bytes ({_size(nbytes)}, {source})")
+    print(f"load time:  {info['load_seconds']:.3f} s")
+
+
+_NBYTES_SOURCES = {"framework": "counted by the framework", "files": "size of the files on disk"}
+
+
+def _tensors(specs: Sequence[TensorSpec]) -> str:
+    return "".join(f"\n    {spec.describe()}" for spec in specs)
+
+
+# ---------------------------------------------------------------- predict
+
+
+def read_inputs(path: Path) -> Inputs:
+    """``.npy`` (one array), ``.npz`` (named arrays), or ``.json``: a nested list, an object
+    of input name to nested list, or ``{"inputs": ...}`` holding either."""
+    if not path.is_file():
+        raise InvalidInputError(f"input file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.asarray(np.load(path, allow_pickle=False))
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        if suffix == ".json":
+            body = json.loads(path.read_text())
+            if isinstance(body, dict) and set(body) == {"inputs"}:
+                body = body["inputs"]
+            if isinstance(body, dict):
+                return {str(name): np.asarray(value) for name, value in body.items()}
+            return np.asarray(body)
+    except (ValueError, OSError) as exc:
+        raise InvalidInputError(f"cannot read input file {path}: {exc}") from exc
+    raise InvalidInputError(f"input file {path}: expected a .npy, .npz or .json file")
+
+
+def _json_numbers(inputs: Inputs, signature: Signature) -> Inputs:
+    """JSON has no 1 vs 1.0: integer arrays going to a float input become that float type."""
+    if isinstance(inputs, np.ndarray):
+        if len(signature.inputs) != 1:
+            return inputs  # coerce says why
+        inputs = {signature.inputs[0].name: inputs}
+    dtypes = {spec.name: spec.dtype for spec in signature.inputs}
+    return {
+        name: value.astype(dtypes[name])
+        if name in dtypes and dtypes[name].kind == "f" and value.dtype.kind in "iub"
+        else value
+        for name, value in inputs.items()
+    }
+
+
+def cmd_predict(args: argparse.Namespace, cache: keepwarm.ModelCache) -> None:
+    source = Path(args.input)
+    inputs = read_inputs(source)
+    model, _ = _open_model(args, cache)
+    if source.suffix.lower() == ".json":
+        inputs = _json_numbers(inputs, model.signature)
+    outputs = model.predict(inputs)
+    text = json.dumps({"outputs": {name: value.tolist() for name, value in outputs.items()}})
+    if args.output is None:
+        print(text)
+        return
+    target = Path(args.output)
+    if target.suffix.lower() == ".npz":
+        np.savez(target, **outputs)  # type: ignore[arg-type]
+    elif target.suffix.lower() == ".json":
+        target.write_text(text)
+    else:
+        raise InvalidInputError(f"output file {target}: expected a .npz or .json name")
+    print(f"wrote {', '.join(outputs)} to {target}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keepwarm", description="Load a model once, keep it warm, serve it from anywhere."
+    )
+    parser.add_argument("--version", action="version", version=f"keepwarm {keepwarm.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def model_command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("uri", metavar="URI", help="model path, TF Hub handle or remote URL")
+        sub.add_argument("--version", type=int, metavar="N", help="version (default: highest)")
+        sub.add_argument("--runtime", metavar="NAME", help="runtime (default: detected)")
+        sub.add_argument("--signature", metavar="NAME", help="signature (default: serving_default)")
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+        return sub
+
+    inspect = model_command("inspect", "load a model and describe it")
+    inspect.add_argument("--json", action="store_true", help="print the description as JSON")
+    inspect.set_defaults(func=cmd_inspect)
+    predict = model_command("predict", "load a model and run it once on inputs from a file")
+    inputs = '.npy, .npz or .json (nested list, {name: list} or {"inputs": ...})'
+    predict.add_argument("-i", "--input", required=True, metavar="FILE", help=inputs)
+    outputs = "write .npz or .json (default: JSON on stdout)"
+    predict.add_argument("-o", "--output", metavar="FILE", help=outputs)
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``keepwarm`` command; returns the exit code (argparse exits 2 by itself)."""
+    args = build_parser().parse_args(argv)
+    cache = keepwarm.ModelCache()
+    try:
+        args.func(args, cache)
+    except KeepwarmError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        cache.close(drain_timeout=5.0)
+    return 0

@@ -1,0 +1,217 @@
+"""The ``keepwarm`` command, run in-process through ``main([...])``."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import keepwarm
+from keepwarm.cli import main
+
+MODELS = ["mlp", "mlp_onnx"]
+
+
+@pytest.fixture(scope="module")
+def cache() -> Iterator[keepwarm.ModelCache]:
+    cache = keepwarm.ModelCache()
+    yield cache
+    cache.close()
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    return np.random.default_rng(0).random((3, 784), dtype=np.float32)
+
+
+def expected(cache: keepwarm.ModelCache, uri: Path, batch: np.ndarray) -> np.ndarray:
+    return cache.load(uri).predict(batch)["probs"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_inspect(name: str, example_models: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "inspect", str(example_models / name), "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["path"] == str(example_models / name / "1")
+    assert info["format"] in ("savedmodel", "onnx")
+    assert [s["name"] for s in info["signature"]["inputs"]] == ["image"]
+    assert info["signature"]["inputs"][0]["shape"] == [-1, 784]
+    assert [s["name"] for s in info["signature"]["outputs"]] == ["probs"]
+    assert info["nbytes"] > 0 and info["nbytes_source"] in ("framework", "files")
+    assert info["load_seconds"] > 0
+    assert "loaded" in err
+
+    code, out, _ = run(capsys, "inspect", str(example_models / name), "--version", "1", "-q")
+    assert code == 0
+    assert "image: float32[-1, 784]" in out and "probs: float32[-1, 10]" in out
+    assert "bytes (" in out and "load time:" in out
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("kind", ["npy", "npz", "json", "json-inputs", "json-list"])
+def test_predict_inputs(
+    name: str,
+    kind: str,
+    example_models: Path,
+    batch: np.ndarray,
+    cache: keepwarm.ModelCache,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uri = example_models / name
+    if kind == "npy":
+        source = tmp_path / "x.npy"
+        np.save(source, batch)
+    elif kind == "npz":
+        source = tmp_path / "x.npz"
+        np.savez(source, image=batch)
+    else:
+        source = tmp_path / "x.json"
+        body = {"list": batch.tolist(), "json": {"image": batch.tolist()}}.get(
+            kind.removeprefix("json-"), {"inputs": {"image": batch.tolist()}}
+        )
+        source.write_text(json.dumps(body))
+    code, out, err = run(capsys, "predict", str(uri), "--input", str(source))
+    assert code == 0, err
+    got = np.asarray(json.loads(out)["outputs"]["probs"], dtype=np.float32)
+    np.testing.assert_allclose(got, expected(cache, uri, batch), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("suffix", ["npz", "json"])
+def test_predict_output_file(
+    suffix: str,
+    example_models: Path,
+    batch: np.ndarray,
+    cache: keepwarm.ModelCache,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uri = example_models / "mlp_onnx"
+    np.save(tmp_path / "x.npy", batch)
+    target = tmp_path / f"y.{suffix}"
+    code, out, err = run(
+        capsys, "predict", str(uri), "-i", str(tmp_path / "x.npy"), "-o", str(target), "-q"
+    )
+    assert code == 0, err
+    assert out == ""
+    if suffix == "npz":
+        with np.load(target) as data:
+            got = data["probs"]
+    else:
+        got = np.asarray(json.loads(target.read_text())["outputs"]["probs"])
+    np.testing.assert_allclose(got, expected(cache, uri, batch), atol=1e-6, rtol=0)
+
+
+def test_integer_json_feeds_a_float_input(
+    example_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "x.json"
+    source.write_text(json.dumps([[0] * 784]))
+    code, out, err = run(capsys, "predict", str(example_models / "mlp_onnx"), "-i", str(source))
+    assert code == 0, err
+    assert len(json.loads(out)["outputs"]["probs"][0]) == 10
+
+
+def test_missing_path_is_a_clean_error(
+    example_models: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "inspect", str(example_models / "mpl"))
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: model path ") and "mlp" in err  # names the near miss
+    assert "Traceback" not in err
+
+
+def test_wrong_input_shape_names_the_input(
+    example_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((2, 783), np.float32))
+    code, _, err = run(
+        capsys, "predict", str(example_models / "mlp"), "-i", str(tmp_path / "x.npy")
+    )
+    assert code == 2
+    assert "error: input 'image'" in err and "784" in err
+    assert "Traceback" not in err
+
+
+def test_missing_or_unknown_input_file(
+    example_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = str(example_models / "mlp_onnx")
+    code, _, err = run(capsys, "predict", uri, "-i", str(tmp_path / "nope.npy"))
+    assert code == 2 and "nope.npy does not exist" in err
+    (tmp_path / "x.csv").write_text("1,2")
+    code, _, err = run(capsys, "predict", uri, "-i", str(tmp_path / "x.csv"))
+    assert code == 2 and ".npy, .npz or .json" in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main([])
+    assert raised.value.code == 2
+    with pytest.raises(SystemExit) as raised:
+        main(["predict", "some/model"])  # --input is required
+    assert raised.value.code == 2
+    assert "--input" in capsys.readouterr().err
+
+
+@pytest.fixture
+def hub_server(example_hub_tarball: Path) -> Iterator[str]:
+    """The hub tarball's directory served over loopback HTTP; yields the tarball's URL."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(example_hub_tarball.parent)
+    )
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/{example_hub_tarball.name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_inspect_hub_handle_shows_progress(
+    hub_server: str, example_hub_tarball: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "inspect", hub_server, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["uri"] == hub_server and Path(info["path"]).is_dir()
+    assert [s["name"] for s in info["signature"]["inputs"]] == ["image"]
+    size = example_hub_tarball.stat().st_size
+    assert "downloading (1.4 MB) ..." in err or "downloading (" in err
+    assert f"downloaded {size / 1024 / 1024:.1f} MB" in err
+    assert "loading savedmodel ..." in err and "loaded savedmodel in" in err
+
+    code, _, err = run(capsys, "inspect", hub_server)  # now cached: no download
+    assert code == 0 and "downloading" not in err
+
+
+def test_version_flag_in_a_subprocess() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "keepwarm", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"keepwarm {keepwarm.__version__}"
