@@ -15,6 +15,7 @@ _BUILTIN = {
     "keras": "keepwarm.runtimes.keras:KerasRuntime",
     "onnx": "keepwarm.runtimes.onnx:OnnxRuntime",
     "python": "keepwarm.runtimes.python:PythonRuntime",
+    "pickle": "keepwarm.runtimes.pickled:PickleRuntime",
 }
 _lock = threading.Lock()
 _runtimes: dict[str, Runtime] | None = None
