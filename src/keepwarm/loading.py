@@ -102,8 +102,7 @@ class RuntimeSpec:
 
             raise ModelLoadError(f"{path} is not a complete {runtime.name} model: {incomplete}",
                                  format=runtime.name)
-        options = {k: v for k, v in self.options.items() if k != "allow_unsafe"}
-        return runtime.load(path, signature=self.signature, options=options)
+        return runtime.load(path, signature=self.signature, options=self.options)
 
     def warmup(self, model: LoadedModel) -> None:
         if self.warmup_runs > 0:
