@@ -1,0 +1,286 @@
+"""A model's configuration: the optional ``<root>/<model>/model.toml``.
+
+Every key is optional; a model without the file is served with the defaults (the latest
+version, the runtime detected from its files, three warmup runs). The whole format::
+
+    runtime = "savedmodel"      # detected from the files when absent
+    signature = "serving_default"
+    pinned = false              # true: never evicted to make room for another model
+    default = "stable"          # what a request naming no version gets: a label or a version
+
+    [versions]
+    policy = "latest"           # "latest" (default) | "all" | "specific"
+    latest = 2                  # with "latest": how many of the highest versions (default 1)
+    specific = [3, 4]           # with "specific": exactly these (when present on disk)
+
+    [labels]                    # name = version; labelled versions are served too
+    stable = 3
+    canary = 4
+
+    [warmup]
+    runs = 3                    # 0 turns warmup off
+    samples = "warmup.npz"      # sample inputs (.json or .npz), a path inside each version
+
+    [options]                   # passed to the runtime as they are
+    intra_op_num_threads = 2
+
+    [batching]                  # all three keys optional
+    max_batch_size = 32
+    max_delay_ms = 2.0
+    max_queue = 1024
+
+``policy`` may be left out: it is ``"specific"`` when ``specific`` is given, ``"latest"``
+otherwise. Unknown keys are errors, so a typo never passes silently; every error names the
+file, the key, what was expected and what was given. ``allow_unsafe`` cannot be set here:
+whoever can write a model directory must not be able to opt in to code execution.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any
+
+from keepwarm.errors import InvalidConfigError
+
+FILENAME = "model.toml"
+POLICIES = ("latest", "all", "specific")
+LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+SAMPLE_SUFFIXES = (".json", ".npz")
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+_TOP = (
+    "runtime",
+    "signature",
+    "pinned",
+    "default",
+    "versions",
+    "labels",
+    "warmup",
+    "options",
+    "batching",
+)
+_VERSIONS = ("policy", "latest", "specific")
+_WARMUP = ("runs", "samples")
+_BATCHING = ("max_batch_size", "max_delay_ms", "max_queue")
+_SERVER_ONLY_OPTIONS = ("allow_unsafe",)
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions on disk are served: ``latest`` (the ``n`` highest), ``all``, or
+    ``specific`` (those of ``versions`` that are present)."""
+
+    kind: str = "latest"
+    n: int = 1
+    versions: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 32
+    max_delay_ms: float = 2.0
+    max_queue: int = 1024
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    runtime: str | None = None
+    signature: str | None = None
+    policy: VersionPolicy = VersionPolicy()
+    labels: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    default: int | str | None = None  # a version number or a label name
+    warmup_runs: int = 3
+    warmup_samples: str | None = None
+    pinned: bool = False
+    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    batching: BatchingConfig | None = None
+
+
+class _Checker:
+    """Reads one table of the file, raising errors that name the file and the key."""
+
+    def __init__(
+        self, source: str, table: Mapping[str, Any], prefix: str, allowed: tuple[str, ...]
+    ) -> None:
+        self.source, self.table, self.prefix = source, table, prefix
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+            names = ", ".join(repr(prefix + key) for key in unknown)
+            raise InvalidConfigError(
+                f"{source}: unknown key {names} in {where}; allowed keys: {', '.join(allowed)}"
+            )
+
+    def fail(self, key: str, expected: str, given: Any) -> InvalidConfigError:
+        return InvalidConfigError(
+            f"{self.source}: {self.prefix}{key}: expected {expected}, got {given!r}"
+        )
+
+    def get(self, key: str, kind: type | tuple[type, ...], expected: str) -> Any:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        # bool is an int subclass: refuse `true` where a number is wanted, and vice versa.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise self.fail(key, expected, value)
+        return value
+
+    def text(self, key: str) -> str | None:
+        value: str | None = self.get(key, str, "a non-empty string")
+        if value is not None and not value.strip():
+            raise self.fail(key, "a non-empty string", value)
+        return value
+
+    def integer(self, key: str, minimum: int) -> int | None:
+        expected = f"an integer >= {minimum}"
+        value: int | None = self.get(key, int, expected)
+        if value is not None and value < minimum:
+            raise self.fail(key, expected, value)
+        return value
+
+    def table_at(self, key: str, allowed: tuple[str, ...]) -> _Checker:
+        value = self.get(key, dict, "a table") or {}
+        return _Checker(self.source, value, f"{self.prefix}{key}.", allowed)
+
+
+def _policy(versions: _Checker) -> VersionPolicy:
+    kind = versions.text("policy")
+    latest = versions.integer("latest", 1)
+    specific = versions.get("specific", list, "a list of positive integers")
+    if kind is None:
+        kind = "specific" if specific is not None else "latest"
+    if kind not in POLICIES:
+        raise versions.fail("policy", " or ".join(repr(p) for p in POLICIES), kind)
+    if latest is not None and kind != "latest":
+        raise versions.fail("latest", f"no 'latest' count with policy {kind!r}", latest)
+    if kind == "specific":
+        if not specific:
+            raise versions.fail(
+                "specific",
+                "a non-empty list of positive integers (policy 'specific' needs it)",
+                specific,
+            )
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in specific):
+            raise versions.fail("specific", "a list of positive integers", specific)
+        return VersionPolicy("specific", versions=tuple(sorted(set(specific))))
+    if specific is not None:
+        raise versions.fail("specific", f"no 'specific' list with policy {kind!r}", specific)
+    if kind == "all":
+        return VersionPolicy("all")
+    return VersionPolicy("latest", n=latest or 1)
+
+
+def _labels(labels: Mapping[str, Any], source: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for name, version in labels.items():
+        if not LABEL.match(name):
+            raise InvalidConfigError(
+                f"{source}: labels.{name}: expected a label name (a letter or '_', then "
+                f"letters, digits, '_' or '-', at most 64), got {name!r}"
+            )
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InvalidConfigError(
+                f"{source}: labels.{name}: expected a version (a positive integer), got {version!r}"
+            )
+        found[name] = version
+    return found
+
+
+def _default(top: _Checker, labels: Mapping[str, int]) -> int | str | None:
+    value = top.table.get("default")
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str):
+        if value in labels:
+            return value
+        known = ", ".join(sorted(labels)) or "none are defined"
+        raise top.fail("default", f"a version or one of the labels ({known})", value)
+    raise top.fail("default", "a version (a positive integer) or a label name", value)
+
+
+def _samples(warmup: _Checker) -> str | None:
+    value = warmup.text("samples")
+    if value is None:
+        return None
+    parts = PurePosixPath(value.replace("\\", "/"))
+    if parts.is_absolute() or ".." in parts.parts or value.startswith("~"):
+        raise warmup.fail("samples", "a relative path inside the version directory", value)
+    if parts.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise warmup.fail("samples", "a .json or .npz file", value)
+    return parts.as_posix()
+
+
+def _batching(top: _Checker) -> BatchingConfig | None:
+    if top.table.get("batching") is None:
+        return None
+    table = top.table_at("batching", _BATCHING)
+    defaults = BatchingConfig()
+    delay = table.get("max_delay_ms", (int, float), "a number of milliseconds >= 0")
+    if delay is not None and delay < 0:
+        raise table.fail("max_delay_ms", "a number of milliseconds >= 0", delay)
+    size = table.integer("max_batch_size", 1)
+    queue = table.integer("max_queue", 1)
+    return BatchingConfig(
+        max_batch_size=defaults.max_batch_size if size is None else size,
+        max_delay_ms=defaults.max_delay_ms if delay is None else float(delay),
+        max_queue=defaults.max_queue if queue is None else queue,
+    )
+
+
+def _options(top: _Checker) -> Mapping[str, Any]:
+    options: dict[str, Any] = top.get("options", dict, "a table") or {}
+    for key in _SERVER_ONLY_OPTIONS:
+        if key in options:
+            raise top.fail(
+                f"options.{key}",
+                "no such option in model.toml (it is a server setting)",
+                options[key],
+            )
+    return MappingProxyType(dict(options)) if options else _EMPTY
+
+
+def parse_model_config(text: str, *, source: str) -> ModelConfig:
+    """The configuration in ``text`` (TOML); ``source`` names the file in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidConfigError(f"{source}: not valid TOML: {exc}") from exc
+    top = _Checker(source, data, "", _TOP)
+    pinned = top.get("pinned", bool, "true or false")
+    labels = _labels(top.get("labels", dict, "a table of name = version") or {}, source)
+    warmup = top.table_at("warmup", _WARMUP)
+    runs = warmup.integer("runs", 0)
+    return ModelConfig(
+        runtime=top.text("runtime"),
+        signature=top.text("signature"),
+        policy=_policy(top.table_at("versions", _VERSIONS)),
+        labels=MappingProxyType(labels) if labels else _EMPTY,
+        default=_default(top, labels),
+        warmup_runs=ModelConfig.warmup_runs if runs is None else runs,
+        warmup_samples=_samples(warmup),
+        pinned=bool(pinned),
+        options=_options(top),
+        batching=_batching(top),
+    )
+
+
+def load_model_config(path: Path) -> ModelConfig:
+    """The configuration in ``path`` (a ``model.toml``); the defaults when it does not exist."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return ModelConfig()
+    except OSError as exc:
+        raise InvalidConfigError(f"{path}: cannot be read: {exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    return parse_model_config(text, source=str(path))

@@ -1,0 +1,309 @@
+"""A model repository on disk: ``<root>/<model>/<version>/``, scanned as a whole each time.
+
+Names. A model directory's name must match ``NAME`` (letters, digits, ``_ . -``; no
+``..``); a version directory's name is a positive integer written without leading zeros
+(``7``, not ``007`` or ``0``). Other entries are skipped and listed, with the reason, in
+``FilesystemSource.skipped`` (hidden entries, and plain files inside a model directory,
+are ignored silently). A symlink, anywhere in a model, whose target lies outside the root
+is refused.
+
+When a version is taken. Copying a model takes time, and a half-written version must
+never load. A version is *complete* (taken) when
+
+- it holds the marker file ``.keepwarm-ready`` (``MARKER``): writers create it last,
+  after every other file; the version is taken at once; or
+- without the marker, when its files (relative paths, sizes, modification times) are the
+  same as at the previous scan, so a version needs two scans to settle.
+
+In both cases the format must also be whole, as the runtime's ``incomplete()`` judges it
+(for a SavedModel: every shard named by ``variables.index`` present and long enough);
+a marked version whose format is incomplete is reported with the reason, not taken. An
+empty version directory is never complete.
+
+Configuration. ``model.toml`` is read at every scan. When it is bad, ``config_error``
+says why and ``config`` stays the last good one (remembered across scans). When it has
+never been good since the model appeared, ``config`` holds the defaults and ``blocked``
+is True: the repository must load no version of that model until the file is fixed.
+
+The source remembers only a fingerprint per version and the last good configs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keepwarm.config import FILENAME, ModelConfig, load_model_config
+from keepwarm.errors import InvalidConfigError, InvalidInputError, ModelNotFoundError
+from keepwarm.runtimes.base import Runtime
+from keepwarm.runtimes.registry import detect_runtime, get_runtime
+
+log = logging.getLogger(__name__)
+
+MARKER = ".keepwarm-ready"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_OUTSIDE = "outside the repository"
+_WAITING = (
+    f"new or changed files: taken when unchanged at the next scan "
+    f"(or at once when {MARKER} is written last)"
+)
+
+
+@dataclass(frozen=True)
+class VersionListing:
+    version: int
+    path: Path
+    complete: bool
+    reason: str | None  # why not (yet) taken; None when complete
+    runtime: str | None = None  # the runtime that judged the format, once known
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    name: str
+    path: Path
+    config: ModelConfig  # in force: the last good one, or the defaults
+    config_error: str | None  # why model.toml is bad now; None when it is good (or absent)
+    versions: dict[int, VersionListing] = field(default_factory=dict)
+    blocked: bool = False  # model.toml has never been good: load nothing
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What one scan learnt about a version, for the next."""
+
+    fingerprint: int
+    runtime_setting: str | None
+    verdict: VersionListing | None  # the format check, when it was made
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when it is a valid model name, else ``InvalidInputError`` saying why."""
+    if not NAME.match(name) or ".." in name:
+        raise InvalidInputError(
+            f"invalid model name {name!r}: expected 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit, without '..'"
+        )
+    return name
+
+
+def version_number(name: str) -> int | None:
+    """The version a directory name stands for: a positive integer without leading zeros."""
+    if not name.isascii() or not name.isdigit() or name.startswith("0"):
+        return None
+    return int(name)
+
+
+class FilesystemSource:
+    """Lists the models and versions under ``root``; ``scan()`` returns the whole listing."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).expanduser().absolute()
+        if not self.root.is_dir():
+            what = "is not a directory" if self.root.exists() else "does not exist"
+            raise ModelNotFoundError(f"model repository {self.root} {what}")
+        self._real = os.path.realpath(self.root)
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, int], _Seen] = {}
+        self._good: dict[str, ModelConfig] = {}
+        self.skipped: list[str] = []  # entries refused by the last scan, with the reason
+
+    # ---------------------------------------------------------------- public
+
+    def scan(self) -> dict[str, ModelListing]:
+        """Every model under the root, with every version directory and its verdict."""
+        with self._lock:
+            skipped: list[str] = []
+            seen: dict[tuple[str, int], _Seen] = {}
+            models: dict[str, ModelListing] = {}
+            for entry in self._entries(self.root, skipped):
+                problem = self._refuse_model(entry)
+                if problem:
+                    if not entry.name.startswith("."):
+                        skipped.append(f"{entry.name}: {problem}")
+                    continue
+                models[entry.name] = self._scan_model(entry, skipped, seen)
+            self._seen = seen
+            self._good = {k: v for k, v in self._good.items() if k in models}
+            self._report(skipped)
+            return models
+
+    def model_path(self, name: str) -> Path:
+        """The directory of model ``name``, checked like a scan checks it."""
+        path = self.root / check_model_name(name)
+        if not path.is_dir() or not self._inside(path):
+            raise ModelNotFoundError(f"model {name!r} not found in {self.root}")
+        return path
+
+    def config_for(self, name: str) -> ModelConfig:
+        """Model ``name``'s configuration, read now; the last good one when the file is bad
+        (``InvalidConfigError`` when there never was a good one)."""
+        path = self.model_path(name)
+        with self._lock:
+            try:
+                config = self._read_config(path)
+            except InvalidConfigError:
+                if name in self._good:
+                    return self._good[name]
+                raise
+            self._good[name] = config
+            return config
+
+    # ---------------------------------------------------------------- models
+
+    def _entries(self, path: Path, skipped: list[str]) -> list[Path]:
+        try:
+            return sorted(path.iterdir())
+        except OSError as exc:  # removed or unreadable while scanning
+            skipped.append(f"{path.relative_to(self.root)}: cannot be listed: {exc}")
+            return []
+
+    def _refuse_model(self, entry: Path) -> str | None:
+        if not NAME.match(entry.name) or ".." in entry.name:
+            return "not a valid model name (letters, digits, '_', '.', '-'; no '..')"
+        if not self._inside(entry):
+            return f"a symlink to {os.path.realpath(entry)}, {_OUTSIDE}"
+        if not entry.is_dir():
+            return "not a directory"
+        return None
+
+    def _scan_model(
+        self, path: Path, skipped: list[str], seen: dict[tuple[str, int], _Seen]
+    ) -> ModelListing:
+        name = path.name
+        error = None
+        try:
+            config = self._good[name] = self._read_config(path)
+        except InvalidConfigError as exc:
+            error = exc.message
+            config = self._good.get(name, ModelConfig())
+        versions: dict[int, VersionListing] = {}
+        for entry in self._entries(path, skipped):
+            version = version_number(entry.name)
+            where = f"{name}/{entry.name}"
+            if version is None:
+                if entry.is_dir() and not entry.name.startswith("."):
+                    skipped.append(f"{where}: not a version (a positive integer, no leading zeros)")
+                continue
+            if not self._inside(entry):
+                skipped.append(f"{where}: a symlink to {os.path.realpath(entry)}, {_OUTSIDE}")
+                continue
+            if not entry.is_dir():
+                skipped.append(f"{where}: not a directory")
+                continue
+            versions[version] = self._scan_version(name, version, entry, config, seen)
+        return ModelListing(
+            name,
+            path,
+            config,
+            error,
+            versions,
+            blocked=error is not None and name not in self._good,
+        )
+
+    def _read_config(self, model_dir: Path) -> ModelConfig:
+        path = model_dir / FILENAME
+        if path.is_symlink() and not self._inside(path):
+            raise InvalidConfigError(f"{path}: a symlink to {os.path.realpath(path)}, {_OUTSIDE}")
+        return load_model_config(path)
+
+    # ---------------------------------------------------------------- versions
+
+    def _scan_version(
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        config: ModelConfig,
+        seen: dict[tuple[str, int], _Seen],
+    ) -> VersionListing:
+        def refused(reason: str, runtime: str | None = None) -> VersionListing:
+            return VersionListing(version, path, False, reason, runtime)
+
+        try:
+            files, problem = self._walk(path)
+        except OSError as exc:
+            return refused(f"cannot be read: {exc}")
+        if problem:
+            return refused(problem)
+        marked = MARKER in {relative for relative, _, _ in files}
+        if len(files) == int(marked):
+            return refused("empty: no model files yet")
+        key = (name, version)
+        before = self._seen.get(key)
+        now = _Seen(hash(tuple(files)), config.runtime, None)
+        same = (
+            before is not None
+            and before.fingerprint == now.fingerprint
+            and before.runtime_setting == now.runtime_setting
+        )
+        if before is not None and same and before.verdict is not None:
+            seen[key] = before  # unchanged since it was judged: the verdict stands
+            return before.verdict
+        if not marked and not same:
+            seen[key] = now
+            return refused(_WAITING)
+        verdict = self._judge(version, path, config)
+        seen[key] = _Seen(now.fingerprint, now.runtime_setting, verdict)
+        return verdict
+
+    def _judge(self, version: int, path: Path, config: ModelConfig) -> VersionListing:
+        """The format check: complete, or the runtime's reason why not."""
+        try:
+            runtime: Runtime = (
+                get_runtime(config.runtime) if config.runtime else detect_runtime(path)
+            )
+        except Exception as exc:  # unknown runtime, or no runtime recognises the files
+            return VersionListing(version, path, False, str(exc), None)
+        try:
+            reason = runtime.incomplete(path)
+        except Exception as exc:  # a runtime's bug must not stop the scan of other models
+            reason = f"the {runtime.name} runtime could not check the files: {exc!r}"
+        if reason is not None:
+            reason = f"incomplete {runtime.name} model: {reason}"
+        return VersionListing(version, path, reason is None, reason, runtime.name)
+
+    def _walk(self, top: Path) -> tuple[list[tuple[str, int, int]], str | None]:
+        """Every file under ``top`` as ``(relative path, size, mtime_ns)``, sorted; or a
+        reason to refuse the version (a symlink leaving the root, a broken symlink)."""
+        files: list[tuple[str, int, int]] = []
+        visited: set[str] = set()
+        stack = [(str(top), "")]
+        while stack:
+            directory, prefix = stack.pop()
+            real = os.path.realpath(directory)
+            if real in visited:  # a symlink loop, or one directory reached twice
+                continue
+            visited.add(real)
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    relative = prefix + entry.name
+                    if entry.is_symlink():
+                        target = os.path.realpath(entry.path)
+                        if not self._inside_real(target):
+                            return [], f"{relative} is a symlink to {target}, {_OUTSIDE}"
+                        if not os.path.exists(target):
+                            return [], f"{relative} is a broken symlink"
+                    if entry.is_dir():
+                        stack.append((entry.path, relative + "/"))
+                    elif entry.is_file():
+                        stat = entry.stat()
+                        files.append((relative, stat.st_size, stat.st_mtime_ns))
+        return sorted(files), None
+
+    # ---------------------------------------------------------------- helpers
+
+    def _inside(self, path: Path) -> bool:
+        return self._inside_real(os.path.realpath(path))
+
+    def _inside_real(self, real: str) -> bool:
+        return real == self._real or real.startswith(self._real.rstrip(os.sep) + os.sep)
+
+    def _report(self, skipped: list[str]) -> None:
+        for line in sorted(set(skipped) - set(self.skipped)):
+            log.warning("model repository %s: skipped %s", self.root, line)
+        self.skipped = skipped

@@ -1,0 +1,167 @@
+"""model.toml: every key parsed, every mistake named."""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+
+import pytest
+
+from keepwarm.config import (
+    BatchingConfig,
+    ModelConfig,
+    VersionPolicy,
+    load_model_config,
+    parse_model_config,
+)
+from keepwarm.errors import InvalidConfigError
+
+FULL = """
+runtime = "savedmodel"
+signature = "serving_default"
+pinned = true
+default = "stable"
+
+[versions]
+policy = "latest"
+latest = 2
+
+[labels]
+stable = 3
+canary = 4
+
+[warmup]
+runs = 5
+samples = "assets.extra/warmup.npz"
+
+[options]
+intra_op_num_threads = 2
+tags = ["serve"]
+
+[batching]
+max_batch_size = 16
+max_delay_ms = 1
+max_queue = 64
+"""
+
+
+def test_every_key_is_read() -> None:
+    config = parse_model_config(FULL, source="m/model.toml")
+    assert config.runtime == "savedmodel"
+    assert config.signature == "serving_default"
+    assert config.pinned is True
+    assert config.default == "stable"
+    assert config.policy == VersionPolicy("latest", n=2)
+    assert dict(config.labels) == {"stable": 3, "canary": 4}
+    assert config.warmup_runs == 5
+    assert config.warmup_samples == "assets.extra/warmup.npz"
+    assert dict(config.options) == {"intra_op_num_threads": 2, "tags": ["serve"]}
+    assert config.batching == BatchingConfig(max_batch_size=16, max_delay_ms=1.0, max_queue=64)
+    assert isinstance(config.batching.max_delay_ms, float)
+
+
+def test_empty_file_and_missing_file_are_the_defaults(tmp_path: Path) -> None:
+    assert parse_model_config("", source="x") == ModelConfig()
+    assert load_model_config(tmp_path / "model.toml") == ModelConfig()
+    defaults = ModelConfig()
+    assert defaults.policy == VersionPolicy("latest", n=1)
+    assert defaults.warmup_runs == 3 and defaults.batching is None and not defaults.pinned
+
+
+def test_config_is_read_only() -> None:
+    config = parse_model_config(FULL, source="x")
+    with pytest.raises(TypeError):
+        operator.setitem(config.labels, "stable", 9)
+    with pytest.raises(TypeError):
+        operator.setitem(config.options, "intra_op_num_threads", 9)
+
+
+@pytest.mark.parametrize(
+    ("text", "policy"),
+    [
+        ('[versions]\npolicy = "all"', VersionPolicy("all")),
+        ("[versions]\nspecific = [4, 3, 4]", VersionPolicy("specific", versions=(3, 4))),
+        (
+            '[versions]\npolicy = "specific"\nspecific = [7]',
+            VersionPolicy("specific", versions=(7,)),
+        ),
+        ("[versions]\nlatest = 3", VersionPolicy("latest", n=3)),
+    ],
+)
+def test_version_policies(text: str, policy: VersionPolicy) -> None:
+    assert parse_model_config(text, source="x").policy == policy
+
+
+def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
+    config = parse_model_config("default = 3\n[batching]\nmax_queue = 8", source="x")
+    assert config.default == 3
+    assert config.batching == BatchingConfig(max_queue=8)
+    assert parse_model_config("[warmup]\nruns = 0", source="x").warmup_runs == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('runtme = "onnx"', ["'runtme'", "allowed keys", "runtime"]),
+        ('[versions]\npolcy = "all"', ["'versions.polcy'", "[versions]", "policy"]),
+        ("[warmup]\nrun = 1", ["'warmup.run'", "runs, samples"]),
+        ("[batching]\nbatch_size = 1", ["'batching.batch_size'", "max_batch_size"]),
+        ("runtime = 3", ["runtime:", "a non-empty string", "3"]),
+        ('signature = " "', ["signature:", "non-empty string"]),
+        ('pinned = "yes"', ["pinned:", "true or false", "'yes'"]),
+        ('default = "prod"', ["default:", "labels", "none are defined", "'prod'"]),
+        ('default = "prod"\n[labels]\nstable = 1', ["default:", "stable", "'prod'"]),
+        ("default = 0", ["default:", "positive integer", "0"]),
+        ("default = true", ["default:", "True"]),
+        ("versions = 1", ["versions:", "a table"]),
+        ('[versions]\npolicy = "newest"', ["versions.policy:", "'latest' or 'all'", "'newest'"]),
+        ("[versions]\nlatest = 0", ["versions.latest:", ">= 1", "0"]),
+        ("[versions]\nlatest = true", ["versions.latest:", "integer", "True"]),
+        ('[versions]\npolicy = "all"\nlatest = 2', ["versions.latest:", "'all'"]),
+        ('[versions]\npolicy = "latest"\nspecific = [1]', ["versions.specific:", "'latest'"]),
+        ('[versions]\npolicy = "specific"', ["versions.specific:", "needs it"]),
+        ("[versions]\nspecific = [0]", ["versions.specific:", "positive integers", "[0]"]),
+        ('[versions]\nspecific = ["3"]', ["versions.specific:", "['3']"]),
+        ("[versions]\nspecific = 3", ["versions.specific:", "a list"]),
+        ('labels = "stable"', ["labels:", "a table"]),
+        ("[labels]\n1st = 1", ["labels.1st:", "label name", "'1st'"]),
+        ('[labels]\n"a b" = 1', ["labels.a b:", "label name"]),
+        ("[labels]\nstable = 0", ["labels.stable:", "positive integer", "0"]),
+        ("[labels]\nstable = true", ["labels.stable:", "True"]),
+        ('[labels]\nstable = "3"', ["labels.stable:", "'3'"]),
+        ("[warmup]\nruns = -1", ["warmup.runs:", ">= 0", "-1"]),
+        ("[warmup]\nruns = 1.5", ["warmup.runs:", "integer", "1.5"]),
+        ('[warmup]\nsamples = "../w.npz"', ["warmup.samples:", "relative path"]),
+        ('[warmup]\nsamples = "/tmp/w.npz"', ["warmup.samples:", "relative path"]),
+        ('[warmup]\nsamples = "w.txt"', ["warmup.samples:", ".json or .npz", "'w.txt'"]),
+        ('options = "fast"', ["options:", "a table"]),
+        ("[options]\nallow_unsafe = true", ["options.allow_unsafe:", "server setting"]),
+        ("[batching]\nmax_batch_size = 0", ["batching.max_batch_size:", ">= 1", "0"]),
+        ("[batching]\nmax_delay_ms = -1", ["batching.max_delay_ms:", ">= 0", "-1"]),
+        ('[batching]\nmax_delay_ms = "2"', ["batching.max_delay_ms:", "'2'"]),
+        ("[batching]\nmax_queue = 0", ["batching.max_queue:", ">= 1"]),
+        ("batching = 3", ["batching:", "a table"]),
+        ("runtime = ", ["not valid TOML"]),
+    ],
+)
+def test_errors_name_the_file_the_key_and_what_was_given(text: str, expected: list[str]) -> None:
+    with pytest.raises(InvalidConfigError) as info:
+        parse_model_config(text, source="models/m/model.toml")
+    message = str(info.value)
+    assert message.startswith("models/m/model.toml: ")
+    for part in expected:
+        assert part in message
+
+
+def test_load_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "model.toml"
+    path.write_text("[versions]\nlatest = -2\n")
+    with pytest.raises(InvalidConfigError, match=r"model\.toml: versions\.latest"):
+        load_model_config(path)
+    path.write_bytes(b"runtime = '\xff'")
+    with pytest.raises(InvalidConfigError, match="not UTF-8"):
+        load_model_config(path)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(InvalidConfigError, match="cannot be read"):
+        load_model_config(path)
