@@ -40,6 +40,7 @@ class Entry:
         self.reason: str | None = None
         self.model: Any = None
         self.leases = 0
+        self.waiters = 0  # requests waiting for this key to load (it is not evicted)
         self.nbytes = 0
         self.pinned = False
         self.reserving = False
@@ -68,6 +69,7 @@ class Entry:
             "state": self.state.value,
             "reason": self.reason,
             "leases": self.leases,
+            "waiters": self.waiters,
             "nbytes": self.nbytes,
             "pinned": self.pinned,
             "failures": self.failures,

@@ -80,35 +80,43 @@ class Manager:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         counted = False
+        waiting: Entry | None = None  # the entry this request waits on (not evictable)
         with self._cond:
-            while True:
-                entry = self._entries.get(key)
-                state = entry.state if entry is not None else None
-                if entry is not None and state is State.READY:
-                    entry.leases += 1
-                    entry.last_used = time.monotonic()
-                    if not counted:
-                        self._count_access(key, hit=True)
-                    return Lease(self, entry)
-                if spec is None:
-                    raise self._not_serving(key, entry)
-                if entry is None or state in (State.NEW, State.UNLOADED) or (
-                        state is State.FAILED and entry.retry_due()):
-                    entry = self._entry_for(key, spec)
-                    if not entry.reserving:
-                        self._reserve_and_start(entry, deadline)  # may wait for room
+            try:
+                while True:
+                    entry = self._entries.get(key)
+                    state = entry.state if entry is not None else None
+                    if entry is not None and state is State.READY:
+                        entry.leases += 1
+                        entry.last_used = time.monotonic()
                         if not counted:
-                            self._count_access(key, hit=False)
-                            counted = True
-                        continue
-                elif state is State.FAILED:
-                    assert entry.error is not None
-                    raise _fresh(entry.error)
-                elif state in (State.LOADING, State.WARMING) and not counted:
-                    self.counters["coalesced"] += 1
-                    self._count_access(key, hit=False)
-                    counted = True
-                self._wait(deadline, f"waiting for {key} to load")
+                            self._count_access(key, hit=True)
+                        return Lease(self, entry)
+                    if spec is None:
+                        raise self._not_serving(key, entry)
+                    entry = self._entry_for(key, spec)
+                    if waiting is None:
+                        waiting = entry
+                        entry.waiters += 1
+                    if state in (None, State.NEW, State.UNLOADED) or (
+                            state is State.FAILED and entry.retry_due()):
+                        if not entry.reserving:
+                            if not counted:
+                                self._count_access(key, hit=False)
+                                counted = True
+                            self._reserve_and_start(entry, deadline)  # may wait for room
+                            continue
+                    elif state is State.FAILED:
+                        assert entry.error is not None
+                        raise _fresh(entry.error)
+                    elif state in (State.LOADING, State.WARMING) and not counted:
+                        self.counters["coalesced"] += 1
+                        self._count_access(key, hit=False)
+                        counted = True
+                    self._wait(deadline, f"waiting for {key} to load")
+            finally:
+                if waiting is not None:
+                    waiting.waiters -= 1
 
     @contextmanager
     def lease(self, key: Hashable, spec: LoadSpec | None = None, *,
@@ -287,9 +295,9 @@ class Manager:
                 f"{entry.key} needs about {entry.nbytes} bytes, more than the whole budget "
                 f"(max_bytes={self.max_bytes})")
         while not self._fits(entry):
-            if self._evict_one(entry):
-                continue
             remaining = deadline - time.monotonic()
+            if self._evict_one(entry, patient=remaining > 0):
+                continue
             if remaining <= 0:
                 busy = [str(e.key) for e in self._entries.values()
                         if e.state in RESIDENT and (e.leases or e.pinned) and e is not entry]
@@ -373,15 +381,26 @@ class Manager:
             if not self._evict_one(loaded):
                 return
 
-    def _evict_one(self, making_room_for: Entry) -> bool:
-        """Evict the policy's choice among idle, unpinned READY models; False if none."""
+    def _evict_one(self, making_room_for: Entry, *, patient: bool = False) -> bool:
+        """Evict the policy's choice among idle, unpinned READY models; False if none.
+
+        ``patient``: while other loads are in flight, do not evict a model the policy values
+        more than the newcomer; those loads will soon offer cheaper victims (this keeps a
+        burst of rare models from pushing the popular set out).
+        """
         candidates = [Candidate(e.key, e.nbytes, e.last_used)
                       for e in self._entries.values()
-                      if e.state is State.READY and e.leases == 0 and not e.pinned
-                      and e is not making_room_for]
+                      if e.state is State.READY and e.leases == 0 and e.waiters == 0
+                      and not e.pinned and e is not making_room_for]
         if not candidates:
             return False
-        victim = self._entries[self.policy.victim(candidates).key]
+        choice = self.policy.victim(candidates)
+        if patient and any(e.state in (State.LOADING, State.WARMING)
+                           for e in self._entries.values() if e is not making_room_for):
+            newcomer = Candidate(making_room_for.key, making_room_for.nbytes, time.monotonic())
+            if self.policy.prefer_keeping(choice, newcomer):
+                return False
+        victim = self._entries[choice.key]
         self.counters["evictions"] += 1
         self.events.emit(Event("evicted", victim.key, nbytes=victim.nbytes))
         self._drain(victim, f"evicted to make room for {making_room_for.key}")

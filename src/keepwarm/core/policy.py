@@ -31,6 +31,11 @@ class EvictionPolicy(Protocol):
         """The candidate to evict; ``candidates`` is never empty."""
         ...
 
+    def prefer_keeping(self, victim: Candidate, newcomer: Candidate) -> bool:
+        """True when ``victim`` is worth more than ``newcomer``: while other loads are in
+        flight, the newcomer then waits for one of them rather than evict ``victim``."""
+        ...
+
 
 class LRUPolicy:
     """Least recently used: the baseline."""
@@ -40,6 +45,9 @@ class LRUPolicy:
 
     def victim(self, candidates: Sequence[Candidate]) -> Candidate:
         return min(candidates, key=lambda c: c.last_used)
+
+    def prefer_keeping(self, victim: Candidate, newcomer: Candidate) -> bool:
+        return False
 
 
 class FrequencyPolicy:
@@ -70,5 +78,12 @@ class FrequencyPolicy:
     def count(self, key: Hashable) -> float:
         return self._counts.get(key, 0.0)
 
+    def score(self, candidate: Candidate) -> float:
+        """Expected hits per byte held."""
+        return self.count(candidate.key) / max(candidate.nbytes, 1)
+
     def victim(self, candidates: Sequence[Candidate]) -> Candidate:
-        return min(candidates, key=lambda c: (self.count(c.key) / max(c.nbytes, 1), c.last_used))
+        return min(candidates, key=lambda c: (self.score(c), c.last_used))
+
+    def prefer_keeping(self, victim: Candidate, newcomer: Candidate) -> bool:
+        return self.score(victim) > self.score(newcomer)

@@ -1,10 +1,16 @@
-"""Closes unloaded models on a thread of its own, gives memory back, and measures it."""
+"""Closes unloaded models on a thread of its own, gives memory back, and measures it.
+
+A full garbage collection stops every thread (about 150 ms once TensorFlow is imported),
+so closes are batched: at most one collection (and ``malloc_trim``) per ``min_interval``
+seconds, however many models were unloaded in between.
+"""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,11 +24,13 @@ _Job = tuple[Any, Entry, str, Callable[[Entry], None] | None]
 
 
 class Reaper:
-    def __init__(self, events: EventBus) -> None:
+    def __init__(self, events: EventBus, min_interval: float = 1.0) -> None:
         self._events = events
+        self._min_interval = min_interval
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._last_release = -min_interval
         self.idle = threading.Event()
         self.idle.set()
 
@@ -41,21 +49,45 @@ class Reaper:
         self._queue.put(None)
 
     def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            model, entry, reason, then = job
-            held = getattr(model, "nbytes", 0) or 0
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is None:
+                return
             before = rss_bytes()
-            try:
-                if model is not None:
-                    model.close()
-            except Exception:
-                log.exception("closing %s failed", entry.key)
-            del model, job
+            batch: list[tuple[Entry, str, int]] = []
+            # Close this job and every one that arrives before the next collection is due.
+            while job is not None:
+                batch.append(self._close(job))
+                job = None
+                wait = self._last_release + self._min_interval - time.monotonic()
+                try:
+                    job = self._queue.get(timeout=max(wait, 0.0)) if wait > 0 else \
+                        self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
             release_memory()
+            self._last_release = time.monotonic()
             freed = max(0, before - rss_bytes())
-            entry.unreclaimed_bytes = max(0, int(held) - freed)
-            self._events.emit(Event("reclaimed", entry.key, reason=reason, nbytes=freed))
-            if then is not None:
-                then(entry)
+            held = sum(nbytes for _, _, nbytes in batch) or 1
+            for entry, reason, nbytes in batch:
+                share = freed * nbytes // held
+                entry.unreclaimed_bytes = max(0, nbytes - share)
+                self._events.emit(Event("reclaimed", entry.key, reason=reason, nbytes=share))
             if self._queue.empty():
                 self.idle.set()
+
+    def _close(self, job: _Job) -> tuple[Entry, str, int]:
+        model, entry, reason, then = job
+        held = int(getattr(model, "nbytes", 0) or 0)
+        try:
+            if model is not None:
+                model.close()
+        except Exception:
+            log.exception("closing %s failed", entry.key)
+        del model, job
+        if then is not None:
+            then(entry)
+        return entry, reason, held

@@ -173,3 +173,38 @@ def test_illegal_transition_is_refused() -> None:
     with pytest.raises(IllegalTransition):
         check(State.READY, State.LOADING)
     assert check(State.FAILED, State.LOADING) is State.LOADING
+
+
+def test_a_just_loaded_model_is_not_evicted_before_its_waiting_request_gets_it() -> None:
+    for _ in range(20):
+        gate = threading.Event()
+        a, b = FakeSpec("a", gate=gate), FakeSpec("b")
+        manager = Manager(max_models=1, budget_timeout=10)
+        ta = threading.Thread(target=lambda: manager.acquire("a", a, timeout=10).release())
+        ta.start()
+        assert a.started.wait(5)
+        tb = threading.Thread(target=lambda: manager.acquire("b", b, timeout=10).release())
+        tb.start()
+        gate.set()
+        ta.join(10)
+        tb.join(10)
+        assert a.loads == 1 and b.loads == 1
+
+
+def test_patient_eviction_keeps_a_popular_model_while_rare_loads_are_in_flight() -> None:
+    manager = Manager(max_models=2, budget_timeout=10)
+    popular, rare1, rare2 = FakeSpec("p"), FakeSpec("r1", gate=threading.Event()), FakeSpec("r2")
+    for _ in range(10):
+        manager.acquire("p", popular).release()
+    t1 = threading.Thread(target=lambda: manager.acquire("r1", rare1).release())
+    t1.start()
+    assert rare1.started.wait(5)
+    t2 = threading.Thread(target=lambda: manager.acquire("r2", rare2).release())
+    t2.start()
+    # r2 waits for r1 (in flight, rarely used) rather than evict the popular model.
+    assert not manager.wait_for(lambda: manager.state("p") is not State.READY, 0.3)
+    assert rare1.gate is not None
+    rare1.gate.set()
+    t1.join(5)
+    t2.join(5)
+    assert manager.state("p") is State.READY and manager.state("r1") is State.UNLOADED
