@@ -98,6 +98,23 @@ def version_number(name: str) -> int | None:
     return int(name)
 
 
+def judge(version: int, path: Path, config: ModelConfig) -> VersionListing:
+    """The format check: complete, or the runtime's reason why not."""
+    try:
+        runtime: Runtime = (
+            get_runtime(config.runtime) if config.runtime else detect_runtime(path)
+        )
+    except Exception as exc:  # unknown runtime, or no runtime recognises the files
+        return VersionListing(version, path, False, str(exc), None)
+    try:
+        reason = runtime.incomplete(path)
+    except Exception as exc:  # a runtime's bug must not stop the scan of other models
+        reason = f"the {runtime.name} runtime could not check the files: {exc!r}"
+    if reason is not None:
+        reason = f"incomplete {runtime.name} model: {reason}"
+    return VersionListing(version, path, reason is None, reason, runtime.name)
+
+
 class FilesystemSource:
     """Lists the models and versions under ``root``; ``scan()`` returns the whole listing."""
 
@@ -247,25 +264,9 @@ class FilesystemSource:
         if not marked and not same:
             seen[key] = now
             return refused(_WAITING)
-        verdict = self._judge(version, path, config)
+        verdict = judge(version, path, config)
         seen[key] = _Seen(now.fingerprint, now.runtime_setting, verdict)
         return verdict
-
-    def _judge(self, version: int, path: Path, config: ModelConfig) -> VersionListing:
-        """The format check: complete, or the runtime's reason why not."""
-        try:
-            runtime: Runtime = (
-                get_runtime(config.runtime) if config.runtime else detect_runtime(path)
-            )
-        except Exception as exc:  # unknown runtime, or no runtime recognises the files
-            return VersionListing(version, path, False, str(exc), None)
-        try:
-            reason = runtime.incomplete(path)
-        except Exception as exc:  # a runtime's bug must not stop the scan of other models
-            reason = f"the {runtime.name} runtime could not check the files: {exc!r}"
-        if reason is not None:
-            reason = f"incomplete {runtime.name} model: {reason}"
-        return VersionListing(version, path, reason is None, reason, runtime.name)
 
     def _walk(self, top: Path) -> tuple[list[tuple[str, int, int]], str | None]:
         """Every file under ``top`` as ``(relative path, size, mtime_ns)``, sorted; or a

@@ -1,0 +1,106 @@
+"""A model repository in a remote store (``s3://bucket/prefix``, any fsspec protocol).
+
+The same layout and rules as the local one (``<root>/<model>/<version>/``, ``model.toml``,
+the ``.keepwarm-ready`` marker, or a listing unchanged across two scans). A version that is
+taken is copied into the verified local cache (``sources.remote.copy_to_cache``) and its
+format checked there; the manager then loads the local copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from keepwarm.config import FILENAME, ModelConfig, parse_model_config
+from keepwarm.errors import InvalidConfigError, InvalidInputError, KeepwarmError
+from keepwarm.sources.filesystem import (
+    MARKER,
+    ModelListing,
+    VersionListing,
+    check_model_name,
+    judge,
+    version_number,
+)
+from keepwarm.sources.remote import _filesystem, copy_to_cache, fingerprint
+
+log = logging.getLogger("keepwarm.sources")
+_WAITING = "waiting: its listing must stay unchanged across two scans (or hold the marker)"
+
+
+class RemoteSource:
+    def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None,
+                 cache_dir: Path | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.cache_dir = cache_dir
+        self.skipped: list[str] = []
+        self._good: dict[str, ModelConfig] = {}
+        self._seen: dict[tuple[str, int], str] = {}  # the listing digest of the last scan
+        self._copied: dict[tuple[str, int], tuple[str, VersionListing]] = {}
+
+    def scan(self) -> dict[str, ModelListing]:
+        fs, root = _filesystem(self.url, self.storage_options)
+        fs.invalidate_cache()
+        found = fs.find(root, withdirs=False, detail=True)
+        prefix = root.rstrip("/") + "/"
+        tree: dict[str, dict[str, Any]] = {}
+        skipped: list[str] = []
+        for path, info in found.items():
+            if not path.startswith(prefix):
+                continue
+            parts = path[len(prefix):].split("/")
+            if len(parts) < 2:
+                continue
+            name = parts[0]
+            try:
+                check_model_name(name)
+            except InvalidInputError as exc:
+                skipped.append(f"{name}: {exc.message}")
+                continue
+            model = tree.setdefault(name, {"config": None, "versions": {}})
+            if len(parts) == 2 and parts[1] == FILENAME:
+                model["config"] = path
+            elif (version := version_number(parts[1])) is not None and len(parts) > 2:
+                model["versions"].setdefault(version, {})["/".join(parts[2:])] = info
+        self.skipped = sorted(set(skipped))
+        listing = {name: self._model(fs, name, model) for name, model in sorted(tree.items())}
+        self._seen = {k: v for k, v in self._seen.items() if k[0] in listing}
+        return listing
+
+    def _model(self, fs: Any, name: str, model: dict[str, Any]) -> ModelListing:
+        error = None
+        try:
+            config = ModelConfig()
+            if model["config"] is not None:
+                text = fs.cat_file(model["config"]).decode("utf-8")
+                config = parse_model_config(text, source=f"{self.url}/{name}/{FILENAME}")
+            self._good[name] = config
+        except (InvalidConfigError, UnicodeDecodeError) as exc:
+            error = exc.message if isinstance(exc, KeepwarmError) else str(exc)
+            config = self._good.get(name, ModelConfig())
+        versions = {v: self._version(name, v, files, config)
+                    for v, files in sorted(model["versions"].items())}
+        return ModelListing(name, Path(f"{self.url}/{name}"), config, error, versions,
+                            blocked=error is not None and name not in self._good)
+
+    def _version(self, name: str, version: int, files: dict[str, Any],
+                 config: ModelConfig) -> VersionListing:
+        url = f"{self.url}/{name}/{version}"
+        digest = fingerprint(files)
+        key = (name, version)
+        stable = self._seen.get(key) == digest
+        self._seen[key] = digest
+        copied = self._copied.get(key)
+        if copied is not None and copied[0] == digest:
+            return copied[1]
+        if MARKER not in files and not stable:
+            return VersionListing(version, Path(url), False, _WAITING)
+        try:
+            local = copy_to_cache(url, self.cache_dir, storage_options=self.storage_options)
+        except KeepwarmError as exc:
+            return VersionListing(version, Path(url), False, f"copying failed: {exc.message}")
+        verdict = judge(version, local, config)
+        self._copied[key] = (digest, verdict)
+        return verdict

@@ -1,0 +1,70 @@
+"""A model repository in S3, against moto's S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from keepwarm.repository import Repository
+from keepwarm.sources.filesystem import MARKER
+from keepwarm.sources.remote_repository import RemoteSource
+
+s3fs = pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, dict[str, Any]]]:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    bucket = f"models-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    try:
+        yield fs, {"bucket": bucket, "storage_options": options}
+    finally:
+        server.stop()
+
+
+def upload(fs: Any, local: Path, remote: str, *, marker: bool) -> None:
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        fs.pipe_file(f"{remote}/{path.relative_to(local).as_posix()}", path.read_bytes())
+    if marker:
+        fs.pipe_file(f"{remote}/{MARKER}", b"")
+
+
+def test_new_version_uploaded_to_s3_is_picked_up_and_served(
+        s3: tuple[Any, dict[str, Any]], example_models: Path) -> None:
+    fs, where = s3
+    url = f"s3://{where['bucket']}/models"
+    onnx = example_models / "mlp_onnx" / "1"
+    upload(fs, onnx, f"{where['bucket']}/models/mlp/1", marker=True)
+    fs.pipe_file(f"{where['bucket']}/models/mlp/model.toml", b'[labels]\nstable = 1\n')
+    source = RemoteSource(url, storage_options=where["storage_options"])
+    x = np.random.default_rng(0).random((2, 784), dtype=np.float32)
+    with Repository(url, source=source, poll_seconds=0.1) as repo:
+        assert repo.wait_ready("mlp", timeout=60) == 1
+        with repo.lease("mlp") as model:
+            first = model.predict(x)["probs"]
+            assert model.version == 1
+        # Version 2 arrives without a marker: taken once its listing is stable over two scans.
+        upload(fs, example_models / "mlp" / "1", f"{where['bucket']}/models/mlp/2", marker=False)
+        repo.refresh()
+        assert repo.wait_ready("mlp", 2, timeout=60) == 2
+        with repo.lease("mlp") as model:
+            assert model.version == 2
+            np.testing.assert_allclose(model.predict(x)["probs"], first, atol=1e-5)
+        with repo.lease("mlp", "stable") as model:
+            assert model.version == 1
+        assert repo.status()["mlp"]["versions"][2]["state"] == "READY"
