@@ -175,15 +175,19 @@ def test_illegal_transition_is_refused() -> None:
     assert check(State.FAILED, State.LOADING) is State.LOADING
 
 
+def _acquire_release(manager: Manager, key: str, spec: FakeSpec) -> None:
+    manager.acquire(key, spec, timeout=10).release()
+
+
 def test_a_just_loaded_model_is_not_evicted_before_its_waiting_request_gets_it() -> None:
     for _ in range(20):
         gate = threading.Event()
         a, b = FakeSpec("a", gate=gate), FakeSpec("b")
         manager = Manager(max_models=1, budget_timeout=10)
-        ta = threading.Thread(target=lambda: manager.acquire("a", a, timeout=10).release())
+        ta = threading.Thread(target=_acquire_release, args=(manager, "a", a))
         ta.start()
         assert a.started.wait(5)
-        tb = threading.Thread(target=lambda: manager.acquire("b", b, timeout=10).release())
+        tb = threading.Thread(target=_acquire_release, args=(manager, "b", b))
         tb.start()
         gate.set()
         ta.join(10)
