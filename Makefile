@@ -12,7 +12,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q 'pip==26.3'
 	$(PY) -m pip install -q -c constraints.txt -e '.[tensorflow,onnx,remote,watch,dev]'
 	touch $(STAMP)
 
@@ -30,13 +30,14 @@ stress: $(STAMP)
 	$(PY) -m pytest -m stress -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench tools
-	$(VENV)/bin/ruff format --check src tests bench tools
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
 bench: examples
 	$(PY) bench/loadonce.py --models $(EXAMPLES)/models --json bench/results/loadonce.json
 	$(PY) bench/multimodel.py --json bench/results/multimodel.json
+	$(PY) bench/warmup.py --models $(EXAMPLES)/models --json bench/results/warmup.json
 
 clean:
 	rm -rf $(VENV) $(EXAMPLES)/models $(EXAMPLES)/hub $(EXAMPLES)/.builder-hash .test-cache .pytest_cache
