@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -12,6 +14,15 @@ from keepwarm.errors import UnavailableError
 from keepwarm.signature import Shape
 
 OBJECT = np.dtype(object)
+_framework_lock = threading.Lock()
+
+
+def import_framework(name: str) -> Any:
+    """``import name``, one thread at a time. TensorFlow's first import is not thread-safe:
+    two loads importing it at once (a SavedModel and a Keras model, say) can leave it
+    half-initialised, and every later load in the process fails."""
+    with _framework_lock:
+        return importlib.import_module(name)
 
 
 def find_file(path: Path, suffixes: Sequence[str], preferred: Iterable[str] = ()) -> Path | None:

@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from keepwarm.errors import ModelLoadError
-from keepwarm.runtimes._common import OBJECT, closed, find_file, output_names, shape_of
+from keepwarm.runtimes._common import (
+    OBJECT,
+    closed,
+    find_file,
+    import_framework,
+    output_names,
+    shape_of,
+)
 from keepwarm.signature import Signature, TensorSpec
 
 FORMAT = "keras"
@@ -57,8 +64,7 @@ class KerasRuntime:
         reason = self.incomplete(file)
         if reason is not None:
             raise ModelLoadError(f"Keras model is incomplete: {reason}", format=FORMAT)
-        import keras
-
+        keras = import_framework("keras")
         try:
             model = keras.saving.load_model(file, compile=False)
         except Exception as exc:

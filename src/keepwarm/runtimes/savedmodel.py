@@ -19,7 +19,7 @@ import numpy as np
 
 from keepwarm.errors import ModelLoadError, ModelNotFoundError
 from keepwarm.runtimes._bundle import checkpoint_incomplete
-from keepwarm.runtimes._common import OBJECT, closed, shape_of
+from keepwarm.runtimes._common import OBJECT, closed, import_framework, shape_of
 from keepwarm.runtimes.base import files_nbytes
 from keepwarm.signature import Signature, TensorSpec
 
@@ -66,8 +66,7 @@ class SavedModelRuntime:
         reason = self.incomplete(root)
         if reason is not None:
             raise ModelLoadError(f"SavedModel at {root} is incomplete: {reason}", format=FORMAT)
-        import tensorflow as tf
-
+        tf = import_framework("tensorflow")
         tags = options.get("tags")
         if isinstance(tags, str):
             tags = [tags]

@@ -1,0 +1,252 @@
+"""Repository failures: a broken new version never takes a request from the old one, it is
+retried with backoff (not at every scan), and a fixed version is taken; bad model.toml
+files; a load that hangs past its timeout; and 32 threads loading and unloading one model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import keepwarm
+from keepwarm.core.backoff import Backoff
+from keepwarm.core.events import Event
+from keepwarm.core.ids import ModelId
+from keepwarm.core.states import State
+from keepwarm.repository import Repository
+from support.repo_builders import (
+    Probe,
+    Traffic,
+    place,
+    place_python,
+    python_files,
+    truncate_shard,
+    write_model_toml,
+)
+
+WAIT_S = 30.0
+BACKOFF_S = 0.5
+OLD, NEW, FIXED = ModelId("echo", 1), ModelId("echo", 2), ModelId("echo", 3)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "models"
+    path.mkdir()
+    return path
+
+
+def serving_v1(root: Path, echo_models: dict[int, Path], **options: float) -> Repository:
+    place(root / "echo", 1, echo_models[1])
+    repo = Repository(root, poll_seconds=0.05, **options)  # type: ignore[arg-type]
+    repo.manager.backoff = Backoff(initial=BACKOFF_S, maximum=10 * BACKOFF_S, jitter=0.0)
+    repo.start()
+    assert repo.wait_ready("echo", timeout=WAIT_S) == 1
+    return repo
+
+
+def attempts(repo: Repository, key: ModelId) -> int:
+    entry = repo.manager.entry(key)
+    return 0 if entry is None else entry.attempt
+
+
+def until(repo: Repository, predicate: Callable[[], bool]) -> bool:
+    return repo.manager.wait_for(predicate, WAIT_S)
+
+
+def truncated(source: Path, scratch: Path) -> dict[str, bytes | str]:
+    copy = scratch / "truncated"
+    shutil.copytree(source, copy)
+    truncate_shard(copy)
+    return {str(p.relative_to(copy)): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+
+
+def corrupt_graph(source: Path, scratch: Path) -> dict[str, bytes | str]:
+    files = {str(p.relative_to(source)): p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    files["saved_model.pb"] = b"\x08\x01 this is not a SavedModel protobuf"
+    return files
+
+
+@pytest.mark.parametrize("broken", ["truncated_variables", "corrupt_graph", "loader_raises"])
+def test_broken_new_version_old_keeps_serving_backoff_then_fixed_version_loads(
+        root: Path, tmp_path: Path, echo_models: dict[int, Path], probe: type[Probe],
+        broken: str) -> None:
+    if broken == "truncated_variables":
+        files, why = truncated(echo_models[2], tmp_path), "truncated"
+    elif broken == "corrupt_graph":
+        files, why = corrupt_graph(echo_models[2], tmp_path), "savedmodel"
+    else:
+        files, why = python_files("FailingLoad"), "deliberately unreadable"
+    with serving_v1(root, echo_models) as repo, Traffic(repo, "echo", threads=4) as traffic:
+        assert traffic.wait_all_served(1)
+        place(root / "echo", 2, files=files)
+        repo.refresh()
+        if broken == "truncated_variables":
+            # Refused by the format check: never handed to a loader, at any scan.
+            for _ in range(5):
+                repo.refresh()
+            info = repo.status()["echo"]["versions"][2]
+            assert info["state"] == "WAITING" and why in info["reason"]
+            assert attempts(repo, NEW) == 0
+        else:
+            assert until(repo, lambda: repo.manager.state(NEW) is State.FAILED)
+            info = repo.status()["echo"]["versions"][2]
+            assert info["state"] == "FAILED" and why in info["reason"].lower(), info
+            entry = repo.manager.entry(NEW)
+            assert entry is not None
+            for _ in range(5):  # scans within the backoff do not retry
+                repo.refresh()
+            assert attempts(repo, NEW) == 1 and time.monotonic() < entry.retry_at
+            # After the backoff a poll retries once, and the next delay doubles.
+            assert until(repo, lambda: entry.failures >= 2)
+            assert attempts(repo, NEW) == 2
+            assert repo.status()["echo"]["versions"][2]["retry_in"] > BACKOFF_S
+            if broken == "loader_raises":
+                assert probe.count("FailingLoad") == 2
+        assert traffic.wait_requests(20)
+        assert traffic.versions() == {1}
+        place(root / "echo", 3, echo_models[3])
+        repo.refresh()
+        assert repo.wait_ready("echo", 3, timeout=WAIT_S) == 3
+        assert until(repo, lambda: repo.manager.state(OLD) is State.UNLOADED)
+        assert traffic.wait_all_served(3)
+    assert traffic.failures == []
+    assert traffic.runs == [[1, 3]] * 4
+
+
+def test_load_hanging_past_its_timeout_fails_and_waits_for_the_stuck_load(
+        root: Path, echo_models: dict[int, Path], probe: type[Probe]) -> None:
+    with serving_v1(root, echo_models, load_timeout=0.3) as repo, \
+            Traffic(repo, "echo", threads=4) as traffic:
+        place_python(root / "echo", 2, "HangingLoad")
+        repo.refresh()
+        assert probe.entered.wait(WAIT_S)
+        assert until(repo, lambda: repo.manager.state(NEW) is State.FAILED)
+        info = repo.status()["echo"]["versions"][2]
+        assert "timeout" in info["reason"] and info["stuck_load"] is True
+        # Past the backoff, polls still do not start a second load beside the stuck one.
+        # (Time must pass here: what is checked is that nothing happens.)
+        threading.Event().wait(BACKOFF_S * 1.5)
+        repo.refresh()
+        assert probe.count("HangingLoad") == 1
+        assert traffic.wait_requests(20) and traffic.versions() == {1}
+        probe.gate.set()  # the stuck load returns (and is discarded); a retry then loads
+        assert repo.wait_ready("echo", 2, timeout=WAIT_S) == 2
+        assert probe.count("HangingLoad") == 2
+        assert until(repo, lambda: repo.manager.state(OLD) is State.UNLOADED)
+        assert traffic.wait_all_served(2)
+    assert traffic.failures == []
+    assert traffic.runs == [[1, 2]] * 4
+
+
+def test_bad_model_toml_keeps_the_last_good_config_and_the_serving_version(
+        root: Path, echo_models: dict[int, Path]) -> None:
+    write_model_toml(root / "echo", "[labels]\nstable = 1\n")
+    with serving_v1(root, echo_models) as repo, Traffic(repo, "echo", threads=4) as traffic:
+        assert traffic.wait_all_served(1)
+        # A typo: the file is refused, the last good configuration stays in force.
+        write_model_toml(root / "echo", "[lables]\nstable = 1\n")
+        repo.refresh()
+        error = repo.status()["echo"]["config_error"]
+        assert "model.toml" in error and "'lables'" in error
+        with repo.lease("echo", "stable") as model:
+            assert model.version == 1
+        # Valid TOML naming a runtime that does not exist, with a new version: the new
+        # version is not taken, and the old one, though judged anew, keeps serving.
+        write_model_toml(root / "echo", 'runtime = "nosuch"\n')
+        place(root / "echo", 2, echo_models[2])
+        for _ in range(3):
+            repo.refresh()
+        versions = repo.status()["echo"]["versions"]
+        assert "nosuch" in versions[2]["reason"] and versions[2]["state"] == "WAITING"
+        assert versions[1]["state"] == "READY" and "nosuch" in versions[1]["disk"]
+        assert traffic.wait_requests(20) and traffic.versions() == {1}
+        write_model_toml(root / "echo", "")
+        repo.refresh()
+        assert repo.wait_ready("echo", 2, timeout=WAIT_S) == 2
+        assert repo.status()["echo"]["config_error"] is None
+        assert traffic.wait_all_served(2)
+    assert traffic.failures == []
+    assert traffic.runs == [[1, 2]] * 4
+
+
+def test_new_model_with_a_bad_model_toml_loads_nothing_until_fixed(
+        root: Path, echo_models: dict[int, Path]) -> None:
+    place(root / "echo", 1, echo_models[1])
+    write_model_toml(root / "echo", "pinned = 'yes'\n")
+    with Repository(root, poll_seconds=0.05) as repo:
+        for _ in range(3):
+            repo.refresh()
+        assert repo.manager.state(OLD) is None
+        assert "pinned" in repo.status()["echo"]["config_error"]
+        with pytest.raises(keepwarm.UnavailableError, match=r"model\.toml is invalid"), \
+                repo.lease("echo"):
+            pass
+        write_model_toml(root / "echo", "pinned = true\n")
+        repo.refresh()
+        assert repo.wait_ready("echo", timeout=WAIT_S) == 1
+        assert repo.status()["echo"]["versions"][1]["pinned"] is True
+
+
+def test_32_threads_x_200_loads_and_unloads_never_load_twice_at_once(
+        root: Path, probe: type[Probe]) -> None:
+    place_python(root / "m", 1, "EchoVersion")
+    key = ModelId("m", 1)
+    seen: list[Event] = []
+    delivered = threading.Condition()
+
+    def record(event: Event) -> None:
+        if event.kind == "state" and event.key == key:
+            with delivered:
+                seen.append(event)
+                delivered.notify_all()
+
+    repo = Repository(root, on_demand=True, poll_seconds=0.05)
+    repo.subscribe(record)
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(32)
+    x = {"x": np.ones((1, 4), dtype=np.float32)}
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        for i in range(200):
+            try:
+                if (index + i) % 2:
+                    with repo.lease("m", timeout=WAIT_S) as model:
+                        assert model.predict(x)["version"].tolist() == [1.0]
+                else:
+                    repo.manager.unload(key, "unloaded by a test thread")
+            except BaseException as exc:
+                failures.append(exc)
+
+    with repo:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(2 * WAIT_S)
+        assert not any(t.is_alive() for t in threads), "deadlock"
+        assert failures == []
+        loads = repo.manager.counters["loads"]
+        assert probe.max_active == 1  # never two loads of the version at once
+        assert probe.count("EchoVersion") == loads > 1
+        entry = repo.manager.entry(key)
+        assert entry is not None and entry.leases == 0 and entry.waiters == 0
+        assert entry.state in (State.READY, State.UNLOADED) and not entry.reserving
+        with delivered:  # events arrive on their own thread: wait for the last one
+            assert delivered.wait_for(
+                lambda: seen and seen[-1].state is entry.state
+                and sum(e.state is State.LOADING for e in seen) == loads, WAIT_S)
+            states = [e.state for e in seen]
+        # Every load went LOADING -> WARMING -> READY, every unload DRAINING -> UNLOADED.
+        assert states.count(State.READY) == states.count(State.WARMING) == loads
+        assert states.count(State.DRAINING) == states.count(State.UNLOADED)
+        assert State.FAILED not in states
+        with repo.lease("m") as model:
+            assert model.predict(x)["version"].tolist() == [1.0]
