@@ -14,6 +14,7 @@ from keepwarm.errors import (
     UnsafeFormatError,
 )
 from keepwarm.model import LeasedModel, Model
+from keepwarm.repository import Repository
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "ModelCache",
     "ModelLoadError",
     "ModelNotFoundError",
+    "Repository",
     "ResourceExhaustedError",
     "UnavailableError",
     "UnsafeFormatError",
