@@ -1,0 +1,123 @@
+"""Loads: each on a thread of its own, with a timeout, warmup, and failure backoff."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from keepwarm.core.budget import Budget
+from keepwarm.core.entry import Entry
+from keepwarm.core.states import State
+from keepwarm.errors import KeepwarmError, ModelLoadError, UnavailableError
+
+
+class Loader(Budget):
+    def _reserve_and_start(self, entry: Entry, deadline: float | None) -> None:
+        """Make room for ``entry`` in the budget (waiting for leases up to a deadline), then
+        start its load on a thread of its own. Called with the lock held."""
+        if self._closed:
+            raise UnavailableError("the model manager is shutting down")
+        entry.reserving = True
+        try:
+            estimate = entry.spec.estimate_nbytes()
+            entry.nbytes = estimate
+            budget_deadline = time.monotonic() + self.budget_timeout
+            if deadline is not None:
+                budget_deadline = min(budget_deadline, deadline)
+            self._make_room(entry, budget_deadline)
+        except BaseException:
+            entry.reserving = False
+            entry.nbytes = 0
+            self._cond.notify_all()
+            raise
+        entry.reserving = False
+        entry.attempt += 1
+        self.counters["loads"] += 1
+        self._set_state(entry, State.LOADING)
+        attempt = entry.attempt
+        threading.Thread(target=self._run_load, args=(entry, attempt),
+                         name=f"keepwarm-load-{entry.key}", daemon=True).start()
+        timer = threading.Timer(self.load_timeout, self._on_timeout, (entry, attempt))
+        timer.daemon = True
+        timer.start()
+        entry.timer = timer
+
+    def _run_load(self, entry: Entry, attempt: int) -> None:
+        started = time.perf_counter()
+        model: Any = None
+        try:
+            model = entry.spec.load()
+            with self._cond:
+                if not _current(entry, attempt, State.LOADING):
+                    raise _Superseded
+                entry.nbytes = int(getattr(model, "nbytes", entry.nbytes) or entry.nbytes)
+                self._set_state(entry, State.WARMING)
+            entry.spec.warmup(model)
+            with self._cond:
+                if not _current(entry, attempt, State.WARMING):
+                    raise _Superseded
+                entry.model = model
+                entry.load_seconds = time.perf_counter() - started
+                self.load_seconds += entry.load_seconds
+                entry.failures = 0
+                entry.error = None
+                entry.last_used = time.monotonic()
+                entry.cancel_timer()
+                self._set_state(entry, State.READY)
+                self._shrink_to_budget(entry)
+        except _Superseded:
+            self._reaper.close(model, entry, "a timed-out load returned", self._after_stuck)
+        except BaseException as exc:  # every failure becomes a typed, recorded error
+            error = exc if isinstance(exc, KeepwarmError) else ModelLoadError(
+                f"loading {entry.spec.description} failed: {type(exc).__name__}: {exc}",
+                format=getattr(entry.spec, "format", None))
+            if error is not exc:
+                error.__cause__ = exc
+            with self._cond:
+                if entry.attempt == attempt and entry.state in (State.LOADING, State.WARMING):
+                    self._fail(entry, error)
+                elif entry.stuck:
+                    entry.stuck = False
+                    entry.nbytes = 0
+                    self._cond.notify_all()
+            if model is not None:
+                self._reaper.close(model, entry, "warmup failed", None)
+
+    def _after_stuck(self, entry: Entry) -> None:
+        with self._cond:
+            entry.stuck = False
+            if entry.state is not State.READY:
+                entry.nbytes = 0
+            self._cond.notify_all()
+
+    def _on_timeout(self, entry: Entry, attempt: int) -> None:
+        with self._cond:
+            if entry.attempt == attempt and entry.state in (State.LOADING, State.WARMING):
+                entry.stuck = True
+                self._fail(entry, ModelLoadError(
+                    f"loading {entry.spec.description} did not finish within "
+                    f"{self.load_timeout:g} s (timeout); it is not retried until that load "
+                    "returns", format=getattr(entry.spec, "format", None)))
+
+    def _fail(self, entry: Entry, error: KeepwarmError) -> None:
+        entry.cancel_timer()
+        entry.error = error
+        entry.failures += 1
+        entry.retry_at = time.monotonic() + self.backoff.delay(entry.failures)
+        self.counters["failures"] += 1
+        if not entry.stuck:
+            entry.nbytes = 0
+        self._set_state(entry, State.FAILED, error.message)
+
+
+
+class _Superseded(Exception):
+    """A load returned after it was timed out or replaced; its model is discarded."""
+
+
+
+
+def _current(entry: Entry, attempt: int, state: State) -> bool:
+    """True when ``entry`` is still in ``state`` for the load ``attempt`` (not timed out)."""
+    return entry.attempt == attempt and entry.state is state

@@ -1,0 +1,99 @@
+"""The manager's table and the transitions every other part goes through.
+
+One lock (``_cond``) guards the table; every state change goes through ``_set_state``,
+which enforces the table in ``core.states`` and emits the event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from keepwarm.core.backoff import Backoff
+from keepwarm.core.entry import Entry
+from keepwarm.core.events import Event, EventBus
+from keepwarm.core.policy import EvictionPolicy, FrequencyPolicy
+from keepwarm.core.reaper import Reaper
+from keepwarm.core.states import RESIDENT, State, check
+
+# A load that has not returned after this long is marked FAILED (it may still return later).
+DEFAULT_LOAD_TIMEOUT = 300.0
+# How long a load waits for leased models to free room in the budget.
+DEFAULT_BUDGET_TIMEOUT = 30.0
+
+
+class ManagerTable:
+    def __init__(
+        self,
+        *,
+        max_models: int | None = None,
+        max_bytes: int | None = None,
+        policy: EvictionPolicy | None = None,
+        load_timeout: float = DEFAULT_LOAD_TIMEOUT,
+        budget_timeout: float = DEFAULT_BUDGET_TIMEOUT,
+        backoff: Backoff | None = None,
+        events: EventBus | None = None,
+        on_access: Callable[[Hashable, bool], None] | None = None,
+    ) -> None:
+        if max_models is not None and max_models < 1:
+            raise ValueError(f"max_models must be at least 1, got {max_models}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.max_models = max_models
+        self.max_bytes = max_bytes
+        self.policy: EvictionPolicy = policy or FrequencyPolicy()
+        self.load_timeout = load_timeout
+        self.budget_timeout = budget_timeout
+        self.backoff = backoff or Backoff()
+        self.events = events or EventBus()
+        self._on_access = on_access
+        self._cond = threading.Condition(threading.Lock())
+        self._entries: dict[Hashable, Entry] = {}
+        self._reaper = Reaper(self.events)
+        self._closed = False
+        self.counters = {"hits": 0, "misses": 0, "loads": 0, "coalesced": 0,
+                         "evictions": 0, "failures": 0}
+        self.load_seconds = 0.0
+
+    # ------------------------------------------------------------------ queries
+
+    def state(self, key: Hashable) -> State | None:
+        entry = self._entries.get(key)
+        return entry.state if entry is not None else None
+
+    def entry(self, key: Hashable) -> Entry | None:
+        return self._entries.get(key)
+
+    def snapshot(self) -> dict[Hashable, dict[str, Any]]:
+        with self._cond:
+            return {key: e.describe() for key, e in self._entries.items()}
+
+    def used(self, reserving: Entry | None = None) -> tuple[int, int]:
+        """Bytes held or reserved, and the number of resident models (with ``reserving``)."""
+        resident = [e for e in self._entries.values()
+                    if e.state in RESIDENT or e.stuck or e is reserving]
+        return sum(e.nbytes for e in resident), len(resident)
+
+    # ------------------------------------------------------------- transitions
+
+    def _set_state(self, entry: Entry, target: State, reason: str | None = None) -> None:
+        entry.state = check(entry.state, target)
+        entry.reason = reason
+        entry.changed_at = time.monotonic()
+        self._cond.notify_all()
+        self.events.emit(Event("state", entry.key, state=target, reason=reason,
+                               nbytes=entry.nbytes))
+
+    def _drain(self, entry: Entry, reason: str) -> None:
+        self._set_state(entry, State.DRAINING, reason)
+        if entry.leases == 0:
+            self._finish_unload(entry, reason)
+
+    def _finish_unload(self, entry: Entry, reason: str) -> None:
+        model, entry.model = entry.model, None
+        entry.nbytes = 0
+        self._set_state(entry, State.UNLOADED, reason)
+        if model is not None:
+            self._reaper.close(model, entry, reason, None)
