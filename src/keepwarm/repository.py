@@ -271,7 +271,15 @@ class Repository:
 
     def wait_ready(self, name: str, version: int | str | None = None,
                    timeout: float = 60.0) -> int:
-        """Wait until ``name`` (that version, or its default) can serve; return the version."""
+        """Wait until ``name`` (that version, or its default) can serve; return the version.
+
+        In on-demand mode this loads the version (as a request would)."""
+        if self.on_demand:
+            config = self._listing[name].config if name in self._listing else None
+            if config is None or not config.pinned:
+                with self.lease(name, version, timeout=timeout) as model:
+                    assert model.version is not None
+                    return model.version
         found: list[int] = []
 
         def ready() -> bool:  # runs under the manager's lock: must not take ours

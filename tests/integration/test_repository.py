@@ -274,6 +274,8 @@ def test_on_demand_loads_on_first_use_evicts_keeps_pinned_and_refuses_what_canno
             assert model.version == 1
         assert repo.manager.state(ModelId("pinned", 1)) is State.READY
         assert repo.manager.state(ModelId("c", 1)) is State.UNLOADED
+        assert repo.wait_ready("b", timeout=WAIT_S) == 1  # on demand, waiting loads it
+        assert repo.manager.state(ModelId("b", 1)) is State.READY
 
 
 STARTUP = """
