@@ -135,8 +135,13 @@ class Phase:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-def run_phase(cache: Any, models: Sequence[Any], stream: Sequence[int],
-              order: list[Hashable], local: threading.local) -> Phase:
+def run_phase(
+    cache: Any,
+    models: Sequence[Any],
+    stream: Sequence[int],
+    order: list[Hashable],
+    local: threading.local,
+) -> Phase:
     n = len(stream)
     start, end = np.zeros(n), np.zeros(n)
     hit = np.zeros(n, dtype=bool)
@@ -173,8 +178,16 @@ def run_phase(cache: Any, models: Sequence[Any], stream: Sequence[int],
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - began
-    return Phase((end - start) * 1e3, start, end, hit, list(order), errors, seconds,
-                 dict(cache.manager.counters))
+    return Phase(
+        (end - start) * 1e3,
+        start,
+        end,
+        hit,
+        list(order),
+        errors,
+        seconds,
+        dict(cache.manager.counters),
+    )
 
 
 def overlapping(phase: Phase) -> np.ndarray:
@@ -197,8 +210,11 @@ def overlapping(phase: Phase) -> np.ndarray:
 def percentiles(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
-    return {"n": len(values), "p50_ms": float(np.percentile(values, 50)),
-            "p99_ms": float(np.percentile(values, 99))}
+    return {
+        "n": len(values),
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+    }
 
 
 def bench(paths: Sequence[Path], requests: int, seed: int) -> dict[str, Any]:
@@ -244,18 +260,27 @@ def bench(paths: Sequence[Path], requests: int, seed: int) -> dict[str, Any]:
     return {
         "requests": requests,
         "recorded": len(main.order),
-        "budget": {"max_models": SLOTS, "max_bytes": SLOTS * unit, "file_bytes": file_size,
-                   "model_nbytes": model_nbytes,
-                   "unit": "file size" if unit == file_size else "Model.nbytes"},
-        "hit_ratio": {"keepwarm": 1 - loads / requests, "belady": optimum / len(main.order),
-                      "lru": lru / len(main.order),
-                      "keepwarm_ready_on_arrival": float(main.hit.mean())},
+        "budget": {
+            "max_models": SLOTS,
+            "max_bytes": SLOTS * unit,
+            "file_bytes": file_size,
+            "model_nbytes": model_nbytes,
+            "unit": "file size" if unit == file_size else "Model.nbytes",
+        },
+        "hit_ratio": {
+            "keepwarm": 1 - loads / requests,
+            "belady": optimum / len(main.order),
+            "lru": lru / len(main.order),
+            "keepwarm_ready_on_arrival": float(main.hit.mean()),
+        },
         "hits_during_loads": percentiles(main.latency_ms[during]),
         "hits_all_main": percentiles(main.latency_ms[main.hit]),
         "misses_main": percentiles(main.latency_ms[~main.hit]),
-        "baseline": {**percentiles(baseline.latency_ms[baseline.hit]),
-                     "all_hits": bool(baseline.hit.all()),
-                     "p99_ms_rounds": [float(np.percentile(p.latency_ms, 99)) for p in rounds]},
+        "baseline": {
+            **percentiles(baseline.latency_ms[baseline.hit]),
+            "all_hits": bool(baseline.hit.all()),
+            "p99_ms_rounds": [float(np.percentile(p.latency_ms, 99)) for p in rounds],
+        },
         # Requests that started a load are misses - coalesced; loads beyond that are
         # reloads of a model evicted before the request that loaded it could use it.
         "extra_loads": loads - (main.counters["misses"] - main.counters["coalesced"]),
@@ -274,48 +299,76 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     vs_optimum = r["hit_ratio"]["keepwarm"] / r["hit_ratio"]["belady"]
     vs_baseline = r["hits_during_loads"]["p99_ms"] / r["baseline"]["p99_ms"]
     return [
-        {"name": "hit ratio / Belady", "value": vs_optimum, "target": f">= {VS_OPTIMUM}",
-         "pass": vs_optimum >= VS_OPTIMUM},
-        {"name": "hit p99 while loads run / baseline p99", "value": vs_baseline,
-         "target": f"<= {P99_VS_BASELINE}", "pass": vs_baseline <= P99_VS_BASELINE},
+        {
+            "name": "hit ratio / Belady",
+            "value": vs_optimum,
+            "target": f">= {VS_OPTIMUM}",
+            "pass": vs_optimum >= VS_OPTIMUM,
+        },
+        {
+            "name": "hit p99 while loads run / baseline p99",
+            "value": vs_baseline,
+            "target": f"<= {P99_VS_BASELINE}",
+            "pass": vs_baseline <= P99_VS_BASELINE,
+        },
         {"name": "errors", "value": r["errors"], "target": "== 0", "pass": r["errors"] == 0},
-        {"name": "requests recorded by on_access", "value": r["recorded"],
-         "target": f"== {r['requests']}", "pass": r["recorded"] == r["requests"]},
+        {
+            "name": "requests recorded by on_access",
+            "value": r["recorded"],
+            "target": f"== {r['requests']}",
+            "pass": r["recorded"] == r["requests"],
+        },
     ]
 
 
 def print_table(r: dict[str, Any], found: list[dict[str, Any]]) -> None:
     b, ratio, c = r["budget"], r["hit_ratio"], r["counters"]
-    print(f"{MODELS} models, budget max_models={b['max_models']}, max_bytes={b['max_bytes']} "
-          f"(5 x {b['unit']}: file {b['file_bytes']} B, Model.nbytes {b['model_nbytes']} B); "
-          f"Zipf s={ZIPF_S}, {r['requests']} requests, {THREADS} threads")
+    print(
+        f"{MODELS} models, budget max_models={b['max_models']}, max_bytes={b['max_bytes']} "
+        f"(5 x {b['unit']}: file {b['file_bytes']} B, Model.nbytes {b['model_nbytes']} B); "
+        f"Zipf s={ZIPF_S}, {r['requests']} requests, {THREADS} threads"
+    )
     print()
     print(f"{'hit ratio':<34} {'value':>8} {'x Belady':>9}")
-    for name, key in (("keepwarm (1 - loads/requests)", "keepwarm"),
-                      ("Belady (offline optimum)", "belady"), ("plain LRU", "lru")):
+    for name, key in (
+        ("keepwarm (1 - loads/requests)", "keepwarm"),
+        ("Belady (offline optimum)", "belady"),
+        ("plain LRU", "lru"),
+    ):
         print(f"{name:<34} {ratio[key]:>8.3f} {ratio[key] / ratio['belady']:>9.3f}")
     print(f"{'keepwarm, READY on arrival':<34} {ratio['keepwarm_ready_on_arrival']:>8.3f}")
     print()
     print(f"{'latency':<34} {'n':>6} {'p50 ms':>8} {'p99 ms':>8}")
-    for name, key in (("hits while loads run", "hits_during_loads"),
-                      ("all hits, main run", "hits_all_main"),
-                      ("misses (triggered/joined a load)", "misses_main"),
-                      ("baseline: all loaded, all hits", "baseline")):
+    for name, key in (
+        ("hits while loads run", "hits_during_loads"),
+        ("all hits, main run", "hits_all_main"),
+        ("misses (triggered/joined a load)", "misses_main"),
+        ("baseline: all loaded, all hits", "baseline"),
+    ):
         row = r[key]
         print(f"{name:<34} {row['n']:>6} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}")
     base = r["baseline"]
     during = r["hits_during_loads"]
-    print(f"{'ratio, while loads / baseline':<34} {'':>6} "
-          f"{during['p50_ms'] / base['p50_ms']:>8.2f} {during['p99_ms'] / base['p99_ms']:>8.2f}")
+    print(
+        f"{'ratio, while loads / baseline':<34} {'':>6} "
+        f"{during['p50_ms'] / base['p50_ms']:>8.2f} {during['p99_ms'] / base['p99_ms']:>8.2f}"
+    )
     print()
-    print(f"loads {c['loads']}, saved by single-flight (coalesced) {c['coalesced']}, "
-          f"evictions {c['evictions']}, failures {c['failures']}, errors {r['errors']}; "
-          f"main run {r['seconds']['main']:.1f} s")
+    print(
+        f"loads {c['loads']}, saved by single-flight (coalesced) {c['coalesced']}, "
+        f"evictions {c['evictions']}, failures {c['failures']}, errors {r['errors']}; "
+        f"main run {r['seconds']['main']:.1f} s"
+    )
     if r["extra_loads"]:
-        print(f"  {r['extra_loads']} loads were repeats for a request already waiting: its "
-              "model was evicted between READY and its lease")
-    print(f"  baseline p99 of its {BASELINE_ROUNDS} rounds (median kept): "
-          + ", ".join(f"{v:.3f}" for v in base["p99_ms_rounds"]) + " ms")
+        print(
+            f"  {r['extra_loads']} loads were repeats for a request already waiting: its "
+            "model was evicted between READY and its lease"
+        )
+    print(
+        f"  baseline p99 of its {BASELINE_ROUNDS} rounds (median kept): "
+        + ", ".join(f"{v:.3f}" for v in base["p99_ms_rounds"])
+        + " ms"
+    )
     for sample in r["error_samples"]:
         print(f"  error: {sample}")
     for target in found:
@@ -333,31 +386,50 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[dist] = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
     return {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0],
-                    "cpus": os.cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+        },
         "versions": versions,
         "commit": commit,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "setup": {"models": MODELS, "shape": SHAPE, "slots": SLOTS, "threads": THREADS,
-                  "zipf_s": ZIPF_S, "ort_options": ORT_OPTIONS},
+        "setup": {
+            "models": MODELS,
+            "shape": SHAPE,
+            "slots": SLOTS,
+            "threads": THREADS,
+            "zipf_s": ZIPF_S,
+            "ort_options": ORT_OPTIONS,
+        },
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{REQUESTS['quick']} requests instead of {REQUESTS['full']}")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" /
-                        "multimodel.json", help="write the results here")
-    parser.add_argument("--models-dir", type=Path,
-                        help="build the models here and reuse them (default: a temp dir)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{REQUESTS['quick']} requests instead of {REQUESTS['full']}",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "bench" / "results" / "multimodel.json",
+        help="write the results here",
+    )
+    parser.add_argument(
+        "--models-dir", type=Path, help="build the models here and reuse them (default: a temp dir)"
+    )
     parser.add_argument("--seed", type=int, default=SEED, help="the stream's seed")
     args = parser.parse_args(argv)
 

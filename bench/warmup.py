@@ -34,8 +34,7 @@ TARGET = 1.5
 NEXT = 100
 IDLE_S = 0.05
 IDLE_N = 20
-MODELS = ["mlp", "mlp_keras", "mlp_onnx", "mobilenet_v2", "mobilenet_v2_keras",
-          "mobilenet_v2_onnx"]
+MODELS = ["mlp", "mlp_keras", "mlp_onnx", "mobilenet_v2", "mobilenet_v2_keras", "mobilenet_v2_onnx"]
 
 
 def measure(models: Path, name: str, runs: int) -> dict[str, Any]:
@@ -52,6 +51,7 @@ def measure(models: Path, name: str, runs: int) -> dict[str, Any]:
                 spec = model.signature.inputs[0]
                 shape = tuple(1 if d is None else d for d in spec.shape or (1,))
             x = np.random.default_rng(0).random(shape).astype(spec.dtype)
+
             def call() -> float:
                 start = time.perf_counter()
                 with repo.lease(name) as model:
@@ -65,9 +65,15 @@ def measure(models: Path, name: str, runs: int) -> dict[str, Any]:
                 idle.append(call())
     median = statistics.median(times[1:])
     idle_median = statistics.median(idle)
-    return {"model": name, "warmup_runs": runs, "first_ms": times[0],
-            "median_next_ms": median, "ratio": times[0] / median,
-            "median_after_idle_ms": idle_median, "ratio_after_idle": times[0] / idle_median}
+    return {
+        "model": name,
+        "warmup_runs": runs,
+        "first_ms": times[0],
+        "median_next_ms": median,
+        "ratio": times[0] / median,
+        "median_after_idle_ms": idle_median,
+        "ratio_after_idle": times[0] / idle_median,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,22 +88,37 @@ def main(argv: list[str] | None = None) -> int:
         args.models = build_examples(args.models.parent)
     names = [m for m in MODELS if not args.quick or m.startswith("mlp")]
     rows = [measure(args.models, name, runs) for name in names for runs in (3, 0)]
-    print(f"{'model':20} {'warmup':>6} {'first ms':>9} {'median next 100':>16} {'ratio':>6}"
-          f" {'median after idle':>18} {'ratio':>6}")
+    print(
+        f"{'model':20} {'warmup':>6} {'first ms':>9} {'median next 100':>16} {'ratio':>6}"
+        f" {'median after idle':>18} {'ratio':>6}"
+    )
     for r in rows:
-        print(f"{r['model']:20} {r['warmup_runs']:>6} {r['first_ms']:>9.3f} "
-              f"{r['median_next_ms']:>16.3f} {r['ratio']:>6.2f} "
-              f"{r['median_after_idle_ms']:>18.3f} {r['ratio_after_idle']:>6.2f}")
+        print(
+            f"{r['model']:20} {r['warmup_runs']:>6} {r['first_ms']:>9.3f} "
+            f"{r['median_next_ms']:>16.3f} {r['ratio']:>6.2f} "
+            f"{r['median_after_idle_ms']:>18.3f} {r['ratio_after_idle']:>6.2f}"
+        )
     failed = [r for r in rows if r["warmup_runs"] and r["ratio"] > TARGET]
     for r in rows:
         if r["warmup_runs"]:
             verdict = "FAIL" if r in failed else "PASS"
-            print(f"{verdict}  {r['model']}: first / median of next {NEXT} = {r['ratio']:.2f} "
-                  f"(target <= {TARGET})")
+            print(
+                f"{verdict}  {r['model']}: first / median of next {NEXT} = {r['ratio']:.2f} "
+                f"(target <= {TARGET})"
+            )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "python": sys.version, "machine": platform.machine(), "cpus": os.cpu_count(),
-        "target": TARGET, "rows": rows}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {
+                "python": sys.version,
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+                "target": TARGET,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.json}")
     return 1 if failed else 0
 

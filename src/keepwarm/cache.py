@@ -35,31 +35,56 @@ class ModelCache:
     request, in the order the cache saw them.
     """
 
-    def __init__(self, max_models: int | None = None, max_bytes: int | None = None, *,
-                 policy: EvictionPolicy | None = None, load_timeout: float = 300.0,
-                 budget_timeout: float = 30.0, warmup: bool = True,
-                 on_access: Callable[[Hashable, bool], None] | None = None) -> None:
-        self.manager = Manager(max_models=max_models, max_bytes=max_bytes, policy=policy,
-                               load_timeout=load_timeout, budget_timeout=budget_timeout,
-                               on_access=on_access)
+    def __init__(
+        self,
+        max_models: int | None = None,
+        max_bytes: int | None = None,
+        *,
+        policy: EvictionPolicy | None = None,
+        load_timeout: float = 300.0,
+        budget_timeout: float = 30.0,
+        warmup: bool = True,
+        on_access: Callable[[Hashable, bool], None] | None = None,
+    ) -> None:
+        self.manager = Manager(
+            max_models=max_models,
+            max_bytes=max_bytes,
+            policy=policy,
+            load_timeout=load_timeout,
+            budget_timeout=budget_timeout,
+            on_access=on_access,
+        )
         self._warmup = warmup
         self._lock = threading.Lock()
         self._handles: dict[tuple[Any, ...], Model] = {}
         self._by_key: dict[CacheKey, Model] = {}
 
-    def load(self, uri: str | os.PathLike[str], *, version: int | None = None,
-             runtime: str | None = None, signature: str | None = None,
-             options: Mapping[str, Any] | None = None) -> Model:
+    def load(
+        self,
+        uri: str | os.PathLike[str],
+        *,
+        version: int | None = None,
+        runtime: str | None = None,
+        signature: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Model:
         """The ``Model`` for ``uri``, loaded at most once; the same arguments give the same
         ``Model``. Raises the typed error of a failed load (retried only after a backoff)."""
-        model = self.handle(uri, version=version, runtime=runtime, signature=signature,
-                            options=options)
+        model = self.handle(
+            uri, version=version, runtime=runtime, signature=signature, options=options
+        )
         model._ensure()
         return model
 
-    def handle(self, uri: str | os.PathLike[str], *, version: int | None = None,
-               runtime: str | None = None, signature: str | None = None,
-               options: Mapping[str, Any] | None = None) -> Model:
+    def handle(
+        self,
+        uri: str | os.PathLike[str],
+        *,
+        version: int | None = None,
+        runtime: str | None = None,
+        signature: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Model:
         """The ``Model`` for these arguments, without loading it."""
         frozen = freeze_options(options)
         args = (uri, version, runtime, signature, frozen)
@@ -70,20 +95,33 @@ class ModelCache:
         with self._lock:
             model = self._by_key.get(key)
             if model is None:
-                spec = RuntimeSpec(key.uri, version, runtime, signature, dict(options or {}),
-                                   warmup_runs=3 if self._warmup else 0)
+                spec = RuntimeSpec(
+                    key.uri,
+                    version,
+                    runtime,
+                    signature,
+                    dict(options or {}),
+                    warmup_runs=3 if self._warmup else 0,
+                )
                 model = self._by_key[key] = Model(self.manager, key, spec)
             self._handles[args] = model
         return model
 
     @contextmanager
-    def lease(self, uri: str | os.PathLike[str], *, version: int | None = None,
-              runtime: str | None = None, signature: str | None = None,
-              options: Mapping[str, Any] | None = None,
-              timeout: float | None = None) -> Iterator[LeasedModel]:
+    def lease(
+        self,
+        uri: str | os.PathLike[str],
+        *,
+        version: int | None = None,
+        runtime: str | None = None,
+        signature: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[LeasedModel]:
         """Hold the model in memory for the ``with`` block: it is not evicted meanwhile."""
-        model = self.handle(uri, version=version, runtime=runtime, signature=signature,
-                            options=options)
+        model = self.handle(
+            uri, version=version, runtime=runtime, signature=signature, options=options
+        )
         lease = self.manager.acquire(model._key, model._spec, timeout=timeout)
         try:
             yield LeasedModel(lease.model, str(model.uri), version)
@@ -142,19 +180,28 @@ def default_cache() -> ModelCache:
     if _default is None:
         with _default_lock:
             if _default is None:
-                _default = ModelCache(max_models=_env_int("KEEPWARM_MAX_MODELS"),
-                                      max_bytes=_env_int("KEEPWARM_MAX_BYTES"))
+                _default = ModelCache(
+                    max_models=_env_int("KEEPWARM_MAX_MODELS"),
+                    max_bytes=_env_int("KEEPWARM_MAX_BYTES"),
+                )
     return _default
 
 
-def load(uri: str | os.PathLike[str], *, version: int | None = None,
-         runtime: str | None = None, signature: str | None = None,
-         options: Mapping[str, Any] | None = None, cache: ModelCache | None = None) -> Model:
+def load(
+    uri: str | os.PathLike[str],
+    *,
+    version: int | None = None,
+    runtime: str | None = None,
+    signature: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    cache: ModelCache | None = None,
+) -> Model:
     """Load ``uri`` at most once per process (per cache) and return its ``Model``.
 
     ``uri``: a SavedModel directory, a Keras ``.keras``/``.h5`` file, an ``.onnx`` file, a
     Python model directory, a ``file://`` or ``http(s)://`` TF Hub handle (``.tar.gz``),
     or a versioned model directory (``version`` picks one; the highest by default).
     """
-    return (cache or default_cache()).load(uri, version=version, runtime=runtime,
-                                           signature=signature, options=options)
+    return (cache or default_cache()).load(
+        uri, version=version, runtime=runtime, signature=signature, options=options
+    )

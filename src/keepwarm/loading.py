@@ -38,12 +38,14 @@ def select_version(path: Path, version: int | None) -> Path:
         if version is not None:
             raise ModelNotFoundError(f"version {version} asked for, but {path} is a file")
         return path
-    versions = sorted(int(p.name) for p in path.iterdir()
-                      if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    versions = sorted(
+        int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+    )
     if version is not None:
         if version not in versions:
             raise ModelNotFoundError(
-                f"version {version} of {path} not found; versions present: {versions or 'none'}")
+                f"version {version} of {path} not found; versions present: {versions or 'none'}"
+            )
         return path / str(version)
     if versions and not any((path / name).exists() for name in ("saved_model.pb",)):
         return path / str(versions[-1])
@@ -90,7 +92,9 @@ class RuntimeSpec:
         if runtime.unsafe and not self.options.get("allow_unsafe"):
             raise UnsafeFormatError(
                 f"{path} is a {runtime.name} file, a format that runs code when loaded; "
-                "pass options={'allow_unsafe': True} if you trust it", format=runtime.name)
+                "pass options={'allow_unsafe': True} if you trust it",
+                format=runtime.name,
+            )
         return runtime
 
     def load(self) -> LoadedModel:
@@ -100,8 +104,9 @@ class RuntimeSpec:
         if incomplete:
             from keepwarm.errors import ModelLoadError
 
-            raise ModelLoadError(f"{path} is not a complete {runtime.name} model: {incomplete}",
-                                 format=runtime.name)
+            raise ModelLoadError(
+                f"{path} is not a complete {runtime.name} model: {incomplete}", format=runtime.name
+            )
         return runtime.load(path, signature=self.signature, options=self.options)
 
     def warmup(self, model: LoadedModel) -> None:
@@ -129,7 +134,8 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
         requests = [requests]
     if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
         raise InvalidConfigError(
-            f"{path}: expected a JSON object of input name to values, or a list of them")
+            f"{path}: expected a JSON object of input name to values, or a list of them"
+        )
     return [{name: np.asarray(value) for name, value in r.items()} for r in requests]
 
 

@@ -49,19 +49,32 @@ class Repository:
     models are loaded at once and never evicted). Use it as a context manager.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, poll_seconds: float = 1.0,
-                 max_bytes: float | None = None, max_models: int | None = None,
-                 on_demand: bool = False, load_timeout: float = 300.0,
-                 budget_timeout: float = 30.0, drain_timeout: float = 30.0,
-                 watch: bool = True, source: Any = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        poll_seconds: float = 1.0,
+        max_bytes: float | None = None,
+        max_models: int | None = None,
+        on_demand: bool = False,
+        load_timeout: float = 300.0,
+        budget_timeout: float = 30.0,
+        drain_timeout: float = 30.0,
+        watch: bool = True,
+        source: Any = None,
+    ) -> None:
         self.root = os.fspath(root)
         self.poll_seconds = poll_seconds
         self.on_demand = on_demand
         self.drain_timeout = drain_timeout
         self._watch = watch
         self._source = source if source is not None else _make_source(self.root)
-        self.manager = Manager(max_models=max_models, max_bytes=budget_bytes(max_bytes),
-                               load_timeout=load_timeout, budget_timeout=budget_timeout)
+        self.manager = Manager(
+            max_models=max_models,
+            max_bytes=budget_bytes(max_bytes),
+            load_timeout=load_timeout,
+            budget_timeout=budget_timeout,
+        )
         self._lock = threading.RLock()
         self._listing: dict[str, ModelListing] = {}
         self._specs: dict[ModelId, RuntimeSpec] = {}
@@ -111,9 +124,14 @@ class Repository:
         except ImportError:
             return  # polling alone
         try:
-            for _changes in watchfiles.watch(self.root, stop_event=self._stop,
-                                             debounce=200, rust_timeout=500,
-                                             yield_on_timeout=False, raise_interrupt=False):
+            for _changes in watchfiles.watch(
+                self.root,
+                stop_event=self._stop,
+                debounce=200,
+                rust_timeout=500,
+                yield_on_timeout=False,
+                raise_interrupt=False,
+            ):
                 self.refresh()
         except Exception:
             log.exception("watching %s failed; polling continues", self.root)
@@ -149,8 +167,11 @@ class Repository:
 
     def _reconcile(self, name: str) -> None:
         model = self._listing.get(name)
-        resident = {key.version for key in self._known(name)
-                    if self.manager.state(key) in (State.LOADING, State.WARMING, State.READY)}
+        resident = {
+            key.version
+            for key in self._known(name)
+            if self.manager.state(key) in (State.LOADING, State.WARMING, State.READY)
+        }
         wanted: set[int] = set()
         if model is not None and not model.blocked:
             config = model.config
@@ -184,18 +205,24 @@ class Repository:
         spec = self._specs.get(key)
         if spec is None or spec.uri != str(path) or spec.config != config:
             samples = path / config.warmup_samples if config.warmup_samples else None
-            spec = RuntimeSpec(str(path), runtime=config.runtime or listing.runtime,
-                               signature=config.signature,
-                               options=dict(config.options), warmup_runs=config.warmup_runs,
-                               warmup_file=samples, config=config)
+            spec = RuntimeSpec(
+                str(path),
+                runtime=config.runtime or listing.runtime,
+                signature=config.signature,
+                options=dict(config.options),
+                warmup_runs=config.warmup_runs,
+                warmup_file=samples,
+                config=config,
+            )
             self._specs[key] = spec
         return spec
 
     # ------------------------------------------------------------------ requests
 
     @contextmanager
-    def lease(self, name: str, version: int | str | None = None, *,
-              timeout: float | None = None) -> Iterator[LeasedModel]:
+    def lease(
+        self, name: str, version: int | str | None = None, *, timeout: float | None = None
+    ) -> Iterator[LeasedModel]:
         """Hold one version of ``name`` for the ``with`` block: ``version`` is a number, a
         label, or None for the default version (the highest READY one, or the label
         ``model.toml`` names)."""
@@ -224,8 +251,9 @@ class Repository:
             model = self._listing[name]
             return key, (self._spec(model, key.version) if load else None)
 
-    def _choose(self, listing: dict[str, ModelListing], name: str,
-                version: int | str | None) -> tuple[ModelId, bool]:
+    def _choose(
+        self, listing: dict[str, ModelListing], name: str, version: int | str | None
+    ) -> tuple[ModelId, bool]:
         """The version a request gets, and whether it must be loaded on demand. Takes no
         lock (``wait_ready`` calls it under the manager's), so it is given the listing."""
         model = listing.get(name)
@@ -234,11 +262,11 @@ class Repository:
             hint = f"; did you mean {', '.join(near)}?" if near else ""
             raise ModelNotFoundError(
                 f"model {name!r} not found in {self.root}{hint} "
-                f"(models: {', '.join(sorted(listing)) or 'none'})")
+                f"(models: {', '.join(sorted(listing)) or 'none'})"
+            )
         config = model.config
         if model.blocked:
-            raise UnavailableError(
-                f"model {name!r} cannot be served: {self._why_not_ready(model)}")
+            raise UnavailableError(f"model {name!r} cannot be served: {self._why_not_ready(model)}")
         if self.on_demand and not config.pinned:
             available = {v for v, found in model.versions.items() if found.complete}
             return ModelId(name, resolve_version(version, available, config, model=name)), True
@@ -246,12 +274,14 @@ class Repository:
         if not ready and version is None:
             if not model.versions:
                 raise ModelNotFoundError(
-                    f"model {name!r} has no version to serve: no version directory in "
-                    f"{model.path}")
+                    f"model {name!r} has no version to serve: no version directory in {model.path}"
+                )
             raise UnavailableError(
-                f"model {name!r} has no version ready yet: {self._why_not_ready(model)}")
-        chosen = resolve_version(version, ready, config, model=name,
-                                 pending=set(model.versions) - ready)
+                f"model {name!r} has no version ready yet: {self._why_not_ready(model)}"
+            )
+        chosen = resolve_version(
+            version, ready, config, model=name, pending=set(model.versions) - ready
+        )
         return ModelId(name, chosen), False
 
     def _why_not_ready(self, model: ModelListing) -> str:
@@ -269,8 +299,7 @@ class Repository:
 
     # ------------------------------------------------------------------- queries
 
-    def wait_ready(self, name: str, version: int | str | None = None,
-                   timeout: float = 60.0) -> int:
+    def wait_ready(self, name: str, version: int | str | None = None, timeout: float = 60.0) -> int:
         """Wait until ``name`` (that version, or its default) can serve; return the version.
 
         In on-demand mode this loads the version (as a request would)."""
@@ -293,8 +322,10 @@ class Repository:
             return False
 
         if not self.manager.wait_for(ready, timeout):
-            raise UnavailableError(f"model {name!r} (version {version}) was not ready within "
-                                   f"{timeout:g} s; status: {self.status().get(name)}")
+            raise UnavailableError(
+                f"model {name!r} (version {version}) was not ready within "
+                f"{timeout:g} s; status: {self.status().get(name)}"
+            )
         return found[-1]
 
     def status(self) -> dict[str, Any]:
@@ -313,8 +344,11 @@ class Repository:
                         info.update(state="WAITING", reason=listing.reason)
                     versions[version] = info
                 for key, info in snapshot.items():
-                    if (isinstance(key, ModelId) and key.name == name
-                            and key.version not in versions):
+                    if (
+                        isinstance(key, ModelId)
+                        and key.name == name
+                        and key.version not in versions
+                    ):
                         versions[key.version] = info
                 out[name] = {"config_error": model.config_error, "versions": versions}
             return out

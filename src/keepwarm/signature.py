@@ -22,8 +22,11 @@ class TensorSpec:
     shape: Shape | None  # None: unknown rank; None inside: any size on that axis
 
     def describe(self) -> str:
-        dims = "?" if self.shape is None else "[" + ", ".join(
-            "-1" if d is None else str(d) for d in self.shape) + "]"
+        dims = (
+            "?"
+            if self.shape is None
+            else "[" + ", ".join("-1" if d is None else str(d) for d in self.shape) + "]"
+        )
         return f"{self.name}: {self.dtype.name}{dims}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,14 +65,16 @@ class Signature:
                 names = ", ".join(s.name for s in self.inputs)
                 raise InvalidInputError(
                     f"this model takes {len(self.inputs)} inputs ({names}); "
-                    "pass a dict of input name to array")
+                    "pass a dict of input name to array"
+                )
             inputs = {self.inputs[0].name: inputs}
         unknown = [k for k in inputs if k not in self._by_name]
         missing = [s.name for s in self.inputs if s.name not in inputs]
         if unknown or missing:
             raise InvalidInputError(
                 f"inputs do not match the signature: missing {missing}, unexpected {unknown}; "
-                f"expected {[s.describe() for s in self.inputs]}")
+                f"expected {[s.describe() for s in self.inputs]}"
+            )
         return {name: _coerce_one(self._by_name[name], value) for name, value in inputs.items()}
 
 
@@ -80,16 +85,22 @@ def _coerce_one(spec: TensorSpec, value: Any) -> np.ndarray:
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
     if array.dtype != spec.dtype:
         if array.dtype.kind == spec.dtype.kind or (
-                spec.dtype.kind in _TEXT and array.dtype.kind in _TEXT):
+            spec.dtype.kind in _TEXT and array.dtype.kind in _TEXT
+        ):
             array = array.astype(spec.dtype)
         else:
             raise InvalidInputError(
-                f"input {spec.name!r}: expected dtype {spec.dtype.name}, got {array.dtype.name}")
+                f"input {spec.name!r}: expected dtype {spec.dtype.name}, got {array.dtype.name}"
+            )
     shape = spec.shape
-    if shape is not None and (array.ndim != len(shape) or any(
-            want is not None and want != got
-            for want, got in zip(shape, array.shape, strict=True))):
+    if shape is not None and (
+        array.ndim != len(shape)
+        or any(
+            want is not None and want != got for want, got in zip(shape, array.shape, strict=True)
+        )
+    ):
         raise InvalidInputError(
             f"input {spec.name!r}: expected shape {spec.describe().split(':', 1)[1].strip()}"
-            f" (-1 = any size), got {list(array.shape)}")
+            f" (-1 = any size), got {list(array.shape)}"
+        )
     return array

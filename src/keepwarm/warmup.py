@@ -21,7 +21,8 @@ def sample_inputs(signature: Signature, batch: int = 1) -> dict[str, np.ndarray]
             return None
         shape = tuple(
             (batch if axis == 0 else 1) if dim is None else dim
-            for axis, dim in enumerate(spec.shape))
+            for axis, dim in enumerate(spec.shape)
+        )
         if spec.dtype.kind in "OSU":
             inputs[spec.name] = np.full(shape, b"", dtype=object)
         else:
@@ -29,8 +30,9 @@ def sample_inputs(signature: Signature, batch: int = 1) -> dict[str, np.ndarray]
     return inputs
 
 
-def warmup(model: LoadedModel, samples: Sequence[dict[str, np.ndarray]] = (),
-           runs: int = DEFAULT_RUNS) -> int:
+def warmup(
+    model: LoadedModel, samples: Sequence[dict[str, np.ndarray]] = (), runs: int = DEFAULT_RUNS
+) -> int:
     """Run ``samples`` (or generated inputs) ``runs`` times; returns the number of calls."""
     requests = list(samples)
     if not requests:

@@ -26,8 +26,9 @@ class GatedModel:
     load_gate: ClassVar[threading.Event] = threading.Event()
     predict_gate: ClassVar[threading.Event] = threading.Event()
     in_predict: ClassVar[threading.Event] = threading.Event()
-    signature = Signature(inputs=(TensorSpec("x", F32, (None, 2)),),
-                          outputs=(TensorSpec("y", F32, (None, 2)),))
+    signature = Signature(
+        inputs=(TensorSpec("x", F32, (None, 2)),), outputs=(TensorSpec("y", F32, (None, 2)),)
+    )
 
     def load(self, path: str) -> None:
         assert GatedModel.load_gate.wait(30)
@@ -57,7 +58,8 @@ def direct_savedmodel(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def test_32_threads_one_load_while_another_model_loads_in_parallel(
-        example_models: Path, gated: Path) -> None:
+    example_models: Path, gated: Path
+) -> None:
     cache = keepwarm.ModelCache()
     slow = threading.Thread(target=lambda: cache.load(gated, options={"class": GatedModel}))
     slow.start()
@@ -107,7 +109,8 @@ def test_eviction_under_max_bytes_and_kept_handle_reloads(example_models: Path) 
 
 
 def test_model_inside_predict_is_not_unloaded_under_its_user(
-        example_models: Path, gated: Path) -> None:
+    example_models: Path, gated: Path
+) -> None:
     GatedModel.load_gate.set()
     GatedModel.predict_gate.clear()
     cache = keepwarm.ModelCache(max_models=1, budget_timeout=30, warmup=False)
@@ -135,7 +138,8 @@ def test_missing_path_names_near_models(example_models: Path) -> None:
 
 
 def test_corrupt_savedmodel_gives_load_error_and_is_not_retried_every_call(
-        example_models: Path, tmp_path: Path) -> None:
+    example_models: Path, tmp_path: Path
+) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(example_models / "mlp" / "1", broken)
     (broken / "saved_model.pb").write_bytes(b"not a protobuf at all")
@@ -164,7 +168,8 @@ def test_truncated_and_mismatched_tarballs(example_hub_tarball: Path) -> None:
             names = tar.getnames()
         assert any(n.endswith("saved_model.pb") for n in names)
         np.testing.assert_allclose(
-            model.predict(x)["probs"], direct_savedmodel(model_dir(model), x), atol=1e-5)
+            model.predict(x)["probs"], direct_savedmodel(model_dir(model), x), atol=1e-5
+        )
 
 
 def model_dir(model: keepwarm.Model) -> Path:

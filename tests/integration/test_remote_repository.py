@@ -45,12 +45,13 @@ def upload(fs: Any, local: Path, remote: str, *, marker: bool) -> None:
 
 
 def test_new_version_uploaded_to_s3_is_picked_up_and_served(
-        s3: tuple[Any, dict[str, Any]], example_models: Path) -> None:
+    s3: tuple[Any, dict[str, Any]], example_models: Path
+) -> None:
     fs, where = s3
     url = f"s3://{where['bucket']}/models"
     onnx = example_models / "mlp_onnx" / "1"
     upload(fs, onnx, f"{where['bucket']}/models/mlp/1", marker=True)
-    fs.pipe_file(f"{where['bucket']}/models/mlp/model.toml", b'[labels]\nstable = 1\n')
+    fs.pipe_file(f"{where['bucket']}/models/mlp/model.toml", b"[labels]\nstable = 1\n")
     source = RemoteSource(url, storage_options=where["storage_options"])
     x = np.random.default_rng(0).random((2, 784), dtype=np.float32)
     with Repository(url, source=source, poll_seconds=0.1) as repo:

@@ -39,8 +39,9 @@ def unloaded(repo: Repository, key: ModelId) -> bool:
     return repo.manager.wait_for(lambda: repo.manager.state(key) is State.UNLOADED, WAIT_S)
 
 
-def assert_refused(lease: AbstractContextManager[object], error: type[Exception],
-                   match: str) -> None:
+def assert_refused(
+    lease: AbstractContextManager[object], error: type[Exception], match: str
+) -> None:
     with pytest.raises(error, match=match), lease:
         pass
 
@@ -63,8 +64,14 @@ class Recorder:
 
     def wait(self, kind: str, key: ModelId, state: State | None = None) -> Event:
         def find() -> Event | None:
-            return next((e for e in self.events if e.kind == kind and e.key == key
-                         and (state is None or e.state is state)), None)
+            return next(
+                (
+                    e
+                    for e in self.events
+                    if e.kind == kind and e.key == key and (state is None or e.state is state)
+                ),
+                None,
+            )
 
         with self._cond:
             assert self._cond.wait_for(lambda: find() is not None, WAIT_S), (kind, key, state)
@@ -93,7 +100,8 @@ def echo_repo(root: Path, echo_models: dict[int, Path]) -> Iterator[Repository]:
 
 
 def test_20_swaps_under_8_predicting_threads_lose_no_request(
-        root: Path, echo_models: dict[int, Path], echo_repo: Repository) -> None:
+    root: Path, echo_models: dict[int, Path], echo_repo: Repository
+) -> None:
     repo = echo_repo
     with Traffic(repo, "echo", threads=8) as traffic:
         assert traffic.wait_all_served(1)
@@ -113,7 +121,8 @@ def test_20_swaps_under_8_predicting_threads_lose_no_request(
 
 
 def test_version_copied_slowly_is_taken_only_when_whole_and_settled(
-        root: Path, echo_models: dict[int, Path]) -> None:
+    root: Path, echo_models: dict[int, Path]
+) -> None:
     place(root / "echo", 1, echo_models[1])
     scans = threading.Semaphore(0)
 
@@ -154,7 +163,8 @@ def test_version_copied_slowly_is_taken_only_when_whole_and_settled(
 
 
 def test_version_removed_while_leased_finishes_its_requests(
-        root: Path, example_models: Path) -> None:
+    root: Path, example_models: Path
+) -> None:
     mlp = example_models / "mlp" / "1"
     write_model_toml(root / "mlp", '[versions]\npolicy = "all"\n')
     place(root / "mlp", 1, mlp)
@@ -197,8 +207,9 @@ def test_labels_and_default_label(root: Path, echo_models: dict[int, Path]) -> N
             with repo.lease("echo", asked) as model:
                 assert model.version == want
                 assert model.predict(x)["version"].tolist() == [float(want)]
-        assert_refused(repo.lease("echo", "nightly"), keepwarm.ModelNotFoundError,
-                       r"canary \(version 2")
+        assert_refused(
+            repo.lease("echo", "nightly"), keepwarm.ModelNotFoundError, r"canary \(version 2"
+        )
         # Relabel: stable moves to 2; version 1 is no longer wanted and unloads.
         write_model_toml(root / "echo", 'default = "stable"\n[labels]\nstable = 2\n')
         repo.refresh()
@@ -208,8 +219,7 @@ def test_labels_and_default_label(root: Path, echo_models: dict[int, Path]) -> N
         assert_refused(repo.lease("echo", "canary"), keepwarm.ModelNotFoundError, "canary")
 
 
-def test_status_events_and_memory_given_back(
-        root: Path, echo_models: dict[int, Path]) -> None:
+def test_status_events_and_memory_given_back(root: Path, echo_models: dict[int, Path]) -> None:
     place(root / "echo", 1, echo_models[1])
     recorder = Recorder()
     first, second = ModelId("echo", 1), ModelId("echo", 2)
@@ -242,7 +252,8 @@ def test_status_events_and_memory_given_back(
 
 
 def test_on_demand_loads_on_first_use_evicts_keeps_pinned_and_refuses_what_cannot_fit(
-        root: Path, example_models: Path) -> None:
+    root: Path, example_models: Path
+) -> None:
     mlp = example_models / "mlp" / "1"
     estimate = RuntimeSpec(str(mlp)).estimate_nbytes()
     loaded = RuntimeSpec(str(mlp)).load()
@@ -254,11 +265,13 @@ def test_on_demand_loads_on_first_use_evicts_keeps_pinned_and_refuses_what_canno
         place(root / name, 1, mlp)
     write_model_toml(root / "pinned", "pinned = true\n")
     x = {"image": np.zeros((1, 784), dtype=np.float32)}
-    with Repository(root, on_demand=True, max_bytes=budget, budget_timeout=0.3,
-                    poll_seconds=0.05) as repo:
+    with Repository(
+        root, on_demand=True, max_bytes=budget, budget_timeout=0.3, poll_seconds=0.05
+    ) as repo:
         assert repo.wait_ready("pinned", timeout=WAIT_S) == 1  # pinned: loaded at once
-        assert {name: repo.manager.state(ModelId(name, 1)) for name in "abc"} == \
-            dict.fromkeys("abc")  # the others: not until asked for
+        assert {name: repo.manager.state(ModelId(name, 1)) for name in "abc"} == dict.fromkeys(
+            "abc"
+        )  # the others: not until asked for
         for name in "abc":
             with repo.lease(name, timeout=WAIT_S) as model:
                 assert model.predict(x)["probs"].shape == (1, 10)
@@ -267,8 +280,9 @@ def test_on_demand_loads_on_first_use_evicts_keeps_pinned_and_refuses_what_canno
         assert repo.status()["a"]["versions"][1]["reason"].startswith("evicted")
         assert repo.manager.used()[0] <= budget
         with repo.lease("c"):  # c in use, the pinned model pinned: no room for a
-            assert_refused(repo.lease("a", timeout=WAIT_S), keepwarm.ResourceExhaustedError,
-                           "no room")
+            assert_refused(
+                repo.lease("a", timeout=WAIT_S), keepwarm.ResourceExhaustedError, "no room"
+            )
             assert repo.manager.state(ModelId("c", 1)) is State.READY
         with repo.lease("a", timeout=WAIT_S) as model:  # c released: it can go now
             assert model.version == 1
@@ -289,12 +303,18 @@ with Repository(sys.argv[1], poll_seconds=0.05) as repo:
 
 
 def test_first_scan_loads_savedmodel_keras_and_onnx_at_once_in_a_fresh_process(
-        root: Path, example_models: Path) -> None:
+    root: Path, example_models: Path
+) -> None:
     # The first scan starts every load on its own thread, each importing its framework:
     # TensorFlow's import is not thread-safe (runtimes import frameworks one at a time).
     for name in ("mlp", "mlp_keras", "mlp_onnx"):
         place(root / name, 1, example_models / name / "1")
-    done = subprocess.run([sys.executable, "-c", STARTUP, str(root)], capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", STARTUP, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "['mlp', 'mlp_keras', 'mlp_onnx']"

@@ -75,8 +75,8 @@ def corrupt_graph(source: Path, scratch: Path) -> dict[str, bytes | str]:
 
 @pytest.mark.parametrize("broken", ["truncated_variables", "corrupt_graph", "loader_raises"])
 def test_broken_new_version_old_keeps_serving_backoff_then_fixed_version_loads(
-        root: Path, tmp_path: Path, echo_models: dict[int, Path], probe: type[Probe],
-        broken: str) -> None:
+    root: Path, tmp_path: Path, echo_models: dict[int, Path], probe: type[Probe], broken: str
+) -> None:
     if broken == "truncated_variables":
         files, why = truncated(echo_models[2], tmp_path), "truncated"
     elif broken == "corrupt_graph":
@@ -121,9 +121,12 @@ def test_broken_new_version_old_keeps_serving_backoff_then_fixed_version_loads(
 
 
 def test_load_hanging_past_its_timeout_fails_and_waits_for_the_stuck_load(
-        root: Path, echo_models: dict[int, Path], probe: type[Probe]) -> None:
-    with serving_v1(root, echo_models, load_timeout=0.3) as repo, \
-            Traffic(repo, "echo", threads=4) as traffic:
+    root: Path, echo_models: dict[int, Path], probe: type[Probe]
+) -> None:
+    with (
+        serving_v1(root, echo_models, load_timeout=0.3) as repo,
+        Traffic(repo, "echo", threads=4) as traffic,
+    ):
         place_python(root / "echo", 2, "HangingLoad")
         repo.refresh()
         assert probe.entered.wait(WAIT_S)
@@ -146,7 +149,8 @@ def test_load_hanging_past_its_timeout_fails_and_waits_for_the_stuck_load(
 
 
 def test_bad_model_toml_keeps_the_last_good_config_and_the_serving_version(
-        root: Path, echo_models: dict[int, Path]) -> None:
+    root: Path, echo_models: dict[int, Path]
+) -> None:
     write_model_toml(root / "echo", "[labels]\nstable = 1\n")
     with serving_v1(root, echo_models) as repo, Traffic(repo, "echo", threads=4) as traffic:
         assert traffic.wait_all_served(1)
@@ -177,7 +181,8 @@ def test_bad_model_toml_keeps_the_last_good_config_and_the_serving_version(
 
 
 def test_new_model_with_a_bad_model_toml_loads_nothing_until_fixed(
-        root: Path, echo_models: dict[int, Path]) -> None:
+    root: Path, echo_models: dict[int, Path]
+) -> None:
     place(root / "echo", 1, echo_models[1])
     write_model_toml(root / "echo", "pinned = 'yes'\n")
     with Repository(root, poll_seconds=0.05) as repo:
@@ -185,8 +190,10 @@ def test_new_model_with_a_bad_model_toml_loads_nothing_until_fixed(
             repo.refresh()
         assert repo.manager.state(OLD) is None
         assert "pinned" in repo.status()["echo"]["config_error"]
-        with pytest.raises(keepwarm.UnavailableError, match=r"model\.toml is invalid"), \
-                repo.lease("echo"):
+        with (
+            pytest.raises(keepwarm.UnavailableError, match=r"model\.toml is invalid"),
+            repo.lease("echo"),
+        ):
             pass
         write_model_toml(root / "echo", "pinned = true\n")
         repo.refresh()
@@ -195,7 +202,8 @@ def test_new_model_with_a_bad_model_toml_loads_nothing_until_fixed(
 
 
 def test_32_threads_x_200_loads_and_unloads_never_load_twice_at_once(
-        root: Path, probe: type[Probe]) -> None:
+    root: Path, probe: type[Probe]
+) -> None:
     place_python(root / "m", 1, "EchoVersion")
     key = ModelId("m", 1)
     seen: list[Event] = []
@@ -241,8 +249,13 @@ def test_32_threads_x_200_loads_and_unloads_never_load_twice_at_once(
         assert entry.state in (State.READY, State.UNLOADED) and not entry.reserving
         with delivered:  # events arrive on their own thread: wait for the last one
             assert delivered.wait_for(
-                lambda: seen and seen[-1].state is entry.state
-                and sum(e.state is State.LOADING for e in seen) == loads, WAIT_S)
+                lambda: (
+                    seen
+                    and seen[-1].state is entry.state
+                    and sum(e.state is State.LOADING for e in seen) == loads
+                ),
+                WAIT_S,
+            )
             states = [e.state for e in seen]
         # Every load went LOADING -> WARMING -> READY, every unload DRAINING -> UNLOADED.
         assert states.count(State.READY) == states.count(State.WARMING) == loads

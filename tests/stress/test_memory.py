@@ -34,7 +34,9 @@ def test_mobilenet_load_predict_unload_cycles_do_not_grow_memory(example_models:
         gc.collect()
         rss.append(rss_bytes())
     growth_mb = (rss[-1] - rss[SETTLE - 1]) / 2**20
-    print(f"\nRSS after cycle {SETTLE}: {rss[SETTLE - 1] / 2**20:.1f} MB, after cycle {CYCLES}: "
-          f"{rss[-1] / 2**20:.1f} MB, growth {growth_mb:.1f} MB (limit {LIMIT_MB} MB)")
+    print(
+        f"\nRSS after cycle {SETTLE}: {rss[SETTLE - 1] / 2**20:.1f} MB, after cycle {CYCLES}: "
+        f"{rss[-1] / 2**20:.1f} MB, growth {growth_mb:.1f} MB (limit {LIMIT_MB} MB)"
+    )
     assert cache.stats()["loads"] == CYCLES
     assert growth_mb < LIMIT_MB

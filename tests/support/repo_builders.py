@@ -24,15 +24,22 @@ from keepwarm.signature import Signature, TensorSpec
 MARKER = ".keepwarm-ready"
 F32 = np.dtype("float32")
 GATE_TIMEOUT_S = 30.0
-ECHO_SIGNATURE = Signature(inputs=(TensorSpec("x", F32, (None, 4)),),
-                           outputs=(TensorSpec("version", F32, (None,)),))
+ECHO_SIGNATURE = Signature(
+    inputs=(TensorSpec("x", F32, (None, 4)),), outputs=(TensorSpec("version", F32, (None,)),)
+)
 
 
 # ------------------------------------------------------------------ placing versions
 
 
-def place(model_dir: Path, version: int, source: Path | None = None, *,
-          files: dict[str, bytes | str] | None = None, marker: bool = True) -> Path:
+def place(
+    model_dir: Path,
+    version: int,
+    source: Path | None = None,
+    *,
+    files: dict[str, bytes | str] | None = None,
+    marker: bool = True,
+) -> Path:
     """Make ``model_dir/<version>`` appear at once: a copy of ``source`` plus ``files``."""
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f".incoming-{version}-{uuid.uuid4().hex[:8]}"
@@ -83,9 +90,10 @@ def copy_slowly(source: Path, dest: Path, pause: Callable[[str], None]) -> None:
     """Copy a SavedModel into ``dest`` file by file, each data file in two halves, calling
     ``pause(what was just written)`` after every step. ``saved_model.pb`` comes last, so
     the format is incomplete until the very end."""
-    files = sorted((p for p in source.rglob("*") if p.is_file()),
-                   key=lambda p: (p.name == "saved_model.pb", p.name == "variables.index",
-                                  str(p)))
+    files = sorted(
+        (p for p in source.rglob("*") if p.is_file()),
+        key=lambda p: (p.name == "saved_model.pb", p.name == "variables.index", str(p)),
+    )
     dest.mkdir()
     pause("(empty directory)")
     for path in files:
@@ -97,7 +105,7 @@ def copy_slowly(source: Path, dest: Path, pause: Callable[[str], None]) -> None:
                 out.write(data[: len(data) // 2])
             pause(f"{path.name} (first half)")
             with target.open("ab") as out:
-                out.write(data[len(data) // 2:])
+                out.write(data[len(data) // 2 :])
         else:
             target.write_bytes(data)
         if path.name != "saved_model.pb":
@@ -209,16 +217,18 @@ class Traffic:
     wholly from the version its lease names. Use as a context manager.
     """
 
-    def __init__(self, repo: Any, name: str, *, threads: int = 8,
-                 version: int | str | None = None) -> None:
+    def __init__(
+        self, repo: Any, name: str, *, threads: int = 8, version: int | str | None = None
+    ) -> None:
         self.repo, self.name, self.version = repo, name, version
         self.runs: list[list[int]] = [[] for _ in range(threads)]
         self.failures: list[BaseException] = []
         self.requests = 0
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
+        ]
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:
@@ -255,7 +265,8 @@ class Traffic:
         """Wait until every thread has been served ``version`` (or a later one)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: all(r and r[-1] >= version for r in self.runs), timeout)
+                lambda: all(r and r[-1] >= version for r in self.runs), timeout
+            )
 
     def wait_requests(self, more: int, timeout: float = GATE_TIMEOUT_S) -> bool:
         """Wait until ``more`` further requests have been answered."""

@@ -43,7 +43,8 @@ class EventBus:
             self._subscribers.append(callback)
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._dispatch, name="keepwarm-events", daemon=True)
+                    target=self._dispatch, name="keepwarm-events", daemon=True
+                )
                 self._thread.start()
 
         def unsubscribe() -> None:

@@ -36,8 +36,12 @@ class Loader(Budget):
         self.counters["loads"] += 1
         self._set_state(entry, State.LOADING)
         attempt = entry.attempt
-        threading.Thread(target=self._run_load, args=(entry, attempt),
-                         name=f"keepwarm-load-{entry.key}", daemon=True).start()
+        threading.Thread(
+            target=self._run_load,
+            args=(entry, attempt),
+            name=f"keepwarm-load-{entry.key}",
+            daemon=True,
+        ).start()
         timer = threading.Timer(self.load_timeout, self._on_timeout, (entry, attempt))
         timer.daemon = True
         timer.start()
@@ -69,9 +73,14 @@ class Loader(Budget):
         except _Superseded:
             self._reaper.close(model, entry, "a timed-out load returned", self._after_stuck)
         except BaseException as exc:  # every failure becomes a typed, recorded error
-            error = exc if isinstance(exc, KeepwarmError) else ModelLoadError(
-                f"loading {entry.spec.description} failed: {type(exc).__name__}: {exc}",
-                format=getattr(entry.spec, "format", None))
+            error = (
+                exc
+                if isinstance(exc, KeepwarmError)
+                else ModelLoadError(
+                    f"loading {entry.spec.description} failed: {type(exc).__name__}: {exc}",
+                    format=getattr(entry.spec, "format", None),
+                )
+            )
             if error is not exc:
                 error.__cause__ = exc
             with self._cond:
@@ -95,10 +104,15 @@ class Loader(Budget):
         with self._cond:
             if entry.attempt == attempt and entry.state in (State.LOADING, State.WARMING):
                 entry.stuck = True
-                self._fail(entry, ModelLoadError(
-                    f"loading {entry.spec.description} did not finish within "
-                    f"{self.load_timeout:g} s (timeout); it is not retried until that load "
-                    "returns", format=getattr(entry.spec, "format", None)))
+                self._fail(
+                    entry,
+                    ModelLoadError(
+                        f"loading {entry.spec.description} did not finish within "
+                        f"{self.load_timeout:g} s (timeout); it is not retried until that load "
+                        "returns",
+                        format=getattr(entry.spec, "format", None),
+                    ),
+                )
 
     def _fail(self, entry: Entry, error: KeepwarmError) -> None:
         entry.cancel_timer()
@@ -111,11 +125,8 @@ class Loader(Budget):
         self._set_state(entry, State.FAILED, error.message)
 
 
-
 class _Superseded(Exception):
     """A load returned after it was timed out or replaced; its model is discarded."""
-
-
 
 
 def _current(entry: Entry, attempt: int, state: State) -> bool:

@@ -33,8 +33,9 @@ class Manager(Loader):
 
     # ----------------------------------------------------------------- requests
 
-    def acquire(self, key: Hashable, spec: LoadSpec | None = None, *,
-                timeout: float | None = None) -> Lease:
+    def acquire(
+        self, key: Hashable, spec: LoadSpec | None = None, *, timeout: float | None = None
+    ) -> Lease:
         """A lease on ``key``'s loaded model, loading it first when ``spec`` is given.
 
         Without ``spec`` (eager mode) only a ``READY`` model is leased. ``timeout`` bounds
@@ -61,7 +62,8 @@ class Manager(Loader):
                         waiting = entry
                         entry.waiters += 1
                     if state in (None, State.NEW, State.UNLOADED) or (
-                            state is State.FAILED and entry.retry_due()):
+                        state is State.FAILED and entry.retry_due()
+                    ):
                         if not entry.reserving:
                             if not counted:
                                 self._count_access(key, hit=False)
@@ -81,8 +83,9 @@ class Manager(Loader):
                     waiting.waiters -= 1
 
     @contextmanager
-    def lease(self, key: Hashable, spec: LoadSpec | None = None, *,
-              timeout: float | None = None) -> Iterator[Any]:
+    def lease(
+        self, key: Hashable, spec: LoadSpec | None = None, *, timeout: float | None = None
+    ) -> Iterator[Any]:
         lease = self.acquire(key, spec, timeout=timeout)
         try:
             yield lease.model
@@ -104,12 +107,12 @@ class Manager(Loader):
         with self._cond:
             entry = self._entry_for(key, spec)
             entry.pinned = pinned
-            if entry.spec is not spec and entry.state in (State.NEW, State.UNLOADED,
-                                                          State.FAILED):
+            if entry.spec is not spec and entry.state in (State.NEW, State.UNLOADED, State.FAILED):
                 entry.spec = spec
-            if (entry.state in (State.NEW, State.UNLOADED)
-                    or (entry.state is State.FAILED and entry.retry_due())) \
-                    and not entry.reserving:
+            if (
+                entry.state in (State.NEW, State.UNLOADED)
+                or (entry.state is State.FAILED and entry.retry_due())
+            ) and not entry.reserving:
                 self._reserve_and_start(entry, time.monotonic())
             return entry.state
 
@@ -186,7 +189,6 @@ class Manager(Loader):
         if remaining <= 0:
             raise DeadlineExceededError(f"deadline passed while {what}")
         self._cond.wait(remaining)
-
 
 
 def _fresh(error: KeepwarmError) -> KeepwarmError:

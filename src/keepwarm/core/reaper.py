@@ -34,14 +34,16 @@ class Reaper:
         self.idle = threading.Event()
         self.idle.set()
 
-    def close(self, model: Any, entry: Entry, reason: str,
-              then: Callable[[Entry], None] | None) -> None:
+    def close(
+        self, model: Any, entry: Entry, reason: str, then: Callable[[Entry], None] | None
+    ) -> None:
         """Close ``model`` soon, off the caller's thread; then call ``then(entry)``."""
         self.idle.clear()
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="keepwarm-reaper",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="keepwarm-reaper", daemon=True
+                )
                 self._thread.start()
         self._queue.put((model, entry, reason, then))
 
@@ -62,8 +64,11 @@ class Reaper:
                 job = None
                 wait = self._last_release + self._min_interval - time.monotonic()
                 try:
-                    job = self._queue.get(timeout=max(wait, 0.0)) if wait > 0 else \
-                        self._queue.get_nowait()
+                    job = (
+                        self._queue.get(timeout=max(wait, 0.0))
+                        if wait > 0
+                        else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if job is None:

@@ -53,8 +53,14 @@ class ManagerTable:
         self._entries: dict[Hashable, Entry] = {}
         self._reaper = Reaper(self.events)
         self._closed = False
-        self.counters = {"hits": 0, "misses": 0, "loads": 0, "coalesced": 0,
-                         "evictions": 0, "failures": 0}
+        self.counters = {
+            "hits": 0,
+            "misses": 0,
+            "loads": 0,
+            "coalesced": 0,
+            "evictions": 0,
+            "failures": 0,
+        }
         self.load_seconds = 0.0
 
     # ------------------------------------------------------------------ queries
@@ -72,8 +78,9 @@ class ManagerTable:
 
     def used(self, reserving: Entry | None = None) -> tuple[int, int]:
         """Bytes held or reserved, and the number of resident models (with ``reserving``)."""
-        resident = [e for e in self._entries.values()
-                    if e.state in RESIDENT or e.stuck or e is reserving]
+        resident = [
+            e for e in self._entries.values() if e.state in RESIDENT or e.stuck or e is reserving
+        ]
         return sum(e.nbytes for e in resident), len(resident)
 
     # ------------------------------------------------------------- transitions
@@ -83,8 +90,9 @@ class ManagerTable:
         entry.reason = reason
         entry.changed_at = time.monotonic()
         self._cond.notify_all()
-        self.events.emit(Event("state", entry.key, state=target, reason=reason,
-                               nbytes=entry.nbytes))
+        self.events.emit(
+            Event("state", entry.key, state=target, reason=reason, nbytes=entry.nbytes)
+        )
 
     def _drain(self, entry: Entry, reason: str) -> None:
         self._set_state(entry, State.DRAINING, reason)

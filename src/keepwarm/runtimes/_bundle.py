@@ -60,9 +60,9 @@ def _entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
         shared, pos = _varint(block, pos)
         unshared, pos = _varint(block, pos)
         length, pos = _varint(block, pos)
-        key = key[:shared] + block[pos:pos + unshared]
+        key = key[:shared] + block[pos : pos + unshared]
         pos += unshared
-        value = block[pos:pos + length]
+        value = block[pos : pos + length]
         pos += length
         if pos > limit:
             raise BadIndex("entry runs past the end of its block")
@@ -136,8 +136,10 @@ def checkpoint_incomplete(variables: Path) -> str | None:
             return f"variable shard {path.name} is missing"
         size = path.stat().st_size
         if size < needed.get(shard, 0):
-            return (f"variable shard {path.name} is truncated: {size} bytes, "
-                    f"the index needs at least {needed[shard]}")
+            return (
+                f"variable shard {path.name} is truncated: {size} bytes, "
+                f"the index needs at least {needed[shard]}"
+            )
     return None
 
 

@@ -48,8 +48,7 @@ class Runtime(Protocol):
         """
         ...
 
-    def load(self, path: Path, *, signature: str | None,
-             options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, path: Path, *, signature: str | None, options: Mapping[str, Any]) -> LoadedModel:
         """Load ``path``. Raise ``ModelLoadError`` (cause chained) when it cannot."""
         ...
 

@@ -56,8 +56,7 @@ class KerasRuntime:
                 return f"{file} is empty or not an HDF5 file"
         return None
 
-    def load(self, path: Path, *, signature: str | None,
-             options: Mapping[str, Any]) -> KerasModel:
+    def load(self, path: Path, *, signature: str | None, options: Mapping[str, Any]) -> KerasModel:
         file = find_file(path, _SUFFIXES, _PREFERRED)
         if file is None:
             raise ModelLoadError(f"no .keras or .h5 file in {path}", format=FORMAT)
@@ -69,14 +68,14 @@ class KerasRuntime:
             model = keras.saving.load_model(file, compile=False)
         except Exception as exc:
             raise ModelLoadError(
-                f"cannot load the Keras model {file}: {type(exc).__name__}: {exc}",
-                format=FORMAT) from exc
+                f"cannot load the Keras model {file}: {type(exc).__name__}: {exc}", format=FORMAT
+            ) from exc
         try:
             return KerasModel(model, signature or "serving_default")
         except Exception as exc:
             raise ModelLoadError(
-                f"cannot serve the Keras model {file}: {type(exc).__name__}: {exc}",
-                format=FORMAT) from exc
+                f"cannot serve the Keras model {file}: {type(exc).__name__}: {exc}", format=FORMAT
+            ) from exc
 
 
 def _dtype(name: Any) -> np.dtype[Any]:
@@ -96,8 +95,10 @@ class KerasModel:
             raise ValueError("the model has no defined inputs; build it with keras.Input(...)")
         structure = model.input
         specs = [TensorSpec(t.name, _dtype(t.dtype), shape_of(t.shape)) for t in inputs]
-        tf_specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=f"input_{i}")
-                    for i, t in enumerate(inputs)]
+        tf_specs = [
+            tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=f"input_{i}")
+            for i, t in enumerate(inputs)
+        ]
 
         flat_outputs = list(model.outputs or [])
         declared = list(getattr(model, "output_names", None) or [])
@@ -117,12 +118,17 @@ class KerasModel:
         out = self._fn.structured_outputs
         self.signature = Signature(
             inputs=tuple(specs),
-            outputs=tuple(TensorSpec(k, _dtype(v.dtype.name), shape_of(
-                None if v.shape.rank is None else v.shape.as_list())) for k, v in out.items()),
+            outputs=tuple(
+                TensorSpec(
+                    k,
+                    _dtype(v.dtype.name),
+                    shape_of(None if v.shape.rank is None else v.shape.as_list()),
+                )
+                for k, v in out.items()
+            ),
             name=name,
         )
-        self.nbytes = sum(int(np.prod(w.shape)) * _dtype(w.dtype).itemsize
-                          for w in model.weights)
+        self.nbytes = sum(int(np.prod(w.shape)) * _dtype(w.dtype).itemsize for w in model.weights)
         self.nbytes_source = "framework"
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -35,9 +35,17 @@ _LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 _TYPES = {
-    "float": "float32", "double": "float64", "float16": "float16",
-    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
-    "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
+    "float": "float32",
+    "double": "float64",
+    "float16": "float16",
+    "int8": "int8",
+    "int16": "int16",
+    "int32": "int32",
+    "int64": "int64",
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "uint32": "uint32",
+    "uint64": "uint64",
     "bool": "bool",
 }
 
@@ -58,8 +66,7 @@ class OnnxRuntime:
             return f"{file} is empty"
         return None
 
-    def load(self, path: Path, *, signature: str | None,
-             options: Mapping[str, Any]) -> OnnxModel:
+    def load(self, path: Path, *, signature: str | None, options: Mapping[str, Any]) -> OnnxModel:
         file = find_file(path, (".onnx",), ("model.onnx",))
         if file is None:
             raise ModelLoadError(f"no .onnx file in {path}", format=FORMAT)
@@ -68,11 +75,12 @@ class OnnxRuntime:
         session_options = _session_options(ort, options)
         try:
             session = ort.InferenceSession(
-                str(file), sess_options=session_options, providers=["CPUExecutionProvider"])
+                str(file), sess_options=session_options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:
             raise ModelLoadError(
-                f"cannot load the ONNX model {file}: {type(exc).__name__}: {exc}",
-                format=FORMAT) from exc
+                f"cannot load the ONNX model {file}: {type(exc).__name__}: {exc}", format=FORMAT
+            ) from exc
         sig = Signature(
             inputs=tuple(_spec(arg) for arg in session.get_inputs()),
             outputs=tuple(_spec(arg) for arg in session.get_outputs()),
@@ -85,8 +93,7 @@ class OnnxRuntime:
 
 
 class OnnxModel:
-    def __init__(self, session: Any, signature: Signature, nbytes: int,
-                 nbytes_source: str) -> None:
+    def __init__(self, session: Any, signature: Signature, nbytes: int, nbytes_source: str) -> None:
         self._session = session
         self._run = session.run
         self._names = [spec.name for spec in signature.outputs]
@@ -109,15 +116,17 @@ def _session_options(ort: Any, options: Mapping[str, Any]) -> Any:
         if key in options:
             value = options[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidConfigError(f"onnx option {key} must be an integer >= 0, "
-                                         f"got {value!r}")
+                raise InvalidConfigError(
+                    f"onnx option {key} must be an integer >= 0, got {value!r}"
+                )
             setattr(result, key, value)
     level = options.get("graph_optimization_level")
     if isinstance(level, str):
         if level.lower() not in _LEVELS:
             raise InvalidConfigError(
                 f"onnx option graph_optimization_level must be one of "
-                f"{', '.join(_LEVELS)}, got {level!r}")
+                f"{', '.join(_LEVELS)}, got {level!r}"
+            )
         level = getattr(ort.GraphOptimizationLevel, _LEVELS[level.lower()])
     if level is not None:
         result.graph_optimization_level = level

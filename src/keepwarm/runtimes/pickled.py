@@ -52,8 +52,9 @@ class PickleRuntime:
                     return f"{file} is truncated (no pickle STOP opcode at the end)"
         return None
 
-    def load(self, path: Path, *, signature: str | None,
-             options: Mapping[str, Any]) -> PickledModel:
+    def load(
+        self, path: Path, *, signature: str | None, options: Mapping[str, Any]
+    ) -> PickledModel:
         file = find_file(path, _SUFFIXES, _PREFERRED)
         if file is None:
             raise ModelLoadError(f"no .pkl, .pickle or .joblib file in {path}", format=FORMAT)
@@ -62,7 +63,8 @@ class PickleRuntime:
                 f"{file} is a pickle: loading it runs arbitrary code. If you trust it, "
                 "allow it with allow_unsafe=True (keepwarm.load(..., allow_unsafe=True), or "
                 "options={'allow_unsafe': True}); safer: export the model to ONNX",
-                format=FORMAT)
+                format=FORMAT,
+            )
         reason = self.incomplete(file)
         if reason is not None:
             raise ModelLoadError(f"pickled model is incomplete: {reason}", format=FORMAT)
@@ -71,17 +73,21 @@ class PickleRuntime:
         except ModelLoadError:
             raise
         except Exception as exc:
-            raise ModelLoadError(f"cannot unpickle {file}: {type(exc).__name__}: {exc}",
-                                 format=FORMAT) from exc
+            raise ModelLoadError(
+                f"cannot unpickle {file}: {type(exc).__name__}: {exc}", format=FORMAT
+            ) from exc
         if not callable(getattr(obj, "predict", None)):
             raise InvalidConfigError(
-                f"the object in {file} ({type(obj).__name__}) has no predict() method")
+                f"the object in {file} ({type(obj).__name__}) has no predict() method"
+            )
         sig = getattr(obj, "signature", None)
         if not isinstance(sig, Signature):
             table = read_config(file.parent).get("pickle", {})
             sig = signature_from_table(
                 table.get("signature") if isinstance(table, Mapping) else None,
-                "[pickle.signature]", signature or "serving_default") or _guess(obj)
+                "[pickle.signature]",
+                signature or "serving_default",
+            ) or _guess(obj)
         return PickledModel(obj, sig, file.stat().st_size)
 
 
@@ -90,8 +96,9 @@ def _unpickle(file: Path) -> Any:
         try:
             import joblib
         except ImportError as exc:
-            raise ModelLoadError(f"{file} needs the joblib package: pip install joblib",
-                                 format=FORMAT) from exc
+            raise ModelLoadError(
+                f"{file} needs the joblib package: pip install joblib", format=FORMAT
+            ) from exc
         return joblib.load(file)
     with file.open("rb") as handle:
         return pickle.load(handle)  # allowed explicitly by the caller

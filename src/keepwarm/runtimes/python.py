@@ -73,8 +73,9 @@ def _tensor(entry: Any, where: str) -> TensorSpec:
     except TypeError as exc:
         raise InvalidConfigError(f"{where}: unknown dtype {dtype_name!r}") from exc
     shape = entry.get("shape")
-    if shape is not None and (not isinstance(shape, list) or not all(
-            isinstance(d, int) for d in shape)):
+    if shape is not None and (
+        not isinstance(shape, list) or not all(isinstance(d, int) for d in shape)
+    ):
         raise InvalidConfigError(f"{where}: shape must be a list of integers (-1 = any)")
     dims = None if shape is None else tuple(None if d < 0 else d for d in shape)
     return TensorSpec(str(entry["name"]), dtype, dims)
@@ -106,7 +107,8 @@ def resolve_class(target: Any, directory: Path) -> Any:
         return target
     if not isinstance(target, str) or ":" not in target:
         raise InvalidConfigError(
-            f"the Python model class must be 'module:Class' or a class, got {target!r}")
+            f"the Python model class must be 'module:Class' or a class, got {target!r}"
+        )
     module_name, _, qualname = target.partition(":")
     top = module_name.split(".")[0]
     directory = directory.resolve()
@@ -119,8 +121,10 @@ def resolve_class(target: Any, directory: Path) -> Any:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise ModelLoadError(f"cannot import {module_name!r} for {target!r}: "
-                                 f"{type(exc).__name__}: {exc}", format=FORMAT) from exc
+            raise ModelLoadError(
+                f"cannot import {module_name!r} for {target!r}: {type(exc).__name__}: {exc}",
+                format=FORMAT,
+            ) from exc
         finally:
             if local:
                 sys.path.remove(str(directory))
@@ -151,8 +155,7 @@ class PythonRuntime:
         del config  # without a [python] table the class may come from options; load decides
         return None
 
-    def load(self, path: Path, *, signature: str | None,
-             options: Mapping[str, Any]) -> PythonModel:
+    def load(self, path: Path, *, signature: str | None, options: Mapping[str, Any]) -> PythonModel:
         directory = model_dir(path)
         table = read_config(directory).get("python", {})
         if not isinstance(table, Mapping):
@@ -160,29 +163,34 @@ class PythonRuntime:
         target = options.get("class") or table.get("class")
         if target is None:
             raise InvalidConfigError(
-                f"no Python model class for {directory}: set class = \"module:Class\" under "
-                f"[python] in {CONFIG}, or pass options={{'class': ...}}")
+                f'no Python model class for {directory}: set class = "module:Class" under '
+                f"[python] in {CONFIG}, or pass options={{'class': ...}}"
+            )
         cls = resolve_class(target, directory)
         try:
             instance = cls()
             instance.load(directory)
         except Exception as exc:
-            raise ModelLoadError(f"{target!r} failed to load {directory}: "
-                                 f"{type(exc).__name__}: {exc}", format=FORMAT) from exc
+            raise ModelLoadError(
+                f"{target!r} failed to load {directory}: {type(exc).__name__}: {exc}", format=FORMAT
+            ) from exc
         if not callable(getattr(instance, "predict", None)):
             raise InvalidConfigError(f"{target!r} has no predict(inputs) method")
         sig = getattr(instance, "signature", None)
         if not isinstance(sig, Signature):
-            sig = signature_from_table(table.get("signature"), "[python.signature]",
-                                       "serving_default")
+            sig = signature_from_table(
+                table.get("signature"), "[python.signature]", "serving_default"
+            )
         if sig is None:
             raise InvalidConfigError(
                 f"{target!r} declares no signature: give the class a `signature` attribute "
                 f"(a keepwarm.signature.Signature) or add [python.signature] with inputs "
-                f"and outputs to {directory / CONFIG}")
+                f"and outputs to {directory / CONFIG}"
+            )
         if signature is not None and signature != sig.name:
             raise ModelNotFoundError(
-                f"signature {signature!r} not found; this Python model has {sig.name!r}")
+                f"signature {signature!r} not found; this Python model has {sig.name!r}"
+            )
         return PythonModel(instance, sig, files_nbytes(directory))
 
 
@@ -192,8 +200,10 @@ def wrap_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
         return {key: np.asarray(value) for key, value in result.items()}
     if len(names) == 1 and result is not None:
         return {names[0]: np.asarray(result)}
-    raise InternalError(f"predict returned {type(result).__name__}; expected a dict of "
-                        f"output name to array ({', '.join(names)})")
+    raise InternalError(
+        f"predict returned {type(result).__name__}; expected a dict of "
+        f"output name to array ({', '.join(names)})"
+    )
 
 
 class PythonModel:

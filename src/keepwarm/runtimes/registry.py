@@ -53,7 +53,8 @@ def get_runtime(name: str) -> Runtime:
     runtimes = _all()
     if name not in runtimes:
         raise InvalidConfigError(
-            f"unknown runtime {name!r}; known runtimes: {', '.join(sorted(runtimes))}")
+            f"unknown runtime {name!r}; known runtimes: {', '.join(sorted(runtimes))}"
+        )
     return runtimes[name]
 
 
@@ -66,4 +67,5 @@ def detect_runtime(path: Path) -> Runtime:
         f"no runtime recognises {path}: expected a SavedModel directory (saved_model.pb), "
         "a Keras file (.keras, .h5), an ONNX file (.onnx), a directory holding one of these, "
         "or a Python model (keepwarm.toml naming a class); "
-        f"runtimes: {', '.join(sorted(_all()))}")
+        f"runtimes: {', '.join(sorted(_all()))}"
+    )

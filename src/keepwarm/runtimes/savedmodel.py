@@ -35,8 +35,9 @@ def find_root(path: Path) -> Path | None:
         return None
     if any((path / m).is_file() for m in _MARKERS):
         return path
-    children = [c for c in path.iterdir()
-                if c.is_dir() and any((c / m).is_file() for m in _MARKERS)]
+    children = [
+        c for c in path.iterdir() if c.is_dir() and any((c / m).is_file() for m in _MARKERS)
+    ]
     return children[0] if len(children) == 1 else None
 
 
@@ -58,8 +59,7 @@ class SavedModelRuntime:
             return checkpoint_incomplete(variables)
         return None
 
-    def load(self, path: Path, *, signature: str | None,
-             options: Mapping[str, Any]) -> SavedModel:
+    def load(self, path: Path, *, signature: str | None, options: Mapping[str, Any]) -> SavedModel:
         root = find_root(path)
         if root is None:
             raise ModelLoadError(f"no SavedModel (saved_model.pb) in {path}", format=FORMAT)
@@ -79,14 +79,16 @@ class SavedModelRuntime:
         if wanted not in available:
             raise ModelNotFoundError(
                 f"signature {wanted!r} not found in the SavedModel at {root}; "
-                f"available signatures: {', '.join(available) or '(none)'}")
+                f"available signatures: {', '.join(available) or '(none)'}"
+            )
         fn = loaded.signatures[wanted]
         try:
             sig = _signature(wanted, fn)
         except Exception as exc:
             raise ModelLoadError(
                 f"SavedModel at {root}: signature {wanted!r} cannot be described: {exc}",
-                format=FORMAT) from exc
+                format=FORMAT,
+            ) from exc
         nbytes = _variables_nbytes(loaded, fn)
         if nbytes:
             return SavedModel(loaded, fn, sig, nbytes, "framework")
@@ -96,8 +98,9 @@ class SavedModelRuntime:
 class SavedModel:
     """One signature of a loaded SavedModel. Keeps the loaded object alive."""
 
-    def __init__(self, loaded: Any, fn: Any, signature: Signature, nbytes: int,
-                 nbytes_source: str) -> None:
+    def __init__(
+        self, loaded: Any, fn: Any, signature: Signature, nbytes: int, nbytes_source: str
+    ) -> None:
         import tensorflow as tf
 
         self._loaded = loaded  # the signature's variables die with this object

@@ -101,9 +101,7 @@ def version_number(name: str) -> int | None:
 def judge(version: int, path: Path, config: ModelConfig) -> VersionListing:
     """The format check: complete, or the runtime's reason why not."""
     try:
-        runtime: Runtime = (
-            get_runtime(config.runtime) if config.runtime else detect_runtime(path)
-        )
+        runtime: Runtime = get_runtime(config.runtime) if config.runtime else detect_runtime(path)
     except Exception as exc:  # unknown runtime, or no runtime recognises the files
         return VersionListing(version, path, False, str(exc), None)
     try:

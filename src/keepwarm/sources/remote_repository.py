@@ -30,8 +30,13 @@ _WAITING = "waiting: its listing must stay unchanged across two scans (or hold t
 
 
 class RemoteSource:
-    def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None,
-                 cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.cache_dir = cache_dir
@@ -50,7 +55,7 @@ class RemoteSource:
         for path, info in found.items():
             if not path.startswith(prefix):
                 continue
-            parts = path[len(prefix):].split("/")
+            parts = path[len(prefix) :].split("/")
             if len(parts) < 2:
                 continue
             name = parts[0]
@@ -80,13 +85,22 @@ class RemoteSource:
         except (InvalidConfigError, UnicodeDecodeError) as exc:
             error = exc.message if isinstance(exc, KeepwarmError) else str(exc)
             config = self._good.get(name, ModelConfig())
-        versions = {v: self._version(name, v, files, config)
-                    for v, files in sorted(model["versions"].items())}
-        return ModelListing(name, Path(f"{self.url}/{name}"), config, error, versions,
-                            blocked=error is not None and name not in self._good)
+        versions = {
+            v: self._version(name, v, files, config)
+            for v, files in sorted(model["versions"].items())
+        }
+        return ModelListing(
+            name,
+            Path(f"{self.url}/{name}"),
+            config,
+            error,
+            versions,
+            blocked=error is not None and name not in self._good,
+        )
 
-    def _version(self, name: str, version: int, files: dict[str, Any],
-                 config: ModelConfig) -> VersionListing:
+    def _version(
+        self, name: str, version: int, files: dict[str, Any], config: ModelConfig
+    ) -> VersionListing:
         url = f"{self.url}/{name}/{version}"
         digest = fingerprint(files)
         key = (name, version)

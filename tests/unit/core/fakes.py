@@ -20,8 +20,15 @@ class FakeModel:
 class FakeSpec:
     """Loads a ``FakeModel``; ``gate`` (when set) holds each load until it is set."""
 
-    def __init__(self, name: str, nbytes: int = 100, *, gate: threading.Event | None = None,
-                 fail: Exception | None = None, warm_fail: Exception | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        nbytes: int = 100,
+        *,
+        gate: threading.Event | None = None,
+        fail: Exception | None = None,
+        warm_fail: Exception | None = None,
+    ) -> None:
         self.name = name
         self.nbytes = nbytes
         self.gate = gate

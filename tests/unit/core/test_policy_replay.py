@@ -43,8 +43,9 @@ def drive(policy: EvictionPolicy, seed: int) -> tuple[list[Hashable], int]:
 def _drive(policy: EvictionPolicy, seed: int) -> tuple[list[Hashable], int]:
     order: list[Hashable] = []
     specs = {f"m{i}": FakeSpec(f"m{i}") for i in range(KEYS)}
-    manager = Manager(max_models=CAPACITY, policy=policy,
-                      on_access=lambda key, hit: order.append(key))
+    manager = Manager(
+        max_models=CAPACITY, policy=policy, on_access=lambda key, hit: order.append(key)
+    )
     for index in zipf_stream(REQUESTS, KEYS, 1.0, seed):
         key = f"m{index}"
         manager.acquire(key, specs[key], timeout=10).release()

@@ -41,6 +41,9 @@ def build_mlp(root: Path) -> Mlp:
     model.save(root / "keras" / "model.keras")
     (root / "onnx").mkdir()
     tf2onnx.convert.from_keras(
-        model, input_signature=(tf.TensorSpec((None, 8), tf.float32, name="x"),),
-        opset=17, output_path=str(root / "onnx" / "model.onnx"))
+        model,
+        input_signature=(tf.TensorSpec((None, 8), tf.float32, name="x"),),
+        opset=17,
+        output_path=str(root / "onnx" / "model.onnx"),
+    )
     return Mlp(model, root / "savedmodel", root / "keras", root / "onnx")

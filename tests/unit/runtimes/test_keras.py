@@ -33,10 +33,12 @@ def test_detects_a_file_and_a_directory_holding_one(mlp: Mlp, tmp_path: Path) ->
 
 def test_signature_uses_layer_names(loaded: KerasModel) -> None:
     sig = loaded.signature
-    assert [(s.name, s.dtype, s.shape) for s in sig.inputs] == [("x", np.dtype("float32"),
-                                                                 (None, 8))]
-    assert [(s.name, s.dtype, s.shape) for s in sig.outputs] == [("probs", np.dtype("float32"),
-                                                                  (None, 4))]
+    assert [(s.name, s.dtype, s.shape) for s in sig.inputs] == [
+        ("x", np.dtype("float32"), (None, 8))
+    ]
+    assert [(s.name, s.dtype, s.shape) for s in sig.outputs] == [
+        ("probs", np.dtype("float32"), (None, 4))
+    ]
     assert (loaded.nbytes, loaded.nbytes_source) == (MLP_NBYTES, "framework")
 
 
@@ -60,8 +62,10 @@ def test_multiple_inputs_and_outputs(tmp_path: Path) -> None:
     a = keras.Input((3,), name="a")
     b = keras.Input((2,), name="b", dtype="int32")
     joined = keras.layers.Concatenate()([a, keras.ops.cast(b, "float32")])
-    model = keras.Model({"a": a, "b": b}, [keras.layers.Dense(2, name="y1")(joined),
-                                          keras.layers.Dense(1, name="y2")(joined)])
+    model = keras.Model(
+        {"a": a, "b": b},
+        [keras.layers.Dense(2, name="y1")(joined), keras.layers.Dense(1, name="y2")(joined)],
+    )
     model.save(tmp_path / "multi.keras")
     served = RUNTIME.load(tmp_path / "multi.keras", signature=None, options={})
     assert [s.name for s in served.signature.inputs] == ["a", "b"]

@@ -28,8 +28,9 @@ def test_detects_a_file_and_a_directory_holding_one(mlp: Mlp) -> None:
 
 def test_signature_from_the_session(mlp: Mlp, loaded: OnnxModel) -> None:
     sig = loaded.signature
-    assert [(s.name, s.dtype, s.shape) for s in sig.inputs] == [("x", np.dtype("float32"),
-                                                                 (None, 8))]
+    assert [(s.name, s.dtype, s.shape) for s in sig.inputs] == [
+        ("x", np.dtype("float32"), (None, 8))
+    ]
     assert [(s.dtype, s.shape) for s in sig.outputs] == [(np.dtype("float32"), (None, 4))]
     import onnx
 
@@ -54,22 +55,30 @@ def test_float64_is_cast_and_wrong_shape_refused(loaded: OnnxModel, batch: np.nd
 
 @pytest.mark.parametrize("level", ["disable", "basic", "extended", "all"])
 def test_session_options(mlp: Mlp, batch: np.ndarray, level: str) -> None:
-    model = RUNTIME.load(mlp.onnx, signature=None, options={
-        "intra_op_num_threads": 1, "inter_op_num_threads": 1,
-        "graph_optimization_level": level})
+    model = RUNTIME.load(
+        mlp.onnx,
+        signature=None,
+        options={
+            "intra_op_num_threads": 1,
+            "inter_op_num_threads": 1,
+            "graph_optimization_level": level,
+        },
+    )
     (out,) = model.predict({"x": batch}).values()
     assert np.abs(out - mlp.reference(batch)).max() <= 1e-5
 
 
-@pytest.mark.parametrize("options", [{"graph_optimization_level": "max"},
-                                     {"intra_op_num_threads": "two"}])
+@pytest.mark.parametrize(
+    "options", [{"graph_optimization_level": "max"}, {"intra_op_num_threads": "two"}]
+)
 def test_bad_options_are_config_errors(mlp: Mlp, options: dict[str, object]) -> None:
     with pytest.raises(InvalidConfigError):
         RUNTIME.load(mlp.onnx, signature=None, options=options)
 
 
 def test_without_the_onnx_package_nbytes_is_the_file_size(
-        mlp: Mlp, monkeypatch: pytest.MonkeyPatch) -> None:
+    mlp: Mlp, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` fail
     model = RUNTIME.load(mlp.onnx, signature=None, options={})
     assert model.nbytes_source == "files"

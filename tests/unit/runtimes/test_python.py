@@ -22,7 +22,7 @@ from keepwarm.signature import Signature, TensorSpec
 RUNTIME = PythonRuntime()
 PICKLE = PickleRuntime()
 
-MODULE = '''
+MODULE = """
 import numpy as np
 
 class Model:
@@ -31,19 +31,20 @@ class Model:
 
     def predict(self, inputs):
         return {"y": inputs["x"] * self.factor}
-'''
-TOML = '''
+"""
+TOML = """
 [python]
 class = "{module}:Model"
 
 [python.signature]
 inputs = [{{ name = "x", dtype = "float32", shape = [-1, 2] }}]
 outputs = [{{ name = "y", dtype = "float32", shape = [-1, 2] }}]
-'''
+"""
 
 
-def _model_dir(root: Path, factor: float = 2.0, module: str = "kw_test_model",
-               toml: str = TOML) -> Path:
+def _model_dir(
+    root: Path, factor: float = 2.0, module: str = "kw_test_model", toml: str = TOML
+) -> Path:
     root.mkdir(parents=True)
     (root / f"{module}.py").write_text(MODULE)
     (root / "factor.txt").write_text(str(factor))
@@ -52,9 +53,11 @@ def _model_dir(root: Path, factor: float = 2.0, module: str = "kw_test_model",
 
 
 class Tripler:
-    signature = Signature(inputs=(TensorSpec("v", np.dtype("float64"), (None,)),),
-                          outputs=(TensorSpec("w", np.dtype("float64"), (None,)),),
-                          name="triple")
+    signature = Signature(
+        inputs=(TensorSpec("v", np.dtype("float64"), (None,)),),
+        outputs=(TensorSpec("w", np.dtype("float64"), (None,)),),
+        name="triple",
+    )
 
     def load(self, path: Path) -> None:
         self.closed = False

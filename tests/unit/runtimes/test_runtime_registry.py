@@ -15,8 +15,10 @@ from keepwarm.errors import ModelLoadError
 from keepwarm.runtimes import LoadedModel, detect_runtime, get_runtime, registry, runtime_names
 from keepwarm.signature import Signature, TensorSpec
 
-_SIG = Signature(inputs=(TensorSpec("a", np.dtype("int64"), None),),
-                 outputs=(TensorSpec("b", np.dtype("int64"), None),))
+_SIG = Signature(
+    inputs=(TensorSpec("a", np.dtype("int64"), None),),
+    outputs=(TensorSpec("b", np.dtype("int64"), None),),
+)
 
 
 class _Echo:
@@ -44,8 +46,7 @@ class EchoRuntime:
     def incomplete(self, path: Path) -> str | None:
         return None
 
-    def load(self, path: Path, *, signature: str | None,
-             options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, path: Path, *, signature: str | None, options: Mapping[str, Any]) -> LoadedModel:
         return _Echo()
 
 
@@ -105,9 +106,17 @@ print(json.dumps({"names": r.runtime_names(), "found": found, "incomplete": inco
 
 def test_importing_runtimes_imports_no_framework(mlp: Mlp) -> None:
     paths = [str(mlp.savedmodel), str(mlp.keras), str(mlp.onnx)]
-    result = subprocess.run([sys.executable, "-c", _NO_FRAMEWORK, *paths],
-                            capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_FRAMEWORK, *paths],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     report = json.loads(result.stdout)
     assert "pickle" in report.pop("names")
-    assert report == {"found": ["savedmodel", "keras", "onnx"],
-                      "incomplete": [None, None, None], "imported": []}
+    assert report == {
+        "found": ["savedmodel", "keras", "onnx"],
+        "incomplete": [None, None, None],
+        "imported": [],
+    }

@@ -42,8 +42,9 @@ def test_detects_the_directory_and_a_directory_holding_it(mlp: Mlp) -> None:
 def test_signature_and_nbytes_come_from_the_model(loaded: SavedModel) -> None:
     sig = loaded.signature
     assert sig.name == "serving_default"
-    assert [(s.name, s.dtype, s.shape) for s in sig.inputs] == [("x", np.dtype("float32"),
-                                                                 (None, 8))]
+    assert [(s.name, s.dtype, s.shape) for s in sig.inputs] == [
+        ("x", np.dtype("float32"), (None, 8))
+    ]
     assert [(s.name, s.shape) for s in sig.outputs] == [("output_0", (None, 4))]
     assert (loaded.nbytes, loaded.nbytes_source) == (MLP_NBYTES, "framework")
 
@@ -57,8 +58,9 @@ def test_predict_matches_the_framework(mlp: Mlp, loaded: SavedModel, batch: np.n
 
 def test_float64_is_cast_by_the_signature(loaded: SavedModel, batch: np.ndarray) -> None:
     inputs = loaded.signature.coerce(batch.astype(np.float64))
-    np.testing.assert_allclose(loaded.predict(inputs)["output_0"],
-                               loaded.predict({"x": batch})["output_0"], atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(inputs)["output_0"], loaded.predict({"x": batch})["output_0"], atol=1e-6
+    )
 
 
 def test_wrong_shape_names_the_input(loaded: SavedModel) -> None:
@@ -105,8 +107,11 @@ def test_truncated_shard_is_incomplete_and_refused(mlp: Mlp, tmp_path: Path) -> 
 @pytest.mark.parametrize("missing", ["shard", "index", "graph"])
 def test_missing_files_are_incomplete(mlp: Mlp, tmp_path: Path, missing: str) -> None:
     root = _copy(mlp, tmp_path)
-    target = {"shard": _shard(root), "index": root / "variables" / "variables.index",
-              "graph": root / "saved_model.pb"}[missing]
+    target = {
+        "shard": _shard(root),
+        "index": root / "variables" / "variables.index",
+        "graph": root / "saved_model.pb",
+    }[missing]
     target.unlink()
     reason = RUNTIME.incomplete(root)
     assert reason is not None
