@@ -32,7 +32,8 @@ class ModelCache:
     default) never unloads a model inside ``predict`` or a ``lease``. When no room can be
     made before ``budget_timeout`` seconds pass, the load raises ``ResourceExhaustedError``.
     ``on_access(key, hit)`` is called (under the cache's lock: keep it tiny) for every
-    request, in the order the cache saw them.
+    request, in the order the cache admitted them: a hit when it is leased, a miss when the
+    load it started (or joined) begins; a request waiting for room is not yet admitted.
     """
 
     def __init__(

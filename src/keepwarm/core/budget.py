@@ -27,9 +27,11 @@ class Budget(ManagerTable):
                 f"{entry.key} needs about {entry.nbytes} bytes, more than the whole budget "
                 f"(max_bytes={self.max_bytes})"
             )
+        patient_until = min(deadline, time.monotonic() + self.patience)
         while not self._fits(entry):
-            remaining = deadline - time.monotonic()
-            if self._evict_one(entry, patient=remaining > 0):
+            now = time.monotonic()
+            remaining = deadline - now
+            if self._evict_one(entry, patient=now < patient_until):
                 continue
             if remaining <= 0:
                 busy = [
@@ -43,7 +45,8 @@ class Budget(ManagerTable):
                     f"models in use or pinned: {', '.join(busy) or 'loads in progress'}; "
                     "retry later or raise the budget"
                 )
-            self._cond.wait(remaining)
+            wake = patient_until if now < patient_until else deadline
+            self._cond.wait(max(wake - now, 0.001))
 
     def _shrink_to_budget(self, loaded: Entry) -> None:
         """After a load whose real size exceeded its estimate, evict idle others."""
@@ -54,30 +57,25 @@ class Budget(ManagerTable):
     def _evict_one(self, making_room_for: Entry, *, patient: bool = False) -> bool:
         """Evict the policy's choice among idle, unpinned READY models; False if none.
 
-        ``patient``: while other loads are in flight, do not evict a model the policy values
-        more than the newcomer; those loads will soon offer cheaper victims (this keeps a
-        burst of rare models from pushing the popular set out).
+        ``patient``: do not evict a model the policy values more than another one that is
+        busy now (loading, waited for, or leased) and so will soon be an idle, cheaper
+        victim; wait for it instead. This keeps a burst of rare models from pushing the
+        popular set out. ``patience`` (seconds) bounds that wait.
         """
-        candidates = [
-            Candidate(e.key, e.nbytes, e.last_used)
-            for e in self._entries.values()
-            if e.state is State.READY
-            and e.leases == 0
-            and e.waiters == 0
-            and not e.pinned
-            and e is not making_room_for
-        ]
-        if not candidates:
+        idle, busy = [], []
+        for e in self._entries.values():
+            if e is making_room_for or e.pinned or e.state not in RESIDENT:
+                continue
+            candidate = Candidate(e.key, e.nbytes, e.last_used)
+            if e.state is State.READY and e.leases == 0 and e.waiters == 0:
+                idle.append(candidate)
+            elif e.state is not State.DRAINING:
+                busy.append(candidate)
+        if not idle:
             return False
-        choice = self.policy.victim(candidates)
-        if patient and any(
-            e.state in (State.LOADING, State.WARMING)
-            for e in self._entries.values()
-            if e is not making_room_for
-        ):
-            newcomer = Candidate(making_room_for.key, making_room_for.nbytes, time.monotonic())
-            if self.policy.prefer_keeping(choice, newcomer):
-                return False
+        choice = self.policy.victim(idle)
+        if patient and any(self.policy.prefer_keeping(choice, other) for other in busy):
+            return False
         victim = self._entries[choice.key]
         self.counters["evictions"] += 1
         self.events.emit(Event("evicted", victim.key, nbytes=victim.nbytes))

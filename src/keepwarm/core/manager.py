@@ -42,9 +42,10 @@ class Manager(Loader):
         the whole wait, loading included.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        counted = False
+        counted = False  # counted as served: a hit, a load, or joining a load
         waiting: Entry | None = None  # the entry this request waits on (not evictable)
         with self._cond:
+            self.policy.record(key)  # the policy counts arrivals, for the victim choice
             try:
                 while True:
                     entry = self._entries.get(key)
@@ -65,10 +66,10 @@ class Manager(Loader):
                         state is State.FAILED and entry.retry_due()
                     ):
                         if not entry.reserving:
+                            self._reserve_and_start(entry, deadline)  # may wait for room
                             if not counted:
                                 self._count_access(key, hit=False)
                                 counted = True
-                            self._reserve_and_start(entry, deadline)  # may wait for room
                             continue
                     elif state is State.FAILED:
                         assert entry.error is not None
@@ -163,8 +164,10 @@ class Manager(Loader):
     # ---------------------------------------------------------------- internals
 
     def _count_access(self, key: Hashable, *, hit: bool) -> None:
+        """A request served: from a READY model (hit), or by a load it started or joined
+        (miss). Counted when the cache admits it, so ``on_access`` sees the order in which
+        the cache really served requests (a request waiting for room is not admitted)."""
         self.counters["hits" if hit else "misses"] += 1
-        self.policy.record(key)
         if self._on_access is not None:
             self._on_access(key, hit)
 

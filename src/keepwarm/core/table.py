@@ -22,6 +22,9 @@ from keepwarm.core.states import RESIDENT, State, check
 DEFAULT_LOAD_TIMEOUT = 300.0
 # How long a load waits for leased models to free room in the budget.
 DEFAULT_BUDGET_TIMEOUT = 30.0
+# How long a load waits for a busy, less valued model to become evictable before it
+# evicts a more valued idle one instead (see ``Budget._evict_one``).
+DEFAULT_PATIENCE = 1.0
 
 
 class ManagerTable:
@@ -33,6 +36,7 @@ class ManagerTable:
         policy: EvictionPolicy | None = None,
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
         budget_timeout: float = DEFAULT_BUDGET_TIMEOUT,
+        patience: float = DEFAULT_PATIENCE,
         backoff: Backoff | None = None,
         events: EventBus | None = None,
         on_access: Callable[[Hashable, bool], None] | None = None,
@@ -46,6 +50,7 @@ class ManagerTable:
         self.policy: EvictionPolicy = policy or FrequencyPolicy()
         self.load_timeout = load_timeout
         self.budget_timeout = budget_timeout
+        self.patience = patience
         self.backoff = backoff or Backoff()
         self.events = events or EventBus()
         self._on_access = on_access
