@@ -45,6 +45,8 @@ class Model:
 
     def _ensure(self) -> None:
         """Load the model now (if it is not loaded), raising its load error if any."""
+        if self._loaded_signature is not None and self._manager.touch(self._key):
+            return
         lease = self._manager.acquire(self._key, self._spec)
         self._loaded_signature = lease.model.signature
         lease.release()

@@ -60,6 +60,10 @@ class Signature:
         A bare array is accepted for single-input models. Raises ``InvalidInputError``
         naming the input, what was expected and what was given.
         """
+        if type(inputs) is np.ndarray and len(self.inputs) == 1:
+            spec = self.inputs[0]  # the hot path: one array, already the right dtype and rank
+            if inputs.dtype == spec.dtype and _shape_ok(spec.shape, inputs.shape):
+                return {spec.name: inputs}
         if isinstance(inputs, np.ndarray) or not isinstance(inputs, Mapping):
             if len(self.inputs) != 1:
                 names = ", ".join(s.name for s in self.inputs)
@@ -81,6 +85,17 @@ class Signature:
 _TEXT = "OSU"  # object, bytes, str: all text tensors
 
 
+def _shape_ok(want: Shape | None, got: tuple[int, ...]) -> bool:
+    if want is None:
+        return True
+    if len(want) != len(got):
+        return False
+    for w, g in zip(want, got, strict=True):  # noqa: SIM110 (a loop: no generator on the hot path)
+        if w is not None and w != g:
+            return False
+    return True
+
+
 def _coerce_one(spec: TensorSpec, value: Any) -> np.ndarray:
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
     if array.dtype != spec.dtype:
@@ -92,13 +107,7 @@ def _coerce_one(spec: TensorSpec, value: Any) -> np.ndarray:
             raise InvalidInputError(
                 f"input {spec.name!r}: expected dtype {spec.dtype.name}, got {array.dtype.name}"
             )
-    shape = spec.shape
-    if shape is not None and (
-        array.ndim != len(shape)
-        or any(
-            want is not None and want != got for want, got in zip(shape, array.shape, strict=True)
-        )
-    ):
+    if not _shape_ok(spec.shape, array.shape):
         raise InvalidInputError(
             f"input {spec.name!r}: expected shape {spec.describe().split(':', 1)[1].strip()}"
             f" (-1 = any size), got {list(array.shape)}"

@@ -46,7 +46,11 @@ class Budget(ManagerTable):
                     "retry later or raise the budget"
                 )
             wake = patient_until if now < patient_until else deadline
-            self._cond.wait(max(wake - now, 0.001))
+            self._room_waiters += 1
+            try:
+                self._cond.wait(max(wake - now, 0.001))
+            finally:
+                self._room_waiters -= 1
 
     def _shrink_to_budget(self, loaded: Entry) -> None:
         """After a load whose real size exceeded its estimate, evict idle others."""

@@ -41,6 +41,17 @@ class Manager(Loader):
         Without ``spec`` (eager mode) only a ``READY`` model is leased. ``timeout`` bounds
         the whole wait, loading included.
         """
+        with self._lock:  # the hot path: a READY model
+            entry = self._entries.get(key)
+            if entry is not None and entry.state is State.READY:
+                self.policy.record(key)
+                entry.leases += 1
+                entry.last_used = time.monotonic()
+                self._count_access(key, hit=True)
+                return Lease(self, entry)
+        return self._acquire_slow(key, spec, timeout)
+
+    def _acquire_slow(self, key: Hashable, spec: LoadSpec | None, timeout: float | None) -> Lease:
         deadline = None if timeout is None else time.monotonic() + timeout
         counted = False  # counted as served: a hit, a load, or joining a load
         waiting: Entry | None = None  # the entry this request waits on (not evictable)
@@ -94,12 +105,24 @@ class Manager(Loader):
             lease.release()
 
     def _release(self, entry: Entry) -> None:
-        with self._cond:
+        with self._lock:
             entry.leases -= 1
             if entry.leases == 0:
                 if entry.state is State.DRAINING:
-                    self._finish_unload(entry, "drained")
-                self._cond.notify_all()
+                    self._finish_unload(entry, "drained")  # notifies
+                elif self._room_waiters:
+                    self._cond.notify_all()  # an idle model is a candidate for eviction now
+
+    def touch(self, key: Hashable) -> bool:
+        """Count a request served by ``key`` if it is READY (no lease taken); else False."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.state is not State.READY:
+                return False
+            self.policy.record(key)
+            entry.last_used = time.monotonic()
+            self._count_access(key, hit=True)
+            return True
 
     # ------------------------------------------------------------ eager control
 

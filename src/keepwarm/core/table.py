@@ -54,10 +54,12 @@ class ManagerTable:
         self.backoff = backoff or Backoff()
         self.events = events or EventBus()
         self._on_access = on_access
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # fast paths take it directly; waits use _cond
+        self._cond = threading.Condition(self._lock)
         self._entries: dict[Hashable, Entry] = {}
         self._reaper = Reaper(self.events)
         self._closed = False
+        self._room_waiters = 0  # loads waiting in Budget._make_room for a lease to end
         self.counters = {
             "hits": 0,
             "misses": 0,
