@@ -20,19 +20,18 @@ import argparse
 import gc
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+from environment import environment as recorded_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 5
@@ -207,38 +206,7 @@ def print_table(rows: list[dict[str, Any]], found: list[dict[str, Any]]) -> None
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
-    versions = {}
-    for dist in ("tensorflow", "keras", "tensorflow-hub", "onnxruntime", "numpy", "keepwarm"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "cpus": os.cpu_count(),
-            "cpu": cpu,
-        },
-        "versions": versions,
-        "commit": commit,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return recorded_environment(args, ("tensorflow", "keras", "tensorflow-hub", "onnxruntime"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,10 +30,7 @@ import argparse
 import bisect
 import hashlib
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from environment import environment as recorded_environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -379,28 +378,8 @@ def print_table(r: dict[str, Any], found: list[dict[str, Any]]) -> None:
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
-    versions = {}
-    for dist in ("onnxruntime", "onnx", "numpy", "keepwarm"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
     return {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "cpus": os.cpu_count(),
-        },
-        "versions": versions,
-        "commit": commit,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **recorded_environment(args, ("onnxruntime", "onnx")),
         "setup": {
             "models": MODELS,
             "shape": SHAPE,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -28,6 +27,8 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+from environment import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.5
@@ -107,18 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"(target <= {TARGET})"
             )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "python": sys.version,
-                "machine": platform.machine(),
-                "cpus": os.cpu_count(),
-                "target": TARGET,
-                "rows": rows,
-            },
-            indent=2,
-        )
-    )
+    report = {**environment(args, ("tensorflow", "keras", "onnxruntime")), "target": TARGET}
+    args.json.write_text(json.dumps({**report, "rows": rows}, indent=2))
     print(f"wrote {args.json}")
     return 1 if failed else 0
 

@@ -100,13 +100,6 @@ class RuntimeSpec:
     def load(self) -> LoadedModel:
         path = self.local_path()
         runtime = self.pick_runtime(path)
-        incomplete = runtime.incomplete(path)
-        if incomplete:
-            from keepwarm.errors import ModelLoadError
-
-            raise ModelLoadError(
-                f"{path} is not a complete {runtime.name} model: {incomplete}", format=runtime.name
-            )
         return runtime.load(path, signature=self.signature, options=self.options)
 
     def warmup(self, model: LoadedModel) -> None:
