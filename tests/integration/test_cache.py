@@ -187,3 +187,15 @@ def test_predictions_match_the_direct_call(example_models: Path, name: str) -> N
     np.testing.assert_allclose(got, want, atol=1e-5)
     with pytest.raises(keepwarm.InvalidInputError, match=r"'image'.*784"):
         model.predict(np.zeros((1, 783), dtype=np.float32))
+
+
+def test_same_model_whatever_the_spelling_of_its_path(
+    example_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = keepwarm.ModelCache()
+    monkeypatch.chdir(example_models)
+    relative = cache.load("mlp_onnx/1")
+    absolute = cache.load(example_models / "mlp_onnx" / "1")
+    as_url = cache.load((example_models / "mlp_onnx" / "1").as_uri())
+    assert relative is absolute is as_url
+    assert cache.stats()["loads"] == 1

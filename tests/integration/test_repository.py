@@ -318,3 +318,16 @@ def test_first_scan_loads_savedmodel_keras_and_onnx_at_once_in_a_fresh_process(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "['mlp', 'mlp_keras', 'mlp_onnx']"
+
+
+def test_watcher_picks_up_a_new_version_without_a_poll(
+    root: Path, echo_models: dict[int, Path]
+) -> None:
+    pytest.importorskip("watchfiles")
+    place(root / "echo", 1, echo_models[1])
+    with Repository(root, poll_seconds=3600, watch=True) as repo:  # no poll during the test
+        assert repo.wait_ready("echo", timeout=WAIT_S) == 1
+        place(root / "echo", 2, echo_models[2])  # seen by the file watcher alone
+        assert repo.wait_ready("echo", 2, timeout=WAIT_S) == 2
+        with repo.lease("echo") as model:
+            assert model.version == 2
