@@ -40,9 +40,10 @@ def resolve_uri(
     """
     if not uri or not uri.strip():
         raise InvalidInputError("model URI is empty")
+    path = local_path_or_none(uri)
+    if path is not None:
+        return _existing(uri, path)
     scheme = urlsplit(uri).scheme.lower()
-    if scheme in ("", "file") or _is_windows_drive(uri, scheme):
-        return local_path(uri)
     if scheme in ("http", "https"):
         from keepwarm.sources.download import fetch_archive
 
@@ -58,18 +59,39 @@ def _is_windows_drive(uri: str, scheme: str) -> bool:
     return len(scheme) == 1 and os.name == "nt" and uri[1:3] in (":\\", ":/")
 
 
-def local_path(uri: str) -> Path:
-    """A plain path or ``file://`` URL as an absolute path that exists."""
-    parts = urlsplit(uri)
-    if parts.scheme.lower() == "file":
-        if parts.netloc not in ("", "localhost"):
+def local_path_or_none(uri: str | os.PathLike[str]) -> Path | None:
+    """The absolute local path ``uri`` names, or None when it names a remote object.
+
+    The one URI parser: a plain path (``~`` expanded, made absolute), a ``file://`` URL
+    (percent-decoded; host empty or ``localhost``) or, on Windows, ``C:\\...`` is local;
+    any other scheme (``s3://``, ``http://``, ...) is remote. The path need not exist.
+    A ``file://`` URL naming another host raises InvalidInputError.
+    """
+    text = os.fspath(uri)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if parts.netloc.lower() not in ("", "localhost"):
             raise InvalidInputError(
-                f"file URL {uri!r} names host {parts.netloc!r}; only local files"
+                f"file URL {text!r} names host {parts.netloc!r}; only local files"
             )
         raw = url2pathname(unquote(parts.path))
+    elif scheme == "" or _is_windows_drive(text, scheme):
+        raw = text
     else:
-        raw = uri
-    path = Path(raw).expanduser().absolute()
+        return None
+    return Path(raw).expanduser().absolute()
+
+
+def local_path(uri: str) -> Path:
+    """A plain path or ``file://`` URL as an absolute path that exists."""
+    path = local_path_or_none(uri)
+    if path is None:
+        raise InvalidInputError(f"{uri!r} is a remote URL, not a local path")
+    return _existing(uri, path)
+
+
+def _existing(uri: str, path: Path) -> Path:
     if path.exists():
         return path
     raise ModelNotFoundError(_missing_message(uri, path))

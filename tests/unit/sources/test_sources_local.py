@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from keepwarm.errors import ModelNotFoundError
-from keepwarm.sources.resolve import resolve_uri
+from keepwarm.errors import InvalidInputError, ModelNotFoundError
+from keepwarm.sources.resolve import local_path_or_none, resolve_uri
 
 
 def test_absolute_path(tmp_path: Path) -> None:
@@ -78,3 +78,39 @@ def test_sources_import_no_framework_and_fsspec_lazily() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "([], [])"
+
+
+class TestLocalPathOrNone:
+    def test_relative_path_is_made_absolute(self, tmp_path: Path, monkeypatch) -> None:
+        monkeypatch.chdir(tmp_path)
+        assert local_path_or_none("models/a") == tmp_path / "models" / "a"
+
+    def test_home_is_expanded(self, tmp_path: Path, monkeypatch) -> None:
+        monkeypatch.setenv("HOME", str(tmp_path))
+        assert local_path_or_none("~/m") == tmp_path / "m"
+
+    def test_path_like(self, tmp_path: Path) -> None:
+        assert local_path_or_none(tmp_path / "m") == tmp_path / "m"
+
+    def test_file_url_is_percent_decoded(self) -> None:
+        assert local_path_or_none("file:///a%20b/c") == Path("/a b/c")
+
+    def test_file_localhost(self) -> None:
+        assert local_path_or_none("file://localhost/x") == Path("/x")
+
+    def test_file_url_of_another_host_is_refused(self) -> None:
+        with pytest.raises(InvalidInputError, match="host"):
+            local_path_or_none("file://elsewhere/x")
+
+    @pytest.mark.parametrize(
+        "uri", ["s3://b/k", "http://h/m.tar.gz", "https://h/m", "gs://b/k", "hf://org/m"]
+    )
+    def test_remote_urls_are_none(self, uri: str) -> None:
+        assert local_path_or_none(uri) is None
+
+    @pytest.mark.skipif(sys.platform == "win32", reason="a drive letter on Windows")
+    def test_one_letter_scheme_is_a_drive_only_on_windows(self) -> None:
+        assert local_path_or_none("c://x") is None
+
+    def test_does_not_need_to_exist(self, tmp_path: Path) -> None:
+        assert local_path_or_none(str(tmp_path / "nope")) == tmp_path / "nope"
