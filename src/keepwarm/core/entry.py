@@ -52,8 +52,17 @@ class Entry:
         self.timer: threading.Timer | None = None
         self.load_seconds = 0.0
         self.last_used = 0.0
-        self.changed_at = time.monotonic()
         self.unreclaimed_bytes: int | None = None  # after the last unload, measured
+        self.estimate: tuple[LoadSpec, int] | None = None  # (spec, bytes), made off the lock
+
+    def set_spec(self, spec: LoadSpec) -> None:
+        """A new way to load this key (say, a fixed model.toml): retry without backoff."""
+        if spec is not self.spec:
+            self.spec = spec
+            self.retry_at = 0.0
+
+    def estimate_known(self) -> bool:
+        return self.estimate is not None and self.estimate[0] is self.spec
 
     def retry_due(self) -> bool:
         return not self.stuck and time.monotonic() >= self.retry_at

@@ -58,6 +58,15 @@ class EventBus:
         if self._subscribers:
             self._queue.put(event)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver the events already emitted, then stop the dispatcher thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
     def _dispatch(self) -> None:
         while (event := self._queue.get()) is not None:
             with self._lock:

@@ -15,17 +15,20 @@ from keepwarm.errors import KeepwarmError, ModelLoadError, UnavailableError
 class Loader(Budget):
     def _reserve_and_start(self, entry: Entry, deadline: float | None) -> None:
         """Make room for ``entry`` in the budget (waiting for leases up to a deadline), then
-        start its load on a thread of its own. Called with the lock held."""
+        start its load on a thread of its own. Called with the lock held, once
+        ``entry.estimate_known()``."""
         if self._closed:
             raise UnavailableError("the model manager is shutting down")
+        assert entry.estimate is not None
         entry.reserving = True
         try:
-            estimate = entry.spec.estimate_nbytes()
-            entry.nbytes = estimate
+            entry.nbytes = entry.estimate[1]
             budget_deadline = time.monotonic() + self.budget_timeout
             if deadline is not None:
                 budget_deadline = min(budget_deadline, deadline)
             self._make_room(entry, budget_deadline)
+            if self._closed:  # closed while this load waited for room
+                raise UnavailableError("the model manager is shutting down")
         except BaseException:
             entry.reserving = False
             entry.nbytes = 0
@@ -36,16 +39,21 @@ class Loader(Budget):
         self.counters["loads"] += 1
         self._set_state(entry, State.LOADING)
         attempt = entry.attempt
-        threading.Thread(
+        timer = threading.Timer(self.load_timeout, self._on_timeout, (entry, attempt))
+        timer.daemon = True
+        entry.timer = timer
+        thread = threading.Thread(
             target=self._run_load,
             args=(entry, attempt),
             name=f"keepwarm-load-{entry.key}",
             daemon=True,
-        ).start()
-        timer = threading.Timer(self.load_timeout, self._on_timeout, (entry, attempt))
-        timer.daemon = True
-        timer.start()
-        entry.timer = timer
+        )
+        try:
+            timer.start()
+            thread.start()
+        except RuntimeError as exc:  # no thread could be started
+            self._fail(entry, ModelLoadError(f"could not start loading {entry.key}: {exc}"))
+            raise
 
     def _run_load(self, entry: Entry, attempt: int) -> None:
         started = time.perf_counter()
@@ -53,14 +61,22 @@ class Loader(Budget):
         try:
             model = entry.spec.load()
             with self._cond:
-                if not _current(entry, attempt, State.LOADING):
+                if self._closed or not _current(entry, attempt, State.LOADING):
                     raise _Superseded
                 entry.nbytes = int(getattr(model, "nbytes", entry.nbytes) or entry.nbytes)
                 self._set_state(entry, State.WARMING)
             entry.spec.warmup(model)
-            with self._cond:
-                if not _current(entry, attempt, State.WARMING):
-                    raise _Superseded
+        except _Superseded:
+            self._discard(entry, attempt, model)
+            return
+        except BaseException as exc:  # every failure becomes a typed, recorded error
+            self._load_failed(entry, attempt, model, exc)
+            return
+        with self._cond:
+            if self._closed or not _current(entry, attempt, State.WARMING):
+                discard = True
+            else:
+                discard = False
                 entry.model = model
                 entry.load_seconds = time.perf_counter() - started
                 self.load_seconds += entry.load_seconds
@@ -70,28 +86,42 @@ class Loader(Budget):
                 entry.cancel_timer()
                 self._set_state(entry, State.READY)
                 self._shrink_to_budget(entry)
-        except _Superseded:
-            self._reaper.close(model, entry, "a timed-out load returned", self._after_stuck)
-        except BaseException as exc:  # every failure becomes a typed, recorded error
-            error = (
-                exc
-                if isinstance(exc, KeepwarmError)
-                else ModelLoadError(
-                    f"loading {entry.spec.description} failed: {type(exc).__name__}: {exc}",
-                    format=getattr(entry.spec, "format", None),
-                )
+        if discard:
+            self._discard(entry, attempt, model)
+
+    def _discard(self, entry: Entry, attempt: int, model: Any) -> None:
+        """A load that returned after its timeout, or after the manager closed."""
+        with self._cond:
+            if (
+                self._closed
+                and entry.attempt == attempt
+                and entry.state in (State.LOADING, State.WARMING)
+            ):
+                self._fail(entry, UnavailableError("the model manager closed during the load"))
+        self._reaper.close(
+            model, entry, "a load that was no longer wanted returned", self._after_stuck
+        )
+
+    def _load_failed(self, entry: Entry, attempt: int, model: Any, exc: BaseException) -> None:
+        error = (
+            exc
+            if isinstance(exc, KeepwarmError)
+            else ModelLoadError(
+                f"loading {entry.spec.description} failed: {type(exc).__name__}: {exc}",
+                format=getattr(entry.spec, "format", None),
             )
-            if error is not exc:
-                error.__cause__ = exc
-            with self._cond:
-                if entry.attempt == attempt and entry.state in (State.LOADING, State.WARMING):
-                    self._fail(entry, error)
-                elif entry.stuck:
-                    entry.stuck = False
-                    entry.nbytes = 0
-                    self._cond.notify_all()
-            if model is not None:
-                self._reaper.close(model, entry, "warmup failed", None)
+        )
+        if error is not exc:
+            error.__cause__ = exc
+        with self._cond:
+            if entry.attempt == attempt and entry.state in (State.LOADING, State.WARMING):
+                self._fail(entry, error)
+            elif entry.stuck:
+                entry.stuck = False
+                entry.nbytes = 0
+                self._cond.notify_all()
+        if model is not None:
+            self._reaper.close(model, entry, "warmup failed", None)
 
     def _after_stuck(self, entry: Entry) -> None:
         with self._cond:

@@ -73,10 +73,15 @@ class Manager(Loader):
                     if waiting is None:
                         waiting = entry
                         entry.waiters += 1
+                    if state in (None, State.NEW, State.UNLOADED, State.FAILED):
+                        entry.set_spec(spec)  # a new spec (say, a fixed config) retries at once
                     if state in (None, State.NEW, State.UNLOADED) or (
                         state is State.FAILED and entry.retry_due()
                     ):
                         if not entry.reserving:
+                            if not entry.estimate_known():
+                                self._estimate_off_lock(entry)
+                                continue  # the table may have changed meanwhile
                             self._reserve_and_start(entry, deadline)  # may wait for room
                             if not counted:
                                 self._count_access(key, hit=False)
@@ -131,12 +136,20 @@ class Manager(Loader):
         with self._cond:
             entry = self._entry_for(key, spec)
             entry.pinned = pinned
-            if entry.spec is not spec and entry.state in (State.NEW, State.UNLOADED, State.FAILED):
-                entry.spec = spec
+            if entry.state in (State.NEW, State.UNLOADED, State.FAILED):
+                entry.set_spec(spec)
             if (
                 entry.state in (State.NEW, State.UNLOADED)
                 or (entry.state is State.FAILED and entry.retry_due())
             ) and not entry.reserving:
+                if not entry.estimate_known():
+                    self._estimate_off_lock(entry)
+                    if entry.reserving or entry.state not in (
+                        State.NEW,
+                        State.UNLOADED,
+                        State.FAILED,
+                    ):
+                        return entry.state  # someone else started it meanwhile
                 self._reserve_and_start(entry, time.monotonic())
             return entry.state
 
@@ -167,22 +180,32 @@ class Manager(Loader):
             return self._cond.wait_for(predicate, timeout)
 
     def close(self, drain_timeout: float = 30.0) -> None:
-        """Drain every version (waiting up to ``drain_timeout`` for leases), then unload."""
+        """Refuse new loads, drain every version (waiting up to ``drain_timeout`` for
+        leases and for loads in flight), then unload everything and stop the threads."""
         deadline = time.monotonic() + drain_timeout
         with self._cond:
             self._closed = True
+            self._cond.notify_all()  # loads waiting for room give up
             for entry in list(self._entries.values()):
                 if entry.state is State.READY:
                     self._drain(entry, "shutdown")
-            while any(e.leases for e in self._entries.values() if e.state is State.DRAINING):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+
+            def busy() -> bool:
+                return any(
+                    (e.state is State.DRAINING and e.leases)
+                    or e.state in (State.LOADING, State.WARMING)
+                    or e.reserving
+                    for e in self._entries.values()
+                )
+
+            self._cond.wait_for(lambda: not busy(), max(0.0, deadline - time.monotonic()))
             for entry in self._entries.values():
+                entry.cancel_timer()
                 if entry.state is State.DRAINING:
                     self._finish_unload(entry, "shutdown (drain timeout)")
         self._reaper.stop()
+        if self._owns_events:
+            self.events.close()
 
     # ---------------------------------------------------------------- internals
 

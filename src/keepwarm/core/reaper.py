@@ -31,14 +31,26 @@ class Reaper:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._last_release = -min_interval
+        self._pending = 0  # closes asked for and not finished (guarded by _lock)
+        self._stopped = False
         self.idle = threading.Event()
         self.idle.set()
 
     def close(
         self, model: Any, entry: Entry, reason: str, then: Callable[[Entry], None] | None
     ) -> None:
-        """Close ``model`` soon, off the caller's thread; then call ``then(entry)``."""
-        self.idle.clear()
+        """Close ``model`` soon, off the caller's thread; then call ``then(entry)``.
+        Once stopped, close it at once on the caller's thread."""
+        with self._lock:
+            if self._stopped:
+                inline = True
+            else:
+                inline = False
+                self._pending += 1
+                self.idle.clear()
+        if inline:
+            self._close((model, entry, reason, then))
+            return
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -48,6 +60,8 @@ class Reaper:
         self._queue.put((model, entry, reason, then))
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
         self._queue.put(None)
 
     def _run(self) -> None:
@@ -81,8 +95,10 @@ class Reaper:
                 share = freed * nbytes // held
                 entry.unreclaimed_bytes = max(0, nbytes - share)
                 self._events.emit(Event("reclaimed", entry.key, reason=reason, nbytes=share))
-            if self._queue.empty():
-                self.idle.set()
+            with self._lock:
+                self._pending -= len(batch)
+                if self._pending == 0:
+                    self.idle.set()
 
     def _close(self, job: _Job) -> tuple[Entry, str, int]:
         model, entry, reason, then = job

@@ -7,7 +7,6 @@ which enforces the table in ``core.states`` and emits the event.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -17,6 +16,7 @@ from keepwarm.core.events import Event, EventBus
 from keepwarm.core.policy import EvictionPolicy, FrequencyPolicy
 from keepwarm.core.reaper import Reaper
 from keepwarm.core.states import RESIDENT, State, check
+from keepwarm.errors import InvalidConfigError
 
 # A load that has not returned after this long is marked FAILED (it may still return later).
 DEFAULT_LOAD_TIMEOUT = 300.0
@@ -42,9 +42,9 @@ class ManagerTable:
         on_access: Callable[[Hashable, bool], None] | None = None,
     ) -> None:
         if max_models is not None and max_models < 1:
-            raise ValueError(f"max_models must be at least 1, got {max_models}")
+            raise InvalidConfigError(f"max_models must be at least 1, got {max_models}")
         if max_bytes is not None and max_bytes < 1:
-            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+            raise InvalidConfigError(f"max_bytes must be positive, got {max_bytes}")
         self.max_models = max_models
         self.max_bytes = max_bytes
         self.policy: EvictionPolicy = policy or FrequencyPolicy()
@@ -52,6 +52,7 @@ class ManagerTable:
         self.budget_timeout = budget_timeout
         self.patience = patience
         self.backoff = backoff or Backoff()
+        self._owns_events = events is None
         self.events = events or EventBus()
         self._on_access = on_access
         self._lock = threading.Lock()  # fast paths take it directly; waits use _cond
@@ -90,12 +91,22 @@ class ManagerTable:
         ]
         return sum(e.nbytes for e in resident), len(resident)
 
+    def _estimate_off_lock(self, entry: Entry) -> None:
+        """Size ``entry``'s files for the budget with the lock released (it walks a
+        directory); called with the lock held, returns with it held."""
+        spec = entry.spec
+        self._lock.release()
+        try:
+            nbytes = spec.estimate_nbytes()
+        finally:
+            self._lock.acquire()
+        entry.estimate = (spec, nbytes)
+
     # ------------------------------------------------------------- transitions
 
     def _set_state(self, entry: Entry, target: State, reason: str | None = None) -> None:
         entry.state = check(entry.state, target)
         entry.reason = reason
-        entry.changed_at = time.monotonic()
         self._cond.notify_all()
         self.events.emit(
             Event("state", entry.key, state=target, reason=reason, nbytes=entry.nbytes)

@@ -38,6 +38,7 @@ class FakeSpec:
         self.started = threading.Event()
         self._lock = threading.Lock()
         self.format = "fake"
+        self.made: list[FakeModel] = []
 
     @property
     def description(self) -> str:
@@ -54,7 +55,9 @@ class FakeSpec:
             assert self.gate.wait(30), "test gate never opened"
         if self.fail is not None:
             raise self.fail
-        return FakeModel(self.name, self.nbytes)
+        model = FakeModel(self.name, self.nbytes)
+        self.made.append(model)
+        return model
 
     def warmup(self, model: Any) -> None:
         if self.warm_fail is not None:

@@ -130,9 +130,11 @@ def test_unexpected_exception_is_wrapped_with_cause() -> None:
 
 def test_warmup_failure_fails_the_version_and_closes_the_model() -> None:
     manager = Manager()
+    spec = FakeSpec("w", warm_fail=ValueError("cannot warm"))
     with pytest.raises(ModelLoadError, match="warm"):
-        manager.acquire("w", FakeSpec("w", warm_fail=ValueError("cannot warm")))
+        manager.acquire("w", spec)
     assert manager.state("w") is State.FAILED
+    assert spec.made and spec.made[0].closed.wait(5)
 
 
 def test_timed_out_load_is_not_loaded_again_until_it_returns() -> None:
@@ -212,3 +214,55 @@ def test_patient_eviction_keeps_a_popular_model_while_rare_loads_are_in_flight()
     t1.join(5)
     t2.join(5)
     assert manager.state("p") is State.READY and manager.state("r1") is State.UNLOADED
+
+
+def test_close_during_a_load_discards_it_and_stops_every_thread() -> None:
+    gate = threading.Event()
+    spec = FakeSpec("late", gate=gate)
+    manager = Manager()
+    manager.events.subscribe(lambda event: None)  # starts the dispatcher thread
+    dispatcher = manager.events._thread
+    assert dispatcher is not None and dispatcher.is_alive()
+    manager.ensure("late", spec)
+    assert spec.started.wait(5)
+    closer = threading.Thread(target=manager.close, kwargs={"drain_timeout": 10})
+    closer.start()
+    gate.set()  # the load returns after close() began
+    closer.join(15)
+    assert not closer.is_alive()
+    assert manager.state("late") is State.FAILED
+    assert spec.made and spec.made[0].closed.wait(5)  # its model was closed, not leaked
+    with pytest.raises(UnavailableError, match="shutting down"):
+        manager.acquire("other", FakeSpec("other"))
+    assert not dispatcher.is_alive()
+
+
+def test_a_new_spec_replaces_a_failed_one_and_retries_at_once() -> None:
+    manager = Manager(backoff=Backoff(initial=60, jitter=0))
+    with pytest.raises(ModelLoadError, match="bad config"):
+        manager.acquire("m", FakeSpec("m", fail=ModelLoadError("bad config")))
+    fixed = FakeSpec("m")
+    with manager.lease("m", fixed, timeout=5) as model:  # no 60 s backoff: the spec changed
+        assert model.name == "m"
+    assert fixed.loads == 1
+
+
+def test_sizing_runs_without_the_lock() -> None:
+    manager = Manager()
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowToSize(FakeSpec):
+        def estimate_nbytes(self) -> int:
+            entered.set()
+            assert release.wait(10)
+            return self.nbytes
+
+    manager.acquire("ready", FakeSpec("ready")).release()
+    t = threading.Thread(target=lambda: manager.acquire("slow", SlowToSize("slow")).release())
+    t.start()
+    assert entered.wait(5)
+    with manager.lease("ready", timeout=1) as model:  # not blocked behind the directory walk
+        assert model.name == "ready"
+    release.set()
+    t.join(5)
+    assert manager.state("slow") is State.READY
