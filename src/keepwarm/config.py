@@ -31,8 +31,9 @@ version, the runtime detected from its files, three warmup runs). The whole form
 
 ``policy`` may be left out: it is ``"specific"`` when ``specific`` is given, ``"latest"``
 otherwise. Unknown keys are errors, so a typo never passes silently; every error names the
-file, the key, what was expected and what was given. ``allow_unsafe`` cannot be set here:
-whoever can write a model directory must not be able to opt in to code execution.
+file, the key, what was expected and what was given. ``allow_unsafe`` and ``class`` cannot
+be set in ``[options]``: whoever can write a model directory must not be able to opt in to
+code execution, nor switch a model to running a Python class.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ _TOP = (
 _VERSIONS = ("policy", "latest", "specific")
 _WARMUP = ("runs", "samples")
 _BATCHING = ("max_batch_size", "max_delay_ms", "max_queue")
-_SERVER_ONLY_OPTIONS = ("allow_unsafe",)
+_SERVER_ONLY_OPTIONS = ("allow_unsafe", "class")
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,8 @@ def _options(top: _Checker) -> Mapping[str, Any]:
         if key in options:
             raise top.fail(
                 f"options.{key}",
-                "no such option in model.toml (it is a server setting)",
+                "no such option in model.toml (it is a server setting: a model "
+                "directory must not be able to make the server run code)",
                 options[key],
             )
     return MappingProxyType(dict(options)) if options else _EMPTY

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from keepwarm.errors import UnavailableError
+from keepwarm.errors import ModelNotFoundError, UnavailableError
 from keepwarm.signature import Shape
 
 OBJECT = np.dtype(object)
@@ -57,3 +57,14 @@ def output_names(candidates: Sequence[str | None], count: int) -> list[str]:
     if len(names) == count and len(set(names)) == count:
         return names
     return [f"output_{i}" for i in range(count)]
+
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def check_signature(asked: str | None, available: str, where: object) -> None:
+    """``ModelNotFoundError`` unless ``asked`` is None or the one signature a model has."""
+    if asked is not None and asked != available:
+        raise ModelNotFoundError(
+            f"signature {asked!r} not found in {where}; available signatures: {available}"
+        )

@@ -21,7 +21,9 @@ import numpy as np
 
 from keepwarm.errors import ModelLoadError
 from keepwarm.runtimes._common import (
+    DEFAULT_SIGNATURE,
     OBJECT,
+    check_signature,
     closed,
     find_file,
     import_framework,
@@ -60,6 +62,7 @@ class KerasRuntime:
         file = find_file(path, _SUFFIXES, _PREFERRED)
         if file is None:
             raise ModelLoadError(f"no .keras or .h5 file in {path}", format=FORMAT)
+        check_signature(signature, DEFAULT_SIGNATURE, f"the Keras model {file}")
         reason = self.incomplete(file)
         if reason is not None:
             raise ModelLoadError(f"Keras model is incomplete: {reason}", format=FORMAT)
@@ -71,7 +74,7 @@ class KerasRuntime:
                 f"cannot load the Keras model {file}: {type(exc).__name__}: {exc}", format=FORMAT
             ) from exc
         try:
-            return KerasModel(model, signature or "serving_default")
+            return KerasModel(model, DEFAULT_SIGNATURE)
         except Exception as exc:
             raise ModelLoadError(
                 f"cannot serve the Keras model {file}: {type(exc).__name__}: {exc}", format=FORMAT

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from keepwarm.errors import InvalidConfigError, ModelLoadError
-from keepwarm.runtimes._common import OBJECT, closed, find_file, shape_of
+from keepwarm.runtimes._common import (
+    DEFAULT_SIGNATURE,
+    OBJECT,
+    check_signature,
+    closed,
+    find_file,
+    shape_of,
+)
 from keepwarm.runtimes.base import files_nbytes
 from keepwarm.signature import Signature, TensorSpec
 
@@ -70,6 +77,7 @@ class OnnxRuntime:
         file = find_file(path, (".onnx",), ("model.onnx",))
         if file is None:
             raise ModelLoadError(f"no .onnx file in {path}", format=FORMAT)
+        check_signature(signature, DEFAULT_SIGNATURE, f"the ONNX model {file}")
         import onnxruntime as ort
 
         session_options = _session_options(ort, options)
@@ -84,7 +92,7 @@ class OnnxRuntime:
         sig = Signature(
             inputs=tuple(_spec(arg) for arg in session.get_inputs()),
             outputs=tuple(_spec(arg) for arg in session.get_outputs()),
-            name=signature or "serving_default",
+            name=DEFAULT_SIGNATURE,
         )
         nbytes = _initializer_nbytes(file)
         if nbytes is None:

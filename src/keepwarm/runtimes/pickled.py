@@ -1,8 +1,9 @@
 """Pickled models (``.pkl``, ``.pickle``, ``.joblib``): refused unless ``allow_unsafe``.
 
-Unpickling runs arbitrary code, so a pickled model is loaded only when the caller passes
-``allow_unsafe=True`` (``options["allow_unsafe"]``); otherwise loading raises
-``UnsafeFormatError`` saying how to allow it. ``.joblib`` files need the ``joblib`` package.
+Unpickling runs arbitrary code, so this runtime is marked ``unsafe``: the loading layer
+refuses it with ``UnsafeFormatError`` before ``load`` is called unless the caller passes
+``options={"allow_unsafe": True}`` (or ``Repository(..., allow_unsafe=True)``).
+``.joblib`` files need the ``joblib`` package.
 
 The object must have ``predict``. A one-input model's ``predict`` gets the input array
 (scikit-learn style); a model with several inputs gets the dict. The signature is, in order:
@@ -21,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from keepwarm.errors import InvalidConfigError, ModelLoadError, UnsafeFormatError
-from keepwarm.runtimes._common import closed, find_file
+from keepwarm.errors import InvalidConfigError, ModelLoadError
+from keepwarm.runtimes._common import DEFAULT_SIGNATURE, check_signature, closed, find_file
 from keepwarm.runtimes.python import read_config, signature_from_table, wrap_outputs
 from keepwarm.signature import Signature, TensorSpec
 
@@ -58,13 +59,6 @@ class PickleRuntime:
         file = find_file(path, _SUFFIXES, _PREFERRED)
         if file is None:
             raise ModelLoadError(f"no .pkl, .pickle or .joblib file in {path}", format=FORMAT)
-        if options.get("allow_unsafe") is not True:
-            raise UnsafeFormatError(
-                f"{file} is a pickle: loading it runs arbitrary code. If you trust it, "
-                "allow it with allow_unsafe=True (keepwarm.load(..., allow_unsafe=True), or "
-                "options={'allow_unsafe': True}); safer: export the model to ONNX",
-                format=FORMAT,
-            )
         reason = self.incomplete(file)
         if reason is not None:
             raise ModelLoadError(f"pickled model is incomplete: {reason}", format=FORMAT)
@@ -86,8 +80,9 @@ class PickleRuntime:
             sig = signature_from_table(
                 table.get("signature") if isinstance(table, Mapping) else None,
                 "[pickle.signature]",
-                signature or "serving_default",
+                DEFAULT_SIGNATURE,
             ) or _guess(obj)
+        check_signature(signature, sig.name, f"the pickled model {file}")
         return PickledModel(obj, sig, file.stat().st_size)
 
 
@@ -101,7 +96,7 @@ def _unpickle(file: Path) -> Any:
             ) from exc
         return joblib.load(file)
     with file.open("rb") as handle:
-        return pickle.load(handle)  # allowed explicitly by the caller
+        return pickle.load(handle)  # the loading layer refused it unless allow_unsafe
 
 
 def _guess(obj: Any) -> Signature:

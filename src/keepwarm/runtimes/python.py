@@ -10,10 +10,18 @@ A model directory holds a ``keepwarm.toml`` naming the class, and usually the mo
     outputs = [{ name = "y", dtype = "float32", shape = [-1, 4] }]
 
 ``options["class"]`` (a ``"module:Class"`` string or the class itself) overrides the file,
-and then no ``keepwarm.toml`` is needed. The class is built with no arguments, then
-``load(path)`` gets the model directory; ``close()`` is called on unload if defined.
-``predict`` receives a dict of name to array (already checked against the signature) and
-returns a dict of name to array, or one array for a one-output model.
+and then no ``keepwarm.toml`` is needed.
+
+A class named by ``keepwarm.toml`` is code that came with the model: whoever can write the
+model directory (or the bucket it is copied from) would run code in the server. It is
+refused with ``UnsafeFormatError`` unless the caller allows it:
+``keepwarm.load(..., options={"allow_unsafe": True})`` or ``Repository(..., allow_unsafe=True)``.
+A class the caller names in ``options["class"]`` is the caller's own code and is allowed.
+
+The class is built with no arguments, then ``load(path)`` gets the model directory;
+``close()`` is called on unload if defined. ``predict`` receives a dict of name to array
+(already checked against the signature) and returns a dict of name to array, or one array
+for a one-output model.
 
 A signature is required: the instance's ``signature`` attribute (a
 ``keepwarm.signature.Signature``, checked after ``load``) wins, else ``[python.signature]``;
@@ -38,8 +46,13 @@ from typing import Any
 
 import numpy as np
 
-from keepwarm.errors import InternalError, InvalidConfigError, ModelLoadError, ModelNotFoundError
-from keepwarm.runtimes._common import OBJECT, closed
+from keepwarm.errors import (
+    InternalError,
+    InvalidConfigError,
+    ModelLoadError,
+    UnsafeFormatError,
+)
+from keepwarm.runtimes._common import DEFAULT_SIGNATURE, OBJECT, check_signature, closed
 from keepwarm.runtimes.base import files_nbytes
 from keepwarm.signature import Signature, TensorSpec
 
@@ -160,12 +173,22 @@ class PythonRuntime:
         table = read_config(directory).get("python", {})
         if not isinstance(table, Mapping):
             raise InvalidConfigError(f"[python] in {directory / CONFIG} must be a table")
-        target = options.get("class") or table.get("class")
+        target = options.get("class")
         if target is None:
-            raise InvalidConfigError(
-                f'no Python model class for {directory}: set class = "module:Class" under '
-                f"[python] in {CONFIG}, or pass options={{'class': ...}}"
-            )
+            target = table.get("class")
+            if target is None:
+                raise InvalidConfigError(
+                    f'no Python model class for {directory}: set class = "module:Class" under '
+                    f"[python] in {CONFIG}, or pass options={{'class': ...}}"
+                )
+            if options.get("allow_unsafe") is not True:
+                raise UnsafeFormatError(
+                    f"{directory / CONFIG} names the class {target!r}: loading it runs code "
+                    "that came with the model. If you trust the model directory, allow it "
+                    "with keepwarm.load(..., options={'allow_unsafe': True}) or "
+                    "Repository(..., allow_unsafe=True)",
+                    format=FORMAT,
+                )
         cls = resolve_class(target, directory)
         try:
             instance = cls()
@@ -179,7 +202,7 @@ class PythonRuntime:
         sig = getattr(instance, "signature", None)
         if not isinstance(sig, Signature):
             sig = signature_from_table(
-                table.get("signature"), "[python.signature]", "serving_default"
+                table.get("signature"), "[python.signature]", DEFAULT_SIGNATURE
             )
         if sig is None:
             raise InvalidConfigError(
@@ -187,10 +210,7 @@ class PythonRuntime:
                 f"(a keepwarm.signature.Signature) or add [python.signature] with inputs "
                 f"and outputs to {directory / CONFIG}"
             )
-        if signature is not None and signature != sig.name:
-            raise ModelNotFoundError(
-                f"signature {signature!r} not found; this Python model has {sig.name!r}"
-            )
+        check_signature(signature, sig.name, f"the Python model {target!r}")
         return PythonModel(instance, sig, files_nbytes(directory))
 
 

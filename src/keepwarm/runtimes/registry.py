@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from keepwarm.errors import InvalidConfigError, ModelLoadError
@@ -17,6 +18,7 @@ _BUILTIN = {
     "python": "keepwarm.runtimes.python:PythonRuntime",
     "pickle": "keepwarm.runtimes.pickled:PickleRuntime",
 }
+_log = logging.getLogger("keepwarm.runtimes")
 _lock = threading.Lock()
 _runtimes: dict[str, Runtime] | None = None
 
@@ -28,6 +30,23 @@ def _load_target(target: str) -> Runtime:
     return runtime
 
 
+def _load_entry_point(ep: EntryPoint) -> Runtime | None:
+    """The runtime an entry point names, or None (logged) when it cannot be loaded: one
+    broken third-party package must not stop every other runtime from working."""
+    try:
+        runtime: Runtime = ep.load()()
+    except Exception as exc:
+        _log.warning(
+            "skipping runtime entry point %r (%s): %s: %s",
+            ep.name,
+            ep.value,
+            type(exc).__name__,
+            exc,
+        )
+        return None
+    return runtime
+
+
 def _all() -> dict[str, Runtime]:
     global _runtimes
     with _lock:
@@ -35,7 +54,9 @@ def _all() -> dict[str, Runtime]:
             found = {name: _load_target(target) for name, target in _BUILTIN.items()}
             for ep in entry_points(group=GROUP):
                 if ep.name not in found:
-                    found[ep.name] = ep.load()()
+                    runtime = _load_entry_point(ep)
+                    if runtime is not None:
+                        found[ep.name] = runtime
             _runtimes = found
         return _runtimes
 

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from runtime_models import MLP_NBYTES, Mlp
 
-from keepwarm.errors import InvalidInputError, ModelLoadError, UnavailableError
+from keepwarm.errors import (
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnavailableError,
+)
 from keepwarm.runtimes import detect_runtime
 from keepwarm.runtimes.keras import KerasModel, KerasRuntime
 
@@ -102,3 +107,10 @@ def test_closed_model_refuses_calls(mlp: Mlp, batch: np.ndarray) -> None:
     model.close()
     with pytest.raises(UnavailableError):
         model.predict({"x": batch})
+
+
+def test_an_unknown_signature_name_is_not_found(mlp: Mlp) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"'other'.*available signatures: serving_default"):
+        RUNTIME.load(mlp.keras, signature="other", options={})
+    model = RUNTIME.load(mlp.keras, signature="serving_default", options={})
+    assert model.signature.name == "serving_default"

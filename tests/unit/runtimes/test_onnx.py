@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from runtime_models import MLP_NBYTES, Mlp
 
-from keepwarm.errors import InvalidConfigError, InvalidInputError, ModelLoadError
+from keepwarm.errors import (
+    InvalidConfigError,
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
 from keepwarm.runtimes import detect_runtime
 from keepwarm.runtimes.onnx import OnnxModel, OnnxRuntime
 
@@ -92,3 +97,10 @@ def test_corrupt_and_empty_files(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="cannot load the ONNX model") as info:
         RUNTIME.load(tmp_path, signature=None, options={})
     assert info.value.format == "onnx" and info.value.__cause__ is not None
+
+
+def test_an_unknown_signature_name_is_not_found(mlp: Mlp) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"'other'.*available signatures: serving_default"):
+        RUNTIME.load(mlp.onnx, signature="other", options={})
+    model = RUNTIME.load(mlp.onnx, signature="serving_default", options={})
+    assert model.signature.name == "serving_default"

@@ -14,6 +14,7 @@ from keepwarm.errors import (
     UnavailableError,
     UnsafeFormatError,
 )
+from keepwarm.loading import RuntimeSpec
 from keepwarm.runtimes import detect_runtime
 from keepwarm.runtimes.pickled import PickleRuntime
 from keepwarm.runtimes.python import PythonRuntime
@@ -21,6 +22,7 @@ from keepwarm.signature import Signature, TensorSpec
 
 RUNTIME = PythonRuntime()
 PICKLE = PickleRuntime()
+ALLOW: dict[str, object] = {"allow_unsafe": True}
 
 MODULE = """
 import numpy as np
@@ -82,7 +84,7 @@ def test_loads_the_class_named_in_keepwarm_toml(tmp_path: Path) -> None:
     root = _model_dir(tmp_path / "m")
     assert RUNTIME.detect(root) and RUNTIME.incomplete(root) is None
     assert detect_runtime(root).name == "python"
-    model = RUNTIME.load(root, signature=None, options={})
+    model = RUNTIME.load(root, signature=None, options=ALLOW)
     assert [s.describe() for s in model.signature.inputs] == ["x: float32[-1, 2]"]
     inputs = model.signature.coerce(np.ones((3, 2)))  # float64 cast to float32
     out = model.predict(inputs)
@@ -91,11 +93,11 @@ def test_loads_the_class_named_in_keepwarm_toml(tmp_path: Path) -> None:
 
 
 def test_each_version_runs_its_own_module(tmp_path: Path) -> None:
-    one = RUNTIME.load(_model_dir(tmp_path / "1", 2.0, "kw_same"), signature=None, options={})
+    one = RUNTIME.load(_model_dir(tmp_path / "1", 2.0, "kw_same"), signature=None, options=ALLOW)
     (tmp_path / "2").mkdir()
     root = _model_dir(tmp_path / "2" / "m", 5.0, "kw_same")
     (root / "kw_same.py").write_text(MODULE.replace("* self.factor", "* self.factor + 1"))
-    two = RUNTIME.load(root, signature=None, options={})
+    two = RUNTIME.load(root, signature=None, options=ALLOW)
     x = {"x": np.ones((1, 2), np.float32)}
     assert one.predict(x)["y"].tolist() == [[2.0, 2.0]]
     assert two.predict(x)["y"].tolist() == [[6.0, 6.0]]
@@ -115,7 +117,7 @@ def test_class_object_with_its_own_signature(tmp_path: Path) -> None:
 def test_a_signature_is_required(tmp_path: Path) -> None:
     root = _model_dir(tmp_path / "m", toml='[python]\nclass = "{module}:Model"\n')
     with pytest.raises(InvalidConfigError, match="declares no signature"):
-        RUNTIME.load(root, signature=None, options={})
+        RUNTIME.load(root, signature=None, options=ALLOW)
 
 
 def test_missing_class_and_bad_config(tmp_path: Path) -> None:
@@ -130,19 +132,27 @@ def test_errors_in_user_code_are_load_errors(tmp_path: Path) -> None:
     root = _model_dir(tmp_path / "m")
     (root / "factor.txt").unlink()
     with pytest.raises(ModelLoadError, match="failed to load") as info:
-        RUNTIME.load(root, signature=None, options={})
+        RUNTIME.load(root, signature=None, options=ALLOW)
     assert isinstance(info.value.__cause__, FileNotFoundError)
     with pytest.raises(ModelLoadError, match="cannot import"):
         RUNTIME.load(root, signature=None, options={"class": "kw_no_such_module:Model"})
 
 
-def test_pickle_is_refused_without_allow_unsafe(tmp_path: Path) -> None:
+def test_pickle_is_refused_by_the_loading_layer_without_allow_unsafe(tmp_path: Path) -> None:
     (tmp_path / "model.pkl").write_bytes(pickle.dumps(Doubler()))
     assert detect_runtime(tmp_path).name == "pickle"
     assert PICKLE.unsafe and PICKLE.incomplete(tmp_path) is None
-    with pytest.raises(UnsafeFormatError, match="allow_unsafe=True") as info:
-        PICKLE.load(tmp_path, signature=None, options={})
+    with pytest.raises(UnsafeFormatError, match=r"options=\{'allow_unsafe': True\}") as info:
+        RuntimeSpec(uri=str(tmp_path)).load()
     assert info.value.format == "pickle"
+    model = RuntimeSpec(uri=str(tmp_path), options=ALLOW).load()
+    assert model.signature.inputs[0].name == "input"
+
+
+def test_the_pickle_runtime_leaves_the_unsafe_check_to_the_loading_layer(tmp_path: Path) -> None:
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(Doubler()))
+    model = PICKLE.load(tmp_path, signature=None, options={})  # no second, different check
+    assert model.signature.inputs[0].name == "input"
 
 
 def test_pickle_loads_when_allowed(tmp_path: Path) -> None:
@@ -166,3 +176,44 @@ def test_the_documented_keepwarm_toml_parses() -> None:
     block = (python.__doc__ or "").split("::", 1)[1].split("``options", 1)[0]
     parsed = tomllib.loads(textwrap.dedent(block))
     assert parsed["python"]["signature"]["inputs"][0]["name"] == "x"
+
+
+_IMPORTED_MARKER = """
+import pathlib
+pathlib.Path(__file__).with_name("imported").write_text("ran")
+"""
+
+
+def test_a_class_named_by_keepwarm_toml_is_refused_without_allow_unsafe(tmp_path: Path) -> None:
+    root = _model_dir(tmp_path / "m", module="kw_refused_model")
+    (root / "kw_refused_model.py").write_text(_IMPORTED_MARKER + MODULE)
+    for options in ({}, {"allow_unsafe": "yes"}, {"allow_unsafe": 1}):
+        with pytest.raises(UnsafeFormatError) as info:
+            RUNTIME.load(root, signature=None, options=options)
+        message = str(info.value)
+        assert "keepwarm.toml" in message and "kw_refused_model:Model" in message
+        assert "options={'allow_unsafe': True}" in message
+        assert "Repository(..., allow_unsafe=True)" in message
+        assert info.value.format == "python"
+    assert not (root / "imported").exists()  # the model's module was never imported
+    with pytest.raises(UnsafeFormatError):  # the whole load path says the same
+        RuntimeSpec(uri=str(root)).load()
+    model = RUNTIME.load(root, signature=None, options=ALLOW)
+    assert (root / "imported").read_text() == "ran"
+    assert model.predict({"x": np.ones((1, 2), np.float32)})["y"].tolist() == [[2.0, 2.0]]
+
+
+def test_a_class_the_caller_names_needs_no_allow_unsafe(tmp_path: Path) -> None:
+    root = _model_dir(tmp_path / "m", module="kw_callers_model")
+    model = RUNTIME.load(root, signature="triple", options={"class": Tripler})
+    assert model.signature.name == "triple"
+    model = RUNTIME.load(root, signature=None, options={"class": "kw_callers_model:Model"})
+    assert model.predict({"x": np.ones((1, 2), np.float32)})["y"].tolist() == [[2.0, 2.0]]
+
+
+def test_an_unknown_signature_name_is_not_found_for_a_pickle(tmp_path: Path) -> None:
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(Doubler()))
+    with pytest.raises(ModelNotFoundError, match=r"'other'.*available signatures: serving_default"):
+        PICKLE.load(tmp_path, signature="other", options=ALLOW)
+    model = PICKLE.load(tmp_path, signature="serving_default", options=ALLOW)
+    assert model.signature.name == "serving_default"

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,26 @@ def test_a_registered_runtime_is_found(echo_registered: EchoRuntime, tmp_path: P
     model = runtime.load(path, signature=None, options={})
     assert isinstance(model, LoadedModel)
     assert model.predict(model.signature.coerce(np.arange(3)))["b"].tolist() == [0, 1, 2]
+
+
+def test_a_broken_entry_point_is_logged_and_skipped(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    points = [
+        EntryPoint("broken", "kw_no_such_package.runtime:Runtime", registry.GROUP),
+        EntryPoint("echo", f"{__name__}:EchoRuntime", registry.GROUP),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points)
+    monkeypatch.setattr(registry, "_runtimes", None)
+    with caplog.at_level(logging.WARNING, logger="keepwarm.runtimes"):
+        names = runtime_names()
+        assert runtime_names() == names  # later calls do not raise either
+    assert "broken" not in names
+    assert {"echo", "savedmodel", "keras", "onnx", "python", "pickle"} <= set(names)
+    (record,) = [r for r in caplog.records if r.name == "keepwarm.runtimes"]
+    assert record.levelno == logging.WARNING
+    assert "'broken'" in record.getMessage()
+    assert "ModuleNotFoundError" in record.getMessage()
 
 
 _NO_FRAMEWORK = """
