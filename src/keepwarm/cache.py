@@ -88,11 +88,14 @@ class ModelCache:
     ) -> Model:
         """The ``Model`` for these arguments, without loading it."""
         frozen = freeze_options(options)
-        args = (uri, version, runtime, signature, frozen)
-        model = self._handles.get(args)
+        # The fast path keys on the spelling only when it cannot change meaning (an absolute
+        # path or a URL); a relative path depends on the working directory.
+        text = os.fspath(uri)
+        args = (text, version, runtime, signature, frozen) if _absolute(text) else None
+        model = self._handles.get(args) if args is not None else None
         if model is not None:
             return model
-        key = CacheKey(canonical_uri(uri), version, runtime, signature, frozen)
+        key = CacheKey(canonical_uri(text), version, runtime, signature, frozen)
         with self._lock:
             model = self._by_key.get(key)
             if model is None:
@@ -105,7 +108,8 @@ class ModelCache:
                     warmup_runs=3 if self._warmup else 0,
                 )
                 model = self._by_key[key] = Model(self.manager, key, spec)
-            self._handles[args] = model
+            if args is not None:
+                self._handles[args] = model
         return model
 
     @contextmanager
@@ -163,6 +167,10 @@ class ModelCache:
 
     def close(self, drain_timeout: float = 30.0) -> None:
         self.manager.close(drain_timeout)
+
+
+def _absolute(text: str) -> bool:
+    return text.startswith("/") or "://" in text
 
 
 _default_lock = threading.Lock()

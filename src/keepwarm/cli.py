@@ -203,27 +203,12 @@ def read_inputs(path: Path) -> Inputs:
     raise InvalidInputError(f"input file {path}: expected a .npy, .npz or .json file")
 
 
-def _json_numbers(inputs: Inputs, signature: Signature) -> Inputs:
-    """JSON has no 1 vs 1.0: integer arrays going to a float input become that float type."""
-    if isinstance(inputs, np.ndarray):
-        if len(signature.inputs) != 1:
-            return inputs  # coerce says why
-        inputs = {signature.inputs[0].name: inputs}
-    dtypes = {spec.name: spec.dtype for spec in signature.inputs}
-    return {
-        name: value.astype(dtypes[name])
-        if name in dtypes and dtypes[name].kind == "f" and value.dtype.kind in "iub"
-        else value
-        for name, value in inputs.items()
-    }
-
-
 def cmd_predict(args: argparse.Namespace, cache: keepwarm.ModelCache) -> None:
     source = Path(args.input)
     inputs = read_inputs(source)
     model, _ = _open_model(args, cache)
     if source.suffix.lower() == ".json":
-        inputs = _json_numbers(inputs, model.signature)
+        inputs = model.signature.widen_json(inputs)
     outputs = model.predict(inputs)
     text = json.dumps({"outputs": {name: value.tolist() for name, value in outputs.items()}})
     if args.output is None:

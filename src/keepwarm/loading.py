@@ -7,29 +7,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
+from keepwarm.sources.filesystem import version_number
+from keepwarm.sources.resolve import local_path_or_none
 from keepwarm.warmup import warmup
 
-_LOCAL_SCHEMES = ("", "file")
+# A directory holding one of these is a model itself, even with numbered children.
+_SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 def canonical_uri(uri: str | os.PathLike[str]) -> str:
-    """The cache key of a URI: an absolute path for local models, the URL otherwise."""
-    text = os.fspath(uri)
-    scheme = urlparse(text).scheme
-    if scheme == "file":
-        text = urlparse(text).path
-    elif scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive
-        return text
-    return os.path.abspath(os.path.expanduser(text))
+    """The cache key of a URI: a normalised absolute path for local models, else the URL."""
+    local = local_path_or_none(uri)
+    return os.fspath(uri) if local is None else os.path.abspath(local)
 
 
 def is_local(uri: str) -> bool:
-    return urlparse(uri).scheme in _LOCAL_SCHEMES or len(urlparse(uri).scheme) == 1
+    return local_path_or_none(uri) is not None
 
 
 def select_version(path: Path, version: int | None) -> Path:
@@ -39,7 +36,7 @@ def select_version(path: Path, version: int | None) -> Path:
             raise ModelNotFoundError(f"version {version} asked for, but {path} is a file")
         return path
     versions = sorted(
-        int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+        v for p in path.iterdir() if p.is_dir() and (v := version_number(p.name)) is not None
     )
     if version is not None:
         if version not in versions:
@@ -47,7 +44,7 @@ def select_version(path: Path, version: int | None) -> Path:
                 f"version {version} of {path} not found; versions present: {versions or 'none'}"
             )
         return path / str(version)
-    if versions and not any((path / name).exists() for name in ("saved_model.pb",)):
+    if versions and not any((path / name).exists() for name in _SAVEDMODEL_FILES):
         return path / str(versions[-1])
     return path
 
@@ -89,7 +86,7 @@ class RuntimeSpec:
         name = self.runtime or ("python" if "class" in self.options else None)
         runtime = get_runtime(name) if name else detect_runtime(path)
         self.format = runtime.name
-        if runtime.unsafe and not self.options.get("allow_unsafe"):
+        if runtime.unsafe and self.options.get("allow_unsafe") is not True:
             raise UnsafeFormatError(
                 f"{path} is a {runtime.name} file, a format that runs code when loaded; "
                 "pass options={'allow_unsafe': True} if you trust it",
@@ -136,6 +133,8 @@ def freeze_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], 
     """A hashable form of ``options`` (the cache key includes it)."""
     if not options:
         return ()
+    if not all(isinstance(name, str) for name in options):
+        raise InvalidConfigError(f"options keys must be strings, got {list(options)}")
     frozen = []
     for name, value in sorted(options.items()):
         try:
@@ -143,6 +142,4 @@ def freeze_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], 
         except TypeError:
             value = repr(value)
         frozen.append((name, value))
-    if not all(isinstance(name, str) for name, _ in frozen):
-        raise InvalidConfigError("options keys must be strings")
     return tuple(frozen)

@@ -48,8 +48,10 @@ class Model:
         if self._loaded_signature is not None and self._manager.touch(self._key):
             return
         lease = self._manager.acquire(self._key, self._spec)
-        self._loaded_signature = lease.model.signature
-        lease.release()
+        try:
+            self._loaded_signature = lease.model.signature
+        finally:
+            lease.release()
 
     @property
     def signature(self) -> Signature:

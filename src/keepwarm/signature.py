@@ -54,6 +54,23 @@ class Signature:
             "outputs": [s.to_dict() for s in self.outputs],
         }
 
+    def widen_json(self, inputs: Inputs) -> Inputs:
+        """JSON has no 1 vs 1.0: integer arrays decoded from JSON, going to a float input,
+        become that float type (``coerce`` refuses int to float for arrays built in code)."""
+        if isinstance(inputs, np.ndarray):
+            if len(self.inputs) != 1:
+                return inputs  # coerce says why
+            inputs = {self.inputs[0].name: inputs}
+        widened = {}
+        for name, value in inputs.items():
+            spec = self._by_name.get(name)
+            if spec is not None and spec.dtype.kind == "f":
+                array = np.asarray(value)
+                if array.dtype.kind in "iub":
+                    value = array.astype(spec.dtype)
+            widened[name] = value
+        return widened
+
     def coerce(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Check ``inputs`` against the signature and cast same-kind dtypes (float64 -> float32).
 

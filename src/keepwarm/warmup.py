@@ -43,6 +43,6 @@ def warmup(
     calls = 0
     for _ in range(runs):
         for request in requests:
-            model.predict(model.signature.coerce(request))
+            model.predict(model.signature.coerce(model.signature.widen_json(request)))
             calls += 1
     return calls
