@@ -9,7 +9,9 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from keepwarm.core.manager import Manager
+from keepwarm.core.memory import budget_bytes
 from keepwarm.core.policy import EvictionPolicy
+from keepwarm.errors import InvalidConfigError
 from keepwarm.loading import RuntimeSpec, canonical_uri, freeze_options
 from keepwarm.model import LeasedModel, Model
 
@@ -177,21 +179,29 @@ _default_lock = threading.Lock()
 _default: ModelCache | None = None
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
+def _env_number(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidConfigError(
+            f"{name}={value!r}: expected a number (bytes, or a share of RAM such as 0.5)"
+        ) from None
 
 
 def default_cache() -> ModelCache:
     """The process-wide cache behind ``keepwarm.load`` (bounded by ``KEEPWARM_MAX_MODELS``
-    and ``KEEPWARM_MAX_BYTES`` when set)."""
+    and ``KEEPWARM_MAX_BYTES`` when set; bytes, or a share of RAM such as ``0.5``)."""
     global _default
     if _default is None:
         with _default_lock:
             if _default is None:
+                max_models = _env_number("KEEPWARM_MAX_MODELS")
                 _default = ModelCache(
-                    max_models=_env_int("KEEPWARM_MAX_MODELS"),
-                    max_bytes=_env_int("KEEPWARM_MAX_BYTES"),
+                    max_models=None if max_models is None else int(max_models),
+                    max_bytes=budget_bytes(_env_number("KEEPWARM_MAX_BYTES")),
                 )
     return _default
 

@@ -67,3 +67,18 @@ def test_json_warmup_samples_with_integers_feed_a_float_model(tmp_path: Path) ->
     assert coerced["x"].dtype == np.float32
     with pytest.raises(keepwarm.InvalidInputError, match="expected dtype float32"):
         signature.coerce(request)  # arrays built in code are not widened silently
+
+
+def test_default_cache_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import keepwarm.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_default", None)
+    monkeypatch.setenv("KEEPWARM_MAX_BYTES", "0.5")
+    monkeypatch.setenv("KEEPWARM_MAX_MODELS", "3")
+    cache = cache_module.default_cache()
+    assert cache.manager.max_models == 3
+    assert cache.manager.max_bytes is not None and cache.manager.max_bytes > 2**20  # half of RAM
+    monkeypatch.setattr(cache_module, "_default", None)
+    monkeypatch.setenv("KEEPWARM_MAX_BYTES", "lots")
+    with pytest.raises(InvalidConfigError, match="KEEPWARM_MAX_BYTES='lots'"):
+        cache_module.default_cache()

@@ -22,7 +22,6 @@ class Event:
     key: Hashable
     state: State | None = None
     reason: str | None = None
-    seconds: float | None = None
     nbytes: int | None = None
     time: float = field(default_factory=time.monotonic)
 

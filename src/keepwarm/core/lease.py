@@ -18,10 +18,6 @@ class Lease:
         self._released = False
         self.model: Any = entry.model
 
-    @property
-    def key(self) -> object:
-        return self._entry.key
-
     def release(self) -> None:
         """End the lease (idempotent). The version may unload once its leases reach zero."""
         if not self._released:
