@@ -41,6 +41,12 @@ def find_root(path: Path) -> Path | None:
     return children[0] if len(children) == 1 else None
 
 
+def has_savedmodel_parts(path: Path) -> bool:
+    """True when the directory ``path`` holds any part of a SavedModel (a graph file, or a
+    checkpoint index without one), whole or not: a copy that must then be complete."""
+    return find_root(path) is not None or (path / "variables" / "variables.index").is_file()
+
+
 class SavedModelRuntime:
     name = "savedmodel"
     priority = 10
@@ -53,6 +59,9 @@ class SavedModelRuntime:
         root = find_root(path)
         if root is None:
             return f"no saved_model.pb in {path}"
+        graph = next(root / m for m in _MARKERS if (root / m).is_file())
+        if graph.stat().st_size == 0:
+            return f"{graph} is empty"
         variables = root / "variables"
         # TensorFlow 2 always writes a checkpoint; fingerprint.pb marks a TF2 SavedModel.
         if variables.is_dir() or (root / "fingerprint.pb").is_file():

@@ -13,7 +13,8 @@ from typing import IO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from keepwarm.errors import DownloadError, InvalidInputError, ModelNotFoundError
-from keepwarm.sources.archive import looks_like_savedmodel, safe_extract, savedmodel_incomplete
+from keepwarm.runtimes.savedmodel import SavedModelRuntime, find_root, has_savedmodel_parts
+from keepwarm.sources.archive import MAX_EXTRACTED_BYTES, safe_extract
 from keepwarm.sources.cache import Entry, resolve_cache_dir, resolve_offline
 
 Progress = Callable[[int, int | None], None]
@@ -59,8 +60,11 @@ def fetch_archive(
     offline: bool | None = None,
     progress: Progress | None = None,
     timeout: float = TIMEOUT_S,
+    max_extracted_bytes: int = MAX_EXTRACTED_BYTES,
 ) -> Path:
     """Return the local directory for an HTTP(S) archive handle, downloading it at most once.
+
+    An archive that would expand to more than ``max_extracted_bytes`` is refused.
 
     The cache entry is keyed by sha256 of the handle without its fragment and guarded by a
     cross-process lock; see :mod:`keepwarm.sources.cache` for what makes an entry valid.
@@ -84,7 +88,7 @@ def fetch_archive(
         entry.clean_temps()
         if found is None:
             entry.remove()  # partial or corrupt: never left looking like an entry
-        return _download_into(entry, url, expected_sha, progress, timeout)
+        return _download_into(entry, url, expected_sha, progress, timeout, max_extracted_bytes)
 
 
 def _sha_matches(entry: Entry, expected: str | None) -> bool:
@@ -95,7 +99,12 @@ def _sha_matches(entry: Entry, expected: str | None) -> bool:
 
 
 def _download_into(
-    entry: Entry, url: str, expected_sha: str | None, progress: Progress | None, timeout: float
+    entry: Entry,
+    url: str,
+    expected_sha: str | None,
+    progress: Progress | None,
+    timeout: float,
+    max_extracted_bytes: int,
 ) -> Path:
     target = fetch_url(url)
     archive = entry.temp_file(".tar.gz")
@@ -105,10 +114,10 @@ def _download_into(
         if expected_sha is not None and digest != expected_sha:
             raise DownloadError(f"sha256 mismatch for {url}: expected {expected_sha}, got {digest}")
         with entry.temp_dir() as work:
-            safe_extract(archive, work, what=target)
+            safe_extract(archive, work, what=target, max_bytes=max_extracted_bytes)
             root = _model_root(work)
-            if looks_like_savedmodel(work / root):
-                reason = savedmodel_incomplete(work / root)
+            if has_savedmodel_parts(work / root):
+                reason = SavedModelRuntime().incomplete(work / root)
                 if reason is not None:
                     raise DownloadError(
                         f"archive from {target} is not a complete SavedModel: {reason}"
@@ -124,8 +133,11 @@ def _download_into(
 
 def _model_root(work: Path) -> str:
     """``.``, or the single top-level directory when the archive wraps the model in one."""
+    if has_savedmodel_parts(work):
+        found = find_root(work)
+        return "." if found is None or found == work else found.name
     children = list(work.iterdir())
-    if len(children) == 1 and children[0].is_dir() and not looks_like_savedmodel(work):
+    if len(children) == 1 and children[0].is_dir():
         return children[0].name
     return "."
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from keepwarm.errors import DownloadError, InvalidInputError, ModelNotFoundError
-from keepwarm.sources.archive import looks_like_savedmodel, savedmodel_incomplete
+from keepwarm.runtimes.savedmodel import SavedModelRuntime, has_savedmodel_parts
 from keepwarm.sources.cache import (
     Entry,
     find_valid_for_handle,
@@ -129,8 +129,8 @@ def copy_to_cache(
         entry.remove()
         with entry.temp_dir() as work:
             _copy_files(fs, root, kind, files, work, url, progress)
-            if kind == "dir" and looks_like_savedmodel(work):
-                reason = savedmodel_incomplete(work)
+            if kind == "dir" and has_savedmodel_parts(work):
+                reason = SavedModelRuntime().incomplete(work)
                 if reason is not None:
                     raise DownloadError(f"{url} is not a complete SavedModel: {reason}")
             root_name = next(iter(files)) if kind == "file" else "."

@@ -14,7 +14,7 @@ from keepwarm.errors import (
     UnavailableError,
 )
 from keepwarm.runtimes import detect_runtime
-from keepwarm.runtimes.savedmodel import SavedModel, SavedModelRuntime
+from keepwarm.runtimes.savedmodel import SavedModel, SavedModelRuntime, has_savedmodel_parts
 
 RUNTIME = SavedModelRuntime()
 
@@ -147,3 +147,21 @@ def test_closed_model_refuses_calls(mlp: Mlp, batch: np.ndarray) -> None:
     model.close()
     with pytest.raises(UnavailableError):
         model.predict({"x": batch})
+
+
+def test_an_empty_graph_file_is_incomplete(mlp: Mlp, tmp_path: Path) -> None:
+    root = _copy(mlp, tmp_path)
+    (root / "saved_model.pb").write_bytes(b"")
+    assert "saved_model.pb is empty" in (RUNTIME.incomplete(root) or "")
+
+
+def test_has_savedmodel_parts(tmp_path: Path) -> None:
+    assert not has_savedmodel_parts(tmp_path)
+    (tmp_path / "variables").mkdir()
+    (tmp_path / "variables" / "variables.index").write_bytes(b"x")
+    assert has_savedmodel_parts(tmp_path) and not RUNTIME.detect(tmp_path)
+    assert "no saved_model.pb" in (RUNTIME.incomplete(tmp_path) or "")
+    (tmp_path / "variables" / "variables.index").unlink()
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "saved_model.pb").write_bytes(b"g")
+    assert has_savedmodel_parts(tmp_path)

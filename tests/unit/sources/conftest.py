@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from checkpoint_index import write_checkpoint_index
 
 from support.http_server import FakeServer, serve
 
@@ -15,10 +16,12 @@ GATE_TIMEOUT_S = 30.0
 
 
 def write_savedmodel(root: Path, *, shards: int = 1, seed: bytes = b"w") -> Path:
-    """A SavedModel-shaped directory; the bytes are not real TensorFlow data."""
+    """A SavedModel-shaped directory: a real-format ``variables.index`` whose shards are
+    whole (the runtime's completeness check passes); the graph is not real TensorFlow data."""
     (root / "variables").mkdir(parents=True, exist_ok=True)
     (root / "saved_model.pb").write_bytes(b"\x08\x01fake-graph-" + seed)
-    (root / "variables" / "variables.index").write_bytes(b"fake-index-" + seed)
+    sizes = [len(seed) * (100 + i) for i in range(shards)]
+    write_checkpoint_index(root / "variables" / "variables.index", sizes)
     for i in range(shards):
         shard = root / "variables" / f"variables.data-{i:05d}-of-{shards:05d}"
         shard.write_bytes(seed * (100 + i))

@@ -1,4 +1,4 @@
-"""Safe extraction and the framework-free SavedModel completeness check."""
+"""Safe extraction of model archives."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ from pathlib import Path
 import pytest
 
 from keepwarm.errors import DownloadError
-from keepwarm.sources.archive import safe_extract, savedmodel_incomplete
+from keepwarm.sources.archive import MAX_EXTRACTED_BYTES, safe_extract
 
 
 def _tar(path: Path, members: list[tuple[str, bytes | None, str | None]]) -> Path:
-    """Write a .tar.gz of (name, file bytes or None, symlink target or None) members."""
+    """Write a .tar.gz of (name, file bytes or None, link target or None) members: a link is
+    a symlink, or a hard link when its name is ``h``; a member named ``fifo`` is a fifo."""
     with tarfile.open(path, "w:gz") as tar:
         for name, data, link in members:
             info = tarfile.TarInfo(name)
             if link is not None:
-                info.type = tarfile.SYMTYPE
+                info.type = tarfile.LNKTYPE if name == "h" else tarfile.SYMTYPE
                 info.linkname = link
+                tar.addfile(info)
+            elif name == "fifo":
+                info.type = tarfile.FIFOTYPE
                 tar.addfile(info)
             else:
                 payload = data or b""
@@ -31,19 +35,31 @@ def _tar(path: Path, members: list[tuple[str, bytes | None, str | None]]) -> Pat
 @pytest.mark.parametrize(
     ("members", "reason"),
     [
-        ([("../evil.txt", b"x", None)], "'..'"),
-        ([("model/../../evil.txt", b"x", None)], "'..'"),
-        ([("/tmp/evil.txt", b"x", None)], "absolute"),
-        ([("link", None, "/etc/passwd")], "symlink"),
-        ([("sub/link", None, "../../outside")], "symlink"),
+        ([("../evil.txt", b"x", None)], "'../evil.txt': .*outside the destination"),
+        ([("model/../../evil.txt", b"x", None)], "'model/../../evil.txt': .*outside"),
+        ([("/tmp/evil.txt", b"x", None)], "'/tmp/evil.txt': absolute path"),
+        ([("C:/evil.txt", b"x", None)], "'C:/evil.txt': absolute path"),
+        ([("link", None, "/etc/passwd")], "'link': .*link to an absolute path"),
+        ([("sub/link", None, "../../outside")], "'sub/link': .*outside the destination"),
+        ([("h", None, "../x")], "'h': .*outside the destination"),
+        ([("fifo", None, None)], "'fifo': .*special file"),
     ],
-    ids=["dotdot", "nested-dotdot", "absolute", "abs-symlink", "escaping-symlink"],
+    ids=[
+        "dotdot",
+        "nested-dotdot",
+        "absolute",
+        "drive",
+        "abs-symlink",
+        "escaping-symlink",
+        "escaping-hardlink",
+        "fifo",
+    ],
 )
 def test_unsafe_members_are_refused(tmp_path: Path, members, reason: str) -> None:
     archive = _tar(tmp_path / "evil.tar.gz", [("ok.txt", b"fine", None), *members])
     dest = tmp_path / "deep" / "dest"
     dest.mkdir(parents=True)
-    with pytest.raises(DownloadError, match=reason):
+    with pytest.raises(DownloadError, match=f"unsafe archive member {reason}"):
         safe_extract(archive, dest)
     assert list(dest.iterdir()) == []  # refused before anything was written
     assert not (tmp_path / "evil.txt").exists()
@@ -69,43 +85,30 @@ def test_empty_archive_is_an_error(tmp_path: Path) -> None:
         safe_extract(archive, dest)
 
 
-def test_complete_savedmodel(tmp_path: Path, make_savedmodel) -> None:
-    assert savedmodel_incomplete(make_savedmodel(tmp_path / "m", shards=3)) is None
+def test_a_chain_of_links_out_of_the_destination_is_refused_as_unsafe(tmp_path: Path) -> None:
+    # Each link alone looks harmless: d/x -> .. is d's parent, the root; but d/x/y -> ..
+    # then lands above the root. Only the disk (after d/x exists) shows the escape.
+    archive = _tar(
+        tmp_path / "chain.tar.gz",
+        [("d/ok.txt", b"fine", None), ("d/x", None, ".."), ("d/x/y", None, "..")],
+    )
+    dest = tmp_path / "deep" / "dest"
+    dest.mkdir(parents=True)
+    with pytest.raises(DownloadError, match=r"unsafe archive member 'd/x/y'") as info:
+        safe_extract(archive, dest)
+    assert "truncated or corrupt" not in str(info.value)
+    assert not (tmp_path / "deep" / "y").exists() and not (dest / "y").is_symlink()
 
 
-def test_savedmodel_without_variables_is_complete(tmp_path: Path) -> None:
-    (tmp_path / "saved_model.pb").write_bytes(b"graph")
-    assert savedmodel_incomplete(tmp_path) is None
-
-
-@pytest.mark.parametrize(
-    ("remove", "expected"),
-    [
-        ("saved_model.pb", "no saved_model.pb"),
-        ("variables/variables.index", "variables.index is missing"),
-        ("variables/variables.data-00001-of-00003", "missing 1 of 3 shards"),
-        ("variables/variables.data-00000-of-00003", "variables.data-00000-of-00003"),
-    ],
-)
-def test_incomplete_savedmodel(tmp_path: Path, make_savedmodel, remove: str, expected) -> None:
-    model = make_savedmodel(tmp_path / "m", shards=3)
-    (model / remove).unlink()
-    reason = savedmodel_incomplete(model)
-    assert reason is not None
-    assert expected in reason
-
-
-def test_index_without_any_shard(tmp_path: Path, make_savedmodel) -> None:
-    model = make_savedmodel(tmp_path / "m")
-    (model / "variables" / "variables.data-00000-of-00001").unlink()
-    assert "no variables.data" in (savedmodel_incomplete(model) or "")
-
-
-def test_empty_graph_file(tmp_path: Path, make_savedmodel) -> None:
-    model = make_savedmodel(tmp_path / "m")
-    (model / "saved_model.pb").write_bytes(b"")
-    assert "empty" in (savedmodel_incomplete(model) or "")
-
-
-def test_not_a_directory(tmp_path: Path) -> None:
-    assert "not a directory" in (savedmodel_incomplete(tmp_path / "nope") or "")
+def test_an_archive_over_the_size_cap_is_refused(tmp_path: Path) -> None:
+    archive = _tar(
+        tmp_path / "big.tar.gz", [("a.bin", bytes(600), None), ("b.bin", bytes(600), None)]
+    )
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(DownloadError, match=r"more than 1000 bytes.*'b\.bin'"):
+        safe_extract(archive, dest, what="https://h/big.tar.gz", max_bytes=1000)
+    assert list(dest.iterdir()) == []
+    safe_extract(archive, dest, max_bytes=1200)  # exactly at the cap is fine
+    assert (dest / "b.bin").stat().st_size == 600
+    assert MAX_EXTRACTED_BYTES == 8 << 30

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from keepwarm.errors import DownloadError, ModelLoadError, ModelNotFoundError
-from keepwarm.sources.download import fetch_url, split_handle
+from keepwarm.sources.download import fetch_archive, fetch_url, split_handle
 from keepwarm.sources.resolve import resolve_uri
 
 
@@ -137,6 +137,41 @@ def test_incomplete_savedmodel_archive(
     with pytest.raises(DownloadError, match=r"variables\.data-00001-of-00002"):
         resolve_uri(url, cache_dir=cache_dir)
     _assert_clean_and_empty(cache_dir)
+
+
+def test_a_truncated_shard_in_an_archive_is_refused(
+    http_server, cache_dir, tmp_path, make_savedmodel, make_targz
+) -> None:
+    # every file is there by name; the index says shard 0 must be longer than it is
+    model = make_savedmodel(tmp_path / "m")
+    shard = model / "variables" / "variables.data-00000-of-00001"
+    shard.write_bytes(shard.read_bytes()[:-1])
+    url = http_server.add("/m.tar.gz", make_targz(model))
+    with pytest.raises(DownloadError, match=r"not a complete SavedModel.*truncated"):
+        resolve_uri(url, cache_dir=cache_dir)
+    _assert_clean_and_empty(cache_dir)
+
+
+@pytest.mark.parametrize("arcname", [".", "wrapped"])
+def test_variables_without_a_graph_are_refused(
+    http_server, cache_dir, tmp_path, make_savedmodel, make_targz, arcname: str
+) -> None:
+    model = make_savedmodel(tmp_path / "m")
+    (model / "saved_model.pb").unlink()
+    url = http_server.add("/m.tar.gz", make_targz(model, arcname=arcname))
+    with pytest.raises(DownloadError, match=r"no saved_model\.pb"):
+        resolve_uri(url, cache_dir=cache_dir)
+    _assert_clean_and_empty(cache_dir)
+
+
+def test_an_archive_over_the_extraction_cap_is_refused(
+    http_server, cache_dir, savedmodel_targz
+) -> None:
+    url = http_server.add("/m.tar.gz", savedmodel_targz)
+    with pytest.raises(DownloadError, match="more than 64 bytes"):
+        fetch_archive(url, cache_dir=cache_dir, max_extracted_bytes=64)
+    _assert_clean_and_empty(cache_dir)
+    assert fetch_archive(url, cache_dir=cache_dir).is_dir()
 
 
 def test_single_top_level_dir_is_unwrapped(

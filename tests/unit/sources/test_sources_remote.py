@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from keepwarm.errors import DownloadError, ModelNotFoundError
-from keepwarm.sources.archive import savedmodel_incomplete
+from keepwarm.runtimes.savedmodel import SavedModelRuntime
 from keepwarm.sources.remote import copy_to_cache, list_remote_dir
 from keepwarm.sources.resolve import resolve_uri
 
@@ -63,7 +63,7 @@ def test_copy_directory_and_reuse(s3, options, cache_dir, savedmodel_dir) -> Non
     path = copy_to_cache(
         url, cache_dir, storage_options=options, progress=lambda *a: seen.append(a)
     )
-    assert savedmodel_incomplete(path) is None
+    assert SavedModelRuntime().incomplete(path) is None
     shard = "variables/variables.data-00000-of-00001"
     assert (path / shard).read_bytes() == (savedmodel_dir / shard).read_bytes()
     assert path.is_relative_to(cache_dir)
