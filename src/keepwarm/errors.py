@@ -56,7 +56,8 @@ class ModelLoadError(KeepwarmError):
 
 
 class UnsafeFormatError(ModelLoadError):
-    """A format that runs code when loaded, refused without ``allow_unsafe=True``."""
+    """A format that runs code when loaded, refused without ``options={"allow_unsafe": True}``
+    (or ``Repository(..., allow_unsafe=True)``)."""
 
     code = Code.INVALID_ARGUMENT
 
