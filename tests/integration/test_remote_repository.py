@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+import keepwarm
+from keepwarm.core.ids import ModelId
+from keepwarm.core.states import State
 from keepwarm.repository import Repository
 from keepwarm.sources.filesystem import MARKER
 from keepwarm.sources.remote_repository import RemoteSource
@@ -69,3 +72,54 @@ def test_new_version_uploaded_to_s3_is_picked_up_and_served(
         with repo.lease("mlp", "stable") as model:
             assert model.version == 1
         assert repo.status()["mlp"]["versions"][2]["state"] == "READY"
+        # Version 1 deleted from the store: it unloads, and nothing of it is kept.
+        fs.pipe_file(f"{where['bucket']}/models/mlp/model.toml", b"")
+        fs.rm(f"{where['bucket']}/models/mlp/1", recursive=True)
+        repo.refresh()
+        first = ModelId("mlp", 1)
+        assert repo.manager.wait_for(
+            lambda: repo.manager.state(first) in (State.UNLOADED, None), 60
+        )
+        repo.refresh()
+        assert sorted(repo.status()["mlp"]["versions"]) == [2]
+        assert ("mlp", 1) not in source._copied and ("mlp", 1) not in source._seen
+
+
+def test_bucket_that_does_not_exist_is_a_clear_error(s3: tuple[Any, dict[str, Any]]) -> None:
+    _fs, where = s3
+    url = f"s3://no-such-{where['bucket']}/models"
+    source = RemoteSource(url, storage_options=where["storage_options"])
+    repo = Repository(url, source=source, poll_seconds=0.1)
+    try:
+        with pytest.raises(keepwarm.ModelNotFoundError, match=f"{url} does not exist"):
+            repo.refresh()
+        with pytest.raises(keepwarm.ModelNotFoundError, match="bucket does not exist"):
+            repo.start()
+    finally:
+        repo.close()
+
+
+def test_model_toml_that_cannot_be_read_is_a_config_error_not_a_failed_scan(
+    tmp_path: Path,
+) -> None:
+    # Any fsspec store: here a local one, where a dangling symlink is a listed file that
+    # cannot be read (as root, permissions would not stop a read).
+    root = tmp_path / "models"
+    (root / "m" / "1").mkdir(parents=True)
+    (root / "m" / "1" / "weights.bin").write_bytes(b"0")
+    toml = root / "m" / "model.toml"
+    toml.write_text("[labels]\nstable = 1\n")
+    (root / "new" / "1").mkdir(parents=True)
+    (root / "new" / "1" / "weights.bin").write_bytes(b"0")
+    (root / "new" / "model.toml").symlink_to(tmp_path / "nowhere.toml")
+    source = RemoteSource(root.as_uri(), cache_dir=tmp_path / "cache")
+    listing = source.scan()
+    assert listing["m"].config_error is None and listing["m"].config.labels == {"stable": 1}
+    toml.unlink()
+    toml.symlink_to(tmp_path / "nowhere.toml")
+    listing = source.scan()
+    error = listing["m"].config_error
+    assert error is not None and "model.toml cannot be read" in error, error
+    assert listing["m"].config.labels == {"stable": 1} and not listing["m"].blocked
+    # Never good: the model is blocked (nothing of it loads until the file is fixed).
+    assert listing["new"].blocked and "cannot be read" in str(listing["new"].config_error)

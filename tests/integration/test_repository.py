@@ -36,7 +36,9 @@ WAIT_S = 30.0
 
 
 def unloaded(repo: Repository, key: ModelId) -> bool:
-    return repo.manager.wait_for(lambda: repo.manager.state(key) is State.UNLOADED, WAIT_S)
+    """Wait until ``key`` is UNLOADED, or forgotten (a version gone from disk, once
+    unloaded, is dropped from the table: ``state`` is then None)."""
+    return repo.manager.wait_for(lambda: repo.manager.state(key) in (State.UNLOADED, None), WAIT_S)
 
 
 def assert_refused(
@@ -320,14 +322,59 @@ def test_first_scan_loads_savedmodel_keras_and_onnx_at_once_in_a_fresh_process(
     assert done.stdout.strip() == "['mlp', 'mlp_keras', 'mlp_onnx']"
 
 
+SPELLINGS = {
+    "path": str,
+    "file_url": lambda path: path.as_uri(),  # "my models" -> my%20models
+    "file_localhost": lambda path: "file://localhost" + path.as_uri().removeprefix("file://"),
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
 def test_watcher_picks_up_a_new_version_without_a_poll(
-    root: Path, echo_models: dict[int, Path]
+    tmp_path: Path, echo_models: dict[int, Path], spelling: str
 ) -> None:
     pytest.importorskip("watchfiles")
+    root = tmp_path / "my models"
     place(root / "echo", 1, echo_models[1])
-    with Repository(root, poll_seconds=3600, watch=True) as repo:  # no poll during the test
+    spelled = SPELLINGS[spelling](root)
+    with Repository(spelled, poll_seconds=3600, watch=True) as repo:  # no poll during the test
         assert repo.wait_ready("echo", timeout=WAIT_S) == 1
         place(root / "echo", 2, echo_models[2])  # seen by the file watcher alone
         assert repo.wait_ready("echo", 2, timeout=WAIT_S) == 2
         with repo.lease("echo") as model:
             assert model.version == 2
+
+
+def test_versions_gone_from_disk_leave_status_once_unloaded(
+    root: Path, echo_models: dict[int, Path]
+) -> None:
+    write_model_toml(root / "echo", '[versions]\npolicy = "all"\n')
+    for version in (1, 2):
+        place(root / "echo", version, echo_models[version])
+    place(root / "other", 1, echo_models[1])
+    first, second, other = ModelId("echo", 1), ModelId("echo", 2), ModelId("other", 1)
+    with Repository(root, poll_seconds=3600, watch=False) as repo:  # scans: ours alone
+        for name, version in (("echo", 1), ("echo", 2), ("other", 1)):
+            assert repo.wait_ready(name, version, timeout=WAIT_S) == version
+        with repo.lease("echo", 1):
+            shutil.rmtree(root / "echo" / "1")
+            repo.refresh()
+            # Draining: still listed (its files are gone), until its last lease ends.
+            gone = repo.status()["echo"]["versions"][1]
+            assert gone["state"] == "DRAINING" and "no longer on disk" in gone["disk"]
+        assert unloaded(repo, first)
+        repo.refresh()
+        assert sorted(repo.status()["echo"]["versions"]) == [2]
+        assert repo.manager.entry(first) is None and first not in repo._specs
+        assert repo.manager.state(second) is State.READY
+        # A whole model goes: its versions drain, then nothing of it is kept.
+        shutil.rmtree(root / "other")
+        repo.refresh()
+        assert unloaded(repo, other)
+        repo.refresh()
+        assert "other" not in repo.status()
+        assert repo.manager.entry(other) is None and other not in repo._specs
+        # Listed again: loaded afresh.
+        place(root / "echo", 1, echo_models[1])
+        repo.refresh()
+        assert repo.wait_ready("echo", 1, timeout=WAIT_S) == 1

@@ -43,8 +43,9 @@ def root(tmp_path: Path) -> Path:
 
 
 def serving_v1(root: Path, echo_models: dict[int, Path], **options: float) -> Repository:
+    """Serving echo version 1; Python-runtime versions (the probes) are allowed."""
     place(root / "echo", 1, echo_models[1])
-    repo = Repository(root, poll_seconds=0.05, **options)  # type: ignore[arg-type]
+    repo = Repository(root, poll_seconds=0.05, allow_unsafe=True, **options)  # type: ignore[arg-type]
     repo.manager.backoff = Backoff(initial=BACKOFF_S, maximum=10 * BACKOFF_S, jitter=0.0)
     repo.start()
     assert repo.wait_ready("echo", timeout=WAIT_S) == 1
@@ -215,7 +216,7 @@ def test_32_threads_x_200_loads_and_unloads_never_load_twice_at_once(
                 seen.append(event)
                 delivered.notify_all()
 
-    repo = Repository(root, on_demand=True, poll_seconds=0.05)
+    repo = Repository(root, on_demand=True, poll_seconds=0.05, allow_unsafe=True)
     repo.subscribe(record)
     failures: list[BaseException] = []
     barrier = threading.Barrier(32)
@@ -263,3 +264,64 @@ def test_32_threads_x_200_loads_and_unloads_never_load_twice_at_once(
         assert State.FAILED not in states
         with repo.lease("m") as model:
             assert model.predict(x)["version"].tolist() == [1.0]
+
+
+def test_python_model_is_refused_without_allow_unsafe(root: Path, probe: type[Probe]) -> None:
+    # A class named by a version's keepwarm.toml is code from whoever can write the
+    # repository: it runs only when the server says so.
+    place_python(root / "py", 1, "EchoVersion")
+    key = ModelId("py", 1)
+    with Repository(root, poll_seconds=0.05) as repo:
+        assert until(repo, lambda: repo.manager.state(key) is State.FAILED)
+        entry = repo.manager.entry(key)
+        assert entry is not None and isinstance(entry.error, keepwarm.UnsafeFormatError)
+        info = repo.status()["py"]["versions"][1]
+        assert info["state"] == "FAILED" and "allow_unsafe" in info["reason"], info
+        assert probe.count("EchoVersion") == 0
+    with Repository(root, poll_seconds=0.05, allow_unsafe=True) as repo:
+        assert repo.wait_ready("py", timeout=WAIT_S) == 1
+        assert probe.count("EchoVersion") == 1
+
+
+def test_version_larger_than_the_budget_does_not_block_the_others(
+    root: Path, echo_models: dict[int, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    from keepwarm.loading import RuntimeSpec
+
+    small = RuntimeSpec(str(echo_models[2]))
+    loaded = small.load()
+    budget = 2 * max(small.estimate_nbytes(), loaded.nbytes)
+    loaded.close()
+    write_model_toml(root / "echo", '[versions]\npolicy = "all"\n')
+    place(root / "echo", 1, echo_models[1], files={"padding.bin": bytes(2 * budget)})
+    place(root / "echo", 2, echo_models[2])
+    big = ModelId("echo", 1)
+    with Repository(root, poll_seconds=0.05, max_bytes=budget) as repo:
+        assert repo.wait_ready("echo", 2, timeout=WAIT_S) == 2
+        for _ in range(3):  # tried again at every scan, logged once
+            repo.refresh()
+        info = repo.status()["echo"]["versions"][1]
+        assert "more than the whole budget" in info["refused"], info
+        assert info["state"] == "NEW" and info["reason"] == info["refused"]
+        assert repo.manager.state(big) is State.NEW
+        logged = [r for r in caplog.records if "more than the whole budget" in r.getMessage()]
+        assert len(logged) == 1, logged
+        with pytest.raises(keepwarm.UnavailableError, match="version 1"), repo.lease("echo", 1):
+            pass
+        # No longer wanted: the refusal goes with it, and version 2 keeps serving.
+        write_model_toml(root / "echo", "")
+        repo.refresh()
+        assert repo.status()["echo"]["versions"][1]["refused"] is None
+        with repo.lease("echo") as model:
+            assert model.version == 2
+
+
+def test_lease_after_close_says_the_repository_is_shutting_down(
+    root: Path, echo_models: dict[int, Path]
+) -> None:
+    place(root / "echo", 1, echo_models[1])
+    repo = Repository(root, on_demand=True, poll_seconds=0.05)
+    with repo:
+        pass
+    with pytest.raises(keepwarm.UnavailableError, match="shutting down"), repo.lease("echo"):
+        pass

@@ -4,6 +4,8 @@ Versions are placed the way a careful writer does it: copied into a hidden direc
 inside the model directory, the marker written last, then renamed to the version number
 (one atomic ``rename``). The probe classes below are named from ``keepwarm.toml`` files
 as ``support.repo_builders:<Class>``; their class-level ``Probe`` records what happened.
+A Python-runtime version runs code shipped in the repository: a ``Repository`` serves it
+only when made with ``allow_unsafe=True``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def python_files(cls: str) -> dict[str, bytes | str]:
 
 
 def place_python(model_dir: Path, version: int, cls: str) -> Path:
+    """A Python-runtime version (served only with ``Repository(..., allow_unsafe=True)``)."""
     return place(model_dir, version, files=python_files(cls))
 
 

@@ -4,6 +4,10 @@ The same layout and rules as the local one (``<root>/<model>/<version>/``, ``mod
 the ``.keepwarm-ready`` marker, or a listing unchanged across two scans). A version that is
 taken is copied into the verified local cache (``sources.remote.copy_to_cache``) and its
 format checked there; the manager then loads the local copy.
+
+A store that cannot be listed fails the scan with a ``ModelNotFoundError`` (it does not
+exist) or a ``DownloadError`` naming the URL; a ``model.toml`` that cannot be read is that
+model's ``config_error``, and its last good configuration stays in force.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from keepwarm.config import FILENAME, ModelConfig, parse_model_config
-from keepwarm.errors import InvalidConfigError, InvalidInputError, KeepwarmError
+from keepwarm.errors import (
+    DownloadError,
+    InvalidConfigError,
+    InvalidInputError,
+    KeepwarmError,
+    ModelNotFoundError,
+)
 from keepwarm.sources.filesystem import (
     MARKER,
     ModelListing,
@@ -47,8 +57,7 @@ class RemoteSource:
 
     def scan(self) -> dict[str, ModelListing]:
         fs, root = _filesystem(self.url, self.storage_options)
-        fs.invalidate_cache()
-        found = fs.find(root, withdirs=False, detail=True)
+        found = self._find(fs, root)
         prefix = root.rstrip("/") + "/"
         tree: dict[str, dict[str, Any]] = {}
         skipped: list[str] = []
@@ -71,8 +80,22 @@ class RemoteSource:
                 model["versions"].setdefault(version, {})["/".join(parts[2:])] = info
         self.skipped = sorted(set(skipped))
         listing = {name: self._model(fs, name, model) for name, model in sorted(tree.items())}
-        self._seen = {k: v for k, v in self._seen.items() if k[0] in listing}
+        present = {(name, v) for name, model in listing.items() for v in model.versions}
+        self._seen = {k: v for k, v in self._seen.items() if k in present}
+        self._copied = {k: v for k, v in self._copied.items() if k in present}
         return listing
+
+    def _find(self, fs: Any, root: str) -> dict[str, Any]:
+        try:
+            fs.invalidate_cache()
+            found: dict[str, Any] = fs.find(root, withdirs=False, detail=True)
+        except FileNotFoundError as exc:
+            raise ModelNotFoundError(f"model repository {self.url} does not exist: {exc}") from exc
+        except OSError as exc:
+            raise DownloadError(
+                f"listing the model repository {self.url} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return found
 
     def _model(self, fs: Any, name: str, model: dict[str, Any]) -> ModelListing:
         error = None
@@ -82,8 +105,12 @@ class RemoteSource:
                 text = fs.cat_file(model["config"]).decode("utf-8")
                 config = parse_model_config(text, source=f"{self.url}/{name}/{FILENAME}")
             self._good[name] = config
-        except (InvalidConfigError, UnicodeDecodeError) as exc:
-            error = exc.message if isinstance(exc, KeepwarmError) else str(exc)
+        except (InvalidConfigError, UnicodeDecodeError, OSError) as exc:
+            if isinstance(exc, KeepwarmError):
+                error = exc.message
+            else:
+                where = f"{self.url}/{name}/{FILENAME}"
+                error = f"{where} cannot be read: {type(exc).__name__}: {exc}"
             config = self._good.get(name, ModelConfig())
         versions = {
             v: self._version(name, v, files, config)
