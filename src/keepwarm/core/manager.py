@@ -166,8 +166,13 @@ class Manager(Loader):
         """Drop a key that is not resident from the table (its history goes with it)."""
         with self._cond:
             entry = self._entries.get(key)
-            if entry is not None and entry.state not in RESIDENT and not entry.stuck:
+            if (
+                entry is not None
+                and entry.state not in RESIDENT
+                and not (entry.stuck or entry.reserving or entry.waiters)
+            ):
                 del self._entries[key]
+                self._cond.notify_all()  # waiters on the table see it gone
 
     def wait_state(self, key: Hashable, states: set[State], timeout: float) -> State | None:
         """Wait until ``key`` is in one of ``states``; returns its state then (or at timeout)."""
