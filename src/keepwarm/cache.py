@@ -90,11 +90,11 @@ class ModelCache:
     ) -> Model:
         """The ``Model`` for these arguments, without loading it."""
         frozen = freeze_options(options)
-        # The fast path keys on the spelling only when it cannot change meaning (an absolute
-        # path or a URL); a relative path depends on the working directory.
+        # The fast path keys on the spelling; a relative path also on the working directory.
         text = os.fspath(uri)
-        args = (text, version, runtime, signature, frozen) if _absolute(text) else None
-        model = self._handles.get(args) if args is not None else None
+        base = "" if _absolute(text) else os.getcwd()
+        args = (base, text, version, runtime, signature, frozen)
+        model = self._handles.get(args)
         if model is not None:
             return model
         key = CacheKey(canonical_uri(text), version, runtime, signature, frozen)
@@ -110,8 +110,7 @@ class ModelCache:
                     warmup_runs=3 if self._warmup else 0,
                 )
                 model = self._by_key[key] = Model(self.manager, key, spec)
-            if args is not None:
-                self._handles[args] = model
+            self._handles[args] = model
         return model
 
     @contextmanager
