@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from keepwarm.core.states import State
 from keepwarm.runtimes.base import LoadedModel
 from keepwarm.signature import Inputs, Outputs, Signature
 
@@ -45,8 +46,8 @@ class Model:
 
     def _ensure(self) -> None:
         """Load the model now (if it is not loaded), raising its load error if any."""
-        if self._loaded_signature is not None and self._manager.touch(self._key):
-            return
+        if self._loaded_signature is not None and self._manager.state(self._key) is State.READY:
+            return  # loaded: requests are counted when they predict
         lease = self._manager.acquire(self._key, self._spec)
         try:
             self._loaded_signature = lease.model.signature

@@ -118,17 +118,6 @@ class Manager(Loader):
                 elif self._room_waiters:
                     self._cond.notify_all()  # an idle model is a candidate for eviction now
 
-    def touch(self, key: Hashable) -> bool:
-        """Count a request served by ``key`` if it is READY (no lease taken); else False."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry.state is not State.READY:
-                return False
-            self.policy.record(key)
-            entry.last_used = time.monotonic()
-            self._count_access(key, hit=True)
-            return True
-
     # ------------------------------------------------------------ eager control
 
     def ensure(self, key: Hashable, spec: LoadSpec, *, pinned: bool = False) -> State:
