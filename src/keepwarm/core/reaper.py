@@ -59,10 +59,15 @@ class Reaper:
                 self._thread.start()
         self._queue.put((model, entry, reason, then))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Close what is queued, give the memory back, then end the thread (waiting up to
+        ``timeout``); later closes happen on the caller's thread."""
         with self._lock:
             self._stopped = True
+            thread = self._thread
         self._queue.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _run(self) -> None:
         stopping = False
