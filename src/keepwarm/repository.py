@@ -226,20 +226,11 @@ class Repository(RepositoryView):
             if key.version in on_disk:
                 continue
             self._refused.pop(key, None)
-            entry = self.manager.entry(key)
-            if entry is not None:
-                if entry.state not in _FORGETTABLE or entry.stuck or entry.leases or entry.waiters:
-                    continue  # still holds memory, a load, or a request: after it unloads
-                self.manager.forget(key)
-                if self.manager.entry(key) is not None:
-                    continue
-            del self._specs[key]
+            if self.manager.forget(key):  # not while it holds memory, a load or a request
+                del self._specs[key]
 
     def _known(self, name: str) -> list[ModelId]:
         return [key for key in self._specs if key.name == name]
-
-
-_FORGETTABLE = (State.NEW, State.UNLOADED, State.FAILED)
 
 
 def _make_source(root: str) -> Any:

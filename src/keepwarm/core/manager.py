@@ -151,17 +151,18 @@ class Manager(Loader):
             self._drain(entry, reason)
             return True
 
-    def forget(self, key: Hashable) -> None:
-        """Drop a key that is not resident from the table (its history goes with it)."""
+    def forget(self, key: Hashable) -> bool:
+        """Drop ``key`` from the table (its history goes with it) unless it holds memory, a
+        load or a waiting request. True when ``key`` is not in the table afterwards."""
         with self._cond:
             entry = self._entries.get(key)
-            if (
-                entry is not None
-                and entry.state not in RESIDENT
-                and not (entry.stuck or entry.reserving or entry.waiters)
-            ):
-                del self._entries[key]
-                self._cond.notify_all()  # waiters on the table see it gone
+            if entry is None:
+                return True
+            if entry.state in RESIDENT or entry.stuck or entry.reserving or entry.waiters:
+                return False
+            del self._entries[key]
+            self._cond.notify_all()  # waiters on the table see it gone
+            return True
 
     def wait_state(self, key: Hashable, states: set[State], timeout: float) -> State | None:
         """Wait until ``key`` is in one of ``states``; returns its state then (or at timeout)."""
