@@ -25,10 +25,6 @@ def canonical_uri(uri: str | os.PathLike[str]) -> str:
     return os.fspath(uri) if local is None else os.path.abspath(local)
 
 
-def is_local(uri: str) -> bool:
-    return local_path_or_none(uri) is not None
-
-
 def select_version(path: Path, version: int | None) -> Path:
     """``path`` itself, or its ``<version>/`` child when ``path`` is a versioned model dir."""
     if not path.is_dir():
@@ -75,10 +71,11 @@ class RuntimeSpec:
         return select_version(resolve_uri(self.uri), self.version)
 
     def estimate_nbytes(self) -> int:
-        if not is_local(self.uri):
+        local = local_path_or_none(self.uri)
+        if local is None:
             return 0  # unknown until fetched; the budget is corrected after the load
         try:
-            return files_nbytes(select_version(Path(canonical_uri(self.uri)), self.version))
+            return files_nbytes(select_version(local, self.version))
         except (OSError, ModelNotFoundError):
             return 0  # the load reports the real error
 

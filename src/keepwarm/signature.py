@@ -99,7 +99,7 @@ class Signature:
         return {name: _coerce_one(self._by_name[name], value) for name, value in inputs.items()}
 
 
-_TEXT = "OSU"  # object, bytes, str: all text tensors
+TEXT_KINDS = "OSU"  # numpy kinds of text tensors: object, bytes, str
 
 
 def _shape_ok(want: Shape | None, got: tuple[int, ...]) -> bool:
@@ -117,7 +117,7 @@ def _coerce_one(spec: TensorSpec, value: Any) -> np.ndarray:
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
     if array.dtype != spec.dtype:
         if array.dtype.kind == spec.dtype.kind or (
-            spec.dtype.kind in _TEXT and array.dtype.kind in _TEXT
+            spec.dtype.kind in TEXT_KINDS and array.dtype.kind in TEXT_KINDS
         ):
             array = array.astype(spec.dtype)
         else:

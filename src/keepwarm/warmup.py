@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keepwarm.runtimes.base import LoadedModel
-from keepwarm.signature import Signature
+from keepwarm.signature import TEXT_KINDS, Signature
 
 DEFAULT_RUNS = 3
 
@@ -23,7 +23,7 @@ def sample_inputs(signature: Signature, batch: int = 1) -> dict[str, np.ndarray]
             (batch if axis == 0 else 1) if dim is None else dim
             for axis, dim in enumerate(spec.shape)
         )
-        if spec.dtype.kind in "OSU":
+        if spec.dtype.kind in TEXT_KINDS:
             inputs[spec.name] = np.full(shape, b"", dtype=object)
         else:
             inputs[spec.name] = np.zeros(shape, dtype=spec.dtype)
