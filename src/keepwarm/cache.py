@@ -6,25 +6,15 @@ import os
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
+from keepwarm.cache_keys import CacheKey, canonical_uri, freeze_options
 from keepwarm.core.manager import Manager
 from keepwarm.core.memory import budget_bytes
 from keepwarm.core.policy import EvictionPolicy
 from keepwarm.errors import InvalidConfigError
-from keepwarm.loading import RuntimeSpec, canonical_uri, freeze_options
+from keepwarm.loading import RuntimeSpec
 from keepwarm.model import LeasedModel, Model
-
-
-class CacheKey(NamedTuple):
-    uri: str
-    version: int | None
-    runtime: str | None
-    signature: str | None
-    options: tuple[tuple[str, Any], ...]
-
-    def __str__(self) -> str:
-        return self.uri if self.version is None else f"{self.uri}@{self.version}"
 
 
 class ModelCache:

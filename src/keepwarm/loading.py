@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
+from keepwarm.errors import ModelNotFoundError, UnsafeFormatError
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
 from keepwarm.sources.filesystem import version_number
 from keepwarm.sources.resolve import local_path_or_none
-from keepwarm.warmup import warmup
+from keepwarm.warmup import read_samples, warmup
 
 # A directory holding one of these is a model itself, even with numbered children.
 _SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-
-def canonical_uri(uri: str | os.PathLike[str]) -> str:
-    """The cache key of a URI: a normalised absolute path for local models, else the URL."""
-    local = local_path_or_none(uri)
-    return os.fspath(uri) if local is None else os.path.abspath(local)
 
 
 def select_version(path: Path, version: int | None) -> Path:
@@ -102,41 +95,3 @@ class RuntimeSpec:
             if self.warmup_file is not None:
                 samples.extend(read_samples(self.warmup_file))
             warmup(model, samples, self.warmup_runs)
-
-
-def read_samples(path: Path) -> list[dict[str, Any]]:
-    """Sample requests stored with a version: an ``.npz`` of input arrays (one request), or
-    a ``.json`` list of ``{input name: nested list}`` requests."""
-    import json
-
-    import numpy as np
-
-    if not path.exists():
-        raise ModelNotFoundError(f"warmup samples file {path} not found")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return [{name: data[name] for name in data.files}]
-    requests = json.loads(path.read_text())
-    if isinstance(requests, dict):
-        requests = [requests]
-    if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
-        raise InvalidConfigError(
-            f"{path}: expected a JSON object of input name to values, or a list of them"
-        )
-    return [{name: np.asarray(value) for name, value in r.items()} for r in requests]
-
-
-def freeze_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
-    """A hashable form of ``options`` (the cache key includes it)."""
-    if not options:
-        return ()
-    if not all(isinstance(name, str) for name in options):
-        raise InvalidConfigError(f"options keys must be strings, got {list(options)}")
-    frozen = []
-    for name, value in sorted(options.items()):
-        try:
-            hash(value)
-        except TypeError:
-            value = repr(value)
-        frozen.append((name, value))
-    return tuple(frozen)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from keepwarm.errors import InvalidConfigError, ModelNotFoundError
 from keepwarm.runtimes.base import LoadedModel
 from keepwarm.signature import TEXT_KINDS, Signature
 
@@ -46,3 +50,21 @@ def warmup(
             model.predict(model.signature.coerce(model.signature.widen_json(request)))
             calls += 1
     return calls
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """Sample requests stored with a version: an ``.npz`` of input arrays (one request), or
+    a ``.json`` list of ``{input name: nested list}`` requests."""
+    if not path.exists():
+        raise ModelNotFoundError(f"warmup samples file {path} not found")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return [{name: data[name] for name in data.files}]
+    requests = json.loads(path.read_text())
+    if isinstance(requests, dict):
+        requests = [requests]
+    if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
+        raise InvalidConfigError(
+            f"{path}: expected a JSON object of input name to values, or a list of them"
+        )
+    return [{name: np.asarray(value) for name, value in r.items()} for r in requests]

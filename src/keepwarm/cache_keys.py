@@ -1,0 +1,100 @@
+"""The keys of ``ModelCache``: what makes two ``keepwarm.load`` calls the same model.
+
+The arguments are checked here, before anything is keyed on them: a key made of an empty
+URI or of ``version=True`` (equal to, and hashed as, ``1``) would silently alias another.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from keepwarm.errors import InvalidConfigError, InvalidInputError
+from keepwarm.sources.resolve import local_path_or_none
+
+
+class CacheKey(NamedTuple):
+    uri: str
+    version: int | None
+    runtime: str | None
+    signature: str | None
+    options: tuple[tuple[str, Any], ...]
+
+    def __str__(self) -> str:
+        return self.uri if self.version is None else f"{self.uri}@{self.version}"
+
+
+def check_uri(uri: object) -> str:
+    """``uri`` as text: a non-empty ``str`` or ``os.PathLike[str]``, else InvalidInputError.
+
+    An empty string would otherwise name the working directory (``Path("")`` is ``.``)."""
+    text = uri if type(uri) is str else _fspath(uri)
+    if not text or text.isspace():
+        raise InvalidInputError(
+            f"model URI is empty ({uri!r}): expected a path or URL such as 'models/mlp/1', "
+            "'file:///srv/models/mlp' or 's3://bucket/mlp'"
+        )
+    return text
+
+
+def _fspath(uri: object) -> str:
+    if isinstance(uri, os.PathLike):
+        text = os.fspath(uri)
+        if isinstance(text, str):
+            return text
+    raise InvalidInputError(
+        f"model URI must be a str or an os.PathLike path, got {type(uri).__name__} ({uri!r})"
+    )
+
+
+def check_version(version: object) -> int | None:
+    """A model version: None (the highest), a positive ``int``, or its decimal text ("1").
+
+    Booleans are refused (``True == 1`` would share version 1's key and its failures), as
+    are 0, negative numbers, floats and any other text, each with the reason."""
+    if version is None or (type(version) is int and version > 0):
+        return version
+    if isinstance(version, bool):
+        raise InvalidInputError(
+            f"version={version!r}: expected a positive integer (or None for the highest "
+            "version), not a boolean"
+        )
+    if isinstance(version, str):
+        text = version.strip()
+        if text.isascii() and text.isdigit() and not text.startswith("0"):
+            return int(text)
+        raise InvalidInputError(
+            f"version={version!r}: expected a positive integer such as 1 or '1' "
+            "(or None for the highest version)"
+        )
+    if hasattr(version, "__index__") and not isinstance(version, float):
+        number = version.__index__()  # numpy integers
+        if number > 0:
+            return int(number)
+    raise InvalidInputError(
+        f"version={version!r} ({type(version).__name__}): expected a positive integer "
+        "(or None for the highest version)"
+    )
+
+
+def canonical_uri(uri: str | os.PathLike[str]) -> str:
+    """The cache key of a URI: a normalised absolute path for local models, else the URL."""
+    local = local_path_or_none(uri)
+    return os.fspath(uri) if local is None else os.path.abspath(local)
+
+
+def freeze_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """A hashable form of ``options`` (the cache key includes it)."""
+    if not options:
+        return ()
+    if not all(isinstance(name, str) for name in options):
+        raise InvalidConfigError(f"options keys must be strings, got {list(options)}")
+    frozen = []
+    for name, value in sorted(options.items()):
+        try:
+            hash(value)
+        except TypeError:
+            value = repr(value)
+        frozen.append((name, value))
+    return tuple(frozen)
