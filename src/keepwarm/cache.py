@@ -8,7 +8,13 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from keepwarm.cache_keys import CacheKey, canonical_uri, freeze_options
+from keepwarm.cache_keys import (
+    CacheKey,
+    canonical_uri,
+    check_uri,
+    check_version,
+    freeze_options,
+)
 from keepwarm.core.manager import Manager
 from keepwarm.core.memory import budget_bytes
 from keepwarm.core.policy import EvictionPolicy
@@ -56,7 +62,7 @@ class ModelCache:
         self,
         uri: str | os.PathLike[str],
         *,
-        version: int | None = None,
+        version: int | str | None = None,
         runtime: str | None = None,
         signature: str | None = None,
         options: Mapping[str, Any] | None = None,
@@ -73,15 +79,16 @@ class ModelCache:
         self,
         uri: str | os.PathLike[str],
         *,
-        version: int | None = None,
+        version: int | str | None = None,
         runtime: str | None = None,
         signature: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> Model:
         """The ``Model`` for these arguments, without loading it."""
+        text = check_uri(uri)
+        version = check_version(version)  # before keying: True == 1 would alias version 1
         frozen = freeze_options(options)
         # The fast path keys on the spelling; a relative path also on the working directory.
-        text = os.fspath(uri)
         base = "" if _absolute(text) else os.getcwd()
         args = (base, text, version, runtime, signature, frozen)
         model = self._handles.get(args)
@@ -108,7 +115,7 @@ class ModelCache:
         self,
         uri: str | os.PathLike[str],
         *,
-        version: int | None = None,
+        version: int | str | None = None,
         runtime: str | None = None,
         signature: str | None = None,
         options: Mapping[str, Any] | None = None,
@@ -120,13 +127,13 @@ class ModelCache:
         )
         lease = self.manager.acquire(model._key, model._spec, timeout=timeout)
         try:
-            yield LeasedModel(lease.model, str(model.uri), version)
+            yield LeasedModel(lease.model, str(model.uri), model.version)
         finally:
             lease.release()
 
     def evict(self, uri: str | os.PathLike[str]) -> bool:
         """Unload every cached variant of ``uri`` (after their current users finish)."""
-        target = canonical_uri(uri)
+        target = canonical_uri(check_uri(uri))
         with self._lock:
             keys = [key for key in self._by_key if key.uri == target]
         return any([self.manager.unload(key, "evicted by request") for key in keys])
@@ -198,7 +205,7 @@ def default_cache() -> ModelCache:
 def load(
     uri: str | os.PathLike[str],
     *,
-    version: int | None = None,
+    version: int | str | None = None,
     runtime: str | None = None,
     signature: str | None = None,
     options: Mapping[str, Any] | None = None,
@@ -209,6 +216,8 @@ def load(
     ``uri``: a SavedModel directory, a Keras ``.keras``/``.h5`` file, an ``.onnx`` file, a
     Python model directory, a ``file://`` or ``http(s)://`` TF Hub handle (``.tar.gz``),
     or a versioned model directory (``version`` picks one; the highest by default).
+    ``version`` is a positive integer or its decimal text (``"1"``); booleans, zero,
+    negative numbers and floats are refused with ``InvalidInputError``, as is an empty URI.
     """
     return (cache or default_cache()).load(
         uri, version=version, runtime=runtime, signature=signature, options=options

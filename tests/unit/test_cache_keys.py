@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import keepwarm
 from keepwarm.cache_keys import canonical_uri, freeze_options
-from keepwarm.errors import InvalidConfigError
+from keepwarm.errors import InvalidConfigError, InvalidInputError
+from support.onnx_graphs import identity
 
 
 def test_canonical_uri_one_key_per_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,3 +42,42 @@ def test_options_keys_must_be_strings() -> None:
     with pytest.raises(InvalidConfigError, match="options keys must be strings"):
         freeze_options({1: "a", "b": 2})  # type: ignore[dict-item]
     assert freeze_options({"b": [1], "a": 2}) == (("a", 2), ("b", "[1]"))
+
+
+def test_an_empty_or_non_path_uri_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identity(tmp_path / "model.onnx")  # a model in the working directory: "" must not load it
+    monkeypatch.chdir(tmp_path)
+    cache = keepwarm.ModelCache(warmup=False)
+    for uri in ("", "   ", b"model.onnx", None, 123, ["model.onnx"]):
+        with pytest.raises(InvalidInputError, match="model URI") as info:
+            keepwarm.load(uri, cache=cache)  # type: ignore[arg-type]
+        assert repr(uri) in info.value.message or type(uri).__name__ in info.value.message
+    with pytest.raises(InvalidInputError, match="model URI is empty"):
+        cache.evict("")
+    assert cache.stats()["loads"] == 0
+    assert keepwarm.load(Path("model.onnx"), cache=cache).format == "onnx"  # a real path works
+
+
+def test_version_must_be_a_positive_integer_not_a_boolean(tmp_path: Path) -> None:
+    for version in (1, 2):
+        identity(tmp_path / "m" / str(version) / "model.onnx")
+    cache = keepwarm.ModelCache(warmup=False)
+    uri = tmp_path / "m"
+    for bad in (True, False, 0, -1, "0", "-1", "abc", "", "01", 1.5, 1.0, [1]):
+        with pytest.raises(InvalidInputError, match=r"version=.*positive integer") as info:
+            cache.handle(uri, version=bad)  # type: ignore[arg-type]
+        assert repr(bad) in info.value.message
+    assert "boolean" in _message(lambda: cache.handle(uri, version=True))  # type: ignore[arg-type]
+    one = cache.load(uri, version=1)
+    assert cache.handle(uri, version="1") is one  # "1" means version 1 (HTTP paths, CLI)
+    assert cache.handle(uri, version=np.int64(1)) is one  # type: ignore[arg-type]
+    assert cache.handle(uri, version="2") is not one
+    assert cache.stats()["loads"] == 1
+
+
+def _message(call: Callable[[], object]) -> str:
+    with pytest.raises(InvalidInputError) as info:
+        call()
+    return info.value.message
