@@ -39,13 +39,32 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Signature:
+    """A model's inputs and outputs.
+
+    ``batch_groups``: groups of inputs whose leading dimension is one and the same unknown
+    size (a batch), checked to agree before the model runs. None (the default) means every
+    input whose leading size is unknown shares it, as Keras, SavedModel and TF Serving
+    assume; a runtime that knows better (ONNX names its symbolic dimensions) passes them.
+    """
+
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     name: str = "serving_default"
-    _by_name: dict[str, TensorSpec] = field(default_factory=dict, compare=False, repr=False)
+    batch_groups: tuple[tuple[str, ...], ...] | None = None
+    _by_name: dict[str, TensorSpec] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    _shared: list[tuple[str, ...]] = field(
+        default_factory=list, init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._by_name.update({spec.name: spec for spec in self.inputs})
+        groups = self.batch_groups
+        if groups is None:
+            batched = tuple(s.name for s in self.inputs if s.shape and s.shape[0] is None)
+            groups = (batched,)
+        self._shared.extend(group for group in groups if len(group) > 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,34 +91,72 @@ class Signature:
         return widened
 
     def coerce(self, inputs: Inputs) -> dict[str, np.ndarray]:
-        """Check ``inputs`` against the signature and cast same-kind dtypes (float64 -> float32).
+        """Check ``inputs`` against the signature and cast where no value changes.
 
-        A bare array is accepted for single-input models. Raises ``InvalidInputError``
-        naming the input, what was expected and what was given.
+        A bare array (or nested list) is accepted for single-input models. Casts:
+
+        - integers to a narrower or unsigned integer type only when every value fits (a
+          vectorised min/max check); otherwise ``InvalidInputError`` with the range;
+        - float to float (float64 -> float32), text to text;
+        - nested lists of integers to a float input (JSON clients send ``1`` for ``1.0``);
+          integer *arrays* to a float input are refused (``widen_json`` is for decoded JSON);
+        - floats are never rounded into an integer input: refused, even when integral.
+
+        Inputs that share an unknown leading dimension (``batch_groups``) must agree on it.
+        Raises ``InvalidInputError`` naming the input, what was expected and what was given.
         """
-        if type(inputs) is np.ndarray and len(self.inputs) == 1:
-            spec = self.inputs[0]  # the hot path: one array, already the right dtype and rank
+        specs = self.inputs
+        if type(inputs) is np.ndarray and len(specs) == 1:
+            spec = specs[0]  # the hot path: one array, already the right dtype and rank
             if inputs.dtype == spec.dtype and _shape_ok(spec.shape, inputs.shape):
                 return {spec.name: inputs}
+        elif type(inputs) is dict and len(inputs) == len(specs):
+            for spec in specs:  # the hot path for dicts: every array already right
+                value = inputs.get(spec.name)
+                if (
+                    type(value) is not np.ndarray
+                    or value.dtype != spec.dtype
+                    or not _shape_ok(spec.shape, value.shape)
+                ):
+                    break
+            else:
+                if self._shared:
+                    self._check_shared(inputs)
+                return inputs
         if isinstance(inputs, np.ndarray) or not isinstance(inputs, Mapping):
-            if len(self.inputs) != 1:
-                names = ", ".join(s.name for s in self.inputs)
+            if len(specs) != 1:
+                names = ", ".join(s.name for s in specs)
                 raise InvalidInputError(
-                    f"this model takes {len(self.inputs)} inputs ({names}); "
+                    f"this model takes {len(specs)} inputs ({names}); "
                     "pass a dict of input name to array"
                 )
-            inputs = {self.inputs[0].name: inputs}
+            inputs = {specs[0].name: inputs}
         unknown = [k for k in inputs if k not in self._by_name]
-        missing = [s.name for s in self.inputs if s.name not in inputs]
+        missing = [s.name for s in specs if s.name not in inputs]
         if unknown or missing:
             raise InvalidInputError(
                 f"inputs do not match the signature: missing {missing}, unexpected {unknown}; "
-                f"expected {[s.describe() for s in self.inputs]}"
+                f"expected {[s.describe() for s in specs]}"
             )
-        return {name: _coerce_one(self._by_name[name], value) for name, value in inputs.items()}
+        coerced = {name: _coerce_one(self._by_name[name], value) for name, value in inputs.items()}
+        if self._shared:
+            self._check_shared(coerced)
+        return coerced
+
+    def _check_shared(self, arrays: Mapping[str, np.ndarray]) -> None:
+        for group in self._shared:
+            first = arrays[group[0]].shape[0]
+            for name in group:
+                if arrays[name].shape[0] != first:
+                    sizes = ", ".join(f"{n}: {arrays[n].shape[0]}" for n in group)
+                    raise InvalidInputError(
+                        f"inputs {', '.join(map(repr, group))} share their leading (batch) "
+                        f"dimension, so their sizes must agree; got {sizes}"
+                    )
 
 
 TEXT_KINDS = "OSU"  # numpy kinds of text tensors: object, bytes, str
+_BOUNDS: dict[np.dtype[Any], tuple[int, int]] = {}  # integer dtype -> (min, max), filled lazily
 
 
 def _shape_ok(want: Shape | None, got: tuple[int, ...]) -> bool:
@@ -114,19 +171,52 @@ def _shape_ok(want: Shape | None, got: tuple[int, ...]) -> bool:
 
 
 def _coerce_one(spec: TensorSpec, value: Any) -> np.ndarray:
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if array.dtype != spec.dtype:
-        if array.dtype.kind == spec.dtype.kind or (
-            spec.dtype.kind in TEXT_KINDS and array.dtype.kind in TEXT_KINDS
-        ):
-            array = array.astype(spec.dtype)
-        else:
+    if isinstance(value, np.ndarray):
+        array, from_list = value, False
+    else:
+        try:
+            array, from_list = np.asarray(value), True
+        except (ValueError, TypeError) as exc:  # numpy: "inhomogeneous shape"
             raise InvalidInputError(
-                f"input {spec.name!r}: expected dtype {spec.dtype.name}, got {array.dtype.name}"
-            )
+                f"input {spec.name!r}: expected a {spec.describe().split(': ', 1)[1]} tensor, "
+                f"got ragged nested lists (rows of different lengths): {exc}"
+            ) from None
+    if array.dtype != spec.dtype:
+        array = _cast(spec, array, from_list)
     if not _shape_ok(spec.shape, array.shape):
         raise InvalidInputError(
             f"input {spec.name!r}: expected shape {spec.describe().split(':', 1)[1].strip()}"
             f" (-1 = any size), got {list(array.shape)}"
         )
     return array
+
+
+def _cast(spec: TensorSpec, array: np.ndarray, from_list: bool) -> np.ndarray:
+    """``array`` as ``spec.dtype`` when no value changes (see ``Signature.coerce``)."""
+    want, have = spec.dtype, array.dtype
+    if have.kind in "iu" and want.kind in "iu":
+        if array.size and not np.can_cast(have, want):
+            bounds = _BOUNDS.get(want)
+            if bounds is None:
+                info = np.iinfo(want)
+                bounds = _BOUNDS[want] = (int(info.min), int(info.max))
+            low, high = int(array.min()), int(array.max())
+            if low < bounds[0] or high > bounds[1]:
+                raise InvalidInputError(
+                    f"input {spec.name!r}: expected dtype {want.name} (values "
+                    f"{bounds[0]}..{bounds[1]}), got {have.name} values in [{low}, {high}], "
+                    f"which {want.name} cannot hold"
+                )
+        return array.astype(want)
+    if (have.kind == want.kind and have.kind not in "iu") or (
+        have.kind in TEXT_KINDS and want.kind in TEXT_KINDS
+    ):
+        return array.astype(want)
+    if from_list and have.kind in "iu" and want.kind == "f":
+        return array.astype(want)  # JSON clients send 1 for 1.0
+    hint = ""
+    if have.kind == "f" and want.kind in "iu":
+        hint = f" (floats are not rounded into integers: round and cast them to {want.name})"
+    raise InvalidInputError(
+        f"input {spec.name!r}: expected dtype {want.name}, got {have.name}{hint}"
+    )

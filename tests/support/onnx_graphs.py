@@ -47,17 +47,17 @@ def identity(path: Path, elem: int = TensorProto.INT32, dims: Dims | None = None
     )
 
 
-def two_batched_inputs(path: Path) -> Path:
-    """Inputs ``a: float32[N, 4]`` and ``b: int64[N]`` sharing the symbol ``N``, each echoed on
-    its own (so different sizes would not fail inside the runtime)."""
+def two_batched_inputs(path: Path, b_dim: str = "N") -> Path:
+    """Inputs ``a: float32[N, 4]`` and ``b: int64[b_dim]`` (by default sharing the symbol
+    ``N``), each echoed on its own (so different sizes would not fail inside the runtime)."""
     return _save(
         path,
         [
             helper.make_node("Identity", ["a"], ["a_out"]),
             helper.make_node("Identity", ["b"], ["b_out"]),
         ],
-        [_value("a", TensorProto.FLOAT, ["N", 4]), _value("b", TensorProto.INT64, ["N"])],
-        [_value("a_out", TensorProto.FLOAT, ["N", 4]), _value("b_out", TensorProto.INT64, ["N"])],
+        [_value("a", TensorProto.FLOAT, ["N", 4]), _value("b", TensorProto.INT64, [b_dim])],
+        [_value("a_out", TensorProto.FLOAT, ["N", 4]), _value("b_out", TensorProto.INT64, [b_dim])],
     )
 
 

@@ -89,10 +89,12 @@ class OnnxRuntime:
             raise ModelLoadError(
                 f"cannot load the ONNX model {file}: {type(exc).__name__}: {exc}", format=FORMAT
             ) from exc
+        inputs = session.get_inputs()
         sig = Signature(
-            inputs=tuple(_spec(arg) for arg in session.get_inputs()),
+            inputs=tuple(_spec(arg) for arg in inputs),
             outputs=tuple(_spec(arg) for arg in session.get_outputs()),
             name=DEFAULT_SIGNATURE,
+            batch_groups=_batch_groups(inputs),
         )
         nbytes = _initializer_nbytes(file)
         if nbytes is None:
@@ -152,6 +154,17 @@ def _dtype(onnx_type: str) -> np.dtype[Any]:
 
 def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, _dtype(arg.type), shape_of(arg.shape))
+
+
+def _batch_groups(inputs: list[Any]) -> tuple[tuple[str, ...], ...]:
+    """Inputs whose leading dimension is the same symbol (``N``, ``batch``): one size. An
+    unnamed unknown dimension is independent of every other, as ONNX defines it."""
+    by_symbol: dict[str, list[str]] = {}
+    for arg in inputs:
+        dims = arg.shape
+        if dims and isinstance(dims[0], str) and dims[0]:
+            by_symbol.setdefault(dims[0], []).append(arg.name)
+    return tuple(tuple(names) for names in by_symbol.values())
 
 
 def _initializer_nbytes(file: Path) -> int | None:
