@@ -89,9 +89,12 @@ class RuntimeSpec:
         runtime = self.pick_runtime(path)
         return runtime.load(path, signature=self.signature, options=self.options)
 
-    def warmup(self, model: LoadedModel) -> None:
-        if self.warmup_runs > 0:
-            samples = list(self.warmup_samples)
-            if self.warmup_file is not None:
-                samples.extend(read_samples(self.warmup_file))
-            warmup(model, samples, self.warmup_runs)
+    def warmup(self, model: LoadedModel) -> str | None:
+        """Warm ``model`` up; a note for its status when generated warmup was skipped.
+        Raises when supplied samples fail (the load fails)."""
+        if self.warmup_runs <= 0:
+            return None
+        samples = list(self.warmup_samples)
+        if self.warmup_file is not None:
+            samples.extend(read_samples(self.warmup_file))
+        return warmup(model, samples, self.warmup_runs, what=self.description)

@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from keepwarm.errors import InvalidConfigError, ModelNotFoundError
+from keepwarm.errors import InvalidConfigError, ModelLoadError, ModelNotFoundError
 from keepwarm.runtimes.base import LoadedModel
 from keepwarm.signature import TEXT_KINDS, Signature
 
 DEFAULT_RUNS = 3
+SKIPPED = "generated warmup skipped"
+# Sizes tried, in order, for the unknown dimensions after the first (batch) axis: 1 is the
+# cheapest; 32 satisfies common constraints (strides of 32, convolutions over time).
+_GENERATED_SIZES = (1, 32)
+_NOTE_CHARS = 300
+_log = logging.getLogger("keepwarm.warmup")
 
 
-def sample_inputs(signature: Signature, batch: int = 1) -> dict[str, np.ndarray] | None:
-    """Inputs of the signature's dtypes and shapes (unknown sizes: ``batch`` on the first axis,
-    1 elsewhere); None when an input's rank is unknown."""
+def sample_inputs(
+    signature: Signature, batch: int = 1, size: int = 1
+) -> dict[str, np.ndarray] | None:
+    """Inputs of the signature's dtypes and shapes (unknown sizes: ``batch`` on the first
+    axis, ``size`` elsewhere); None when an input's rank is unknown."""
     inputs: dict[str, np.ndarray] = {}
     for spec in signature.inputs:
         if spec.shape is None:
             return None
         shape = tuple(
-            (batch if axis == 0 else 1) if dim is None else dim
+            (batch if axis == 0 else size) if dim is None else dim
             for axis, dim in enumerate(spec.shape)
         )
         if spec.dtype.kind in TEXT_KINDS:
@@ -35,21 +44,62 @@ def sample_inputs(signature: Signature, batch: int = 1) -> dict[str, np.ndarray]
 
 
 def warmup(
-    model: LoadedModel, samples: Sequence[dict[str, np.ndarray]] = (), runs: int = DEFAULT_RUNS
-) -> int:
-    """Run ``samples`` (or generated inputs) ``runs`` times; returns the number of calls."""
-    requests = list(samples)
-    if not requests:
-        generated = sample_inputs(model.signature)
+    model: LoadedModel,
+    samples: Sequence[dict[str, np.ndarray]] = (),
+    runs: int = DEFAULT_RUNS,
+    *,
+    what: str = "model",
+) -> str | None:
+    """Run ``samples`` ``runs`` times, or inputs generated from the signature.
+
+    Samples the user supplied must work: one that fails raises ``ModelLoadError`` (the
+    load fails). Generated inputs are best effort, since a model may constrain sizes the
+    signature leaves unknown (a stride of 32, a convolution over time): when every
+    generated size fails, the model is still usable and a note is returned (and logged at
+    WARNING): ``"generated warmup skipped: <why>"``. None when warmup ran, or ``runs`` is 0.
+    """
+    if runs <= 0:
+        return None
+    if samples:
+        for index, request in enumerate(samples):
+            try:
+                _run(model, request, runs)
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"warmup of {what} with supplied sample {index + 1} of {len(samples)} "
+                    f"failed: {_why(exc)}"
+                ) from exc
+        return None
+    failures: list[str] = []
+    for size in _GENERATED_SIZES:
+        generated = sample_inputs(model.signature, size=size)
         if generated is None:
-            return 0
-        requests = [generated]
-    calls = 0
+            note = f"{SKIPPED}: an input's rank is unknown, so no input can be generated"
+            _log.info("%s: %s", what, note)
+            return note
+        try:
+            _run(model, generated, runs)
+        except Exception as exc:
+            failures.append(f"unknown sizes {size}: {_why(exc)}")
+            continue
+        return None
+    note = f"{SKIPPED}: the model refused generated inputs ({'; '.join(failures)})"
+    _log.warning("%s: %s", what, note)
+    return note
+
+
+def _run(model: LoadedModel, request: dict[str, np.ndarray], runs: int) -> None:
+    signature = model.signature
+    inputs = signature.coerce(signature.widen_json(request))
     for _ in range(runs):
-        for request in requests:
-            model.predict(model.signature.coerce(model.signature.widen_json(request)))
-            calls += 1
-    return calls
+        model.predict(inputs)
+
+
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > _NOTE_CHARS:
+        text = text[: _NOTE_CHARS - 3] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:

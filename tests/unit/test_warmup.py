@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import keepwarm
+from keepwarm.core.ids import ModelId
+from keepwarm.core.states import State
+from keepwarm.loading import RuntimeSpec
+from keepwarm.repository import Repository
 from keepwarm.signature import Signature, TensorSpec
 from keepwarm.warmup import read_samples
+from support.onnx_graphs import conv_over_time, frames_of_32
+
+WAIT_S = 30.0
 
 
 def test_json_warmup_samples_with_integers_feed_a_float_model(tmp_path: Path) -> None:
@@ -25,3 +33,47 @@ def test_json_warmup_samples_with_integers_feed_a_float_model(tmp_path: Path) ->
     assert coerced["x"].dtype == np.float32
     with pytest.raises(keepwarm.InvalidInputError, match="expected dtype float32"):
         signature.coerce(request)  # arrays built in code are not widened silently
+
+
+def test_generated_warmup_tries_a_size_that_fits_a_stride_of_32(tmp_path: Path) -> None:
+    path = frames_of_32(tmp_path / "detector.onnx")  # L = 1 fails: not a multiple of 32
+    model = keepwarm.load(path, cache=keepwarm.ModelCache())  # it failed to load before
+    assert model.predict(np.zeros((2, 64), np.float32))["y"].shape == (2, 2, 32)
+    spec = RuntimeSpec(str(path))
+    assert spec.warmup(spec.load()) is None  # warmed with unknown sizes of 32
+
+
+def test_generated_warmup_that_fails_is_skipped_and_the_model_still_loads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = conv_over_time(tmp_path / "audio.onnx", kernel=64)  # needs 64 samples or more
+    model = keepwarm.load(path, cache=keepwarm.ModelCache())  # it failed to load before
+    assert model.predict(np.ones((1, 1, 70), np.float32))["y"].shape == (1, 1, 7)
+    spec = RuntimeSpec(str(path))
+    loaded = spec.load()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keepwarm.warmup"):
+        note = spec.warmup(loaded)
+    assert note is not None and note.startswith("generated warmup skipped: "), note
+    assert "unknown sizes 1:" in note and "unknown sizes 32:" in note, note
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", f"{spec.description}: {note}")
+    ]
+
+
+def test_only_supplied_samples_that_fail_make_the_load_fail(tmp_path: Path) -> None:
+    for name, length in (("bad", 5), ("good", 64)):
+        frames_of_32(tmp_path / name / "1" / "model.onnx")
+        samples = [{"x": [[0.5] * length]}]
+        (tmp_path / name / "1" / "warmup.json").write_text(json.dumps(samples))
+        (tmp_path / name / "model.toml").write_text('[warmup]\nsamples = "warmup.json"\n')
+    conv_over_time(tmp_path / "audio" / "1" / "model.onnx", kernel=64)  # generated: skipped
+    with Repository(tmp_path, poll_seconds=0.05) as repo:
+        assert repo.wait_ready("good", timeout=WAIT_S) == 1
+        assert repo.wait_ready("audio", timeout=WAIT_S) == 1
+        bad = ModelId("bad", 1)
+        assert repo.manager.wait_for(lambda: repo.manager.state(bad) is State.FAILED, WAIT_S)
+        reason = repo.status()["bad"]["versions"][1]["reason"]
+        assert "supplied sample 1 of 1 failed" in reason and "reshape" in reason.lower(), reason
+        with repo.lease("audio") as model:
+            assert model.predict(np.ones((1, 1, 64), np.float32))["y"].shape == (1, 1, 1)

@@ -25,8 +25,9 @@ class LoadSpec(Protocol):
         """Load and return the model (an object with ``nbytes`` and ``close()``)."""
         ...
 
-    def warmup(self, model: Any) -> None:
-        """Run the model until its first real request will be fast; raise to fail the load."""
+    def warmup(self, model: Any) -> str | None:
+        """Run the model until its first real request will be fast; raise to fail the load.
+        Returns a note for the READY state's reason (say, "generated warmup skipped: ...")."""
         ...
 
 
