@@ -16,6 +16,7 @@ from keepwarm.errors import DownloadError, InvalidInputError, ModelNotFoundError
 from keepwarm.runtimes.savedmodel import SavedModelRuntime, find_root, has_savedmodel_parts
 from keepwarm.sources.archive import MAX_EXTRACTED_BYTES, safe_extract
 from keepwarm.sources.cache import Entry, resolve_cache_dir, resolve_offline
+from keepwarm.sources.resolve import redact_url
 
 Progress = Callable[[int, int | None], None]
 
@@ -82,7 +83,7 @@ def fetch_archive(
             return found
         if offline_mode:
             raise ModelNotFoundError(
-                f"{url} is not in the cache at {directory} and offline mode is on "
+                f"{redact_url(url)} is not in the cache at {directory} and offline mode is on "
                 "(offline=True or KEEPWARM_OFFLINE=1); fetch it once while online"
             )
         entry.clean_temps()
@@ -112,15 +113,17 @@ def _download_into(
         with archive.open("wb") as out:
             size, digest = _get(target, out, progress, timeout)
         if expected_sha is not None and digest != expected_sha:
-            raise DownloadError(f"sha256 mismatch for {url}: expected {expected_sha}, got {digest}")
+            raise DownloadError(
+                f"sha256 mismatch for {redact_url(url)}: expected {expected_sha}, got {digest}"
+            )
         with entry.temp_dir() as work:
-            safe_extract(archive, work, what=target, max_bytes=max_extracted_bytes)
+            safe_extract(archive, work, what=redact_url(target), max_bytes=max_extracted_bytes)
             root = _model_root(work)
             if has_savedmodel_parts(work / root):
                 reason = SavedModelRuntime().incomplete(work / root)
                 if reason is not None:
                     raise DownloadError(
-                        f"archive from {target} is not a complete SavedModel: {reason}"
+                        f"archive from {redact_url(target)} is not a complete SavedModel: {reason}"
                     )
             return entry.install(
                 work,
@@ -145,6 +148,7 @@ def _model_root(work: Path) -> str:
 def _get(url: str, out: IO[bytes], progress: Progress | None, timeout: float) -> tuple[int, str]:
     """Stream ``url`` into ``out``; return (bytes, sha256 hex). Checks Content-Length."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    shown = redact_url(url)
     digest = hashlib.sha256()
     done = 0
     try:
@@ -160,21 +164,21 @@ def _get(url: str, out: IO[bytes], progress: Progress | None, timeout: float) ->
                 if progress is not None:
                     progress(done, total)
     except urllib.error.HTTPError as exc:
-        message = f"GET {url} failed: HTTP {exc.code} {exc.reason}"
+        message = f"GET {shown} failed: HTTP {exc.code} {exc.reason}"
         if exc.code == 404:
             raise ModelNotFoundError(message) from exc
         raise DownloadError(message) from exc
     except http.client.IncompleteRead as exc:
         raise DownloadError(
-            f"GET {url}: body truncated after {done + len(exc.partial)} bytes"
+            f"GET {shown}: body truncated after {done + len(exc.partial)} bytes"
         ) from exc
     except TimeoutError as exc:
-        raise DownloadError(f"GET {url} timed out after {timeout:g} s without data") from exc
+        raise DownloadError(f"GET {shown} timed out after {timeout:g} s without data") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"GET {url} failed: {reason}") from exc
+        raise DownloadError(f"GET {shown} failed: {reason}") from exc
     if total is not None and done != total:
         raise DownloadError(
-            f"GET {url}: body truncated: received {done} of {total} bytes (Content-Length)"
+            f"GET {shown}: body truncated: received {done} of {total} bytes (Content-Length)"
         )
     return done, digest.hexdigest()

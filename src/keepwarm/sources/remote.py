@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from keepwarm.errors import DownloadError, InvalidInputError, ModelNotFoundError
+from keepwarm.errors import DownloadError, ModelNotFoundError
 from keepwarm.runtimes.savedmodel import SavedModelRuntime, has_savedmodel_parts
 from keepwarm.sources.cache import (
     Entry,
@@ -23,6 +23,7 @@ from keepwarm.sources.cache import (
     resolve_cache_dir,
     resolve_offline,
 )
+from keepwarm.sources.resolve import redact_url
 
 Progress = Callable[[int, int | None], None]
 
@@ -36,19 +37,30 @@ _VERSION_FIELDS = (
 
 
 def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    shown = redact_url(url)
     try:
         import fsspec
     except ImportError as exc:
-        raise DownloadError(f"reading {url} needs fsspec; {_INSTALL_HINT}") from exc
+        raise DownloadError(f"reading {shown} needs fsspec; {_INSTALL_HINT}") from exc
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if protocol not in fsspec.available_protocols():
+        known = ", ".join(sorted(fsspec.available_protocols()))
+        raise DownloadError(f"cannot read {shown}: unknown protocol {protocol!r}; known: {known}")
     try:
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
     except ImportError as exc:  # the protocol's backend, e.g. s3fs or gcsfs, is missing
         raise DownloadError(
-            f"reading {url} needs a missing package ({exc}); {_INSTALL_HINT}"
+            f"reading {shown} needs a missing package ({exc}); {_INSTALL_HINT}"
         ) from exc
-    except ValueError as exc:
-        raise InvalidInputError(f"cannot read {url}: {exc}") from exc
+    except Exception as exc:  # backends connect here (ftp, sftp) or refuse their arguments
+        raise DownloadError(f"cannot open {shown}: {_cause(exc, url)}") from exc
     return fs, str(path)
+
+
+def _cause(exc: BaseException, url: str) -> str:
+    """``Type: message`` of a backend's error, with the URL's credentials taken out."""
+    text = str(exc).replace(url, redact_url(url))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _listing(fs: Any, root: str, url: str) -> tuple[str, dict[str, dict[str, Any]]]:
@@ -57,16 +69,17 @@ def _listing(fs: Any, root: str, url: str) -> tuple[str, dict[str, dict[str, Any
     The whole listing cache is dropped: some backends (s3fs) keep stale child listings
     after ``invalidate_cache(root)``, and then open files with an outdated ETag.
     """
-    fs.invalidate_cache()
+    shown = redact_url(url)
     try:
+        fs.invalidate_cache()
         info = fs.info(root)
         if info.get("type") != "directory":
             return "file", {posixpath.basename(root.rstrip("/")): info}
         found = fs.find(root, withdirs=False, detail=True)
     except FileNotFoundError as exc:
-        raise ModelNotFoundError(f"{url} does not exist") from exc
-    except OSError as exc:
-        raise DownloadError(f"listing {url} failed: {exc}") from exc
+        raise ModelNotFoundError(f"{shown} does not exist") from exc
+    except Exception as exc:  # OSError, or whatever the backend raises
+        raise DownloadError(f"listing {shown} failed: {_cause(exc, url)}") from exc
     prefix = root.rstrip("/") + "/"
     files: dict[str, dict[str, Any]] = {}
     for path, child in found.items():
@@ -75,10 +88,10 @@ def _listing(fs: Any, root: str, url: str) -> tuple[str, dict[str, dict[str, Any
         rel = path[len(prefix) :]
         parts = rel.split("/")
         if not rel or rel.startswith("/") or ".." in parts or "" in parts:
-            raise DownloadError(f"refusing remote object with unsafe name {path!r} under {url}")
+            raise DownloadError(f"refusing remote object with unsafe name {path!r} under {shown}")
         files[rel] = child
     if not files:
-        raise ModelNotFoundError(f"{url} is an empty directory")
+        raise ModelNotFoundError(f"{shown} is an empty directory")
     return "dir", files
 
 
@@ -110,7 +123,7 @@ def copy_to_cache(
         found = find_valid_for_handle(directory, url)
         if found is None:
             raise ModelNotFoundError(
-                f"{url} is not in the cache at {directory} and offline mode is on "
+                f"{redact_url(url)} is not in the cache at {directory} and offline mode is on "
                 "(offline=True or KEEPWARM_OFFLINE=1); fetch it once while online"
             )
         return found
@@ -132,7 +145,7 @@ def copy_to_cache(
             if kind == "dir" and has_savedmodel_parts(work):
                 reason = SavedModelRuntime().incomplete(work)
                 if reason is not None:
-                    raise DownloadError(f"{url} is not a complete SavedModel: {reason}")
+                    raise DownloadError(f"{redact_url(url)} is not a complete SavedModel: {reason}")
             root_name = next(iter(files)) if kind == "file" else "."
             return entry.install(work, root=root_name, extra={"fingerprint": listing_digest})
 
@@ -164,24 +177,27 @@ def _copy_files(
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
-        except OSError as exc:
-            raise DownloadError(f"copying {source} from {url} failed: {exc}") from exc
+        except Exception as exc:  # OSError, or whatever the backend raises
+            raise DownloadError(
+                f"copying {source} from {redact_url(url)} failed: {_cause(exc, url)}"
+            ) from exc
         expected = info.get("size")
         if isinstance(expected, int) and copied != expected:
             raise DownloadError(
-                f"copying {source} from {url}: got {copied} bytes, the listing said {expected}"
+                f"copying {source} from {redact_url(url)}: got {copied} bytes, "
+                f"the listing said {expected}"
             )
 
 
 def list_remote_dir(url: str, *, storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Sorted names of the immediate children of the remote directory ``url``."""
     fs, root = _filesystem(url, storage_options)
-    fs.invalidate_cache()
     try:
+        fs.invalidate_cache()
         children = fs.ls(root, detail=False)
     except FileNotFoundError as exc:
-        raise ModelNotFoundError(f"{url} does not exist") from exc
-    except OSError as exc:
-        raise DownloadError(f"listing {url} failed: {exc}") from exc
+        raise ModelNotFoundError(f"{redact_url(url)} does not exist") from exc
+    except Exception as exc:  # OSError, or whatever the backend raises
+        raise DownloadError(f"listing {redact_url(url)} failed: {_cause(exc, url)}") from exc
     names = {posixpath.basename(str(child).rstrip("/")) for child in children}
     return sorted(name for name in names if name)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from keepwarm.errors import InvalidInputError, ModelNotFoundError
@@ -53,6 +53,15 @@ def resolve_uri(
     return copy_to_cache(
         uri, cache_dir, offline=offline, progress=progress, storage_options=storage_options
     )
+
+
+def redact_url(uri: str) -> str:
+    """``uri`` without the user name and password a URL may carry (for messages and logs)."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
 
 
 def _is_windows_drive(uri: str, scheme: str) -> bool:

@@ -134,8 +134,3 @@ def test_missing_fsspec_says_which_extra(cache_dir, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "fsspec", None)  # makes `import fsspec` fail
     with pytest.raises(DownloadError, match=r"pip install keepwarm\[remote\]"):
         copy_to_cache("s3://bucket/model/1", cache_dir)
-
-
-def test_unknown_protocol(cache_dir) -> None:
-    with pytest.raises(ValueError, match="nosuchproto"):
-        resolve_uri("nosuchproto://bucket/model", cache_dir=cache_dir)
