@@ -19,7 +19,7 @@ from keepwarm.core.manager import Manager
 from keepwarm.core.memory import budget_bytes
 from keepwarm.core.policy import EvictionPolicy
 from keepwarm.errors import InvalidConfigError
-from keepwarm.loading import RuntimeSpec
+from keepwarm.loading import spec_from_call
 from keepwarm.model import LeasedModel, Model
 
 
@@ -98,12 +98,12 @@ class ModelCache:
         with self._lock:
             model = self._by_key.get(key)
             if model is None:
-                spec = RuntimeSpec(
+                spec = spec_from_call(
                     key.uri,
-                    version,
-                    runtime,
-                    signature,
-                    dict(options or {}),
+                    version=version,
+                    runtime=runtime,
+                    signature=signature,
+                    options=options,
                     warmup_runs=3 if self._warmup else 0,
                 )
                 model = self._by_key[key] = Model(self.manager, key, spec)

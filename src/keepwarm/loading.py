@@ -1,21 +1,153 @@
-"""From a URI and options to a loaded model: resolve, pick the version, pick the runtime."""
+"""From a description of a load to a loaded model: resolve, pick the version, pick the
+runtime, load, warm up.
+
+``LoadDescription`` is the load as plain, picklable data: what a worker process receives,
+and what a restarted worker replays. ``RuntimeSpec`` wraps one for the manager (the
+``LoadSpec`` it calls). A Python class crosses a process boundary by name,
+``"module:qualname"``; in this process the class object the caller gave is used as is.
+
+``keepwarm.load(..., options={"class": MyModel})`` and ``options={"allow_unsafe": True}``
+keep working: ``spec_from_call`` takes those two keys out of ``options`` into the
+description's ``python_class`` and ``allow_unsafe`` fields. Runtimes still receive them
+as ``options["class"]`` and ``options["allow_unsafe"]`` (the ``Runtime`` protocol).
+"""
 
 from __future__ import annotations
 
+import copy
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keepwarm.errors import ModelNotFoundError, UnsafeFormatError
+from keepwarm.cache_keys import check_uri, check_version
+from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
 from keepwarm.sources.filesystem import version_number
-from keepwarm.sources.resolve import local_path_or_none
-from keepwarm.warmup import read_samples, warmup
+from keepwarm.sources.resolve import local_path_or_none, redact_url
+from keepwarm.warmup import DEFAULT_RUNS, read_samples, warmup
 
 # A directory holding one of these is a model itself, even with numbered children.
 _SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+_FIELDS_NOT_OPTIONS = ("class", "allow_unsafe")  # explicit fields of a description
+# Plain values: JSON's, plus TOML's dates and times (model.toml [options] may hold them).
+_PLAIN = (str, int, float, bool, type(None), datetime.date, datetime.time)
+
+
+@dataclass(frozen=True)
+class LoadDescription:
+    """One load as plain data. ``options`` go to the runtime and hold plain values only
+    (str, numbers, bool, None, and lists and str-keyed dicts of them); ``python_class``
+    is ``"module:qualname"``; ``allow_unsafe`` lets formats that run code load."""
+
+    uri: str
+    version: int | None = None
+    runtime: str | None = None
+    signature: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    allow_unsafe: bool = False
+    python_class: str | None = None
+    warmup_runs: int = DEFAULT_RUNS
+    warmup_file: Path | None = None  # sample requests stored with the version (.npz, .json)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uri", check_uri(self.uri))
+        object.__setattr__(self, "version", check_version(self.version))
+        for name in ("runtime", "signature"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidConfigError(f"{name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.options, Mapping):
+            raise InvalidConfigError(f"options must be a mapping, got {self.options!r}")
+        for name in _FIELDS_NOT_OPTIONS:
+            if name in self.options:
+                field_name = "python_class" if name == "class" else name
+                raise InvalidConfigError(
+                    f"options[{name!r}]: give it as the description's {field_name} field"
+                )
+        object.__setattr__(self, "options", _plain(dict(self.options), "options"))
+        if type(self.allow_unsafe) is not bool:
+            raise InvalidConfigError(
+                f"allow_unsafe must be True or False, got {self.allow_unsafe!r}"
+            )
+        if self.python_class is not None:
+            check_class_name(self.python_class)
+        if type(self.warmup_runs) is not int or self.warmup_runs < 0:
+            raise InvalidConfigError(
+                f"warmup_runs must be an integer >= 0, got {self.warmup_runs!r}"
+            )
+        if self.warmup_file is not None:
+            object.__setattr__(self, "warmup_file", Path(self.warmup_file))
+
+
+def _plain(value: Any, where: str) -> Any:
+    """A copy of ``value`` when it is plain data, else InvalidConfigError naming ``where``."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item, f"{where}[{i}]") for i, item in enumerate(value))
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise InvalidConfigError(f"{where}: keys must be strings, got {list(value)}")
+        return {key: _plain(item, f"{where}[{key!r}]") for key, item in value.items()}
+    raise InvalidConfigError(
+        f"{where} must be plain data (str, number, bool, None, list, dict), got "
+        f"{type(value).__name__} {value!r}: a load is described by values a worker process "
+        "can receive"
+    )
+
+
+def check_class_name(name: object) -> str:
+    """``name`` when it reads ``"module:qualname"``, else InvalidConfigError."""
+    if isinstance(name, str):
+        module, _, qualname = name.partition(":")
+        if module and qualname and ":" not in qualname and " " not in name:
+            return name
+    raise InvalidConfigError(f"a Python model class is named 'module:qualname', got {name!r}")
+
+
+def class_name(cls: type) -> str:
+    """How ``cls`` is named across a process boundary."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def spec_from_call(
+    uri: str,
+    *,
+    version: int | None = None,
+    runtime: str | None = None,
+    signature: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    warmup_runs: int = DEFAULT_RUNS,
+) -> RuntimeSpec:
+    """The spec of a ``keepwarm.load`` call: ``options["class"]`` (a class or its
+    ``"module:qualname"``) and ``options["allow_unsafe"]`` become the description's fields."""
+    rest = dict(options or {})
+    allow_unsafe = rest.pop("allow_unsafe", False)
+    if type(allow_unsafe) is not bool:
+        raise InvalidConfigError(
+            f"options['allow_unsafe'] must be True or False, got {allow_unsafe!r}"
+        )
+    target = rest.pop("class", None)
+    cls = target if isinstance(target, type) else None
+    name = (
+        class_name(cls)
+        if cls is not None
+        else (None if target is None else check_class_name(target))
+    )
+    description = LoadDescription(
+        uri,
+        version,
+        runtime,
+        signature,
+        rest,
+        allow_unsafe=allow_unsafe,
+        python_class=name,
+        warmup_runs=warmup_runs,
+    )
+    return RuntimeSpec(description, python_class=cls)
 
 
 def select_version(path: Path, version: int | None) -> Path:
@@ -38,24 +170,37 @@ def select_version(path: Path, version: int | None) -> Path:
     return path
 
 
-@dataclass
 class RuntimeSpec:
-    """A ``LoadSpec`` for the manager: one URI, loaded by one runtime."""
+    """A ``LoadSpec`` for the manager: a ``LoadDescription``, loaded by one runtime.
 
-    uri: str
-    version: int | None = None
-    runtime: str | None = None
-    signature: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    warmup_samples: tuple[dict[str, Any], ...] = ()
-    warmup_runs: int = 3
-    warmup_file: Path | None = None  # sample requests stored with the version (.npz, .json)
-    config: Any = None  # the model.toml this spec was made from (repository)
-    format: str | None = None  # the detected runtime's name, once known
+    ``python_class``: the class object itself, when the caller gave one in this process
+    (the description names it; a class defined inside a function has no importable name)."""
+
+    def __init__(
+        self,
+        load_description: LoadDescription,
+        *,
+        python_class: type | None = None,
+        config: Any = None,
+    ) -> None:
+        self.load_description = load_description
+        self.python_class = python_class
+        self.config = config  # the model.toml this spec was made from (repository)
+        self.format: str | None = None  # the detected runtime's name, once known
+
+    @property
+    def uri(self) -> str:
+        return self.load_description.uri
+
+    @property
+    def version(self) -> int | None:
+        return self.load_description.version
 
     @property
     def description(self) -> str:
-        where = self.uri if self.version is None else f"{self.uri} (version {self.version})"
+        """Words for messages (the URI without credentials)."""
+        uri, version = redact_url(self.uri), self.version
+        where = uri if version is None else f"{uri} (version {version})"
         return f"{self.format or 'model'} at {where}"
 
     def local_path(self) -> Path:
@@ -73,10 +218,11 @@ class RuntimeSpec:
             return 0  # the load reports the real error
 
     def pick_runtime(self, path: Path) -> Runtime:
-        name = self.runtime or ("python" if "class" in self.options else None)
+        described = self.load_description
+        name = described.runtime or ("python" if described.python_class else None)
         runtime = get_runtime(name) if name else detect_runtime(path)
         self.format = runtime.name
-        if runtime.unsafe and self.options.get("allow_unsafe") is not True:
+        if runtime.unsafe and not described.allow_unsafe:
             raise UnsafeFormatError(
                 f"{path} is a {runtime.name} file, a format that runs code when loaded; "
                 "pass options={'allow_unsafe': True} if you trust it",
@@ -84,17 +230,29 @@ class RuntimeSpec:
             )
         return runtime
 
+    def runtime_options(self) -> dict[str, Any]:
+        """The options the runtime gets: the description's, plus ``class`` and
+        ``allow_unsafe`` as the ``Runtime`` protocol reads them."""
+        described = self.load_description
+        options = copy.deepcopy(dict(described.options))
+        target = self.python_class or described.python_class
+        if target is not None:
+            options["class"] = target
+        if described.allow_unsafe:
+            options["allow_unsafe"] = True
+        return options
+
     def load(self) -> LoadedModel:
         path = self.local_path()
         runtime = self.pick_runtime(path)
-        return runtime.load(path, signature=self.signature, options=self.options)
+        signature = self.load_description.signature
+        return runtime.load(path, signature=signature, options=self.runtime_options())
 
     def warmup(self, model: LoadedModel) -> str | None:
         """Warm ``model`` up; a note for its status when generated warmup was skipped.
         Raises when supplied samples fail (the load fails)."""
-        if self.warmup_runs <= 0:
+        described = self.load_description
+        if described.warmup_runs <= 0:
             return None
-        samples = list(self.warmup_samples)
-        if self.warmup_file is not None:
-            samples.extend(read_samples(self.warmup_file))
-        return warmup(model, samples, self.warmup_runs, what=self.description)
+        samples = [] if described.warmup_file is None else read_samples(described.warmup_file)
+        return warmup(model, samples, described.warmup_runs, what=self.description)

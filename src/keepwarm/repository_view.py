@@ -22,7 +22,7 @@ from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
 from keepwarm.core.version_policy import resolve_version
 from keepwarm.errors import KeepwarmError, ModelNotFoundError, UnavailableError
-from keepwarm.loading import RuntimeSpec
+from keepwarm.loading import LoadDescription, RuntimeSpec
 from keepwarm.model import LeasedModel
 from keepwarm.sources.filesystem import ModelListing
 
@@ -141,18 +141,16 @@ class RepositoryView:
         spec = self._specs.get(key)
         if spec is None or spec.uri != str(path) or spec.config != config:
             samples = path / config.warmup_samples if config.warmup_samples else None
-            options = dict(config.options)
-            if self.allow_unsafe:
-                options["allow_unsafe"] = True
-            spec = RuntimeSpec(
+            described = LoadDescription(
                 str(path),
                 runtime=config.runtime or listing.runtime,
                 signature=config.signature,
-                options=options,
+                options=config.options,
+                allow_unsafe=self.allow_unsafe,
                 warmup_runs=config.warmup_runs,
                 warmup_file=samples,
-                config=config,
             )
+            spec = RuntimeSpec(described, config=config)
             self._specs[key] = spec
         return spec
 

@@ -22,7 +22,7 @@ import keepwarm
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
 from keepwarm.core.states import State
-from keepwarm.loading import RuntimeSpec
+from keepwarm.loading import spec_from_call
 from keepwarm.repository import Repository
 from keepwarm.sources.filesystem import FilesystemSource, ModelListing
 from support.repo_builders import (
@@ -257,8 +257,8 @@ def test_on_demand_loads_on_first_use_evicts_keeps_pinned_and_refuses_what_canno
     root: Path, example_models: Path
 ) -> None:
     mlp = example_models / "mlp" / "1"
-    estimate = RuntimeSpec(str(mlp)).estimate_nbytes()
-    loaded = RuntimeSpec(str(mlp)).load()
+    estimate = spec_from_call(str(mlp)).estimate_nbytes()
+    loaded = spec_from_call(str(mlp)).load()
     resident = loaded.nbytes
     loaded.close()
     # The pinned model plus one other fit (loaded, or being loaded); a third does not.

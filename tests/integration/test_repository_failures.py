@@ -286,9 +286,9 @@ def test_python_model_is_refused_without_allow_unsafe(root: Path, probe: type[Pr
 def test_version_larger_than_the_budget_does_not_block_the_others(
     root: Path, echo_models: dict[int, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from keepwarm.loading import RuntimeSpec
+    from keepwarm.loading import spec_from_call
 
-    small = RuntimeSpec(str(echo_models[2]))
+    small = spec_from_call(str(echo_models[2]))
     loaded = small.load()
     budget = 2 * max(small.estimate_nbytes(), loaded.nbytes)
     loaded.close()

@@ -12,7 +12,7 @@ import pytest
 import keepwarm
 from keepwarm.core.ids import ModelId
 from keepwarm.core.states import State
-from keepwarm.loading import RuntimeSpec
+from keepwarm.loading import LoadDescription, RuntimeSpec
 from keepwarm.repository import Repository
 from keepwarm.signature import Signature, TensorSpec
 from keepwarm.warmup import read_samples
@@ -39,7 +39,7 @@ def test_generated_warmup_tries_a_size_that_fits_a_stride_of_32(tmp_path: Path) 
     path = frames_of_32(tmp_path / "detector.onnx")  # L = 1 fails: not a multiple of 32
     model = keepwarm.load(path, cache=keepwarm.ModelCache())  # it failed to load before
     assert model.predict(np.zeros((2, 64), np.float32))["y"].shape == (2, 2, 32)
-    spec = RuntimeSpec(str(path))
+    spec = RuntimeSpec(LoadDescription(str(path)))
     assert spec.warmup(spec.load()) is None  # warmed with unknown sizes of 32
 
 
@@ -49,7 +49,7 @@ def test_generated_warmup_that_fails_is_skipped_and_the_model_still_loads(
     path = conv_over_time(tmp_path / "audio.onnx", kernel=64)  # needs 64 samples or more
     model = keepwarm.load(path, cache=keepwarm.ModelCache())  # it failed to load before
     assert model.predict(np.ones((1, 1, 70), np.float32))["y"].shape == (1, 1, 7)
-    spec = RuntimeSpec(str(path))
+    spec = RuntimeSpec(LoadDescription(str(path)))
     loaded = spec.load()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="keepwarm.warmup"):

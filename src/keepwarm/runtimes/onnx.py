@@ -8,7 +8,8 @@ Options (all optional):
   per core) otherwise.
 - ``inter_op_num_threads`` (int): threads across operators (parallel execution mode only).
 - ``graph_optimization_level``: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``
-  (default ``"all"``), or an ``onnxruntime.GraphOptimizationLevel``.
+  (default ``"all"``). An ``onnxruntime.GraphOptimizationLevel`` is accepted only when the
+  runtime is called directly: a load description holds plain values.
 
 Other keys are ignored. ``nbytes`` is the size of the graph's initializers when the
 ``onnx`` package is installed (``nbytes_source="framework"``), else the file size.

@@ -10,7 +10,9 @@ A model directory holds a ``keepwarm.toml`` naming the class, and usually the mo
     outputs = [{ name = "y", dtype = "float32", shape = [-1, 4] }]
 
 ``options["class"]`` (a ``"module:Class"`` string or the class itself) overrides the file,
-and then no ``keepwarm.toml`` is needed.
+and then no ``keepwarm.toml`` is needed. (``keepwarm.load`` takes it into the load
+description's ``python_class``, ``"module:qualname"``, and hands it back here; a name that
+cannot be imported where the model is loaded is a ``ModelLoadError``.)
 
 A class named by ``keepwarm.toml`` is code that came with the model: whoever can write the
 model directory (or the bucket it is copied from) would run code in the server. It is
@@ -144,7 +146,16 @@ def resolve_class(target: Any, directory: Path) -> Any:
     found: Any = module
     for part in qualname.split("."):
         if not hasattr(found, part):
-            raise InvalidConfigError(f"{module_name!r} has no attribute {qualname!r}")
+            hint = (
+                ": a class defined inside a function has no importable name; define it at "
+                "module level"
+                if "<locals>" in qualname
+                else ""
+            )
+            raise ModelLoadError(
+                f"cannot import {target!r}: {module_name!r} has no attribute {qualname!r}{hint}",
+                format=FORMAT,
+            )
         found = getattr(found, part)
     return found
 

@@ -14,7 +14,7 @@ from keepwarm.errors import (
     UnavailableError,
     UnsafeFormatError,
 )
-from keepwarm.loading import RuntimeSpec
+from keepwarm.loading import spec_from_call
 from keepwarm.runtimes import detect_runtime
 from keepwarm.runtimes.pickled import PickleRuntime
 from keepwarm.runtimes.python import PythonRuntime
@@ -143,9 +143,9 @@ def test_pickle_is_refused_by_the_loading_layer_without_allow_unsafe(tmp_path: P
     assert detect_runtime(tmp_path).name == "pickle"
     assert PICKLE.unsafe and PICKLE.incomplete(tmp_path) is None
     with pytest.raises(UnsafeFormatError, match=r"options=\{'allow_unsafe': True\}") as info:
-        RuntimeSpec(uri=str(tmp_path)).load()
+        spec_from_call(str(tmp_path)).load()
     assert info.value.format == "pickle"
-    model = RuntimeSpec(uri=str(tmp_path), options=ALLOW).load()
+    model = spec_from_call(str(tmp_path), options=ALLOW).load()
     assert model.signature.inputs[0].name == "input"
 
 
@@ -197,7 +197,7 @@ def test_a_class_named_by_keepwarm_toml_is_refused_without_allow_unsafe(tmp_path
         assert info.value.format == "python"
     assert not (root / "imported").exists()  # the model's module was never imported
     with pytest.raises(UnsafeFormatError):  # the whole load path says the same
-        RuntimeSpec(uri=str(root)).load()
+        spec_from_call(str(root)).load()
     model = RUNTIME.load(root, signature=None, options=ALLOW)
     assert (root / "imported").read_text() == "ran"
     assert model.predict({"x": np.ones((1, 2), np.float32)})["y"].tolist() == [[2.0, 2.0]]
