@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from keepwarm.cache_keys import check_uri, check_version
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
@@ -86,6 +88,8 @@ def _plain(value: Any, where: str) -> Any:
     """A copy of ``value`` when it is plain data, else InvalidConfigError naming ``where``."""
     if isinstance(value, _PLAIN):
         return value
+    if isinstance(value, np.generic):  # a numpy scalar: its Python value (np.int64(2) -> 2)
+        return _plain(value.item(), where)
     if isinstance(value, list | tuple):
         return type(value)(_plain(item, f"{where}[{i}]") for i, item in enumerate(value))
     if isinstance(value, dict):
