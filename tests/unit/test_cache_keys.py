@@ -50,7 +50,7 @@ def test_an_empty_or_non_path_uri_is_refused(
     identity(tmp_path / "model.onnx")  # a model in the working directory: "" must not load it
     monkeypatch.chdir(tmp_path)
     cache = keepwarm.ModelCache(warmup=False)
-    for uri in ("", "   ", b"model.onnx", None, 123, ["model.onnx"]):
+    for uri in ("", "   ", "file://", "file:", "file://localhost", b"model.onnx", None, 123, []):
         with pytest.raises(InvalidInputError, match="model URI") as info:
             keepwarm.load(uri, cache=cache)  # type: ignore[arg-type]
         assert repr(uri) in info.value.message or type(uri).__name__ in info.value.message

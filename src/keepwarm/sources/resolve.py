@@ -74,7 +74,7 @@ def local_path_or_none(uri: str | os.PathLike[str]) -> Path | None:
     The one URI parser: a plain path (``~`` expanded, made absolute), a ``file://`` URL
     (percent-decoded; host empty or ``localhost``) or, on Windows, ``C:\\...`` is local;
     any other scheme (``s3://``, ``http://``, ...) is remote. The path need not exist.
-    A ``file://`` URL naming another host raises InvalidInputError.
+    A ``file://`` URL naming another host, or no path, raises InvalidInputError.
     """
     text = os.fspath(uri)
     parts = urlsplit(text)
@@ -85,6 +85,11 @@ def local_path_or_none(uri: str | os.PathLike[str]) -> Path | None:
                 f"file URL {text!r} names host {parts.netloc!r}; only local files"
             )
         raw = url2pathname(unquote(parts.path))
+        if not raw:
+            raise InvalidInputError(
+                f"model URI is empty: the file URL {text!r} names no path "
+                "(write file:///absolute/path)"
+            )
     elif scheme == "" or _is_windows_drive(text, scheme):
         raw = text
     else:
