@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from keepwarm.errors import InvalidConfigError, InvalidInputError
 from keepwarm.sources.resolve import local_path_or_none
 
@@ -68,10 +70,8 @@ def check_version(version: object) -> int | None:
             f"version={version!r}: expected a positive integer such as 1 or '1' "
             "(or None for the highest version)"
         )
-    if hasattr(version, "__index__") and not isinstance(version, float):
-        number = version.__index__()  # numpy integers
-        if number > 0:
-            return int(number)
+    if isinstance(version, np.integer) and version > 0:
+        return int(version)
     raise InvalidInputError(
         f"version={version!r} ({type(version).__name__}): expected a positive integer "
         "(or None for the highest version)"
