@@ -76,7 +76,7 @@ class Signature:
     def widen_json(self, inputs: Inputs) -> Inputs:
         """JSON has no 1 vs 1.0: integer arrays decoded from JSON, going to a float input,
         become that float type (``coerce`` refuses int to float for arrays built in code)."""
-        if isinstance(inputs, np.ndarray):
+        if not isinstance(inputs, Mapping):
             if len(self.inputs) != 1:
                 return inputs  # coerce says why
             inputs = {self.inputs[0].name: inputs}
@@ -84,8 +84,11 @@ class Signature:
         for name, value in inputs.items():
             spec = self._by_name.get(name)
             if spec is not None and spec.dtype.kind == "f":
-                array = np.asarray(value)
-                if array.dtype.kind in "iub":
+                try:
+                    array = np.asarray(value)
+                except (ValueError, TypeError):
+                    array = None  # ragged: coerce names the input
+                if array is not None and array.dtype.kind in "iub":
                     value = array.astype(spec.dtype)
             widened[name] = value
         return widened

@@ -126,3 +126,12 @@ def test_the_common_case_returns_the_callers_arrays() -> None:
     x = np.ones((3, 2), F32)
     assert signature.coerce(x)["x"] is x
     assert signature.coerce({"x": x})["x"] is x
+
+
+def test_widen_json_leaves_bad_input_for_coerce_to_name() -> None:
+    signature = one_input("float32", (None, None))
+    for bad in ({"x": [[1, 2], [3]]}, [[1, 2], [3]]):
+        with pytest.raises(InvalidInputError, match=r"'x'.*ragged"):
+            signature.coerce(signature.widen_json(bad))  # type: ignore[arg-type]
+    widened = signature.widen_json([[1, 2]])  # type: ignore[arg-type]
+    assert signature.coerce(widened)["x"].dtype == F32
