@@ -117,4 +117,11 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
         raise InvalidConfigError(
             f"{path}: expected a JSON object of input name to values, or a list of them"
         )
-    return [{name: np.asarray(value) for name, value in r.items()} for r in requests]
+    return [{name: _array(value, path, name) for name, value in r.items()} for r in requests]
+
+
+def _array(value: Any, path: Path, name: str) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise InvalidConfigError(f"{path}: input {name!r} is not a tensor: {exc}") from None

@@ -77,3 +77,10 @@ def test_only_supplied_samples_that_fail_make_the_load_fail(tmp_path: Path) -> N
         assert "supplied sample 1 of 1 failed" in reason and "reshape" in reason.lower(), reason
         with repo.lease("audio") as model:
             assert model.predict(np.ones((1, 1, 64), np.float32))["y"].shape == (1, 1, 1)
+
+
+def test_a_ragged_sample_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "warmup.json"
+    path.write_text(json.dumps({"x": [[1, 2], [3]]}))
+    with pytest.raises(keepwarm.InvalidConfigError, match=r"warmup.json: input 'x'"):
+        read_samples(path)
