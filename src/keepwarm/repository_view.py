@@ -146,7 +146,7 @@ class RepositoryView:
                 runtime=config.runtime or listing.runtime,
                 signature=config.signature,
                 options=config.options,
-                allow_unsafe=self.allow_unsafe,
+                allow_unsafe=self.allow_unsafe is True,  # a description takes a bool only
                 warmup_runs=config.warmup_runs,
                 warmup_file=samples,
             )

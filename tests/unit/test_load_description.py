@@ -16,6 +16,7 @@ import pytest
 import keepwarm
 from keepwarm.errors import InvalidConfigError, ModelLoadError, UnsafeFormatError
 from keepwarm.loading import LoadDescription, RuntimeSpec, spec_from_call
+from keepwarm.repository import Repository
 from support.description_worker import Doubler, load_and_predict
 from support.onnx_graphs import identity
 
@@ -131,3 +132,11 @@ def test_options_class_and_allow_unsafe_still_work_through_keepwarm_load(tmp_pat
     (tmp_path / "m").mkdir()
     named = cache.load(tmp_path / "m", options={"class": "support.description_worker:Doubler"})
     assert named.format == "python"
+
+
+def test_a_repository_with_a_truthy_allow_unsafe_still_serves_safe_formats(
+    tmp_path: Path,
+) -> None:
+    identity(tmp_path / "m" / "1" / "model.onnx")
+    with Repository(tmp_path, poll_seconds=0.05, allow_unsafe=1) as repo:  # type: ignore[arg-type]
+        assert repo.wait_ready("m", timeout=30) == 1
