@@ -15,20 +15,24 @@ from keepwarm.cache_keys import (
     check_version,
     freeze_options,
 )
+from keepwarm.core.backoff import Backoff
 from keepwarm.core.manager import Manager
-from keepwarm.core.memory import budget_bytes
 from keepwarm.core.policy import EvictionPolicy
 from keepwarm.errors import InvalidConfigError
 from keepwarm.loading import spec_from_call
 from keepwarm.model import LeasedModel, Model
+from keepwarm.settings import Settings
 
 
 class ModelCache:
     """A process-wide, thread-safe, load-at-most-once cache of models.
 
-    ``max_models`` / ``max_bytes`` bound it; the eviction policy (frequency-aware by
-    default) never unloads a model inside ``predict`` or a ``lease``. When no room can be
-    made before ``budget_timeout`` seconds pass, the load raises ``ResourceExhaustedError``.
+    ``settings`` (``Settings.from_env()`` when None) gives every default; the keyword
+    arguments override its fields (None: the settings' value). ``max_models`` /
+    ``max_bytes`` bound it (``max_bytes``: bytes, ``"8GiB"``, or a share of RAM such as
+    ``0.5`` or ``"50%"``); the eviction policy (frequency-aware by default) never unloads
+    a model inside ``predict`` or a ``lease``. When no room can be made before
+    ``budget_timeout`` seconds pass, the load raises ``ResourceExhaustedError``.
     ``on_access(key, hit)`` is called (under the cache's lock: keep it tiny) for every
     request, in the order the cache admitted them: a hit when it is leased, a miss when the
     load it started (or joined) begins; a request waiting for room is not yet admitted.
@@ -37,23 +41,35 @@ class ModelCache:
     def __init__(
         self,
         max_models: int | None = None,
-        max_bytes: int | None = None,
+        max_bytes: int | float | str | None = None,
         *,
+        settings: Settings | None = None,
         policy: EvictionPolicy | None = None,
-        load_timeout: float = 300.0,
-        budget_timeout: float = 30.0,
-        warmup: bool = True,
+        load_timeout: float | None = None,
+        budget_timeout: float | None = None,
+        warmup: bool | None = None,
         on_access: Callable[[Hashable, bool], None] | None = None,
     ) -> None:
-        self.manager = Manager(
+        if warmup is not None and not isinstance(warmup, bool):
+            raise InvalidConfigError(f"warmup={warmup!r}: expected True, False or None")
+        self.settings = (settings if settings is not None else Settings.from_env()).override(
             max_models=max_models,
             max_bytes=max_bytes,
-            policy=policy,
             load_timeout=load_timeout,
             budget_timeout=budget_timeout,
+            warmup__runs=0 if warmup is False else None,  # True: the settings' runs
+        )
+        budget, loading = self.settings.budget, self.settings.loading
+        self.manager = Manager(
+            max_models=budget.max_models,
+            max_bytes=budget.max_bytes,
+            policy=policy,
+            load_timeout=loading.load_timeout,
+            budget_timeout=budget.budget_timeout,
+            patience=budget.patience,
+            backoff=Backoff(loading.retry_initial, loading.retry_max),
             on_access=on_access,
         )
-        self._warmup = warmup
         self._lock = threading.Lock()
         self._handles: dict[tuple[Any, ...], Model] = {}
         self._by_key: dict[CacheKey, Model] = {}
@@ -104,7 +120,8 @@ class ModelCache:
                     runtime=runtime,
                     signature=signature,
                     options=options,
-                    warmup_runs=3 if self._warmup else 0,
+                    warmup_runs=self.settings.warmup.runs,
+                    downloads=self.settings.downloads,
                 )
                 model = self._by_key[key] = Model(self.manager, key, spec)
             self._handles[args] = model
@@ -163,8 +180,11 @@ class ModelCache:
             "models": models,
         }
 
-    def close(self, drain_timeout: float = 30.0) -> None:
-        self.manager.close(drain_timeout)
+    def close(self, drain_timeout: float | None = None) -> None:
+        """Unload every model, waiting up to ``drain_timeout`` (default: the settings')
+        for leases to end."""
+        timeout = self.settings.loading.drain_timeout if drain_timeout is None else drain_timeout
+        self.manager.close(timeout)
 
 
 def _absolute(text: str) -> bool:
@@ -175,30 +195,15 @@ _default_lock = threading.Lock()
 _default: ModelCache | None = None
 
 
-def _env_number(name: str) -> float | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise InvalidConfigError(
-            f"{name}={value!r}: expected a number (bytes, or a share of RAM such as 0.5)"
-        ) from None
-
-
 def default_cache() -> ModelCache:
-    """The process-wide cache behind ``keepwarm.load`` (bounded by ``KEEPWARM_MAX_MODELS``
-    and ``KEEPWARM_MAX_BYTES`` when set; bytes, or a share of RAM such as ``0.5``)."""
+    """The process-wide cache behind ``keepwarm.load``, made on first use with the
+    settings of the environment then (``Settings.from_env()``: ``KEEPWARM_MAX_BYTES``,
+    ``KEEPWARM_MAX_MODELS``, ...)."""
     global _default
     if _default is None:
         with _default_lock:
             if _default is None:
-                max_models = _env_number("KEEPWARM_MAX_MODELS")
-                _default = ModelCache(
-                    max_models=None if max_models is None else int(max_models),
-                    max_bytes=budget_bytes(_env_number("KEEPWARM_MAX_BYTES")),
-                )
+                _default = ModelCache()
     return _default
 
 

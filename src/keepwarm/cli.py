@@ -20,6 +20,7 @@ import numpy as np
 import keepwarm
 from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.loading import select_version
+from keepwarm.settings import Settings
 from keepwarm.signature import Inputs, Signature, TensorSpec
 from keepwarm.sources.resolve import resolve_uri
 
@@ -115,7 +116,9 @@ def _open_model(
     """Fetch (with progress), then load through the cache; return the model and its path."""
     progress = Progress(sys.stderr, enabled=not args.quiet)
     try:
-        resolved = resolve_uri(args.uri, progress=progress.download)
+        resolved = resolve_uri(
+            args.uri, downloads=cache.settings.downloads, progress=progress.download
+        )
     except BaseException:
         progress.end_download(ok=False)
         raise
@@ -241,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--runtime", metavar="NAME", help="runtime (default: detected)")
         sub.add_argument("--signature", metavar="NAME", help="signature (default: serving_default)")
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+        sub.add_argument("--config", metavar="FILE", help="settings file (TOML; see README)")
+        sub.add_argument("--cache-dir", metavar="DIR", help="download cache directory")
+        sub.add_argument(
+            "--offline", action="store_true", default=None, help="use only the download cache"
+        )
         return sub
 
     inspect = model_command("inspect", "load a model and describe it")
@@ -258,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``keepwarm`` command; returns the exit code (argparse exits 2 by itself)."""
     args = build_parser().parse_args(argv)
-    cache = keepwarm.ModelCache()
+    cache: keepwarm.ModelCache | None = None
     try:
+        cache = keepwarm.ModelCache(settings=settings_from_args(args))
         args.func(args, cache)
     except KeepwarmError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -268,5 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        cache.close(drain_timeout=5.0)
+        if cache is not None:
+            cache.close(drain_timeout=5.0)
     return 0
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Flags over ``KEEPWARM_*`` variables over the ``--config`` file over the defaults."""
+    return Settings.load(
+        file=args.config,
+        downloads__cache_dir=args.cache_dir,
+        downloads__offline=args.offline,
+    )

@@ -1,7 +1,8 @@
 """A model's configuration: the optional ``<root>/<model>/model.toml``.
 
 Every key is optional; a model without the file is served with the defaults (the latest
-version, the runtime detected from its files, three warmup runs). The whole format::
+version, the runtime detected from its files, ``Settings.warmup.runs`` warmup runs, the
+``Settings.batching`` values). The whole format::
 
     runtime = "savedmodel"      # detected from the files when absent
     signature = "serving_default"
@@ -18,7 +19,7 @@ version, the runtime detected from its files, three warmup runs). The whole form
     canary = 4
 
     [warmup]
-    runs = 3                    # 0 turns warmup off
+    runs = 3                    # 0 turns warmup off (default: Settings.warmup.runs)
     samples = "warmup.npz"      # sample inputs (.json or .npz), a path inside each version
 
     [options]                   # passed to the runtime as they are
@@ -47,6 +48,7 @@ from types import MappingProxyType
 from typing import Any
 
 from keepwarm.errors import InvalidConfigError
+from keepwarm.settings import BatchingSettings
 
 FILENAME = "model.toml"
 POLICIES = ("latest", "all", "specific")
@@ -83,9 +85,9 @@ class VersionPolicy:
 
 @dataclass(frozen=True)
 class BatchingConfig:
-    max_batch_size: int = 32
-    max_delay_ms: float = 2.0
-    max_queue: int = 1024
+    max_batch_size: int = BatchingSettings.max_batch_size
+    max_delay_ms: float = BatchingSettings.max_delay_ms
+    max_queue: int = BatchingSettings.max_queue
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class ModelConfig:
     policy: VersionPolicy = VersionPolicy()
     labels: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     default: int | str | None = None  # a version number or a label name
-    warmup_runs: int = 3
+    warmup_runs: int | None = None  # None: Settings.warmup.runs
     warmup_samples: str | None = None
     pinned: bool = False
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
@@ -265,7 +267,7 @@ def parse_model_config(text: str, *, source: str) -> ModelConfig:
         policy=_policy(top.table_at("versions", _VERSIONS)),
         labels=MappingProxyType(labels) if labels else _EMPTY,
         default=_default(top, labels),
-        warmup_runs=ModelConfig.warmup_runs if runs is None else runs,
+        warmup_runs=runs,
         warmup_samples=_samples(warmup),
         pinned=bool(pinned),
         options=_options(top),

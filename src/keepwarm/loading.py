@@ -27,9 +27,10 @@ from keepwarm.cache_keys import check_uri, check_version
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
+from keepwarm.settings import DownloadSettings, WarmupSettings
 from keepwarm.sources.filesystem import version_number
 from keepwarm.sources.resolve import local_path_or_none, redact_url
-from keepwarm.warmup import DEFAULT_RUNS, read_samples, warmup
+from keepwarm.warmup import read_samples, warmup
 
 # A directory holding one of these is a model itself, even with numbered children.
 _SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
@@ -51,8 +52,9 @@ class LoadDescription:
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     allow_unsafe: bool = False
     python_class: str | None = None
-    warmup_runs: int = DEFAULT_RUNS
+    warmup_runs: int = WarmupSettings.runs
     warmup_file: Path | None = None  # sample requests stored with the version (.npz, .json)
+    downloads: DownloadSettings | None = None  # the download cache; None: the environment's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "uri", check_uri(self.uri))
@@ -82,6 +84,10 @@ class LoadDescription:
             )
         if self.warmup_file is not None:
             object.__setattr__(self, "warmup_file", Path(self.warmup_file))
+        if self.downloads is not None and not isinstance(self.downloads, DownloadSettings):
+            raise InvalidConfigError(
+                f"downloads must be a DownloadSettings or None, got {self.downloads!r}"
+            )
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -124,7 +130,8 @@ def spec_from_call(
     runtime: str | None = None,
     signature: str | None = None,
     options: Mapping[str, Any] | None = None,
-    warmup_runs: int = DEFAULT_RUNS,
+    warmup_runs: int = WarmupSettings.runs,
+    downloads: DownloadSettings | None = None,
 ) -> RuntimeSpec:
     """The spec of a ``keepwarm.load`` call: ``options["class"]`` (a class or its
     ``"module:qualname"``) and ``options["allow_unsafe"]`` become the description's fields."""
@@ -150,6 +157,7 @@ def spec_from_call(
         allow_unsafe=allow_unsafe,
         python_class=name,
         warmup_runs=warmup_runs,
+        downloads=downloads,
     )
     return RuntimeSpec(description, python_class=cls)
 
@@ -207,11 +215,6 @@ class RuntimeSpec:
         where = uri if version is None else f"{uri} (version {version})"
         return f"{self.format or 'model'} at {where}"
 
-    def local_path(self) -> Path:
-        from keepwarm.sources.resolve import resolve_uri
-
-        return select_version(resolve_uri(self.uri), self.version)
-
     def estimate_nbytes(self) -> int:
         local = local_path_or_none(self.uri)
         if local is None:
@@ -247,10 +250,21 @@ class RuntimeSpec:
         return options
 
     def load(self) -> LoadedModel:
-        path = self.local_path()
-        runtime = self.pick_runtime(path)
-        signature = self.load_description.signature
-        return runtime.load(path, signature=signature, options=self.runtime_options())
+        from keepwarm.sources import held
+
+        # A download cache entry is held (not evicted) while its model is loaded; its
+        # files are dropped from the cache when they fail to load.
+        found, hold = held.open_files(self.uri, self.load_description.downloads)
+        try:
+            path = select_version(found, self.version)
+            runtime = self.pick_runtime(path)
+            signature = self.load_description.signature
+            model = runtime.load(path, signature=signature, options=self.runtime_options())
+        except BaseException as exc:
+            held.failed(hold, exc)
+            raise
+        held.loaded(model, hold)
+        return model
 
     def warmup(self, model: LoadedModel) -> str | None:
         """Warm ``model`` up; a note for its status when generated warmup was skipped.

@@ -17,15 +17,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from keepwarm.core.backoff import Backoff
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
 from keepwarm.core.manager import Manager
-from keepwarm.core.memory import budget_bytes
 from keepwarm.core.states import State
 from keepwarm.core.version_policy import aspired_versions, keep_for_availability
 from keepwarm.errors import KeepwarmError
 from keepwarm.loading import RuntimeSpec
 from keepwarm.repository_view import RepositoryView
+from keepwarm.settings import DownloadSettings, Settings
 from keepwarm.sources.filesystem import FilesystemSource, ModelListing
 from keepwarm.sources.resolve import local_path_or_none
 
@@ -42,35 +43,56 @@ class Repository(RepositoryView):
     run code shipped inside model directories: pickle files and Python models (classes
     named by a version's ``keepwarm.toml``). Leave it off unless everyone who can write
     to the repository may run code in this process. Use it as a context manager.
+
+    ``settings`` (``Settings.from_env()`` when None) gives every default; the keyword
+    arguments override its fields (None: the settings' value; ``max_bytes`` as bytes,
+    ``"8GiB"`` or a share of RAM such as ``0.5``).
     """
 
     def __init__(
         self,
         root: str | os.PathLike[str],
         *,
-        poll_seconds: float = 1.0,
-        max_bytes: float | None = None,
+        settings: Settings | None = None,
+        poll_seconds: float | None = None,
+        max_bytes: int | float | str | None = None,
         max_models: int | None = None,
-        on_demand: bool = False,
-        load_timeout: float = 300.0,
-        budget_timeout: float = 30.0,
-        drain_timeout: float = 30.0,
-        watch: bool = True,
+        on_demand: bool | None = None,
+        load_timeout: float | None = None,
+        budget_timeout: float | None = None,
+        drain_timeout: float | None = None,
+        watch: bool | None = None,
         source: Any = None,
-        allow_unsafe: bool = False,
+        allow_unsafe: bool | None = None,
     ) -> None:
         self.root = os.fspath(root)
-        self.poll_seconds = poll_seconds
-        self.on_demand = on_demand
-        self.allow_unsafe = allow_unsafe
-        self.drain_timeout = drain_timeout
-        self._watch = watch
-        self._source = source if source is not None else _make_source(self.root)
-        self.manager = Manager(
+        self.settings = (settings if settings is not None else Settings.from_env()).override(
+            poll_seconds=poll_seconds,  # (the names are each one section's field)
+            max_bytes=max_bytes,
             max_models=max_models,
-            max_bytes=budget_bytes(max_bytes),
+            on_demand=on_demand,
             load_timeout=load_timeout,
             budget_timeout=budget_timeout,
+            drain_timeout=drain_timeout,
+            watch=watch,
+            allow_unsafe=allow_unsafe,
+        )
+        budget, loading = self.settings.budget, self.settings.loading
+        self.poll_seconds = self.settings.repository.poll_seconds
+        self.on_demand = self.settings.repository.on_demand
+        self.allow_unsafe = loading.allow_unsafe
+        self.drain_timeout = loading.drain_timeout
+        self._watch = self.settings.repository.watch
+        self._source = (
+            source if source is not None else _make_source(self.root, self.settings.downloads)
+        )
+        self.manager = Manager(
+            max_models=budget.max_models,
+            max_bytes=budget.max_bytes,
+            load_timeout=loading.load_timeout,
+            budget_timeout=budget.budget_timeout,
+            patience=budget.patience,
+            backoff=Backoff(loading.retry_initial, loading.retry_max),
         )
         self._lock = threading.RLock()
         self._listing: dict[str, ModelListing] = {}
@@ -233,12 +255,12 @@ class Repository(RepositoryView):
         return [key for key in self._specs if key.name == name]
 
 
-def _make_source(root: str) -> Any:
+def _make_source(root: str, downloads: DownloadSettings) -> Any:
     # One URI parser for the library and the server: ``~``, ``file://localhost/...`` and
     # percent-escapes in ``file://`` URLs mean what they mean to ``keepwarm.load``.
     path = local_path_or_none(root)
     if path is None:
         from keepwarm.sources.remote_repository import RemoteSource
 
-        return RemoteSource(root)
+        return RemoteSource(root, downloads=downloads)
     return FilesystemSource(path)

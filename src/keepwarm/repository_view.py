@@ -24,6 +24,7 @@ from keepwarm.core.version_policy import resolve_version
 from keepwarm.errors import KeepwarmError, ModelNotFoundError, UnavailableError
 from keepwarm.loading import LoadDescription, RuntimeSpec
 from keepwarm.model import LeasedModel
+from keepwarm.settings import Settings
 from keepwarm.sources.filesystem import ModelListing
 
 
@@ -31,6 +32,7 @@ class RepositoryView:
     """Requests and queries over a repository's listing and manager (see the module)."""
 
     root: str
+    settings: Settings
     on_demand: bool
     allow_unsafe: bool
     manager: Manager
@@ -146,9 +148,12 @@ class RepositoryView:
                 runtime=config.runtime or listing.runtime,
                 signature=config.signature,
                 options=config.options,
-                allow_unsafe=self.allow_unsafe is True,  # a description takes a bool only
-                warmup_runs=config.warmup_runs,
+                allow_unsafe=self.allow_unsafe,  # a bool: Settings parsed it
+                warmup_runs=(
+                    self.settings.warmup.runs if config.warmup_runs is None else config.warmup_runs
+                ),
                 warmup_file=samples,
+                downloads=self.settings.downloads,
             )
             spec = RuntimeSpec(described, config=config)
             self._specs[key] = spec

@@ -12,9 +12,9 @@ import numpy as np
 
 from keepwarm.errors import InvalidConfigError, ModelLoadError, ModelNotFoundError
 from keepwarm.runtimes.base import LoadedModel
+from keepwarm.settings import WarmupSettings
 from keepwarm.signature import TEXT_KINDS, Signature
 
-DEFAULT_RUNS = 3
 SKIPPED = "generated warmup skipped"
 # Sizes tried, in order, for the unknown dimensions after the first (batch) axis: 1 is the
 # cheapest; 32 satisfies common constraints (strides of 32, convolutions over time).
@@ -46,7 +46,7 @@ def sample_inputs(
 def warmup(
     model: LoadedModel,
     samples: Sequence[dict[str, np.ndarray]] = (),
-    runs: int = DEFAULT_RUNS,
+    runs: int = WarmupSettings.runs,
     *,
     what: str = "model",
 ) -> str | None:

@@ -146,6 +146,7 @@ class Probe:
 
     lock: ClassVar[threading.Lock] = threading.Lock()
     loads: ClassVar[Counter[str]] = Counter()  # load() calls per class name
+    predicts: ClassVar[Counter[str]] = Counter()  # predict() calls of CountingPredict, per dir
     active: ClassVar[Counter[str]] = Counter()  # loads running now, per directory
     max_active: ClassVar[int] = 0
     gate: ClassVar[threading.Event] = threading.Event()  # HangingLoad waits for it
@@ -155,6 +156,7 @@ class Probe:
     def reset(cls) -> None:
         with cls.lock:
             cls.loads.clear()
+            cls.predicts.clear()
             cls.active.clear()
             cls.max_active = 0
         cls.gate.clear()
@@ -190,6 +192,19 @@ class EchoVersion:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"version": np.full(len(inputs["x"]), self.version, dtype=F32)}
+
+
+class CountingPredict(EchoVersion):
+    """Counts its ``predict`` calls (warmup included) in ``Probe.predicts``, per directory."""
+
+    def build(self, directory: str) -> None:
+        super().build(directory)
+        self.directory = directory
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with Probe.lock:
+            Probe.predicts[self.directory] += 1
+        return super().predict(inputs)
 
 
 class FailingLoad(EchoVersion):

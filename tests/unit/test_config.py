@@ -65,7 +65,8 @@ def test_empty_file_and_missing_file_are_the_defaults(tmp_path: Path) -> None:
     assert load_model_config(tmp_path / "model.toml") == ModelConfig()
     defaults = ModelConfig()
     assert defaults.policy == VersionPolicy("latest", n=1)
-    assert defaults.warmup_runs == 3 and defaults.batching is None and not defaults.pinned
+    assert defaults.warmup_runs is None  # the settings' warmup.runs
+    assert defaults.batching is None and not defaults.pinned
 
 
 def test_config_is_read_only() -> None:

@@ -134,9 +134,10 @@ def test_options_class_and_allow_unsafe_still_work_through_keepwarm_load(tmp_pat
     assert named.format == "python"
 
 
-def test_a_repository_with_a_truthy_allow_unsafe_still_serves_safe_formats(
-    tmp_path: Path,
-) -> None:
+def test_a_repository_with_a_truthy_allow_unsafe_is_refused_at_once(tmp_path: Path) -> None:
+    # It made every version refused, silently; now Settings says what it wants at once.
     identity(tmp_path / "m" / "1" / "model.onnx")
-    with Repository(tmp_path, poll_seconds=0.05, allow_unsafe=1) as repo:  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfigError, match="allow_unsafe=1: expected true or false"):
+        Repository(tmp_path, poll_seconds=0.05, allow_unsafe=1)  # type: ignore[arg-type]
+    with Repository(tmp_path, poll_seconds=0.05, allow_unsafe=False) as repo:
         assert repo.wait_ready("m", timeout=30) == 1

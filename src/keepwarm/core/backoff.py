@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from keepwarm.settings import LoadingSettings
+
 
 @dataclass(frozen=True)
 class Backoff:
-    initial: float = 1.0
-    maximum: float = 300.0
+    initial: float = LoadingSettings.retry_initial
+    maximum: float = LoadingSettings.retry_max
     factor: float = 2.0
     jitter: float = 0.2  # +/- this share of the delay
 

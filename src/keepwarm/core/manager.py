@@ -17,15 +17,15 @@ from keepwarm.core.entry import Entry, LoadSpec
 from keepwarm.core.lease import Lease
 from keepwarm.core.loader import Loader
 from keepwarm.core.states import RESIDENT, State
-from keepwarm.core.table import DEFAULT_BUDGET_TIMEOUT, DEFAULT_LOAD_TIMEOUT
 from keepwarm.errors import (
     DeadlineExceededError,
     KeepwarmError,
     ModelNotFoundError,
     UnavailableError,
 )
+from keepwarm.settings import LoadingSettings
 
-__all__ = ["DEFAULT_BUDGET_TIMEOUT", "DEFAULT_LOAD_TIMEOUT", "Manager"]
+__all__ = ["Manager"]
 
 
 class Manager(Loader):
@@ -174,7 +174,7 @@ class Manager(Loader):
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
-    def close(self, drain_timeout: float = 30.0) -> None:
+    def close(self, drain_timeout: float = LoadingSettings.drain_timeout) -> None:
         """Refuse new loads, drain every version (waiting up to ``drain_timeout`` for
         leases and for loads in flight), then unload everything and stop the threads."""
         deadline = time.monotonic() + drain_timeout

@@ -27,15 +27,6 @@ def rss_bytes() -> int:
         return 0
 
 
-def budget_bytes(max_bytes: float | None) -> int | None:
-    """``max_bytes`` as bytes: a number of bytes, or a share of RAM when in (0, 1]."""
-    if max_bytes is None:
-        return None
-    if 0 < max_bytes <= 1:
-        return int(max_bytes * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    return int(max_bytes)
-
-
 def release_memory() -> None:
     """Collect garbage, then return freed heap pages to the system where libc allows."""
     gc.collect()

@@ -17,14 +17,7 @@ from keepwarm.core.policy import EvictionPolicy, FrequencyPolicy
 from keepwarm.core.reaper import Reaper
 from keepwarm.core.states import RESIDENT, State, check
 from keepwarm.errors import InvalidConfigError
-
-# A load that has not returned after this long is marked FAILED (it may still return later).
-DEFAULT_LOAD_TIMEOUT = 300.0
-# How long a load waits for leased models to free room in the budget.
-DEFAULT_BUDGET_TIMEOUT = 30.0
-# How long a load waits for a busy, less valued model to become evictable before it
-# evicts a more valued idle one instead (see ``Budget._evict_one``).
-DEFAULT_PATIENCE = 1.0
+from keepwarm.settings import BudgetSettings, LoadingSettings
 
 
 class ManagerTable:
@@ -34,9 +27,9 @@ class ManagerTable:
         max_models: int | None = None,
         max_bytes: int | None = None,
         policy: EvictionPolicy | None = None,
-        load_timeout: float = DEFAULT_LOAD_TIMEOUT,
-        budget_timeout: float = DEFAULT_BUDGET_TIMEOUT,
-        patience: float = DEFAULT_PATIENCE,
+        load_timeout: float = LoadingSettings.load_timeout,
+        budget_timeout: float = BudgetSettings.budget_timeout,
+        patience: float = BudgetSettings.patience,
         backoff: Backoff | None = None,
         events: EventBus | None = None,
         on_access: Callable[[Hashable, bool], None] | None = None,

@@ -18,9 +18,6 @@ from pathlib import Path
 
 from keepwarm.errors import DownloadError
 
-#: The most an archive may expand to on disk (the sum of its members' sizes).
-MAX_EXTRACTED_BYTES = 8 << 30
-
 
 def _absolute(name: str) -> bool:
     # The data filter would strip the leading "/" and extract it; an archive that names
@@ -49,9 +46,7 @@ def _check(members: list[tarfile.TarInfo], dest: Path, max_bytes: int, label: st
             )
 
 
-def safe_extract(
-    archive: Path, dest: Path, *, what: str | None = None, max_bytes: int = MAX_EXTRACTED_BYTES
-) -> None:
+def safe_extract(archive: Path, dest: Path, *, max_bytes: int, what: str | None = None) -> None:
     """Extract a gzip'd tar ``archive`` into the existing, empty directory ``dest``.
 
     Refuses, with :class:`DownloadError` naming the member: absolute paths, ``..``

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import re
 import urllib.error
 import urllib.request
@@ -14,13 +15,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from keepwarm.errors import DownloadError, InvalidInputError, ModelNotFoundError
 from keepwarm.runtimes.savedmodel import SavedModelRuntime, find_root, has_savedmodel_parts
-from keepwarm.sources.archive import MAX_EXTRACTED_BYTES, safe_extract
-from keepwarm.sources.cache import Entry, resolve_cache_dir, resolve_offline
+from keepwarm.settings import DownloadSettings
+from keepwarm.sources.archive import safe_extract
+from keepwarm.sources.download_cache import (
+    CacheEntry,
+    cache_directory,
+    download_settings,
+    enforce_bound,
+)
 from keepwarm.sources.resolve import redact_url
 
 Progress = Callable[[int, int | None], None]
 
-TIMEOUT_S = 60.0
 CHUNK = 1 << 20
 USER_AGENT = "keepwarm/0.1"
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
@@ -57,31 +63,34 @@ def fetch_url(url: str) -> str:
 def fetch_archive(
     handle: str,
     *,
-    cache_dir: Path | None = None,
+    downloads: DownloadSettings | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     offline: bool | None = None,
     progress: Progress | None = None,
-    timeout: float = TIMEOUT_S,
-    max_extracted_bytes: int = MAX_EXTRACTED_BYTES,
 ) -> Path:
     """Return the local directory for an HTTP(S) archive handle, downloading it at most once.
 
-    An archive that would expand to more than ``max_extracted_bytes`` is refused.
-
-    The cache entry is keyed by sha256 of the handle without its fragment and guarded by a
-    cross-process lock; see :mod:`keepwarm.sources.cache` for what makes an entry valid.
+    ``downloads`` (from the environment when None; ``cache_dir`` and ``offline`` override
+    it) bounds the download: an archive that would expand to more than
+    ``max_extract_bytes`` is refused, and a new entry evicts unused ones beyond
+    ``cache_max_bytes``. The cache entry is keyed by sha256 of the handle without its
+    fragment and guarded by a cross-process lock; see
+    :mod:`keepwarm.sources.download_cache` for what makes an entry valid.
     """
     url, expected_sha = split_handle(handle)
-    directory = resolve_cache_dir(cache_dir)
-    entry = Entry.for_identity(directory, url, url)
+    settings = download_settings(downloads, cache_dir=cache_dir, offline=offline)
+    directory = cache_directory(settings)
+    entry = CacheEntry.for_identity(directory, url, url)
     found = entry.valid_path()
     if found is not None and _sha_matches(entry, expected_sha):
+        entry.touch()
         return found
-    offline_mode = resolve_offline(offline)
     with entry.lock():
         found = entry.valid_path()
         if found is not None and _sha_matches(entry, expected_sha):
+            entry.touch()
             return found
-        if offline_mode:
+        if settings.offline:
             raise ModelNotFoundError(
                 f"{redact_url(url)} is not in the cache at {directory} and offline mode is on "
                 "(offline=True or KEEPWARM_OFFLINE=1); fetch it once while online"
@@ -89,10 +98,12 @@ def fetch_archive(
         entry.clean_temps()
         if found is None:
             entry.remove()  # partial or corrupt: never left looking like an entry
-        return _download_into(entry, url, expected_sha, progress, timeout, max_extracted_bytes)
+        path = _download_into(entry, url, expected_sha, progress, settings)
+    enforce_bound(settings, keep=entry)
+    return path
 
 
-def _sha_matches(entry: Entry, expected: str | None) -> bool:
+def _sha_matches(entry: CacheEntry, expected: str | None) -> bool:
     if expected is None:
         return True
     manifest = entry.read_manifest() or {}
@@ -100,24 +111,25 @@ def _sha_matches(entry: Entry, expected: str | None) -> bool:
 
 
 def _download_into(
-    entry: Entry,
+    entry: CacheEntry,
     url: str,
     expected_sha: str | None,
     progress: Progress | None,
-    timeout: float,
-    max_extracted_bytes: int,
+    settings: DownloadSettings,
 ) -> Path:
     target = fetch_url(url)
     archive = entry.temp_file(".tar.gz")
     try:
         with archive.open("wb") as out:
-            size, digest = _get(target, out, progress, timeout)
+            size, digest = _get(target, out, progress, settings.http_timeout)
         if expected_sha is not None and digest != expected_sha:
             raise DownloadError(
                 f"sha256 mismatch for {redact_url(url)}: expected {expected_sha}, got {digest}"
             )
         with entry.temp_dir() as work:
-            safe_extract(archive, work, what=redact_url(target), max_bytes=max_extracted_bytes)
+            safe_extract(
+                archive, work, what=redact_url(target), max_bytes=settings.max_extract_bytes
+            )
             root = _model_root(work)
             if has_savedmodel_parts(work / root):
                 reason = SavedModelRuntime().incomplete(work / root)

@@ -17,11 +17,13 @@ from typing import Any
 
 from keepwarm.errors import DownloadError, ModelNotFoundError
 from keepwarm.runtimes.savedmodel import SavedModelRuntime, has_savedmodel_parts
-from keepwarm.sources.cache import (
-    Entry,
+from keepwarm.settings import DownloadSettings
+from keepwarm.sources.download_cache import (
+    CacheEntry,
+    cache_directory,
+    download_settings,
+    enforce_bound,
     find_valid_for_handle,
-    resolve_cache_dir,
-    resolve_offline,
 )
 from keepwarm.sources.resolve import redact_url
 
@@ -108,6 +110,7 @@ def copy_to_cache(
     url: str,
     cache_dir: Path | None = None,
     *,
+    downloads: DownloadSettings | None = None,
     offline: bool | None = None,
     progress: Progress | None = None,
     storage_options: Mapping[str, Any] | None = None,
@@ -117,9 +120,12 @@ def copy_to_cache(
     The entry is keyed by the URL and a fingerprint of the remote listing, so a changed
     remote is fetched again into a new entry (the previous one is left for its users).
     Offline, the newest valid entry recorded for ``url`` is returned without listing.
+    ``downloads`` (from the environment when None; ``cache_dir`` and ``offline`` override
+    it) says where the cache is and bounds it.
     """
-    directory = resolve_cache_dir(cache_dir)
-    if resolve_offline(offline):
+    settings = download_settings(downloads, cache_dir=cache_dir, offline=offline)
+    directory = cache_directory(settings)
+    if settings.offline:
         found = find_valid_for_handle(directory, url)
         if found is None:
             raise ModelNotFoundError(
@@ -130,13 +136,15 @@ def copy_to_cache(
     fs, root = _filesystem(url, storage_options)
     kind, files = _listing(fs, root, url)
     listing_digest = fingerprint(files)
-    entry = Entry.for_identity(directory, f"{url}\n{listing_digest}", url)
+    entry = CacheEntry.for_identity(directory, f"{url}\n{listing_digest}", url)
     found = entry.valid_path()
     if found is not None:
+        entry.touch()
         return found
     with entry.lock():
         found = entry.valid_path()
         if found is not None:
+            entry.touch()
             return found
         entry.clean_temps()
         entry.remove()
@@ -147,7 +155,9 @@ def copy_to_cache(
                 if reason is not None:
                     raise DownloadError(f"{redact_url(url)} is not a complete SavedModel: {reason}")
             root_name = next(iter(files)) if kind == "file" else "."
-            return entry.install(work, root=root_name, extra={"fingerprint": listing_digest})
+            path = entry.install(work, root=root_name, extra={"fingerprint": listing_digest})
+    enforce_bound(settings, keep=entry)
+    return path
 
 
 def _copy_files(

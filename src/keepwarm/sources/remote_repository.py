@@ -25,6 +25,7 @@ from keepwarm.errors import (
     KeepwarmError,
     ModelNotFoundError,
 )
+from keepwarm.settings import DownloadSettings
 from keepwarm.sources.filesystem import (
     MARKER,
     ModelListing,
@@ -46,10 +47,12 @@ class RemoteSource:
         *,
         storage_options: Mapping[str, Any] | None = None,
         cache_dir: Path | None = None,
+        downloads: DownloadSettings | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.cache_dir = cache_dir
+        self.downloads = downloads
         self.skipped: list[str] = []
         self._good: dict[str, ModelConfig] = {}
         self._seen: dict[tuple[str, int], str] = {}  # the listing digest of the last scan
@@ -134,12 +137,14 @@ class RemoteSource:
         stable = self._seen.get(key) == digest
         self._seen[key] = digest
         copied = self._copied.get(key)
-        if copied is not None and copied[0] == digest:
-            return copied[1]
+        if copied is not None and copied[0] == digest and copied[1].path.exists():
+            return copied[1]  # (a copy evicted from the download cache is copied again)
         if MARKER not in files and not stable:
             return VersionListing(version, Path(url), False, _WAITING)
         try:
-            local = copy_to_cache(url, self.cache_dir, storage_options=self.storage_options)
+            local = copy_to_cache(
+                url, self.cache_dir, downloads=self.downloads, storage_options=self.storage_options
+            )
         except KeepwarmError as exc:
             return VersionListing(version, Path(url), False, f"copying failed: {exc.message}")
         verdict = judge(version, local, config)

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from keepwarm.errors import InvalidInputError, ModelNotFoundError
+from keepwarm.settings import DownloadSettings
 
 Progress = Callable[[int, int | None], None]
 
@@ -27,6 +28,7 @@ Progress = Callable[[int, int | None], None]
 def resolve_uri(
     uri: str,
     *,
+    downloads: DownloadSettings | None = None,
     cache_dir: Path | None = None,
     offline: bool | None = None,
     progress: Progress | None = None,
@@ -34,9 +36,10 @@ def resolve_uri(
 ) -> Path:
     """Return a local path for ``uri``, downloading or copying it into the cache if remote.
 
-    ``cache_dir`` defaults to ``$KEEPWARM_CACHE_DIR`` or the user cache directory;
-    ``offline`` defaults to ``$KEEPWARM_OFFLINE``; ``progress(bytes_done, total_or_None)``
-    is called while bytes arrive; ``storage_options`` go to fsspec for remote stores.
+    ``downloads`` (``Settings.downloads``; from the environment when None) says where the
+    cache is, whether to stay offline and its bounds; ``cache_dir`` and ``offline`` override
+    it. ``progress(bytes_done, total_or_None)`` is called while bytes arrive;
+    ``storage_options`` go to fsspec for remote stores.
     """
     if not uri or not uri.strip():
         raise InvalidInputError("model URI is empty")
@@ -47,11 +50,18 @@ def resolve_uri(
     if scheme in ("http", "https"):
         from keepwarm.sources.download import fetch_archive
 
-        return fetch_archive(uri, cache_dir=cache_dir, offline=offline, progress=progress)
+        return fetch_archive(
+            uri, downloads=downloads, cache_dir=cache_dir, offline=offline, progress=progress
+        )
     from keepwarm.sources.remote import copy_to_cache
 
     return copy_to_cache(
-        uri, cache_dir, offline=offline, progress=progress, storage_options=storage_options
+        uri,
+        cache_dir,
+        downloads=downloads,
+        offline=offline,
+        progress=progress,
+        storage_options=storage_options,
     )
 
 

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from keepwarm.errors import DownloadError
-from keepwarm.sources.archive import MAX_EXTRACTED_BYTES, safe_extract
+from keepwarm.settings import DownloadSettings
+from keepwarm.sources.archive import safe_extract
+
+_CAP = DownloadSettings().max_extract_bytes
 
 
 def _tar(path: Path, members: list[tuple[str, bytes | None, str | None]]) -> Path:
@@ -60,7 +63,7 @@ def test_unsafe_members_are_refused(tmp_path: Path, members, reason: str) -> Non
     dest = tmp_path / "deep" / "dest"
     dest.mkdir(parents=True)
     with pytest.raises(DownloadError, match=f"unsafe archive member {reason}"):
-        safe_extract(archive, dest)
+        safe_extract(archive, dest, max_bytes=_CAP)
     assert list(dest.iterdir()) == []  # refused before anything was written
     assert not (tmp_path / "evil.txt").exists()
     assert not (tmp_path / "deep" / "evil.txt").exists()
@@ -73,7 +76,7 @@ def test_links_inside_the_archive_are_kept(tmp_path: Path) -> None:
     )
     dest = tmp_path / "dest"
     dest.mkdir()
-    safe_extract(archive, dest)
+    safe_extract(archive, dest, max_bytes=_CAP)
     assert (dest / "alias").read_bytes() == b"abc"
 
 
@@ -82,7 +85,7 @@ def test_empty_archive_is_an_error(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(DownloadError, match="empty"):
-        safe_extract(archive, dest)
+        safe_extract(archive, dest, max_bytes=_CAP)
 
 
 def test_a_chain_of_links_out_of_the_destination_is_refused_as_unsafe(tmp_path: Path) -> None:
@@ -95,7 +98,7 @@ def test_a_chain_of_links_out_of_the_destination_is_refused_as_unsafe(tmp_path: 
     dest = tmp_path / "deep" / "dest"
     dest.mkdir(parents=True)
     with pytest.raises(DownloadError, match=r"unsafe archive member 'd/x/y'") as info:
-        safe_extract(archive, dest)
+        safe_extract(archive, dest, max_bytes=_CAP)
     assert "truncated or corrupt" not in str(info.value)
     assert not (tmp_path / "deep" / "y").exists() and not (dest / "y").is_symlink()
 
@@ -111,4 +114,4 @@ def test_an_archive_over_the_size_cap_is_refused(tmp_path: Path) -> None:
     assert list(dest.iterdir()) == []
     safe_extract(archive, dest, max_bytes=1200)  # exactly at the cap is fine
     assert (dest / "b.bin").stat().st_size == 600
-    assert MAX_EXTRACTED_BYTES == 8 << 30
+    assert DownloadSettings().max_extract_bytes == 8 << 30  # the default cap

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from keepwarm.errors import DownloadError, ModelLoadError, ModelNotFoundError
+from keepwarm.settings import DownloadSettings
 from keepwarm.sources.download import fetch_archive, fetch_url, split_handle
 from keepwarm.sources.resolve import resolve_uri
 
@@ -169,7 +170,7 @@ def test_an_archive_over_the_extraction_cap_is_refused(
 ) -> None:
     url = http_server.add("/m.tar.gz", savedmodel_targz)
     with pytest.raises(DownloadError, match="more than 64 bytes"):
-        fetch_archive(url, cache_dir=cache_dir, max_extracted_bytes=64)
+        fetch_archive(url, downloads=DownloadSettings(cache_dir=cache_dir, max_extract_bytes=64))
     _assert_clean_and_empty(cache_dir)
     assert fetch_archive(url, cache_dir=cache_dir).is_dir()
 

@@ -65,7 +65,8 @@ def test_sources_import_no_framework_and_fsspec_lazily() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import keepwarm.sources.archive, keepwarm.sources.cache, keepwarm.sources.download
+        import keepwarm.sources.archive, keepwarm.sources.download_cache
+        import keepwarm.sources.download, keepwarm.sources.held
         import keepwarm.sources.resolve
         lazy = [m for m in sys.modules if m.split(".")[0] in ("fsspec", "s3fs")]
         import keepwarm.sources.remote

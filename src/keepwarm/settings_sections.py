@@ -1,0 +1,200 @@
+"""The sections of ``Settings``, one frozen dataclass per concern, and every default.
+
+Each field carries its parser (``keepwarm.settings_values``); a section parses its fields
+when built, so ``BudgetSettings(max_bytes="50%")`` holds bytes, and a bad value raises
+``InvalidConfigError`` naming ``section.field``. ``keepwarm.settings`` reads them from
+files, the environment and arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from keepwarm.errors import InvalidConfigError
+from keepwarm.settings_values import (
+    Expected,
+    Parser,
+    choice,
+    integer,
+    invalid,
+    number,
+    optional_bytes,
+    optional_path,
+    optional_text,
+    parse_bool,
+    text,
+)
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+def _normalise(section: Any, name: str) -> None:
+    """Parse every field of a freshly built section in place (frozen: via ``object``)."""
+    for f in fields(section):
+        value = getattr(section, f.name)
+        try:
+            parsed = f.metadata["parse"](value)
+        except Expected as exc:
+            raise invalid(f"{name}.{f.name}", value, str(exc)) from None
+        object.__setattr__(section, f.name, parsed)
+
+
+def _p(parse: Parser, *, secret: bool = False) -> dict[str, Any]:
+    return {"parse": parse, "secret": secret}
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """The memory budget of a cache or repository.
+
+    ``max_bytes``: see ``parse_bytes``. ``budget_timeout``: how long a load waits for room
+    before ``ResourceExhaustedError``. ``patience``: how long a load waits for a busy,
+    less valued model to become evictable before it evicts a more valued idle one.
+    """
+
+    max_bytes: int | None = field(default=None, metadata=_p(optional_bytes))
+    max_models: int | None = field(default=None, metadata=_p(integer(1, optional=True)))
+    budget_timeout: float = field(default=30.0, metadata=_p(number(0)))
+    patience: float = field(default=1.0, metadata=_p(number(0)))
+
+    def __post_init__(self) -> None:
+        _normalise(self, "budget")
+
+
+@dataclass(frozen=True)
+class LoadingSettings:
+    """``load_timeout``: a load still running after it is FAILED (it may return later).
+    ``drain_timeout``: at close, how long leases may still run. ``retry_initial`` doubling
+    up to ``retry_max``: the backoff after a failed load. ``allow_unsafe``: load formats
+    that run code (pickle, Python models named by the model's files)."""
+
+    load_timeout: float = field(default=300.0, metadata=_p(number(0, above=True)))
+    drain_timeout: float = field(default=30.0, metadata=_p(number(0)))
+    retry_initial: float = field(default=1.0, metadata=_p(number(0)))
+    retry_max: float = field(default=300.0, metadata=_p(number(0)))
+    allow_unsafe: bool = field(default=False, metadata=_p(parse_bool))
+
+    def __post_init__(self) -> None:
+        _normalise(self, "loading")
+        if self.retry_max < self.retry_initial:
+            raise InvalidConfigError(
+                f"loading.retry_max={self.retry_max:g} is below "
+                f"loading.retry_initial={self.retry_initial:g}: expected retry_max >= retry_initial"
+            )
+
+
+@dataclass(frozen=True)
+class WarmupSettings:
+    """``runs``: warmup runs of a model whose own configuration does not say; 0 is off."""
+
+    runs: int = field(default=3, metadata=_p(integer(0)))
+
+    def __post_init__(self) -> None:
+        _normalise(self, "warmup")
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    """``poll_seconds`` between scans; ``watch`` the directory too (with watchfiles);
+    ``on_demand``: load a version on its first request, not at once."""
+
+    poll_seconds: float = field(default=1.0, metadata=_p(number(0, above=True)))
+    watch: bool = field(default=True, metadata=_p(parse_bool))
+    on_demand: bool = field(default=False, metadata=_p(parse_bool))
+
+    def __post_init__(self) -> None:
+        _normalise(self, "repository")
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """The verified download cache (HTTP archives, TF Hub handles, remote stores).
+
+    ``cache_dir``: None is the platform's user cache directory. ``offline``: never fetch,
+    use only what is cached. ``cache_max_bytes``: a bound on the cache (least recently used
+    entries that nothing uses are evicted). ``max_extract_bytes``: the most an archive may
+    expand to. ``http_timeout``: seconds without data before a download fails.
+    """
+
+    cache_dir: Path | None = field(default=None, metadata=_p(optional_path))
+    offline: bool = field(default=False, metadata=_p(parse_bool))
+    cache_max_bytes: int | None = field(default=None, metadata=_p(optional_bytes))
+    max_extract_bytes: int = field(default=8 * GiB, metadata=_p(optional_bytes))
+    http_timeout: float = field(default=60.0, metadata=_p(number(0, above=True)))
+
+    def __post_init__(self) -> None:
+        _normalise(self, "downloads")
+        if self.max_extract_bytes is None:
+            raise invalid("downloads.max_extract_bytes", None, "a size in bytes")
+
+    def directory(self) -> Path:
+        """``cache_dir``, else the platform's user cache directory for keepwarm."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("keepwarm"))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The server (``keepwarm serve``). Ports may be 0 (any free port). ``max_body_bytes``
+    bounds request bodies, also after decompression. ``management_token`` is read only from
+    the environment (``KEEPWARM_MANAGEMENT_TOKEN``), never from a file or shown."""
+
+    host: str = field(default="127.0.0.1", metadata=_p(text))
+    http_port: int = field(default=8501, metadata=_p(integer(0, 65535)))
+    grpc_port: int = field(default=8500, metadata=_p(integer(0, 65535)))
+    max_body_bytes: int = field(default=64 * MiB, metadata=_p(optional_bytes))
+    max_json_depth: int = field(default=64, metadata=_p(integer(1)))
+    request_timeout_ms: float | None = field(
+        default=None, metadata=_p(number(0, above=True, optional=True))
+    )
+    management_api: bool = field(default=False, metadata=_p(parse_bool))
+    management_token: str | None = field(
+        default=None, repr=False, metadata=_p(optional_text, secret=True)
+    )
+    token_file: Path | None = field(default=None, metadata=_p(optional_path))
+    tls_cert: Path | None = field(default=None, metadata=_p(optional_path))
+    tls_key: Path | None = field(default=None, metadata=_p(optional_path))
+    model_control: str = field(default="poll", metadata=_p(choice("poll", "explicit")))
+    strict_readiness: bool = field(default=False, metadata=_p(parse_bool))
+
+    def __post_init__(self) -> None:
+        _normalise(self, "server")
+        if self.max_body_bytes is None:
+            raise invalid("server.max_body_bytes", None, "a size in bytes")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidConfigError(
+                "server.tls_cert and server.tls_key: expected both or neither, got only "
+                + ("tls_cert" if self.tls_key is None else "tls_key")
+            )
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """Defaults for every model's batching; a model's ``[batching]`` table overrides them."""
+
+    max_batch_size: int = field(default=32, metadata=_p(integer(1)))
+    max_delay_ms: float = field(default=5.0, metadata=_p(number(0)))
+    max_queue: int = field(default=256, metadata=_p(integer(1)))
+
+    def __post_init__(self) -> None:
+        _normalise(self, "batching")
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "budget": BudgetSettings,
+    "loading": LoadingSettings,
+    "warmup": WarmupSettings,
+    "repository": RepositorySettings,
+    "downloads": DownloadSettings,
+    "server": ServerSettings,
+    "batching": BatchingSettings,
+}
+FIELDS: dict[str, dict[str, Any]] = {
+    name: {f.name: f for f in fields(cls)} for name, cls in SECTIONS.items()
+}
