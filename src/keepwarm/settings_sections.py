@@ -73,7 +73,7 @@ class LoadingSettings:
 
     load_timeout: float = field(default=300.0, metadata=_p(number(0, above=True)))
     drain_timeout: float = field(default=30.0, metadata=_p(number(0)))
-    retry_initial: float = field(default=1.0, metadata=_p(number(0)))
+    retry_initial: float = field(default=1.0, metadata=_p(number(0, above=True)))
     retry_max: float = field(default=300.0, metadata=_p(number(0)))
     allow_unsafe: bool = field(default=False, metadata=_p(parse_bool))
 

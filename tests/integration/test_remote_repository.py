@@ -123,3 +123,27 @@ def test_model_toml_that_cannot_be_read_is_a_config_error_not_a_failed_scan(
     assert listing["m"].config.labels == {"stable": 1} and not listing["m"].blocked
     # Never good: the model is blocked (nothing of it loads until the file is fixed).
     assert listing["new"].blocked and "cannot be read" in str(listing["new"].config_error)
+
+
+def test_a_copy_evicted_from_the_download_cache_is_copied_again(
+    tmp_path: Path, example_models: Path
+) -> None:
+    from keepwarm.settings import DownloadSettings
+    from keepwarm.sources.download_cache import enforce_bound, entry_of
+
+    root = tmp_path / "models"
+    version = root / "mlp" / "1"
+    version.mkdir(parents=True)
+    (version / "model.onnx").write_bytes(
+        (example_models / "mlp_onnx" / "1" / "model.onnx").read_bytes()
+    )
+    (version / MARKER).touch()
+    downloads = DownloadSettings(cache_dir=tmp_path / "cache")
+    source = RemoteSource(root.as_uri(), downloads=downloads)
+    local = source.scan()["mlp"].versions[1].path
+    assert local.is_relative_to(tmp_path / "cache")
+    evicted = enforce_bound(DownloadSettings(cache_dir=tmp_path / "cache", cache_max_bytes=1))
+    assert len(evicted) == 1 and not local.exists()
+    listing = source.scan()["mlp"].versions[1]
+    assert listing.complete and listing.path == local and local.exists()
+    assert entry_of(local, downloads) is not None

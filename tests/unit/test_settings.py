@@ -109,6 +109,8 @@ def test_a_section_parses_its_fields_and_names_them() -> None:
         ServerSettings(http_port=70000)
     with pytest.raises(InvalidConfigError, match=r"loading\.load_timeout=0: expected a number > 0"):
         LoadingSettings(load_timeout=0)
+    with pytest.raises(InvalidConfigError, match=r"retry_initial=0: expected a number > 0"):
+        LoadingSettings(retry_initial=0)  # a failing load would be retried in a busy loop
     with pytest.raises(InvalidConfigError, match="retry_max >= retry_initial"):
         LoadingSettings(retry_initial=10, retry_max=5)
     with pytest.raises(InvalidConfigError, match="both or neither"):

@@ -29,7 +29,9 @@ def _unsafe(member: tarfile.TarInfo, reason: str) -> DownloadError:
     return DownloadError(f"unsafe archive member {member.name!r}: {reason}")
 
 
-def _check(members: list[tarfile.TarInfo], dest: Path, max_bytes: int, label: str) -> None:
+def _check(
+    members: list[tarfile.TarInfo], dest: Path, max_bytes: int, label: str, limit: str
+) -> None:
     total = 0
     for member in members:
         if _absolute(member.name):
@@ -42,16 +44,24 @@ def _check(members: list[tarfile.TarInfo], dest: Path, max_bytes: int, label: st
         if total > max_bytes:
             raise DownloadError(
                 f"archive from {label} expands to more than {max_bytes} bytes "
-                f"(the limit on extracted size; reached at member {member.name!r})"
+                f"({limit}; reached at member {member.name!r})"
             )
 
 
-def safe_extract(archive: Path, dest: Path, *, max_bytes: int, what: str | None = None) -> None:
+def safe_extract(
+    archive: Path,
+    dest: Path,
+    *,
+    max_bytes: int,
+    what: str | None = None,
+    limit: str = "the limit on extracted size",
+) -> None:
     """Extract a gzip'd tar ``archive`` into the existing, empty directory ``dest``.
 
     Refuses, with :class:`DownloadError` naming the member: absolute paths, ``..``
     components, links that lead outside ``dest`` (also through other links) and special
-    files; and an archive whose files add up to more than ``max_bytes``. A truncated or
+    files; and an archive whose files add up to more than ``max_bytes`` (``limit`` says
+    which setting that is). A truncated or
     corrupt archive raises :class:`DownloadError` naming ``what``. On error ``dest`` may
     hold part of the archive: extract into a scratch directory and discard it then.
     """
@@ -59,7 +69,7 @@ def safe_extract(archive: Path, dest: Path, *, max_bytes: int, what: str | None 
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             members = tar.getmembers()  # reads the whole archive: truncation surfaces here
-            _check(members, dest, max_bytes, label)
+            _check(members, dest, max_bytes, label, limit)
             tar.extractall(dest, members=members, filter="data")
     except tarfile.FilterError as exc:  # found during extraction: a chain of links
         raise _unsafe(exc.tarinfo, str(exc)) from exc

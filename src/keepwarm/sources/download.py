@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from keepwarm.errors import DownloadError, InvalidInputError, ModelNotFoundError
@@ -127,9 +127,7 @@ def _download_into(
                 f"sha256 mismatch for {redact_url(url)}: expected {expected_sha}, got {digest}"
             )
         with entry.temp_dir() as work:
-            safe_extract(
-                archive, work, what=redact_url(target), max_bytes=settings.max_extract_bytes
-            )
+            safe_extract(archive, work, what=redact_url(target), **_extract_limit(settings))
             root = _model_root(work)
             if has_savedmodel_parts(work / root):
                 reason = SavedModelRuntime().incomplete(work / root)
@@ -144,6 +142,18 @@ def _download_into(
             )
     finally:
         archive.unlink(missing_ok=True)
+
+
+def _extract_limit(settings: DownloadSettings) -> dict[str, Any]:
+    """The most an archive may expand to: the extraction cap, or the download cache's
+    bound when that is smaller (an entry larger than the whole cache cannot be kept)."""
+    bound = settings.cache_max_bytes
+    if bound is not None and bound < settings.max_extract_bytes:
+        return {"max_bytes": bound, "limit": "the download cache's bound, KEEPWARM_CACHE_MAX_BYTES"}
+    return {
+        "max_bytes": settings.max_extract_bytes,
+        "limit": "the limit on extracted size, downloads.max_extract_bytes",
+    }
 
 
 def _model_root(work: Path) -> str:

@@ -38,6 +38,7 @@ from typing import IO, Any
 from filelock import FileLock, Timeout
 
 from keepwarm.settings import DownloadSettings, Settings
+from keepwarm.sources.resolve import redact_url
 
 MANIFEST_VERSION = 1
 log = logging.getLogger("keepwarm.sources")
@@ -103,9 +104,11 @@ class CacheEntry:
         return _valid_path(self.dir, self.read_manifest(), self.handle)
 
     def touch(self) -> None:
-        """Record a use (the manifest's mtime orders eviction)."""
+        """Record a use: the manifest's mtime orders eviction (set from the fine clock,
+        as a file system's own timestamps may not tell two quick uses apart)."""
+        now = time.time_ns()
         with contextlib.suppress(OSError):
-            os.utime(self.manifest)
+            os.utime(self.manifest, ns=(now, now))
 
     def remove(self) -> None:
         """Remove the manifest first (so the entry stops being valid), then its files."""
@@ -156,6 +159,7 @@ class CacheEntry:
         tmp = self.temp_file(".json")
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), "utf-8")
         os.replace(tmp, self.manifest)
+        self.touch()
         return _entry_root(self.dir, root)
 
     # ----------------------------------------------------------------- in use
@@ -279,7 +283,7 @@ def enforce_bound(downloads: DownloadSettings, keep: CacheEntry | None = None) -
     if bound is None:
         return []
     cache_dir = downloads.directory()
-    entries: list[tuple[float, int, CacheEntry]] = []
+    entries: list[tuple[int, int, CacheEntry]] = []
     for manifest_path in cache_dir.glob("[!.]*.json"):
         entry = CacheEntry(cache_dir, manifest_path.stem, "")
         manifest = entry.read_manifest() or {}
@@ -287,7 +291,7 @@ def enforce_bound(downloads: DownloadSettings, keep: CacheEntry | None = None) -
         if not isinstance(files, dict):
             continue
         try:
-            used = manifest_path.stat().st_mtime
+            used = manifest_path.stat().st_mtime_ns
         except OSError:
             continue
         nbytes = sum(size for size in files.values() if isinstance(size, int))
@@ -306,7 +310,7 @@ def enforce_bound(downloads: DownloadSettings, keep: CacheEntry | None = None) -
             evicted.append(entry.handle)
             log.info(
                 "download cache: evicted %s (%d bytes) to stay within %d",
-                entry.handle,
+                redact_url(entry.handle),
                 nbytes,
                 bound,
             )

@@ -17,7 +17,7 @@ from typing import Any
 from keepwarm.errors import DownloadError, ModelLoadError, UnsafeFormatError
 from keepwarm.settings import DownloadSettings
 from keepwarm.sources.download_cache import Hold, download_settings, entry_of
-from keepwarm.sources.resolve import resolve_uri
+from keepwarm.sources.resolve import redact_url, resolve_uri
 
 log = logging.getLogger("keepwarm.sources")
 _ATTEMPTS = 3
@@ -35,7 +35,9 @@ def open_files(uri: str, downloads: DownloadSettings | None = None) -> tuple[Pat
         if hold.valid():
             return path, hold
         hold.release()  # evicted between the resolve and the hold: fetch it again
-    raise DownloadError(f"{uri}: its download cache entry kept being evicted while opened")
+    raise DownloadError(
+        f"{redact_url(uri)}: its download cache entry kept being evicted while opened"
+    )
 
 
 def loaded(model: Any, hold: Hold | None) -> None:
@@ -58,6 +60,6 @@ def failed(hold: Hold | None, exc: BaseException) -> None:
         if entry.evict_if_unused():
             log.warning(
                 "removed %s from the download cache: its files failed to load (%s)",
-                entry.handle,
+                redact_url(entry.handle),
                 exc,
             )

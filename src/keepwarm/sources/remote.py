@@ -135,6 +135,7 @@ def copy_to_cache(
         return found
     fs, root = _filesystem(url, storage_options)
     kind, files = _listing(fs, root, url)
+    _check_bound(files, url, settings)
     listing_digest = fingerprint(files)
     entry = CacheEntry.for_identity(directory, f"{url}\n{listing_digest}", url)
     found = entry.valid_path()
@@ -158,6 +159,19 @@ def copy_to_cache(
             path = entry.install(work, root=root_name, extra={"fingerprint": listing_digest})
     enforce_bound(settings, keep=entry)
     return path
+
+
+def _check_bound(
+    files: Mapping[str, Mapping[str, Any]], url: str, settings: DownloadSettings
+) -> None:
+    """A copy larger than the download cache's bound cannot be kept: refused before fetching."""
+    bound = settings.cache_max_bytes
+    total = sum(size for info in files.values() if isinstance(size := info.get("size"), int))
+    if bound is not None and total > bound:
+        raise DownloadError(
+            f"{redact_url(url)} holds {total} bytes, more than the download cache's bound "
+            f"of {bound} (KEEPWARM_CACHE_MAX_BYTES)"
+        )
 
 
 def _copy_files(

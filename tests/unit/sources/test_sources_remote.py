@@ -134,3 +134,19 @@ def test_missing_fsspec_says_which_extra(cache_dir, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "fsspec", None)  # makes `import fsspec` fail
     with pytest.raises(DownloadError, match=r"pip install keepwarm\[remote\]"):
         copy_to_cache("s3://bucket/model/1", cache_dir)
+
+
+def test_copies_are_bounded_like_downloads(s3, options, cache_dir) -> None:
+    from keepwarm.settings import DownloadSettings
+
+    downloads = DownloadSettings(cache_dir=cache_dir, cache_max_bytes=1500)
+    urls = [f"s3://{s3.bucket}/m{i}/model.onnx" for i in range(3)]
+    for i, url in enumerate(urls):
+        s3.pipe_file(url, bytes([i]) * 1000)
+    first = copy_to_cache(urls[0], downloads=downloads, storage_options=options)
+    second = copy_to_cache(urls[1], downloads=downloads, storage_options=options)
+    assert second.exists() and not first.exists()  # least recently used, and unused
+    s3.pipe_file(urls[2], b"x" * 2000)
+    with pytest.raises(DownloadError, match=r"2000 bytes, more than the download cache's bound"):
+        copy_to_cache(urls[2], downloads=downloads, storage_options=options)
+    assert second.exists()
