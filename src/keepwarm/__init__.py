@@ -15,6 +15,7 @@ from keepwarm.errors import (
 )
 from keepwarm.model import LeasedModel, Model
 from keepwarm.repository import Repository
+from keepwarm.settings import Settings
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "ModelNotFoundError",
     "Repository",
     "ResourceExhaustedError",
+    "Settings",
     "UnavailableError",
     "UnsafeFormatError",
     "load",

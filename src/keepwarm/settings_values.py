@@ -55,17 +55,17 @@ def ram_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def parse_bytes(value: Any) -> int | None:
+def parse_bytes(value: Any, *, name: str = "size") -> int | None:
     """A size in bytes, or None (no bound): ``123``, ``"8GiB"``, ``"512MB"``, ``"1.5G"``,
     a share of RAM as ``"50%"`` or a float below 1 (``0.5``), or ``None``/``"none"``.
 
     Zero, negative numbers, booleans, non-integral numbers of bytes (``1.5``) and ``1.0``
-    (one byte, or all of RAM?) are refused with ``InvalidConfigError``.
+    (one byte, or all of RAM?) are refused with ``InvalidConfigError`` naming ``name``.
     """
     try:
         return _bytes(value)
     except Expected as exc:
-        raise invalid("size", value, str(exc)) from None
+        raise invalid(name, value, str(exc)) from None
 
 
 def _bytes(value: Any) -> int | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
 from pathlib import Path
 
 import pytest
 
+import keepwarm
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import (
     ALIASES,
@@ -94,6 +96,17 @@ def test_parse_bytes_refuses(given: object) -> None:
         parse_bytes(given)
     message = str(info.value)
     assert repr(given) in message and "expected bytes" in message and "share of RAM" in message
+
+
+def test_parse_bytes_names_what_it_parses() -> None:
+    with pytest.raises(InvalidConfigError, match=r"^--max-bytes='x': expected bytes"):
+        parse_bytes("x", name="--max-bytes")
+
+
+def test_settings_cross_process_boundaries_as_they_are() -> None:
+    s = Settings.from_env({"KEEPWARM_CACHE_DIR": "/tmp/kw", "KEEPWARM_MAX_BYTES": "50%"})
+    assert pickle.loads(pickle.dumps(s)) == s
+    assert keepwarm.Settings is Settings
 
 
 def test_one_point_zero_is_ambiguous_and_says_how_to_mean_all_of_ram() -> None:
