@@ -70,6 +70,10 @@ def settings(cache_dir: Path, bound: int | None) -> DownloadSettings:
     return DownloadSettings(cache_dir=cache_dir, cache_max_bytes=bound)
 
 
+def entry_of_url(cache_dir: Path, url: str) -> CacheEntry:
+    return CacheEntry(cache_dir, cache_key(url), url)
+
+
 def entry_dir(cache_dir: Path, url: str) -> Path:
     return cache_dir / cache_key(url)
 
@@ -83,9 +87,13 @@ def junk(n: int, seed: int) -> dict[str, bytes | int]:
     return {f"blob-{seed}.bin": bytes([seed]) * n}
 
 
+def serve_blobs(server: FakeServer, count: int, size: int = 100 * KiB) -> list[str]:
+    """The URLs of ``count`` distinct archives of ``size`` bytes each, served by ``server``."""
+    return [server.add(f"/{i}.tar.gz", targz(junk(size, i))) for i in range(count)]
+
+
 def test_least_recently_used_entries_go_first(http_server: FakeServer, cache_dir: Path) -> None:
-    urls = [http_server.add(f"/{name}.tar.gz", targz(junk(100 * KiB, i))) for i, name in
-            enumerate("abc")]  # fmt: skip
+    urls = serve_blobs(http_server, 3)
     downloads = settings(cache_dir, 250 * KiB)  # room for two
     a, b = (fetch_archive(url, downloads=downloads) for url in urls[:2])
     assert cached(cache_dir) == {cache_key(urls[0]), cache_key(urls[1])}
@@ -123,10 +131,9 @@ def test_without_a_bound_nothing_is_evicted(http_server: FakeServer, cache_dir: 
 def test_an_entry_being_filled_or_held_is_not_evicted(
     http_server: FakeServer, cache_dir: Path
 ) -> None:
-    downloads = settings(cache_dir, 150 * KiB)
-    urls = [http_server.add(f"/{i}.tar.gz", targz(junk(100 * KiB, i))) for i in range(3)]
+    urls, downloads = serve_blobs(http_server, 3), settings(cache_dir, 150 * KiB)
     fetch_archive(urls[0], downloads=downloads)
-    first = CacheEntry(cache_dir, cache_key(urls[0]), urls[0])
+    first = entry_of_url(cache_dir, urls[0])
     with first.lock():  # as while another thread checks or refills it
         fetch_archive(urls[1], downloads=downloads)
     assert cached(cache_dir) == {cache_key(urls[0]), cache_key(urls[1])}  # over the bound
@@ -157,9 +164,9 @@ def test_an_entry_held_by_another_process_is_not_evicted(
     http_server: FakeServer, cache_dir: Path
 ) -> None:
     downloads = settings(cache_dir, 150 * KiB)
-    urls = [http_server.add(f"/{i}.tar.gz", targz(junk(100 * KiB, i))) for i in range(2)]
+    urls = serve_blobs(http_server, 2)
     fetch_archive(urls[0], downloads=downloads)
-    newest = CacheEntry(cache_dir, cache_key(urls[1]), urls[1])
+    newest = entry_of_url(cache_dir, urls[1])
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(cache_dir), cache_key(urls[0])],
         stdin=subprocess.PIPE,
