@@ -187,7 +187,7 @@ class CacheEntry:
                 self.remove()
                 self.clean_temps()
                 return True
-        except Timeout:
+        except (Timeout, OSError):  # busy; or a cache this process may not change
             return False
 
 

@@ -31,7 +31,11 @@ def open_files(uri: str, downloads: DownloadSettings | None = None) -> tuple[Pat
         entry = entry_of(path, settings)
         if entry is None:
             return path, None
-        hold = entry.hold()
+        try:
+            hold = entry.hold()
+        except OSError as exc:  # a read-only cache (baked into an image): nothing evicts it
+            log.debug("cannot mark %s in use: %s", redact_url(entry.handle), exc)
+            return path, None
         if hold.valid():
             return path, hold
         hold.release()  # evicted between the resolve and the hold: fetch it again

@@ -207,6 +207,25 @@ def test_a_loaded_model_holds_its_entry_until_it_is_unloaded(
     assert cache_key(onnx_url) not in cached(cache_dir)
 
 
+def test_an_entry_that_cannot_be_marked_in_use_still_loads(
+    http_server: FakeServer, cache_dir: Path, onnx_targz: bytes
+) -> None:
+    # As in a read-only cache: the in-use file cannot be opened for writing.
+    url = http_server.add("/mlp.tar.gz", onnx_targz)
+    downloads = settings(cache_dir, None)
+    fetch_archive(url, downloads=downloads)
+    (cache_dir / f"{cache_key(url)}.use").mkdir()
+    cache = keepwarm.ModelCache(settings=Settings(downloads=downloads))
+    try:
+        assert cache.load(url).predict({"image": _image()})["probs"].shape == (1, 10)
+    finally:
+        cache.close()
+    # nor can it be evicted: a new entry over the bound keeps it, and the fetch succeeds
+    other = http_server.add("/other.tar.gz", targz(junk(10 * KiB, 3)))
+    assert fetch_archive(other, downloads=settings(cache_dir, 20 * KiB)).exists()
+    assert cache_key(url) in cached(cache_dir)
+
+
 def entry_files(archive: bytes) -> bytes:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         member = tar.extractfile("model.onnx")
