@@ -52,7 +52,8 @@ class ModelCache:
     ) -> None:
         if warmup is not None and not isinstance(warmup, bool):
             raise InvalidConfigError(f"warmup={warmup!r}: expected True, False or None")
-        self.settings = (settings if settings is not None else Settings.from_env()).override(
+        self.settings = Settings.given(
+            settings,
             max_models=max_models,
             max_bytes=max_bytes,
             load_timeout=load_timeout,

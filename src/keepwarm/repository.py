@@ -66,7 +66,8 @@ class Repository(RepositoryView):
         allow_unsafe: bool | None = None,
     ) -> None:
         self.root = os.fspath(root)
-        self.settings = (settings if settings is not None else Settings.from_env()).override(
+        self.settings = Settings.given(
+            settings,
             poll_seconds=poll_seconds,  # (the names are each one section's field)
             max_bytes=max_bytes,
             max_models=max_models,

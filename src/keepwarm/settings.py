@@ -104,6 +104,16 @@ class Settings:
         _merge(values, read_overrides({**(overrides or {}), **more}))
         return cls._build(values)
 
+    @classmethod
+    def given(cls, settings: Settings | None, /, **overrides: Any) -> Settings:
+        """What a constructor taking ``settings=`` uses: ``settings`` (``from_env()`` when
+        None) with the constructor's keyword ``overrides`` applied (None: not given)."""
+        if settings is None:
+            settings = cls.from_env()
+        elif not isinstance(settings, Settings):
+            raise invalid("settings", settings, "a keepwarm.Settings, or None")
+        return settings.override(overrides)
+
     def override(self, overrides: Mapping[str, Any] | None = None, **more: Any) -> Settings:
         """A copy with ``overrides`` applied (same forms as ``load``; None: not given)."""
         parsed = read_overrides({**(overrides or {}), **more})

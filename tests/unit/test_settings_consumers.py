@@ -117,6 +117,8 @@ def test_model_cache_reads_the_environment_unless_given_settings(
     monkeypatch.setenv("KEEPWARM_MAX_MODELS", "four")
     with pytest.raises(InvalidConfigError, match="KEEPWARM_MAX_MODELS='four'"):
         keepwarm.ModelCache()
+    with pytest.raises(InvalidConfigError, match=r"settings=\{'max_models': 4\}: expected"):
+        keepwarm.ModelCache(settings={"max_models": 4})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
