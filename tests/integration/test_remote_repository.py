@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import moto.server as moto_server
 import numpy as np
 import pytest
+import s3fs
 
 import keepwarm
 from keepwarm.core.ids import ModelId
@@ -16,9 +18,6 @@ from keepwarm.core.states import State
 from keepwarm.repository import Repository
 from keepwarm.sources.filesystem import MARKER
 from keepwarm.sources.remote_repository import RemoteSource
-
-s3fs = pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import watchfiles  # noqa: F401 (the watcher under test: CI installs it, a broken one must fail)
 
 import keepwarm
 from keepwarm.core.events import Event
@@ -333,7 +334,6 @@ SPELLINGS = {
 def test_watcher_picks_up_a_new_version_without_a_poll(
     tmp_path: Path, echo_models: dict[int, Path], spelling: str
 ) -> None:
-    pytest.importorskip("watchfiles")
     root = tmp_path / "my models"
     place(root / "echo", 1, echo_models[1])
     spelled = SPELLINGS[spelling](root)

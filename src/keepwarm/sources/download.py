@@ -186,6 +186,7 @@ def _get(url: str, out: IO[bytes], progress: Progress | None, timeout: float) ->
                 if progress is not None:
                     progress(done, total)
     except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response's socket, and is kept as the cause below
         message = f"GET {shown} failed: HTTP {exc.code} {exc.reason}"
         if exc.code == 404:
             raise ModelNotFoundError(message) from exc

@@ -179,9 +179,10 @@ def test_an_entry_held_by_another_process_is_not_evicted(
         assert cached(cache_dir) == {cache_key(urls[0]), cache_key(urls[1])}
         assert enforce_bound(downloads, keep=newest) == []
     finally:
-        assert holder.stdin is not None
+        assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.close()
         holder.wait(timeout=30)
+        holder.stdout.close()
     assert enforce_bound(downloads, keep=newest) == [urls[0]]
     assert cached(cache_dir) == {cache_key(urls[1])}
 

@@ -8,15 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import moto.server as moto_server
 import pytest
+import s3fs
 
 from keepwarm.errors import DownloadError, ModelNotFoundError
 from keepwarm.runtimes.savedmodel import SavedModelRuntime
 from keepwarm.sources.remote import copy_to_cache, list_remote_dir
 from keepwarm.sources.resolve import resolve_uri
-
-pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +36,6 @@ def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    import s3fs
-
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}, skip_instance_cache=True)
     bucket = f"models-{uuid.uuid4().hex[:8]}"
     fs.mkdir(bucket)
