@@ -16,6 +16,7 @@ import keepwarm
 from keepwarm.core.states import State
 from keepwarm.signature import Signature, TensorSpec
 from support.http_server import serve
+from support.waiting import wait_until, waiting_for_room
 
 F32 = np.dtype("float32")
 
@@ -119,16 +120,18 @@ def test_model_inside_predict_is_not_unloaded_under_its_user(
     caller = threading.Thread(target=lambda: result.append(busy.predict(np.ones((1, 2)))))
     caller.start()
     assert GatedModel.in_predict.wait(10)
-    other = threading.Thread(target=lambda: cache.load(example_models / "mlp_onnx" / "1"))
+    other_uri = example_models / "mlp_onnx" / "1"
+    other = threading.Thread(target=lambda: cache.load(other_uri))
     other.start()
-    key = busy._key
     # The other load waits for room: the model in predict stays READY meanwhile.
-    assert not cache.manager.wait_for(lambda: cache.manager.state(key) is not State.READY, 0.5)
+    assert wait_until(
+        lambda: waiting_for_room(cache.manager, cache.handle(other_uri)._key, ready=busy._key)
+    )
     GatedModel.predict_gate.set()
     caller.join(10)
     other.join(30)
     np.testing.assert_array_equal(result[0]["y"], np.full((1, 2), 2.0, dtype=np.float32))
-    assert cache.manager.state(key) is State.UNLOADED
+    assert cache.manager.state(busy._key) is State.UNLOADED
 
 
 def test_missing_path_names_near_models(example_models: Path) -> None:

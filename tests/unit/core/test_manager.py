@@ -17,6 +17,7 @@ from keepwarm.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from support.waiting import wait_until, waiting_for_room
 
 
 def test_single_flight_many_threads_one_load() -> None:
@@ -84,7 +85,7 @@ def test_load_waits_for_a_lease_to_end_then_evicts() -> None:
     got: list[str] = []
     t = threading.Thread(target=lambda: got.append(manager.acquire("b", b).model.name))
     t.start()
-    assert manager.wait_state("b", {State.LOADING}, 0.3) is not State.LOADING
+    assert wait_until(lambda: waiting_for_room(manager, "b", ready="a"))
     assert manager.state("a") is State.READY  # in use: not unloaded under its user
     lease.release()
     t.join(5)
@@ -114,7 +115,9 @@ def test_failed_load_raises_typed_error_and_backs_off() -> None:
             manager.acquire("bad", spec)
     assert spec.loads == 1  # not retried on every call
     assert manager.state("bad") is State.FAILED
-    time.sleep(0.35)
+    entry = manager.entry("bad")
+    assert entry is not None and not entry.retry_due()
+    assert wait_until(entry.retry_due, 5)
     spec.fail = None
     with manager.lease("bad", spec) as model:
         assert model.name == "bad"
@@ -143,14 +146,15 @@ def test_timed_out_load_is_not_loaded_again_until_it_returns() -> None:
     manager = Manager(load_timeout=0.2, backoff=Backoff(initial=0.01, jitter=0))
     with pytest.raises(ModelLoadError, match="timeout"):
         manager.acquire("hang", spec)
-    time.sleep(0.05)  # past the backoff: only the stuck load holds the retry back
+    entry = manager.entry("hang")
+    assert entry is not None and entry.stuck
+    # Past the backoff: only the stuck load holds the retry back.
+    assert wait_until(lambda: time.monotonic() >= entry.retry_at, 5)
     with pytest.raises(ModelLoadError, match="timeout"):
         manager.acquire("hang", spec)
     assert spec.loads == 1
     gate.set()  # the stuck load returns; its model is discarded
-    deadline = time.monotonic() + 5
-    while manager.entry("hang").stuck and time.monotonic() < deadline:  # type: ignore[union-attr]
-        time.sleep(0.01)
+    assert wait_until(lambda: not entry.stuck, 5)
     with manager.lease("hang", spec, timeout=5) as model:
         assert model.name == "hang"
     assert spec.loads == 2
@@ -208,7 +212,7 @@ def test_patient_eviction_keeps_a_popular_model_while_rare_loads_are_in_flight()
     t2 = threading.Thread(target=lambda: manager.acquire("r2", rare2).release())
     t2.start()
     # r2 waits for r1 (in flight, rarely used) rather than evict the popular model.
-    assert not manager.wait_for(lambda: manager.state("p") is not State.READY, 0.3)
+    assert wait_until(lambda: waiting_for_room(manager, "r2", ready="p"))
     assert rare1.gate is not None
     rare1.gate.set()
     t1.join(5)

@@ -1,0 +1,37 @@
+"""Bounded waits on the condition a test really awaits, for state that signals no event."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+
+from keepwarm.core.manager import Manager
+from keepwarm.core.states import State
+
+WAIT_S = 30.0
+POLL_S = 0.005
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = WAIT_S) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed; return
+    whether it became true. For state that no event or condition variable announces."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return bool(predicate())
+        time.sleep(min(POLL_S, remaining))
+    return True
+
+
+def waiting_for_room(manager: Manager, key: Hashable, *, ready: Hashable = None) -> bool:
+    """Whether ``key``'s load is waiting in the budget for room, with ``ready`` (if given)
+    READY at that moment. Read under the manager's lock: the reserving thread lets go of
+    it only inside that wait, so this is the moment it has decided to wait, not evict."""
+
+    def check() -> bool:
+        entry = manager.entry(key)
+        waiting = entry is not None and entry.reserving
+        return waiting and (ready is None or manager.state(ready) is State.READY)
+
+    return manager.wait_for(check, 0)
