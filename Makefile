@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -m "not stress" -q
 
 stress: $(STAMP)
-	$(PY) -m pytest -m stress -q
+	$(PY) -m pytest -m stress -q -s
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
