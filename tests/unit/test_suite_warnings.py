@@ -1,5 +1,6 @@
 """The suite's own warning filters, as pyproject.toml sets them: an exception raised in a
-test's thread, or one that Python can only report as unraisable, fails the test.
+test's thread, or one that Python can only report as unraisable, fails the test; so does a
+deprecation that our own code triggers.
 
 Each case runs a tiny test file in a fresh pytest process configured with this project's
 ``filterwarnings``; a control case (the same code without the failure) must pass, so the
@@ -47,6 +48,15 @@ def test_unraisable() -> None:
     assert ref() is None
 """
 
+DEPRECATED = """
+import warnings
+
+def test_deprecated() -> None:
+    if {value} != 1:
+        warnings.warn("this call is deprecated", DeprecationWarning, stacklevel=1)
+"""
+CASES = {"thread": THREAD, "unraisable": UNRAISABLE, "deprecation": DEPRECATED}
+
 
 def configured(pytester: pytest.Pytester) -> None:
     """The tiny run gets exactly this project's warning filters."""
@@ -57,20 +67,20 @@ def configured(pytester: pytest.Pytester) -> None:
     pytester.makepyprojecttoml(f"[tool.pytest.ini_options]\nfilterwarnings = {json.dumps(filters)}")
 
 
-@pytest.mark.parametrize("body", [THREAD, UNRAISABLE], ids=["thread", "unraisable"])
-def test_a_failing_check_outside_the_test_thread_fails_the_test(
-    pytester: pytest.Pytester, body: str
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_failure_outside_the_test_thread_or_a_deprecation_fails_the_test(
+    pytester: pytest.Pytester, case: str
 ) -> None:
     configured(pytester)
-    pytester.makepyfile(test_tiny=body.format(value=2))
+    pytester.makepyfile(test_tiny=CASES[case].format(value=2))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*check failed*"])
+    result.stdout.fnmatch_lines(["*check failed*" if case != "deprecation" else "*deprecated*"])
 
 
-@pytest.mark.parametrize("body", [THREAD, UNRAISABLE], ids=["thread", "unraisable"])
-def test_the_same_code_without_the_failure_passes(pytester: pytest.Pytester, body: str) -> None:
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_same_code_without_the_failure_passes(pytester: pytest.Pytester, case: str) -> None:
     configured(pytester)
-    pytester.makepyfile(test_tiny=body.format(value=1))
+    pytester.makepyfile(test_tiny=CASES[case].format(value=1))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
