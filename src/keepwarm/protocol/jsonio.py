@@ -1,0 +1,146 @@
+"""JSON in and out with orjson, with the limits a server needs: a nesting-depth limit and
+errors that name what was wrong; and building numpy arrays from JSON values with one
+vectorised check per tensor (no per-element Python)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from keepwarm.errors import InvalidInputError
+from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS
+
+MAX_DIMS = 64  # numpy's own limit on the number of axes
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def loads(body: bytes | bytearray | memoryview | str, *, max_depth: int) -> Any:
+    """Parse ``body``; nesting deeper than ``max_depth`` (objects and arrays) is refused.
+
+    orjson itself refuses depths over 1024 without recursing further; below that, the
+    depth is measured along the first element of each array (a tensor's spine) and every
+    object value, which bounds tensors and parameters alike without visiting each element
+    of a large tensor (ragged nesting elsewhere is refused when the array is built).
+    """
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise InvalidInputError(
+                f"malformed JSON: nested deeper than {max_depth} levels (the limit)"
+            ) from None
+        raise InvalidInputError(f"malformed JSON: {exc}") from None
+    depth = _depth(value, max_depth)
+    if depth > max_depth:
+        raise InvalidInputError(
+            f"malformed JSON: nested deeper than {max_depth} levels (the limit)"
+        )
+    return value
+
+
+def _depth(value: Any, limit: int) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            if item:
+                stack.append((item[0], depth + 1))
+    return deepest
+
+
+def dumps(value: Any) -> bytes:
+    """Encode ``value``; numpy arrays of numbers and bools are serialised natively."""
+    return orjson.dumps(value, option=_DUMPS_OPTIONS)
+
+
+def checked_shape(shape: Any, *, tensor: str) -> tuple[list[int], int]:
+    """``shape`` (a list of non-negative integers) and its number of elements, checked.
+
+    Python integers do not overflow, so a shape whose product exceeds any real tensor is
+    refused here by its true size, before numpy (whose sizes are 64-bit) sees it.
+    """
+    if not isinstance(shape, list) or any(type(dim) is not int or dim < 0 for dim in shape):
+        raise InvalidInputError(
+            f"input {tensor!r}: shape must be a list of non-negative integers, got {shape!r}"
+        )
+    if len(shape) > MAX_DIMS:
+        raise InvalidInputError(f"input {tensor!r}: {len(shape)} dimensions; at most {MAX_DIMS}")
+    count = math.prod(shape)
+    if count >= 2**62:
+        raise InvalidInputError(f"input {tensor!r}: shape {shape} has too many elements")
+    return shape, count
+
+
+def array_from_json(value: Any, dtype: np.dtype[Any] | None, *, tensor: str) -> np.ndarray:
+    """A numpy array from a JSON value (nested lists or a scalar).
+
+    ``dtype`` None: numpy's own inference (bools, ints as int64, floats as float64,
+    strings). A target dtype accepts only values of a compatible kind (integers into a
+    float tensor, but not floats into an integer one, nor out-of-range integers).
+    """
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"input {tensor!r}: not a rectangular tensor ({exc})") from None
+    if array.dtype == OBJECT and dtype is None:
+        raise InvalidInputError(f"input {tensor!r}: mixed or null values are not a tensor")
+    if dtype is None:
+        return array
+    return cast(array, dtype, tensor=tensor)
+
+
+def cast(array: np.ndarray, dtype: np.dtype[Any], *, tensor: str) -> np.ndarray:
+    """``array`` as ``dtype``, refusing lossy kinds (float -> int, text -> number, ...)."""
+    have, want = array.dtype.kind, dtype.kind
+    if want in TEXT_KINDS:
+        if have not in TEXT_KINDS and array.size:
+            raise _mismatch(tensor, dtype, array)
+        return text_array(array)
+    compatible = have == want or (want == "f" and have in "iub") or (want in "iu" and have in "iub")
+    if not compatible and (array.size or have not in "fiub"):
+        raise _mismatch(tensor, dtype, array)
+    if want in "iu" and have in "iu" and array.size:
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidInputError(
+                f"input {tensor!r}: values out of range for {dtype.name} ([{info.min}, {info.max}])"
+            )
+    if array.dtype == dtype:
+        return array
+    with np.errstate(over="ignore"):  # 1e300 as float32 is inf, as numpy says
+        return array.astype(dtype)
+
+
+def text_array(array: np.ndarray) -> np.ndarray:
+    """Strings as an object array of UTF-8 bytes (what TF and ONNX string inputs take)."""
+    if array.dtype == OBJECT:
+        out = np.empty(array.shape, dtype=OBJECT)
+        flat = out.reshape(-1)
+        for i, item in enumerate(array.reshape(-1)):
+            if isinstance(item, str):
+                flat[i] = item.encode()
+            elif isinstance(item, bytes):
+                flat[i] = item
+            else:
+                raise InvalidInputError(f"expected strings, got {type(item).__name__}")
+        return out
+    if array.dtype.kind == "U":
+        return np.char.encode(array, "utf-8").astype(OBJECT)
+    return array.astype(OBJECT)
+
+
+def _mismatch(tensor: str, dtype: np.dtype[Any], array: np.ndarray) -> InvalidInputError:
+    got = "strings" if array.dtype.kind in TEXT_KINDS else array.dtype.name
+    return InvalidInputError(f"input {tensor!r}: expected {dtype.name} values, got {got}")

@@ -1,0 +1,240 @@
+"""TensorFlow Serving REST bodies <-> numpy: the row (``instances``) and columnar
+(``inputs``) formats, ``signature_name``, ``{"b64": ...}`` binary strings, and outputs in
+the format the request used (``predictions`` or ``outputs``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from keepwarm.errors import InvalidInputError
+from keepwarm.protocol import jsonio
+from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS, tf_datatype
+from keepwarm.signature import Signature, TensorSpec
+
+
+@dataclass(frozen=True, slots=True)
+class PredictRequest:
+    """A parsed ``:predict`` body; tensors are built against the signature by ``inputs``."""
+
+    body: dict[str, Any]
+    row_format: bool
+    signature_name: str | None
+
+    def inputs(self, signature: Signature) -> dict[str, np.ndarray]:
+        """The request's tensors as arrays of the signature's dtypes."""
+        specs = {spec.name: spec for spec in signature.inputs}
+        if self.row_format:
+            return _rows(self.body["instances"], signature, specs)
+        return _columns(self.body["inputs"], signature, specs)
+
+
+def parse_predict(body: bytes, *, max_depth: int = 64) -> PredictRequest:
+    value = jsonio.loads(body, max_depth=max_depth)
+    if not isinstance(value, dict):
+        raise InvalidInputError('the body must be a JSON object with "instances" or "inputs"')
+    has_rows, has_columns = "instances" in value, "inputs" in value
+    if has_rows == has_columns:
+        raise InvalidInputError(
+            'the body must have exactly one of "instances" (row format) or "inputs" '
+            "(columnar format)"
+        )
+    name = value.get("signature_name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidInputError('"signature_name" must be a string')
+    if has_rows and not isinstance(value["instances"], list):
+        raise InvalidInputError('"instances" must be a list (one item per example)')
+    return PredictRequest(value, has_rows, name)
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def _rows(
+    instances: list[Any], signature: Signature, specs: Mapping[str, TensorSpec]
+) -> dict[str, np.ndarray]:
+    if not instances:
+        raise InvalidInputError('"instances" is empty')
+    first = instances[0]
+    named = isinstance(first, dict) and not (_is_b64(first) and "b64" not in specs)
+    if not named:
+        only = _single(signature, "instances")
+        return {only.name: _tensor(instances, only)}
+    columns: dict[str, list[Any]] = {name: [] for name in first}
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict) or row.keys() != columns.keys():
+            raise InvalidInputError(
+                f'"instances"[{i}] has inputs {sorted(row) if isinstance(row, dict) else row!r}'
+                f"; every instance must name the same inputs as the first {sorted(columns)}"
+            )
+        for name, item in row.items():
+            columns[name].append(item)
+    return {
+        name: _tensor(values, _spec(specs, name, signature)) for name, values in columns.items()
+    }
+
+
+def _columns(
+    inputs: Any, signature: Signature, specs: Mapping[str, TensorSpec]
+) -> dict[str, np.ndarray]:
+    if isinstance(inputs, dict) and not (_is_b64(inputs) and "b64" not in specs):
+        return {
+            name: _tensor(value, _spec(specs, name, signature)) for name, value in inputs.items()
+        }
+    only = _single(signature, "inputs")
+    return {only.name: _tensor(inputs, only)}
+
+
+def _single(signature: Signature, key: str) -> TensorSpec:
+    if len(signature.inputs) != 1:
+        names = ", ".join(spec.name for spec in signature.inputs)
+        raise InvalidInputError(
+            f'this signature takes {len(signature.inputs)} inputs ({names}): "{key}" must name them'
+        )
+    return signature.inputs[0]
+
+
+def _spec(specs: Mapping[str, TensorSpec], name: str, signature: Signature) -> TensorSpec:
+    spec = specs.get(name)
+    if spec is None:
+        raise InvalidInputError(
+            f"unknown input {name!r}; expected {[s.describe() for s in signature.inputs]}"
+        )
+    return spec
+
+
+def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
+    if spec.dtype.kind in TEXT_KINDS:
+        return _text(value, spec.name)
+    return jsonio.array_from_json(value, spec.dtype, tensor=spec.name)
+
+
+def _text(value: Any, name: str) -> np.ndarray:
+    """Strings and ``{"b64": ...}`` objects, nested, as an object array of bytes."""
+    flat: list[bytes] = []
+
+    def walk(item: Any, depth: int) -> Any:
+        if isinstance(item, list):
+            shapes = [walk(child, depth + 1) for child in item]
+            if any(s != shapes[0] for s in shapes):
+                raise InvalidInputError(f"input {name!r}: not a rectangular tensor")
+            return (len(item), *(shapes[0] if shapes else ()))
+        if _is_b64(item):
+            try:
+                flat.append(base64.b64decode(item["b64"], validate=True))
+            except (binascii.Error, TypeError, ValueError):
+                raise InvalidInputError(f'input {name!r}: "b64" is not valid base64') from None
+        elif isinstance(item, str):
+            flat.append(item.encode())
+        else:
+            raise InvalidInputError(
+                f'input {name!r}: expected strings or {{"b64": ...}}, got {type(item).__name__}'
+            )
+        return ()
+
+    shape = walk(value, 0)
+    array = np.empty(len(flat), dtype=OBJECT)
+    array[:] = flat
+    return array.reshape(shape)
+
+
+def encode_predict(request: PredictRequest, outputs: Mapping[str, np.ndarray]) -> bytes:
+    """``{"predictions": ...}`` for the row format, ``{"outputs": ...}`` for columnar."""
+    if not request.row_format:
+        if len(outputs) == 1:
+            ((name, array),) = outputs.items()
+            return jsonio.dumps({"outputs": _json(array, name)})
+        return jsonio.dumps({"outputs": {name: _json(a, name) for name, a in outputs.items()}})
+    if len(outputs) == 1:
+        ((name, array),) = outputs.items()
+        return jsonio.dumps({"predictions": _json(array, name)})
+    sizes = {name: (a.shape[0] if a.ndim else None) for name, a in outputs.items()}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        raise InvalidInputError(
+            f"the outputs have different batch sizes {sizes}, which the row format cannot "
+            'express; use the columnar format ("inputs")'
+        )
+    count = next(iter(sizes.values()))
+    assert count is not None
+    columns = {name: _json(a, name) for name, a in outputs.items()}
+    rows = [{name: column[i] for name, column in columns.items()} for i in range(count)]
+    return jsonio.dumps({"predictions": rows})
+
+
+def _json(array: np.ndarray, name: str) -> Any:
+    if array.dtype.kind in TEXT_KINDS:
+        encode_b64 = name.endswith("_bytes")
+
+        def text(item: Any) -> Any:
+            data = item if isinstance(item, bytes) else str(item).encode()
+            if encode_b64:
+                return {"b64": base64.b64encode(data).decode()}
+            try:
+                return data.decode()
+            except UnicodeDecodeError:
+                return {"b64": base64.b64encode(data).decode()}
+
+        return np.frompyfunc(text, 1, 1)(array).tolist() if array.ndim else text(array.item())
+    if array.dtype == np.float16 or not array.dtype.isnative:
+        return array.astype(
+            np.float32 if array.dtype.kind == "f" else array.dtype.newbyteorder("=")
+        )
+    return np.ascontiguousarray(array)
+
+
+def model_status(versions: list[tuple[int, str, str]]) -> dict[str, Any]:
+    """``GET /v1/models/{m}``: (version, TF Serving state, error message) per version."""
+    return {
+        "model_version_status": [
+            {
+                "version": str(version),
+                "state": state,
+                "status": {"error_code": "OK" if not error else "UNKNOWN", "error_message": error},
+            }
+            for version, state, error in versions
+        ]
+    }
+
+
+def model_metadata(name: str, version: int, signature: Signature) -> dict[str, Any]:
+    """``GET /v1/models/{m}/metadata``: the served signature as a ``signature_def``."""
+
+    def tensors(specs: tuple[TensorSpec, ...]) -> dict[str, Any]:
+        return {
+            spec.name: {
+                "dtype": tf_datatype(spec.dtype),
+                "tensor_shape": (
+                    {"dim": [], "unknown_rank": True}
+                    if spec.shape is None
+                    else {
+                        "dim": [
+                            {"size": str(-1 if d is None else d), "name": ""} for d in spec.shape
+                        ],
+                        "unknown_rank": False,
+                    }
+                ),
+                "name": spec.name,
+            }
+            for spec in specs
+        }
+
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    signature.name: {
+                        "inputs": tensors(signature.inputs),
+                        "outputs": tensors(signature.outputs),
+                        "method_name": "tensorflow/serving/predict",
+                    }
+                }
+            }
+        },
+    }

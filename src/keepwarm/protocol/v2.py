@@ -1,0 +1,255 @@
+"""KServe v2 / Open Inference Protocol REST bodies <-> numpy, with the binary tensor
+extension (``Inference-Header-Content-Length``: a JSON header followed by raw tensors)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from keepwarm.errors import InvalidInputError
+from keepwarm.protocol import jsonio
+from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS, numpy_dtype, v2_datatype
+from keepwarm.signature import Signature
+
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool | None  # None: the request's default
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """A decoded v2 inference request: typed arrays, and how to answer."""
+
+    inputs: dict[str, np.ndarray]
+    id: str | None = None
+    outputs: tuple[RequestedOutput, ...] | None = None
+    binary_outputs: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_request(
+    body: bytes, *, header_length: int | None = None, max_depth: int = 64
+) -> InferRequest:
+    """Decode a v2 infer body; ``header_length`` is ``Inference-Header-Content-Length``.
+
+    Tensors sent as binary are views of ``body`` (``np.frombuffer``, no copy).
+    """
+    header: bytes | memoryview
+    if header_length is None:
+        header, binary = body, memoryview(b"")
+    else:
+        if header_length < 0 or header_length > len(body):
+            raise InvalidInputError(
+                f"Inference-Header-Content-Length {header_length} is outside the body "
+                f"({len(body)} bytes)"
+            )
+        view = memoryview(body)
+        header, binary = view[:header_length], view[header_length:]
+    request = jsonio.loads(header, max_depth=max_depth)
+    if not isinstance(request, dict):
+        raise InvalidInputError("the request body must be a JSON object with 'inputs'")
+    raw_inputs = request.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInputError("'inputs' must be a non-empty list of tensors")
+    parameters = _parameters(request.get("parameters"), "the request")
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for raw in raw_inputs:
+        name, array, used = _decode_input(raw, binary, offset)
+        if name in inputs:
+            raise InvalidInputError(f"input {name!r} is given twice")
+        inputs[name] = array
+        offset += used
+    if offset != len(binary):
+        raise InvalidInputError(
+            f"the binary section holds {len(binary)} bytes but the inputs' "
+            f"binary_data_size add up to {offset}"
+        )
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInputError("'id' must be a string")
+    return InferRequest(
+        inputs=inputs,
+        id=request_id,
+        outputs=_requested_outputs(request.get("outputs")),
+        binary_outputs=parameters.get("binary_data_output") is True,
+        parameters=parameters,
+    )
+
+
+def _parameters(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"'parameters' of {where} must be an object")
+    return value
+
+
+def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise InvalidInputError("each input must be an object with a string 'name'")
+    name: str = raw["name"]
+    dtype = numpy_dtype(raw.get("datatype"), tensor=name)
+    shape, count = jsonio.checked_shape(raw.get("shape"), tensor=name)
+    params = _parameters(raw.get("parameters"), f"input {name!r}")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if "data" in raw:
+            raise InvalidInputError(f"input {name!r}: both 'data' and binary_data_size given")
+        if type(size) is not int or size < 0 or offset + size > len(binary):
+            raise InvalidInputError(
+                f"input {name!r}: binary_data_size {size!r} does not fit the "
+                f"{len(binary) - offset} bytes left in the body"
+            )
+        chunk = binary[offset : offset + size]
+        return name, _from_binary(chunk, dtype, count, shape, name), size
+    if "data" not in raw:
+        raise InvalidInputError(f"input {name!r}: no 'data' and no binary_data_size")
+    array = jsonio.array_from_json(raw["data"], dtype, tensor=name)
+    if array.size != count:
+        raise InvalidInputError(
+            f"input {name!r}: shape {shape} needs {count} elements, 'data' has {array.size}"
+        )
+    return name, array.reshape(shape), 0
+
+
+def _from_binary(
+    chunk: memoryview, dtype: np.dtype[Any], count: int, shape: list[int], name: str
+) -> np.ndarray:
+    if dtype == OBJECT:
+        items = _split_bytes(chunk, name)
+        if len(items) != count:
+            raise InvalidInputError(
+                f"input {name!r}: shape {shape} needs {count} elements, got {len(items)} strings"
+            )
+        array = np.empty(count, dtype=OBJECT)
+        array[:] = items
+        return array.reshape(shape)
+    if len(chunk) != count * dtype.itemsize:
+        raise InvalidInputError(
+            f"input {name!r}: shape {shape} of {dtype.name} needs {count * dtype.itemsize} "
+            f"bytes, binary_data_size is {len(chunk)}"
+        )
+    return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).reshape(shape)
+
+
+def _split_bytes(chunk: memoryview, name: str) -> list[bytes]:
+    items, pos, end = [], 0, len(chunk)
+    while pos < end:
+        if pos + 4 > end:
+            raise InvalidInputError(f"input {name!r}: truncated BYTES element length")
+        (length,) = _LENGTH.unpack_from(chunk, pos)
+        pos += 4
+        if pos + length > end:
+            raise InvalidInputError(f"input {name!r}: a BYTES element runs past its data")
+        items.append(bytes(chunk[pos : pos + length]))
+        pos += length
+    return items
+
+
+def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
+    wanted = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
+        params = _parameters(item.get("parameters"), f"output {item['name']!r}")
+        if params.get("classification"):
+            raise InvalidInputError("the classification extension is not supported")
+        binary = params.get("binary_data")
+        wanted.append(RequestedOutput(item["name"], binary if isinstance(binary, bool) else None))
+    return tuple(wanted)
+
+
+def encode_response(
+    request: InferRequest, model_name: str, version: int, outputs: Mapping[str, np.ndarray]
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary tensors follow it."""
+    if request.outputs is None:
+        chosen = [(name, request.binary_outputs) for name in outputs]
+    else:
+        chosen = []
+        for wanted in request.outputs:
+            if wanted.name not in outputs:
+                raise InvalidInputError(
+                    f"requested output {wanted.name!r} is not an output of the model "
+                    f"(outputs: {', '.join(outputs)})"
+                )
+            binary = request.binary_outputs if wanted.binary is None else wanted.binary
+            chosen.append((wanted.name, binary))
+    tensors: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name, binary in chosen:
+        array = outputs[name]
+        tensor: dict[str, Any] = {
+            "name": name,
+            "datatype": v2_datatype(array.dtype),
+            "shape": list(array.shape),
+        }
+        if binary:
+            data = _to_binary(array)
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            chunks.append(data)
+        else:
+            tensor["data"] = _to_json(array, name)
+        tensors.append(tensor)
+    body: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
+    if request.id is not None:
+        body["id"] = request.id
+    body["outputs"] = tensors
+    header = jsonio.dumps(body)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def _to_json(array: np.ndarray, name: str) -> Any:
+    flat = array.reshape(-1)
+    if array.dtype.kind in TEXT_KINDS:
+        try:
+            return [v.decode() if isinstance(v, bytes) else str(v) for v in flat.tolist()]
+        except UnicodeDecodeError:
+            raise InvalidInputError(
+                f"output {name!r} holds bytes that are not UTF-8 text: ask for it with "
+                '"parameters": {"binary_data": true}'
+            ) from None
+    if array.dtype == np.float16 or not array.dtype.isnative:
+        return flat.tolist()
+    return np.ascontiguousarray(flat)
+
+
+def _to_binary(array: np.ndarray) -> bytes:
+    if array.dtype.kind in TEXT_KINDS:
+        parts = []
+        for item in array.reshape(-1).tolist():
+            data = item if isinstance(item, bytes) else str(item).encode()
+            parts += [_LENGTH.pack(len(data)), data]
+        return b"".join(parts)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def model_metadata(name: str, versions: list[int], signature: Signature) -> dict[str, Any]:
+    """``GET /v2/models/{m}``: the model's tensors in v2 terms (-1: any size)."""
+
+    def tensor(spec: Any) -> dict[str, Any]:
+        shape = [-1] if spec.shape is None else [-1 if d is None else d for d in spec.shape]
+        return {"name": spec.name, "datatype": v2_datatype(spec.dtype), "shape": shape}
+
+    return {
+        "name": name,
+        "versions": [str(v) for v in versions],
+        "platform": "keepwarm",
+        "inputs": [tensor(spec) for spec in signature.inputs],
+        "outputs": [tensor(spec) for spec in signature.outputs],
+    }
