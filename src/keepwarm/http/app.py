@@ -1,0 +1,105 @@
+"""The ASGI app: TF Serving REST and KServe v2 routes on one port, ``/metrics`` and
+``/openapi.json``. Errors become status codes here, in ``error_response``, and nowhere else."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from keepwarm.errors import InternalError, InvalidInputError, KeepwarmError, ModelNotFoundError
+from keepwarm.http.messages import (
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    error_response,
+)
+from keepwarm.http.router import Route, Router
+from keepwarm.http.tfserving import TfServingRoutes
+from keepwarm.http.v2 import V2Routes
+from keepwarm.service import RETRY_AFTER_SECONDS, InferenceService, check_name
+
+log = logging.getLogger("keepwarm.http")
+OPENAPI = Path(__file__).with_name("openapi.json")
+
+
+class HttpApp:
+    """``HttpApp(service, max_body_bytes=..., max_json_depth=...)`` is an ASGI callable."""
+
+    def __init__(
+        self, service: InferenceService, *, max_body_bytes: int, max_json_depth: int
+    ) -> None:
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        routes: list[Route] = [
+            Route("GET", "/metrics", self.metrics, "server"),
+            Route("GET", "/openapi.json", self.openapi, "server"),
+        ]
+        routes += TfServingRoutes(service, max_json_depth=max_json_depth).routes()
+        routes += V2Routes(service, max_json_depth=max_json_depth).routes()
+        self.router = Router(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            response = await self._dispatch(scope, receive)
+        except KeepwarmError as exc:
+            response = error_response(exc, RETRY_AFTER_SECONDS)
+        except Exception:
+            log.exception("a request failed")
+            response = error_response(
+                InternalError("internal error; the server log has the details"),
+                RETRY_AFTER_SECONDS,
+            )
+        headers = [
+            (b"content-type", response.content_type),
+            (b"content-length", str(len(response.body)).encode()),
+            *response.headers,
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        body = b"" if scope["method"] == "HEAD" else response.body
+        await send({"type": "http.response.body", "body": body})
+
+    async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        try:
+            route, params, other = self.router.match(scope["method"], raw_path.split(b"?", 1)[0])
+        except UnicodeDecodeError:
+            raise InvalidInputError("the path is not valid UTF-8 after percent-decoding") from None
+        if route is None:
+            if other:
+                return error_response(
+                    InvalidInputError(f"method {scope['method']} is not allowed here"), 0
+                ).with_status(405)
+            raise ModelNotFoundError(f"no route for {scope['method']} {scope['path']}")
+        for key in ("model", "label"):
+            if key in params:
+                check_name(params[key], "model name" if key == "model" else "version label")
+        version = params.get("version")
+        if version is not None and not version.isdigit():
+            raise InvalidInputError(
+                f"version {version!r}: versions are positive integers (labels: /labels/NAME)"
+            )
+        return await route.handler(Request(scope, receive, params, self.max_body_bytes))
+
+    async def metrics(self, request: Request) -> Response:
+        metrics = self.service.metrics
+        return Response(200, metrics.render(), metrics.content_type.encode())
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(200, OPENAPI.read_bytes())
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,145 @@
+"""ASGI plumbing: the request (body read under a size limit, decompressed under the same
+limit), the response, and the one place errors become status codes."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from keepwarm.errors import Code, InvalidInputError, KeepwarmError, PayloadTooLargeError
+from keepwarm.protocol import jsonio
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+STATUS: dict[Code, int] = {
+    Code.INVALID_ARGUMENT: 400,
+    Code.UNAUTHENTICATED: 401,
+    Code.PERMISSION_DENIED: 403,
+    Code.NOT_FOUND: 404,
+    Code.PAYLOAD_TOO_LARGE: 413,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.UNAVAILABLE: 503,
+    Code.DEADLINE_EXCEEDED: 504,
+    Code.INTERNAL: 500,
+}
+RETRY_AFTER = {Code.RESOURCE_EXHAUSTED, Code.UNAVAILABLE}
+JSON = b"application/json"
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def with_status(self, status: int) -> Response:
+        self.status = status
+        return self
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(status, jsonio.dumps(value))
+
+
+def error_response(exc: KeepwarmError, retry_after: int) -> Response:
+    """The one mapping of error codes to HTTP: ``{"error": message}`` for both APIs."""
+    response = json_response({"error": exc.message}, STATUS.get(exc.code, 500))
+    if exc.code in RETRY_AFTER:
+        response.headers.append((b"retry-after", str(retry_after).encode()))
+    return response
+
+
+class Request:
+    """One HTTP request: routing parameters, headers, and the body on demand."""
+
+    __slots__ = ("_receive", "headers", "max_body", "method", "params", "query", "scope")
+
+    def __init__(
+        self, scope: Scope, receive: Receive, params: dict[str, str], max_body: int
+    ) -> None:
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.params = params
+        self.query: bytes = scope.get("query_string", b"")
+        self.max_body = max_body
+        self._receive = receive
+        self.headers: dict[bytes, bytes] = {}
+        for key, value in scope["headers"]:
+            self.headers[key.lower()] = value
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else value.decode("latin-1")
+
+    async def body(self) -> bytes:
+        """The body, decompressed (gzip, deflate); over ``max_body`` before or after
+        decompression is ``PayloadTooLargeError``."""
+        limit = self.max_body
+        declared = self.headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit, f"{int(declared)} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInputError("the client went away before sending its body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, f"more than {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        encoding = (self.header(b"content-encoding") or "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return data
+        if encoding in ("gzip", "x-gzip"):
+            return _inflate(zlib.decompressobj(16 + zlib.MAX_WBITS), data, limit)
+        if encoding == "deflate":
+            return _inflate(zlib.decompressobj(), data, limit)
+        raise InvalidInputError(
+            f"Content-Encoding {encoding!r} is not supported (gzip, deflate or identity)"
+        )
+
+
+def _inflate(inflater: Any, data: bytes, limit: int) -> bytes:
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInputError(f"the body is not valid compressed data: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise _too_large(limit, "more after decompression")
+    if not inflater.eof:
+        raise InvalidInputError("the compressed body is truncated")
+    return bytes(out)
+
+
+def _too_large(limit: int, got: str) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"the request body is over the limit of {limit} bytes ({got}); "
+        "raise it with the server's max_body_bytes setting"
+    )
+
+
+def header_timeout(request: Request) -> float | None:
+    """``Keepwarm-Timeout-Ms`` in seconds (None when absent)."""
+    value = request.header(b"keepwarm-timeout-ms")
+    if value is None:
+        return None
+    try:
+        millis = float(value)
+    except ValueError:
+        millis = -1.0
+    if not millis > 0 or millis == float("inf"):
+        raise InvalidInputError(
+            f"Keepwarm-Timeout-Ms {value!r}: expected a positive number of milliseconds"
+        )
+    return millis / 1000.0

@@ -1,0 +1,167 @@
+"""KServe v2 REST routes (with Triton's model config and statistics endpoints)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from keepwarm.errors import InvalidInputError, UnavailableError
+from keepwarm.http.messages import Request, Response, header_timeout, json_response
+from keepwarm.http.router import Route
+from keepwarm.protocol import jsonio, v2
+from keepwarm.protocol.dtypes import v2_datatype
+from keepwarm.service import InferenceService
+from keepwarm.signature import Signature, TensorSpec
+
+#: Bodies larger than this are decoded on a worker thread, not on the event loop.
+INLINE_DECODE_BYTES = 64 * 1024
+HEADER_LENGTH = b"inference-header-content-length"
+
+
+class V2Routes:
+    def __init__(self, service: InferenceService, *, max_json_depth: int) -> None:
+        self.service = service
+        self.max_json_depth = max_json_depth
+
+    def routes(self) -> list[Route]:
+        model = "/v2/models/{model}"
+        version = "/v2/models/{model}/versions/{version}"
+        routes = [
+            Route("GET", "/v2/health/live", self.live, "v2"),
+            Route("GET", "/v2/health/ready", self.ready, "v2"),
+            Route("GET", "/v2", self.server_metadata, "v2"),
+            Route("GET", "/v2/models/stats", self.stats, "v2"),
+            Route("POST", "/v2/repository/index", self.index, "v2"),
+        ]
+        for prefix in (model, version):
+            routes += [
+                Route("GET", prefix, self.model_metadata, "v2"),
+                Route("GET", prefix + "/ready", self.model_ready, "v2"),
+                Route("POST", prefix + "/infer", self.infer, "v2"),
+                Route("GET", prefix + "/config", self.model_config, "v2"),
+                Route("GET", prefix + "/stats", self.stats, "v2"),
+            ]
+        return routes
+
+    async def live(self, request: Request) -> Response:
+        return json_response({"live": self.service.live()})
+
+    async def ready(self, request: Request) -> Response:
+        ready = self.service.ready()
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    async def server_metadata(self, request: Request) -> Response:
+        return json_response(self.service.server_metadata())
+
+    async def model_ready(self, request: Request) -> Response:
+        params = request.params
+        ready = self.service.model_ready(params["model"], params.get("version"))
+        return json_response({"name": params["model"], "ready": ready}, 200 if ready else 503)
+
+    async def model_metadata(self, request: Request) -> Response:
+        info = await self.service.model_info(request.params["model"], request.params.get("version"))
+        return json_response(v2.model_metadata(info.name, info.versions, info.signature))
+
+    async def model_config(self, request: Request) -> Response:
+        info = await self.service.model_info(request.params["model"], request.params.get("version"))
+        return json_response(_triton_config(info.name, info.signature))
+
+    async def stats(self, request: Request) -> Response:
+        name = request.params.get("model")
+        return json_response(
+            {"model_stats": self.service.statistics(name, request.params.get("version"))}
+        )
+
+    async def index(self, request: Request) -> Response:
+        body = await request.body()
+        if body.strip():
+            options = jsonio.loads(body, max_depth=self.max_json_depth)
+            if not isinstance(options, dict):
+                raise InvalidInputError("the index request body must be a JSON object")
+            if options.get("ready"):
+                return json_response([m for m in self.service.index() if m.get("state") == "READY"])
+        return json_response(self.service.index())
+
+    async def infer(self, request: Request) -> Response:
+        service = self.service
+        if service.shutting_down:  # before reading the body: refuse at once
+            raise UnavailableError("the server is shutting down; retry on another server")
+        body = await request.body()
+        length = _header_length(request)
+        depth = self.max_json_depth
+        if len(body) > INLINE_DECODE_BYTES:
+            loop = asyncio.get_running_loop()
+            decoded = await loop.run_in_executor(
+                None, lambda: v2.decode_request(body, header_length=length, max_depth=depth)
+            )
+        else:
+            decoded = v2.decode_request(body, header_length=length, max_depth=depth)
+        timeout = _timeout(decoded.parameters, header_timeout(request))
+
+        def encode(name: str, version: int, outputs: dict[str, Any]) -> tuple[bytes, int | None]:
+            return v2.encode_response(decoded, name, version, outputs)
+
+        data, json_length = await service.infer(
+            request.params["model"],
+            request.params.get("version"),
+            lambda signature: decoded.inputs,
+            encode,
+            protocol="v2",
+            timeout=timeout,
+        )
+        if json_length is None:
+            return Response(200, data)
+        return Response(
+            200,
+            data,
+            b"application/octet-stream",
+            [(HEADER_LENGTH, str(json_length).encode())],
+        )
+
+
+def _header_length(request: Request) -> int | None:
+    value = request.header(HEADER_LENGTH)
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise InvalidInputError(f"Inference-Header-Content-Length {value!r} is not a number")
+    return int(value)
+
+
+def _timeout(parameters: dict[str, Any], from_header: float | None) -> float | None:
+    """The tighter of ``parameters.timeout`` (microseconds, as Triton) and the header."""
+    micros = parameters.get("timeout")
+    if micros is None:
+        return from_header
+    if type(micros) not in (int, float) or not micros > 0:
+        raise InvalidInputError(
+            f"parameters.timeout {micros!r}: expected a positive number of microseconds"
+        )
+    seconds = float(micros) / 1e6
+    return seconds if from_header is None else min(seconds, from_header)
+
+
+def _triton_config(name: str, signature: Signature) -> dict[str, Any]:
+    """Triton's model configuration, as far as its clients read it. ``max_batch_size`` 0:
+    the dims below include the batch axis."""
+
+    def tensor(spec: TensorSpec) -> dict[str, Any]:
+        dims = [-1] if spec.shape is None else [-1 if d is None else d for d in spec.shape]
+        return {"name": spec.name, "data_type": "TYPE_" + _config_type(spec), "dims": dims}
+
+    return {
+        "name": name,
+        "platform": "keepwarm",
+        "backend": "keepwarm",
+        "max_batch_size": 0,
+        "input": [tensor(spec) for spec in signature.inputs],
+        "output": [tensor(spec) for spec in signature.outputs],
+    }
+
+
+def _config_type(spec: TensorSpec) -> str:
+    try:
+        datatype = v2_datatype(spec.dtype)
+    except InvalidInputError:
+        return "INVALID"
+    return "STRING" if datatype == "BYTES" else datatype

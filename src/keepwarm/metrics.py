@@ -1,0 +1,126 @@
+"""Every server metric, defined once, in a registry of its own (one per server, so tests
+that build several servers do not collide). Request metrics are recorded by the
+``InferenceService``; load, unload, eviction and cache metrics come from the Manager's
+events; memory figures are read when ``/metrics`` is scraped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from keepwarm.core.events import Event
+from keepwarm.core.ids import ModelId
+
+_LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+_LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    """The server's metrics; ``render()`` is the body of ``GET /metrics``."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        # No ``*_created`` series: a timestamp per label set is noise here.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        labels = ("model", "version", "protocol")
+        self.requests = Counter(
+            "keepwarm_requests", "Inference requests by outcome.", (*labels, "code"),
+            registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "keepwarm_request_seconds", "Inference request latency (successful requests).",
+            labels, buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "keepwarm_requests_in_flight", "Inference requests received and not yet answered.",
+            registry=registry,
+        )  # fmt: skip
+        self.load_seconds = Histogram(
+            "keepwarm_load_seconds", "Time from LOADING to READY or FAILED.", ("model",),
+            buckets=_LOAD_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.unload_seconds = Histogram(
+            "keepwarm_unload_seconds", "Time from DRAINING to UNLOADED.", ("model",),
+            buckets=_LOAD_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.transitions = Counter(
+            "keepwarm_state_transitions", "Version state transitions.", ("model", "state"),
+            registry=registry,
+        )  # fmt: skip
+        self.cache = Counter(
+            "keepwarm_cache_events", "Cache hits, misses and evictions.", ("event",),
+            registry=registry,
+        )  # fmt: skip
+        self.model_bytes = Gauge(
+            "keepwarm_model_bytes", "Bytes held by each loaded version.", ("model", "version"),
+            registry=registry,
+        )  # fmt: skip
+        self.process_memory = Gauge(
+            "keepwarm_process_resident_bytes", "Resident memory of the server process.",
+            registry=registry,
+        )  # fmt: skip
+        self._started: dict[tuple[Any, str], float] = {}
+        self._memory: Callable[[], int] | None = None
+
+    def request(self, model: str, version: str, protocol: str, code: str, seconds: float) -> None:
+        self.requests.labels(model, version, protocol, code).inc()
+        if code == "OK":
+            self.latency.labels(model, version, protocol).observe(seconds)
+
+    def on_event(self, event: Event) -> None:
+        """A Manager event subscriber: load/unload durations, transitions, cache counts."""
+        key = event.key
+        model = key.name if isinstance(key, ModelId) else str(key)
+        version = str(key.version) if isinstance(key, ModelId) else ""
+        if event.kind in ("hit", "miss", "evicted"):
+            self.cache.labels(event.kind).inc()
+            return
+        if event.kind != "state" or event.state is None:
+            return
+        state = event.state.value
+        self.transitions.labels(model, state).inc()
+        if state in ("LOADING", "DRAINING"):
+            self._started[(key, state)] = event.time
+        elif state in ("READY", "FAILED"):
+            started = self._started.pop((key, "LOADING"), None)
+            if started is not None:
+                self.load_seconds.labels(model).observe(event.time - started)
+            if state == "READY" and event.nbytes is not None:
+                self.model_bytes.labels(model, version).set(event.nbytes)
+        elif state == "UNLOADED":
+            started = self._started.pop((key, "DRAINING"), None)
+            if started is not None:
+                self.unload_seconds.labels(model).observe(event.time - started)
+            with contextlib.suppress(KeyError):  # never READY: no figure to remove
+                self.model_bytes.remove(model, version)
+
+    def render(self) -> bytes:
+        self.process_memory.set(_resident_bytes())
+        return generate_latest(self.registry)
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return pages * os.sysconf("SC_PAGE_SIZE")
