@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 
 class JsonLines(logging.Formatter):
@@ -42,9 +43,10 @@ _CHATTER = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages 
                       rb"To enable the following instructions:)")  # fmt: skip
 
 
-def quiet_native_chatter() -> None:
+def quiet_native_chatter() -> Callable[[], None]:
     """Route file descriptor 2 through a thread that drops native libraries' start-up
-    chatter (which no environment variable silences) and passes every other line on."""
+    chatter (which no environment variable silences) and passes every other line on.
+    Returns ``restore``: puts file descriptor 2 back once every line has passed."""
     original = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
@@ -62,4 +64,13 @@ def quiet_native_chatter() -> None:
             if pending and not _CHATTER.match(pending):
                 os.write(original, pending)
 
-    threading.Thread(target=pump, name="keepwarm-stderr", daemon=True).start()
+    thread = threading.Thread(target=pump, name="keepwarm-stderr", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's last write end: the pump sees its end
+        thread.join(timeout=5)
+        os.close(original)
+
+    return restore

@@ -9,6 +9,7 @@ through ``public`` only, which names paths relative to the repository root.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import re
 import time
@@ -20,12 +21,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from keepwarm.control import ControlledSource
 from keepwarm.errors import (
     DeadlineExceededError,
     InternalError,
     InvalidInputError,
     KeepwarmError,
     ModelNotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from keepwarm.metrics import Metrics
@@ -120,8 +124,14 @@ class InferenceService:
         default_timeout: float | None = None,
         strict_readiness: bool = False,
         workers: int = DEFAULT_WORKERS,
+        control: ControlledSource | None = None,
+        management_token: str | None = None,
+        load_timeout: float = 300.0,
     ) -> None:
         self.repository = repository
+        self.control = control
+        self._token = management_token
+        self.load_timeout = load_timeout
         self.metrics = metrics if metrics is not None else Metrics()
         self.default_timeout = default_timeout
         self.strict_readiness = strict_readiness
@@ -162,7 +172,10 @@ class InferenceService:
     # ------------------------------------------------------------------ models
 
     def versions(self, name: str) -> list[tuple[int, str, str]]:
-        """(version, state, reason) for each version of ``name``, oldest first."""
+        """(version, state, reason) for each version of ``name``, oldest first; a model
+        the repository API holds unloaded has none (``held`` says why)."""
+        if self.held(name) is not None:
+            return []
         model = self._model_status(name)
         return [
             (version, info.get("state", "UNKNOWN"), self.public(info.get("reason") or ""))
@@ -215,9 +228,16 @@ class InferenceService:
             ]
         return [self._stats.get(key, _Stat()).to_dict(*key) for key in wanted]
 
+    def held(self, name: str) -> str | None:
+        """Why the repository API keeps ``name`` unloaded, or None."""
+        return None if self.control is None else self.control.held().get(check_name(name))
+
     def index(self) -> list[dict[str, Any]]:
         """The repository extension's index: every model version and its state."""
-        out = []
+        held = {} if self.control is None else self.control.held()
+        out: list[dict[str, Any]] = [
+            {"name": name, "state": "UNAVAILABLE", "reason": why} for name, why in held.items()
+        ]
         for name, model in self.repository.status().items():
             if not model["versions"]:
                 out.append({"name": name, "state": "UNAVAILABLE", "reason": "no versions"})
@@ -292,7 +312,11 @@ class InferenceService:
         The seam with the core: the lease is taken on the worker thread with the blocking
         ``lease``; core's ``acquire_async`` (awaited here, then one hop for ``run``) keeps
         a waiting request from holding a thread."""
-        check_name(name)
+        why = self.held(name)
+        if why is not None:
+            raise UnavailableError(
+                f"model {name!r} is {why}; load it with POST /v2/repository/models/{name}/load"
+            )
         wanted = parse_version(version)
         seconds = self.default_timeout if timeout is None else timeout
         deadline = None if seconds is None else time.monotonic() + seconds
@@ -337,6 +361,41 @@ class InferenceService:
         for root in self._roots:
             text = text.replace(root + os.sep, "").replace(root, "the repository")
         return text
+
+    # -------------------------------------------------------------- management
+
+    def authorize(self, presented: str | None) -> None:
+        """Allow a repository API call: the API must be on and ``presented`` the token
+        (compared in constant time)."""
+        if self._token is None or self.control is None:
+            raise PermissionDeniedError(
+                "the repository API is off; start the server with --management-api and a "
+                "token (KEEPWARM_MANAGEMENT_TOKEN or --token-file)"
+            )
+        if not presented:
+            raise UnauthenticatedError(
+                "the repository API needs the management token: 'Authorization: Bearer TOKEN'"
+            )
+        if not hmac.compare_digest(presented.encode(), self._token.encode()):
+            raise PermissionDeniedError("the management token is wrong")
+
+    async def load(self, name: str, presented: str | None) -> None:
+        """Serve ``name`` (again); returns once it can serve, or raises why not."""
+        self.authorize(presented)
+        assert self.control is not None
+        self.control.load(check_name(name))
+        await asyncio.to_thread(self.repository.refresh)
+        try:
+            await asyncio.to_thread(self.repository.wait_ready, name, None, self.load_timeout)
+        except KeepwarmError as exc:
+            raise self._scrubbed(exc) from None
+
+    async def unload(self, name: str, presented: str | None) -> None:
+        """Stop serving ``name`` (its versions drain) until it is loaded again."""
+        self.authorize(presented)
+        assert self.control is not None
+        self.control.unload(check_name(name))
+        await asyncio.to_thread(self.repository.refresh)
 
     # ---------------------------------------------------------------- shutdown
 

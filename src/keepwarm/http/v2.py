@@ -32,6 +32,8 @@ class V2Routes:
             Route("GET", "/v2", self.server_metadata, "v2"),
             Route("GET", "/v2/models/stats", self.stats, "v2"),
             Route("POST", "/v2/repository/index", self.index, "v2"),
+            Route("POST", "/v2/repository/models/{model}/load", self.load, "v2"),
+            Route("POST", "/v2/repository/models/{model}/unload", self.unload, "v2"),
         ]
         for prefix in (model, version):
             routes += [
@@ -82,6 +84,14 @@ class V2Routes:
                 return json_response([m for m in self.service.index() if m.get("state") == "READY"])
         return json_response(self.service.index())
 
+    async def load(self, request: Request) -> Response:
+        await self.service.load(request.params["model"], _bearer(request))
+        return json_response({})
+
+    async def unload(self, request: Request) -> Response:
+        await self.service.unload(request.params["model"], _bearer(request))
+        return json_response({})
+
     async def infer(self, request: Request) -> Response:
         service = self.service
         if service.shutting_down:  # before reading the body: refuse at once
@@ -117,6 +127,14 @@ class V2Routes:
             b"application/octet-stream",
             [(HEADER_LENGTH, str(json_length).encode())],
         )
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.header(b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 def _header_length(request: Request) -> int | None:

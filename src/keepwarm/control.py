@@ -1,0 +1,68 @@
+"""Model control through the repository API, as in Triton: a source that wraps the
+repository's own and filters its listing.
+
+``poll`` (the default): every model on disk is served, except those unloaded through the
+API, which stay unloaded until loaded through the API again (or a restart). ``explicit``:
+only models loaded through the API are served. Leaving a model out of the listing is
+what unloads it: the repository drains a model gone from its listing.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from keepwarm.errors import InvalidInputError, ModelNotFoundError
+
+UNLOADED_BY_API = "unloaded by API"
+NOT_LOADED_EXPLICIT = "not loaded (model control is explicit: load it through the API)"
+
+
+class ControlledSource:
+    """``scan()`` is the wrapped source's, without the models the API holds back."""
+
+    def __init__(self, source: Any, mode: str) -> None:
+        if mode not in ("poll", "explicit"):
+            raise InvalidInputError(f"model control {mode!r}: expected 'poll' or 'explicit'")
+        self._source = source
+        self.mode = mode
+        self._lock = threading.Lock()
+        self._loaded: set[str] = set()  # explicit: what the API loaded
+        self._unloaded: set[str] = set()  # poll: what the API unloaded
+        self._on_disk: frozenset[str] = frozenset()
+
+    def scan(self) -> dict[str, Any]:
+        listing = self._source.scan()
+        with self._lock:
+            self._on_disk = frozenset(listing)
+            return {name: model for name, model in listing.items() if self._serves(name)}
+
+    def _serves(self, name: str) -> bool:
+        if self.mode == "explicit":
+            return name in self._loaded
+        return name not in self._unloaded
+
+    def load(self, name: str) -> None:
+        """Serve ``name`` again (from the next scan)."""
+        with self._lock:
+            if name not in self._on_disk:
+                raise ModelNotFoundError(f"model {name!r} is not in the repository")
+            self._loaded.add(name)
+            self._unloaded.discard(name)
+
+    def unload(self, name: str) -> None:
+        """Stop serving ``name`` (from the next scan) until ``load``."""
+        with self._lock:
+            if name not in self._on_disk:
+                raise ModelNotFoundError(f"model {name!r} is not in the repository")
+            self._loaded.discard(name)
+            self._unloaded.add(name)
+
+    def held(self) -> dict[str, str]:
+        """Models on disk that the API keeps unloaded, and why."""
+        with self._lock:
+            return {
+                name: UNLOADED_BY_API if name in self._unloaded else NOT_LOADED_EXPLICIT
+                for name in sorted(self._on_disk)
+                if not self._serves(name)
+            }
