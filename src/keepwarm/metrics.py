@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -19,7 +19,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
@@ -65,9 +67,9 @@ class Metrics:
             "keepwarm_state_transitions", "Version state transitions.", ("model", "state"),
             registry=registry,
         )  # fmt: skip
-        self.cache = Counter(
-            "keepwarm_cache_events", "Cache hits, misses and evictions.", ("event",),
-            registry=registry,
+        self.evictions = Counter(
+            "keepwarm_evictions", "Versions evicted to make room in the memory budget.",
+            ("model",), registry=registry,
         )  # fmt: skip
         self.model_bytes = Gauge(
             "keepwarm_model_bytes", "Bytes held by each loaded version.", ("model", "version"),
@@ -80,6 +82,11 @@ class Metrics:
         self._started: dict[tuple[Any, str], float] = {}
         self._memory: Callable[[], int] | None = None
 
+    def watch_counters(self, counters: Callable[[], Mapping[str, int]]) -> None:
+        """Export the manager's request counters (``hits``: served by a loaded model,
+        ``misses``: by a load) as ``keepwarm_cache_<name>_total``, read at each scrape."""
+        self.registry.register(_CountersCollector(counters))
+
     def request(self, model: str, version: str, protocol: str, code: str, seconds: float) -> None:
         self.requests.labels(model, version, protocol, code).inc()
         if code == "OK":
@@ -90,8 +97,8 @@ class Metrics:
         key = event.key
         model = key.name if isinstance(key, ModelId) else str(key)
         version = str(key.version) if isinstance(key, ModelId) else ""
-        if event.kind in ("hit", "miss", "evicted"):
-            self.cache.labels(event.kind).inc()
+        if event.kind == "evicted":
+            self.evictions.labels(model).inc()
             return
         if event.kind != "state" or event.state is None:
             return
@@ -115,6 +122,24 @@ class Metrics:
     def render(self) -> bytes:
         self.process_memory.set(_resident_bytes())
         return generate_latest(self.registry)
+
+
+class _CountersCollector(Collector):
+    def __init__(self, counters: Callable[[], Mapping[str, int]]) -> None:
+        self._counters = counters
+
+    def describe(self) -> list[Metric]:
+        return []  # described when collected: the names come from the manager
+
+    def collect(self) -> list[Metric]:
+        out: list[Metric] = []
+        for name, value in sorted(dict(self._counters()).items()):
+            family = CounterMetricFamily(
+                f"keepwarm_cache_{name}", f"Requests counted by the model manager as {name}."
+            )
+            family.add_metric([], value)
+            out.append(family)
+        return out
 
 
 def _resident_bytes() -> int:

@@ -1,0 +1,55 @@
+"""Metrics from Manager events and request records; JSON-line logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from keepwarm.core.events import Event
+from keepwarm.core.ids import ModelId
+from keepwarm.core.states import State
+from keepwarm.logs import JsonLines
+from keepwarm.metrics import Metrics
+
+
+def test_load_and_unload_durations_bytes_and_evictions() -> None:
+    metrics = Metrics()
+    key = ModelId("mlp", 2)
+    metrics.on_event(Event("state", key, state=State.LOADING, time=10.0))
+    metrics.on_event(Event("state", key, state=State.READY, nbytes=1234, time=12.5))
+    text = metrics.render().decode()
+    assert 'keepwarm_load_seconds_sum{model="mlp"} 2.5' in text
+    assert 'keepwarm_model_bytes{model="mlp",version="2"} 1234.0' in text
+    metrics.on_event(Event("state", key, state=State.DRAINING, time=20.0))
+    metrics.on_event(Event("state", key, state=State.UNLOADED, time=20.25))
+    metrics.on_event(Event("evicted", key, nbytes=1234))
+    text = metrics.render().decode()
+    assert 'keepwarm_unload_seconds_sum{model="mlp"} 0.25' in text
+    assert 'keepwarm_model_bytes{model="mlp"' not in text
+    assert 'keepwarm_evictions_total{model="mlp"} 1.0' in text
+    assert 'keepwarm_state_transitions_total{model="mlp",state="READY"} 1.0' in text
+
+
+def test_requests_and_manager_counters() -> None:
+    metrics = Metrics()
+    counters = {"hits": 3, "misses": 1}
+    metrics.watch_counters(lambda: counters)
+    metrics.request("mlp", "1", "v2", "OK", 0.002)
+    metrics.request("mlp", "1", "v2", "INVALID_ARGUMENT", 0.001)
+    counters["hits"] = 4
+    text = metrics.render().decode()
+    assert 'keepwarm_requests_total{code="OK",model="mlp",protocol="v2",version="1"} 1.0' in text
+    assert 'keepwarm_request_seconds_count{model="mlp",protocol="v2",version="1"} 1.0' in text
+    assert "keepwarm_cache_hits_total 4.0" in text and "keepwarm_cache_misses_total 1.0" in text
+    assert "keepwarm_process_resident_bytes" in text
+
+
+def test_log_records_are_one_json_line_with_control_characters_escaped() -> None:
+    record = logging.LogRecord(
+        "keepwarm.http", logging.WARNING, __file__, 1, "bad name %s", ("a\nb\x1b[31m",), None
+    )
+    line = JsonLines().format(record)
+    assert "\n" not in line and "\x1b" not in line
+    entry = json.loads(line)
+    assert entry["level"] == "warning" and entry["logger"] == "keepwarm.http"
+    assert entry["message"] == "bad name a\nb\x1b[31m"
