@@ -1,0 +1,71 @@
+"""InferenceService's pure parts: names, versions, the management token, path scrubbing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keepwarm.control import ControlledSource
+from keepwarm.errors import InvalidInputError, PermissionDeniedError, UnauthenticatedError
+from keepwarm.repository import Repository
+from keepwarm.service import InferenceService, check_name, parse_version
+
+
+@pytest.mark.parametrize("name", ["mlp", "a.b-c_d", "9lives", "x" * 128])
+def test_good_names(name: str) -> None:
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "..", ".hidden", "a/b", "a\\b", "a..b", "x" * 129, "é"])
+def test_bad_names_are_invalid_input(name: str) -> None:
+    with pytest.raises(InvalidInputError, match="invalid model name"):
+        check_name(name)
+
+
+def test_versions_and_labels() -> None:
+    assert parse_version(None) is None and parse_version("") is None
+    assert parse_version("3") == 3
+    assert parse_version("stable") == "stable"
+    with pytest.raises(InvalidInputError, match="positive"):
+        parse_version("0")
+    with pytest.raises(InvalidInputError, match="invalid version label"):
+        parse_version("../x")
+
+
+def test_error_text_names_files_relative_to_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    service = InferenceService(Repository(root))
+    try:
+        text = f"cannot read {root}/mlp/1/saved_model.pb in {root}"
+        assert service.public(text) == "cannot read mlp/1/saved_model.pb in the repository"
+        linked = tmp_path / "link"
+        linked.symlink_to(root)
+        spelled = InferenceService(Repository(linked))
+        try:
+            assert spelled.public(f"{root}/m/1: bad") == "m/1: bad"  # the resolved spelling
+            assert spelled.public(f"{linked}/m/1: bad") == "m/1: bad"
+        finally:
+            spelled.close()
+    finally:
+        service.close()
+
+
+def test_management_token(tmp_path: Path) -> None:
+    repository = Repository(tmp_path)
+    off = InferenceService(repository)
+    on = InferenceService(
+        repository, control=ControlledSource(repository, "poll"), management_token="t0ken"
+    )
+    try:
+        with pytest.raises(PermissionDeniedError, match="off"):
+            off.authorize("t0ken")
+        with pytest.raises(UnauthenticatedError):
+            on.authorize(None)
+        with pytest.raises(PermissionDeniedError, match="wrong"):
+            on.authorize("t0ke")
+        on.authorize("t0ken")
+    finally:
+        off.close()
+        on.close()
