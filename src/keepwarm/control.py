@@ -9,10 +9,17 @@ what unloads it: the repository drains a model gone from its listing.
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import threading
 from typing import Any
 
-from keepwarm.errors import InvalidInputError, ModelNotFoundError
+from keepwarm.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 
 UNLOADED_BY_API = "unloaded by API"
 NOT_LOADED_EXPLICIT = "not loaded (model control is explicit: load it through the API)"
@@ -66,3 +73,48 @@ class ControlledSource:
                 for name in sorted(self._on_disk)
                 if not self._serves(name)
             }
+
+
+class Management:
+    """The repository API: the token check, and load/unload through a ``ControlledSource``
+    (``control`` None: the API is off)."""
+
+    def __init__(
+        self,
+        repository: Any,
+        control: ControlledSource | None,
+        token: str | None,
+        load_timeout: float,
+    ) -> None:
+        self._repository = repository
+        self._control = control
+        self._token = token
+        self._load_timeout = load_timeout
+
+    def held(self) -> dict[str, str]:
+        return {} if self._control is None else self._control.held()
+
+    def authorize(self, presented: str | None) -> ControlledSource:
+        """The source to act on, if the API is on and ``presented`` is the token
+        (compared in constant time)."""
+        if self._token is None or self._control is None:
+            raise PermissionDeniedError(
+                "the repository API is off; start the server with --management-api and a "
+                "token (KEEPWARM_MANAGEMENT_TOKEN or --token-file)"
+            )
+        if not presented:
+            raise UnauthenticatedError(
+                "the repository API needs the management token: 'Authorization: Bearer TOKEN'"
+            )
+        if not hmac.compare_digest(presented.encode(), self._token.encode()):
+            raise PermissionDeniedError("the management token is wrong")
+        return self._control
+
+    async def load(self, name: str, presented: str | None) -> None:
+        self.authorize(presented).load(name)
+        await asyncio.to_thread(self._repository.refresh)
+        await asyncio.to_thread(self._repository.wait_ready, name, None, self._load_timeout)
+
+    async def unload(self, name: str, presented: str | None) -> None:
+        self.authorize(presented).unload(name)
+        await asyncio.to_thread(self._repository.refresh)

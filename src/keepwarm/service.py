@@ -9,31 +9,28 @@ through ``public`` only, which names paths relative to the repository root.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from keepwarm.control import ControlledSource
+from keepwarm.control import ControlledSource, Management
 from keepwarm.errors import (
     DeadlineExceededError,
-    InternalError,
     InvalidInputError,
     KeepwarmError,
     ModelNotFoundError,
-    PermissionDeniedError,
-    UnauthenticatedError,
     UnavailableError,
 )
 from keepwarm.metrics import Metrics
 from keepwarm.repository import Repository
+from keepwarm.service_errors import Scrubber
+from keepwarm.service_stats import Statistics
 from keepwarm.signature import Signature
 
 T = TypeVar("T")
@@ -45,41 +42,6 @@ _SETTLING = ("NEW", "LOADING", "WARMING")
 RETRY_AFTER_SECONDS = 1
 #: Threads that run models (to be sized by the batching issue's executors).
 DEFAULT_WORKERS = min(32, 2 * (os.cpu_count() or 1) + 2)
-
-
-@dataclass(slots=True)
-class _Stat:
-    """Triton-style counters of one version (durations in nanoseconds)."""
-
-    success: int = 0
-    success_ns: int = 0
-    fail: int = 0
-    fail_ns: int = 0
-    last_ms: int = 0
-
-    def to_dict(self, name: str, version: str) -> dict[str, Any]:
-        def duration(count: int, ns: int) -> dict[str, int]:
-            return {"count": count, "ns": ns}
-
-        zero = duration(0, 0)
-        return {
-            "name": name,
-            "version": version,
-            "last_inference": self.last_ms,
-            "inference_count": self.success,
-            "execution_count": self.success,
-            "inference_stats": {
-                "success": duration(self.success, self.success_ns),
-                "fail": duration(self.fail, self.fail_ns),
-                "queue": zero,
-                "compute_input": zero,
-                "compute_infer": duration(self.success, self.success_ns),
-                "compute_output": zero,
-                "cache_hit": zero,
-                "cache_miss": zero,
-            },
-            "batch_stats": [],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,18 +91,17 @@ class InferenceService:
         load_timeout: float = 300.0,
     ) -> None:
         self.repository = repository
-        self.control = control
-        self._token = management_token
+        self.management = Management(repository, control, management_token, load_timeout)
         self.load_timeout = load_timeout
         self.metrics = metrics if metrics is not None else Metrics()
         self.default_timeout = default_timeout
         self.strict_readiness = strict_readiness
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="keepwarm-infer")
-        self._roots = _root_spellings(repository.root)
+        self._scrubber = Scrubber(repository.root)
         self._draining = False
         self._in_flight = 0
         self._idle: asyncio.Event | None = None  # made on the loop, when first draining
-        self._stats: dict[tuple[str, str], _Stat] = {}
+        self._stats = Statistics()
 
     # ------------------------------------------------------------------ health
 
@@ -200,19 +161,6 @@ class InferenceService:
 
         return await self._leased(name, version, self.default_timeout, run)
 
-    def _count(self, name: str, version: str, ok: bool, seconds: float) -> None:
-        stat = self._stats.get((name, version))
-        if stat is None:
-            stat = self._stats[(name, version)] = _Stat()
-        ns = int(seconds * 1e9)
-        if ok:
-            stat.success += 1
-            stat.success_ns += ns
-        else:
-            stat.fail += 1
-            stat.fail_ns += ns
-        stat.last_ms = int(time.time() * 1000)
-
     def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics extension: every version of ``name`` (or of every model)."""
         if name is None:
@@ -226,15 +174,15 @@ class InferenceService:
                 for v, _, _ in self.versions(name)
                 if number is None or (isinstance(number, int) and v == number)
             ]
-        return [self._stats.get(key, _Stat()).to_dict(*key) for key in wanted]
+        return self._stats.rows(wanted)
 
     def held(self, name: str) -> str | None:
         """Why the repository API keeps ``name`` unloaded, or None."""
-        return None if self.control is None else self.control.held().get(check_name(name))
+        return self.management.held().get(check_name(name))
 
     def index(self) -> list[dict[str, Any]]:
         """The repository extension's index: every model version and its state."""
-        held = {} if self.control is None else self.control.held()
+        held = self.management.held()
         out: list[dict[str, Any]] = [
             {"name": name, "state": "UNAVAILABLE", "reason": why} for name, why in held.items()
         ]
@@ -298,7 +246,7 @@ class InferenceService:
             elapsed = time.perf_counter() - started
             if label:  # the request reached a version
                 self.metrics.request(name, label, protocol, code, elapsed)
-                self._count(name, label, code == "OK", elapsed)
+                self._stats.record(name, label, code == "OK", elapsed)
             else:  # names not served are not labels: clients must not grow the series
                 self.metrics.request("", "", protocol, code, elapsed)
             if self._in_flight == 0 and self._idle is not None:
@@ -325,6 +273,9 @@ class InferenceService:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise DeadlineExceededError(f"the request's deadline ({seconds:g} s) passed")
+            if self._loading(name):  # wait for it, as the library's lease does
+                self._wait_ready(name, wanted, remaining, seconds)
+                remaining = None if deadline is None else deadline - time.monotonic()
             with self.repository.lease(name, wanted, timeout=remaining) as model:
                 if deadline is not None and time.monotonic() > deadline:
                     raise DeadlineExceededError(
@@ -338,64 +289,46 @@ class InferenceService:
         except KeepwarmError as exc:
             raise self._scrubbed(exc) from None
         except Exception as exc:
-            raise self._translated(name, exc) from None
+            raise self._scrubber.translated(name, exc) from None
 
-    def _translated(self, name: str, exc: Exception) -> KeepwarmError:
-        # A framework's own refusal of an input the signature allowed (say, a wrong size
-        # on an axis the signature leaves open) is the caller's error; anything else a bug.
-        text = self.public(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        if type(exc).__name__ in ("InvalidArgumentError", "InvalidArgument", "Fail"):
-            return InvalidInputError(f"model {name!r} refused the input: {text}")
-        return InternalError(f"model {name!r} failed: {type(exc).__name__}: {text}")
+    def _loading(self, name: str) -> bool:
+        """Whether ``name`` has no READY version yet but one on its way (a request waits)."""
+        states = [state for _, state, _ in self.versions(name)]
+        return "READY" not in states and any(state in _SETTLING for state in states)
 
-    def _scrubbed(self, exc: KeepwarmError) -> KeepwarmError:
-        message = self.public(exc.message)
-        if message != exc.message:
-            exc.message = message
-            exc.args = (message,)
-        return exc
+    def _wait_ready(
+        self, name: str, wanted: int | str | None, remaining: float | None, seconds: float | None
+    ) -> None:
+        limit = self.load_timeout if remaining is None else max(0.0, remaining)
+        try:
+            self.repository.wait_ready(name, wanted, timeout=limit)
+        except UnavailableError:
+            if remaining is not None and limit == remaining:
+                raise DeadlineExceededError(
+                    f"the request's deadline ({seconds:g} s) passed while model {name!r} "
+                    "was loading"
+                ) from None
+            raise
 
     def public(self, text: str) -> str:
-        """``text`` with the repository root's absolute path replaced: files are named
-        relative to the root, the root itself as "the repository"."""
-        for root in self._roots:
-            text = text.replace(root + os.sep, "").replace(root, "the repository")
-        return text
+        """``text`` with files named relative to the repository root (see ``Scrubber``)."""
+        return self._scrubber.public(text)
+
+    def _scrubbed(self, exc: KeepwarmError) -> KeepwarmError:
+        return self._scrubber.scrubbed(exc)
 
     # -------------------------------------------------------------- management
 
-    def authorize(self, presented: str | None) -> None:
-        """Allow a repository API call: the API must be on and ``presented`` the token
-        (compared in constant time)."""
-        if self._token is None or self.control is None:
-            raise PermissionDeniedError(
-                "the repository API is off; start the server with --management-api and a "
-                "token (KEEPWARM_MANAGEMENT_TOKEN or --token-file)"
-            )
-        if not presented:
-            raise UnauthenticatedError(
-                "the repository API needs the management token: 'Authorization: Bearer TOKEN'"
-            )
-        if not hmac.compare_digest(presented.encode(), self._token.encode()):
-            raise PermissionDeniedError("the management token is wrong")
-
     async def load(self, name: str, presented: str | None) -> None:
-        """Serve ``name`` (again); returns once it can serve, or raises why not."""
-        self.authorize(presented)
-        assert self.control is not None
-        self.control.load(check_name(name))
-        await asyncio.to_thread(self.repository.refresh)
+        """Serve ``name`` (again) through the repository API; returns once it can serve."""
         try:
-            await asyncio.to_thread(self.repository.wait_ready, name, None, self.load_timeout)
+            await self.management.load(check_name(name), presented)
         except KeepwarmError as exc:
             raise self._scrubbed(exc) from None
 
     async def unload(self, name: str, presented: str | None) -> None:
         """Stop serving ``name`` (its versions drain) until it is loaded again."""
-        self.authorize(presented)
-        assert self.control is not None
-        self.control.unload(check_name(name))
-        await asyncio.to_thread(self.repository.refresh)
+        await self.management.unload(check_name(name), presented)
 
     # ---------------------------------------------------------------- shutdown
 
@@ -422,15 +355,3 @@ class InferenceService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _root_spellings(root: str) -> list[str]:
-    """The root as given, absolute, and resolved (longest first, so that the most
-    specific spelling is replaced before a prefix of it)."""
-    if "://" in root and not root.startswith("file://"):
-        return [root.rstrip("/")]
-    path = Path(root.removeprefix("file://")).expanduser()
-    spellings = {str(path), str(path.absolute()), str(path.resolve())}
-    return sorted(
-        (s.rstrip(os.sep) for s in spellings if s not in ("", os.sep)), key=len, reverse=True
-    )

@@ -52,6 +52,21 @@ def test_error_text_names_files_relative_to_the_root(tmp_path: Path) -> None:
         service.close()
 
 
+def test_a_relative_root_replaces_only_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for root in (".", "models"):
+        service = InferenceService(Repository(root))
+        try:
+            absolute = (tmp_path / root).resolve()
+            text = f"model 'x' not found (models: a.b); see {absolute}/x/1"
+            assert service.public(text) == "model 'x' not found (models: a.b); see x/1"
+        finally:
+            service.close()
+
+
 def test_management_token(tmp_path: Path) -> None:
     repository = Repository(tmp_path)
     off = InferenceService(repository)
@@ -60,12 +75,12 @@ def test_management_token(tmp_path: Path) -> None:
     )
     try:
         with pytest.raises(PermissionDeniedError, match="off"):
-            off.authorize("t0ken")
+            off.management.authorize("t0ken")
         with pytest.raises(UnauthenticatedError):
-            on.authorize(None)
+            on.management.authorize(None)
         with pytest.raises(PermissionDeniedError, match="wrong"):
-            on.authorize("t0ke")
-        on.authorize("t0ken")
+            on.management.authorize("t0ke")
+        on.management.authorize("t0ken")
     finally:
         off.close()
         on.close()
