@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -273,10 +274,19 @@ class InferenceService:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise DeadlineExceededError(f"the request's deadline ({seconds:g} s) passed")
-            if self._loading(name):  # wait for it, as the library's lease does
-                self._wait_ready(name, wanted, remaining, seconds)
-                remaining = None if deadline is None else deadline - time.monotonic()
-            with self.repository.lease(name, wanted, timeout=remaining) as model:
+            with ExitStack() as stack:
+                try:
+                    model = stack.enter_context(
+                        self.repository.lease(name, wanted, timeout=remaining)
+                    )
+                except UnavailableError:
+                    if not self._loading(name):  # checked only then: status() is not cheap
+                        raise
+                    self._wait_ready(name, wanted, remaining, seconds)  # as the library's lease
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    model = stack.enter_context(
+                        self.repository.lease(name, wanted, timeout=remaining)
+                    )
                 if deadline is not None and time.monotonic() > deadline:
                     raise DeadlineExceededError(
                         f"the request's deadline ({seconds:g} s) passed before it could run"
