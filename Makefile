@@ -13,15 +13,14 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q 'pip==26.3'
-	$(PY) -m pip install -q -c constraints.txt -e '.[tensorflow,onnx,remote,watch,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[tensorflow,onnx,remote,watch,server,dev]'
 	touch $(STAMP)
 
 examples: $(STAMP)
 	$(PY) -m keepwarm.examples $(EXAMPLES)
 
 serve: examples
-	@echo "keepwarm serve is not built yet: running the load-once benchmark on the example models instead."
-	$(PY) bench/loadonce.py --quick --models $(EXAMPLES)/models
+	$(VENV)/bin/keepwarm serve $(EXAMPLES)/models
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not stress" -q

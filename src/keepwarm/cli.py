@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 
 import keepwarm
+from keepwarm.cli_serve import add_serve_command, run_serve
 from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.loading import select_version
 from keepwarm.settings import Settings
@@ -260,12 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     outputs = "write .npz or .json (default: JSON on stdout)"
     predict.add_argument("-o", "--output", metavar="FILE", help=outputs)
     predict.set_defaults(func=cmd_predict)
+    add_serve_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``keepwarm`` command; returns the exit code (argparse exits 2 by itself)."""
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return run_serve(args)
     cache: keepwarm.ModelCache | None = None
     try:
         cache = keepwarm.ModelCache(settings=settings_from_args(args))

@@ -1,0 +1,230 @@
+"""The composition root of ``keepwarm serve``: Repository -> InferenceService -> the REST
+app on uvicorn; start-up output; signals and graceful shutdown.
+
+On SIGTERM or SIGINT: readiness answers 503 at once, new inference requests get 503 with
+``Retry-After``, requests already received complete; the process exits 0 when none remain
+or the drain timeout passes. A second SIGINT exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from keepwarm.control import ControlledSource
+from keepwarm.core.events import Event
+from keepwarm.core.ids import ModelId
+from keepwarm.core.states import State
+from keepwarm.errors import InvalidConfigError
+from keepwarm.logs import configure_json_logs, quiet_native_chatter
+from keepwarm.settings import Settings
+
+log = logging.getLogger("keepwarm.server")
+
+
+def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
+    """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code."""
+    token = management_token(settings)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
+    restore = quiet_native_chatter()  # and what that variable does not silence
+    configure_json_logs()
+    stream = out if out is not None else sys.stderr
+    import uvloop
+
+    try:
+        return uvloop.run(_serve(root, settings, token, stream))
+    finally:
+        restore()
+
+
+def management_token(settings: Settings) -> str | None:
+    """The repository API's token: ``KEEPWARM_MANAGEMENT_TOKEN`` or the token file's
+    first line. None when the API is off; an error when it is on without a token."""
+    server = settings.server
+    if not server.management_api:
+        if server.model_control == "explicit":
+            raise InvalidConfigError(
+                "--model-control explicit loads only what the repository API asks for: "
+                "turn the API on (--management-api, with a token)"
+            )
+        return None
+    token = server.management_token
+    if server.token_file is not None:
+        try:
+            token = server.token_file.read_text().strip().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            raise InvalidConfigError(
+                f"server.token_file {server.token_file}: cannot read a token ({exc})"
+            ) from None
+    if not token:
+        raise InvalidConfigError(
+            "the management API is on but has no token: set KEEPWARM_MANAGEMENT_TOKEN or "
+            "--token-file (never a flag: command lines are visible to every user)"
+        )
+    return token
+
+
+async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) -> int:
+    import uvicorn
+
+    from keepwarm.http import HttpApp
+    from keepwarm.repository import Repository, _make_source
+    from keepwarm.service import InferenceService
+
+    cfg = settings.server
+    control = None
+    if cfg.management_api or cfg.model_control == "explicit":
+        # The repository's own source for ``root`` (one URI parser), wrapped; with model
+        # control the directory is polled, not watched.
+        control = ControlledSource(_make_source(root, settings.downloads), cfg.model_control)
+    repository = Repository(root, settings=settings, source=control)
+    timeout = None if cfg.request_timeout_ms is None else cfg.request_timeout_ms / 1000.0
+    service = InferenceService(
+        repository,
+        default_timeout=timeout,
+        strict_readiness=cfg.strict_readiness,
+        control=control,
+        management_token=token,
+        load_timeout=settings.loading.load_timeout,
+    )
+    service.metrics.watch_counters(lambda: repository.manager.counters)
+    app = HttpApp(service, max_body_bytes=cfg.max_body_bytes, max_json_depth=cfg.max_json_depth)
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.http_port,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        ssl_certfile=None if cfg.tls_cert is None else os.fspath(cfg.tls_cert),
+        ssl_keyfile=None if cfg.tls_key is None else os.fspath(cfg.tls_key),
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup()
+    if server.should_exit:  # the port could not be bound; uvicorn logged why
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if signals and signum == signal.SIGINT:
+            server.force_exit = True
+            os._exit(130)
+        signals.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    scheme = "https" if cfg.tls_cert is not None else "http"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"{scheme}://{_host_for_url(cfg.host)}:{port}"
+    _say(out, f"keepwarm serving {root}")
+    _say(
+        out,
+        f"  REST  {url}  (TF Serving: /v1/models/NAME:predict; KServe v2: /v2/models/NAME/infer)",
+    )
+    _say(out, f"  also  {url}/metrics  {url}/openapi.json  {url}/v2/health/ready")
+    if token is not None and not _is_loopback(cfg.host) and cfg.tls_cert is None:
+        log.warning(
+            "the management API is on and bound to %s without TLS: its token crosses the "
+            "network in clear text; give --tls-cert and --tls-key",
+            cfg.host,
+        )
+    progress = _Progress(out, service.ready)
+    unsubscribers = [
+        repository.subscribe(progress.on_event),
+        repository.subscribe(service.metrics.on_event),
+    ]
+    main_loop = asyncio.create_task(server.main_loop())
+    await asyncio.to_thread(repository.start)
+    # The first scan sees every file as new; a second one takes the files that did not
+    # change, so loads start now rather than a poll interval later.
+    await asyncio.to_thread(repository.refresh)
+    progress.check()
+    await stop.wait()
+    service.begin_shutdown()
+    _say(out, f"shutting down ({signal.Signals(signals[0]).name}): finishing requests in flight")
+    drained = await service.wait_idle(settings.loading.drain_timeout)
+    if not drained:
+        log.warning("requests still in flight after the drain timeout; exiting anyway")
+    server.should_exit = True
+    await main_loop
+    await server.shutdown()
+    for unsubscribe in unsubscribers:
+        unsubscribe()
+    await asyncio.to_thread(repository.close)
+    service.close()
+    _say(out, "stopped")
+    return 0
+
+
+class _Progress:
+    """A line per load (started, READY with its time, FAILED with its reason), and one
+    line when the server first becomes ready."""
+
+    def __init__(self, out: TextIO, ready: Callable[[], bool]) -> None:
+        self.out = out
+        self.ready = ready
+        self.started: dict[ModelId, float] = {}
+        self.said_ready = False
+        self.lock = threading.Lock()
+
+    def on_event(self, event: Event) -> None:
+        key = event.key
+        if event.kind != "state" or not isinstance(key, ModelId):
+            return
+        what = f"{key.name} version {key.version}"
+        if event.state is State.LOADING:
+            self.started[key] = event.time
+            _say(self.out, f"loading {what} ...")
+        elif event.state in (State.READY, State.FAILED):
+            took = event.time - self.started.pop(key, event.time)
+            if event.state is State.READY:
+                note = f" ({event.reason})" if event.reason else ""
+                _say(self.out, f"loaded {what} in {took:.1f} s{note}")
+            else:
+                _say(self.out, f"FAILED {what} after {took:.1f} s: {event.reason}")
+        self.check()
+
+    def check(self) -> None:
+        with self.lock:
+            if self.said_ready or not self.ready():
+                return
+            self.said_ready = True
+        _say(self.out, f"ready at {time.strftime('%H:%M:%S')}")
+
+
+def _say(out: TextIO, line: str) -> None:
+    out.write(line + "\n")
+    out.flush()
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = ["management_token", "serve"]

@@ -1,0 +1,64 @@
+"""``keepwarm serve`` flags become Settings: flags over environment over file over defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keepwarm.cli import build_parser
+from keepwarm.cli_serve import serve_settings
+from keepwarm.errors import InvalidConfigError
+from keepwarm.settings import Settings
+
+
+def settings_for(*argv: str, environ: dict[str, str] | None = None) -> Settings:
+    return serve_settings(build_parser().parse_args(["serve", *argv]), environ or {})
+
+
+def test_defaults_and_flags(tmp_path: Path) -> None:
+    settings = settings_for()
+    assert settings.server.host == "127.0.0.1" and settings.server.http_port == 8501
+    args = build_parser().parse_args(
+        ["serve", "models", "--port", "9001", "--on-demand", "--max-bytes", "1GiB",
+         "--model-control", "explicit", "--strict-readiness", "--no-watch"]
+    )  # fmt: skip
+    assert args.repo == "models"
+    settings = serve_settings(args, {})
+    assert settings.server.http_port == 9001
+    assert settings.server.model_control == "explicit" and settings.server.strict_readiness
+    assert settings.repository.on_demand and not settings.repository.watch
+    assert settings.budget.max_bytes == 1 << 30
+    assert build_parser().parse_args(["serve", "--http-port", "7"]).http_port == 7
+
+
+def test_flags_over_environment_over_file(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text("[server]\nhttp_port = 9003\nhost = '0.0.0.0'\nmax_json_depth = 10\n")
+    environ = {"KEEPWARM_SERVER__HTTP_PORT": "9002", "KEEPWARM_SERVER__HOST": "127.0.0.2"}
+    from_file = settings_for("--config", str(config))
+    assert from_file.server.http_port == 9003 and from_file.server.max_json_depth == 10
+    from_env = settings_for("--config", str(config), environ=environ)
+    assert from_env.server.http_port == 9002 and from_env.server.host == "127.0.0.2"
+    from_flag = settings_for("--config", str(config), "--port", "9001", environ=environ)
+    assert from_flag.server.http_port == 9001 and from_flag.server.host == "127.0.0.2"
+
+
+def test_unknown_keys_in_the_file_are_errors(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text("[server]\nhttp_prot = 1\n")
+    with pytest.raises(InvalidConfigError, match="http_prot"):
+        settings_for("--config", str(config))
+
+
+def test_a_bad_flag_exits_2_with_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from keepwarm.cli import main
+
+    assert main(["serve", ".", "--max-bytes", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "max_bytes" in err
+
+
+def test_the_management_token_never_comes_from_a_flag() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--management-token", "x"])
