@@ -108,7 +108,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def serve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
-    """Flags over ``KEEPWARM_*`` (``os.environ`` unless given) over ``--config`` over the
+    """Flags over ``KEEPWARM_*`` (the process's variables unless given) over ``--config`` over the
     defaults; a flag not given is None, which leaves the setting to the layers below."""
     return Settings.load(
         file=args.config,

@@ -38,9 +38,13 @@ def configure_json_logs(level: int = logging.INFO) -> None:
 
 
 # Native libraries' start-up lines (TensorFlow, XLA, absl): glog-style info and warning
-# lines and absl's notice, printed before any logging can be configured.
-_CHATTER = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl|"
-                      rb"To enable the following instructions:)")  # fmt: skip
+# lines, absl's notice, and the CUDA probe's error on a machine without a GPU, printed
+# before any logging can be configured. Other native errors pass.
+_CHATTER = re.compile(
+    rb"^(?:[IW]\d{4} \d\d:\d\d:\d\d"
+    rb"|E\d{4} \d\d:\d\d:\d\d\S* +\d+ cuda_\w+\.cc:\d+\] failed call to cuInit"
+    rb"|WARNING: All log messages before absl|To enable the following instructions:)"
+)
 
 
 def quiet_native_chatter() -> Callable[[], None]:

@@ -33,8 +33,7 @@ log = logging.getLogger("keepwarm.server")
 def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
     """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code."""
     token = management_token(settings)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
-    restore = quiet_native_chatter()  # and what that variable does not silence
+    restore = quiet_native_chatter()  # TensorFlow's start-up chatter
     configure_json_logs()
     stream = out if out is not None else sys.stderr
     import uvloop

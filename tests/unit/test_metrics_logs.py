@@ -53,3 +53,26 @@ def test_log_records_are_one_json_line_with_control_characters_escaped() -> None
     entry = json.loads(line)
     assert entry["level"] == "warning" and entry["logger"] == "keepwarm.http"
     assert entry["message"] == "bad name a\nb\x1b[31m"
+
+
+def test_native_start_up_chatter_is_dropped_and_other_lines_pass() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from keepwarm.logs import quiet_native_chatter\n"
+        "restore = quiet_native_chatter()\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called\\n')\n"
+        "os.write(2, b'I0000 00:00:1796151223.483296   18345 port.cc:153] oneDNN\\n')\n"
+        "os.write(2, b'E0000 00:00:1796152059.760436   22940 cuda_platform.cc:52] failed "
+        "call to cuInit: INTERNAL\\n')\n"
+        "os.write(2, b'E0000 00:00:1.5   7 session.cc:9] a real native error\\n')\n"
+        "os.write(2, b'loading mlp version 1 ...\\nno newline at the end')\n"
+        "restore()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=60)
+    assert done.stderr == (
+        b"E0000 00:00:1.5   7 session.cc:9] a real native error\n"
+        b"loading mlp version 1 ...\nno newline at the end"
+    )
