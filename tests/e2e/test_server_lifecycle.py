@@ -104,7 +104,10 @@ def test_swap_under_load_fails_no_request(tmp_path: Path, echo_versions: dict[in
     lock = threading.Lock()
 
     def client() -> None:
-        session = requests.Session()
+        with requests.Session() as session:
+            run(session)
+
+    def run(session: requests.Session) -> None:
         after_new, deadline = 0, time.monotonic() + WAIT_S
         while after_new < 30 and time.monotonic() < deadline:
             answer = session.post(server.url + "/v2/models/echo/infer", json=body, timeout=30)

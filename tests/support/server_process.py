@@ -45,12 +45,16 @@ class ServerProcess:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        line = self.wait_for_line(_URL.pattern)
-        match = _URL.search(line)
-        assert match is not None
-        self.url = match.group(1)
-        if wait_ready:
-            self.wait_for_line("^ready at ")
+        try:
+            line = self.wait_for_line(_URL.pattern)
+            match = _URL.search(line)
+            assert match is not None
+            self.url = match.group(1)
+            if wait_ready:
+                self.wait_for_line("^ready at ")
+        except BaseException:
+            self.stop()
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -95,6 +99,8 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._reader.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return self.proc.returncode
 
     @property
