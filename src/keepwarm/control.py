@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from keepwarm.errors import (
@@ -37,6 +38,23 @@ class ControlledSource:
         self._loaded: set[str] = set()  # explicit: what the API loaded
         self._unloaded: set[str] = set()  # poll: what the API unloaded
         self._on_disk: frozenset[str] = frozenset()
+
+    # The rest of a repository source, the wrapped source's own.
+
+    @property
+    def location(self) -> str:
+        return str(getattr(self._source, "location", getattr(self._source, "root", "")))
+
+    @property
+    def skipped(self) -> list[str]:
+        return list(getattr(self._source, "skipped", []))
+
+    @property
+    def watchable(self) -> bool:
+        return bool(getattr(self._source, "watchable", False))
+
+    def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
+        self._source.watch(stop, on_change)
 
     def scan(self) -> dict[str, Any]:
         listing = self._source.scan()

@@ -154,6 +154,7 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     # The first scan sees every file as new; a second one takes the files that did not
     # change, so loads start now rather than a poll interval later.
     await asyncio.to_thread(repository.refresh)
+    service.started()
     progress.check()
     await stop.wait()
     service.begin_shutdown()

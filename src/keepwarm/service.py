@@ -32,6 +32,7 @@ from keepwarm.metrics import Metrics
 from keepwarm.repository import Repository
 from keepwarm.service_errors import Scrubber
 from keepwarm.service_stats import Statistics
+from keepwarm.service_status import VersionStates, model_states
 from keepwarm.signature import Signature
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ Decode = Callable[[Signature], dict[str, np.ndarray]]
 Encode = Callable[[str, int, dict[str, np.ndarray]], T]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # as the repository's directories
-_SETTLING = ("NEW", "LOADING", "WARMING")
+_SETTLING = ("LOADING", "WARMING")
 RETRY_AFTER_SECONDS = 1
 #: Threads that run models (to be sized by the batching issue's executors).
 DEFAULT_WORKERS = min(32, 2 * (os.cpu_count() or 1) + 2)
@@ -103,24 +104,31 @@ class InferenceService:
         self._in_flight = 0
         self._idle: asyncio.Event | None = None  # made on the loop, when first draining
         self._stats = Statistics()
+        self._started = False
 
     # ------------------------------------------------------------------ health
 
     def live(self) -> bool:
         return True
 
+    def started(self) -> None:
+        """The server's start-up scans are done: readiness may now be answered yes."""
+        self._started = True
+
     def ready(self) -> bool:
-        """Ready once every wanted version is READY or FAILED (FAILED blocks readiness
-        with ``strict_readiness``), and until shutdown begins."""
-        if self._draining:
+        """Ready once started and no version is loading (nor FAILED, with
+        ``strict_readiness``), and until shutdown begins."""
+        if self._draining or not self._started:
             return False
         blocking = (*_SETTLING, "FAILED") if self.strict_readiness else _SETTLING
-        status = self.repository.status()
         return not any(
-            info.get("state") in blocking
-            for model in status.values()
-            for info in model["versions"].values()
+            state in blocking
+            for versions in self._states().values()
+            for state, _ in versions.values()
         )
+
+    def _states(self) -> dict[str, VersionStates]:
+        return model_states(self.repository.status())
 
     def server_metadata(self) -> dict[str, Any]:
         from keepwarm import __version__
@@ -138,11 +146,10 @@ class InferenceService:
         the repository API holds unloaded has none (``held`` says why)."""
         if self.held(name) is not None:
             return []
-        model = self._model_status(name)
-        return [
-            (version, info.get("state", "UNKNOWN"), self.public(info.get("reason") or ""))
-            for version, info in sorted(model["versions"].items())
-        ]
+        versions = self._states().get(check_name(name))
+        if versions is None:
+            raise ModelNotFoundError(f"model {name!r} not found in the repository")
+        return [(v, state, self.public(reason)) for v, (state, reason) in versions.items()]
 
     def model_ready(self, name: str, version: str | None) -> bool:
         wanted = parse_version(version)
@@ -165,9 +172,7 @@ class InferenceService:
     def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics extension: every version of ``name`` (or of every model)."""
         if name is None:
-            wanted = [
-                (n, str(v)) for n, m in self.repository.status().items() for v in m["versions"]
-            ]
+            wanted = [(n, str(v)) for n, versions in self._states().items() for v in versions]
         else:
             number = parse_version(version)
             wanted = [
@@ -187,26 +192,19 @@ class InferenceService:
         out: list[dict[str, Any]] = [
             {"name": name, "state": "UNAVAILABLE", "reason": why} for name, why in held.items()
         ]
-        for name, model in self.repository.status().items():
-            if not model["versions"]:
+        for name, versions in self._states().items():
+            if not versions:
                 out.append({"name": name, "state": "UNAVAILABLE", "reason": "no versions"})
-            for version, info in sorted(model["versions"].items()):
+            for version, (state, reason) in versions.items():
                 out.append(
                     {
                         "name": name,
                         "version": str(version),
-                        "state": info.get("state", "UNKNOWN"),
-                        "reason": self.public(info.get("reason") or ""),
+                        "state": state,
+                        "reason": self.public(reason),
                     }
                 )
         return out
-
-    def _model_status(self, name: str) -> dict[str, Any]:
-        check_name(name)
-        model = self.repository.status().get(name)
-        if model is None:
-            raise ModelNotFoundError(f"model {name!r} not found in the repository")
-        return model  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------- infer
 
