@@ -120,6 +120,8 @@ def _text(value: Any, name: str) -> np.ndarray:
     flat: list[bytes] = []
 
     def walk(item: Any, depth: int) -> Any:
+        if depth > jsonio.MAX_DIMS:
+            raise InvalidInputError(f"input {name!r}: more than {jsonio.MAX_DIMS} dimensions")
         if isinstance(item, list):
             shapes = [walk(child, depth + 1) for child in item]
             if any(s != shapes[0] for s in shapes):

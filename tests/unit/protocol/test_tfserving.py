@@ -108,3 +108,11 @@ def test_metadata_and_status_shapes() -> None:
     assert sig["outputs"]["y"]["tensor_shape"]["unknown_rank"] is True
     status = tfserving.model_status([(1, "AVAILABLE", "")])
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_deep_text_nesting_past_the_first_element_is_refused_not_a_crash() -> None:
+    text = Signature(inputs=(TensorSpec("s", np.dtype(object), None),), outputs=())
+    deep = "[" * 900 + '"x"' + "]" * 900
+    body = ('{"instances": ["a", ' + deep + "]}").encode()
+    with pytest.raises(InvalidInputError, match="more than 64 dimensions"):
+        tfserving.parse_predict(body).inputs(text)
