@@ -28,6 +28,7 @@ from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.settings import Settings
 
 log = logging.getLogger("keepwarm.server")
+SEND_GRACE_SECONDS = 3
 
 
 def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
@@ -107,6 +108,9 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
         access_log=False,
         server_header=False,
         date_header=False,
+        # After the drain (requests answered), connections still open get this long to
+        # finish sending; an idle or half-open one (a stalled TLS handshake) is then closed.
+        timeout_graceful_shutdown=SEND_GRACE_SECONDS,
         ssl_certfile=None if cfg.tls_cert is None else os.fspath(cfg.tls_cert),
         ssl_keyfile=None if cfg.tls_key is None else os.fspath(cfg.tls_key),
     )

@@ -193,8 +193,8 @@ def test_tls(tmp_path: Path, example_models: Path) -> None:
         assert server.url.startswith("https://")
         answer = requests.get(server.url + "/v2/health/ready", verify=str(cert_file), timeout=30)
         assert answer.status_code == 200
-        with pytest.raises(requests.exceptions.ConnectionError):
-            requests.get(server.url.replace("https", "http") + "/v2/health/ready", timeout=30)
+        with pytest.raises(requests.exceptions.RequestException):  # no plain HTTP on it
+            requests.get(server.url.replace("https", "http") + "/v2/health/ready", timeout=3)
     finally:
         assert server.stop() == 0
 
