@@ -8,6 +8,7 @@ exists) is the slow path, which chooses from the listing and the manager's state
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,22 @@ Version = int | str | None
 # Looks at a version that was chosen READY but drained before its lease: the map has
 # moved on meanwhile, so a look again finds the version that replaced it.
 _LOOKS = 3
+
+
+@dataclass(frozen=True)
+class _Load:
+    """Load ``key`` with ``spec`` (on demand) and lease it."""
+
+    key: ModelId
+    spec: RuntimeSpec
+
+
+@dataclass(frozen=True)
+class _Wait:
+    """Wait ``wait`` seconds for a change (0: look again at once); ``error`` if in vain."""
+
+    wait: float
+    error: UnavailableError
 
 
 @dataclass(frozen=True)
@@ -79,23 +96,16 @@ class RepositoryRequests:
         if lease is not None:
             return lease
         deadline = None if timeout is None else time.monotonic() + timeout
-        looks = 0
-        while True:
-            found = self._look(name, version)
-            if isinstance(found, Lease):
-                return found
-            if found.spec is not None:  # on demand: the manager loads it
-                assert found.key is not None
-                lease = self._manager.acquire(found.key, found.spec, timeout=_left(deadline))
-                return _named(lease, found.key)
-            looks += 1
-            if deadline is None:
-                if found.key is not None and looks < _LOOKS:
-                    continue
-                raise found.error
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._manager.wait_for(self._settled(name, version), left):
-                raise _late(found.error, timeout)
+        for looks in itertools.count(1):
+            step = self._next(name, version, deadline, looks, timeout)
+            if isinstance(step, Lease):
+                return step
+            if isinstance(step, _Load):  # on demand: the manager loads it
+                lease = self._manager.acquire(step.key, step.spec, timeout=_left(deadline))
+                return _named(lease, step.key)
+            if step.wait and not self._manager.wait_for(self._settled(name, version), step.wait):
+                raise _late(step.error, timeout)
+        raise AssertionError("unreachable")
 
     async def acquire_async(
         self, name: str, version: Version = None, *, timeout: float | None = None
@@ -104,26 +114,40 @@ class RepositoryRequests:
         if lease is not None:
             return lease
         deadline = None if timeout is None else time.monotonic() + timeout
-        looks = 0
-        while True:
-            found = self._look(name, version)
-            if isinstance(found, Lease):
-                return found
-            if found.spec is not None:
-                assert found.key is not None
+        for looks in itertools.count(1):
+            step = self._next(name, version, deadline, looks, timeout)
+            if isinstance(step, Lease):
+                return step
+            if isinstance(step, _Load):
                 lease = await self._manager.acquire_async(
-                    found.key, found.spec, timeout=_left(deadline)
+                    step.key, step.spec, timeout=_left(deadline)
                 )
-                return _named(lease, found.key)
-            looks += 1
-            if deadline is None:
-                if found.key is not None and looks < _LOOKS:
-                    continue
-                raise found.error
-            left = deadline - time.monotonic()
+                return _named(lease, step.key)
             settled = self._settled(name, version)
-            if left <= 0 or not await self._manager.wait_for_async(settled, left):
-                raise _late(found.error, timeout)
+            if step.wait and not await self._manager.wait_for_async(settled, step.wait):
+                raise _late(step.error, timeout)
+        raise AssertionError("unreachable")
+
+    def _next(
+        self, name: str, version: Version, deadline: float | None, looks: int, timeout: float | None
+    ) -> Lease | _Load | _Wait:
+        """What a blocking request does after one more look: take the lease, load on
+        demand, or wait for a change (``wait`` seconds; 0: look again at once). Raises
+        when there is nothing to wait for (no deadline) or the deadline has passed."""
+        found = self._look(name, version)
+        if isinstance(found, Lease):
+            return found
+        if found.spec is not None:
+            assert found.key is not None
+            return _Load(found.key, found.spec)
+        if deadline is None:
+            if found.key is not None and looks < _LOOKS:
+                return _Wait(0.0, found.error)
+            raise found.error
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _late(found.error, timeout)
+        return _Wait(left, found.error)
 
     def _look(self, name: str, version: Version) -> Lease | _Pending:
         """One look, without waiting: a lease, or what to wait for. Raises what waiting
@@ -208,4 +232,5 @@ def _left(deadline: float | None) -> float | None:
 
 
 def _late(error: UnavailableError, timeout: float | None) -> DeadlineExceededError:
-    return DeadlineExceededError(f"not ready within {timeout:g} s: {error.message}")
+    within = "" if timeout is None else f" within {timeout:g} s"
+    return DeadlineExceededError(f"not ready{within}: {error.message}")

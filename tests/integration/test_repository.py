@@ -90,13 +90,6 @@ class Recorder:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def echo_repo(root: Path, echo_models: dict[int, Path]) -> Iterator[Repository]:
     place(root / "echo", 1, echo_models[1])
     with Repository(root, poll_seconds=0.05) as repo:

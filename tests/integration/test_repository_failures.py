@@ -37,13 +37,6 @@ BACKOFF_S = 0.5
 OLD, NEW, FIXED = ModelId("echo", 1), ModelId("echo", 2), ModelId("echo", 3)
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
-
-
 def serving_v1(root: Path, echo_models: dict[int, Path], **options: float) -> Repository:
     """Serving echo version 1; Python-runtime versions (the probes) are allowed."""
     place(root / "echo", 1, echo_models[1])

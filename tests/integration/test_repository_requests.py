@@ -17,16 +17,10 @@ from keepwarm.core.states import State
 from keepwarm.errors import DeadlineExceededError, ModelNotFoundError, UnavailableError
 from keepwarm.repository import Repository
 from support.repo_builders import Probe, place_python
+from support.waiting import until_async
 
 WAIT_S = 30.0
 X = {"x": np.ones((2, 4), dtype=np.float32)}
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -55,10 +49,7 @@ def test_lease_with_a_timeout_waits_while_the_version_loads(
 
     async def waiting() -> int:
         task = asyncio.create_task(loading.acquire_async("slow", timeout=WAIT_S))
-        for _ in range(100_000):
-            if loading.manager.awaiting():
-                break
-            await asyncio.sleep(0)
+        await until_async(lambda: loading.manager.awaiting() == 1)
         assert not task.done()
         probe.gate.set()
         lease = await task
@@ -74,10 +65,7 @@ def test_lease_with_a_timeout_waits_while_the_version_loads(
 def test_a_cancelled_acquire_async_leaves_no_waiter_and_no_lease(loading: Repository) -> None:
     async def cancelled() -> None:
         task = asyncio.create_task(loading.acquire_async("slow", 1, timeout=WAIT_S))
-        for _ in range(100_000):
-            if loading.manager.awaiting():
-                break
-            await asyncio.sleep(0)
+        await until_async(lambda: loading.manager.awaiting() == 1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

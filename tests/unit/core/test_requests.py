@@ -13,6 +13,7 @@ from keepwarm.core.lease import Lease
 from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
 from keepwarm.errors import DeadlineExceededError
+from support.waiting import until_async
 
 WAIT_S = 10.0
 
@@ -107,10 +108,7 @@ def test_acquire_async_waits_for_the_load_without_blocking_the_loop() -> None:
 
     async def main() -> None:
         task = asyncio.create_task(manager.acquire_async("slow", spec, timeout=WAIT_S))
-        for _ in range(100_000):  # the loop runs while the request waits
-            if manager.awaiting() == 1 and spec.started.is_set():
-                break
-            await asyncio.sleep(0)
+        await until_async(lambda: manager.awaiting() == 1 and spec.started.is_set())
         assert manager.state("slow") is State.LOADING and not task.done()
         gate.set()
         lease = await task
@@ -129,10 +127,7 @@ def test_a_cancelled_acquire_async_leaves_no_lease_and_no_waiter() -> None:
 
     async def main() -> None:
         task = asyncio.create_task(manager.acquire_async("slow", spec))
-        for _ in range(100_000):
-            if manager.awaiting() == 1 and spec.started.is_set():
-                break
-            await asyncio.sleep(0)
+        await until_async(lambda: manager.awaiting() == 1 and spec.started.is_set())
         entry = manager.entry("slow")
         assert entry is not None and entry.waiters == 1
         task.cancel()
