@@ -89,7 +89,7 @@ class ModelCache:
         model = self.handle(
             uri, version=version, runtime=runtime, signature=signature, options=options
         )
-        model._ensure()
+        model.ensure_loaded()
         return model
 
     def handle(

@@ -53,7 +53,7 @@ class Model:
         lease.model = LeasedModel(lease.model, str(self.uri), self._spec.answered)
         return lease
 
-    def _ensure(self) -> None:
+    def ensure_loaded(self) -> None:
         """Load the model now (if it is not loaded), raising its load error if any."""
         if self._loaded_signature is not None and self._manager.state(self._key) is State.READY:
             return  # loaded: requests are counted when they predict
@@ -67,7 +67,7 @@ class Model:
     def signature(self) -> Signature:
         """The inputs and outputs (name, dtype, shape)."""
         if self._loaded_signature is None:
-            self._ensure()
+            self.ensure_loaded()
         assert self._loaded_signature is not None
         return self._loaded_signature
 
