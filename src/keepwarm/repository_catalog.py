@@ -97,27 +97,38 @@ class Catalog:
         listing = model.versions[version]
         path = listing.path
         key = ModelId(model.name, version)
+
+        def current(spec: RuntimeSpec | None) -> bool:
+            return (
+                spec is not None
+                and spec.uri == str(path)
+                and spec.config == config
+                and spec.nbytes == (listing.nbytes or None)
+            )
+
+        spec = self.specs.get(key)  # no lock when it is already made (a request's path)
+        if current(spec):
+            assert spec is not None
+            return spec
         with self.lock:
             spec = self.specs.get(key)
-            if (
-                spec is None
-                or spec.uri != str(path)
-                or spec.config != config
-                or spec.nbytes != (listing.nbytes or None)
-            ):
-                samples = path / config.warmup_samples if config.warmup_samples else None
-                runs = config.warmup_runs
-                described = LoadDescription(
-                    str(path),
-                    runtime=config.runtime or listing.runtime,
-                    signature=config.signature,
-                    options=config.options,
-                    allow_unsafe=self.settings.loading.allow_unsafe,  # a bool: Settings parsed it
-                    warmup_runs=self.settings.warmup.runs if runs is None else runs,
-                    warmup_file=samples,
-                    downloads=self.settings.downloads,
-                )
-                # The size from the scan's own walk (0: not measured, sized at the load).
-                spec = RuntimeSpec(described, config=config, nbytes=listing.nbytes or None)
-                self.specs[key] = spec
+            if current(spec):
+                assert spec is not None
+                return spec
+            samples = path / config.warmup_samples if config.warmup_samples else None
+            runs = config.warmup_runs
+            described = LoadDescription(
+                str(path),
+                runtime=config.runtime or listing.runtime,
+                signature=config.signature,
+                options=config.options,
+                allow_unsafe=self.settings.loading.allow_unsafe,  # a bool: Settings parsed it
+                warmup_runs=self.settings.warmup.runs if runs is None else runs,
+                warmup_file=samples,
+                downloads=self.settings.downloads,
+            )
+            # The size from the scan's own walk (0: not measured, sized at the load).
+            spec = self.specs[key] = RuntimeSpec(
+                described, config=config, nbytes=listing.nbytes or None
+            )
             return spec
