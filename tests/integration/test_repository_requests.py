@@ -5,6 +5,7 @@ listed. Synchronised with the probes' gate and events; every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,30 @@ def test_a_root_that_cannot_be_listed_keeps_the_last_listing_in_force(
         repo.refresh()
         with pytest.raises(ModelNotFoundError), repo.lease("echo"):
             pass
+
+
+def test_requests_for_a_ready_version_never_wait_behind_reconciliation(
+    root: Path, probe: type[Probe]
+) -> None:
+    place_python(root / "echo", 1, "EchoVersion")
+    with Repository(root, poll_seconds=3600, watch=False, allow_unsafe=True) as repo:
+        assert repo.wait_ready("echo", timeout=WAIT_S) == 1
+        held, done = threading.Event(), threading.Event()
+
+        def reconciling() -> None:  # a long reconciliation holds the repository's lock
+            with repo._catalog.lock:  # (private: the test stands in for a slow scan)
+                held.set()
+                assert done.wait(WAIT_S)
+
+        thread = threading.Thread(target=reconciling)
+        thread.start()
+        try:
+            assert held.wait(WAIT_S)
+            for _ in range(100):  # the serving map: no lock, so no waiting
+                lease = repo.try_acquire("echo")
+                assert lease is not None
+                with lease as model:
+                    assert model.version == 1
+        finally:
+            done.set()
+            thread.join(WAIT_S)
