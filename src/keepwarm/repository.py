@@ -134,7 +134,8 @@ class Repository:
         self, name: str, version: Version = None, *, timeout: float | None = None
     ) -> Lease:
         """``acquire`` for an event loop: never blocks the loop; cancelled, it leaves no
-        lease and no waiter behind."""
+        lease and no waiter behind. On demand, a load that finds no room in the budget
+        does not wait for leases to end: ``ResourceExhaustedError`` at once."""
         return await self._requests.acquire_async(name, version, timeout=timeout)
 
     def lease(self, name: str, version: Version = None, *, timeout: float | None = None) -> Any:
