@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from keepwarm.core.backoff import Backoff
@@ -154,11 +155,12 @@ class Repository:
                     name, version, timeout=max(0.0, deadline - time.monotonic())
                 )
                 break
-            except (ModelNotFoundError, DeadlineExceededError) as exc:
+            except (ModelNotFoundError, UnavailableError, DeadlineExceededError) as exc:
+                # Not listed yet, or failed for now (a retry after its backoff may still
+                # load it): wait for a change that could make it serve.
                 left = deadline - time.monotonic()
-                if left <= 0 or not self.manager.wait_for(
-                    lambda: self._listed(name, version), left
-                ):
+                test = self._listed if isinstance(exc, ModelNotFoundError) else self._servable
+                if left <= 0 or not self.manager.wait_for(partial(test, name, version), left):
                     raise UnavailableError(
                         f"model {name!r} (version {version}) was not ready within {timeout:g} s "
                         f"({exc.message}); status: {self._model_status(name)}"
@@ -169,6 +171,15 @@ class Repository:
     def _model_status(self, name: str) -> dict[str, Any] | None:
         model = self.status().models.get(name)
         return model.to_dict() if model is not None else None
+
+    def _servable(self, name: str, version: Version) -> bool:
+        try:
+            self._catalog.choose(name, version)
+        except UnavailableError:
+            return self._catalog.settling(name, version if isinstance(version, int) else None)
+        except KeepwarmError:
+            return True
+        return True
 
     def _listed(self, name: str, version: Version) -> bool:
         try:

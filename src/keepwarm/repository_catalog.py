@@ -21,6 +21,7 @@ from keepwarm.settings import Settings
 from keepwarm.sources.listing import Listing, ModelListing
 
 _IDLE = (State.NEW, State.UNLOADED)
+_SETTLING = (State.LOADING, State.WARMING)
 
 
 class Catalog:
@@ -71,6 +72,22 @@ class Catalog:
     def ready(self, model: ModelListing) -> set[int]:
         state = self.manager.state
         return {v for v in model.versions if state(ModelId(model.name, v)) is State.READY}
+
+    def settling(self, name: str, version: int | str | None) -> bool:
+        """Whether a version of ``name`` (that version, when a number is asked) may still
+        become READY with no one asking: loading or warming, or on disk and not tried yet.
+        A FAILED version retries only after its backoff: a request does not wait for it."""
+        model = self.listing.get(name)
+        if model is None:
+            return False
+        for v in model.versions:
+            if isinstance(version, int) and v != version:
+                continue
+            key = ModelId(name, v)
+            state = self.manager.state(key)
+            if state in _SETTLING or (state in (None, State.NEW) and key not in self.refused):
+                return True
+        return False
 
     def why_not_ready(self, model: ModelListing) -> str:
         if model.config_error and model.blocked:

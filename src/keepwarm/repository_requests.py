@@ -103,8 +103,8 @@ class RepositoryRequests:
             if isinstance(step, _Load):  # on demand: the manager loads it
                 lease = self._manager.acquire(step.key, step.spec, timeout=_left(deadline))
                 return _named(lease, step.key)
-            if step.wait and not self._manager.wait_for(self._settled(name, version), step.wait):
-                raise _late(step.error, timeout)
+            if step.wait:  # the next look says what the wait came to
+                self._manager.wait_for(self._settled(name, version), step.wait)
         raise AssertionError("unreachable")
 
     async def acquire_async(
@@ -124,8 +124,8 @@ class RepositoryRequests:
                 )
                 return _named(lease, step.key)
             settled = self._settled(name, version)
-            if step.wait and not await self._manager.wait_for_async(settled, step.wait):
-                raise _late(step.error, timeout)
+            if step.wait:  # the next look says what the wait came to
+                await self._manager.wait_for_async(settled, step.wait)
         raise AssertionError("unreachable")
 
     def _next(
@@ -140,10 +140,10 @@ class RepositoryRequests:
         if found.spec is not None:
             assert found.key is not None
             return _Load(found.key, found.spec)
-        if deadline is None:
+        if deadline is None or not self._catalog.settling(name, version):
             if found.key is not None and looks < _LOOKS:
                 return _Wait(0.0, found.error)
-            raise found.error
+            raise found.error  # nothing on its way: waiting would not change the answer
         left = deadline - time.monotonic()
         if left <= 0:
             raise _late(found.error, timeout)
@@ -175,10 +175,12 @@ class RepositoryRequests:
             try:
                 key, load = self._catalog.choose(name, version)
             except UnavailableError:
-                return False
+                return not self._catalog.settling(name, version)
             except KeepwarmError:
                 return True
-            return load or self._manager.state(key) is State.READY
+            if load or self._manager.state(key) is State.READY:
+                return True
+            return not self._catalog.settling(name, version)
 
         return settled
 

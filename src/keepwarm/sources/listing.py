@@ -44,10 +44,15 @@ Listing = dict[str, ModelListing]
 class Source(Protocol):
     """A model repository: lists it, and says whether (and how) it can be watched."""
 
-    #: Where the repository is, as the user gave it (for messages).
-    location: str
-    #: Entries the last scan refused, each with the reason.
-    skipped: list[str]
+    @property
+    def location(self) -> str:
+        """Where the repository is, as the user gave it (for messages)."""
+        ...
+
+    @property
+    def skipped(self) -> list[str]:
+        """Entries the last scan refused, each with the reason."""
+        ...
 
     def scan(self) -> Listing:
         """The whole listing; raises ``KeepwarmError`` when the repository cannot be listed."""
