@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q 'pip==26.3'
-	$(PY) -m pip install -q -c constraints.txt -e '.[tensorflow,onnx,remote,watch,server,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[tensorflow,onnx,remote,watch,server,optimize,dev]'
 	touch $(STAMP)
 
 examples: $(STAMP)
