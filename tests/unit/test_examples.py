@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keepwarm.examples import FAMILIES, builder_hash, is_up_to_date
+import keepwarm
+from keepwarm.examples import DIGITS_TEST, FAMILIES, LABELS, builder_hash, is_up_to_date
 
 EXPECTED = {
     "mlp/1/saved_model.pb",
@@ -16,6 +17,8 @@ EXPECTED = {
     "mobilenet_v2/1/saved_model.pb",
     "mobilenet_v2_keras/1/model.keras",
     "mobilenet_v2_onnx/1/model.onnx",
+    "digits/1/saved_model.pb",
+    "digits/1/test.npz",
 }
 
 
@@ -23,7 +26,9 @@ def test_layout(example_models: Path) -> None:
     names = {p.relative_to(example_models).as_posix() for p in example_models.rglob("*")}
     assert names >= EXPECTED
     assert {p.name for p in example_models.iterdir()} == {
-        f"{family}{suffix}" for family in FAMILIES for suffix in ("", "_keras", "_onnx")
+        f"{family}{suffix}"
+        for family in FAMILIES
+        for suffix in (("",) if family == "digits" else ("", "_keras", "_onnx"))
     }
     assert is_up_to_date(example_models.parent)
     assert len(builder_hash()) == 64
@@ -58,3 +63,20 @@ def test_mlp_formats_agree(example_models: Path) -> None:
     np.testing.assert_allclose(from_keras, from_savedmodel, rtol=0, atol=1e-5)
     np.testing.assert_allclose(from_onnx, from_savedmodel, rtol=0, atol=1e-5)
     np.testing.assert_allclose(from_savedmodel.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_digits_is_trained_and_keeps_its_test_split(example_models: Path) -> None:
+    version = example_models / "digits" / "1"
+    with np.load(version / DIGITS_TEST) as data:
+        images, labels = data["image"], data[LABELS]
+    assert images.shape == (360, 64) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert sorted(set(labels.tolist())) == list(range(10))
+    cache = keepwarm.ModelCache()
+    try:
+        outputs = cache.load(version).predict({"image": images})
+    finally:
+        cache.close()
+    predicted = np.argmax(outputs["probs"], axis=1)
+    accuracy = float(np.mean(predicted == labels))
+    assert accuracy >= 0.93, accuracy  # about 0.97; random weights give about 0.10
