@@ -39,6 +39,7 @@ bench: examples
 	$(PY) bench/warmup.py --models $(EXAMPLES)/models --json bench/results/warmup.json
 	$(PY) bench/serve.py --models $(EXAMPLES)/models --json bench/results/serve.json
 	$(PY) bench/hotpath.py --json bench/results/hotpath.json
+	$(PY) bench/optimize.py --models $(EXAMPLES)/models --json bench/results/optimize.json
 
 clean:
 	rm -rf $(VENV) $(EXAMPLES)/models $(EXAMPLES)/hub $(EXAMPLES)/.builder-hash .test-cache .pytest_cache

@@ -21,6 +21,7 @@ import keepwarm
 from keepwarm.cli_serve import add_serve_command, run_serve
 from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.loading import select_version
+from keepwarm.optimize.command import add_command as add_optimize_command
 from keepwarm.settings import Settings
 from keepwarm.signature import Inputs, Signature, TensorSpec
 from keepwarm.sources.resolve import resolve_uri
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", metavar="FILE", help=outputs)
     predict.set_defaults(func=cmd_predict)
     add_serve_command(commands)
+    add_optimize_command(commands)
     return parser
 
 

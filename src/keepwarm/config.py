@@ -30,6 +30,20 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
     max_delay_ms = 2.0
     max_queue = 1024
 
+    [optimize]                  # serve a faster graph converted at load (see below)
+    to = "onnx"                 # required in the table: the only target
+    quantize = "dynamic"        # optional: "dynamic" | "float16" | "static"
+    max_abs_diff = 1e-4         # optional gate limits (keepwarm optimize's flags)
+    min_agreement = 0.99
+    max_accuracy_drop = 1.0     # points; needs labels, which warmup samples lack
+
+``[optimize]`` converts a SavedModel or Keras version to ONNX when it loads (in a child
+process, bounded by the load timeout), caches the converted graph keyed by the source's
+content, checks it against the source on the warmup samples (generated inputs when there
+are none) and serves it when the gate passes: by default, every output within 1e-4
+unquantized, the same top-1 answer on 99% of the samples quantized. When conversion
+fails or the gate refuses, the source serves and the version's status says why.
+
 ``policy`` may be left out: it is ``"specific"`` when ``specific`` is given, ``"latest"``
 otherwise. Unknown keys are errors, so a typo never passes silently; every error names the
 file, the key, what was expected and what was given. ``allow_unsafe`` and ``class`` cannot
@@ -66,10 +80,14 @@ _TOP = (
     "warmup",
     "options",
     "batching",
+    "optimize",
 )
 _VERSIONS = ("policy", "latest", "specific")
 _WARMUP = ("runs", "samples")
 _BATCHING = ("max_batch_size", "max_delay_ms", "max_queue")
+_OPTIMIZE = ("to", "quantize", "max_abs_diff", "min_agreement", "max_accuracy_drop")
+OPTIMIZE_TARGETS = ("onnx",)
+QUANTIZE_MODES = ("dynamic", "float16", "static")
 _SERVER_ONLY_OPTIONS = ("allow_unsafe", "class")
 
 
@@ -91,6 +109,22 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True)
+class OptimizeConfig:
+    """``[optimize]``: what to convert a version to at load, and the gate's limits (None:
+    the default gate's)."""
+
+    to: str = "onnx"
+    quantize: str | None = None
+    max_abs_diff: float | None = None
+    min_agreement: float | None = None
+    max_accuracy_drop: float | None = None
+
+    def to_plain(self) -> dict[str, Any]:
+        """As plain data, for a load description."""
+        return {name: getattr(self, name) for name in _OPTIMIZE}
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     runtime: str | None = None
     signature: str | None = None
@@ -102,6 +136,7 @@ class ModelConfig:
     pinned: bool = False
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     batching: BatchingConfig | None = None
+    optimize: OptimizeConfig | None = None
 
 
 class _Checker:
@@ -237,6 +272,30 @@ def _batching(top: _Checker) -> BatchingConfig | None:
     )
 
 
+def _optimize(top: _Checker) -> OptimizeConfig | None:
+    if top.table.get("optimize") is None:
+        return None
+    table = top.table_at("optimize", _OPTIMIZE)
+    to = table.text("to")
+    if to not in OPTIMIZE_TARGETS:
+        raise table.fail("to", " or ".join(repr(t) for t in OPTIMIZE_TARGETS), to)
+    quantize = table.text("quantize")
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise table.fail("quantize", " or ".join(repr(q) for q in QUANTIZE_MODES), quantize)
+    limits: dict[str, float | None] = {}
+    for key, low, high in (
+        ("max_abs_diff", 0.0, None),
+        ("min_agreement", 0.0, 1.0),
+        ("max_accuracy_drop", 0.0, 100.0),
+    ):
+        expected = f"a number >= {low:g}" + ("" if high is None else f" and <= {high:g}")
+        value = table.get(key, (int, float), expected)
+        if value is not None and not (value >= low and (high is None or value <= high)):
+            raise table.fail(key, expected, value)  # NaN fails here too
+        limits[key] = None if value is None else float(value)
+    return OptimizeConfig(to=to, quantize=quantize, **limits)
+
+
 def _options(top: _Checker) -> Mapping[str, Any]:
     options: dict[str, Any] = top.get("options", dict, "a table") or {}
     for key in _SERVER_ONLY_OPTIONS:
@@ -272,6 +331,7 @@ def parse_model_config(text: str, *, source: str) -> ModelConfig:
         pinned=bool(pinned),
         options=_options(top),
         batching=_batching(top),
+        optimize=_optimize(top),
     )
 
 

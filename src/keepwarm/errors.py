@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class Code(StrEnum):
@@ -98,3 +99,18 @@ class PermissionDeniedError(KeepwarmError):
 
 class InternalError(KeepwarmError):
     code = Code.INTERNAL
+
+
+class ConversionError(ModelLoadError):
+    """A model could not be converted or quantized (``keepwarm optimize``); the cause is kept."""
+
+
+class GateError(KeepwarmError):
+    """An optimized model changes answers past a limit of the gate; names the failed limits.
+    Nothing is published. ``report`` is the full agreement report."""
+
+    code = Code.INVALID_ARGUMENT
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -27,7 +27,7 @@ from keepwarm.cache_keys import check_uri, check_version
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
-from keepwarm.settings import DownloadSettings, WarmupSettings
+from keepwarm.settings import DownloadSettings, LoadingSettings, WarmupSettings
 from keepwarm.sources.filesystem import version_number
 from keepwarm.sources.resolve import local_path_or_none, redact_url
 from keepwarm.warmup import read_samples, warmup
@@ -55,6 +55,9 @@ class LoadDescription:
     warmup_runs: int = WarmupSettings.runs
     warmup_file: Path | None = None  # sample requests stored with the version (.npz, .json)
     downloads: DownloadSettings | None = None  # the download cache; None: the environment's
+    # model.toml's [optimize] as plain data (``OptimizeConfig.to_plain``, plus ``timeout``,
+    # the load timeout in seconds): convert at load
+    optimize: Mapping[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "uri", check_uri(self.uri))
@@ -88,6 +91,10 @@ class LoadDescription:
             raise InvalidConfigError(
                 f"downloads must be a DownloadSettings or None, got {self.downloads!r}"
             )
+        if self.optimize is not None:
+            if not isinstance(self.optimize, Mapping):
+                raise InvalidConfigError(f"optimize must be a mapping, got {self.optimize!r}")
+            object.__setattr__(self, "optimize", _plain(dict(self.optimize), "optimize"))
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -202,6 +209,7 @@ class RuntimeSpec:
         self.format: str | None = None  # the detected runtime's name, once known
         self.nbytes = nbytes  # the size of its files, when a scan already measured it
         self.answered: int | None = None  # the version the last load took, when known
+        self.load_note: str | None = None  # what the last load served, for status
 
     @property
     def uri(self) -> str:
@@ -257,15 +265,36 @@ class RuntimeSpec:
     def load(self) -> LoadedModel:
         from keepwarm.sources import held
 
+        described = self.load_description
         # A download cache entry is held (not evicted) while its model is loaded; its
         # files are dropped from the cache when they fail to load.
-        found, hold = held.open_files(self.uri, self.load_description.downloads)
+        found, hold = held.open_files(self.uri, described.downloads)
         try:
             path = select_version(found, self.version)
             self.answered = version_number(path.name) if path != found else self.version
             runtime = self.pick_runtime(path)
-            signature = self.load_description.signature
-            model = runtime.load(path, signature=signature, options=self.runtime_options())
+
+            def load_source() -> LoadedModel:
+                options = self.runtime_options()
+                return runtime.load(path, signature=described.signature, options=options)
+
+            if described.optimize is None:
+                model = load_source()
+            else:
+                from keepwarm.optimize.auto import load_optimized
+                from keepwarm.sources.download_cache import download_settings
+
+                model, self.load_note = load_optimized(
+                    path,
+                    runtime.name,
+                    described.signature,
+                    described.optimize,
+                    described.warmup_file,
+                    load_source,
+                    # bounded by the load timeout (the repository puts its own in the plan)
+                    float(described.optimize.get("timeout", LoadingSettings.load_timeout)),
+                    download_settings(described.downloads).directory(),
+                )
         except BaseException as exc:
             held.failed(hold, exc)
             raise
@@ -277,6 +306,7 @@ class RuntimeSpec:
         Raises when supplied samples fail (the load fails)."""
         described = self.load_description
         if described.warmup_runs <= 0:
-            return None
+            return self.load_note
         samples = [] if described.warmup_file is None else read_samples(described.warmup_file)
-        return warmup(model, samples, described.warmup_runs, what=self.description)
+        note = warmup(model, samples, described.warmup_runs, what=self.description)
+        return "; ".join(n for n in (self.load_note, note) if n) or None

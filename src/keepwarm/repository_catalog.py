@@ -143,6 +143,9 @@ class Catalog:
                 warmup_runs=self.settings.warmup.runs if runs is None else runs,
                 warmup_file=samples,
                 downloads=self.settings.downloads,
+                optimize=None
+                if config.optimize is None
+                else {**config.optimize.to_plain(), "timeout": self.settings.loading.load_timeout},
             )
             # The size from the scan's own walk (0: not measured, sized at the load).
             spec = self.specs[key] = RuntimeSpec(

@@ -10,6 +10,7 @@ import pytest
 from keepwarm.config import (
     BatchingConfig,
     ModelConfig,
+    OptimizeConfig,
     VersionPolicy,
     load_model_config,
     parse_model_config,
@@ -167,3 +168,41 @@ def test_load_names_the_path(tmp_path: Path) -> None:
     path.mkdir()
     with pytest.raises(InvalidConfigError, match="cannot be read"):
         load_model_config(path)
+
+
+def test_optimize_table() -> None:
+    config = parse_model_config(
+        '[optimize]\nto = "onnx"\nquantize = "float16"\nmin_agreement = 0.98\n'
+        "max_accuracy_drop = 1\n",
+        source="m.toml",
+    )
+    assert config.optimize == OptimizeConfig(
+        to="onnx", quantize="float16", min_agreement=0.98, max_accuracy_drop=1.0
+    )
+    assert config.optimize.to_plain() == {
+        "to": "onnx",
+        "quantize": "float16",
+        "max_abs_diff": None,
+        "min_agreement": 0.98,
+        "max_accuracy_drop": 1.0,
+    }
+    assert parse_model_config("", source="m.toml").optimize is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('quantize = "dynamic"', "optimize.to: expected 'onnx', got None"),
+        ('to = "tflite"', "optimize.to: expected 'onnx', got 'tflite'"),
+        ('to = "onnx"\nquantize = "int4"', "optimize.quantize: expected 'dynamic' or"),
+        ('to = "onnx"\nmin_agreement = 1.5', "optimize.min_agreement: expected a number >= 0"),
+        ('to = "onnx"\nmax_abs_diff = nan', "optimize.max_abs_diff: expected a number >= 0"),
+        ('to = "onnx"\nmax_abs_diff = -1', "optimize.max_abs_diff: expected a number >= 0"),
+        ('to = "onnx"\nmax_accuracy_drop = true', "optimize.max_accuracy_drop: expected"),
+        ('to = "onnx"\ntimeout = 5', "unknown key 'optimize.timeout'"),
+    ],
+)
+def test_optimize_mistakes_are_named(text: str, expected: str) -> None:
+    with pytest.raises(InvalidConfigError, match=r"^m\.toml: ") as caught:
+        parse_model_config(f"[optimize]\n{text}\n", source="m.toml")
+    assert expected in caught.value.message

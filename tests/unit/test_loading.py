@@ -34,3 +34,19 @@ def test_default_cache_budget_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("KEEPWARM_MAX_BYTES", "lots")
     with pytest.raises(InvalidConfigError, match="KEEPWARM_MAX_BYTES='lots'"):
         cache_module.default_cache()
+
+
+def test_a_description_carries_the_optimize_plan_as_plain_data(tmp_path: Path) -> None:
+    import pickle
+
+    from keepwarm.loading import LoadDescription
+
+    plan = {"to": "onnx", "quantize": "dynamic", "min_agreement": 0.99}
+    described = LoadDescription(str(tmp_path), optimize=plan)
+    assert pickle.loads(pickle.dumps(described)).optimize == plan
+    plan["quantize"] = "float16"  # the description keeps its own copy
+    assert described.optimize == {"to": "onnx", "quantize": "dynamic", "min_agreement": 0.99}
+    with pytest.raises(InvalidConfigError, match="optimize must be a mapping"):
+        LoadDescription(str(tmp_path), optimize="onnx")  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfigError, match=r"optimize\['gate'\] must be plain data"):
+        LoadDescription(str(tmp_path), optimize={"gate": object()})

@@ -139,6 +139,11 @@ class KerasModel:
         outputs = self._fn(*[tensor(inputs[name]) for name in self._order])
         return {name: value.numpy() for name, value in outputs.items()}
 
+    def tf_call(self, tensors: Mapping[str, Any]) -> dict[str, Any]:
+        """Call the model on TensorFlow tensors named as its inputs; traceable inside a
+        ``tf.function`` (``keepwarm.optimize`` converts a model through it)."""
+        return dict(self._fn(*[tensors[name] for name in self._order]))
+
     def close(self) -> None:
         self._fn = closed
         self._model = None

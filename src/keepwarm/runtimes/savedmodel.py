@@ -124,6 +124,11 @@ class SavedModel:
         outputs = self._fn(**{name: tensor(value) for name, value in inputs.items()})
         return {name: value.numpy() for name, value in outputs.items()}
 
+    def tf_call(self, tensors: Mapping[str, Any]) -> dict[str, Any]:
+        """Call the signature on TensorFlow tensors named as its inputs; traceable inside a
+        ``tf.function`` (``keepwarm.optimize`` converts a model through it)."""
+        return dict(self._fn(**tensors))
+
     def close(self) -> None:
         self._fn = closed
         self._loaded = None
