@@ -294,6 +294,7 @@ class RuntimeSpec:
                     # bounded by the load timeout (the repository puts its own in the plan)
                     float(described.optimize.get("timeout", LoadingSettings.load_timeout)),
                     download_settings(described.downloads).directory(),
+                    described.options,
                 )
         except BaseException as exc:
             held.failed(hold, exc)

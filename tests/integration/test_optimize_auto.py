@@ -154,3 +154,22 @@ def test_the_serving_process_imports_no_tensorflow(example_models: Path, tmp_pat
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["reason"].startswith("serving the ONNX graph converted from the savedmodel")
     assert result["tensorflow"] is False  # converted and checked in a child process
+
+
+def test_options_reach_the_onnx_runtime_and_a_graph_that_does_not_load_falls_back(
+    example_models: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(example_models / "digits" / "1", root / "digits" / "1")
+    (root / "digits" / "1" / MARKER).touch()
+    (root / "digits" / "model.toml").write_text(
+        '[optimize]\nto = "onnx"\n[options]\ngraph_optimization_level = "fastest"\n'
+    )
+    with Repository(root, poll_seconds=3600, watch=False) as repo:
+        assert repo.wait_ready("digits", timeout=WAIT_S) == 1
+        reason = _reason(repo, "digits")
+        with repo.lease("digits") as model:
+            assert isinstance(model.raw, SavedModel)
+    assert reason.startswith("optimize: the converted graph does not load: onnx option ")
+    assert "graph_optimization_level" in reason and "'fastest'" in reason
+    assert reason.endswith("; serving the savedmodel source")

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from keepwarm.config import OPTIMIZE_TARGETS
 from keepwarm.errors import GateError, InvalidInputError
 from keepwarm.loading import select_version
 from keepwarm.optimize import check, publish
@@ -22,7 +23,7 @@ from keepwarm.runtimes.registry import detect_runtime, get_runtime
 from keepwarm.settings import DownloadSettings, LoadingSettings
 from keepwarm.sources.resolve import resolve_uri
 
-TARGETS = ("onnx",)
+TARGETS = OPTIMIZE_TARGETS
 CONVERTIBLE = ("savedmodel", "keras", "onnx")
 DEFAULT_TIMEOUT = LoadingSettings.load_timeout  # seconds
 DEFAULT_RUNS = 30

@@ -45,8 +45,11 @@ def load_optimized(
     load_source: Callable[[], LoadedModel],
     timeout: float,
     cache_dir: Path,
+    options: Mapping[str, Any],
 ) -> tuple[LoadedModel, str]:
-    """The model to serve for the version at ``path`` and a note saying what is served."""
+    """The model to serve for the version at ``path`` and a note saying what is served.
+    ``options`` (model.toml's ``[options]``) go to the ONNX runtime too, which reads its
+    own keys (``intra_op_num_threads``, ...) and ignores the others."""
     if source_format not in CONVERTED:
         note = f"optimize: {source_format} models are not converted; serving it as it is"
         return load_source(), note
@@ -62,7 +65,11 @@ def load_optimized(
         failed = "; ".join(report["failures"])
         note = f"optimize: the gate refused the {what} graph: {failed}"
         return load_source(), f"{note}; serving the {source_format} source"
-    model = get_runtime("onnx").load(entry / GRAPH, signature=None, options={})
+    try:
+        model = get_runtime("onnx").load(entry / GRAPH, signature=None, options=options)
+    except KeepwarmError as exc:  # a bad option for ONNX Runtime, a damaged cache entry
+        note = f"optimize: the converted graph does not load: {exc.message}"
+        return load_source(), f"{note}; serving the {source_format} source"
     agreement = [o["top1_agreement"] for o in report["outputs"] if o["top1_agreement"] is not None]
     worst = max((o["max_abs_diff"] for o in report["outputs"]), default=0.0)
     measured = f"max |diff| {worst:.3g}" + (

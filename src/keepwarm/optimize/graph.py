@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-QUANTIZE_MODES = ("dynamic", "float16", "static")
+from keepwarm.config import QUANTIZE_MODES
+
+__all__ = ["QUANTIZE_MODES", "convert_tensorflow", "copy_graph", "optimize_graph", "quantize"]
 OPSET = 17
 
 
