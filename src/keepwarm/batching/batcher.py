@@ -1,0 +1,348 @@
+"""The Batcher of one served version: a bounded queue in front of a model.
+
+- ``submit`` registers the request's future, then queues it; past ``max_queue`` it raises
+  ``UnavailableError`` at once (nothing is queued).
+- When an executor slot is free the queue is dispatched at once: no request waits while
+  the model is idle. While batches run, arrivals gather and the next batch takes them,
+  first come first served, up to ``max_batch_size`` rows (a request's own rows count).
+  A partial batch is held only when the latency table says waiting pays
+  (``keepwarm.batching.latency``), never past ``max_delay``.
+- A request whose deadline passed in the queue fails with ``DeadlineExceededError`` and
+  is not run; a cancelled one (its caller went away) leaves the queue before it is
+  batched; a running batch is never interrupted.
+
+Callers: threads (``predict``) and asyncio (``predict_async``); both sit on ``submit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from keepwarm.batching.executor import Executor
+from keepwarm.batching.latency import ArrivalRate, LatencyTable, wait_seconds
+from keepwarm.batching.merge import (
+    NO_PADDING,
+    Arrays,
+    PadAxes,
+    bucket_for,
+    merge,
+    rows_and_key,
+    split,
+)
+from keepwarm.batching.stats import BatchStats
+from keepwarm.errors import DeadlineExceededError, InvalidConfigError, UnavailableError
+
+Predict = Callable[[Arrays], Mapping[str, np.ndarray]]
+
+
+@dataclass(slots=True, eq=False)
+class _Item:
+    inputs: Mapping[str, np.ndarray]
+    rows: int  # 0: cannot be batched, runs alone
+    key: Hashable
+    future: Future[Arrays]
+    deadline: float | None
+    queued_at: float
+
+
+class Batcher:
+    """See the module docstring. ``predict`` is the model's (inputs already coerced);
+    ``name`` names the model in errors; ``slots`` (default: the executor's) bounds the
+    batches of this model that run at once."""
+
+    def __init__(
+        self,
+        predict: Predict,
+        *,
+        name: str,
+        executor: Executor,
+        max_batch_size: int = 32,
+        max_delay_ms: float = 5.0,
+        max_queue: int = 256,
+        pad_axes: PadAxes = NO_PADDING,
+        slots: int | None = None,
+        latency: LatencyTable | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for what, value in (("max_batch_size", max_batch_size), ("max_queue", max_queue)):
+            if type(value) is not int or value < 1:
+                raise InvalidConfigError(f"{what} must be an integer >= 1, got {value!r}")
+        if isinstance(max_delay_ms, bool) or not max_delay_ms >= 0:
+            raise InvalidConfigError(f"max_delay_ms must be a number >= 0, got {max_delay_ms!r}")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_delay = float(max_delay_ms) / 1000.0
+        self.max_queue = max_queue
+        self.pad_axes = pad_axes
+        self.latency = latency if latency is not None else LatencyTable(max_batch_size)
+        self._predict = predict
+        self._executor = executor
+        self._slots = slots if slots is not None else executor.slots
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: deque[_Item] = deque()
+        self._running = 0
+        self._closed = False
+        self._rate = ArrivalRate()
+        self._wake_at: float | None = None
+        self._waker: threading.Thread | None = None
+        self._stats = BatchStats()
+
+    # ------------------------------------------------------------------ callers
+
+    def submit(
+        self, inputs: Mapping[str, np.ndarray], *, deadline: float | None = None
+    ) -> Future[Arrays]:
+        """Queue one request (inputs already checked against the signature); its future.
+        ``deadline``: a ``time.monotonic()`` instant after which it must not run."""
+        found = rows_and_key(inputs, self.pad_axes)
+        rows, key = found if found is not None else (0, None)
+        future: Future[Arrays] = Future()
+        now = self._clock()
+        item = _Item(inputs, rows, key, future, deadline, now)
+        with self._lock:
+            if self._closed:
+                raise UnavailableError(f"model {self.name!r} is unloading; retry")
+            if len(self._queue) >= self.max_queue:
+                self._purge()
+                if len(self._queue) >= self.max_queue:
+                    self._stats.rejected += 1
+                    raise UnavailableError(
+                        f"model {self.name!r} is overloaded: {len(self._queue)} requests are "
+                        f"queued (max_queue); retry later"
+                    )
+            self._queue.append(item)
+            self._rate.arrived(max(rows, 1), now)
+            batch, expired = self._take(now) if self._running < self._slots else ([], [])
+            if batch:
+                self._running += 1
+        self._expire(expired)
+        if batch:
+            self._executor.submit(partial(self._work, batch))
+        return future
+
+    def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> Arrays:
+        """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s."""
+        deadline = None if timeout is None else self._clock() + timeout
+        future = self.submit(inputs, deadline=deadline)
+        try:
+            return future.result(timeout)
+        except DeadlineExceededError:
+            raise
+        except TimeoutError:
+            future.cancel()  # leaves the queue if not batched yet; a running batch runs on
+            raise self._deadline_error(timeout) from None
+
+    async def predict_async(
+        self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None
+    ) -> Arrays:
+        """Run one request from a coroutine; cancelling it takes the request out of the
+        queue (unless its batch already runs)."""
+        deadline = None if timeout is None else self._clock() + timeout
+        waiter = asyncio.wrap_future(self.submit(inputs, deadline=deadline))
+        try:
+            if timeout is None:
+                return await waiter
+            return await asyncio.wait_for(waiter, timeout)
+        except DeadlineExceededError:
+            raise
+        except TimeoutError:
+            raise self._deadline_error(timeout) from None
+
+    def _deadline_error(self, timeout: float | None) -> DeadlineExceededError:
+        return DeadlineExceededError(
+            f"model {self.name!r}: the request's deadline ({timeout:g} s) passed before its answer"
+        )
+
+    # ----------------------------------------------------------------- dispatch
+
+    def _purge(self) -> None:
+        """Drop cancelled requests (under the lock)."""
+        kept = deque(item for item in self._queue if not item.future.cancelled())
+        self._stats.cancelled += len(self._queue) - len(kept)
+        self._queue = kept
+
+    def _take(self, now: float, *, force: bool = False) -> tuple[list[_Item], list[_Item]]:
+        """The next batch (possibly empty: nothing queued, or waiting pays), and requests
+        whose deadline passed (to fail outside the lock). Under the lock."""
+        expired: list[_Item] = []
+        queue = self._queue
+        while True:
+            while queue and (queue[0].future.cancelled() or _late(queue[0], now)):
+                head = queue.popleft()
+                if head.future.cancelled():
+                    self._stats.cancelled += 1
+                else:
+                    expired.append(head)
+            if not queue:
+                return [], expired
+            batch = self._gather(now)
+            total = sum(item.rows for item in batch)
+            if not (force or self._closed) and batch[0].rows and total < self.max_batch_size:
+                wait = wait_seconds(
+                    total,
+                    self._rate.rows_per_second(now),
+                    self.latency,
+                    slots=self._slots,
+                    max_batch_size=self.max_batch_size,
+                    max_delay=self.max_delay,
+                )
+                if wait > 0:
+                    self._stats.waits += 1
+                    self._arm(now + wait)
+                    return [], expired
+            chosen = {id(item) for item in batch}
+            if len(chosen) == len(queue) or all(id(queue[i]) in chosen for i in range(len(chosen))):
+                for _ in range(len(chosen)):
+                    queue.popleft()
+            else:
+                self._queue = queue = deque(i for i in queue if id(i) not in chosen)
+            # From here a request can no longer be cancelled: its batch will run.
+            running = [item for item in batch if item.future.set_running_or_notify_cancel()]
+            self._stats.cancelled += len(batch) - len(running)
+            if running:
+                return running, expired
+
+    def _gather(self, now: float) -> list[_Item]:
+        """The head, and the queued requests of its shape that fit beside it, in order."""
+        head = self._queue[0]
+        batch = [head]
+        if head.key is None or head.rows >= self.max_batch_size:
+            return batch
+        total, limit = head.rows, self.max_batch_size
+        for index in range(1, len(self._queue)):
+            item = self._queue[index]
+            if item.key != head.key or item.future.cancelled() or _late(item, now):
+                continue
+            if total + item.rows > limit:
+                break
+            batch.append(item)
+            total += item.rows
+            if total == limit:
+                break
+        return batch
+
+    def _expire(self, items: list[_Item]) -> None:
+        self._stats.expired += len(items)  # a race with a reader costs one count at most
+        for item in items:
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(
+                    DeadlineExceededError(
+                        f"model {self.name!r}: the request's deadline passed while it was "
+                        "queued; it was not run"
+                    )
+                )
+
+    def _work(self, batch: list[_Item]) -> None:
+        """Run ``batch``, then every batch that gathered meanwhile (on this slot)."""
+        while batch:
+            self._run(batch)
+            with self._lock:
+                batch, expired = self._take(self._clock())
+                if not batch:
+                    self._running -= 1
+            self._expire(expired)
+
+    def _run(self, batch: list[_Item]) -> None:
+        started = self._clock()
+        try:
+            if batch[0].rows == 0:  # not batchable: as it came
+                results = [dict(self._predict(dict(batch[0].inputs)))]
+                bucket = padded = 0
+            else:
+                rows = sum(item.rows for item in batch)
+                bucket = bucket_for(rows, self.max_batch_size)
+                merged = merge([item.inputs for item in batch], bucket, self.pad_axes)
+                began = time.perf_counter()
+                outputs = self._predict(merged.inputs)
+                self.latency.record(bucket, time.perf_counter() - began)
+                results = split(outputs, merged, self.name)
+                padded = merged.padded_rows
+        except Exception as exc:
+            with self._lock:
+                self._stats.failed += len(batch)
+            for item in batch:
+                item.future.set_exception(exc)
+            return
+        with self._lock:
+            stats = self._stats
+            stats.batches += 1
+            stats.requests += len(batch)
+            stats.rows += sum(item.rows for item in batch)
+            stats.padded_rows += padded
+            stats.batch_sizes[bucket] = stats.batch_sizes.get(bucket, 0) + 1
+            for item in batch:
+                delay = started - item.queued_at
+                stats.queue_seconds_sum += delay
+                stats.queue_seconds_max = max(stats.queue_seconds_max, delay)
+        for item, result in zip(batch, results, strict=True):
+            item.future.set_result(result)
+
+    # -------------------------------------------------------------------- waker
+
+    def _arm(self, at: float) -> None:
+        """Dispatch a held partial batch at ``at`` at the latest (under the lock)."""
+        self._wake_at = at if self._wake_at is None else min(self._wake_at, at)
+        if self._waker is None:
+            self._waker = threading.Thread(
+                target=self._wake_loop, name=f"keepwarm-batch-waker-{self.name}", daemon=True
+            )
+            self._waker.start()
+        self._wake.notify()
+
+    def _wake_loop(self) -> None:
+        while True:
+            launch: list[_Item] = []
+            with self._wake:
+                while not self._closed and (self._wake_at is None or self._clock() < self._wake_at):
+                    timeout = None if self._wake_at is None else self._wake_at - self._clock()
+                    self._wake.wait(timeout)
+                if self._closed and not self._queue:
+                    return
+                self._wake_at = None
+                expired: list[_Item] = []
+                if self._running < self._slots:
+                    launch, expired = self._take(self._clock(), force=True)
+                    if launch:
+                        self._running += 1
+            self._expire(expired)
+            if launch:
+                self._executor.submit(partial(self._work, launch))
+
+    # ------------------------------------------------------------------- status
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def stats(self) -> BatchStats:
+        with self._lock:
+            return self._stats.copy()
+
+    def close(self) -> None:
+        """Take no new requests; those queued still run (they hold their version)."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+            batch, expired = (
+                self._take(self._clock(), force=True) if self._running < self._slots else ([], [])
+            )
+            if batch:
+                self._running += 1
+        self._expire(expired)
+        if batch:
+            self._executor.submit(partial(self._work, batch))
+
+
+def _late(item: _Item, now: float) -> bool:
+    return item.deadline is not None and item.deadline <= now
