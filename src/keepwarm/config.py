@@ -25,10 +25,20 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
     [options]                   # passed to the runtime as they are
     intra_op_num_threads = 2
 
-    [batching]                  # all three keys optional
-    max_batch_size = 32
-    max_delay_ms = 2.0
-    max_queue = 1024
+    [batching]                  # turns batching on; every key optional
+    max_batch_size = 32         # rows in one batch; a request's own rows count
+    max_delay_ms = 2.0          # the longest a partial batch is held (only under load)
+    max_queue = 1024            # requests waiting; past it, UNAVAILABLE (503) at once
+    pad_axes = [1]              # non-batch axes padded (with zeros) so that requests of
+                                # other sizes there share a batch: a list for every input,
+                                # or a table per input: pad_axes = { tokens = [1] }
+
+With ``[batching]``, concurrent requests of the same shape are run together (padded with
+rows to a size of 1, 2, 4, ... ``max_batch_size``, each warmed at load). A model is batched
+only when every input's first axis is the batch (unknown size in the signature). An axis
+is padded only where ``pad_axes`` lists it; outputs that carry the padded size on that
+axis are cropped back to each request's own size, so list an axis only when padding it
+with zeros does not change the other values (a masked or summed sequence).
 
 ``policy`` may be left out: it is ``"specific"`` when ``specific`` is given, ``"latest"``
 otherwise. Unknown keys are errors, so a typo never passes silently; every error names the
@@ -69,7 +79,7 @@ _TOP = (
 )
 _VERSIONS = ("policy", "latest", "specific")
 _WARMUP = ("runs", "samples")
-_BATCHING = ("max_batch_size", "max_delay_ms", "max_queue")
+_BATCHING = ("max_batch_size", "max_delay_ms", "max_queue", "pad_axes")
 _SERVER_ONLY_OPTIONS = ("allow_unsafe", "class")
 
 
@@ -88,6 +98,8 @@ class BatchingConfig:
     max_batch_size: int = BatchingSettings.max_batch_size
     max_delay_ms: float = BatchingSettings.max_delay_ms
     max_queue: int = BatchingSettings.max_queue
+    # axes >= 1 that may be padded, per input name ("*": every input); empty: none
+    pad_axes: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True)
@@ -234,7 +246,25 @@ def _batching(top: _Checker) -> BatchingConfig | None:
         max_batch_size=defaults.max_batch_size if size is None else size,
         max_delay_ms=defaults.max_delay_ms if delay is None else float(delay),
         max_queue=defaults.max_queue if queue is None else queue,
+        pad_axes=_pad_axes(table),
     )
+
+
+def _pad_axes(batching: _Checker) -> Mapping[str, tuple[int, ...]]:
+    value = batching.table.get("pad_axes")
+    if value is None:
+        return _EMPTY
+    expected = "a list of axes >= 1 (axis 0 is the batch), or a table of input name to one"
+    table = value if isinstance(value, dict) else {"*": value}
+    found: dict[str, tuple[int, ...]] = {}
+    for name, axes in table.items():
+        if not isinstance(axes, list) or not all(
+            isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in axes
+        ):
+            raise batching.fail("pad_axes" if name == "*" else f"pad_axes.{name}", expected, axes)
+        if axes:
+            found[name] = tuple(sorted(set(axes)))
+    return MappingProxyType(found) if found else _EMPTY
 
 
 def _options(top: _Checker) -> Mapping[str, Any]:

@@ -143,6 +143,12 @@ def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
         ('[batching]\nmax_delay_ms = "2"', ["batching.max_delay_ms:", "'2'"]),
         ("[batching]\nmax_queue = 0", ["batching.max_queue:", ">= 1"]),
         ("batching = 3", ["batching:", "a table"]),
+        ("[batching]\npad_axes = [0]", ["batching.pad_axes:", "axes >= 1", "[0]"]),
+        ("[batching]\npad_axes = 1", ["batching.pad_axes:", "a list of axes", "1"]),
+        ("[batching]\npad_axes = [true]", ["batching.pad_axes:", "[True]"]),
+        ('[batching]\npad_axes = ["1"]', ["batching.pad_axes:", "['1']"]),
+        ("[batching]\npad_axes = {tokens = 2}", ["batching.pad_axes.tokens:", "2"]),
+        ("[batching]\npad_axes = {tokens = [-1]}", ["batching.pad_axes.tokens:", "[-1]"]),
         ("runtime = ", ["not valid TOML"]),
     ],
 )
@@ -153,6 +159,15 @@ def test_errors_name_the_file_the_key_and_what_was_given(text: str, expected: li
     assert message.startswith("models/m/model.toml: ")
     for part in expected:
         assert part in message
+
+
+def test_pad_axes_for_every_input_or_per_input() -> None:
+    every = parse_model_config("[batching]\npad_axes = [2, 1, 2]", source="x").batching
+    assert every is not None and dict(every.pad_axes) == {"*": (1, 2)}
+    per = parse_model_config("[batching]\npad_axes = {tokens = [1], mask = []}", source="x")
+    assert per.batching is not None and dict(per.batching.pad_axes) == {"tokens": (1,)}
+    none = parse_model_config("[batching]\nmax_queue = 2", source="x").batching
+    assert none is not None and not none.pad_axes
 
 
 def test_load_names_the_path(tmp_path: Path) -> None:
