@@ -105,6 +105,16 @@ class Batcher:
     ) -> Future[Arrays]:
         """Queue one request (inputs already checked against the signature); its future.
         ``deadline``: a ``time.monotonic()`` instant after which it must not run."""
+        future, batch = self._enqueue(inputs, deadline)
+        if batch:
+            self._executor.submit(partial(self._work, batch))
+        return future
+
+    def _enqueue(
+        self, inputs: Mapping[str, np.ndarray], deadline: float | None
+    ) -> tuple[Future[Arrays], list[_Item]]:
+        """Register the future, queue the request, and take a batch when a slot is free
+        (the caller launches it)."""
         found = rows_and_key(inputs, self.pad_axes)
         rows, key = found if found is not None else (0, None)
         future: Future[Arrays] = Future()
@@ -127,14 +137,16 @@ class Batcher:
             if batch:
                 self._running += 1
         self._expire(expired)
-        if batch:
-            self._executor.submit(partial(self._work, batch))
-        return future
+        return future, batch
 
     def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> Arrays:
-        """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s."""
+        """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s.
+        When a slot is free the batch runs on this thread (no hand-off); what gathered
+        meanwhile goes to the executor."""
         deadline = None if timeout is None else self._clock() + timeout
-        future = self.submit(inputs, deadline=deadline)
+        future, batch = self._enqueue(inputs, deadline)
+        if batch:
+            self._work(batch, inline=True)
         try:
             return future.result(timeout)
         except DeadlineExceededError:
@@ -243,8 +255,9 @@ class Batcher:
                     )
                 )
 
-    def _work(self, batch: list[_Item]) -> None:
-        """Run ``batch``, then every batch that gathered meanwhile (on this slot)."""
+    def _work(self, batch: list[_Item], *, inline: bool = False) -> None:
+        """Run ``batch``, then every batch that gathered meanwhile, on this slot; a
+        caller's thread (``inline``) hands those to the executor instead."""
         while batch:
             self._run(batch)
             with self._lock:
@@ -252,6 +265,9 @@ class Batcher:
                 if not batch:
                     self._running -= 1
             self._expire(expired)
+            if batch and inline:
+                self._executor.submit(partial(self._work, batch))
+                return
 
     def _run(self, batch: list[_Item]) -> None:
         started = self._clock()

@@ -42,18 +42,20 @@ def threads_per_call(options: Mapping[str, Any], cores: int) -> int:
 
 
 def pool_size(cores: int | None = None, per_call: int = 0) -> int:
-    """Calls that may run at once without oversubscribing ``cores``: ``cores // per_call``,
-    at least 1 and at least 2 (one call's Python work overlaps another's native work)."""
+    """Calls that may run at once without oversubscribing ``cores``: ``cores // per_call``
+    (at least 1). A runtime using every core per call gets 1: its next batch gathers while
+    one runs, and starts on the same thread as soon as it ends."""
     cores = cores or os.cpu_count() or 1
     per_call = per_call or cores
-    return max(2, cores // per_call)
+    return max(1, cores // per_call)
 
 
 class ThreadExecutor:
-    """A thread pool of ``threads`` (default: ``pool_size()``) that never runs on the loop."""
+    """A thread pool of ``threads`` (default: one per core, at least 2); it is not the
+    event loop, so a model never runs there."""
 
     def __init__(self, threads: int | None = None, *, name: str = "keepwarm-batch") -> None:
-        self._threads = threads if threads is not None else pool_size()
+        self._threads = threads if threads is not None else max(2, os.cpu_count() or 1)
         if type(self._threads) is not int or self._threads < 1:
             raise InvalidConfigError(f"threads must be an integer >= 1, got {threads!r}")
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=name)

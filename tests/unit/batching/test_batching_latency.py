@@ -75,6 +75,7 @@ def test_pool_size_follows_the_threads_each_call_uses() -> None:
     assert threads_per_call({"intra_op_num_threads": 2}, cores=8) == 2
     assert threads_per_call({"intra_op_num_threads": 2, "inter_op_num_threads": 2}, 8) == 4
     assert threads_per_call({"intra_op_num_threads": 0}, cores=8) == 8
-    assert pool_size(8, 2) == 4 and pool_size(8, 8) == 2 and pool_size(2, 0) == 2
+    assert pool_size(8, 2) == 4 and pool_size(8, 8) == 1 and pool_size(2, 0) == 1
+    assert pool_size(8, 3) == 2 and pool_size(2, 16) == 1
     with pytest.raises(InvalidConfigError, match="threads"):
         ThreadExecutor(0)

@@ -1,0 +1,151 @@
+"""``BatchedModel``: a loaded model whose ``predict`` goes through a ``Batcher``.
+
+Made by the load path when batching is on (``model.toml [batching]`` or
+``keepwarm.load(..., batching=...)``), so the batcher lives and dies with its version:
+created at load, its buckets warmed (and timed, seeding the latency table) before the
+version serves, closed when the version is unloaded. Everything that predicts through a
+lease (``Model.predict``, ``LeasedModel.predict``, the server) batches without knowing.
+A model that cannot be batched (an input without a leading batch axis) is served as it
+is, and its warmup note says why.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from keepwarm.batching.batcher import Batcher
+from keepwarm.batching.executor import Executor, ThreadExecutor, pool_size, threads_per_call
+from keepwarm.batching.merge import PadAxes, buckets
+from keepwarm.batching.stats import BatchStats
+from keepwarm.runtimes.base import LoadedModel
+from keepwarm.signature import Signature
+from keepwarm.warmup import sample_inputs
+
+_shared_lock = threading.Lock()
+_shared: ThreadExecutor | None = None
+
+
+def shared_executor() -> ThreadExecutor:
+    """The process's batch threads (one per core, at least 2), made on first use; each
+    model's batcher bounds its own share with its slots."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ThreadExecutor(max(2, os.cpu_count() or 1))
+        return _shared
+
+
+def unbatchable(signature: Signature) -> str | None:
+    """Why requests to a model with ``signature`` cannot be batched, or None."""
+    if not signature.inputs:
+        return "the model has no inputs"
+    for spec in signature.inputs:
+        if spec.shape is None:
+            return f"input {spec.name!r} has an unknown rank"
+        if not spec.shape or spec.shape[0] is not None:
+            return f"input {spec.name!r} has no batch axis (a first axis of unknown size)"
+    groups = signature.batch_groups
+    if groups is not None and (len(groups) != 1 or len(groups[0]) != len(signature.inputs)):
+        return "the inputs do not share one batch axis"
+    return None
+
+
+class BatchedModel:
+    """A ``LoadedModel`` whose ``predict`` is batched; see the module docstring."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        name: str,
+        max_batch_size: int,
+        max_delay_ms: float,
+        max_queue: int,
+        pad_axes: PadAxes,
+        options: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.inner = model
+        self.signature = model.signature
+        self.nbytes = model.nbytes
+        self.nbytes_source = model.nbytes_source
+        self.why_not = unbatchable(model.signature)
+        executor = executor if executor is not None else shared_executor()
+        cores = pool_size(None, 1)  # the cores, at least 2
+        slots = max(
+            1, min(executor.slots, pool_size(cores, threads_per_call(options or {}, cores)))
+        )
+        self.batcher = Batcher(
+            model.predict,
+            name=name,
+            executor=executor,
+            max_batch_size=max_batch_size,
+            max_delay_ms=max_delay_ms,
+            max_queue=max_queue,
+            pad_axes=pad_axes,
+            slots=slots,
+        )
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.why_not is not None:
+            return self.inner.predict(inputs)
+        return self.batcher.predict(inputs)
+
+    async def predict_async(
+        self, inputs: dict[str, np.ndarray], *, timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """For event-loop callers: awaits the batch (cancelling leaves the queue)."""
+        if self.why_not is not None:
+            raise RuntimeError("not batchable: call predict on a thread")  # pragma: no cover
+        return await self.batcher.predict_async(inputs, timeout=timeout)
+
+    def stats(self) -> BatchStats:
+        return self.batcher.stats()
+
+    def warm_buckets(self, samples: Sequence[Mapping[str, np.ndarray]] = ()) -> str | None:
+        """Run every bucket once before serving, and time it (the latency table); a note
+        when batching is off for this model or a bucket could not be warmed."""
+        if self.why_not is not None:
+            return f"batching off: {self.why_not}"
+        failures = []
+        for bucket in buckets(self.batcher.max_batch_size):
+            inputs = self._bucket_inputs(bucket, samples)
+            if inputs is None:
+                return "buckets not warmed: no inputs can be generated (an unknown rank)"
+            try:
+                self.inner.predict(inputs)  # the first call at a size may pay for it
+                began = time.perf_counter()
+                self.inner.predict(inputs)
+                self.batcher.latency.record(bucket, time.perf_counter() - began)
+            except Exception as exc:
+                failures.append(f"{bucket}: {type(exc).__name__}: {str(exc)[:120]}")
+        if failures:
+            return "batch sizes not warmed: " + "; ".join(failures)
+        return None
+
+    def _bucket_inputs(
+        self, bucket: int, samples: Sequence[Mapping[str, np.ndarray]]
+    ) -> dict[str, np.ndarray] | None:
+        if samples:
+            first = self.signature.coerce(self.signature.widen_json(samples[0]))
+            return {name: _rows(array, bucket) for name, array in first.items()}
+        return sample_inputs(self.signature, batch=bucket)
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.inner.close()
+
+
+def _rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """``rows`` rows made from ``array``'s (repeated as needed)."""
+    have = array.shape[0]
+    if have == 0:
+        return array
+    taken: np.ndarray = np.take(array, np.arange(rows) % have, axis=0)
+    return taken
