@@ -52,7 +52,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
@@ -95,11 +95,24 @@ class VersionPolicy:
 
 @dataclass(frozen=True)
 class BatchingConfig:
+    """A model's batching. ``given``: the keys its table set; the others follow the
+    server's ``Settings.batching`` (``with_defaults``)."""
+
     max_batch_size: int = BatchingSettings.max_batch_size
     max_delay_ms: float = BatchingSettings.max_delay_ms
     max_queue: int = BatchingSettings.max_queue
     # axes >= 1 that may be padded, per input name ("*": every input); empty: none
     pad_axes: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: _EMPTY)
+    given: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def with_defaults(self, settings: BatchingSettings) -> BatchingConfig:
+        """The keys the model's table left out, from ``settings``."""
+        values = {
+            key: getattr(settings, key)
+            for key in ("max_batch_size", "max_delay_ms", "max_queue")
+            if key not in self.given
+        }
+        return replace(self, **values)
 
 
 @dataclass(frozen=True)
@@ -235,7 +248,18 @@ def _samples(warmup: _Checker) -> str | None:
 def _batching(top: _Checker) -> BatchingConfig | None:
     if top.table.get("batching") is None:
         return None
-    table = top.table_at("batching", _BATCHING)
+    return _batching_table(top.table_at("batching", _BATCHING))
+
+
+def batching_config(value: Mapping[str, Any], *, source: str) -> BatchingConfig:
+    """A ``[batching]`` table given in code (``keepwarm.load(..., batching={...})``),
+    checked as model.toml's is; ``source`` names it in errors."""
+    if not isinstance(value, Mapping):
+        raise InvalidConfigError(f"{source}: expected a table of batching settings, got {value!r}")
+    return _batching_table(_Checker(source, value, "batching.", _BATCHING))
+
+
+def _batching_table(table: _Checker) -> BatchingConfig:
     defaults = BatchingConfig()
     delay = table.get("max_delay_ms", (int, float), "a number of milliseconds >= 0")
     if delay is not None and delay < 0:
@@ -247,6 +271,7 @@ def _batching(top: _Checker) -> BatchingConfig | None:
         max_delay_ms=defaults.max_delay_ms if delay is None else float(delay),
         max_queue=defaults.max_queue if queue is None else queue,
         pad_axes=_pad_axes(table),
+        given=frozenset(key for key in _BATCHING if table.table.get(key) is not None),
     )
 
 

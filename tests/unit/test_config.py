@@ -170,6 +170,24 @@ def test_pad_axes_for_every_input_or_per_input() -> None:
     assert none is not None and not none.pad_axes
 
 
+def test_batching_keys_left_out_follow_the_settings() -> None:
+    from keepwarm.config import batching_config
+    from keepwarm.settings import BatchingSettings
+
+    config = parse_model_config("[batching]\nmax_queue = 8", source="x").batching
+    assert config is not None
+    server = BatchingSettings(max_batch_size=4, max_delay_ms=0.5, max_queue=99)
+    filled = config.with_defaults(server)
+    assert (filled.max_batch_size, filled.max_delay_ms, filled.max_queue) == (4, 0.5, 8)
+    given = batching_config({"max_batch_size": 2, "pad_axes": [1]}, source="batching=")
+    assert given.max_batch_size == 2 and dict(given.pad_axes) == {"*": (1,)}
+    assert given.with_defaults(server).max_batch_size == 2
+    with pytest.raises(InvalidConfigError, match=r"batching=: unknown key 'batching.size'"):
+        batching_config({"size": 2}, source="batching=")
+    with pytest.raises(InvalidConfigError, match="batching=: expected a table"):
+        batching_config([1], source="batching=")  # type: ignore[arg-type]
+
+
 def test_load_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "model.toml"
     path.write_text("[versions]\nlatest = -2\n")
