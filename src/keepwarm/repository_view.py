@@ -155,7 +155,14 @@ class RepositoryView:
                 warmup_file=samples,
                 downloads=self.settings.downloads,
             )
-            spec = RuntimeSpec(described, config=config)
+            batching = config.batching
+            spec = RuntimeSpec(
+                described,
+                config=config,
+                batching=None
+                if batching is None
+                else batching.with_defaults(self.settings.batching),
+            )
             self._specs[key] = spec
         return spec
 

@@ -57,7 +57,7 @@ class _Item:
 class Batcher:
     """See the module docstring. ``predict`` is the model's (inputs already coerced);
     ``name`` names the model in errors; ``slots`` (default: the executor's) bounds the
-    batches of this model that run at once."""
+    batches of this model that run at once; ``crop_axes``: see ``merge.split``."""
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class Batcher:
         max_delay_ms: float = 5.0,
         max_queue: int = 256,
         pad_axes: PadAxes = NO_PADDING,
+        crop_axes: Mapping[str, tuple[int, ...]] | None = None,
         slots: int | None = None,
         latency: LatencyTable | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -83,6 +84,7 @@ class Batcher:
         self.max_delay = float(max_delay_ms) / 1000.0
         self.max_queue = max_queue
         self.pad_axes = pad_axes
+        self.crop_axes = crop_axes  # per output, axes that may be cropped after padding
         self.latency = latency if latency is not None else LatencyTable(max_batch_size)
         self._predict = predict
         self._executor = executor
@@ -282,7 +284,7 @@ class Batcher:
                 began = time.perf_counter()
                 outputs = self._predict(merged.inputs)
                 self.latency.record(bucket, time.perf_counter() - began)
-                results = split(outputs, merged, self.name)
+                results = split(outputs, merged, self.name, self.crop_axes)
                 padded = merged.padded_rows
         except Exception as exc:
             with self._lock:

@@ -3,11 +3,12 @@
 A request is a dict of input name to array whose first axis is its batch (rows). Requests
 share a batch only when every input agrees on dtype and on every non-batch axis, except
 the axes ``pad_axes`` lists: there, inputs are padded with zeros (empty strings for text)
-up to the largest in the batch, and outputs that carry the padded size on that axis are
-cropped back to each request's own size. A batch is padded with rows (copies of its last
-row) up to its bucket, one of 1, 2, 4, ... ``max_batch_size``, so that the model only ever
-sees sizes warmed at load. Outputs are split by rows after a length check: a model that
-answers with the wrong number of rows fails the batch, it never shifts results.
+up to the largest in the batch, and outputs that carry the padded size on an axis their
+signature leaves open are cropped back to each request's own size. A batch is padded with
+rows (copies of its last row) up to its bucket, one of 1, 2, 4, ... ``max_batch_size``, so
+that the model only ever sees sizes warmed at load. Outputs are split by rows after a
+length check: a model that answers with the wrong number of rows fails the batch, it never
+shifts results.
 """
 
 from __future__ import annotations
@@ -192,9 +193,18 @@ def _pad_to(array: np.ndarray, tail: tuple[int, ...]) -> np.ndarray:
     return np.pad(array, widths)
 
 
-def split(outputs: Mapping[str, np.ndarray], merged: Merged, model: str) -> list[Arrays]:
+def split(
+    outputs: Mapping[str, np.ndarray],
+    merged: Merged,
+    model: str,
+    crop: Mapping[str, tuple[int, ...]] | None = None,
+) -> list[Arrays]:
     """Each request's rows of ``outputs``; ``BatchSplitError`` naming ``model`` and the
-    output when an output does not have one row per batch row."""
+    output when an output does not have one row per batch row.
+
+    After padding, an output axis is cropped back to each request's own size where it has
+    the padded size and ``crop`` lists it for that output (the axes the signature leaves
+    open); without ``crop`` (no signature), wherever the size matches."""
     if len(merged.rows) == 1 and not merged.padded and merged.padded_rows == merged.rows[0]:
         return [dict(outputs)]
     for name, array in outputs.items():
@@ -213,9 +223,14 @@ def split(outputs: Mapping[str, np.ndarray], merged: Merged, model: str) -> list
         result: Arrays = {}
         for name, array in arrays.items():
             index: list[slice] = [slice(start, start + rows)]
+            open_axes = None if crop is None else crop.get(name, ())
             for axis in range(1, array.ndim):
                 size = merged.padded.get(axis)
-                if size is not None and array.shape[axis] == size:
+                if (
+                    size is not None
+                    and array.shape[axis] == size
+                    and (open_axes is None or axis in open_axes)
+                ):
                     index.append(slice(0, own[axis]))
                 else:
                     index.append(slice(None))

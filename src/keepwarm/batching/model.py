@@ -56,6 +56,17 @@ def unbatchable(signature: Signature) -> str | None:
     return None
 
 
+def open_axes(signature: Signature) -> dict[str, tuple[int, ...]] | None:
+    """Per output, the non-batch axes of unknown size (those padding may have grown);
+    None when an output's rank is unknown (then any axis of the padded size is cropped)."""
+    found = {}
+    for spec in signature.outputs:
+        if spec.shape is None:
+            return None
+        found[spec.name] = tuple(a for a, d in enumerate(spec.shape) if a and d is None)
+    return found
+
+
 class BatchedModel:
     """A ``LoadedModel`` whose ``predict`` is batched; see the module docstring."""
 
@@ -89,6 +100,7 @@ class BatchedModel:
             max_delay_ms=max_delay_ms,
             max_queue=max_queue,
             pad_axes=pad_axes,
+            crop_axes=open_axes(model.signature),
             slots=slots,
         )
 

@@ -121,6 +121,13 @@ def test_padded_axes_are_padded_with_zeros_and_cropped_back() -> None:
     }
     first, second = split(outputs, merged, "m")
     np.testing.assert_array_equal(first["per_token"], [[2, 4]])
+    # With the signature's open axes: an output whose axis 1 is fixed is never cropped,
+    # even when its size there happens to equal the padded size.
+    fixed4 = {"per_token": outputs["per_token"], "features": np.ones((2, 4))}
+    crop = {"per_token": (1,), "features": ()}
+    a, b = split(fixed4, merged, "m", crop)
+    assert a["per_token"].shape == (1, 2) and a["features"].shape == (1, 4)
+    assert b["features"].shape == (1, 4)
     np.testing.assert_array_equal(second["per_token"], [[6, 8, 10, 12]])
     assert first["pooled"].tolist() == [3] and second["pooled"].tolist() == [18]
     assert first["fixed"].shape == (1, 7)
@@ -218,7 +225,12 @@ def test_padded_sequences_agree_with_their_unpadded_results_within_tolerance(
 
     executor = InlineExecutor()
     batcher = Batcher(
-        model, name="m", executor=executor, max_delay_ms=0, pad_axes=PadAxes.of({"seq": [1]})
+        model,
+        name="m",
+        executor=executor,
+        max_delay_ms=0,
+        pad_axes=PadAxes.of({"seq": [1]}),
+        crop_axes={"steps": (1,), "pooled": ()},  # as a signature [N, L, 4] and [N, 4] says
     )
     requests = [{"seq": rng.standard_normal((1, n, 4)).astype(np.float32)} for n in lengths]
     futures = [batcher.submit(r) for r in requests]
