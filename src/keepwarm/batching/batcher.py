@@ -141,16 +141,25 @@ class Batcher:
         self._expire(expired)
         return future, batch
 
-    def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> Arrays:
-        """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s.
-        When a slot is free the batch runs on this thread (no hand-off); what gathered
-        meanwhile goes to the executor."""
-        deadline = None if timeout is None else self._clock() + timeout
+    def start(
+        self, inputs: Mapping[str, np.ndarray], *, deadline: float | None = None
+    ) -> Future[Arrays]:
+        """``submit`` for a caller on a thread that may block (never the event loop): when
+        a slot is free the batch runs here, at once (no hand-off), and the future returned
+        is done; else it is pending (and can be cancelled until its batch starts). What
+        gathered meanwhile goes to the executor."""
         future, batch = self._enqueue(inputs, deadline)
         if batch:
             self._work(batch, inline=True)
+        return future
+
+    def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> Arrays:
+        """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s
+        (the batch runs on this thread when a slot is free: see ``start``)."""
+        deadline = None if timeout is None else self._clock() + timeout
+        future = self.start(inputs, deadline=deadline)
         try:
-            return future.result(timeout)
+            return future.result(None if deadline is None else max(0.0, deadline - self._clock()))
         except DeadlineExceededError:
             raise
         except TimeoutError:

@@ -11,10 +11,12 @@ is, and its warmup note says why.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -109,12 +111,26 @@ class BatchedModel:
             return self.inner.predict(inputs)
         return self.batcher.predict(inputs)
 
+    def start(
+        self, inputs: dict[str, np.ndarray], *, deadline: float | None = None
+    ) -> Future[dict[str, np.ndarray]]:
+        """From a thread: run now when a slot is free (the future is done), else queue (a
+        pending future, cancellable until its batch starts); see ``Batcher.start``."""
+        if self.why_not is not None:
+            done: Future[dict[str, np.ndarray]] = Future()
+            try:
+                done.set_result(self.inner.predict(inputs))
+            except Exception as exc:
+                done.set_exception(exc)
+            return done
+        return self.batcher.start(inputs, deadline=deadline)
+
     async def predict_async(
         self, inputs: dict[str, np.ndarray], *, timeout: float | None = None
     ) -> dict[str, np.ndarray]:
         """For event-loop callers: awaits the batch (cancelling leaves the queue)."""
         if self.why_not is not None:
-            raise RuntimeError("not batchable: call predict on a thread")  # pragma: no cover
+            return await asyncio.to_thread(self.inner.predict, inputs)
         return await self.batcher.predict_async(inputs, timeout=timeout)
 
     def stats(self) -> BatchStats:

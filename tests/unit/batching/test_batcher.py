@@ -269,3 +269,26 @@ def test_waiting_pays_only_under_load_and_never_past_max_delay(executor: ThreadE
         assert f.result(60)["x_echo"][0, 0] == 2 * value
     assert batcher.stats().waits >= 1  # the 20 rows were held for more
     assert model.calls[0] == 1 and sum(model.calls) >= 21
+
+
+def test_start_runs_on_the_callers_thread_when_a_slot_is_free(executor: ThreadExecutor) -> None:
+    threads: list[int] = []
+    gate = threading.Event()
+    inner = RowModel(gate)
+
+    def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        threads.append(threading.get_ident())
+        return inner.predict(inputs)
+
+    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0)
+    gate.set()
+    done = batcher.start(_x(1))
+    assert done.done() and threads == [threading.get_ident()]  # no hand-off when idle
+    gate.clear()
+    busy = batcher.submit(_x(2))  # on the executor, held by the gate
+    assert inner.entered.wait(10)
+    pending = batcher.start(_x(3))
+    assert not pending.done()  # a slot is busy: queued, not run here
+    gate.set()
+    assert busy.result(30)["x_echo"][0, 0] == 4 and pending.result(30)["x_echo"][0, 0] == 6
+    assert threads[1] != threading.get_ident() and threads[2] != threading.get_ident()
