@@ -6,6 +6,7 @@
     DIR/models/mlp_keras/1/model.keras      the same MLP, Keras format
     DIR/models/mlp_onnx/1/model.onnx        the same MLP, through tf2onnx
     DIR/models/mobilenet_v2{,_keras,_onnx}/1/   MobileNetV2 (``weights=None``), three ways
+    DIR/models/<name>/model.toml            [batching] on (see keepwarm.config)
     DIR/hub/mlp.tar.gz                      the MLP SavedModel as TF Hub serves it
     DIR/.builder-hash                       written last; a match means "up to date"
 
@@ -43,6 +44,9 @@ FAMILIES = ("mlp", "mobilenet_v2")
 INPUT = "image"
 OUTPUT = "probs"
 _VERSIONED = ("tensorflow", "keras", "tf2onnx", "onnx")
+# Served with dynamic batching: concurrent requests share a batch; an idle model never
+# waits (the other keys come from Settings.batching).
+MODEL_TOML = "[batching]\nmax_batch_size = 32\n"
 
 
 def builder_hash() -> str:
@@ -143,6 +147,9 @@ def _mobilenet_v2(keras: Any) -> Any:
 def _write_formats(tf: Any, model: Any, models: Path, family: str) -> None:
     with _timed(f"{family}/1 (SavedModel)"):
         model.export(str(models / family / "1"), verbose=False)
+    for name in (family, f"{family}_keras", f"{family}_onnx"):
+        (models / name).mkdir(parents=True, exist_ok=True)
+        (models / name / "model.toml").write_text(MODEL_TOML)
     keras_dir = models / f"{family}_keras" / "1"
     keras_dir.mkdir(parents=True)
     with _timed(f"{family}_keras/1/model.keras"):

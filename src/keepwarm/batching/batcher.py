@@ -36,6 +36,7 @@ from keepwarm.batching.merge import (
     bucket_for,
     merge,
     rows_and_key,
+    rows_of,
     split,
 )
 from keepwarm.batching.stats import BatchStats
@@ -148,16 +149,28 @@ class Batcher:
         a slot is free the batch runs here, at once (no hand-off), and the future returned
         is done; else it is pending (and can be cancelled until its batch starts). What
         gathered meanwhile goes to the executor."""
-        future, batch = self._enqueue(inputs, deadline)
-        if batch:
-            self._work(batch, inline=True)
+        outcome = self._run_now(inputs, deadline)
+        if outcome is None:
+            pending, batch = self._enqueue(inputs, deadline)
+            if batch:
+                self._work(batch, inline=True)
+            return pending
+        future: Future[Arrays] = Future()
+        _deliver([future], outcome)
         return future
 
     def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> Arrays:
         """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s
         (the batch runs on this thread when a slot is free: see ``start``)."""
         deadline = None if timeout is None else self._clock() + timeout
-        future = self.start(inputs, deadline=deadline)
+        outcome = self._run_now(inputs, deadline)
+        if outcome is not None:
+            if outcome.error is not None:
+                raise outcome.error
+            return outcome.results[0]
+        future, batch = self._enqueue(inputs, deadline)
+        if batch:
+            self._work(batch, inline=True)
         try:
             return future.result(None if deadline is None else max(0.0, deadline - self._clock()))
         except DeadlineExceededError:
@@ -165,6 +178,32 @@ class Batcher:
         except TimeoutError:
             future.cancel()  # leaves the queue if not batched yet; a running batch runs on
             raise self._deadline_error(timeout) from None
+
+    def _run_now(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> _Outcome | None:
+        """The fast path of a thread caller: when a slot is free and nothing is queued, run
+        the request here, never queued; None when it must queue."""
+        rows = rows_of(inputs)
+        now = self._clock()
+        with self._lock:
+            if (
+                self._running >= self._slots
+                or self._queue
+                or self._closed
+                or (deadline is not None and deadline <= now)
+            ):
+                return None
+            self._running += 1
+            self._rate.arrived(max(rows, 1), now)
+        outcome = self._compute([inputs], [rows])
+        with self._lock:
+            self._account(outcome, [0.0])
+            batch, expired = self._take(self._clock())
+            if not batch:
+                self._running -= 1
+        self._expire(expired)
+        if batch:
+            self._executor.submit(partial(self._work, batch))
+        return outcome
 
     async def predict_async(
         self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None
@@ -270,50 +309,54 @@ class Batcher:
         """Run ``batch``, then every batch that gathered meanwhile, on this slot; a
         caller's thread (``inline``) hands those to the executor instead."""
         while batch:
-            self._run(batch)
+            started = self._clock()
+            outcome = self._compute([item.inputs for item in batch], [i.rows for i in batch])
             with self._lock:
-                batch, expired = self._take(self._clock())
+                self._account(outcome, [started - item.queued_at for item in batch])
+                done, (batch, expired) = batch, self._take(self._clock())
                 if not batch:
                     self._running -= 1
+            _deliver([item.future for item in done], outcome)
             self._expire(expired)
             if batch and inline:
                 self._executor.submit(partial(self._work, batch))
                 return
 
-    def _run(self, batch: list[_Item]) -> None:
-        started = self._clock()
+    def _compute(self, parts: list[Mapping[str, np.ndarray]], rows: list[int]) -> _Outcome:
+        """Merge, predict, split: each request's outputs, or the batch's error."""
+        bucket = 0
         try:
-            if batch[0].rows == 0:  # not batchable: as it came
-                results = [dict(self._predict(dict(batch[0].inputs)))]
-                bucket = padded = 0
-            else:
-                rows = sum(item.rows for item in batch)
-                bucket = bucket_for(rows, self.max_batch_size)
-                merged = merge([item.inputs for item in batch], bucket, self.pad_axes)
+            if rows[0] == 0:  # not batchable: as it came
+                return _Outcome([dict(self._predict(dict(parts[0])))], 0, 0, 0)
+            total = sum(rows)
+            bucket = bucket_for(total, self.max_batch_size)
+            if len(parts) == 1 and total == bucket:  # one request at its bucket: as it came
                 began = time.perf_counter()
-                outputs = self._predict(merged.inputs)
+                outputs = self._predict(dict(parts[0]))
                 self.latency.record(bucket, time.perf_counter() - began)
-                results = split(outputs, merged, self.name, self.crop_axes)
-                padded = merged.padded_rows
+                return _Outcome([dict(outputs)], bucket, total, total)
+            merged = merge(parts, bucket, self.pad_axes)
+            began = time.perf_counter()
+            outputs = self._predict(merged.inputs)
+            self.latency.record(bucket, time.perf_counter() - began)
+            results = split(outputs, merged, self.name, self.crop_axes)
+            return _Outcome(results, bucket, total, merged.padded_rows)
         except Exception as exc:
-            with self._lock:
-                self._stats.failed += len(batch)
-            for item in batch:
-                item.future.set_exception(exc)
+            return _Outcome([], bucket, sum(rows), 0, exc)
+
+    def _account(self, outcome: _Outcome, delays: list[float]) -> None:
+        """Count a batch that ran (under the lock)."""
+        stats = self._stats
+        if outcome.error is not None:
+            stats.failed += len(delays)
             return
-        with self._lock:
-            stats = self._stats
-            stats.batches += 1
-            stats.requests += len(batch)
-            stats.rows += sum(item.rows for item in batch)
-            stats.padded_rows += padded
-            stats.batch_sizes[bucket] = stats.batch_sizes.get(bucket, 0) + 1
-            for item in batch:
-                delay = started - item.queued_at
-                stats.queue_seconds_sum += delay
-                stats.queue_seconds_max = max(stats.queue_seconds_max, delay)
-        for item, result in zip(batch, results, strict=True):
-            item.future.set_result(result)
+        stats.batches += 1
+        stats.requests += len(delays)
+        stats.rows += outcome.rows
+        stats.padded_rows += outcome.padded
+        stats.batch_sizes[outcome.bucket] = stats.batch_sizes.get(outcome.bucket, 0) + 1
+        stats.queue_seconds_sum += sum(delays)
+        stats.queue_seconds_max = max(stats.queue_seconds_max, *delays)
 
     # -------------------------------------------------------------------- waker
 
@@ -369,6 +412,26 @@ class Batcher:
         self._expire(expired)
         if batch:
             self._executor.submit(partial(self._work, batch))
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What a batch gave: each request's outputs (in order), or ``error``."""
+
+    results: list[Arrays]
+    bucket: int
+    rows: int
+    padded: int
+    error: Exception | None = None
+
+
+def _deliver(futures: list[Future[Arrays]], outcome: _Outcome) -> None:
+    if outcome.error is not None:
+        for future in futures:
+            future.set_exception(outcome.error)
+        return
+    for future, result in zip(futures, outcome.results, strict=True):
+        future.set_result(result)
 
 
 def _late(item: _Item, now: float) -> bool:

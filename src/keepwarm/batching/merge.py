@@ -93,6 +93,19 @@ def bucket_for(rows: int, max_batch_size: int) -> int:
     return min(size, max_batch_size)
 
 
+def rows_of(inputs: Mapping[str, np.ndarray]) -> int:
+    """A request's rows; 0 when it cannot be batched (as ``rows_and_key`` says, cheaper)."""
+    rows = -1
+    for array in inputs.values():
+        if not array.ndim:
+            return 0
+        if rows < 0:
+            rows = array.shape[0]
+        elif array.shape[0] != rows:
+            return 0
+    return max(rows, 0)
+
+
 def rows_and_key(inputs: Mapping[str, np.ndarray], pad: PadAxes) -> tuple[int, Hashable] | None:
     """A request's rows and the key of the requests it may share a batch with; None when it
     cannot be batched (no inputs, a scalar input, inputs disagreeing on their rows)."""

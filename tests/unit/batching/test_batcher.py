@@ -292,3 +292,20 @@ def test_start_runs_on_the_callers_thread_when_a_slot_is_free(executor: ThreadEx
     gate.set()
     assert busy.result(30)["x_echo"][0, 0] == 4 and pending.result(30)["x_echo"][0, 0] == 6
     assert threads[1] != threading.get_ident() and threads[2] != threading.get_ident()
+
+
+def test_an_error_on_the_fast_path_reaches_the_caller_and_frees_the_slot(
+    executor: ThreadExecutor,
+) -> None:
+    def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if inputs["x"][0, 0] < 0:
+            raise ValueError("negative input")
+        return {"y": inputs["x"]}
+
+    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0, slots=1)
+    with pytest.raises(ValueError, match="negative input"):
+        batcher.predict(_x(-1))
+    with pytest.raises(ValueError, match="negative input"):
+        batcher.start(_x(-1)).result(30)
+    assert batcher.predict(_x(2), timeout=30)["y"][0, 0] == 2  # the slot was given back
+    assert batcher.stats().failed == 2 and batcher.stats().requests == 1

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keepwarm.batching import Batcher, BatchSplitError, PadAxes, bucket_for, buckets, merge, split
-from keepwarm.batching.merge import rows_and_key
+from keepwarm.batching.merge import rows_and_key, rows_of
 from keepwarm.errors import InvalidConfigError
 from support.batch_models import InlineExecutor, RowModel
 
@@ -45,6 +45,19 @@ def test_buckets_are_powers_of_two_up_to_the_maximum() -> None:
     assert buckets(8) == (1, 2, 4, 8)
     assert buckets(12) == (1, 2, 4, 8, 12)
     assert [bucket_for(n, 12) for n in (1, 2, 3, 5, 8, 9, 12, 13)] == [1, 2, 4, 8, 8, 12, 12, 13]
+
+
+def test_rows_of_agrees_with_rows_and_key() -> None:
+    cases = [
+        {"x": np.zeros(())},
+        {"x": np.zeros((0, 3))},
+        {"a": np.zeros((2, 3)), "b": np.zeros((3, 3))},
+        {},
+        {"a": np.zeros((4, 3)), "b": np.zeros((4,))},
+    ]
+    for inputs in cases:
+        found = rows_and_key(inputs, PadAxes())
+        assert rows_of(inputs) == (0 if found is None else found[0])
 
 
 def test_rows_and_key_refuses_what_cannot_be_batched() -> None:
