@@ -306,6 +306,7 @@ class RuntimeSpec:
         return BatchedModel(
             model,
             name=_model_name(path),
+            version=version_number(path.name),
             max_batch_size=batching.max_batch_size,
             max_delay_ms=batching.max_delay_ms,
             max_queue=batching.max_queue,

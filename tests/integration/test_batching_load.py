@@ -12,7 +12,7 @@ import pytest
 
 from keepwarm import InvalidConfigError, ModelCache, Repository
 from keepwarm.batching import buckets
-from keepwarm.batching.model import BatchedModel
+from keepwarm.batching.model import BatchedModel, live_batchers
 from keepwarm.loading import spec_from_call
 from support import onnx_graphs
 from support.repo_builders import write_model_toml
@@ -103,6 +103,10 @@ def test_32_threads_get_the_results_of_the_direct_call(tmp_path: Path, cache: Mo
     with cache.lease(model_dir, batching={"max_batch_size": 8, "max_delay_ms": 1}) as leased:
         stats = leased.raw.stats()
     assert stats.requests == len(requests) and stats.failed == 0
+    views = [v for v in live_batchers() if v.stats.requests == len(requests)]
+    assert len(views) == 1 and views[0].model == "dense" and views[0].version == 1
+    cache.close()
+    assert not [v for v in live_batchers() if v.stats.requests == len(requests)]
 
 
 def test_repository_model_toml_turns_batching_on_and_warms_each_bucket(tmp_path: Path) -> None:
@@ -121,6 +125,7 @@ def test_repository_model_toml_turns_batching_on_and_warms_each_bucket(tmp_path:
             assert isinstance(raw, BatchedModel)
             assert raw.batcher.max_queue == 7 and raw.batcher.max_batch_size == 8
             assert sorted(raw.batcher.latency.snapshot()) == list(buckets(8))
+            assert (raw.name, raw.version) == ("dense", 1)
             out = model.predict({"x": np.ones((2, 16), np.float32)})
             assert out["y"].shape == (2, 8)
         with repo.lease("fixed") as model:

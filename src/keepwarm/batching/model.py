@@ -15,8 +15,10 @@ import asyncio
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,31 @@ def shared_executor() -> ThreadExecutor:
         if _shared is None:
             _shared = ThreadExecutor(max(2, os.cpu_count() or 1))
         return _shared
+
+
+_live_lock = threading.Lock()
+_live: weakref.WeakSet[BatchedModel] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class BatcherView:
+    """One live batcher, for metrics and status: its model, version, counters, queue."""
+
+    model: str
+    version: int | None
+    stats: BatchStats
+    queued: int
+    max_queue: int
+
+
+def live_batchers() -> list[BatcherView]:
+    """Every batcher of a loaded version in this process (read at each metrics scrape)."""
+    with _live_lock:
+        models = [m for m in _live if m.why_not is None]
+    return [
+        BatcherView(m.name, m.version, m.stats(), m.batcher.queued, m.batcher.max_queue)
+        for m in models
+    ]
 
 
 def unbatchable(signature: Signature) -> str | None:
@@ -77,6 +104,7 @@ class BatchedModel:
         model: LoadedModel,
         *,
         name: str,
+        version: int | None = None,
         max_batch_size: int,
         max_delay_ms: float,
         max_queue: int,
@@ -85,6 +113,7 @@ class BatchedModel:
         executor: Executor | None = None,
     ) -> None:
         self.inner = model
+        self.name, self.version = name, version
         self.signature = model.signature
         self.nbytes = model.nbytes
         self.nbytes_source = model.nbytes_source
@@ -105,6 +134,8 @@ class BatchedModel:
             crop_axes=open_axes(model.signature),
             slots=slots,
         )
+        with _live_lock:
+            _live.add(self)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.why_not is not None:
@@ -166,6 +197,8 @@ class BatchedModel:
         return sample_inputs(self.signature, batch=bucket)
 
     def close(self) -> None:
+        with _live_lock:
+            _live.discard(self)
         self.batcher.close()
         self.inner.close()
 
