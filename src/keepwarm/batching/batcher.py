@@ -292,6 +292,11 @@ class Batcher:
             total += item.rows
             if total == limit:
                 break
+        # Fewer rows when the latency table says a smaller batch serves a row for less
+        # (padding up to a bucket costs, and large batches can fall out of the caches).
+        best = self.latency.best_size(total)
+        while len(batch) > 1 and total > best:
+            total -= batch.pop().rows
         return batch
 
     def _expire(self, items: list[_Item]) -> None:

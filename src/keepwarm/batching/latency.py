@@ -36,6 +36,22 @@ class LatencyTable:
     def get(self, bucket: int) -> float | None:
         return self._seconds.get(bucket)
 
+    def best_size(self, rows: int) -> int:
+        """How many of ``rows`` queued rows to run now: the bucket that costs least per
+        real row (a bucket past ``rows`` is padded), or ``rows`` when a bucket it would
+        consider has not been measured."""
+        best, best_cost = rows, float("inf")
+        for bucket in self.buckets:
+            seconds = self._seconds.get(bucket)
+            if seconds is None:
+                return rows
+            cost = seconds / min(bucket, rows)
+            if cost <= best_cost:
+                best, best_cost = bucket, cost
+            if bucket >= rows:
+                break
+        return min(best, rows)
+
     def snapshot(self) -> Mapping[int, float]:
         with self._lock:
             return dict(self._seconds)

@@ -309,3 +309,16 @@ def test_an_error_on_the_fast_path_reaches_the_caller_and_frees_the_slot(
         batcher.start(_x(-1)).result(30)
     assert batcher.predict(_x(2), timeout=30)["y"][0, 0] == 2  # the slot was given back
     assert batcher.stats().failed == 2 and batcher.stats().requests == 1
+
+
+def test_a_batch_stops_at_the_size_that_serves_a_row_for_least(executor: ThreadExecutor) -> None:
+    batcher, model, gate = _held(executor, max_batch_size=8, max_delay_ms=0)
+    for bucket, seconds in {1: 0.01, 2: 0.012, 4: 0.014, 8: 0.2}.items():
+        batcher.latency.record(bucket, seconds)  # 8 rows cost far more than twice 4
+    first = batcher.submit(_x(0))
+    assert model.entered.wait(10)
+    later = [batcher.submit(_x(i)) for i in range(1, 9)]
+    gate.set()
+    for value, f in enumerate([first, *later]):
+        assert f.result(30)["x_echo"][0, 0] == 2 * value
+    assert model.calls == [1, 4, 4]

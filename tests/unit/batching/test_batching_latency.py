@@ -52,6 +52,19 @@ def test_no_wait_when_larger_batches_cost_as_much_per_row() -> None:
     assert _wait(1, 1e5, linear) == 0
 
 
+def test_best_size_takes_the_bucket_that_serves_a_row_for_least() -> None:
+    cheap = _table(CHEAP_ROWS)
+    assert [cheap.best_size(n) for n in (1, 2, 3, 16, 32)] == [1, 2, 3, 16, 32]
+    assert cheap.best_size(17) == 16  # 16 now and 1 next costs less than 17 padded to 32
+    # Batch 32 falls out of the caches: 16 rows at a time serve more.
+    cliff = _table({1: 0.013, 2: 0.02, 4: 0.036, 8: 0.076, 16: 0.144, 32: 0.463})
+    assert cliff.best_size(32) == 16 and cliff.best_size(20) == 16
+    assert cliff.best_size(5) == 4  # 5 rows would be padded to 8 (9.5 ms/row) vs 9 ms
+    assert LatencyTable(32).best_size(7) == 7  # nothing measured: all of them
+    partial = _table({1: 0.01, 2: 0.011})
+    assert partial.best_size(9) == 9  # 4 and 8 unmeasured: no guess
+
+
 def test_latency_table_is_a_moving_average() -> None:
     table = LatencyTable(8)
     assert table.buckets == (1, 2, 4, 8)
