@@ -33,16 +33,13 @@ from keepwarm.batching.merge import (
     NO_PADDING,
     Arrays,
     PadAxes,
-    bucket_for,
-    merge,
     rows_and_key,
     rows_of,
-    split,
 )
+from keepwarm.batching.runner import BatchRunner, Outcome, Predict
 from keepwarm.batching.stats import BatchStats
+from keepwarm.batching.waker import Waker
 from keepwarm.errors import DeadlineExceededError, InvalidConfigError, UnavailableError
-
-Predict = Callable[[Arrays], Mapping[str, np.ndarray]]
 
 
 @dataclass(slots=True, eq=False)
@@ -92,13 +89,12 @@ class Batcher:
         self._slots = slots if slots is not None else executor.slots
         self._clock = clock
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._queue: deque[_Item] = deque()
         self._running = 0
         self._closed = False
         self._rate = ArrivalRate()
-        self._wake_at: float | None = None
-        self._waker: threading.Thread | None = None
+        self._waker = Waker(self._fire, name=name, clock=clock)
+        self._runner = BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes, self.latency)
         self._stats = BatchStats()
 
     # ------------------------------------------------------------------ callers
@@ -156,7 +152,7 @@ class Batcher:
                 self._work(batch, inline=True)
             return pending
         future: Future[Arrays] = Future()
-        _deliver([future], outcome)
+        outcome.deliver([future])
         return future
 
     def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> Arrays:
@@ -179,7 +175,7 @@ class Batcher:
             future.cancel()  # leaves the queue if not batched yet; a running batch runs on
             raise self._deadline_error(timeout) from None
 
-    def _run_now(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> _Outcome | None:
+    def _run_now(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> Outcome | None:
         """The fast path of a thread caller: when a slot is free and nothing is queued, run
         the request here, never queued; None when it must queue."""
         rows = rows_of(inputs)
@@ -194,7 +190,7 @@ class Batcher:
                 return None
             self._running += 1
             self._rate.arrived(max(rows, 1), now)
-        outcome = self._compute([inputs], [rows])
+        outcome = self._runner.run([inputs], [rows])
         with self._lock:
             self._account(outcome, [0.0])
             batch, expired = self._take(self._clock())
@@ -261,7 +257,7 @@ class Batcher:
                 )
                 if wait > 0:
                     self._stats.waits += 1
-                    self._arm(now + wait)
+                    self._waker.arm(now + wait)
                     return [], expired
             chosen = {id(item) for item in batch}
             if len(chosen) == len(queue) or all(id(queue[i]) in chosen for i in range(len(chosen))):
@@ -315,41 +311,19 @@ class Batcher:
         caller's thread (``inline``) hands those to the executor instead."""
         while batch:
             started = self._clock()
-            outcome = self._compute([item.inputs for item in batch], [i.rows for i in batch])
+            outcome = self._runner.run([item.inputs for item in batch], [i.rows for i in batch])
             with self._lock:
                 self._account(outcome, [started - item.queued_at for item in batch])
                 done, (batch, expired) = batch, self._take(self._clock())
                 if not batch:
                     self._running -= 1
-            _deliver([item.future for item in done], outcome)
+            outcome.deliver([item.future for item in done])
             self._expire(expired)
             if batch and inline:
                 self._executor.submit(partial(self._work, batch))
                 return
 
-    def _compute(self, parts: list[Mapping[str, np.ndarray]], rows: list[int]) -> _Outcome:
-        """Merge, predict, split: each request's outputs, or the batch's error."""
-        bucket = 0
-        try:
-            if rows[0] == 0:  # not batchable: as it came
-                return _Outcome([dict(self._predict(dict(parts[0])))], 0, 0, 0)
-            total = sum(rows)
-            bucket = bucket_for(total, self.max_batch_size)
-            if len(parts) == 1 and total == bucket:  # one request at its bucket: as it came
-                began = time.perf_counter()
-                outputs = self._predict(dict(parts[0]))
-                self.latency.record(bucket, time.perf_counter() - began)
-                return _Outcome([dict(outputs)], bucket, total, total)
-            merged = merge(parts, bucket, self.pad_axes)
-            began = time.perf_counter()
-            outputs = self._predict(merged.inputs)
-            self.latency.record(bucket, time.perf_counter() - began)
-            results = split(outputs, merged, self.name, self.crop_axes)
-            return _Outcome(results, bucket, total, merged.padded_rows)
-        except Exception as exc:
-            return _Outcome([], bucket, sum(rows), 0, exc)
-
-    def _account(self, outcome: _Outcome, delays: list[float]) -> None:
+    def _account(self, outcome: Outcome, delays: list[float]) -> None:
         """Count a batch that ran (under the lock)."""
         stats = self._stats
         if outcome.error is not None:
@@ -363,36 +337,18 @@ class Batcher:
         stats.queue_seconds_sum += sum(delays)
         stats.queue_seconds_max = max(stats.queue_seconds_max, *delays)
 
-    # -------------------------------------------------------------------- waker
-
-    def _arm(self, at: float) -> None:
-        """Dispatch a held partial batch at ``at`` at the latest (under the lock)."""
-        self._wake_at = at if self._wake_at is None else min(self._wake_at, at)
-        if self._waker is None:
-            self._waker = threading.Thread(
-                target=self._wake_loop, name=f"keepwarm-batch-waker-{self.name}", daemon=True
-            )
-            self._waker.start()
-        self._wake.notify()
-
-    def _wake_loop(self) -> None:
-        while True:
-            launch: list[_Item] = []
-            with self._wake:
-                while not self._closed and (self._wake_at is None or self._clock() < self._wake_at):
-                    timeout = None if self._wake_at is None else self._wake_at - self._clock()
-                    self._wake.wait(timeout)
-                if self._closed and not self._queue:
-                    return
-                self._wake_at = None
-                expired: list[_Item] = []
-                if self._running < self._slots:
-                    launch, expired = self._take(self._clock(), force=True)
-                    if launch:
-                        self._running += 1
-            self._expire(expired)
-            if launch:
-                self._executor.submit(partial(self._work, launch))
+    def _fire(self) -> None:
+        """The waker's call: dispatch the held partial batch if a slot is free."""
+        launch: list[_Item] = []
+        expired: list[_Item] = []
+        with self._lock:
+            if self._running < self._slots:
+                launch, expired = self._take(self._clock(), force=True)
+                if launch:
+                    self._running += 1
+        self._expire(expired)
+        if launch:
+            self._executor.submit(partial(self._work, launch))
 
     # ------------------------------------------------------------------- status
 
@@ -408,7 +364,6 @@ class Batcher:
         """Take no new requests; those queued still run (they hold their version)."""
         with self._lock:
             self._closed = True
-            self._wake.notify_all()
             batch, expired = (
                 self._take(self._clock(), force=True) if self._running < self._slots else ([], [])
             )
@@ -417,26 +372,7 @@ class Batcher:
         self._expire(expired)
         if batch:
             self._executor.submit(partial(self._work, batch))
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What a batch gave: each request's outputs (in order), or ``error``."""
-
-    results: list[Arrays]
-    bucket: int
-    rows: int
-    padded: int
-    error: Exception | None = None
-
-
-def _deliver(futures: list[Future[Arrays]], outcome: _Outcome) -> None:
-    if outcome.error is not None:
-        for future in futures:
-            future.set_exception(outcome.error)
-        return
-    for future, result in zip(futures, outcome.results, strict=True):
-        future.set_result(result)
+        self._waker.close()
 
 
 def _late(item: _Item, now: float) -> bool:
