@@ -66,3 +66,26 @@ class InlineExecutor:
 
     def close(self) -> None:
         self.jobs.clear()
+
+
+class RowLoaded:
+    """``RowModel`` as a ``LoadedModel``: input ``x`` float32 [-1, 3]."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        from keepwarm.signature import Signature, TensorSpec
+
+        self.rows = RowModel(gate)
+        f32 = np.dtype("float32")
+        self.signature = Signature(
+            (TensorSpec("x", f32, (None, 3)),),
+            (TensorSpec("x_echo", f32, (None, 3)), TensorSpec("x_sum", f32, (None,))),
+        )
+        self.nbytes = 0
+        self.nbytes_source = "files"
+        self.closed = False
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.rows.predict(inputs)
+
+    def close(self) -> None:
+        self.closed = True

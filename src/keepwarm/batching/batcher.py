@@ -109,6 +109,25 @@ class Batcher:
             self._executor.submit(partial(self._work, batch))
         return future
 
+    @property
+    def full(self) -> bool:
+        """Whether a request would be refused now (cancelled requests purged first)."""
+        if len(self._queue) < self.max_queue:
+            return False
+        with self._lock:
+            self._purge()
+            return len(self._queue) >= self.max_queue
+
+    def refuse(self) -> UnavailableError:
+        """The error of a request refused for a full queue (counted as rejected)."""
+        with self._lock:
+            self._stats.rejected += 1
+            queued = len(self._queue)
+        return UnavailableError(
+            f"model {self.name!r} is overloaded: {queued} requests are queued (max_queue); "
+            "retry later"
+        )
+
     def _enqueue(
         self, inputs: Mapping[str, np.ndarray], deadline: float | None
     ) -> tuple[Future[Arrays], list[_Item]]:
@@ -128,7 +147,7 @@ class Batcher:
                     self._stats.rejected += 1
                     raise UnavailableError(
                         f"model {self.name!r} is overloaded: {len(self._queue)} requests are "
-                        f"queued (max_queue); retry later"
+                        "queued (max_queue); retry later"
                     )
             self._queue.append(item)
             self._rate.arrived(max(rows, 1), now)
@@ -226,9 +245,19 @@ class Batcher:
 
     def _purge(self) -> None:
         """Drop cancelled requests (under the lock)."""
-        kept = deque(item for item in self._queue if not item.future.cancelled())
-        self._stats.cancelled += len(self._queue) - len(kept)
-        self._queue = kept
+        now = self._clock()
+        for item in self._queue:
+            if item.future.cancelled():
+                self._count_dropped(item, now)
+        self._queue = deque(item for item in self._queue if not item.future.cancelled())
+
+    def _count_dropped(self, item: _Item, now: float) -> None:
+        """A request cancelled in the queue: past its deadline (its caller gave up on it,
+        as an event loop's timeout does) it counts as expired, else as cancelled."""
+        if _late(item, now):
+            self._stats.expired += 1
+        else:
+            self._stats.cancelled += 1
 
     def _take(self, now: float, *, force: bool = False) -> tuple[list[_Item], list[_Item]]:
         """The next batch (possibly empty: nothing queued, or waiting pays), and requests
@@ -239,7 +268,7 @@ class Batcher:
             while queue and (queue[0].future.cancelled() or _late(queue[0], now)):
                 head = queue.popleft()
                 if head.future.cancelled():
-                    self._stats.cancelled += 1
+                    self._count_dropped(head, now)
                 else:
                     expired.append(head)
             if not queue:

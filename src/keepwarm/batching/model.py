@@ -58,6 +58,7 @@ class BatcherView:
     stats: BatchStats
     queued: int
     max_queue: int
+    batch_seconds: Mapping[int, float]  # the latency table: bucket -> seconds per batch
 
 
 def live_batchers() -> list[BatcherView]:
@@ -65,9 +66,25 @@ def live_batchers() -> list[BatcherView]:
     with _live_lock:
         models = [m for m in _live if m.why_not is None]
     return [
-        BatcherView(m.name, m.version, m.stats(), m.batcher.queued, m.batcher.max_queue)
+        BatcherView(
+            m.name,
+            m.version,
+            m.stats(),
+            m.batcher.queued,
+            m.batcher.max_queue,
+            m.batcher.latency.snapshot(),
+        )
         for m in models
     ]
+
+
+def refuse_when_full(name: str) -> None:
+    """Raise ``UnavailableError`` (counted as rejected) when every loaded version of model
+    ``name`` has a full queue: a server refuses such a request before any other work."""
+    with _live_lock:
+        mine = [m for m in _live if m.name == name and m.why_not is None]
+    if mine and all(m.batcher.full for m in mine):
+        raise mine[0].batcher.refuse()
 
 
 def unbatchable(signature: Signature) -> str | None:
