@@ -3,7 +3,6 @@ batching=...)``, ``model.toml [batching]`` in a Repository, bucket warmup at loa
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from keepwarm.batching import buckets
 from keepwarm.batching.model import BatchedModel, live_batchers
 from keepwarm.loading import spec_from_call
 from support import onnx_graphs
+from support.batch_models import run_clients
 from support.repo_builders import write_model_toml
 
 
@@ -79,24 +79,13 @@ def test_32_threads_get_the_results_of_the_direct_call(tmp_path: Path, cache: Mo
     rng = np.random.default_rng(3)
     requests = [rng.standard_normal((1 + i % 3, 16)).astype(np.float32) for i in range(32 * 4)]
     expected = [direct.predict(x)["y"] for x in requests]
-    barrier = threading.Barrier(32)
     got: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
 
     def client(index: int) -> None:
-        try:
-            barrier.wait(30)
-            for i in range(index, len(requests), 32):
-                got[i] = batched.predict(requests[i])["y"]
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(index, len(requests), 32):
+            got[i] = batched.predict(requests[i])["y"]
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors[0]
+    run_clients(32, client)
     for i, want in enumerate(expected):
         # Row by row; a batched matrix product may round its last bit differently.
         np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-6)

@@ -89,3 +89,26 @@ class RowLoaded:
 
     def close(self) -> None:
         self.closed = True
+
+
+def run_clients(count: int, client: Callable[[int], None], timeout: float = 120) -> None:
+    """``client(index)`` on ``count`` threads released together by a barrier; the first
+    exception any of them raised is raised here, in the test's thread."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(30)
+            client(index)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a client did not finish"
+    if errors:
+        raise errors[0]

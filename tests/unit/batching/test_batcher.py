@@ -14,7 +14,7 @@ import pytest
 
 from keepwarm.batching import Batcher, BatchSplitError, ThreadExecutor
 from keepwarm.errors import DeadlineExceededError, UnavailableError
-from support.batch_models import RowModel
+from support.batch_models import RowModel, run_clients
 
 
 def _x(value: float, rows: int = 1) -> dict[str, np.ndarray]:
@@ -213,31 +213,22 @@ def test_32_threads_at_once_get_their_own_results() -> None:
     executor = ThreadExecutor(2)
     model = RowModel()
     batcher = Batcher(model.predict, name="m", executor=executor, max_batch_size=8)
-    barrier = threading.Barrier(32)
     results: dict[int, dict[str, np.ndarray]] = {}
-    errors: list[BaseException] = []
 
     def client(index: int) -> None:
-        try:
-            barrier.wait(30)
-            for round_ in range(5):
-                rows = 1 + (index + round_) % 3
-                value = index * 10 + round_
-                out = batcher.predict(_x(value, rows), timeout=60)
-                assert out["x_echo"].shape == (rows, 3)
-                assert set(out["x_echo"].ravel().tolist()) == {2.0 * value}
-                assert out["x_sum"].tolist() == [3.0 * value] * rows
-                results[value] = out
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
+        for round_ in range(5):
+            rows = 1 + (index + round_) % 3
+            value = index * 10 + round_
+            out = batcher.predict(_x(value, rows), timeout=60)
+            assert out["x_echo"].shape == (rows, 3)
+            assert set(out["x_echo"].ravel().tolist()) == {2.0 * value}
+            assert out["x_sum"].tolist() == [3.0 * value] * rows
+            results[value] = out
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    executor.close()
-    assert not errors, errors[0]
+    try:
+        run_clients(32, client)
+    finally:
+        executor.close()
     assert len(results) == 160
     assert max(model.calls) <= 8
 
