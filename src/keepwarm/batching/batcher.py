@@ -93,6 +93,9 @@ class Batcher:
         self._running = 0
         self._closed = False
         self._rate = ArrivalRate()
+        self._held_rows = 0  # rows of the batch being held for more (0: none held)
+        self._no_wait_until = 0.0  # holding paid nothing lately: not before this
+        self._penalty = _FIRST_PENALTY
         self._waker = Waker(self._fire, name=name, clock=clock)
         self._runner = BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes, self.latency)
         self._stats = BatchStats()
@@ -275,7 +278,12 @@ class Batcher:
                 return [], expired
             batch = self._gather(now)
             total = sum(item.rows for item in batch)
-            if not (force or self._closed) and batch[0].rows and total < self.max_batch_size:
+            if (
+                not (force or self._closed)
+                and batch[0].rows
+                and total < self.max_batch_size
+                and now >= self._no_wait_until
+            ):
                 wait = wait_seconds(
                     total,
                     self._rate.rows_per_second(now),
@@ -285,9 +293,13 @@ class Batcher:
                     max_delay=self.max_delay,
                 )
                 if wait > 0:
-                    self._stats.waits += 1
+                    if not self._held_rows:
+                        self._held_rows = total
+                        self._stats.waits += 1
                     self._waker.arm(now + wait)
                     return [], expired
+            if self._held_rows:
+                self._judge_wait(total, now)
             chosen = {id(item) for item in batch}
             if len(chosen) == len(queue) or all(id(queue[i]) in chosen for i in range(len(chosen))):
                 for _ in range(len(chosen)):
@@ -299,6 +311,17 @@ class Batcher:
             self._stats.cancelled += len(batch) - len(running)
             if running:
                 return running, expired
+
+    def _judge_wait(self, rows: int, now: float) -> None:
+        """After a held batch: when no rows joined it (its callers were all there already,
+        as closed-loop clients are), stop holding batches for a while, doubling each time
+        it happens again (under the lock)."""
+        if rows > self._held_rows:
+            self._penalty = _FIRST_PENALTY
+        else:
+            self._no_wait_until = now + self._penalty
+            self._penalty = min(2 * self._penalty, _MAX_PENALTY)
+        self._held_rows = 0
 
     def _gather(self, now: float) -> list[_Item]:
         """The head, and the queued requests of its shape that fit beside it, in order."""
@@ -402,6 +425,10 @@ class Batcher:
         if batch:
             self._executor.submit(partial(self._work, batch))
         self._waker.close()
+
+
+_FIRST_PENALTY = 0.1  # seconds without holding batches after a hold that gained nothing
+_MAX_PENALTY = 5.0
 
 
 def _late(item: _Item, now: float) -> bool:

@@ -136,10 +136,12 @@ class BatchedModel:
         self.nbytes_source = model.nbytes_source
         self.why_not = unbatchable(model.signature)
         executor = executor if executor is not None else shared_executor()
-        cores = pool_size(None, 1)  # the cores, at least 2
-        slots = max(
-            1, min(executor.slots, pool_size(cores, threads_per_call(options or {}, cores)))
-        )
+        cores = os.cpu_count() or 1
+        # At least two batches at once: one's Python work (merge, split, the callers'
+        # decoding) overlaps the other's native work, and TensorFlow's and ONNX Runtime's
+        # pools are per process or per session, so a second call adds no threads.
+        fit = pool_size(cores, threads_per_call(options or {}, cores))
+        slots = min(executor.slots, max(2, fit))
         self.batcher = Batcher(
             model.predict,
             name=name,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -313,3 +314,30 @@ def test_a_batch_stops_at_the_size_that_serves_a_row_for_least(executor: ThreadE
     for value, f in enumerate([first, *later]):
         assert f.result(30)["x_echo"][0, 0] == 2 * value
     assert model.calls == [1, 4, 4]
+
+
+def test_holding_that_gains_nothing_stops_for_a_while(executor: ThreadExecutor) -> None:
+    """Closed-loop callers are all queued already: a held batch gains no rows, so the
+    batcher stops holding (it would only add the delay to every batch)."""
+    batcher, model, gate = _held(executor, max_batch_size=4, max_delay_ms=50, slots=1)
+    for bucket, seconds in {1: 1.0, 2: 1.0, 4: 1.001}.items():
+        batcher.latency.record(bucket, seconds)  # 4 rows cost as little as 2: worth holding
+
+    def round_() -> None:
+        gate.clear()
+        model.entered.clear()
+        first = batcher.submit(_x(0))
+        assert model.entered.wait(10)
+        pair = [batcher.submit(_x(1)), batcher.submit(_x(2))]  # arriving far faster than 2/s
+        gate.set()
+        for f in [first, *pair]:
+            f.result(30)
+
+    began = time.monotonic()
+    round_()
+    assert batcher.stats().waits == 1  # the pair was held for two more rows; none came
+    round_()
+    if time.monotonic() - began > 0.1:
+        pytest.skip("the machine was too slow to see the pause (0.1 s)")
+    assert batcher.stats().waits == 1  # no hold in the pause
+    assert model.calls == [1, 2, 1, 2]

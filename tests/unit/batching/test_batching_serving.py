@@ -24,7 +24,7 @@ from support.batch_models import RowLoaded
 def held() -> Iterator[tuple[BatchedModel, RowLoaded, threading.Event]]:
     gate = threading.Event()
     inner = RowLoaded(gate)
-    executor = ThreadExecutor(2)
+    executor = ThreadExecutor(1)  # one slot: a second request queues
     model = BatchedModel(
         inner,
         name="rows",
