@@ -38,8 +38,8 @@ class Model:
         if (x[:, 0] < 0).any():
             with open(self.enter, "wb") as fifo:
                 fifo.write(b"e")
-            with open(self.release, "rb") as fifo:
-                fifo.read(1)
+            with open(self.release, "rb", buffering=0) as fifo:
+                fifo.read(1)  # one byte: unbuffered, so another held batch gets the next
         if self.delay:
             time.sleep(self.delay)
         with open(self.log, "a") as log:
@@ -49,29 +49,29 @@ class Model:
 
 
 class Gate:
-    """The test's side of a held model: ``entered()`` waits for the model to hold a batch,
-    ``release()`` lets it go on."""
+    """The test's side of a held model: ``entered()`` waits for the model to hold one
+    batch, ``release()`` lets one held batch go on."""
 
     def __init__(self, folder: Path) -> None:
         self.enter, self.release_path = folder / "enter.fifo", folder / "release.fifo"
         os.mkfifo(self.enter)
         os.mkfifo(self.release_path)
-        # Opened now, without blocking, so that the model's open for writing never waits.
-        self._enter_fd = os.open(self.enter, os.O_RDONLY | os.O_NONBLOCK)
+        # Both opened now, read and write (O_RDWR on a FIFO never blocks on Linux), so that
+        # no open on either side waits for the other, and no read sees an end of file
+        # when the model closes its end: a read waits for a byte.
+        self._enter_fd = os.open(self.enter, os.O_RDWR | os.O_NONBLOCK)
+        self._release_fd = os.open(self.release_path, os.O_RDWR)
 
     def entered(self, timeout: float = 60) -> bool:
         ready, _, _ = select.select([self._enter_fd], [], [], timeout)
         return bool(ready) and os.read(self._enter_fd, 1) == b"e"
 
     def release(self) -> None:
-        fd = os.open(self.release_path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no one waits
-        try:
-            os.write(fd, b"r")
-        finally:
-            os.close(fd)
+        os.write(self._release_fd, b"r")
 
     def close(self) -> None:
         os.close(self._enter_fd)
+        os.close(self._release_fd)
 
 
 def place_logged_model(
