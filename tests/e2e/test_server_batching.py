@@ -47,8 +47,6 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
     server = ServerProcess(root, "--allow-unsafe")
     yield server, gate, log
     server.stop()
-    if server.proc.stdout is not None:
-        server.proc.stdout.close()  # its reader has seen the end
     gate.close()
 
 
