@@ -226,6 +226,7 @@ class RuntimeSpec:
         python_class: type | None = None,
         config: Any = None,
         batching: BatchingConfig | None = None,
+        nbytes: int | None = None,
     ) -> None:
         self.load_description = load_description
         self.python_class = python_class
@@ -234,6 +235,8 @@ class RuntimeSpec:
         self.batching = batching  # on when given: the loaded model predicts in batches
         # Set: read a model.toml beside the versions for [batching] (keepwarm.load).
         self.toml_batching: BatchingSettings | None = None
+        self.nbytes = nbytes  # the size of its files, when a scan already measured it
+        self.answered: int | None = None  # the version the last load took, when known
 
     @property
     def uri(self) -> str:
@@ -251,6 +254,8 @@ class RuntimeSpec:
         return f"{self.format or 'model'} at {where}"
 
     def estimate_nbytes(self) -> int:
+        if self.nbytes is not None:
+            return self.nbytes  # measured by the scan's own walk: no second one
         local = local_path_or_none(self.uri)
         if local is None:
             return 0  # unknown until fetched; the budget is corrected after the load
@@ -292,6 +297,7 @@ class RuntimeSpec:
         found, hold = held.open_files(self.uri, self.load_description.downloads)
         try:
             path = select_version(found, self.version)
+            self.answered = version_number(path.name) if path != found else self.version
             runtime = self.pick_runtime(path)
             signature = self.load_description.signature
             options = self.runtime_options()

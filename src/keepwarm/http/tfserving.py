@@ -20,7 +20,6 @@ _STATES = {
     "DRAINING": "UNLOADING",
     "UNLOADED": "END",
     "FAILED": "END",
-    "WAITING": "START",
 }
 
 
