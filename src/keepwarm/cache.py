@@ -83,11 +83,18 @@ class ModelCache:
         runtime: str | None = None,
         signature: str | None = None,
         options: Mapping[str, Any] | None = None,
+        batching: bool | Mapping[str, Any] | None = None,
     ) -> Model:
         """The ``Model`` for ``uri``, loaded at most once; the same arguments give the same
-        ``Model``. Raises the typed error of a failed load (retried only after a backoff)."""
+        ``Model``. Raises the typed error of a failed load (retried only after a backoff).
+        ``batching``: see ``keepwarm.load``."""
         model = self.handle(
-            uri, version=version, runtime=runtime, signature=signature, options=options
+            uri,
+            version=version,
+            runtime=runtime,
+            signature=signature,
+            options=options,
+            batching=batching,
         )
         model.ensure_loaded()
         return model
@@ -100,18 +107,20 @@ class ModelCache:
         runtime: str | None = None,
         signature: str | None = None,
         options: Mapping[str, Any] | None = None,
+        batching: bool | Mapping[str, Any] | None = None,
     ) -> Model:
         """The ``Model`` for these arguments, without loading it."""
         text = check_uri(uri)
         version = check_version(version)  # before keying: True == 1 would alias version 1
         frozen = freeze_options(options)
+        batched = batching if batching is None or type(batching) is bool else _frozen(batching)
         # The fast path keys on the spelling; a relative path also on the working directory.
         base = "" if _absolute(text) else os.getcwd()
-        args = (base, text, version, runtime, signature, frozen)
+        args = (base, text, version, runtime, signature, frozen, batched)
         model = self._handles.get(args)
         if model is not None:
             return model
-        key = CacheKey(canonical_uri(text), version, runtime, signature, frozen)
+        key = CacheKey(canonical_uri(text), version, runtime, signature, frozen, batched)
         with self._lock:
             model = self._by_key.get(key)
             if model is None:
@@ -123,6 +132,8 @@ class ModelCache:
                     options=options,
                     warmup_runs=self.settings.warmup.runs,
                     downloads=self.settings.downloads,
+                    batching=batching,
+                    batching_defaults=self.settings.batching,
                 )
                 model = self._by_key[key] = Model(self.manager, key, spec)
             self._handles[args] = model
@@ -138,10 +149,16 @@ class ModelCache:
         signature: str | None = None,
         options: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        batching: bool | Mapping[str, Any] | None = None,
     ) -> Iterator[LeasedModel]:
         """Hold the model in memory for the ``with`` block: it is not evicted meanwhile."""
         model = self.handle(
-            uri, version=version, runtime=runtime, signature=signature, options=options
+            uri,
+            version=version,
+            runtime=runtime,
+            signature=signature,
+            options=options,
+            batching=batching,
         )
         with model.acquire(timeout=timeout) as leased:
             yield leased
@@ -186,6 +203,16 @@ class ModelCache:
         self.manager.close(timeout)
 
 
+def _frozen(batching: Any) -> Any:
+    """A ``batching=`` table as a key (hashable), or InvalidConfigError."""
+    if not isinstance(batching, Mapping):
+        raise InvalidConfigError(
+            f"batching={batching!r}: expected True, False, None or a table of batching "
+            "settings (max_batch_size, max_delay_ms, max_queue, pad_axes)"
+        )
+    return freeze_options(batching)
+
+
 def _absolute(text: str) -> bool:
     return text.startswith("/") or "://" in text
 
@@ -214,6 +241,7 @@ def load(
     signature: str | None = None,
     options: Mapping[str, Any] | None = None,
     cache: ModelCache | None = None,
+    batching: bool | Mapping[str, Any] | None = None,
 ) -> Model:
     """Load ``uri`` at most once per process (per cache) and return its ``Model``.
 
@@ -222,7 +250,18 @@ def load(
     or a versioned model directory (``version`` picks one; the highest by default).
     ``version`` is a positive integer or its decimal text (``"1"``); booleans, zero,
     negative numbers and floats are refused with ``InvalidInputError``, as is an empty URI.
+
+    ``batching``: concurrent ``predict`` calls of the same shape run as one batch (see
+    ``keepwarm.config``, ``[batching]``). Off unless turned on: True (the defaults of
+    ``Settings.batching``), a table (``{"max_batch_size": 16, "max_delay_ms": 2}``), or
+    a ``model.toml`` with a ``[batching]`` table beside the model's versions (when
+    ``batching`` is None); False turns it off whatever model.toml says.
     """
     return (cache or default_cache()).load(
-        uri, version=version, runtime=runtime, signature=signature, options=options
+        uri,
+        version=version,
+        runtime=runtime,
+        signature=signature,
+        options=options,
+        batching=batching,
     )

@@ -25,10 +25,20 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
     [options]                   # passed to the runtime as they are
     intra_op_num_threads = 2
 
-    [batching]                  # all three keys optional
-    max_batch_size = 32
-    max_delay_ms = 2.0
-    max_queue = 1024
+    [batching]                  # turns batching on; every key optional
+    max_batch_size = 32         # rows in one batch; a request's own rows count
+    max_delay_ms = 2.0          # the longest a partial batch is held (only under load)
+    max_queue = 1024            # requests waiting; past it, UNAVAILABLE (503) at once
+    pad_axes = [1]              # non-batch axes padded (with zeros) so that requests of
+                                # other sizes there share a batch: a list for every input,
+                                # or a table per input: pad_axes = { tokens = [1] }
+
+With ``[batching]``, concurrent requests of the same shape are run together (padded with
+rows to a size of 1, 2, 4, ... ``max_batch_size``, each warmed at load). A model is batched
+only when every input's first axis is the batch (unknown size in the signature). An axis
+is padded only where ``pad_axes`` lists it; outputs that carry the padded size on that
+axis are cropped back to each request's own size, so list an axis only when padding it
+with zeros does not change the other values (a masked or summed sequence).
 
     [optimize]                  # serve a faster graph converted at load (see below)
     to = "onnx"                 # required in the table: the only target
@@ -56,7 +66,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
@@ -84,7 +94,7 @@ _TOP = (
 )
 _VERSIONS = ("policy", "latest", "specific")
 _WARMUP = ("runs", "samples")
-_BATCHING = ("max_batch_size", "max_delay_ms", "max_queue")
+_BATCHING = ("max_batch_size", "max_delay_ms", "max_queue", "pad_axes")
 _OPTIMIZE = ("to", "quantize", "max_abs_diff", "min_agreement", "max_accuracy_drop")
 OPTIMIZE_TARGETS = ("onnx",)
 QUANTIZE_MODES = ("dynamic", "float16", "static")
@@ -103,9 +113,24 @@ class VersionPolicy:
 
 @dataclass(frozen=True)
 class BatchingConfig:
+    """A model's batching. ``given``: the keys its table set; the others follow the
+    server's ``Settings.batching`` (``with_defaults``)."""
+
     max_batch_size: int = BatchingSettings.max_batch_size
     max_delay_ms: float = BatchingSettings.max_delay_ms
     max_queue: int = BatchingSettings.max_queue
+    # axes >= 1 that may be padded, per input name ("*": every input); empty: none
+    pad_axes: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: _EMPTY)
+    given: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def with_defaults(self, settings: BatchingSettings) -> BatchingConfig:
+        """The keys the model's table left out, from ``settings``."""
+        values = {
+            key: getattr(settings, key)
+            for key in ("max_batch_size", "max_delay_ms", "max_queue")
+            if key not in self.given
+        }
+        return replace(self, **values)
 
 
 @dataclass(frozen=True)
@@ -258,7 +283,18 @@ def _samples(warmup: _Checker) -> str | None:
 def _batching(top: _Checker) -> BatchingConfig | None:
     if top.table.get("batching") is None:
         return None
-    table = top.table_at("batching", _BATCHING)
+    return _batching_table(top.table_at("batching", _BATCHING))
+
+
+def batching_config(value: Mapping[str, Any], *, source: str) -> BatchingConfig:
+    """A ``[batching]`` table given in code (``keepwarm.load(..., batching={...})``),
+    checked as model.toml's is; ``source`` names it in errors."""
+    if not isinstance(value, Mapping):
+        raise InvalidConfigError(f"{source}: expected a table of batching settings, got {value!r}")
+    return _batching_table(_Checker(source, value, "batching.", _BATCHING))
+
+
+def _batching_table(table: _Checker) -> BatchingConfig:
     defaults = BatchingConfig()
     delay = table.get("max_delay_ms", (int, float), "a number of milliseconds >= 0")
     if delay is not None and delay < 0:
@@ -269,6 +305,8 @@ def _batching(top: _Checker) -> BatchingConfig | None:
         max_batch_size=defaults.max_batch_size if size is None else size,
         max_delay_ms=defaults.max_delay_ms if delay is None else float(delay),
         max_queue=defaults.max_queue if queue is None else queue,
+        pad_axes=_pad_axes(table),
+        given=frozenset(key for key in _BATCHING if table.table.get(key) is not None),
     )
 
 
@@ -294,6 +332,23 @@ def _optimize(top: _Checker) -> OptimizeConfig | None:
             raise table.fail(key, expected, value)  # NaN fails here too
         limits[key] = None if value is None else float(value)
     return OptimizeConfig(to=to, quantize=quantize, **limits)
+
+
+def _pad_axes(batching: _Checker) -> Mapping[str, tuple[int, ...]]:
+    value = batching.table.get("pad_axes")
+    if value is None:
+        return _EMPTY
+    expected = "a list of axes >= 1 (axis 0 is the batch), or a table of input name to one"
+    table = value if isinstance(value, dict) else {"*": value}
+    found: dict[str, tuple[int, ...]] = {}
+    for name, axes in table.items():
+        if not isinstance(axes, list) or not all(
+            isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in axes
+        ):
+            raise batching.fail("pad_axes" if name == "*" else f"pad_axes.{name}", expected, axes)
+        if axes:
+            found[name] = tuple(sorted(set(axes)))
+    return MappingProxyType(found) if found else _EMPTY
 
 
 def _options(top: _Checker) -> Mapping[str, Any]:

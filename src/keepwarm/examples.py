@@ -9,6 +9,7 @@
     DIR/models/digits/1/                    an MLP 64-256-256-10 trained on scikit-learn's
                                             handwritten digits (SavedModel), with
     DIR/models/digits/1/test.npz            its held-out test split: ``image`` and ``labels``
+    DIR/models/<name>/model.toml            [batching] on (see keepwarm.config)
     DIR/hub/mlp.tar.gz                      the MLP SavedModel as TF Hub serves it
     DIR/.builder-hash                       written last; a match means "up to date"
 
@@ -50,6 +51,9 @@ OUTPUT = "probs"
 _VERSIONED = ("tensorflow", "keras", "tf2onnx", "onnx", "scikit-learn")
 DIGITS_TEST = "test.npz"  # inside the digits version directory
 LABELS = "labels"
+# Served with dynamic batching: concurrent requests share a batch; an idle model never
+# waits (the other keys come from Settings.batching).
+MODEL_TOML = "[batching]\nmax_batch_size = 32\n"
 
 
 def builder_hash() -> str:
@@ -182,6 +186,9 @@ def _write_digits(keras: Any, version: Path) -> None:
 def _write_formats(tf: Any, model: Any, models: Path, family: str) -> None:
     with _timed(f"{family}/1 (SavedModel)"):
         model.export(str(models / family / "1"), verbose=False)
+    for name in (family, f"{family}_keras", f"{family}_onnx"):
+        (models / name).mkdir(parents=True, exist_ok=True)
+        (models / name / "model.toml").write_text(MODEL_TOML)
     keras_dir = models / f"{family}_keras" / "1"
     keras_dir.mkdir(parents=True)
     with _timed(f"{family}_keras/1/model.keras"):

@@ -23,11 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from keepwarm.batching.merge import PadAxes
+from keepwarm.batching.model import BatchedModel
 from keepwarm.cache_keys import check_uri, check_version
+from keepwarm.config import FILENAME as CONFIG_FILE
+from keepwarm.config import BatchingConfig, batching_config, load_model_config
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
-from keepwarm.settings import DownloadSettings, LoadingSettings, WarmupSettings
+from keepwarm.settings import BatchingSettings, DownloadSettings, LoadingSettings, WarmupSettings
 from keepwarm.sources.filesystem import version_number
 from keepwarm.sources.resolve import local_path_or_none, redact_url
 from keepwarm.warmup import read_samples, warmup
@@ -139,9 +143,15 @@ def spec_from_call(
     options: Mapping[str, Any] | None = None,
     warmup_runs: int = WarmupSettings.runs,
     downloads: DownloadSettings | None = None,
+    batching: bool | Mapping[str, Any] | BatchingConfig | None = None,
+    batching_defaults: BatchingSettings | None = None,
 ) -> RuntimeSpec:
     """The spec of a ``keepwarm.load`` call: ``options["class"]`` (a class or its
-    ``"module:qualname"``) and ``options["allow_unsafe"]`` become the description's fields."""
+    ``"module:qualname"``) and ``options["allow_unsafe"]`` become the description's fields.
+
+    ``batching``: True (the defaults), a ``[batching]`` table, False (off), or None: on
+    when a ``model.toml`` beside the versions has a ``[batching]`` table. Keys left out
+    come from ``batching_defaults`` (``Settings.batching``)."""
     rest = dict(options or {})
     allow_unsafe = rest.pop("allow_unsafe", False)
     if type(allow_unsafe) is not bool:
@@ -166,7 +176,28 @@ def spec_from_call(
         warmup_runs=warmup_runs,
         downloads=downloads,
     )
-    return RuntimeSpec(description, python_class=cls)
+    defaults = batching_defaults if batching_defaults is not None else BatchingSettings()
+    spec = RuntimeSpec(description, python_class=cls, batching=_batching(batching, defaults))
+    if batching is None:
+        spec.toml_batching = defaults
+    return spec
+
+
+def _batching(
+    value: bool | Mapping[str, Any] | BatchingConfig | None, defaults: BatchingSettings
+) -> BatchingConfig | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return BatchingConfig().with_defaults(defaults)
+    if isinstance(value, BatchingConfig):
+        return value
+    if isinstance(value, Mapping):
+        return batching_config(value, source="batching=").with_defaults(defaults)
+    raise InvalidConfigError(
+        f"batching={value!r}: expected True, False, None or a table of batching settings "
+        "(max_batch_size, max_delay_ms, max_queue, pad_axes)"
+    )
 
 
 def select_version(path: Path, version: int | None) -> Path:
@@ -201,12 +232,16 @@ class RuntimeSpec:
         *,
         python_class: type | None = None,
         config: Any = None,
+        batching: BatchingConfig | None = None,
         nbytes: int | None = None,
     ) -> None:
         self.load_description = load_description
         self.python_class = python_class
         self.config = config  # the model.toml this spec was made from (repository)
         self.format: str | None = None  # the detected runtime's name, once known
+        self.batching = batching  # on when given: the loaded model predicts in batches
+        # Set: read a model.toml beside the versions for [batching] (keepwarm.load).
+        self.toml_batching: BatchingSettings | None = None
         self.nbytes = nbytes  # the size of its files, when a scan already measured it
         self.answered: int | None = None  # the version the last load took, when known
         self.load_note: str | None = None  # what the last load served, for status
@@ -273,9 +308,10 @@ class RuntimeSpec:
             path = select_version(found, self.version)
             self.answered = version_number(path.name) if path != found else self.version
             runtime = self.pick_runtime(path)
+            batching = self._batching_for(found)
+            options = self.runtime_options()
 
             def load_source() -> LoadedModel:
-                options = self.runtime_options()
                 return runtime.load(path, signature=described.signature, options=options)
 
             if described.optimize is None:
@@ -300,7 +336,24 @@ class RuntimeSpec:
             held.failed(hold, exc)
             raise
         held.loaded(model, hold)
-        return model
+        if batching is None:
+            return model
+        return BatchedModel(
+            model,
+            name=_model_name(path),
+            version=version_number(path.name),
+            max_batch_size=batching.max_batch_size,
+            max_delay_ms=batching.max_delay_ms,
+            max_queue=batching.max_queue,
+            pad_axes=PadAxes.of(batching.pad_axes),
+            options=options,
+        )
+
+    def _batching_for(self, found: Path) -> BatchingConfig | None:
+        if self.batching is not None or self.toml_batching is None or not found.is_dir():
+            return self.batching
+        toml = load_model_config(found / CONFIG_FILE).batching
+        return None if toml is None else toml.with_defaults(self.toml_batching)
 
     def warmup(self, model: LoadedModel) -> str | None:
         """Warm ``model`` up; a note for its status when generated warmup was skipped.
@@ -309,5 +362,14 @@ class RuntimeSpec:
         if described.warmup_runs <= 0:
             return self.load_note
         samples = [] if described.warmup_file is None else read_samples(described.warmup_file)
-        note = warmup(model, samples, described.warmup_runs, what=self.description)
-        return "; ".join(n for n in (self.load_note, note) if n) or None
+        batched = model if isinstance(model, BatchedModel) else None
+        inner = batched.inner if batched is not None else model
+        note = warmup(inner, samples, described.warmup_runs, what=self.description)
+        # Every batch size the batcher uses, run and timed before the version serves.
+        buckets = None if batched is None else batched.warm_buckets(samples)
+        return "; ".join(n for n in (self.load_note, note, buckets) if n) or None
+
+
+def _model_name(path: Path) -> str:
+    """A model's name for messages: ``<name>/<version>`` gives ``name``."""
+    return path.parent.name if version_number(path.name) is not None else path.stem

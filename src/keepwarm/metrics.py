@@ -79,6 +79,10 @@ class Metrics:
             "keepwarm_process_resident_bytes", "Resident memory of the server process.",
             registry=registry,
         )  # fmt: skip
+        from keepwarm.batching.metrics import BatchingCollector
+        from keepwarm.batching.model import live_batchers
+
+        registry.register(BatchingCollector(live_batchers))  # keepwarm_batch_*
         self._started: dict[tuple[Any, str], float] = {}
         self._memory: Callable[[], int] | None = None
 

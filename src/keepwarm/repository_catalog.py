@@ -148,7 +148,13 @@ class Catalog:
                 else {**config.optimize.to_plain(), "timeout": self.settings.loading.load_timeout},
             )
             # The size from the scan's own walk (0: not measured, sized at the load).
+            batching = config.batching
             spec = self.specs[key] = RuntimeSpec(
-                described, config=config, nbytes=listing.nbytes or None
+                described,
+                config=config,
+                nbytes=listing.nbytes or None,
+                batching=None
+                if batching is None
+                else batching.with_defaults(self.settings.batching),
             )
             return spec

@@ -12,13 +12,16 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
+from keepwarm.batching.model import refuse_when_full
+from keepwarm.batching.serving import Queued, begin, finish
 from keepwarm.control import ControlledSource, Management
 from keepwarm.errors import (
     DeadlineExceededError,
@@ -166,7 +169,7 @@ class InferenceService:
             ready = [v for v, state, _ in self.versions(name) if state == "READY"]
             return ModelInfo(model.name, model.version, ready, model.signature)
 
-        return await self._leased(name, version, self.default_timeout, run)
+        return await self._leased(name, version, self.default_timeout, lambda m, _d, _s: run(m))
 
     def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics extension: every version of ``name`` (or of every model)."""
@@ -207,6 +210,11 @@ class InferenceService:
 
     # ------------------------------------------------------------------- infer
 
+    def refuse_when_overloaded(self, name: str) -> None:
+        """``UnavailableError`` (503 + Retry-After) when every loaded version of ``name``
+        has a full batching queue: transports call it before reading the request body."""
+        refuse_when_full(name)
+
     async def infer(
         self,
         name: str,
@@ -216,10 +224,13 @@ class InferenceService:
         *,
         protocol: str,
         timeout: float | None = None,
+        disconnected: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
         """Run one request: lease the version, ``decode`` the inputs against its signature,
         predict, ``encode`` the outputs; all on a worker thread. ``timeout`` (seconds,
-        default: the service's) bounds the wait for the model and the queue."""
+        default: the service's) bounds the wait for the model and the queue. A batched
+        model's request that had to queue is awaited here (``batching.serving``), and
+        leaves the queue when ``disconnected()`` returns (the client went away)."""
         started = time.perf_counter()
         label, code = "", "OK"  # the version label only once a version answered
         self._in_flight += 1
@@ -227,14 +238,26 @@ class InferenceService:
         try:
             if self._draining:
                 raise UnavailableError("the server is shutting down; retry on another server")
+            refuse_when_full(name)  # overload: refused at once, on the loop
 
-            def run(model: Any) -> T:
+            def run(model: Any, deadline: float | None, lease: ExitStack) -> T | Queued:
                 nonlocal label
                 label = str(model.version)
-                outputs = model.predict(decode(model.signature))
+                outputs = begin(model, decode(model.signature), deadline, lease)
+                if isinstance(outputs, Queued):
+                    return outputs
                 return encode(model.name, model.version, outputs)
 
-            return await self._leased(name, version, timeout, run)
+            result = await self._leased(name, version, timeout, run)
+            if not isinstance(result, Queued):
+                return result
+            try:
+                outputs = await finish(result, disconnected)
+            except KeepwarmError as exc:
+                raise self._scrubbed(exc) from None
+            except Exception as exc:
+                raise self._scrubber.translated(name, exc) from None
+            return encode(result.name, result.version, outputs)
         except KeepwarmError as exc:
             code = exc.code.value
             raise
@@ -251,7 +274,11 @@ class InferenceService:
                 self._idle.set()
 
     async def _leased(
-        self, name: str, version: str | None, timeout: float | None, run: Callable[[Any], T]
+        self,
+        name: str,
+        version: str | None,
+        timeout: float | None,
+        run: Callable[[Any, float | None, ExitStack], T],
     ) -> T:
         """``run(leased_model)`` on a worker thread under a lease; errors made public.
 
@@ -275,14 +302,15 @@ class InferenceService:
             raise self._scrubbed(exc) from None
 
         def work() -> T:
-            try:
+            with ExitStack() as stack:
+                # Given back when ``run`` returns, on the thread that ran it (never under a
+                # running model), unless ``run`` takes it over (a request queued for its batch).
+                stack.callback(lease.release)
                 if deadline is not None and time.monotonic() > deadline:
                     raise DeadlineExceededError(
                         f"the request's deadline ({seconds:g} s) passed before it could run"
                     )
-                return run(lease.model)
-            finally:
-                lease.release()  # on the thread that ran it: never under a running model
+                return run(lease.model, deadline, stack)
 
         future = self._executor.submit(work)
         try:

@@ -85,3 +85,21 @@ def conv_over_time(path: Path, kernel: int = 5) -> Path:
         [_value("y", TensorProto.FLOAT, ["N", 1, None])],
         (weight,),
     )
+
+
+def dense(path: Path, inputs: int = 16, outputs: int = 8, seed: int = 0) -> Path:
+    """``y = relu(x @ W + b)``, ``x: float32[N, inputs]``, random weights: a small MLP layer."""
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array(rng.standard_normal((inputs, outputs)).astype(np.float32), "W")
+    bias = numpy_helper.from_array(rng.standard_normal(outputs).astype(np.float32), "B")
+    return _save(
+        path,
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "B"], ["pre"]),
+            helper.make_node("Relu", ["pre"], ["y"]),
+        ],
+        [_value("x", TensorProto.FLOAT, ["N", inputs])],
+        [_value("y", TensorProto.FLOAT, ["N", outputs])],
+        (weight, bias),
+    )

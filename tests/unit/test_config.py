@@ -144,6 +144,12 @@ def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
         ('[batching]\nmax_delay_ms = "2"', ["batching.max_delay_ms:", "'2'"]),
         ("[batching]\nmax_queue = 0", ["batching.max_queue:", ">= 1"]),
         ("batching = 3", ["batching:", "a table"]),
+        ("[batching]\npad_axes = [0]", ["batching.pad_axes:", "axes >= 1", "[0]"]),
+        ("[batching]\npad_axes = 1", ["batching.pad_axes:", "a list of axes", "1"]),
+        ("[batching]\npad_axes = [true]", ["batching.pad_axes:", "[True]"]),
+        ('[batching]\npad_axes = ["1"]', ["batching.pad_axes:", "['1']"]),
+        ("[batching]\npad_axes = {tokens = 2}", ["batching.pad_axes.tokens:", "2"]),
+        ("[batching]\npad_axes = {tokens = [-1]}", ["batching.pad_axes.tokens:", "[-1]"]),
         ("runtime = ", ["not valid TOML"]),
     ],
 )
@@ -154,6 +160,33 @@ def test_errors_name_the_file_the_key_and_what_was_given(text: str, expected: li
     assert message.startswith("models/m/model.toml: ")
     for part in expected:
         assert part in message
+
+
+def test_pad_axes_for_every_input_or_per_input() -> None:
+    every = parse_model_config("[batching]\npad_axes = [2, 1, 2]", source="x").batching
+    assert every is not None and dict(every.pad_axes) == {"*": (1, 2)}
+    per = parse_model_config("[batching]\npad_axes = {tokens = [1], mask = []}", source="x")
+    assert per.batching is not None and dict(per.batching.pad_axes) == {"tokens": (1,)}
+    none = parse_model_config("[batching]\nmax_queue = 2", source="x").batching
+    assert none is not None and not none.pad_axes
+
+
+def test_batching_keys_left_out_follow_the_settings() -> None:
+    from keepwarm.config import batching_config
+    from keepwarm.settings import BatchingSettings
+
+    config = parse_model_config("[batching]\nmax_queue = 8", source="x").batching
+    assert config is not None
+    server = BatchingSettings(max_batch_size=4, max_delay_ms=0.5, max_queue=99)
+    filled = config.with_defaults(server)
+    assert (filled.max_batch_size, filled.max_delay_ms, filled.max_queue) == (4, 0.5, 8)
+    given = batching_config({"max_batch_size": 2, "pad_axes": [1]}, source="batching=")
+    assert given.max_batch_size == 2 and dict(given.pad_axes) == {"*": (1,)}
+    assert given.with_defaults(server).max_batch_size == 2
+    with pytest.raises(InvalidConfigError, match=r"batching=: unknown key 'batching.size'"):
+        batching_config({"size": 2}, source="batching=")
+    with pytest.raises(InvalidConfigError, match="batching=: expected a table"):
+        batching_config([1], source="batching=")  # type: ignore[arg-type]
 
 
 def test_load_names_the_path(tmp_path: Path) -> None:

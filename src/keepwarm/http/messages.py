@@ -77,6 +77,13 @@ class Request:
         value = self.headers.get(name)
         return None if value is None else value.decode("latin-1")
 
+    async def disconnected(self) -> None:
+        """Returns when the client goes away (after the body was read)."""
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                return
+
     async def body(self) -> bytes:
         """The body, decompressed (gzip, deflate); over ``max_body`` before or after
         decompression is ``PayloadTooLargeError``."""

@@ -67,6 +67,7 @@ class TfServingRoutes:
         service = self.service
         if service.shutting_down:
             raise UnavailableError("the server is shutting down; retry on another server")
+        service.refuse_when_overloaded(request.params["model"])  # before reading the body
         parsed = tfserving.parse_predict(await request.body(), max_depth=self.max_json_depth)
 
         def decode(signature: Signature) -> dict[str, Any]:
@@ -87,6 +88,7 @@ class TfServingRoutes:
             encode,
             protocol="tfserving",
             timeout=header_timeout(request),
+            disconnected=request.disconnected,
         )
         return Response(200, data)
 

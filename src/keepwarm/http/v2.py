@@ -96,6 +96,7 @@ class V2Routes:
         service = self.service
         if service.shutting_down:  # before reading the body: refuse at once
             raise UnavailableError("the server is shutting down; retry on another server")
+        service.refuse_when_overloaded(request.params["model"])  # as at once
         body = await request.body()
         length = _header_length(request)
         depth = self.max_json_depth
@@ -118,6 +119,7 @@ class V2Routes:
             encode,
             protocol="v2",
             timeout=timeout,
+            disconnected=request.disconnected,
         )
         if json_length is None:
             return Response(200, data)

@@ -1,0 +1,281 @@
+"""Dynamic batching through the server (issue 9), measured with ``wrk -t1`` in its own
+process, as ``bench/serve.py`` does (its helpers are reused):
+
+1. batching off and on (the example models with and without their ``[batching]`` table),
+   MLP and MobileNetV2, v2 JSON, concurrency 1, 4, 8 and 32. Targets: at concurrency 1,
+   req/s at least 0.95x and p50 within 0.05 ms of off; at 4 and 8, at least 0.97x and p50
+   within 0.05 ms.
+2. MobileNetV2, 32 single-image clients with binary tensors (the v2 binary extension)
+   against the limit measured in the same run: the SavedModel signature called
+   in-process on batches of 32. Target: at least 0.9x.
+3. Overload: MobileNetV2 with ``max_queue = 8`` and 64 clients (an asyncio client in its
+   own process, which splits latencies by status). Targets: p99 of the 503s at most
+   10 ms; p99 of the 200s at most max_queue / throughput + max_delay + one batch.
+
+Peers (MLServer, PyTriton) are not driven here yet. Prints a table, ``--json PATH``,
+exits 1 when a target is missed. Figures taken while other work runs are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from environment import environment as recorded_environment
+from peers import first_200
+from serve import BODIES, LUA, MODELS, ROOT, Served, inputs, v2_body, wrk
+
+CONCURRENCY = (1, 4, 8, 32)
+LUA_BINARY = r"""
+local bodies, lengths = {}, {}
+local i = 0
+function init(args)
+  for n, arg in ipairs(args) do
+    local path, length = arg:match("^(.*):(%d+)$")
+    local f = assert(io.open(path, "rb")); bodies[n] = f:read("*a"); f:close()
+    lengths[n] = length
+  end
+end
+function request()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/octet-stream",
+    ["Inference-Header-Content-Length"] = lengths[i]}, bodies[i])
+end
+""" + LUA[LUA.index("function done") :]
+OVERLOAD_CLIENT = r"""
+import asyncio, json, sys, time
+import aiohttp
+url, body_path, clients, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+body = open(body_path, "rb").read()
+out = []
+async def client(session, stop):
+    while time.perf_counter() < stop:
+        began = time.perf_counter()
+        async with session.post(url, data=body) as reply:
+            await reply.read()
+            out.append((reply.status, time.perf_counter() - began))
+async def main():
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
+        stop = time.perf_counter() + seconds
+        began = time.perf_counter()
+        await asyncio.gather(*(client(s, stop) for _ in range(clients)))
+        print(json.dumps({"seconds": time.perf_counter() - began, "results": out}))
+asyncio.run(main())
+"""
+
+
+def binary_body(x: np.ndarray) -> tuple[bytes, int]:
+    header = orjson.dumps(
+        {"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape),
+                     "parameters": {"binary_data_size": x.nbytes}}]}
+    )  # fmt: skip
+    return header + x.tobytes(), len(header)
+
+
+def limit_batch32(models_dir: Path, model: str, seconds: float) -> float:
+    """Images per second of the model called in-process on batches of 32 (no batcher)."""
+    import keepwarm
+
+    loaded = keepwarm.load(str(models_dir / model), batching=False)
+    x = np.concatenate(inputs(model, 32))
+    loaded.predict(x)
+    count, stop = 0, time.perf_counter() + seconds
+    began = time.perf_counter()
+    while time.perf_counter() < stop:
+        loaded.predict(x)
+        count += 32
+    return count / (time.perf_counter() - began)
+
+
+def serve(repo: Path, firsts: dict[str, bytes]) -> Served:
+    served = Served(repo)
+    first_200(served, firsts)
+    return served
+
+
+def overload(repo: Path, body: Path, seconds: float, workdir: Path) -> dict[str, Any]:
+    (repo / "mobilenet_v2" / "model.toml").write_text(
+        "[batching]\nmax_batch_size = 32\nmax_queue = 8\nmax_delay_ms = 0\n"
+    )
+    served = serve(repo, {"mobilenet_v2": body.read_bytes()})
+    try:
+        client = workdir / "overload_client.py"
+        client.write_text(OVERLOAD_CLIENT)
+        done = subprocess.run(
+            [sys.executable, str(client), served.infer_url("mobilenet_v2"), str(body), "64",
+             str(seconds)], capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        found = json.loads(done.stdout)
+        metrics = subprocess.run(
+            ["curl", "-s", served.url + "/metrics"], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        served.stop()
+    ok = [s for code, s in found["results"] if code == 200]
+    refused = [s for code, s in found["results"] if code == 503]
+    batch = _gauge(metrics, "keepwarm_batch_seconds", 'size="8"') or float("nan")
+    throughput = len(ok) / found["seconds"]
+    return {
+        "served_rps": throughput,
+        "refused": len(refused),
+        "other": len(found["results"]) - len(ok) - len(refused),
+        "p99_refused_ms": float(np.percentile(refused, 99)) * 1000 if refused else float("nan"),
+        "p99_ok_ms": float(np.percentile(ok, 99)) * 1000 if ok else float("nan"),
+        "bound_ms": (8 / throughput + 0.0 + _largest_batch(metrics)) * 1000 if ok else 0,
+        "batch8_s": batch,
+    }
+
+
+def _gauge(text: str, name: str, label: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _largest_batch(text: str) -> float:
+    """Seconds of the largest batch size the model ran (one batch time, at worst)."""
+    sizes = [
+        (int(m.group(1)), float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("keepwarm_batch_seconds{") and (m := re.search(r'size="(\d+)"', line))
+    ]
+    ran = {
+        int(m.group(1))
+        for line in text.splitlines()
+        if line.startswith("keepwarm_batches_total{") and (m := re.search(r'size="(\d+)"', line))
+        and float(line.rsplit(" ", 1)[1]) > 0
+    }  # fmt: skip
+    used = [seconds for size, seconds in sizes if size in ran]
+    return max(used) if used else 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
+    parser.add_argument("--quick", action="store_true", help="2 s per cell instead of 10")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/serve_batching.py needs wrk (apt-get install wrk)")
+    seconds = 2.0 if args.quick else 10.0
+    load_before = os.getloadavg()[0]
+    cells: list[dict[str, Any]] = []
+    targets: list[dict[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        script, script_binary = work / "bodies.lua", work / "binary.lua"
+        script.write_text(LUA)
+        script_binary.write_text(LUA_BINARY)
+        files: dict[str, list[Path]] = {}
+        for model in MODELS:
+            files[model] = []
+            for i, x in enumerate(inputs(model, BODIES)):
+                path = work / f"{model}-{i}.json"
+                path.write_bytes(v2_body(x))
+                files[model].append(path)
+        binary: list[str] = []
+        for i, x in enumerate(inputs("mobilenet_v2", BODIES)):
+            data, length = binary_body(x)
+            (work / f"bin-{i}").write_bytes(data)
+            binary.append(f"{work / f'bin-{i}'}:{length}")
+        firsts = {m: files[m][0].read_bytes() for m in MODELS}
+        for batching in (False, True):
+            repo = work / f"models-{batching}"
+            for model in MODELS:
+                shutil.copytree(args.models / model, repo / model)
+                if not batching:
+                    (repo / model / "model.toml").unlink(missing_ok=True)
+            served = serve(repo, firsts)
+            try:
+                for model in MODELS:
+                    url = served.infer_url(model)
+                    wrk(url, files[model], 1, 1.0, script)
+                    for c in CONCURRENCY:
+                        figures = wrk(url, files[model], c, seconds, script)
+                        cells.append(
+                            {"model": model, "body": "json", "batching": batching, "c": c,
+                             **figures}
+                        )  # fmt: skip
+                if batching:
+                    url = served.infer_url("mobilenet_v2")
+                    done = subprocess.run(
+                        ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "--timeout", "10s", "-s",
+                         str(script_binary), url, "--", *binary],
+                        capture_output=True, text=True, check=True,
+                    )  # fmt: skip
+                    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", done.stdout)
+                    assert match, done.stdout + done.stderr
+                    n, status_errors, socket_errors, p50, p99, micros = map(int, match.groups())
+                    figures = {"rps": (n - status_errors - socket_errors) / (micros / 1e6),
+                               "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
+                               "failed": status_errors + socket_errors}  # fmt: skip
+                    cells.append({"model": "mobilenet_v2", "body": "binary", "batching": True,
+                                  "c": 32, **figures})  # fmt: skip
+            finally:
+                served.stop()
+        limit = limit_batch32(work / "models-False", "mobilenet_v2", seconds)
+        over = overload(work / "models-True", files["mobilenet_v2"][0], seconds, work)
+
+    def cell(model: str, batching: bool, c: int, body: str = "json") -> dict[str, Any]:
+        return next(
+            x for x in cells
+            if (x["model"], x["batching"], x["c"], x["body"]) == (model, batching, c, body)
+        )  # fmt: skip
+
+    def target(name: str, value: str, ok: bool) -> None:
+        targets.append({"target": name, "value": value, "status": "PASS" if ok else "FAIL"})
+
+    for model in MODELS:
+        for c, ratio in ((1, 0.95), (4, 0.97), (8, 0.97)):
+            off, on = cell(model, False, c), cell(model, True, c)
+            target(
+                f"{model} c={c} on >= {ratio}x off req/s",
+                f"{on['rps']:.0f} vs {off['rps']:.0f}",
+                on["rps"] >= ratio * off["rps"],
+            )
+            target(f"{model} c={c} p50 on <= off + 0.05 ms",
+                   f"{on['p50_ms']:.3f} vs {off['p50_ms']:.3f}",
+                   on["p50_ms"] <= off["p50_ms"] + 0.05)  # fmt: skip
+    binary_rps = cell("mobilenet_v2", True, 32, "binary")["rps"]
+    target("mobilenet_v2 c=32 binary >= 0.9x in-process batch-32",
+           f"{binary_rps:.0f} vs {limit:.0f} img/s", binary_rps >= 0.9 * limit)  # fmt: skip
+    target("overload: p99 of 503s <= 10 ms", f"{over['p99_refused_ms']:.1f} ms",
+           over["p99_refused_ms"] <= 10)  # fmt: skip
+    target("overload: p99 of 200s <= max_queue/throughput + delay + one batch",
+           f"{over['p99_ok_ms']:.1f} ms vs {over['bound_ms']:.1f} ms",
+           over["p99_ok_ms"] <= over["bound_ms"])  # fmt: skip
+    print(f"{'model':14s}{'body':8s}{'batching':>9s}{'c':>4s}{'req/s':>9s}{'p50 ms':>9s}"
+          f"{'p99 ms':>9s}")  # fmt: skip
+    for x in cells:
+        print(f"{x['model']:14s}{x['body']:8s}{'on' if x['batching'] else 'off':>9s}"
+              f"{x['c']:4d}{x['rps']:9.0f}{x['p50_ms']:9.3f}{x['p99_ms']:9.3f}")  # fmt: skip
+    print(f"in-process MobileNetV2 batch 32 (the limit): {limit:.0f} img/s")
+    print(f"overload: {over}")
+    for t in targets:
+        print(f"{t['status']:8s}{t['target']}: {t['value']}")
+    print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} (noisy when high)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"environment": recorded_environment(args, ["tensorflow", "uvicorn"]),
+                   "cells": cells, "limit_batch32": limit, "overload": over,
+                   "targets": targets}  # fmt: skip
+        args.json.write_text(json.dumps(payload, indent=2))
+    failed = any(x.get("failed", 0) for x in cells) or any(t["status"] == "FAIL" for t in targets)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""How long each batch size takes, how fast requests arrive, and whether waiting pays.
+
+The batcher dispatches at once whenever a slot is free, except when both say so:
+
+- requests arrive faster than the free slots could serve them one small batch at a time
+  (``rate > slots * rows / time(bucket(rows))``: a queue is building), and
+- a larger bucket serves a row for less, and enough rows to fill it are expected within
+  ``max_delay`` (and within half the time of the batch they would join).
+
+When idle or lightly loaded the first condition fails, so no request ever waits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from keepwarm.batching.merge import buckets
+
+_SMOOTHING = 0.2  # weight of a new measurement in the moving averages
+
+
+class LatencyTable:
+    """Seconds per batch, per bucket: measured at warmup, then a moving average."""
+
+    def __init__(self, max_batch_size: int) -> None:
+        self.buckets = buckets(max_batch_size)
+        self._seconds: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, bucket: int, seconds: float) -> None:
+        with self._lock:
+            old = self._seconds.get(bucket)
+            self._seconds[bucket] = seconds if old is None else old + _SMOOTHING * (seconds - old)
+
+    def get(self, bucket: int) -> float | None:
+        return self._seconds.get(bucket)
+
+    def best_size(self, rows: int) -> int:
+        """How many of ``rows`` queued rows to run now: the bucket that costs least per
+        real row (a bucket past ``rows`` is padded), or ``rows`` when a bucket it would
+        consider has not been measured."""
+        best, best_cost = rows, float("inf")
+        for bucket in self.buckets:
+            seconds = self._seconds.get(bucket)
+            if seconds is None:
+                return rows
+            cost = seconds / min(bucket, rows)
+            if cost <= best_cost:
+                best, best_cost = bucket, cost
+            if bucket >= rows:
+                break
+        return min(best, rows)
+
+    def snapshot(self) -> Mapping[int, float]:
+        with self._lock:
+            return dict(self._seconds)
+
+
+class ArrivalRate:
+    """Rows per second, a moving average over the gaps between arrivals."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self._gap = float("inf")  # seconds per row
+
+    def arrived(self, rows: int, now: float) -> None:
+        last, self._last = self._last, now
+        if last is None:
+            return
+        gap = (now - last) / max(rows, 1)
+        old = self._gap
+        self._gap = gap if old == float("inf") else old + _SMOOTHING * (gap - old)
+
+    def rows_per_second(self, now: float) -> float:
+        if self._last is None or self._gap <= 0:
+            return 0.0 if self._last is None else float("inf")
+        # A silence longer than the usual gap counts as a gap already.
+        gap = max(self._gap, now - self._last)
+        return 1.0 / gap
+
+
+def wait_seconds(
+    rows: int,
+    rate: float,
+    table: LatencyTable,
+    *,
+    slots: int,
+    max_batch_size: int,
+    max_delay: float,
+) -> float:
+    """How long to hold ``rows`` queued rows for more (0: dispatch now); see the module."""
+    if rows >= max_batch_size or max_delay <= 0 or rate <= 0:
+        return 0.0
+    now_bucket = next(b for b in table.buckets if b >= rows)
+    now_time = table.get(now_bucket)
+    if now_time is None or now_time <= 0:
+        return 0.0
+    if rate <= slots * rows / now_time:
+        return 0.0  # the free slots keep up: waiting would only add latency
+    now_cost = now_time / rows
+    for bucket in table.buckets:
+        if bucket <= now_bucket:
+            continue
+        seconds = table.get(bucket)
+        if seconds is None or seconds / bucket >= now_cost:
+            continue
+        wait = (bucket - rows) / rate
+        if wait <= max_delay and wait <= seconds / 2:
+            return wait
+    return 0.0

@@ -1,0 +1,231 @@
+"""``BatchedModel``: a loaded model whose ``predict`` goes through a ``Batcher``.
+
+Made by the load path when batching is on (``model.toml [batching]`` or
+``keepwarm.load(..., batching=...)``), so the batcher lives and dies with its version:
+created at load, its buckets warmed (and timed, seeding the latency table) before the
+version serves, closed when the version is unloaded. Everything that predicts through a
+lease (``Model.predict``, ``LeasedModel.predict``, the server) batches without knowing.
+A model that cannot be batched (an input without a leading batch axis) is served as it
+is, and its warmup note says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from keepwarm.batching.batcher import Batcher
+from keepwarm.batching.executor import Executor, ThreadExecutor, pool_size, threads_per_call
+from keepwarm.batching.merge import PadAxes, buckets
+from keepwarm.batching.stats import BatchStats
+from keepwarm.runtimes.base import LoadedModel
+from keepwarm.signature import Signature
+from keepwarm.warmup import sample_inputs
+
+_shared_lock = threading.Lock()
+_shared: ThreadExecutor | None = None
+
+
+def shared_executor() -> ThreadExecutor:
+    """The process's batch threads (one per core, at least 2), made on first use; each
+    model's batcher bounds its own share with its slots."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ThreadExecutor(max(2, os.cpu_count() or 1))
+        return _shared
+
+
+_live_lock = threading.Lock()
+_live: weakref.WeakSet[BatchedModel] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class BatcherView:
+    """One live batcher, for metrics and status: its model, version, counters, queue."""
+
+    model: str
+    version: int | None
+    stats: BatchStats
+    queued: int
+    max_queue: int
+    batch_seconds: Mapping[int, float]  # the latency table: bucket -> seconds per batch
+
+
+def live_batchers() -> list[BatcherView]:
+    """Every batcher of a loaded version in this process (read at each metrics scrape)."""
+    with _live_lock:
+        models = [m for m in _live if m.why_not is None]
+    return [
+        BatcherView(
+            m.name,
+            m.version,
+            m.stats(),
+            m.batcher.queued,
+            m.batcher.max_queue,
+            m.batcher.latency.snapshot(),
+        )
+        for m in models
+    ]
+
+
+def refuse_when_full(name: str) -> None:
+    """Raise ``UnavailableError`` (counted as rejected) when every loaded version of model
+    ``name`` has a full queue: a server refuses such a request before any other work."""
+    with _live_lock:
+        mine = [m for m in _live if m.name == name and m.why_not is None]
+    if mine and all(m.batcher.full for m in mine):
+        raise mine[0].batcher.refuse()
+
+
+def unbatchable(signature: Signature) -> str | None:
+    """Why requests to a model with ``signature`` cannot be batched, or None."""
+    if not signature.inputs:
+        return "the model has no inputs"
+    for spec in signature.inputs:
+        if spec.shape is None:
+            return f"input {spec.name!r} has an unknown rank"
+        if not spec.shape or spec.shape[0] is not None:
+            return f"input {spec.name!r} has no batch axis (a first axis of unknown size)"
+    groups = signature.batch_groups
+    if groups is not None and (len(groups) != 1 or len(groups[0]) != len(signature.inputs)):
+        return "the inputs do not share one batch axis"
+    return None
+
+
+def open_axes(signature: Signature) -> dict[str, tuple[int, ...]] | None:
+    """Per output, the non-batch axes of unknown size (those padding may have grown);
+    None when an output's rank is unknown (then any axis of the padded size is cropped)."""
+    found = {}
+    for spec in signature.outputs:
+        if spec.shape is None:
+            return None
+        found[spec.name] = tuple(a for a, d in enumerate(spec.shape) if a and d is None)
+    return found
+
+
+class BatchedModel:
+    """A ``LoadedModel`` whose ``predict`` is batched; see the module docstring."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        name: str,
+        version: int | None = None,
+        max_batch_size: int,
+        max_delay_ms: float,
+        max_queue: int,
+        pad_axes: PadAxes,
+        options: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.inner = model
+        self.name, self.version = name, version
+        self.signature = model.signature
+        self.nbytes = model.nbytes
+        self.nbytes_source = model.nbytes_source
+        self.why_not = unbatchable(model.signature)
+        executor = executor if executor is not None else shared_executor()
+        cores = os.cpu_count() or 1
+        # At least two batches at once: one's Python work (merge, split, the callers'
+        # decoding) overlaps the other's native work, and TensorFlow's and ONNX Runtime's
+        # pools are per process or per session, so a second call adds no threads.
+        fit = pool_size(cores, threads_per_call(options or {}, cores))
+        slots = min(executor.slots, max(2, fit))
+        self.batcher = Batcher(
+            model.predict,
+            name=name,
+            executor=executor,
+            max_batch_size=max_batch_size,
+            max_delay_ms=max_delay_ms,
+            max_queue=max_queue,
+            pad_axes=pad_axes,
+            crop_axes=open_axes(model.signature),
+            slots=slots,
+        )
+        with _live_lock:
+            _live.add(self)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.why_not is not None:
+            return self.inner.predict(inputs)
+        return self.batcher.predict(inputs)
+
+    def start(
+        self, inputs: dict[str, np.ndarray], *, deadline: float | None = None
+    ) -> Future[dict[str, np.ndarray]]:
+        """From a thread: run now when a slot is free (the future is done), else queue (a
+        pending future, cancellable until its batch starts); see ``Batcher.start``."""
+        if self.why_not is not None:
+            done: Future[dict[str, np.ndarray]] = Future()
+            try:
+                done.set_result(self.inner.predict(inputs))
+            except Exception as exc:
+                done.set_exception(exc)
+            return done
+        return self.batcher.start(inputs, deadline=deadline)
+
+    async def predict_async(
+        self, inputs: dict[str, np.ndarray], *, timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """For event-loop callers: awaits the batch (cancelling leaves the queue)."""
+        if self.why_not is not None:
+            return await asyncio.to_thread(self.inner.predict, inputs)
+        return await self.batcher.predict_async(inputs, timeout=timeout)
+
+    def stats(self) -> BatchStats:
+        return self.batcher.stats()
+
+    def warm_buckets(self, samples: Sequence[Mapping[str, np.ndarray]] = ()) -> str | None:
+        """Run every bucket once before serving, and time it (the latency table); a note
+        when batching is off for this model or a bucket could not be warmed."""
+        if self.why_not is not None:
+            return f"batching off: {self.why_not}"
+        failures = []
+        for bucket in buckets(self.batcher.max_batch_size):
+            inputs = self._bucket_inputs(bucket, samples)
+            if inputs is None:
+                return "buckets not warmed: no inputs can be generated (an unknown rank)"
+            try:
+                self.inner.predict(inputs)  # the first call at a size may pay for it
+                began = time.perf_counter()
+                self.inner.predict(inputs)
+                self.batcher.latency.record(bucket, time.perf_counter() - began)
+            except Exception as exc:
+                failures.append(f"{bucket}: {type(exc).__name__}: {str(exc)[:120]}")
+        if failures:
+            return "batch sizes not warmed: " + "; ".join(failures)
+        return None
+
+    def _bucket_inputs(
+        self, bucket: int, samples: Sequence[Mapping[str, np.ndarray]]
+    ) -> dict[str, np.ndarray] | None:
+        if samples:
+            first = self.signature.coerce(self.signature.widen_json(samples[0]))
+            return {name: _rows(array, bucket) for name, array in first.items()}
+        return sample_inputs(self.signature, batch=bucket)
+
+    def close(self) -> None:
+        with _live_lock:
+            _live.discard(self)
+        self.batcher.close()
+        self.inner.close()
+
+
+def _rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """``rows`` rows made from ``array``'s (repeated as needed)."""
+    have = array.shape[0]
+    if have == 0:
+        return array
+    taken: np.ndarray = np.take(array, np.arange(rows) % have, axis=0)
+    return taken

@@ -1,0 +1,79 @@
+"""The server's side of batching: a request is decoded and handed to its version's
+batcher on a worker thread; if it had to queue, the event loop awaits it.
+
+- ``begin`` (worker thread, under the request's lease): runs the request at once when
+  the model is free (on that thread, as without batching), else queues it and returns a
+  ``Queued``, which takes over the lease.
+- ``finish`` (event loop): awaits the queued request up to its deadline (then 504: it
+  leaves the queue, not run), or until the client goes away (it leaves the queue too);
+  the lease is released once the request's batch no longer needs the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from keepwarm.batching.model import BatchedModel
+from keepwarm.errors import DeadlineExceededError, UnavailableError
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class Queued:
+    """A request its batcher queued; holds the lease (``release``) until it is done."""
+
+    future: Future[Arrays]
+    name: str
+    version: int
+    release: ExitStack
+    deadline: float | None
+
+
+def begin(model: Any, inputs: Arrays, deadline: float | None, lease: ExitStack) -> Arrays | Queued:
+    """Predict ``inputs`` on leased ``model`` (a ``LeasedModel``): its outputs, or the
+    ``Queued`` request (taking over ``lease``) when a batch of its model is running."""
+    raw = model.raw
+    if not isinstance(raw, BatchedModel) or raw.why_not is not None:
+        return model.predict(inputs)  # type: ignore[no-any-return]
+    future = raw.start(model.signature.coerce(inputs), deadline=deadline)
+    if future.done():
+        return future.result()
+    return Queued(future, model.name, model.version, lease.pop_all(), deadline)
+
+
+async def finish(
+    queued: Queued, disconnected: Callable[[], Awaitable[None]] | None = None
+) -> Arrays:
+    """The outputs of ``queued``; ``DeadlineExceededError`` when its deadline passes first
+    (the request is then taken out of the queue, unless its batch already runs)."""
+    waiter = asyncio.wrap_future(queued.future)
+    watcher = None if disconnected is None else asyncio.ensure_future(disconnected())
+    try:
+        deadline = queued.deadline
+        remaining = None if deadline is None else deadline - time.monotonic()
+        waiting: set[asyncio.Future[Any]] = {waiter} if watcher is None else {waiter, watcher}
+        done, _ = await asyncio.wait(waiting, timeout=remaining, return_when="FIRST_COMPLETED")
+        if waiter in done:
+            return waiter.result()
+        waiter.cancel()  # leaves the queue unless its batch runs (it is not interrupted)
+        if watcher is not None and watcher in done:
+            raise UnavailableError(f"model {queued.name!r}: the client went away")
+        raise DeadlineExceededError(
+            f"model {queued.name!r}: the request's deadline passed while it waited for its batch"
+        )
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        if queued.future.done():
+            queued.release.close()
+        else:  # its batch runs: the model stays leased until the batch ends
+            queued.future.add_done_callback(lambda _: queued.release.close())

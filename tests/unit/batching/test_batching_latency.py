@@ -1,0 +1,94 @@
+"""The wait policy, the latency table and the arrival rate; the executor's sizing."""
+
+from __future__ import annotations
+
+import pytest
+
+from keepwarm.batching import LatencyTable, ThreadExecutor, pool_size, threads_per_call
+from keepwarm.batching.latency import ArrivalRate, wait_seconds
+from keepwarm.errors import InvalidConfigError
+
+
+def _table(seconds: dict[int, float], max_batch: int = 32) -> LatencyTable:
+    table = LatencyTable(max_batch)
+    for bucket, value in seconds.items():
+        table.record(bucket, value)
+    return table
+
+
+# Batch time grows slowly with size: larger batches serve a row for much less.
+CHEAP_ROWS = {1: 0.010, 2: 0.0105, 4: 0.011, 8: 0.012, 16: 0.014, 32: 0.018}
+
+
+def _wait(rows: int, rate: float, table: LatencyTable, **kw: float) -> float:
+    args = {"slots": 1, "max_batch_size": 32, "max_delay": 0.005} | kw
+    return wait_seconds(rows, rate, table, **args)  # type: ignore[arg-type]
+
+
+def test_no_wait_when_the_free_slots_keep_up() -> None:
+    table = _table(CHEAP_ROWS)
+    assert _wait(1, 0.0, table) == 0  # idle
+    assert _wait(1, 50.0, table) == 0  # 50 rows/s; one row every 10 ms keeps up (100/s)
+    assert _wait(1, 150.0, table, slots=2) == 0  # two slots keep up with 150/s
+
+
+def test_waits_under_load_for_a_bucket_that_serves_rows_for_less() -> None:
+    table = _table(CHEAP_ROWS)
+    wait = _wait(1, 2000.0, table)  # 2000 rows/s: one at a time cannot keep up
+    assert wait == pytest.approx(1 / 2000)  # one more row fills bucket 2
+    assert 0 < _wait(3, 2000.0, table) <= 0.005
+
+
+def test_never_past_max_delay_nor_without_measurements() -> None:
+    table = _table(CHEAP_ROWS)
+    assert _wait(1, 150.0, table, max_delay=0.001) == 0  # the next row is 6.7 ms away
+    assert _wait(1, 2000.0, table, max_delay=0) == 0
+    assert _wait(32, 1e6, table) == 0  # full
+    assert _wait(1, 2000.0, LatencyTable(32)) == 0  # nothing measured yet
+
+
+def test_no_wait_when_larger_batches_cost_as_much_per_row() -> None:
+    linear = _table({b: 0.001 * b for b in (1, 2, 4, 8, 16, 32)})
+    assert _wait(1, 1e5, linear) == 0
+
+
+def test_best_size_takes_the_bucket_that_serves_a_row_for_least() -> None:
+    cheap = _table(CHEAP_ROWS)
+    assert [cheap.best_size(n) for n in (1, 2, 3, 16, 32)] == [1, 2, 3, 16, 32]
+    assert cheap.best_size(17) == 16  # 16 now and 1 next costs less than 17 padded to 32
+    # Batch 32 falls out of the caches: 16 rows at a time serve more.
+    cliff = _table({1: 0.013, 2: 0.02, 4: 0.036, 8: 0.076, 16: 0.144, 32: 0.463})
+    assert cliff.best_size(32) == 16 and cliff.best_size(20) == 16
+    assert cliff.best_size(5) == 4  # 5 rows would be padded to 8 (9.5 ms/row) vs 9 ms
+    assert LatencyTable(32).best_size(7) == 7  # nothing measured: all of them
+    partial = _table({1: 0.01, 2: 0.011})
+    assert partial.best_size(9) == 9  # 4 and 8 unmeasured: no guess
+
+
+def test_latency_table_is_a_moving_average() -> None:
+    table = LatencyTable(8)
+    assert table.buckets == (1, 2, 4, 8)
+    table.record(4, 1.0)
+    table.record(4, 2.0)
+    assert table.get(4) == pytest.approx(1.2)
+    assert table.snapshot() == {4: pytest.approx(1.2)} and table.get(2) is None
+
+
+def test_arrival_rate_decays_in_silence() -> None:
+    rate = ArrivalRate()
+    assert rate.rows_per_second(0.0) == 0
+    for i in range(10):
+        rate.arrived(1, i * 0.001)
+    assert rate.rows_per_second(0.009) == pytest.approx(1000)
+    assert rate.rows_per_second(1.009) == pytest.approx(1.0)  # a second of silence
+
+
+def test_pool_size_follows_the_threads_each_call_uses() -> None:
+    assert threads_per_call({}, cores=8) == 8
+    assert threads_per_call({"intra_op_num_threads": 2}, cores=8) == 2
+    assert threads_per_call({"intra_op_num_threads": 2, "inter_op_num_threads": 2}, 8) == 4
+    assert threads_per_call({"intra_op_num_threads": 0}, cores=8) == 8
+    assert pool_size(8, 2) == 4 and pool_size(8, 8) == 1 and pool_size(2, 0) == 1
+    assert pool_size(8, 3) == 2 and pool_size(2, 16) == 1
+    with pytest.raises(InvalidConfigError, match="threads"):
+        ThreadExecutor(0)

@@ -1,0 +1,146 @@
+"""The server's side of batching (``batching.serving``) and overload refusal, on a
+``BatchedModel`` leased as the server leases it; events, not sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import numpy as np
+import pytest
+
+from keepwarm.batching import PadAxes, ThreadExecutor
+from keepwarm.batching.model import BatchedModel, live_batchers, refuse_when_full
+from keepwarm.batching.serving import Queued, begin, finish
+from keepwarm.errors import DeadlineExceededError, UnavailableError
+from keepwarm.model import LeasedModel
+from support.batch_models import RowLoaded
+
+
+@pytest.fixture
+def held() -> Iterator[tuple[BatchedModel, RowLoaded, threading.Event]]:
+    gate = threading.Event()
+    inner = RowLoaded(gate)
+    executor = ThreadExecutor(1)  # one slot: a second request queues
+    model = BatchedModel(
+        inner,
+        name="rows",
+        version=3,
+        max_batch_size=4,
+        max_delay_ms=0,
+        max_queue=2,
+        pad_axes=PadAxes(),
+        executor=executor,
+    )
+    yield model, inner, gate
+    gate.set()
+    model.close()
+    executor.close()
+
+
+def _x(value: float) -> dict[str, np.ndarray]:
+    return {"x": np.full((1, 3), value, np.float32)}
+
+
+class Lease:
+    """Stands for the repository's lease: counts its releases."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()
+
+
+def test_an_idle_model_answers_on_the_callers_thread(held: tuple) -> None:
+    model, _, gate = held
+    gate.set()
+    with ExitStack() as stack:
+        lease = stack.enter_context(Lease())
+        outputs = begin(LeasedModel(model, "rows", 3), _x(2), None, stack)
+        assert not isinstance(outputs, Queued)
+        assert outputs["x_echo"].tolist() == [[4, 4, 4]]
+        assert not lease.released.is_set()  # still the caller's to release
+    assert lease.released.is_set()
+
+
+def test_a_queued_request_keeps_its_lease_until_its_batch_ends(held: tuple) -> None:
+    model, inner, gate = held
+    running = model.batcher.submit(_x(0))
+    assert inner.rows.entered.wait(10)
+
+    async def scenario() -> None:
+        stack = ExitStack()
+        lease = stack.enter_context(Lease())
+        queued = begin(LeasedModel(model, "rows", 3), _x(5), None, stack)
+        assert isinstance(queued, Queued) and (queued.name, queued.version) == ("rows", 3)
+        stack.close()  # the worker thread's stack no longer holds it
+        assert not lease.released.is_set()
+        task = asyncio.ensure_future(finish(queued))
+        await asyncio.sleep(0)
+        gate.set()
+        outputs = await task
+        assert outputs["x_echo"].tolist() == [[10, 10, 10]]
+        assert lease.released.is_set()
+
+    asyncio.run(scenario())
+    running.result(30)
+
+
+def test_deadline_or_client_gone_take_the_request_out_unrun(held: tuple) -> None:
+    model, inner, gate = held
+    running = model.batcher.submit(_x(0))
+    assert inner.rows.entered.wait(10)
+    gone = asyncio.Event()
+
+    async def scenario() -> None:
+        leases = []
+        for value, when in ((7, time.monotonic() + 0.01), (8, None)):
+            stack = ExitStack()
+            leases.append(stack.enter_context(Lease()))
+            queued = begin(LeasedModel(model, "rows", 3), _x(value), when, stack)
+            assert isinstance(queued, Queued)
+            if value == 7:
+                with pytest.raises(DeadlineExceededError, match="deadline passed"):
+                    await finish(queued)
+            else:
+                task = asyncio.ensure_future(finish(queued, gone.wait))
+                await asyncio.sleep(0)
+                gone.set()
+                with pytest.raises(UnavailableError, match="client went away"):
+                    await task
+        assert all(lease.released.is_set() for lease in leases)  # not in a batch: let go
+
+    asyncio.run(scenario())
+    gate.set()
+    running.result(30)
+    model.predict(_x(1))
+    ran = set(inner.rows.seen)
+    assert np.full(3, 7, np.float32).tobytes() not in ran
+    assert np.full(3, 8, np.float32).tobytes() not in ran
+    stats = model.stats()
+    assert (stats.expired, stats.cancelled) == (1, 1)
+
+
+def test_a_full_queue_is_refused_before_any_work(held: tuple) -> None:
+    model, inner, gate = held
+    refuse_when_full("rows")  # empty: nothing to refuse
+    running = model.batcher.submit(_x(0))
+    assert inner.rows.entered.wait(10)
+    queued = [model.batcher.submit(_x(i)) for i in (1, 2)]
+    with pytest.raises(UnavailableError, match="'rows' is overloaded: 2 requests"):
+        refuse_when_full("rows")
+    refuse_when_full("other")  # another model's queue is not this one's
+    assert queued[0].cancel()
+    refuse_when_full("rows")  # a cancelled request freed its place
+    view = next(v for v in live_batchers() if v.model == "rows")
+    assert (view.version, view.max_queue, view.stats.rejected) == (3, 2, 1)
+    gate.set()
+    running.result(30)
+    queued[1].result(30)
