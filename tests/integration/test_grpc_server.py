@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -402,3 +403,30 @@ def test_tf_model_metadata_and_status(tf_serving: Any) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         status(None, name="nope")
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def test_tls_serves_tls_clients_only(server: ServerProcess, tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    from support.tls import self_signed
+
+    cert, _ = self_signed(tmp_path / "tls")
+    with serve(server.root, "--tls-dir", str(tmp_path / "tls")) as secure:
+        client = grpcclient.InferenceServerClient(
+            secure.address, ssl=True, root_certificates=str(cert)
+        )
+        try:
+            answer = client.infer("mlp", [_input("x", X, "FP32")], model_version="1")
+            expected = direct(server.root, "mlp", 1, {"x": X})["y"]
+            np.testing.assert_array_equal(answer.as_numpy("y"), expected)
+        finally:
+            client.close()
+        plain = grpcclient.InferenceServerClient(secure.address)
+        try:
+            assert _code(lambda: plain.is_server_live(client_timeout=10)) == (
+                "StatusCode.UNAVAILABLE"
+            )
+        finally:
+            plain.close()
