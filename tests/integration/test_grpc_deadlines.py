@@ -53,6 +53,7 @@ def gated(tmp_path: Path) -> Iterator[tuple[Any, InferenceService]]:
     async def start() -> GrpcServer:
         server = GrpcServer(service, port=0)
         await server.start()
+        await server.follow_readiness()
         return server
 
     server = asyncio.run_coroutine_threadsafe(start(), loop).result(GATE_TIMEOUT_S)

@@ -27,6 +27,7 @@ async def main(args: argparse.Namespace) -> None:
     tls = None if args.tls_dir is None else Tls(args.tls_dir / "cert.pem", args.tls_dir / "key.pem")
     server = GrpcServer(service, port=0, max_message_bytes=args.max_message_bytes, tls=tls)
     await server.start()
+    await server.follow_readiness()
     print(f"PORT {server.port}", flush=True)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()

@@ -47,8 +47,9 @@ class Tls:
 
 
 class GrpcServer:
-    """``await start()`` binds ``host:port`` (0: a free port, see ``port``); ``stop()``
-    ends it after ``grace`` seconds for the calls in flight."""
+    """``await start()`` binds ``host:port`` (0: a free port, see ``port``),
+    ``follow_readiness()`` turns health on, ``stop()`` ends it after ``grace`` seconds for
+    the calls in flight."""
 
     def __init__(
         self,
@@ -90,11 +91,19 @@ class GrpcServer:
         )  # fmt: skip
 
     async def start(self) -> None:
+        """Bind and serve; health says NOT_SERVING until ``follow_readiness``."""
         if self.tls is None:
             self.port = self._server.add_insecure_port(self.address)
         else:
             self.port = self._server.add_secure_port(self.address, self.tls.credentials())
+        for name in ("", *SERVICES):
+            await self.health.set(name, NOT_SERVING)
+        self._ready = False
         await self._server.start()
+
+    async def follow_readiness(self) -> None:
+        """From now on health follows the service's readiness (call once the repository
+        has been scanned: an empty one is ready)."""
         await self._sync_health()
         loop = asyncio.get_running_loop()
 
