@@ -244,6 +244,9 @@ class InferenceService:
         except KeepwarmError as exc:
             code = exc.code.value
             raise
+        except asyncio.CancelledError:  # the client went away (or its deadline passed)
+            code = "CANCELLED"
+            raise
         finally:
             self._in_flight -= 1
             self.metrics.in_flight.dec()

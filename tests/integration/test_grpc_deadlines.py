@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,12 @@ from keepwarm.repository import Repository
 from keepwarm.service import DEFAULT_WORKERS, InferenceService
 from support.gated_model import GATE_TIMEOUT_S, Gate
 from support.repo_builders import place
+from support.waiting import wait_until
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 from tritonclient.grpc import service_pb2_grpc  # noqa: E402
 
 GATED = {"keepwarm.toml": '[python]\nclass = "support.gated_model:GatedEcho"\n'}
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Bounded wait for server-side state that has no event to wait on."""
-    deadline = time.monotonic() + GATE_TIMEOUT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -91,19 +83,24 @@ def test_queued_requests_past_their_deadline_or_cancelled_never_run(
         assert Gate.running.acquire(timeout=GATE_TIMEOUT_S)
 
     late = stub.ModelInfer.future(request(100.0), timeout=1.0)
-    wait_until(lambda: in_flight() == DEFAULT_WORKERS + 1, "the late request to arrive")
+    assert wait_until(lambda: in_flight() == DEFAULT_WORKERS + 1)
     with pytest.raises(grpc.RpcError) as caught:
         late.result(timeout=GATE_TIMEOUT_S)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    wait_until(lambda: in_flight() == DEFAULT_WORKERS, "the late request to end")
+    assert wait_until(lambda: in_flight() == DEFAULT_WORKERS)
 
     cancelled = stub.ModelInfer.future(request(200.0), timeout=60)
-    wait_until(lambda: in_flight() == DEFAULT_WORKERS + 1, "the cancelled request to arrive")
+    assert wait_until(lambda: in_flight() == DEFAULT_WORKERS + 1)
     assert cancelled.cancel()
-    wait_until(lambda: in_flight() == DEFAULT_WORKERS, "the cancellation to reach the server")
+    assert wait_until(lambda: in_flight() == DEFAULT_WORKERS)
 
     Gate.open.set()
     for future in busy:
         assert future.result(timeout=GATE_TIMEOUT_S).model_name == "gated"
     stub.ModelInfer(request(300.0), timeout=GATE_TIMEOUT_S)  # queued after anything left
     assert sorted(Gate.runs) == [*map(float, range(DEFAULT_WORKERS)), 300.0]
+    counted = service.metrics.registry.get_sample_value(
+        "keepwarm_requests_total",
+        {"model": "", "version": "", "protocol": "v2-grpc", "code": "CANCELLED"},
+    )
+    assert counted == 2  # the late and the cancelled request, never as OK
