@@ -8,12 +8,8 @@ and ``swap`` (version 1; a test adds 2)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import keepwarm
 from support.repo_builders import place
+from support.server_process import ServerProcess
 
 OPSET = 17
 WEIGHTS = (np.arange(12, dtype=np.float32).reshape(4, 3) - 5) / 7
@@ -99,41 +96,12 @@ def direct(
     return dict(keepwarm.load(str(root / model / str(version))).predict(inputs))
 
 
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[str]
-    port: int
-    root: Path
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
 @contextmanager
 def serve(root: Path, *options: str) -> Iterator[ServerProcess]:
-    """``support.grpc_server`` over ``root`` in its own process; ended (stdin closed) on exit."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(TESTS), env.get("PYTHONPATH", "")])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "support.grpc_server", str(root), "--token", TOKEN, *options],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    """``keepwarm serve`` over ``root`` in its own process (free REST and gRPC ports, the
+    management token in its environment), ready; stopped on exit."""
+    process = ServerProcess(root, *options, env={"KEEPWARM_MANAGEMENT_TOKEN": TOKEN})
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # "PORT n", or "" if it died
-        assert line.startswith("PORT "), f"the gRPC server did not start: {line!r}"
-        yield ServerProcess(process, int(line.split()[1]), root)
+        yield process
     finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
+        process.stop()

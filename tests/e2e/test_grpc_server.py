@@ -24,15 +24,16 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc  #
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 LIMIT = 4 * 1024 * 1024  # the server's message limit in this module
+OPTIONS = ("--max-body-bytes", str(LIMIT), "--poll-seconds", "0.2", "--management-api")
 READY_TIMEOUT_S = 120.0
 X = np.array([[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0]], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = build(tmp_path_factory.mktemp("grpc") / "models")
-    with serve(root, "--max-message-bytes", str(LIMIT)) as process:
-        _wait_serving(process.address)
+    with serve(root, *OPTIONS) as process:
+        _wait_serving(process.grpc_address)
         yield process
 
 
@@ -48,8 +49,8 @@ def _wait_serving(address: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def triton(server: ServerProcess) -> Iterator[Any]:
-    client = grpcclient.InferenceServerClient(server.address)
+def triton(served: ServerProcess) -> Iterator[Any]:
+    client = grpcclient.InferenceServerClient(served.grpc_address)
     yield client
     client.close()
 
@@ -104,27 +105,26 @@ def test_health_metadata_and_config(triton: Any) -> None:
 
 
 @pytest.mark.parametrize("version", ["", "1", "2"])
-def test_infer_raw_equals_the_direct_call(triton: Any, server: ServerProcess, version: str) -> None:
+def test_infer_raw_equals_the_direct_call(triton: Any, served: ServerProcess, version: str) -> None:
     answer = triton.infer("mlp", [_input("x", X, "FP32")], model_version=version, request_id="r1")
-    served = int(answer.get_response().model_version)
-    assert served == (int(version) if version else 2) and answer.get_response().id == "r1"
-    np.testing.assert_array_equal(
-        answer.as_numpy("y"), direct(server.root, "mlp", served, {"x": X})["y"]
-    )
+    answered = int(answer.get_response().model_version)
+    assert answered == (int(version) if version else 2) and answer.get_response().id == "r1"
+    expected = direct(served.root, "mlp", answered, {"x": X})["y"]
+    np.testing.assert_array_equal(answer.as_numpy("y"), expected)
 
 
-def test_every_datatype_raw_round_trips(triton: Any, server: ServerProcess) -> None:
+def test_every_datatype_raw_round_trips(triton: Any, served: ServerProcess) -> None:
     inputs = {d.lower(): _sample(d) for d in TYPES}
     given = [_input(d.lower(), inputs[d.lower()], d) for d in TYPES]
     wanted = [grpcclient.InferRequestedOutput(n) for n in ("bytes_out", "fp16_out", "int8_out")]
     answer = triton.infer("types", given, outputs=wanted)
-    expected = direct(server.root, "types", 1, inputs)
+    expected = direct(served.root, "types", 1, inputs)
     assert {o.name for o in answer.get_response().outputs} == {"bytes_out", "fp16_out", "int8_out"}
     for name in ("bytes_out", "fp16_out", "int8_out"):
         np.testing.assert_array_equal(answer.as_numpy(name), _as_bytes(expected[name]))
 
 
-def test_typed_contents_equal_the_direct_call(server: ServerProcess) -> None:
+def test_typed_contents_equal_the_direct_call(served: ServerProcess) -> None:
     fields = {
         "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
         "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
@@ -137,7 +137,7 @@ def test_typed_contents_equal_the_direct_call(server: ServerProcess) -> None:
         inputs[datatype.lower()] = array = _sample(datatype)
         tensor = request.inputs.add(name=datatype.lower(), datatype=datatype, shape=[3, 2])
         getattr(tensor.contents, field).extend(array.reshape(-1).tolist())
-    with grpc.insecure_channel(server.address) as channel:
+    with grpc.insecure_channel(served.grpc_address) as channel:
         answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
         request.model_name = "types"  # its FP16 input has no typed field
         request.inputs.add(name="fp16", datatype="FP16", shape=[1]).contents.fp32_contents.append(1)
@@ -145,7 +145,7 @@ def test_typed_contents_equal_the_direct_call(server: ServerProcess) -> None:
             service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "raw_input_contents" in (caught.value.details() or "")
-    expected = direct(server.root, "typed", 1, inputs)
+    expected = direct(served.root, "typed", 1, inputs)
     assert not answer.raw_output_contents and answer.id == "t"  # typed in, typed out
     assert len(answer.outputs) == len(fields)
     for output in answer.outputs:
@@ -155,7 +155,7 @@ def test_typed_contents_equal_the_direct_call(server: ServerProcess) -> None:
         assert list(getattr(output.contents, field)) == wire
 
 
-def test_statistics_and_repository_api(triton: Any, server: ServerProcess) -> None:
+def test_statistics_and_repository_api(triton: Any, served: ServerProcess) -> None:
     before = triton.get_inference_statistics("spare", "1").model_stats[0].inference_count
     triton.infer("spare", [_input("x", X, "FP32")])
     stats = triton.get_inference_statistics("spare", "1").model_stats
@@ -179,7 +179,7 @@ def test_statistics_and_repository_api(triton: Any, server: ServerProcess) -> No
     assert triton.is_model_ready("spare")
     answer = triton.infer("spare", [_input("x", X, "FP32")])
     np.testing.assert_array_equal(
-        answer.as_numpy("y"), direct(server.root, "spare", 1, {"x": X})["y"]
+        answer.as_numpy("y"), direct(served.root, "spare", 1, {"x": X})["y"]
     )
 
 
@@ -208,7 +208,7 @@ def test_bad_requests_get_their_codes_and_the_server_keeps_serving(triton: Any) 
 # ------------------------------------------------------------------ health and reflection
 
 
-def test_health_and_reflection_describe_every_service(server: ServerProcess) -> None:
+def test_health_and_reflection_describe_every_service(served: ServerProcess) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
         ProtoReflectionDescriptorDatabase,
@@ -219,7 +219,7 @@ def test_health_and_reflection_describe_every_service(server: ServerProcess) -> 
         "tensorflow.serving.PredictionService",
         "tensorflow.serving.ModelService",
     ]
-    with grpc.insecure_channel(server.address) as channel:
+    with grpc.insecure_channel(served.grpc_address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for name in ("", *services):
             answer = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
@@ -236,15 +236,15 @@ def test_health_and_reflection_describe_every_service(server: ServerProcess) -> 
 # ------------------------------------------------------------------ swap under load
 
 
-def test_a_swap_under_grpc_load_fails_no_request(triton: Any, server: ServerProcess) -> None:
+def test_a_swap_under_grpc_load_fails_no_request(triton: Any, served: ServerProcess) -> None:
     failures: list[BaseException] = []
-    served: set[str] = set()
+    seen: set[str] = set()
     saw_new = threading.Event()
     stop = threading.Event()
     lock = threading.Lock()
 
     def hammer() -> None:
-        client = grpcclient.InferenceServerClient(server.address)
+        client = grpcclient.InferenceServerClient(served.grpc_address)
         try:
             for _ in range(20_000):  # bounded; ends long before when the new version answers
                 if stop.is_set():
@@ -257,7 +257,7 @@ def test_a_swap_under_grpc_load_fails_no_request(triton: Any, server: ServerProc
                     continue
                 version = answer.get_response().model_version
                 with lock:
-                    served.add(version)
+                    seen.add(version)
                 if version == "2":
                     saw_new.set()
         finally:
@@ -267,25 +267,25 @@ def test_a_swap_under_grpc_load_fails_no_request(triton: Any, server: ServerProc
     for thread in threads:
         thread.start()
     try:
-        place(server.root / "swap", 2, files=mlp(2.0))
+        place(served.root / "swap", 2, files=mlp(2.0))
         assert saw_new.wait(60), "version 2 never answered"
     finally:
         stop.set()
         for thread in threads:
             thread.join(60)
     assert failures == []
-    assert served == {"1", "2"}
+    assert seen == {"1", "2"}
 
 
 # ------------------------------------------------------------------ TF Serving (its own stubs)
 
 
 @pytest.fixture(scope="module")
-def tf_serving(server: ServerProcess) -> Iterator[Any]:
+def tf_serving(served: ServerProcess) -> Iterator[Any]:
     pytest.importorskip("tensorflow_serving")
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    with grpc.insecure_channel(server.address) as channel:
+    with grpc.insecure_channel(served.grpc_address) as channel:
         yield (
             prediction_service_pb2_grpc.PredictionServiceStub(channel),
             model_service_pb2_grpc.ModelServiceStub(channel),
@@ -307,22 +307,22 @@ def _predict_request(version: int | str | None, **spec: Any) -> Any:
     return request
 
 
-@pytest.mark.parametrize(("version", "served"), [(1, 1), (2, 2), ("stable", 1), ("canary", 2),
+@pytest.mark.parametrize(("version", "answered"), [(1, 1), (2, 2), ("stable", 1), ("canary", 2),
                                                  (None, 2)])  # fmt: skip
 def test_tf_predict_by_version_and_label(
-    tf_serving: Any, server: ServerProcess, version: int | str | None, served: int
+    tf_serving: Any, served: ServerProcess, version: int | str | None, answered: int
 ) -> None:
     import tensorflow as tf
 
     predict, _ = tf_serving
     answer = predict.Predict(_predict_request(version), timeout=30)
-    assert answer.model_spec.name == "mlp" and answer.model_spec.version.value == served
+    assert answer.model_spec.name == "mlp" and answer.model_spec.version.value == answered
     assert answer.model_spec.signature_name == "serving_default"
-    expected = direct(server.root, "mlp", served, {"x": X})["y"]
+    expected = direct(served.root, "mlp", answered, {"x": X})["y"]
     np.testing.assert_array_equal(tf.make_ndarray(answer.outputs["y"]), expected)
 
 
-def test_tf_predict_typed_values_and_output_filter(tf_serving: Any, server: ServerProcess) -> None:
+def test_tf_predict_typed_values_and_output_filter(tf_serving: Any, served: ServerProcess) -> None:
     import tensorflow as tf
 
     predict, _ = tf_serving
@@ -332,7 +332,7 @@ def test_tf_predict_typed_values_and_output_filter(tf_serving: Any, server: Serv
     request.output_filter.append("y")
     answer = predict.Predict(request, timeout=30)
     assert list(answer.outputs) == ["y"]
-    expected = direct(server.root, "mlp", 1, {"x": X})["y"]
+    expected = direct(served.root, "mlp", 1, {"x": X})["y"]
     np.testing.assert_array_equal(tf.make_ndarray(answer.outputs["y"]), expected)
 
 
@@ -408,22 +408,23 @@ def test_tf_model_metadata_and_status(tf_serving: Any) -> None:
 # ------------------------------------------------------------------ TLS
 
 
-def test_tls_serves_tls_clients_only(server: ServerProcess, tmp_path: Path) -> None:
+def test_tls_serves_tls_clients_only(served: ServerProcess, tmp_path: Path) -> None:
     pytest.importorskip("cryptography")
     from support.tls import self_signed
 
     cert, _ = self_signed(tmp_path / "tls")
-    with serve(server.root, "--tls-dir", str(tmp_path / "tls")) as secure:
+    tls = ("--tls-cert", str(cert), "--tls-key", str(tmp_path / "tls" / "key.pem"))
+    with serve(served.root, *OPTIONS, *tls) as secure:
         client = grpcclient.InferenceServerClient(
-            secure.address, ssl=True, root_certificates=str(cert)
+            secure.grpc_address, ssl=True, root_certificates=str(cert)
         )
         try:
             answer = client.infer("mlp", [_input("x", X, "FP32")], model_version="1")
-            expected = direct(server.root, "mlp", 1, {"x": X})["y"]
+            expected = direct(served.root, "mlp", 1, {"x": X})["y"]
             np.testing.assert_array_equal(answer.as_numpy("y"), expected)
         finally:
             client.close()
-        plain = grpcclient.InferenceServerClient(secure.address)
+        plain = grpcclient.InferenceServerClient(secure.grpc_address)
         try:
             assert _code(lambda: plain.is_server_live(client_timeout=10)) == (
                 "StatusCode.UNAVAILABLE"
