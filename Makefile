@@ -42,6 +42,7 @@ bench: examples
 	$(PY) bench/multimodel.py --json bench/results/multimodel.json
 	$(PY) bench/warmup.py --models $(EXAMPLES)/models --json bench/results/warmup.json
 	$(PY) bench/serve.py --models $(EXAMPLES)/models --json bench/results/serve.json
+	$(PY) bench/hotpath.py --json bench/results/hotpath.json
 
 clean:
 	rm -rf $(VENV) $(EXAMPLES)/models $(EXAMPLES)/hub $(EXAMPLES)/.builder-hash .test-cache .pytest_cache

@@ -89,7 +89,7 @@ class ModelCache:
         model = self.handle(
             uri, version=version, runtime=runtime, signature=signature, options=options
         )
-        model._ensure()
+        model.ensure_loaded()
         return model
 
     def handle(
@@ -143,11 +143,8 @@ class ModelCache:
         model = self.handle(
             uri, version=version, runtime=runtime, signature=signature, options=options
         )
-        lease = self.manager.acquire(model._key, model._spec, timeout=timeout)
-        try:
-            yield LeasedModel(lease.model, str(model.uri), model.version)
-        finally:
-            lease.release()
+        with model.acquire(timeout=timeout) as leased:
+            yield leased
 
     def evict(self, uri: str | os.PathLike[str]) -> bool:
         """Unload every cached variant of ``uri`` (after their current users finish)."""
@@ -167,7 +164,8 @@ class ModelCache:
         counters = dict(self.manager.counters)
         nbytes, count = self.manager.used()
         models = {}
-        for key, info in self.manager.snapshot().items():
+        for key, status in self.manager.snapshot().items():
+            info = status.to_dict()
             model = self._by_key.get(key)  # type: ignore[call-overload]
             info["format"] = model.format if model is not None else None
             models[str(key)] = info

@@ -21,6 +21,7 @@ from keepwarm.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
+from keepwarm.sources.listing import Listing, Source
 
 UNLOADED_BY_API = "unloaded by API"
 NOT_LOADED_EXPLICIT = "not loaded (model control is explicit: load it through the API)"
@@ -29,7 +30,7 @@ NOT_LOADED_EXPLICIT = "not loaded (model control is explicit: load it through th
 class ControlledSource:
     """``scan()`` is the wrapped source's, without the models the API holds back."""
 
-    def __init__(self, source: Any, mode: str) -> None:
+    def __init__(self, source: Source, mode: str) -> None:
         if mode not in ("poll", "explicit"):
             raise InvalidInputError(f"model control {mode!r}: expected 'poll' or 'explicit'")
         self._source = source
@@ -43,20 +44,20 @@ class ControlledSource:
 
     @property
     def location(self) -> str:
-        return str(getattr(self._source, "location", getattr(self._source, "root", "")))
+        return self._source.location
 
     @property
     def skipped(self) -> list[str]:
-        return list(getattr(self._source, "skipped", []))
+        return self._source.skipped
 
     @property
     def watchable(self) -> bool:
-        return bool(getattr(self._source, "watchable", False))
+        return self._source.watchable
 
     def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
         self._source.watch(stop, on_change)
 
-    def scan(self) -> dict[str, Any]:
+    def scan(self) -> Listing:
         listing = self._source.scan()
         with self._lock:
             self._on_disk = frozenset(listing)

@@ -194,11 +194,14 @@ class RuntimeSpec:
         *,
         python_class: type | None = None,
         config: Any = None,
+        nbytes: int | None = None,
     ) -> None:
         self.load_description = load_description
         self.python_class = python_class
         self.config = config  # the model.toml this spec was made from (repository)
         self.format: str | None = None  # the detected runtime's name, once known
+        self.nbytes = nbytes  # the size of its files, when a scan already measured it
+        self.answered: int | None = None  # the version the last load took, when known
 
     @property
     def uri(self) -> str:
@@ -216,6 +219,8 @@ class RuntimeSpec:
         return f"{self.format or 'model'} at {where}"
 
     def estimate_nbytes(self) -> int:
+        if self.nbytes is not None:
+            return self.nbytes  # measured by the scan's own walk: no second one
         local = local_path_or_none(self.uri)
         if local is None:
             return 0  # unknown until fetched; the budget is corrected after the load
@@ -257,6 +262,7 @@ class RuntimeSpec:
         found, hold = held.open_files(self.uri, self.load_description.downloads)
         try:
             path = select_version(found, self.version)
+            self.answered = version_number(path.name) if path != found else self.version
             runtime = self.pick_runtime(path)
             signature = self.load_description.signature
             model = runtime.load(path, signature=signature, options=self.runtime_options())

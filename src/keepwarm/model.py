@@ -10,6 +10,7 @@ from keepwarm.runtimes.base import LoadedModel
 from keepwarm.signature import Inputs, Outputs, Signature
 
 if TYPE_CHECKING:
+    from keepwarm.core.lease import Lease
     from keepwarm.core.manager import Manager
     from keepwarm.loading import RuntimeSpec
 
@@ -37,14 +38,22 @@ class Model:
         Returns a dict of output name to numpy array. Raises ``InvalidInputError`` naming
         the input when a dtype or shape does not match the signature.
         """
-        lease = self._manager.acquire(self._key, self._spec)
+        manager = self._manager
+        lease = manager.try_acquire(self._key) or manager.acquire(self._key, self._spec)
         try:
             model: LoadedModel = lease.model
             return model.predict(model.signature.coerce(inputs))
         finally:
             lease.release()
 
-    def _ensure(self) -> None:
+    def acquire(self, *, timeout: float | None = None) -> Lease:
+        """A lease whose ``model`` is a ``LeasedModel`` (``.version``: the version that
+        answered, when the URI is a versioned directory or a version was asked for)."""
+        lease = self._manager.acquire(self._key, self._spec, timeout=timeout)
+        lease.model = LeasedModel(lease.model, str(self.uri), self._spec.answered)
+        return lease
+
+    def ensure_loaded(self) -> None:
         """Load the model now (if it is not loaded), raising its load error if any."""
         if self._loaded_signature is not None and self._manager.state(self._key) is State.READY:
             return  # loaded: requests are counted when they predict
@@ -58,7 +67,7 @@ class Model:
     def signature(self) -> Signature:
         """The inputs and outputs (name, dtype, shape)."""
         if self._loaded_signature is None:
-            self._ensure()
+            self.ensure_loaded()
         assert self._loaded_signature is not None
         return self._loaded_signature
 
@@ -83,16 +92,17 @@ class Model:
 class LeasedModel:
     """A model held in memory for the length of a ``with ... lease(...)`` block."""
 
-    __slots__ = ("_model", "name", "version")
+    __slots__ = ("_coerce", "_model", "_predict", "name", "version")
 
     def __init__(self, model: LoadedModel, name: str, version: int | None) -> None:
         self._model = model
+        self._predict = model.predict  # bound once: the hot path
+        self._coerce = model.signature.coerce
         self.name = name
         self.version = version
 
     def predict(self, inputs: Inputs) -> Outputs:
-        model = self._model
-        return model.predict(model.signature.coerce(inputs))
+        return self._predict(self._coerce(inputs))
 
     @property
     def signature(self) -> Signature:

@@ -1,12 +1,15 @@
-"""``Repository``: a manager whose source is a model-repository directory.
+"""``Repository``: a manager whose source is a model repository.
 
 ``<root>/<model>/<version>/`` (versions are positive integers), with an optional
-``<root>/<model>/model.toml`` (see ``keepwarm.config``). Scans (polled, and watched where
-``watchfiles`` is installed) emit the whole listing; ``_reconcile`` turns one listing into
-manager calls: load the versions the policy wants, keep the old one serving until a new one
-is READY (availability-preserving), drain versions that are gone, and forget them once
-unloaded. Requests and queries (``lease``, ``wait_ready``, ``status``) are in
-``keepwarm.repository_view``.
+``<root>/<model>/model.toml`` (see ``keepwarm.config``). Scans (polled, and watched when
+the source can be) emit the whole listing; ``Reconciler`` turns one listing into manager
+calls: load the versions the policy wants, keep the old one serving until a new one is
+READY (availability-preserving), drain versions that are gone, and forget them once
+unloaded. A scan that fails keeps the last good listing in force (and says why in
+``status()`` and the log); only a listing that succeeds and lacks a model removes it.
+
+The parts: ``Catalog`` (listing, specs, version choice), ``ServingMap`` (the lock-free
+routing table requests read), ``RepositoryRequests`` (leases), ``repository_status``.
 """
 
 from __future__ import annotations
@@ -14,26 +17,35 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from keepwarm.core.backoff import Backoff
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
+from keepwarm.core.lease import Lease
 from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
-from keepwarm.core.version_policy import aspired_versions, keep_for_availability
-from keepwarm.errors import KeepwarmError
-from keepwarm.loading import RuntimeSpec
-from keepwarm.repository_view import RepositoryView
-from keepwarm.settings import DownloadSettings, Settings
-from keepwarm.sources.filesystem import FilesystemSource, ModelListing
-from keepwarm.sources.resolve import local_path_or_none
+from keepwarm.errors import (
+    DeadlineExceededError,
+    KeepwarmError,
+    ModelNotFoundError,
+    UnavailableError,
+)
+from keepwarm.repository_catalog import Catalog
+from keepwarm.repository_reconcile import Reconciler
+from keepwarm.repository_requests import LeaseContext, RepositoryRequests, Version
+from keepwarm.repository_status import RepositoryStatus, repository_status
+from keepwarm.serving import ServingMap
+from keepwarm.settings import Settings
+from keepwarm.sources.listing import Source, open_source
 
 log = logging.getLogger("keepwarm.repository")
 
 
-class Repository(RepositoryView):
+class Repository:
     """Serve every model of a repository directory, following new versions as they land.
 
     ``root`` is a directory, a ``file://`` URL, or a remote store (``s3://bucket/prefix``).
@@ -62,7 +74,7 @@ class Repository(RepositoryView):
         budget_timeout: float | None = None,
         drain_timeout: float | None = None,
         watch: bool | None = None,
-        source: Any = None,
+        source: Source | None = None,
         allow_unsafe: bool | None = None,
     ) -> None:
         self.root = os.fspath(root)
@@ -84,8 +96,8 @@ class Repository(RepositoryView):
         self.allow_unsafe = loading.allow_unsafe
         self.drain_timeout = loading.drain_timeout
         self._watch = self.settings.repository.watch
-        self._source = (
-            source if source is not None else _make_source(self.root, self.settings.downloads)
+        self._source: Source = (
+            source if source is not None else open_source(self.root, self.settings.downloads)
         )
         self.manager = Manager(
             max_models=budget.max_models,
@@ -95,14 +107,104 @@ class Repository(RepositoryView):
             patience=budget.patience,
             backoff=Backoff(loading.retry_initial, loading.retry_max),
         )
-        self._lock = threading.RLock()
-        self._listing: dict[str, ModelListing] = {}
-        self._specs: dict[ModelId, RuntimeSpec] = {}
-        self._refused: dict[ModelId, str] = {}
-        self._scan_error: str | None = None  # the last failed scan's, logged once
+        self._catalog = Catalog(self.manager, self.settings, location=self.root)
+        self._serving = ServingMap(on_demand=self.on_demand)
+        self._requests = RepositoryRequests(self._catalog, self.manager, self._serving)
+        self._reconciler = Reconciler(self._catalog, self.manager, on_demand=self.on_demand)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._unwatch = self.manager.watch(self._serving.on_transition)
         self._unsubscribe = self.manager.events.subscribe(self._on_event)
+
+    # ------------------------------------------------------------------ requests
+
+    def acquire(self, name: str, version: Version = None, *, timeout: float | None = None) -> Lease:
+        """A lease on one version of ``name``: ``version`` is a number, a label, or None
+        for the default (the highest READY version, or what ``model.toml`` names).
+        ``lease.model`` is a ``LeasedModel``; release it (or use ``with``). With a
+        ``timeout``, a version still loading is waited for, up to it
+        (``DeadlineExceededError``); without one, ``UnavailableError`` at once."""
+        return self._requests.acquire(name, version, timeout=timeout)
+
+    def try_acquire(self, name: str, version: Version = None) -> Lease | None:
+        """A lease when that version is READY now, else None; never blocks nor loads.
+        Raises what waiting cannot change (an unknown model, version or label)."""
+        return self._requests.try_acquire(name, version)
+
+    async def acquire_async(
+        self, name: str, version: Version = None, *, timeout: float | None = None
+    ) -> Lease:
+        """``acquire`` for an event loop: never blocks the loop; cancelled, it leaves no
+        lease and no waiter behind. On demand, a load that finds no room in the budget
+        does not wait for leases to end: ``ResourceExhaustedError`` at once."""
+        return await self._requests.acquire_async(name, version, timeout=timeout)
+
+    def lease(self, name: str, version: Version = None, *, timeout: float | None = None) -> Any:
+        """``with repo.lease(name, version) as model:`` holds that version for the block."""
+        return LeaseContext(self._requests, name, version, timeout)
+
+    def wait_ready(self, name: str, version: Version = None, timeout: float = 60.0) -> int:
+        """Wait until ``name`` (that version, or its default) can serve; return the version.
+
+        In on-demand mode this loads the version (as a request would); a model or version
+        not listed yet is waited for too."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                lease = self._requests.acquire(
+                    name, version, timeout=max(0.0, deadline - time.monotonic())
+                )
+                break
+            except (ModelNotFoundError, UnavailableError, DeadlineExceededError) as exc:
+                # Not listed yet, or failed for now (a retry after its backoff may still
+                # load it): wait for a change that could make it serve.
+                left = deadline - time.monotonic()
+                test = self._listed if isinstance(exc, ModelNotFoundError) else self._servable
+                if left <= 0 or not self.manager.wait_for(partial(test, name, version), left):
+                    raise UnavailableError(
+                        f"model {name!r} (version {version}) was not ready within {timeout:g} s "
+                        f"({exc.message}); status: {self._model_status(name)}"
+                    ) from None
+        with lease as model:
+            return int(model.version)
+
+    def _model_status(self, name: str) -> dict[str, Any] | None:
+        model = self.status().models.get(name)
+        return model.to_dict() if model is not None else None
+
+    def _servable(self, name: str, version: Version) -> bool:
+        try:
+            self._catalog.choose(name, version)
+        except UnavailableError:
+            return self._catalog.settling(name, version if isinstance(version, int) else None)
+        except KeepwarmError:
+            return True
+        return True
+
+    def _listed(self, name: str, version: Version) -> bool:
+        try:
+            self._catalog.choose(name, version)
+        except ModelNotFoundError:
+            return False
+        except KeepwarmError:
+            return True
+        return True
+
+    def status(self) -> RepositoryStatus:
+        """Every model and version (``keepwarm.repository_status``): the manager's state
+        and reason, the listing's view of the files (``disk``: taken, waiting for files,
+        gone from disk), why a wanted version could not start, memory figures, and
+        ``listing_error`` when the last scan failed. ``.to_dict()`` for JSON."""
+        return repository_status(self._catalog)
+
+    @property
+    def listing_error(self) -> str | None:
+        """Why the last scan failed (the listing before it stays in force); None if it worked."""
+        return self._catalog.listing_error
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every state change; returns the unsubscribe function."""
+        return self.manager.events.subscribe(callback)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -117,7 +219,7 @@ class Repository(RepositoryView):
         """Scan once, start loading, and start the poll (and watch) threads."""
         self.refresh()
         self._spawn(self._poll_loop, "keepwarm-poll")
-        if self._watch and isinstance(self._source, FilesystemSource):
+        if self._watch and self._source.watchable:
             self._spawn(self._watch_loop, "keepwarm-watch")
 
     def close(self) -> None:
@@ -127,6 +229,7 @@ class Repository(RepositoryView):
             thread.join(timeout=5)
         self._unsubscribe()
         self.manager.close(self.drain_timeout)
+        self._unwatch()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -135,47 +238,51 @@ class Repository(RepositoryView):
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
-            try:
-                self.refresh()
-            except KeepwarmError as exc:  # e.g. the store cannot be listed: said once
-                if exc.message != self._scan_error:
-                    log.warning("scanning %s failed: %s", self.root, exc.message)
-                self._scan_error = exc.message
-                continue
-            except Exception:  # a bad scan must not stop the loop; the next one retries
-                log.exception("scanning %s failed", self.root)
-            self._scan_error = None
+            self._refresh_logged()
 
     def _watch_loop(self) -> None:
         try:
-            import watchfiles
-        except ImportError:
-            return  # polling alone
-        assert isinstance(self._source, FilesystemSource)
-        try:
-            for _changes in watchfiles.watch(
-                self._source.root,  # a local path, whatever the spelling of ``root``
-                stop_event=self._stop,
-                debounce=200,
-                rust_timeout=500,
-                yield_on_timeout=False,
-                raise_interrupt=False,
-            ):
-                self.refresh()
+            self._source.watch(self._stop, self._refresh_logged)
         except Exception:
             log.exception("watching %s failed; polling continues", self.root)
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except KeepwarmError:
+            pass  # kept in ``listing_error`` and logged once by ``refresh``
+        except Exception:  # a bad scan must not stop the loop; the next one retries
+            log.exception("scanning %s failed", self.root)
 
     # ------------------------------------------------------------ reconciliation
 
     def refresh(self) -> None:
-        """Scan the repository now and act on what it lists."""
-        listing = self._source.scan()
-        with self._lock:
+        """Scan the repository now and act on what it lists. When the scan fails, the last
+        good listing stays in force, the error is kept for ``status()`` (logged once) and
+        raised."""
+        catalog = self._catalog
+        try:
+            listing = self._source.scan()
+        except KeepwarmError as exc:
+            if exc.message != catalog.listing_error:
+                log.warning(
+                    "listing %s failed; serving on with the last good listing: %s",
+                    self.root,
+                    exc.message,
+                )
+            catalog.listing_error = exc.message
+            raise
+        if catalog.listing_error is not None:
+            log.warning("listing %s works again", self.root)
+        catalog.listing_error = None
+        with catalog.lock:
             # Models gone from the listing too: their versions drain, then are forgotten.
-            names = set(self._listing) | set(listing) | {key.name for key in self._specs}
-            self._listing = listing  # replaced whole, never mutated: readable without the lock
+            names = set(catalog.listing) | set(listing) | {key.name for key in catalog.specs}
+            catalog.listing = listing  # replaced whole, never mutated: read without a lock
+            self._serving.set_listing(listing)
             for name in sorted(names):
-                self._reconcile_safely(name)
+                self._reconciler.reconcile(name)
+        self.manager.changed()  # requests waiting for a version look again
 
     def _on_event(self, event: Event) -> None:
         # A version became READY (or failed): old versions may now go, or must stay.
@@ -185,83 +292,8 @@ class Repository(RepositoryView):
         if event.kind != "state" or not isinstance(key, ModelId):
             return
         if event.state in (State.READY, State.FAILED):
-            with self._lock:
-                self._reconcile_safely(key.name)
+            with self._catalog.lock:
+                self._reconciler.reconcile(key.name)
         elif event.state is State.UNLOADED:  # a version gone from disk may be forgotten now
-            with self._lock:
-                self._forget_gone(key.name)
-
-    def _reconcile_safely(self, name: str) -> None:
-        # One model whose reconciliation fails (a version that cannot start is handled in
-        # ``_ensure``) must not stop the others from being reconciled; the next scan retries.
-        try:
-            self._reconcile(name)
-        except KeepwarmError as exc:
-            log.warning("model %r: %s", name, exc.message)
-
-    def _reconcile(self, name: str) -> None:
-        model = self._listing.get(name)
-        resident = {
-            key.version
-            for key in self._known(name)
-            if self.manager.state(key) in (State.LOADING, State.WARMING, State.READY)
-        }
-        wanted: set[int] = set()
-        if model is not None and not model.blocked:
-            config = model.config
-            available = {v for v, listing in model.versions.items() if listing.complete}
-            aspired = aspired_versions(available, config.policy, config.labels)
-            # Still on disk, though perhaps no longer judged whole (being rewritten, or a
-            # model.toml naming another runtime): a READY version keeps serving until
-            # something else is READY.
-            ready = self._ready(name, model)
-            wanted = aspired | keep_for_availability(aspired, ready, set(model.versions))
-            if not self.on_demand or config.pinned:
-                for version in sorted(aspired):
-                    self._ensure(ModelId(name, version), model)
-            else:
-                wanted |= available  # on demand: any listed version may be asked for
-        for key in [k for k in self._refused if k.name == name and k.version not in wanted]:
-            del self._refused[key]
-        for version in resident - wanted:
-            self.manager.unload(ModelId(name, version), "no longer wanted")
-        self._forget_gone(name)
-
-    def _ensure(self, key: ModelId, model: ModelListing) -> None:
-        """Start loading ``key`` if it is not loaded. A version that cannot start (say,
-        larger than the whole budget) does not stop the others; why is kept for
-        ``status()`` and logged once per distinct reason (it is tried again every scan)."""
-        try:
-            self.manager.ensure(key, self._spec(model, key.version), pinned=model.config.pinned)
-        except KeepwarmError as exc:
-            if self._refused.get(key) != exc.message:
-                log.warning("%s is not loaded: %s", key, exc.message)
-            self._refused[key] = exc.message
-        else:
-            self._refused.pop(key, None)
-
-    def _forget_gone(self, name: str) -> None:
-        """Drop versions no longer on disk once they hold nothing: their spec and their
-        manager entry (and so their line in ``status()``)."""
-        model = self._listing.get(name)
-        on_disk = model.versions if model is not None else {}
-        for key in self._known(name):
-            if key.version in on_disk:
-                continue
-            self._refused.pop(key, None)
-            if self.manager.forget(key):  # not while it holds memory, a load or a request
-                del self._specs[key]
-
-    def _known(self, name: str) -> list[ModelId]:
-        return [key for key in self._specs if key.name == name]
-
-
-def _make_source(root: str, downloads: DownloadSettings) -> Any:
-    # One URI parser for the library and the server: ``~``, ``file://localhost/...`` and
-    # percent-escapes in ``file://`` URLs mean what they mean to ``keepwarm.load``.
-    path = local_path_or_none(root)
-    if path is None:
-        from keepwarm.sources.remote_repository import RemoteSource
-
-        return RemoteSource(root, downloads=downloads)
-    return FilesystemSource(path)
+            with self._catalog.lock:
+                self._reconciler.forget_gone(key.name)

@@ -76,15 +76,16 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     import uvicorn
 
     from keepwarm.http import HttpApp
-    from keepwarm.repository import Repository, _make_source
+    from keepwarm.repository import Repository
     from keepwarm.service import InferenceService
+    from keepwarm.sources.listing import open_source
 
     cfg = settings.server
     control = None
     if cfg.management_api or cfg.model_control == "explicit":
         # The repository's own source for ``root`` (one URI parser), wrapped; with model
         # control the directory is polled, not watched.
-        control = ControlledSource(_make_source(root, settings.downloads), cfg.model_control)
+        control = ControlledSource(open_source(root, settings.downloads), cfg.model_control)
     repository = Repository(root, settings=settings, source=control)
     timeout = None if cfg.request_timeout_ms is None else cfg.request_timeout_ms / 1000.0
     service = InferenceService(

@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -264,9 +263,9 @@ class InferenceService:
     ) -> T:
         """``run(leased_model)`` on a worker thread under a lease; errors made public.
 
-        The seam with the core: the lease is taken on the worker thread with the blocking
-        ``lease``; core's ``acquire_async`` (awaited here, then one hop for ``run``) keeps
-        a waiting request from holding a thread."""
+        The lease is taken on the event loop (``acquire_async`` never blocks it, and a
+        version still loading is waited for up to the deadline: 504 after it); only
+        ``run`` hops to a worker thread."""
         why = self.held(name)
         if why is not None:
             raise UnavailableError(
@@ -275,56 +274,35 @@ class InferenceService:
         wanted = parse_version(version)
         seconds = self.default_timeout if timeout is None else timeout
         deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            # Without a deadline a loading version is still waited for, up to the load timeout.
+            lease = await self.repository.acquire_async(
+                name, wanted, timeout=self.load_timeout if seconds is None else seconds
+            )
+        except KeepwarmError as exc:
+            raise self._scrubbed(exc) from None
 
         def work() -> T:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise DeadlineExceededError(f"the request's deadline ({seconds:g} s) passed")
-            with ExitStack() as stack:
-                try:
-                    model = stack.enter_context(
-                        self.repository.lease(name, wanted, timeout=remaining)
-                    )
-                except UnavailableError:
-                    if not self._loading(name):  # checked only then: status() is not cheap
-                        raise
-                    self._wait_ready(name, wanted, remaining, seconds)  # as the library's lease
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    model = stack.enter_context(
-                        self.repository.lease(name, wanted, timeout=remaining)
-                    )
+            try:
                 if deadline is not None and time.monotonic() > deadline:
                     raise DeadlineExceededError(
                         f"the request's deadline ({seconds:g} s) passed before it could run"
                     )
-                return run(model)
+                return run(lease.model)
+            finally:
+                lease.release()  # on the thread that ran it: never under a running model
 
-        loop = asyncio.get_running_loop()
+        future = self._executor.submit(work)
         try:
-            return await loop.run_in_executor(self._executor, work)
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if future.cancel():  # it never started: its lease is given back here
+                lease.release()
+            raise
         except KeepwarmError as exc:
             raise self._scrubbed(exc) from None
         except Exception as exc:
             raise self._scrubber.translated(name, exc) from None
-
-    def _loading(self, name: str) -> bool:
-        """Whether ``name`` has no READY version yet but one on its way (a request waits)."""
-        states = [state for _, state, _ in self.versions(name)]
-        return "READY" not in states and any(state in _SETTLING for state in states)
-
-    def _wait_ready(
-        self, name: str, wanted: int | str | None, remaining: float | None, seconds: float | None
-    ) -> None:
-        limit = self.load_timeout if remaining is None else max(0.0, remaining)
-        try:
-            self.repository.wait_ready(name, wanted, timeout=limit)
-        except UnavailableError:
-            if remaining is not None and limit == remaining:
-                raise DeadlineExceededError(
-                    f"the request's deadline ({seconds:g} s) passed while model {name!r} "
-                    "was loading"
-                ) from None
-            raise
 
     def public(self, text: str) -> str:
         """``text`` with files named relative to the repository root (see ``Scrubber``)."""

@@ -18,6 +18,14 @@ def echo_models(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 
 
 @pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An empty model repository directory."""
+    path = tmp_path / "models"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
 def probe() -> type[Probe]:
     """The probe models' record, empty; any gate is opened at the end."""
     Probe.reset()

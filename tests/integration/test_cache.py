@@ -202,3 +202,16 @@ def test_same_model_whatever_the_spelling_of_its_path(
     as_url = cache.load((example_models / "mlp_onnx" / "1").as_uri())
     assert relative is absolute is as_url
     assert cache.stats()["loads"] == 1
+
+
+def test_a_lease_says_which_version_answered(example_models: Path) -> None:
+    cache = keepwarm.ModelCache()
+    try:
+        with cache.lease(example_models / "mlp_onnx") as model:  # a versioned directory
+            assert model.version == 1
+        with cache.lease(example_models / "mlp_onnx", version=1) as model:
+            assert model.version == 1
+        with cache.lease(example_models / "mlp_onnx" / "1" / "model.onnx") as model:
+            assert model.version is None  # a file: no version to speak of
+    finally:
+        cache.close()

@@ -70,7 +70,7 @@ def test_new_version_uploaded_to_s3_is_picked_up_and_served(
             np.testing.assert_allclose(model.predict(x)["probs"], first, atol=1e-5)
         with repo.lease("mlp", "stable") as model:
             assert model.version == 1
-        assert repo.status()["mlp"]["versions"][2]["state"] == "READY"
+        assert repo.status().models["mlp"].versions[2].state is State.READY
         # Version 1 deleted from the store: it unloads, and nothing of it is kept.
         fs.pipe_file(f"{where['bucket']}/models/mlp/model.toml", b"")
         fs.rm(f"{where['bucket']}/models/mlp/1", recursive=True)
@@ -80,7 +80,7 @@ def test_new_version_uploaded_to_s3_is_picked_up_and_served(
             lambda: repo.manager.state(first) in (State.UNLOADED, None), 60
         )
         repo.refresh()
-        assert sorted(repo.status()["mlp"]["versions"]) == [2]
+        assert sorted(repo.status().models["mlp"].versions) == [2]
         assert ("mlp", 1) not in source._copied and ("mlp", 1) not in source._seen
 
 

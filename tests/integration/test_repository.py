@@ -7,6 +7,7 @@ is bounded.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from keepwarm.core.ids import ModelId
 from keepwarm.core.states import State
 from keepwarm.loading import spec_from_call
 from keepwarm.repository import Repository
+from keepwarm.repository_status import DiskState
 from keepwarm.sources.filesystem import FilesystemSource, ModelListing
 from support.repo_builders import (
     Traffic,
@@ -50,7 +52,7 @@ def assert_refused(
 
 
 def versions_state(repo: Repository, name: str) -> dict[int, str]:
-    return {v: info["state"] for v, info in repo.status()[name]["versions"].items()}
+    return {v: info.state.value for v, info in repo.status().models[name].versions.items()}
 
 
 class Recorder:
@@ -85,13 +87,6 @@ class Recorder:
     def states(self, key: ModelId) -> list[State | None]:
         with self._cond:
             return [e.state for e in self.events if e.kind == "state" and e.key == key]
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -152,8 +147,9 @@ def test_version_copied_slowly_is_taken_only_when_whole_and_settled(
                 repo.refresh()
                 steps.append(what)
                 assert repo.manager.state(new) is None, f"loaded after {what}"
-                info = repo.status()["echo"]["versions"][2]
-                assert info["state"] == "WAITING" and info["reason"], (what, info)
+                info = repo.status().models["echo"].versions[2]
+                assert info.state is State.NEW, (what, info)
+                assert info.disk is DiskState.WAITING_FOR_FILES and info.reason, (what, info)
                 assert traffic.wait_requests(4)
 
             copy_slowly(echo_models[2], root / "echo" / "2", pause)
@@ -195,7 +191,7 @@ def test_version_removed_while_leased_finishes_its_requests(
         shutil.rmtree(root / "mlp")
         repo.refresh()
         assert_refused(repo.lease("mlp"), keepwarm.ModelNotFoundError, "not found")
-        assert "mlp" not in repo.status()
+        assert "mlp" not in repo.status().models
 
 
 def test_labels_and_default_label(root: Path, echo_models: dict[int, Path]) -> None:
@@ -232,13 +228,15 @@ def test_status_events_and_memory_given_back(root: Path, echo_models: dict[int, 
         repo.wait_ready("echo", timeout=WAIT_S)
         recorder.wait("state", first, State.READY)
         assert recorder.states(first) == [State.LOADING, State.WARMING, State.READY]
-        info = repo.status()["echo"]
-        assert info["config_error"] is None
-        ready = info["versions"][1]
+        status = repo.status()
+        info = status.models["echo"]
+        assert info.config_error is None and status.listing_error is None
+        ready = info.versions[1].to_dict()
         assert ready["state"] == "READY" and ready["nbytes"] > 0 and ready["load_seconds"] > 0
         assert ready["leases"] == 0 and ready["failures"] == 0 and ready["reason"] is None
+        assert ready["disk"] == "taken" and json.loads(json.dumps(status.to_dict()))
         with repo.lease("echo"):
-            assert repo.status()["echo"]["versions"][1]["leases"] == 1
+            assert repo.status().models["echo"].versions[1].to_dict()["leases"] == 1
 
         place(root / "echo", 2, echo_models[2])
         repo.refresh()
@@ -248,7 +246,7 @@ def test_status_events_and_memory_given_back(root: Path, echo_models: dict[int, 
         # The reaper closes the old version and measures what came back (batched, <= ~1 s).
         reclaimed = recorder.wait("reclaimed", first)
         assert reclaimed.nbytes is not None and reclaimed.nbytes >= 0
-        gone = repo.status()["echo"]["versions"][1]
+        gone = repo.status().models["echo"].versions[1].to_dict()
         assert gone["state"] == "UNLOADED" and gone["reason"] == "no longer wanted"
         assert isinstance(gone["unreclaimed_bytes"], int) and gone["nbytes"] == 0
         unsubscribe()
@@ -278,9 +276,10 @@ def test_on_demand_loads_on_first_use_evicts_keeps_pinned_and_refuses_what_canno
         for name in "abc":
             with repo.lease(name, timeout=WAIT_S) as model:
                 assert model.predict(x)["probs"].shape == (1, 10)
-        states = {name: s["versions"][1]["state"] for name, s in repo.status().items()}
+        models = repo.status().models
+        states = {name: s.versions[1].state.value for name, s in models.items()}
         assert states == {"a": "UNLOADED", "b": "UNLOADED", "c": "READY", "pinned": "READY"}
-        assert repo.status()["a"]["versions"][1]["reason"].startswith("evicted")
+        assert str(models["a"].versions[1].reason).startswith("evicted")
         assert repo.manager.used()[0] <= budget
         with repo.lease("c"):  # c in use, the pinned model pinned: no room for a
             assert_refused(
@@ -298,10 +297,11 @@ def test_on_demand_loads_on_first_use_evicts_keeps_pinned_and_refuses_what_canno
 STARTUP = """
 import sys
 from keepwarm.repository import Repository
+from keepwarm.repository_status import DiskState
 with Repository(sys.argv[1], poll_seconds=0.05) as repo:
     for name in ("mlp", "mlp_keras", "mlp_onnx"):
         repo.wait_ready(name, timeout=30)
-    print(sorted(repo.status()))
+    print(sorted(repo.status().models))
 """
 
 
@@ -360,20 +360,20 @@ def test_versions_gone_from_disk_leave_status_once_unloaded(
             shutil.rmtree(root / "echo" / "1")
             repo.refresh()
             # Draining: still listed (its files are gone), until its last lease ends.
-            gone = repo.status()["echo"]["versions"][1]
-            assert gone["state"] == "DRAINING" and "no longer on disk" in gone["disk"]
+            gone = repo.status().models["echo"].versions[1]
+            assert gone.state is State.DRAINING and gone.disk is DiskState.GONE
         assert unloaded(repo, first)
         repo.refresh()
-        assert sorted(repo.status()["echo"]["versions"]) == [2]
-        assert repo.manager.entry(first) is None and first not in repo._specs
+        assert sorted(repo.status().models["echo"].versions) == [2]
+        assert repo.manager.entry(first) is None
         assert repo.manager.state(second) is State.READY
         # A whole model goes: its versions drain, then nothing of it is kept.
         shutil.rmtree(root / "other")
         repo.refresh()
         assert unloaded(repo, other)
         repo.refresh()
-        assert "other" not in repo.status()
-        assert repo.manager.entry(other) is None and other not in repo._specs
+        assert "other" not in repo.status().models
+        assert repo.manager.entry(other) is None
         # Listed again: loaded afresh.
         place(root / "echo", 1, echo_models[1])
         repo.refresh()

@@ -20,6 +20,7 @@ from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
 from keepwarm.core.states import State
 from keepwarm.repository import Repository
+from keepwarm.repository_status import DiskState
 from support.repo_builders import (
     Probe,
     Traffic,
@@ -34,13 +35,6 @@ from support.waiting import wait_until
 WAIT_S = 30.0
 BACKOFF_S = 0.5
 OLD, NEW, FIXED = ModelId("echo", 1), ModelId("echo", 2), ModelId("echo", 3)
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
 
 
 def serving_v1(root: Path, echo_models: dict[int, Path], **options: float) -> Repository:
@@ -93,13 +87,14 @@ def test_broken_new_version_old_keeps_serving_backoff_then_fixed_version_loads(
             # Refused by the format check: never handed to a loader, at any scan.
             for _ in range(5):
                 repo.refresh()
-            info = repo.status()["echo"]["versions"][2]
-            assert info["state"] == "WAITING" and why in info["reason"]
+            info = repo.status().models["echo"].versions[2]
+            assert info.state is State.NEW and info.disk is DiskState.WAITING_FOR_FILES
+            assert why in str(info.reason)
             assert attempts(repo, NEW) == 0
         else:
             assert until(repo, lambda: repo.manager.state(NEW) is State.FAILED)
-            info = repo.status()["echo"]["versions"][2]
-            assert info["state"] == "FAILED" and why in info["reason"].lower(), info
+            info = repo.status().models["echo"].versions[2]
+            assert info.state is State.FAILED and why in str(info.reason).lower(), info
             entry = repo.manager.entry(NEW)
             assert entry is not None
             for _ in range(5):  # scans within the backoff do not retry
@@ -108,7 +103,7 @@ def test_broken_new_version_old_keeps_serving_backoff_then_fixed_version_loads(
             # After the backoff a poll retries once, and the next delay doubles.
             assert until(repo, lambda: entry.failures >= 2)
             assert attempts(repo, NEW) == 2
-            assert repo.status()["echo"]["versions"][2]["retry_in"] > BACKOFF_S
+            assert repo.status().models["echo"].versions[2].to_dict()["retry_in"] > BACKOFF_S
             if broken == "loader_raises":
                 assert probe.count("FailingLoad") == 2
         assert traffic.wait_requests(20)
@@ -133,7 +128,7 @@ def test_load_hanging_past_its_timeout_fails_and_waits_for_the_stuck_load(
         repo.refresh()
         assert probe.entered.wait(WAIT_S)
         assert until(repo, lambda: repo.manager.state(NEW) is State.FAILED)
-        info = repo.status()["echo"]["versions"][2]
+        info = repo.status().models["echo"].versions[2].to_dict()
         assert "timeout" in info["reason"] and info["stuck_load"] is True
         # Past the backoff, polls still do not start a second load beside the stuck one.
         entry = repo.manager.entry(NEW)
@@ -160,7 +155,7 @@ def test_bad_model_toml_keeps_the_last_good_config_and_the_serving_version(
         # A typo: the file is refused, the last good configuration stays in force.
         write_model_toml(root / "echo", "[lables]\nstable = 1\n")
         repo.refresh()
-        error = repo.status()["echo"]["config_error"]
+        error = str(repo.status().models["echo"].config_error)
         assert "model.toml" in error and "'lables'" in error
         with repo.lease("echo", "stable") as model:
             assert model.version == 1
@@ -170,14 +165,15 @@ def test_bad_model_toml_keeps_the_last_good_config_and_the_serving_version(
         place(root / "echo", 2, echo_models[2])
         for _ in range(3):
             repo.refresh()
-        versions = repo.status()["echo"]["versions"]
-        assert "nosuch" in versions[2]["reason"] and versions[2]["state"] == "WAITING"
-        assert versions[1]["state"] == "READY" and "nosuch" in versions[1]["disk"]
+        versions = repo.status().models["echo"].versions
+        assert "nosuch" in str(versions[2].reason) and versions[2].state is State.NEW
+        assert versions[2].disk is DiskState.WAITING_FOR_FILES
+        assert versions[1].state is State.READY and "nosuch" in str(versions[1].disk_reason)
         assert traffic.wait_requests(20) and traffic.versions() == {1}
         write_model_toml(root / "echo", "")
         repo.refresh()
         assert repo.wait_ready("echo", 2, timeout=WAIT_S) == 2
-        assert repo.status()["echo"]["config_error"] is None
+        assert repo.status().models["echo"].config_error is None
         assert traffic.wait_all_served(2)
     assert traffic.failures == []
     assert traffic.runs == [[1, 2]] * 4
@@ -192,7 +188,7 @@ def test_new_model_with_a_bad_model_toml_loads_nothing_until_fixed(
         for _ in range(3):
             repo.refresh()
         assert repo.manager.state(OLD) is None
-        assert "pinned" in repo.status()["echo"]["config_error"]
+        assert "pinned" in str(repo.status().models["echo"].config_error)
         with (
             pytest.raises(keepwarm.UnavailableError, match=r"model\.toml is invalid"),
             repo.lease("echo"),
@@ -201,7 +197,7 @@ def test_new_model_with_a_bad_model_toml_loads_nothing_until_fixed(
         write_model_toml(root / "echo", "pinned = true\n")
         repo.refresh()
         assert repo.wait_ready("echo", timeout=WAIT_S) == 1
-        assert repo.status()["echo"]["versions"][1]["pinned"] is True
+        assert repo.status().models["echo"].versions[1].to_dict()["pinned"] is True
 
 
 def test_32_threads_x_200_loads_and_unloads_never_load_twice_at_once(
@@ -277,8 +273,8 @@ def test_python_model_is_refused_without_allow_unsafe(root: Path, probe: type[Pr
         assert until(repo, lambda: repo.manager.state(key) is State.FAILED)
         entry = repo.manager.entry(key)
         assert entry is not None and isinstance(entry.error, keepwarm.UnsafeFormatError)
-        info = repo.status()["py"]["versions"][1]
-        assert info["state"] == "FAILED" and "allow_unsafe" in info["reason"], info
+        info = repo.status().models["py"].versions[1]
+        assert info.state is State.FAILED and "allow_unsafe" in str(info.reason), info
         assert probe.count("EchoVersion") == 0
     with Repository(root, poll_seconds=0.05, allow_unsafe=True) as repo:
         assert repo.wait_ready("py", timeout=WAIT_S) == 1
@@ -302,9 +298,9 @@ def test_version_larger_than_the_budget_does_not_block_the_others(
         assert repo.wait_ready("echo", 2, timeout=WAIT_S) == 2
         for _ in range(3):  # tried again at every scan, logged once
             repo.refresh()
-        info = repo.status()["echo"]["versions"][1]
-        assert "more than the whole budget" in info["refused"], info
-        assert info["state"] == "NEW" and info["reason"] == info["refused"]
+        info = repo.status().models["echo"].versions[1]
+        assert "more than the whole budget" in str(info.refused), info
+        assert info.state is State.NEW and info.reason == info.refused
         assert repo.manager.state(big) is State.NEW
         logged = [r for r in caplog.records if "more than the whole budget" in r.getMessage()]
         assert len(logged) == 1, logged
@@ -313,7 +309,7 @@ def test_version_larger_than_the_budget_does_not_block_the_others(
         # No longer wanted: the refusal goes with it, and version 2 keeps serving.
         write_model_toml(root / "echo", "")
         repo.refresh()
-        assert repo.status()["echo"]["versions"][1]["refused"] is None
+        assert repo.status().models["echo"].versions[1].refused is None
         with repo.lease("echo") as model:
             assert model.version == 2
 

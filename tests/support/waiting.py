@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Hashable
 
@@ -35,3 +36,13 @@ def waiting_for_room(manager: Manager, key: Hashable, *, ready: Hashable = None)
         return waiting and (ready is None or manager.state(ready) is State.READY)
 
     return manager.wait_for(check, 0)
+
+
+async def until_async(predicate: Callable[[], object], timeout: float = WAIT_S) -> None:
+    """Let the event loop run until ``predicate`` holds (checked at each turn); fail the
+    test after ``timeout`` seconds. A loop that never turns would hang here: this is
+    also the check that whatever awaits meanwhile does not block the loop."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0)

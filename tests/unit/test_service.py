@@ -84,28 +84,3 @@ def test_management_token(tmp_path: Path) -> None:
     finally:
         off.close()
         on.close()
-
-
-def test_status_is_read_in_both_shapes() -> None:
-    from enum import Enum
-    from types import SimpleNamespace
-
-    from keepwarm.service_status import model_states
-
-    plain = {
-        "m": {
-            "config_error": None,
-            "versions": {
-                2: {"state": "FAILED", "reason": "bad"},
-                1: {"state": "READY", "reason": None},
-            },
-        }
-    }
-    assert model_states(plain) == {"m": {1: ("READY", ""), 2: ("FAILED", "bad")}}
-
-    class State(Enum):  # the core's typed status carries the manager's enum
-        READY = "READY"
-
-    version = SimpleNamespace(state=State.READY, reason=None)
-    typed = SimpleNamespace(models={"m": SimpleNamespace(versions={"1": version})})
-    assert model_states(typed) == {"m": {1: ("READY", "")}}

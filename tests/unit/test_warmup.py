@@ -73,8 +73,13 @@ def test_only_supplied_samples_that_fail_make_the_load_fail(tmp_path: Path) -> N
         assert repo.wait_ready("audio", timeout=WAIT_S) == 1
         bad = ModelId("bad", 1)
         assert repo.manager.wait_for(lambda: repo.manager.state(bad) is State.FAILED, WAIT_S)
-        reason = repo.status()["bad"]["versions"][1]["reason"]
+        models = repo.status().models
+        reason = str(models["bad"].versions[1].reason)
         assert "supplied sample 1 of 1 failed" in reason and "reshape" in reason.lower(), reason
+        audio = models["audio"].versions[1]  # READY, and its reason says warmup was skipped
+        assert audio.state is State.READY and str(audio.reason).startswith(
+            "generated warmup skipped: "
+        ), audio
         with repo.lease("audio") as model:
             assert model.predict(np.ones((1, 1, 64), np.float32))["y"].shape == (1, 1, 1)
 

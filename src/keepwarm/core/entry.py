@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Hashable
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from keepwarm.core.states import State
@@ -32,7 +33,32 @@ class LoadSpec(Protocol):
 
 
 class Entry:
-    """Mutable state of one key; every field is guarded by the manager's lock."""
+    """The state of one key. Every field is written under the table's lock; requests read
+    ``state`` and ``model`` and count themselves in ``holders`` without it (see
+    ``core.requests``)."""
+
+    __slots__ = (
+        "attempt",
+        "error",
+        "estimate",
+        "failures",
+        "holders",
+        "key",
+        "last_used",
+        "load_seconds",
+        "model",
+        "nbytes",
+        "pinned",
+        "reason",
+        "reserving",
+        "retry_at",
+        "spec",
+        "state",
+        "stuck",
+        "timer",
+        "unreclaimed_bytes",
+        "waiters",
+    )
 
     def __init__(self, key: Hashable, spec: LoadSpec) -> None:
         self.key = key
@@ -40,7 +66,9 @@ class Entry:
         self.state = State.NEW
         self.reason: str | None = None
         self.model: Any = None
-        self.leases = 0
+        # One item per lease held: ``list.append`` and ``list.pop`` are atomic, so a
+        # request takes and gives back its count without a lock.
+        self.holders: list[None] = []
         self.waiters = 0  # requests waiting for this key to load (it is not evicted)
         self.nbytes = 0
         self.pinned = False
@@ -56,6 +84,10 @@ class Entry:
         self.unreclaimed_bytes: int | None = None  # after the last unload, measured
         self.estimate: tuple[LoadSpec, int] | None = None  # (spec, bytes), made off the lock
 
+    @property
+    def leases(self) -> int:
+        return len(self.holders)
+
     def set_spec(self, spec: LoadSpec) -> None:
         """A new way to load this key (say, a fixed model.toml): retry without backoff."""
         if spec is not self.spec:
@@ -65,26 +97,59 @@ class Entry:
     def estimate_known(self) -> bool:
         return self.estimate is not None and self.estimate[0] is self.spec
 
-    def retry_due(self) -> bool:
-        return not self.stuck and time.monotonic() >= self.retry_at
+    def idle(self) -> bool:
+        """Not loaded, loading, nor waiting to: a load may start."""
+        return self.state in (State.NEW, State.UNLOADED, State.FAILED) and not self.reserving
+
+    def due(self) -> bool:
+        """A load should start now: never loaded, unloaded, or failed and its backoff over."""
+        if not self.idle():
+            return False
+        if self.state is State.FAILED:
+            return not self.stuck and time.monotonic() >= self.retry_at
+        return True
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
-    def describe(self) -> dict[str, Any]:
-        now = time.monotonic()
-        return {
-            "state": self.state.value,
-            "reason": self.reason,
-            "leases": self.leases,
-            "waiters": self.waiters,
-            "nbytes": self.nbytes,
-            "pinned": self.pinned,
-            "failures": self.failures,
-            "retry_in": max(0.0, self.retry_at - now) if self.state is State.FAILED else None,
-            "load_seconds": round(self.load_seconds, 4),
-            "stuck_load": self.stuck,
-            "unreclaimed_bytes": self.unreclaimed_bytes,
-        }
+    def status(self) -> EntryStatus:
+        """A copy of what status reports (read under the table's lock)."""
+        failed = self.state is State.FAILED
+        return EntryStatus(
+            state=self.state,
+            reason=self.reason,
+            leases=self.leases,
+            waiters=self.waiters,
+            nbytes=self.nbytes,
+            pinned=self.pinned,
+            failures=self.failures,
+            retry_in=max(0.0, self.retry_at - time.monotonic()) if failed else None,
+            load_seconds=round(self.load_seconds, 4),
+            stuck_load=self.stuck,
+            unreclaimed_bytes=self.unreclaimed_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class EntryStatus:
+    """One key's state, reason and figures, as ``Manager.snapshot()`` reports them."""
+
+    state: State
+    reason: str | None = None
+    leases: int = 0
+    waiters: int = 0
+    nbytes: int = 0
+    pinned: bool = False
+    failures: int = 0
+    retry_in: float | None = None  # seconds until a FAILED load is retried
+    load_seconds: float = 0.0
+    stuck_load: bool = False  # a timed-out load has not returned yet
+    unreclaimed_bytes: int | None = None  # after the last unload, measured
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for JSON (the state as its name)."""
+        out = asdict(self)
+        out["state"] = self.state.value
+        return out

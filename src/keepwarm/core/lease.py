@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-if TYPE_CHECKING:
-    from keepwarm.core.entry import Entry
-    from keepwarm.core.manager import Manager
+from keepwarm.core.entry import Entry
 
 
 class Lease:
-    __slots__ = ("_entry", "_manager", "_released", "model")
+    """``model`` is what the request uses; ``release()`` (idempotent) gives the count back.
+    Also a context manager: ``with lease as model: ...``."""
 
-    def __init__(self, manager: Manager, entry: Entry) -> None:
-        self._manager = manager
-        self._entry = entry
-        self._released = False
-        self.model: Any = entry.model
+    __slots__ = ("_entry", "_give", "model")
+
+    def __init__(self, entry: Entry, model: Any, give: Callable[[Entry], None]) -> None:
+        self._entry: Entry | None = entry
+        self._give = give  # gives the count back (``Requests.give``)
+        self.model = model
 
     def release(self) -> None:
         """End the lease (idempotent). The version may unload once its leases reach zero."""
-        if not self._released:
-            self._released = True
-            self._manager._release(self._entry)
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            self._give(entry)
 
     def __enter__(self) -> Any:
         return self.model

@@ -1,4 +1,7 @@
-"""Loads: each on a thread of its own, with a timeout, warmup, and failure backoff."""
+"""Loads: each on a thread of its own, with a timeout, warmup, and failure backoff.
+
+``start_if_due`` is the one place a load starts, for requests and for eager control.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,62 @@ import threading
 import time
 from typing import Any
 
+from keepwarm.core.backoff import Backoff
 from keepwarm.core.budget import Budget
-from keepwarm.core.entry import Entry
+from keepwarm.core.entry import Entry, LoadSpec
+from keepwarm.core.reaper import Reaper
 from keepwarm.core.states import State
+from keepwarm.core.table import Table
 from keepwarm.errors import KeepwarmError, ModelLoadError, UnavailableError
 
 
-class Loader(Budget):
+class Loader:
+    def __init__(
+        self,
+        table: Table,
+        budget: Budget,
+        reaper: Reaper,
+        *,
+        load_timeout: float,
+        budget_timeout: float,
+        backoff: Backoff,
+    ) -> None:
+        self.load_timeout = load_timeout
+        self.budget_timeout = budget_timeout
+        self.backoff = backoff
+        self.load_seconds = 0.0  # the total, over every load that became READY
+        self._table = table
+        self._budget = budget
+        self._reaper = reaper
+
+    def start_if_due(self, entry: Entry, spec: LoadSpec, deadline: float | None) -> bool:
+        """Under the lock: start loading ``entry`` with ``spec`` when a load is due (see
+        ``Entry.due``): size it (with the lock released), make room in the budget (waiting
+        for leases up to ``deadline`` and the budget timeout), then start the load thread.
+        True when this call started the load. The lock may have been released meanwhile:
+        callers read the entry again."""
+        if entry.idle():
+            entry.set_spec(spec)  # a new spec (say, a fixed config) retries at once
+        while entry.due() and not entry.estimate_known():
+            self._estimate_off_lock(entry)
+        if not entry.due():
+            return False
+        self._reserve_and_start(entry, deadline)
+        return True
+
+    def _estimate_off_lock(self, entry: Entry) -> None:
+        """Size ``entry``'s files with the lock released; returns with it held."""
+        spec = entry.spec
+        self._table.lock.release()
+        try:
+            nbytes = spec.estimate_nbytes()
+        finally:
+            self._table.lock.acquire()
+        entry.estimate = (spec, nbytes)
+
     def _reserve_and_start(self, entry: Entry, deadline: float | None) -> None:
-        """Make room for ``entry`` in the budget (waiting for leases up to a deadline), then
-        start its load on a thread of its own. Called with the lock held, once
-        ``entry.estimate_known()``."""
-        if self._closed:
+        table = self._table
+        if table.closed:
             raise UnavailableError("the model manager is shutting down")
         assert entry.estimate is not None
         entry.reserving = True
@@ -26,18 +73,18 @@ class Loader(Budget):
             budget_deadline = time.monotonic() + self.budget_timeout
             if deadline is not None:
                 budget_deadline = min(budget_deadline, deadline)
-            self._make_room(entry, budget_deadline)
-            if self._closed:  # closed while this load waited for room
+            self._budget.make_room(entry, budget_deadline)
+            if table.closed:  # closed while this load waited for room
                 raise UnavailableError("the model manager is shutting down")
         except BaseException:
             entry.reserving = False
             entry.nbytes = 0
-            self._cond.notify_all()
+            table.changed()
             raise
         entry.reserving = False
         entry.attempt += 1
-        self.counters["loads"] += 1
-        self._set_state(entry, State.LOADING)
+        table.counters.add("loads")
+        table.set_state(entry, State.LOADING)
         attempt = entry.attempt
         timer = threading.Timer(self.load_timeout, self._on_timeout, (entry, attempt))
         timer.daemon = True
@@ -56,27 +103,26 @@ class Loader(Budget):
             raise
 
     def _run_load(self, entry: Entry, attempt: int) -> None:
+        table = self._table
         started = time.perf_counter()
         model: Any = None
         try:
             model = entry.spec.load()
-            with self._cond:
-                if self._closed or not _current(entry, attempt, State.LOADING):
+            with table.lock:
+                if table.closed or not _current(entry, attempt, State.LOADING):
                     raise _Superseded
                 entry.nbytes = int(getattr(model, "nbytes", entry.nbytes) or entry.nbytes)
-                self._set_state(entry, State.WARMING)
-            entry.spec.warmup(model)
+                table.set_state(entry, State.WARMING)
+            note = entry.spec.warmup(model)
         except _Superseded:
             self._discard(entry, attempt, model)
             return
         except BaseException as exc:  # every failure becomes a typed, recorded error
             self._load_failed(entry, attempt, model, exc)
             return
-        with self._cond:
-            if self._closed or not _current(entry, attempt, State.WARMING):
-                discard = True
-            else:
-                discard = False
+        with table.lock:
+            discard = table.closed or not _current(entry, attempt, State.WARMING)
+            if not discard:
                 entry.model = model
                 entry.load_seconds = time.perf_counter() - started
                 self.load_seconds += entry.load_seconds
@@ -84,16 +130,16 @@ class Loader(Budget):
                 entry.error = None
                 entry.last_used = time.monotonic()
                 entry.cancel_timer()
-                self._set_state(entry, State.READY)
-                self._shrink_to_budget(entry)
+                table.set_state(entry, State.READY, note if isinstance(note, str) else None)
+                self._budget.shrink(entry)
         if discard:
             self._discard(entry, attempt, model)
 
     def _discard(self, entry: Entry, attempt: int, model: Any) -> None:
         """A load that returned after its timeout, or after the manager closed."""
-        with self._cond:
+        with self._table.lock:
             if (
-                self._closed
+                self._table.closed
                 and entry.attempt == attempt
                 and entry.state in (State.LOADING, State.WARMING)
             ):
@@ -113,25 +159,25 @@ class Loader(Budget):
         )
         if error is not exc:
             error.__cause__ = exc
-        with self._cond:
+        with self._table.lock:
             if entry.attempt == attempt and entry.state in (State.LOADING, State.WARMING):
                 self._fail(entry, error)
             elif entry.stuck:
                 entry.stuck = False
                 entry.nbytes = 0
-                self._cond.notify_all()
+                self._table.changed()
         if model is not None:
             self._reaper.close(model, entry, "warmup failed", None)
 
     def _after_stuck(self, entry: Entry) -> None:
-        with self._cond:
+        with self._table.lock:
             entry.stuck = False
             if entry.state is not State.READY:
                 entry.nbytes = 0
-            self._cond.notify_all()
+            self._table.changed()
 
     def _on_timeout(self, entry: Entry, attempt: int) -> None:
-        with self._cond:
+        with self._table.lock:
             if entry.attempt == attempt and entry.state in (State.LOADING, State.WARMING):
                 entry.stuck = True
                 self._fail(
@@ -149,10 +195,10 @@ class Loader(Budget):
         entry.error = error
         entry.failures += 1
         entry.retry_at = time.monotonic() + self.backoff.delay(entry.failures)
-        self.counters["failures"] += 1
+        self._table.counters.add("failures")
         if not entry.stuck:
             entry.nbytes = 0
-        self._set_state(entry, State.FAILED, error.message)
+        self._table.set_state(entry, State.FAILED, error.message)
 
 
 class _Superseded(Exception):

@@ -1,37 +1,173 @@
 """The Manager: which versions are loaded, their lifecycle, and the memory budget.
 
-One lock guards the table; loads, warmups and unloads run outside it, so a slow load
-of one model never blocks callers of another. The layers: ``table`` (state and
-transitions), ``budget`` (eviction), ``loader`` (load threads), and here the requests.
+A composition of four collaborators with narrow interfaces:
+
+- ``Table`` (``core.table``): the entries, the one lock, the transitions;
+- ``Budget`` (``core.budget``): room under ``max_models`` / ``max_bytes``, by eviction;
+- ``Loader`` (``core.loader``): the one place a load starts, its thread, timeout, warmup
+  and backoff;
+- ``Requests`` (``core.requests``): leases, lock-free for a READY key.
+
+Loads, warmups, sizing and unloads run outside the lock, so a slow load of one model never
+blocks callers of another, and a request for a READY model takes no lock at all.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from keepwarm.core.entry import Entry, LoadSpec
+from keepwarm.core.backoff import Backoff
+from keepwarm.core.budget import Budget
+from keepwarm.core.entry import Entry, EntryStatus, LoadSpec
+from keepwarm.core.events import EventBus
 from keepwarm.core.lease import Lease
 from keepwarm.core.loader import Loader
-from keepwarm.core.states import RESIDENT, State
-from keepwarm.errors import (
-    DeadlineExceededError,
-    KeepwarmError,
-    ModelNotFoundError,
-    UnavailableError,
-)
-from keepwarm.settings import LoadingSettings
+from keepwarm.core.policy import EvictionPolicy, FrequencyPolicy
+from keepwarm.core.reaper import Reaper
+from keepwarm.core.requests import AccessHook, Requests
+from keepwarm.core.states import State
+from keepwarm.core.table import Table, Watcher
+from keepwarm.settings import BudgetSettings, LoadingSettings
 
-__all__ = ["Manager"]
+__all__ = ["Lease", "Manager"]
 
 
-class Manager(Loader):
-    """See the module docstring; ``ManagerTable.__init__`` takes the settings."""
+class Manager:
+    def __init__(
+        self,
+        *,
+        max_models: int | None = None,
+        max_bytes: int | None = None,
+        policy: EvictionPolicy | None = None,
+        load_timeout: float = LoadingSettings.load_timeout,
+        budget_timeout: float = BudgetSettings.budget_timeout,
+        patience: float = BudgetSettings.patience,
+        backoff: Backoff | None = None,
+        events: EventBus | None = None,
+        on_access: AccessHook | None = None,
+    ) -> None:
+        self._owns_events = events is None
+        self.events = events or EventBus()
+        self._reaper = Reaper(self.events)
+        self._table = Table(self.events, self._reaper)
+        self._budget = Budget(
+            self._table,
+            policy or FrequencyPolicy(),
+            max_models=max_models,
+            max_bytes=max_bytes,
+            patience=patience,
+        )
+        self._loader = Loader(
+            self._table,
+            self._budget,
+            self._reaper,
+            load_timeout=load_timeout,
+            budget_timeout=budget_timeout,
+            backoff=backoff or Backoff(),
+        )
+        self._requests = Requests(self._table, self._budget, self._loader, on_access)
+        # The request side's lock-free calls, bound once (see ``Requests``):
+        #: ``try_acquire(key)``: a lease when ``key`` is READY, else None; never blocks.
+        self.try_acquire = self._requests.try_acquire
+        #: ``try_lease(entry, model=None)``: a lease on ``entry`` (from ``entry()`` or a
+        #: watcher) when READY, handing out ``model`` (the loaded model by default).
+        self.try_lease = self._requests.try_lease
+        #: ``take(entry) -> bool`` counts a lease on a READY entry; ``give(entry)`` ends it.
+        self.take = self._requests.take
+        self.give = self._requests.give
 
-    # ----------------------------------------------------------------- requests
+    # ------------------------------------------------------------------ settings
+
+    @property
+    def max_models(self) -> int | None:
+        return self._budget.max_models
+
+    @property
+    def max_bytes(self) -> int | None:
+        return self._budget.max_bytes
+
+    @property
+    def policy(self) -> EvictionPolicy:
+        return self._budget.policy
+
+    @property
+    def patience(self) -> float:
+        return self._budget.patience
+
+    @property
+    def load_timeout(self) -> float:
+        return self._loader.load_timeout
+
+    @property
+    def budget_timeout(self) -> float:
+        return self._loader.budget_timeout
+
+    @property
+    def backoff(self) -> Backoff:
+        return self._loader.backoff
+
+    @backoff.setter
+    def backoff(self, backoff: Backoff) -> None:
+        self._loader.backoff = backoff
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """hits, misses, loads, coalesced, evictions, failures (a copy)."""
+        return self._table.counters.as_dict()
+
+    @property
+    def load_seconds(self) -> float:
+        return self._loader.load_seconds
+
+    def state(self, key: Hashable) -> State | None:
+        entry = self._table.get(key)
+        return entry.state if entry is not None else None
+
+    def entry(self, key: Hashable) -> Entry | None:
+        return self._table.get(key)
+
+    def snapshot(self) -> dict[Hashable, EntryStatus]:
+        return self._table.snapshot()
+
+    def used(self) -> tuple[int, int]:
+        """Bytes held or reserved, and the number of resident models."""
+        with self._table.lock:
+            return self._table.used()
+
+    def watch(self, watcher: Watcher) -> Callable[[], None]:
+        """Call ``watcher(entry)`` after every transition, under the lock (see
+        ``Table.watch``); returns the function that stops it."""
+        return self._table.watch(watcher)
+
+    def awaiting(self) -> int:
+        """How many ``acquire_async`` / ``wait_for_async`` calls wait for a change now."""
+        return self._table.wakers()
+
+    def changed(self) -> None:
+        """Wake every request waiting for a change (say, a new listing was published)."""
+        with self._table.lock:
+            self._table.changed()
+
+    def wait_state(self, key: Hashable, states: set[State], timeout: float) -> State | None:
+        """Wait until ``key`` is in one of ``states``; returns its state then (or at timeout)."""
+        self.wait_for(lambda: self.state(key) in states, timeout)
+        return self.state(key)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` (re-checked at every change) is true."""
+        with self._table.cond:
+            return self._table.cond.wait_for(predicate, timeout)
+
+    async def wait_for_async(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """``wait_for`` for an event loop: ``predicate`` runs without the lock."""
+        return await self._requests.wait_for_async(predicate, timeout)
+
+    # ------------------------------------------------------------------ requests
 
     def acquire(
         self, key: Hashable, spec: LoadSpec | None = None, *, timeout: float | None = None
@@ -41,63 +177,13 @@ class Manager(Loader):
         Without ``spec`` (eager mode) only a ``READY`` model is leased. ``timeout`` bounds
         the whole wait, loading included.
         """
-        with self._lock:  # the hot path: a READY model
-            entry = self._entries.get(key)
-            if entry is not None and entry.state is State.READY:
-                self.policy.record(key)
-                entry.leases += 1
-                entry.last_used = time.monotonic()
-                self._count_access(key, hit=True)
-                return Lease(self, entry)
-        return self._acquire_slow(key, spec, timeout)
+        return self._requests.acquire(key, spec, timeout)
 
-    def _acquire_slow(self, key: Hashable, spec: LoadSpec | None, timeout: float | None) -> Lease:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        counted = False  # counted as served: a hit, a load, or joining a load
-        waiting: Entry | None = None  # the entry this request waits on (not evictable)
-        with self._cond:
-            self.policy.record(key)  # the policy counts arrivals, for the victim choice
-            try:
-                while True:
-                    entry = self._entries.get(key)
-                    state = entry.state if entry is not None else None
-                    if entry is not None and state is State.READY:
-                        entry.leases += 1
-                        entry.last_used = time.monotonic()
-                        if not counted:
-                            self._count_access(key, hit=True)
-                        return Lease(self, entry)
-                    if spec is None:
-                        raise self._not_serving(key, entry)
-                    entry = self._entry_for(key, spec)
-                    if waiting is None:
-                        waiting = entry
-                        entry.waiters += 1
-                    if state in (None, State.NEW, State.UNLOADED, State.FAILED):
-                        entry.set_spec(spec)  # a new spec (say, a fixed config) retries at once
-                    if state in (None, State.NEW, State.UNLOADED) or (
-                        state is State.FAILED and entry.retry_due()
-                    ):
-                        if not entry.reserving:
-                            if not entry.estimate_known():
-                                self._estimate_off_lock(entry)
-                                continue  # the table may have changed meanwhile
-                            self._reserve_and_start(entry, deadline)  # may wait for room
-                            if not counted:
-                                self._count_access(key, hit=False)
-                                counted = True
-                            continue
-                    elif state is State.FAILED:
-                        assert entry.error is not None
-                        raise _fresh(entry.error)
-                    elif state in (State.LOADING, State.WARMING) and not counted:
-                        self.counters["coalesced"] += 1
-                        self._count_access(key, hit=False)
-                        counted = True
-                    self._wait(deadline, f"waiting for {key} to load")
-            finally:
-                if waiting is not None:
-                    waiting.waiters -= 1
+    async def acquire_async(
+        self, key: Hashable, spec: LoadSpec | None = None, *, timeout: float | None = None
+    ) -> Lease:
+        """``acquire`` that never blocks the event loop (see ``Requests.acquire_async``)."""
+        return await self._requests.acquire_async(key, spec, timeout)
 
     @contextmanager
     def lease(
@@ -109,135 +195,56 @@ class Manager(Loader):
         finally:
             lease.release()
 
-    def _release(self, entry: Entry) -> None:
-        with self._lock:
-            entry.leases -= 1
-            if entry.leases == 0:
-                if entry.state is State.DRAINING:
-                    self._finish_unload(entry, "drained")  # notifies
-                elif self._room_waiters:
-                    self._cond.notify_all()  # an idle model is a candidate for eviction now
-
     # ------------------------------------------------------------ eager control
 
     def ensure(self, key: Hashable, spec: LoadSpec, *, pinned: bool = False) -> State:
-        """Start loading ``key`` unless it is loaded, loading, or backing off. Never blocks."""
-        with self._cond:
-            entry = self._entry_for(key, spec)
+        """Start loading ``key`` unless it is loaded, loading, or backing off. Never waits
+        for room in the budget (``ResourceExhaustedError`` when there is none now)."""
+        with self._table.lock:
+            entry = self._table.entry_for(key, spec)
             entry.pinned = pinned
-            if entry.state in (State.NEW, State.UNLOADED, State.FAILED):
-                entry.set_spec(spec)
-            if (
-                entry.state in (State.NEW, State.UNLOADED)
-                or (entry.state is State.FAILED and entry.retry_due())
-            ) and not entry.reserving:
-                if not entry.estimate_known():
-                    self._estimate_off_lock(entry)
-                    if entry.reserving or entry.state not in (
-                        State.NEW,
-                        State.UNLOADED,
-                        State.FAILED,
-                    ):
-                        return entry.state  # someone else started it meanwhile
-                self._reserve_and_start(entry, time.monotonic())
+            self._loader.start_if_due(entry, spec, time.monotonic())
             return entry.state
 
     def unload(self, key: Hashable, reason: str = "unloaded") -> bool:
         """Stop new leases on ``key``; it unloads when its leases reach zero."""
-        with self._cond:
-            entry = self._entries.get(key)
+        with self._table.lock:
+            entry = self._table.get(key)
             if entry is None or entry.state is not State.READY:
                 return False
-            self._drain(entry, reason)
+            self._table.drain(entry, reason)
             return True
 
     def forget(self, key: Hashable) -> bool:
         """Drop ``key`` from the table (its history goes with it) unless it holds memory, a
         load or a waiting request. True when ``key`` is not in the table afterwards."""
-        with self._cond:
-            entry = self._entries.get(key)
-            if entry is None:
-                return True
-            if entry.state in RESIDENT or entry.stuck or entry.reserving or entry.waiters:
-                return False
-            del self._entries[key]
-            self._cond.notify_all()  # waiters on the table see it gone
-            return True
-
-    def wait_state(self, key: Hashable, states: set[State], timeout: float) -> State | None:
-        """Wait until ``key`` is in one of ``states``; returns its state then (or at timeout)."""
-        self.wait_for(lambda: self.state(key) in states, timeout)
-        return self.state(key)
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` (re-checked at every state change) is true."""
-        with self._cond:
-            return self._cond.wait_for(predicate, timeout)
+        return self._table.forget(key)
 
     def close(self, drain_timeout: float = LoadingSettings.drain_timeout) -> None:
         """Refuse new loads, drain every version (waiting up to ``drain_timeout`` for
         leases and for loads in flight), then unload everything and stop the threads."""
         deadline = time.monotonic() + drain_timeout
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()  # loads waiting for room give up
-            for entry in list(self._entries.values()):
+        table = self._table
+        with table.lock:
+            table.closed = True
+            table.changed()  # loads waiting for room give up
+            for entry in table.entries():
                 if entry.state is State.READY:
-                    self._drain(entry, "shutdown")
+                    table.drain(entry, "shutdown")
 
             def busy() -> bool:
                 return any(
-                    (e.state is State.DRAINING and e.leases)
+                    (e.state is State.DRAINING and e.holders)
                     or e.state in (State.LOADING, State.WARMING)
                     or e.reserving
-                    for e in self._entries.values()
+                    for e in table.entries()
                 )
 
-            self._cond.wait_for(lambda: not busy(), max(0.0, deadline - time.monotonic()))
-            for entry in self._entries.values():
+            table.cond.wait_for(lambda: not busy(), max(0.0, deadline - time.monotonic()))
+            for entry in table.entries():
                 entry.cancel_timer()
                 if entry.state is State.DRAINING:
-                    self._finish_unload(entry, "shutdown (drain timeout)")
+                    table.finish_unload(entry, "shutdown (drain timeout)")
         self._reaper.stop()
         if self._owns_events:
             self.events.close()
-
-    # ---------------------------------------------------------------- internals
-
-    def _count_access(self, key: Hashable, *, hit: bool) -> None:
-        """A request served: from a READY model (hit), or by a load it started or joined
-        (miss). Counted when the cache admits it, so ``on_access`` sees the order in which
-        the cache really served requests (a request waiting for room is not admitted)."""
-        self.counters["hits" if hit else "misses"] += 1
-        if self._on_access is not None:
-            self._on_access(key, hit)
-
-    def _entry_for(self, key: Hashable, spec: LoadSpec) -> Entry:
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = Entry(key, spec)
-        return entry
-
-    def _not_serving(self, key: Hashable, entry: Entry | None) -> KeepwarmError:
-        if entry is None or entry.state in (State.NEW, State.UNLOADED):
-            return ModelNotFoundError(f"{key} is not loaded")
-        if entry.state is State.FAILED and entry.error is not None:
-            return _fresh(entry.error)
-        return UnavailableError(f"{key} is {entry.state.value}, not READY")
-
-    def _wait(self, deadline: float | None, what: str) -> None:
-        if deadline is None:
-            self._cond.wait()
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise DeadlineExceededError(f"deadline passed while {what}")
-        self._cond.wait(remaining)
-
-
-def _fresh(error: KeepwarmError) -> KeepwarmError:
-    """A copy of a recorded error, so that concurrent raisers do not share a traceback."""
-    clone = copy.copy(error)
-    clone.__cause__ = error.__cause__
-    clone.__traceback__ = None
-    return clone

@@ -1,81 +1,70 @@
-"""The manager's table and the transitions every other part goes through.
+"""The manager's table: the entries, the one lock, and the transitions.
 
-One lock (``_cond``) guards the table; every state change goes through ``_set_state``,
-which enforces the table in ``core.states`` and emits the event.
+Every state change goes through ``set_state``, which enforces the table in
+``core.states``, wakes the threads waiting on the lock, tells the watchers (synchronously,
+under the lock: a serving map is republished before the change is visible to anyone
+waiting) and emits the event.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any
 
-from keepwarm.core.backoff import Backoff
-from keepwarm.core.entry import Entry
+from keepwarm.core.entry import Entry, EntryStatus, LoadSpec
 from keepwarm.core.events import Event, EventBus
-from keepwarm.core.policy import EvictionPolicy, FrequencyPolicy
 from keepwarm.core.reaper import Reaper
 from keepwarm.core.states import RESIDENT, State, check
-from keepwarm.errors import InvalidConfigError
-from keepwarm.settings import BudgetSettings, LoadingSettings
+
+#: ``watcher(entry)`` after every transition, under the lock: quick, takes no other lock
+#: than its own, and never calls back into the manager.
+Watcher = Callable[[Entry], None]
 
 
-class ManagerTable:
-    def __init__(
-        self,
-        *,
-        max_models: int | None = None,
-        max_bytes: int | None = None,
-        policy: EvictionPolicy | None = None,
-        load_timeout: float = LoadingSettings.load_timeout,
-        budget_timeout: float = BudgetSettings.budget_timeout,
-        patience: float = BudgetSettings.patience,
-        backoff: Backoff | None = None,
-        events: EventBus | None = None,
-        on_access: Callable[[Hashable, bool], None] | None = None,
-    ) -> None:
-        if max_models is not None and max_models < 1:
-            raise InvalidConfigError(f"max_models must be at least 1, got {max_models}")
-        if max_bytes is not None and max_bytes < 1:
-            raise InvalidConfigError(f"max_bytes must be positive, got {max_bytes}")
-        self.max_models = max_models
-        self.max_bytes = max_bytes
-        self.policy: EvictionPolicy = policy or FrequencyPolicy()
-        self.load_timeout = load_timeout
-        self.budget_timeout = budget_timeout
-        self.patience = patience
-        self.backoff = backoff or Backoff()
-        self._owns_events = events is None
-        self.events = events or EventBus()
-        self._on_access = on_access
-        self._lock = threading.Lock()  # fast paths take it directly; waits use _cond
-        self._cond = threading.Condition(self._lock)
+class Counters:
+    """Counts of requests and loads. Hits are counted without the lock."""
+
+    NAMES = ("hits", "misses", "loads", "coalesced", "evictions", "failures")
+
+    def __init__(self) -> None:
+        self._hits = itertools.count()  # ``next`` is atomic
+        self._counts = dict.fromkeys(self.NAMES, 0)  # the others: under the table's lock
+
+    def hit(self) -> None:
+        next(self._hits)
+
+    def add(self, name: str) -> None:
+        self._counts[name] += 1
+
+    def as_dict(self) -> dict[str, int]:
+        hits = int(repr(self._hits)[len("count(") : -1])  # the next value, without taking it
+        return {**self._counts, "hits": self._counts["hits"] + hits}
+
+
+class Table:
+    def __init__(self, events: EventBus, reaper: Reaper) -> None:
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.events = events
+        self.counters = Counters()
+        self.closed = False
+        self.room_waiters = 0  # loads waiting in Budget.make_room for a lease to end
+        self._reaper = reaper
         self._entries: dict[Hashable, Entry] = {}
-        self._reaper = Reaper(self.events)
-        self._closed = False
-        self._room_waiters = 0  # loads waiting in Budget._make_room for a lease to end
-        self.counters = {
-            "hits": 0,
-            "misses": 0,
-            "loads": 0,
-            "coalesced": 0,
-            "evictions": 0,
-            "failures": 0,
-        }
-        self.load_seconds = 0.0
+        #: The entry of a key, or None (no lock needed: a dict read).
+        self.get = self._entries.get
+        self._watchers: list[Watcher] = []
+        self._wakers: set[Callable[[], None]] = set()  # awaiting requests (see ``wake``)
 
-    # ------------------------------------------------------------------ queries
+    # ------------------------------------------------------------------ reading
 
-    def state(self, key: Hashable) -> State | None:
-        entry = self._entries.get(key)
-        return entry.state if entry is not None else None
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
 
-    def entry(self, key: Hashable) -> Entry | None:
-        return self._entries.get(key)
-
-    def snapshot(self) -> dict[Hashable, dict[str, Any]]:
-        with self._cond:
-            return {key: e.describe() for key, e in self._entries.items()}
+    def snapshot(self) -> dict[Hashable, EntryStatus]:
+        with self.lock:
+            return {key: e.status() for key, e in self._entries.items()}
 
     def used(self, reserving: Entry | None = None) -> tuple[int, int]:
         """Bytes held or reserved, and the number of resident models (with ``reserving``)."""
@@ -84,35 +73,95 @@ class ManagerTable:
         ]
         return sum(e.nbytes for e in resident), len(resident)
 
-    def _estimate_off_lock(self, entry: Entry) -> None:
-        """Size ``entry``'s files for the budget with the lock released (it walks a
-        directory); called with the lock held, returns with it held."""
-        spec = entry.spec
-        self._lock.release()
-        try:
-            nbytes = spec.estimate_nbytes()
-        finally:
-            self._lock.acquire()
-        entry.estimate = (spec, nbytes)
+    # ------------------------------------------------------------------ changing
 
-    # ------------------------------------------------------------- transitions
+    def watch(self, watcher: Watcher) -> Callable[[], None]:
+        with self.lock:
+            self._watchers = [*self._watchers, watcher]
 
-    def _set_state(self, entry: Entry, target: State, reason: str | None = None) -> None:
+        def unwatch() -> None:
+            with self.lock:
+                self._watchers = [w for w in self._watchers if w is not watcher]
+
+        return unwatch
+
+    def add_waker(self, waker: Callable[[], None]) -> None:
+        """Call ``waker()`` (under the lock: it must only schedule) at the next change."""
+        with self.lock:
+            self._wakers.add(waker)
+
+    def wakers(self) -> int:
+        """How many awaiting requests are registered for the next change."""
+        return len(self._wakers)
+
+    def remove_waker(self, waker: Callable[[], None]) -> None:
+        with self.lock:
+            self._wakers.discard(waker)
+
+    def _wake(self) -> None:
+        if self._wakers:
+            wakers, self._wakers = self._wakers, set()
+            for waker in wakers:
+                waker()
+
+    def entry_for(self, key: Hashable, spec: LoadSpec) -> Entry:
+        """Under the lock: the entry of ``key``, made when there is none."""
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = Entry(key, spec)
+        return entry
+
+    def forget(self, key: Hashable) -> bool:
+        """Drop ``key`` unless it holds memory, a load or a waiting request."""
+        with self.lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return True
+            if entry.state in RESIDENT or entry.stuck or entry.reserving or entry.waiters:
+                return False
+            del self._entries[key]
+            self.changed()  # waiters on the table see it gone
+            return True
+
+    def set_state(self, entry: Entry, target: State, reason: str | None = None) -> None:
+        """Under the lock."""
         entry.state = check(entry.state, target)
         entry.reason = reason
-        self._cond.notify_all()
+        for watcher in self._watchers:
+            watcher(entry)
+        self.cond.notify_all()
+        self._wake()
         self.events.emit(
             Event("state", entry.key, state=target, reason=reason, nbytes=entry.nbytes)
         )
 
-    def _drain(self, entry: Entry, reason: str) -> None:
-        self._set_state(entry, State.DRAINING, reason)
-        if entry.leases == 0:
-            self._finish_unload(entry, reason)
+    def changed(self) -> None:
+        """Under the lock: something other than a state changed (an entry went away)."""
+        self.cond.notify_all()
+        self._wake()
 
-    def _finish_unload(self, entry: Entry, reason: str) -> None:
+    def drain(self, entry: Entry, reason: str) -> None:
+        """Under the lock: take no new leases; unload once the count is 0.
+
+        DRAINING is published (``set_state``) before the count is read: a request that
+        took its count after that read sees DRAINING and gives the count back."""
+        self.set_state(entry, State.DRAINING, reason)
+        if not entry.holders:
+            self.finish_unload(entry, reason)
+
+    def finish_unload(self, entry: Entry, reason: str) -> None:
         model, entry.model = entry.model, None
         entry.nbytes = 0
-        self._set_state(entry, State.UNLOADED, reason)
+        self.set_state(entry, State.UNLOADED, reason)
         if model is not None:
             self._reaper.close(model, entry, reason, None)
+
+    def released(self, entry: Entry) -> None:
+        """A lease on ``entry`` ended (its count is already given back)."""
+        if entry.state is State.READY and not self.room_waiters:
+            return  # the common case: nothing to do, no lock
+        with self.lock:
+            if entry.state is State.DRAINING and not entry.holders:
+                self.finish_unload(entry, "drained")  # notifies
+            elif self.room_waiters:
+                self.cond.notify_all()  # an idle model is a candidate for eviction now

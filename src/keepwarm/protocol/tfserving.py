@@ -199,7 +199,6 @@ STATES = {
     "DRAINING": "UNLOADING",
     "UNLOADED": "END",
     "FAILED": "END",
-    "WAITING": "START",
 }
 
 

@@ -108,12 +108,15 @@ class OnnxModel:
         self._session = session
         self._run = session.run
         self._names = [spec.name for spec in signature.outputs]
+        self._single = self._names[0] if len(self._names) == 1 else None
         self.signature = signature
         self.nbytes = nbytes
         self.nbytes_source = nbytes_source
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self._names
+        if self._single is not None:  # the common case, without zip's bookkeeping
+            return {self._single: self._run(names, inputs)[0]}
         return dict(zip(names, self._run(names, inputs), strict=True))
 
     def close(self) -> None:

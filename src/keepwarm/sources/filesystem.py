@@ -34,13 +34,22 @@ import logging
 import os
 import re
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from keepwarm.config import FILENAME, ModelConfig, load_model_config
-from keepwarm.errors import InvalidConfigError, InvalidInputError, ModelNotFoundError
+from keepwarm.errors import (
+    InvalidConfigError,
+    InvalidInputError,
+    ModelNotFoundError,
+    UnavailableError,
+)
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
+from keepwarm.sources.listing import Listing, ModelListing, VersionListing
+
+__all__ = ["MARKER", "FilesystemSource", "ModelListing", "VersionListing"]
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +63,36 @@ _WAITING = (
 
 
 @dataclass(frozen=True)
-class VersionListing:
-    version: int
-    path: Path
-    complete: bool
-    reason: str | None  # why not (yet) taken; None when complete
-    runtime: str | None = None  # the runtime that judged the format, once known
-
-
-@dataclass(frozen=True)
-class ModelListing:
-    name: str
-    path: Path
-    config: ModelConfig  # in force: the last good one, or the defaults
-    config_error: str | None  # why model.toml is bad now; None when it is good (or absent)
-    versions: dict[int, VersionListing] = field(default_factory=dict)
-    blocked: bool = False  # model.toml has never been good: load nothing
-
-
-@dataclass(frozen=True)
 class _Seen:
     """What one scan learnt about a version, for the next."""
 
     fingerprint: int
     runtime_setting: str | None
     verdict: VersionListing | None  # the format check, when it was made
+
+
+class _Files:
+    """What a walk of one version found: the count, the total size, whether the marker is
+    there, and a fingerprint of (relative path, size, mtime) that ignores the order."""
+
+    __slots__ = ("count", "fingerprint", "marked", "nbytes", "problem")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.nbytes = 0
+        self.fingerprint = 0
+        self.marked = False
+        self.problem: str | None = None
+
+    def add(self, relative: str, size: int, mtime_ns: int) -> None:
+        self.count += 1
+        self.nbytes += size
+        self.fingerprint = (self.fingerprint + hash((relative, size, mtime_ns))) & _MASK
+        if relative == MARKER:
+            self.marked = True
+
+
+_MASK = (1 << 64) - 1
 
 
 def check_model_name(name: str) -> str:
@@ -114,10 +128,13 @@ def judge(version: int, path: Path, config: ModelConfig) -> VersionListing:
 
 
 class FilesystemSource:
-    """Lists the models and versions under ``root``; ``scan()`` returns the whole listing."""
+    """Lists the models and versions under ``root``; ``scan()`` returns the whole listing.
+    A ``Source`` (``keepwarm.sources.listing``), watched through ``watchfiles`` when it is
+    installed."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).expanduser().absolute()
+        self.location = str(self.root)
         if not self.root.is_dir():
             what = "is not a directory" if self.root.exists() else "does not exist"
             raise ModelNotFoundError(f"model repository {self.root} {what}")
@@ -129,13 +146,21 @@ class FilesystemSource:
 
     # ---------------------------------------------------------------- public
 
-    def scan(self) -> dict[str, ModelListing]:
-        """Every model under the root, with every version directory and its verdict."""
+    def scan(self) -> Listing:
+        """Every model under the root, with every version directory and its verdict.
+        ``UnavailableError`` when the root itself cannot be listed (deleted, unmounted,
+        unreadable): that is not an empty repository."""
         with self._lock:
             skipped: list[str] = []
             seen: dict[tuple[str, int], _Seen] = {}
             models: dict[str, ModelListing] = {}
-            for entry in self._entries(self.root, skipped):
+            try:
+                top = sorted(self.root.iterdir())
+            except OSError as exc:
+                raise UnavailableError(
+                    f"model repository {self.root} cannot be listed: {exc}"
+                ) from exc
+            for entry in top:
                 problem = self._refuse_model(entry)
                 if problem:
                     if not entry.name.startswith("."):
@@ -146,6 +171,29 @@ class FilesystemSource:
             self._good = {k: v for k, v in self._good.items() if k in models}
             self._report(skipped)
             return models
+
+    @property
+    def watchable(self) -> bool:
+        try:
+            import watchfiles  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
+        try:
+            import watchfiles
+        except ImportError:
+            return  # polling alone
+        for _changes in watchfiles.watch(
+            self.root,
+            stop_event=stop,
+            debounce=200,
+            rust_timeout=500,
+            yield_on_timeout=False,
+            raise_interrupt=False,
+        ):
+            on_change()
 
     def model_path(self, name: str) -> Path:
         """The directory of model ``name``, checked like a scan checks it."""
@@ -240,17 +288,17 @@ class FilesystemSource:
             return VersionListing(version, path, False, reason, runtime)
 
         try:
-            files, problem = self._walk(path)
+            files = self._walk(path)
         except OSError as exc:
             return refused(f"cannot be read: {exc}")
-        if problem:
-            return refused(problem)
-        marked = MARKER in {relative for relative, _, _ in files}
-        if len(files) == int(marked):
+        if files.problem:
+            return refused(files.problem)
+        if files.count == int(files.marked):
             return refused("empty: no model files yet")
+        marked = files.marked
         key = (name, version)
         before = self._seen.get(key)
-        now = _Seen(hash(tuple(files)), config.runtime, None)
+        now = _Seen(files.fingerprint, config.runtime, None)
         same = (
             before is not None
             and before.fingerprint == now.fingerprint
@@ -262,14 +310,16 @@ class FilesystemSource:
         if not marked and not same:
             seen[key] = now
             return refused(_WAITING)
-        verdict = judge(version, path, config)
+        # The size the budget reserves comes from this walk: no second one.
+        verdict = replace(judge(version, path, config), nbytes=files.nbytes)
         seen[key] = _Seen(now.fingerprint, now.runtime_setting, verdict)
         return verdict
 
-    def _walk(self, top: Path) -> tuple[list[tuple[str, int, int]], str | None]:
-        """Every file under ``top`` as ``(relative path, size, mtime_ns)``, sorted; or a
-        reason to refuse the version (a symlink leaving the root, a broken symlink)."""
-        files: list[tuple[str, int, int]] = []
+    def _walk(self, top: Path) -> _Files:
+        """Every file under ``top``, summed up as it is walked (one pass, no sorting: a
+        long C call would hold the GIL and stall requests): or a reason to refuse the
+        version (a symlink leaving the root, a broken symlink)."""
+        files = _Files()
         visited: set[str] = set()
         stack = [(str(top), "")]
         while stack:
@@ -284,15 +334,17 @@ class FilesystemSource:
                     if entry.is_symlink():
                         target = os.path.realpath(entry.path)
                         if not self._inside_real(target):
-                            return [], f"{relative} is a symlink to {target}, {_OUTSIDE}"
+                            files.problem = f"{relative} is a symlink to {target}, {_OUTSIDE}"
+                            return files
                         if not os.path.exists(target):
-                            return [], f"{relative} is a broken symlink"
+                            files.problem = f"{relative} is a broken symlink"
+                            return files
                     if entry.is_dir():
                         stack.append((entry.path, relative + "/"))
                     elif entry.is_file():
                         stat = entry.stat()
-                        files.append((relative, stat.st_size, stat.st_mtime_ns))
-        return sorted(files), None
+                        files.add(relative, stat.st_size, stat.st_mtime_ns)
+        return files
 
     # ---------------------------------------------------------------- helpers
 

@@ -13,7 +13,9 @@ model's ``config_error``, and its last good configuration stays in force.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +28,8 @@ from keepwarm.errors import (
     ModelNotFoundError,
 )
 from keepwarm.settings import DownloadSettings
-from keepwarm.sources.filesystem import (
-    MARKER,
-    ModelListing,
-    VersionListing,
-    check_model_name,
-    judge,
-    version_number,
-)
+from keepwarm.sources.filesystem import MARKER, check_model_name, judge, version_number
+from keepwarm.sources.listing import Listing, ModelListing, VersionListing
 from keepwarm.sources.remote import _filesystem, copy_to_cache, fingerprint
 
 log = logging.getLogger("keepwarm.sources")
@@ -41,6 +37,10 @@ _WAITING = "waiting: its listing must stay unchanged across two scans (or hold t
 
 
 class RemoteSource:
+    """A ``Source`` (``keepwarm.sources.listing``) over fsspec; polled, never watched."""
+
+    watchable = False
+
     def __init__(
         self,
         url: str,
@@ -50,6 +50,7 @@ class RemoteSource:
         downloads: DownloadSettings | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.location = self.url
         self.storage_options = dict(storage_options or {})
         self.cache_dir = cache_dir
         self.downloads = downloads
@@ -58,7 +59,10 @@ class RemoteSource:
         self._seen: dict[tuple[str, int], str] = {}  # the listing digest of the last scan
         self._copied: dict[tuple[str, int], tuple[str, VersionListing]] = {}
 
-    def scan(self) -> dict[str, ModelListing]:
+    def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
+        return  # a remote store sends no change notifications: polling alone
+
+    def scan(self) -> Listing:
         fs, root = _filesystem(self.url, self.storage_options)
         found = self._find(fs, root)
         prefix = root.rstrip("/") + "/"
@@ -147,6 +151,7 @@ class RemoteSource:
             )
         except KeepwarmError as exc:
             return VersionListing(version, Path(url), False, f"copying failed: {exc.message}")
-        verdict = judge(version, local, config)
+        size = sum(int(info.get("size") or 0) for info in files.values())
+        verdict = replace(judge(version, local, config), nbytes=size)
         self._copied[key] = (digest, verdict)
         return verdict

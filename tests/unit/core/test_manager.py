@@ -117,7 +117,7 @@ def test_failed_load_raises_typed_error_and_backs_off() -> None:
     assert manager.state("bad") is State.FAILED
     entry = manager.entry("bad")
     assert entry is not None
-    assert wait_until(entry.retry_due, 5)
+    assert wait_until(entry.due, 5)
     spec.fail = None
     with manager.lease("bad", spec) as model:
         assert model.name == "bad"

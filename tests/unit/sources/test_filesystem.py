@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,12 @@ from typing import Any
 import pytest
 from checkpoint_index import write_checkpoint_index
 
-from keepwarm.errors import InvalidConfigError, InvalidInputError, ModelNotFoundError
+from keepwarm.errors import (
+    InvalidConfigError,
+    InvalidInputError,
+    ModelNotFoundError,
+    UnavailableError,
+)
 from keepwarm.runtimes import registry
 from keepwarm.runtimes.base import LoadedModel
 from keepwarm.sources.filesystem import (
@@ -259,3 +265,34 @@ def test_a_symlink_loop_inside_a_version_ends(tmp_path: Path) -> None:
     source = FilesystemSource(tmp_path)
     source.scan()
     assert taken(source, "m") == {1}
+
+
+def test_a_root_that_cannot_be_listed_fails_the_scan(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    fake_version(root, "m", 1)
+    source = FilesystemSource(root)
+    assert taken(source, "m") == set()  # seen once: settles at the next scan
+    root.rename(tmp_path / "elsewhere")
+    with pytest.raises(UnavailableError, match="cannot be listed"):
+        source.scan()  # not an empty listing
+
+
+def test_the_scan_measures_each_version_while_it_walks_it(tmp_path: Path) -> None:
+    version = fake_version(tmp_path, "m", 1, b"x" * 100)
+    (version / "assets").mkdir()
+    (version / "assets" / "vocab.txt").write_bytes(b"y" * 23)
+    (version / MARKER).touch()
+    listing = FilesystemSource(tmp_path).scan()["m"].versions[1]
+    assert listing.complete and listing.nbytes == 123
+
+
+def test_both_sources_implement_the_source_protocol(tmp_path: Path) -> None:
+    from keepwarm.sources.listing import Source, open_source
+    from keepwarm.sources.remote_repository import RemoteSource
+
+    local: Source = open_source(str(tmp_path))
+    remote: Source = RemoteSource("memory://keepwarm-protocol-test")
+    assert isinstance(local, FilesystemSource) and local.location == str(tmp_path)
+    assert remote.watchable is False
+    stop = threading.Event()
+    remote.watch(stop, lambda: None)  # returns at once: nothing to watch
