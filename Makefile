@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed
 EXAMPLES := examples
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv examples serve test stress lint bench clean
+.PHONY: venv examples serve test stress lint bench clean protos
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q 'pip==26.3'
-	$(PY) -m pip install -q -c constraints.txt -e '.[tensorflow,onnx,remote,watch,server,optimize,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[tensorflow,onnx,remote,watch,server,grpc,optimize,dev]'
 	touch $(STAMP)
 
 examples: $(STAMP)
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 stress: $(STAMP)
 	$(PY) -m pytest -m stress -q -s
+
+# Regenerate the committed gRPC stubs from src/keepwarm/grpc/protos/**/*.proto.
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

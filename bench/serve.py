@@ -5,6 +5,9 @@ first 200 on both models, against the same imports, loads and warmups done in-pr
 
 The load generator is ``wrk -t1`` in its own process (``apt-get install wrk``), with a Lua
 script that rotates several different KServe v2 JSON bodies and counts only 2xx answers.
+The protocols against each other (issue 8): REST JSON, REST with the binary tensor
+extension and gRPC with raw tensor contents, each driven by the same client process
+(``bench/protocol_load.py``), on MobileNetV2 at concurrency 8 and the MLP at 1.
 Peers (``bench/peers.py``): MLServer, installed by the benchmark in its own virtual
 environment, serving the same SavedModels through their signature, at its best over
 adaptive batching off and on (``--peers ''`` leaves it out). LitServe and PyTriton are
@@ -12,8 +15,9 @@ not driven yet: the targets that name them are not checked.
 
 Targets (issue 7): MLP at concurrency 1, p50 at most 0.3 ms above the direct call and at
 most 0.6x MLServer's; MLP at concurrency 32, at least 1.5x MLServer's best; cold start at
-most 1.2x the in-process equivalent and below MLServer's. Exits 1 when a measured target is
-missed.
+most 1.2x the in-process equivalent and below MLServer's. Issue 8: MobileNetV2 at
+concurrency 8, gRPC raw at least 0.95x REST binary and 1.3x REST JSON; MLP at concurrency
+1, gRPC p50 at most REST's. Exits 1 when a measured target is missed.
 Figures taken while other work runs on the machine are noisy: the JSON records the load
 average at start and end.
 """
@@ -49,6 +53,8 @@ CONCURRENCY = (1, 8, 32)
 BODIES = 8
 P50_ABOVE_DIRECT_MS = 0.3
 COLD_START_VS_IN_PROCESS = 1.2
+PROTOCOLS = ("rest-json", "rest-binary", "grpc-raw")
+PROTOCOL_CELLS = (("mobilenet_v2", 8), ("mlp", 1))
 LUA = r"""
 local bodies = {}
 local i = 0
@@ -121,14 +127,16 @@ class Served:
 
     def __init__(self, repo: Path) -> None:
         self.started = time.perf_counter()
+        command = [sys.executable, "-m", "keepwarm", "serve", str(repo), "--port", "0"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "keepwarm", "serve", str(repo), "--port", "0"],
+            [*command, "--grpc-port", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         self.lines: list[str] = []
         self.url = ""
+        self.grpc = ""
         found = threading.Event()
 
         def read() -> None:
@@ -138,6 +146,10 @@ class Served:
                 match = re.search(r"REST  (http://\S+)", line)
                 if match:
                     self.url = match.group(1)
+                grpc_match = re.search(r"gRPC  (\S+:\d+)", line)
+                if grpc_match:
+                    self.grpc = grpc_match.group(1)
+                if self.url and self.grpc:
                     found.set()
             found.set()
 
@@ -165,6 +177,24 @@ def wrk(url: str, bodies: list[Path], c: int, seconds: float, script: Path) -> d
     ok = requests_ - status_errors - socket_errors
     return {"rps": ok / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
             "failed": status_errors + socket_errors}  # fmt: skip
+
+
+def protocol_cells(served: Served, seconds: float) -> list[dict[str, Any]]:
+    """REST JSON, REST binary and gRPC raw driven the same way: one client process per
+    protocol (``bench/protocol_load.py``), the same concurrency and inputs."""
+    cells = []
+    for model, c in PROTOCOL_CELLS:
+        for protocol in PROTOCOLS:
+            address = served.grpc if protocol == "grpc-raw" else served.url.split("://", 1)[1]
+            shape = ",".join(map(str, SHAPES[model]))
+            done = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("protocol_load.py")), protocol,
+                 address, model, "image", shape, "-c", str(c), "--seconds", f"{seconds:g}"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            cells.append({"model": model, "way": protocol, "c": c, **figures})
+    return cells
 
 
 def in_process_cold_start(models_dir: Path) -> float:
@@ -261,6 +291,7 @@ def main() -> int:
                     cell = {"model": model, "way": "keepwarm", "c": c,
                             **wrk(url, files[model], c, seconds, script)}  # fmt: skip
                     results["cells"].append(cell)
+            results["cells"] += protocol_cells(served, seconds)
         finally:
             served.stop()
         peers = [p for p in args.peers.split(",") if p]
@@ -291,6 +322,22 @@ def main() -> int:
          "status": "PASS" if cold_served <= COLD_START_VS_IN_PROCESS * cold_in_process
          else "FAIL"},
     ]  # fmt: skip
+    grpc_mn = cell("mobilenet_v2", "grpc-raw", 8)["rps"]
+    binary_mn = cell("mobilenet_v2", "rest-binary", 8)["rps"]
+    json_mn = cell("mobilenet_v2", "rest-json", 8)["rps"]
+    grpc_p50 = cell("mlp", "grpc-raw", 1)["p50_ms"]
+    rest_p50 = cell("mlp", "rest-binary", 1)["p50_ms"]
+    results["targets"] += [
+        {"target": "MobileNetV2 c=8 gRPC raw >= 0.95x REST binary (one client each)",
+         "value": f"{grpc_mn:.1f} vs 0.95 x {binary_mn:.1f} req/s",
+         "status": "PASS" if grpc_mn >= 0.95 * binary_mn else "FAIL"},
+        {"target": "MobileNetV2 c=8 gRPC raw >= 1.3x REST JSON (one client each)",
+         "value": f"{grpc_mn:.1f} vs 1.3 x {json_mn:.1f} req/s",
+         "status": "PASS" if grpc_mn >= 1.3 * json_mn else "FAIL"},
+        {"target": "MLP c=1 gRPC p50 <= REST binary p50 (one client each)",
+         "value": f"{grpc_p50:.3f} ms vs {rest_p50:.3f} ms",
+         "status": "PASS" if grpc_p50 <= rest_p50 else "FAIL"},
+    ]  # fmt: skip
     if "mlserver" in cold_peers:
         peer_p50 = cell("mlp", "mlserver", 1)["p50_ms"]
         peer_rps = cell("mlp", "mlserver", 32)["rps"]
@@ -308,12 +355,12 @@ def main() -> int:
              "status": "PASS" if cold_served < peer_cold else "FAIL"},
         ]  # fmt: skip
     results["failed_requests"] = sum(
-        x.get("failed", 0) for x in results["cells"] if x["way"] == "keepwarm"
+        x.get("failed", 0) for x in results["cells"] if x["way"] in ("keepwarm", *PROTOCOLS)
     )
     results["loadavg"] = {"start": load_before, "end": os.getloadavg()[0]}
-    print(f"{'model':14s}{'way':10s}{'c':>4s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}")
+    print(f"{'model':14s}{'way':13s}{'c':>4s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}")
     for x in results["cells"]:
-        print(f"{x['model']:14s}{x['way']:10s}{x['c']:4d}{x['rps']:10.0f}"
+        print(f"{x['model']:14s}{x['way']:13s}{x['c']:4d}{x['rps']:10.0f}"
               f"{x['p50_ms']:9.3f}{x['p99_ms']:9.3f}")  # fmt: skip
     print(f"cold start: keepwarm serve {cold_served:.2f} s, in-process {cold_in_process:.2f} s")
     for t in results["targets"]:
@@ -321,7 +368,7 @@ def main() -> int:
     print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} (noisy when high)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"environment": recorded_environment(args, ["tensorflow", "uvicorn"]),
+        payload = {"environment": recorded_environment(args, ["tensorflow", "uvicorn", "grpcio"]),
                    **results}  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=2))
     failed = results["failed_requests"] > 0 or any(

@@ -14,7 +14,7 @@ from keepwarm.settings import Settings
 
 def add_serve_command(commands: Any) -> None:
     """Add ``serve`` to the ``keepwarm`` parser's sub-commands."""
-    help = "serve a model repository over TF Serving REST and KServe v2 REST"
+    help = "serve a model repository over TF Serving's and KServe v2's REST and gRPC APIs"
     sub = commands.add_parser("serve", help=help, description=help)
     sub.add_argument(
         "repo",
@@ -33,6 +33,13 @@ def add_serve_command(commands: Any) -> None:
         type=int,
         metavar="PORT",
         help="REST port (default 8501; 0: any free port)",
+    )
+    net.add_argument(
+        "--grpc-port",
+        dest="grpc_port",
+        type=int,
+        metavar="PORT",
+        help="gRPC port, TF Serving's and KServe v2's services (default 8500; 0: any free port)",
     )
     net.add_argument("--tls-cert", metavar="FILE", help="TLS certificate (PEM)")
     net.add_argument("--tls-key", metavar="FILE", help="TLS private key (PEM)")
@@ -116,6 +123,7 @@ def serve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None =
         overrides=dict(
             server__host=args.host,
             server__http_port=args.http_port,
+            server__grpc_port=args.grpc_port,
             server__tls_cert=args.tls_cert,
             server__tls_key=args.tls_key,
             server__max_body_bytes=args.max_body_bytes,

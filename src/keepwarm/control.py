@@ -137,3 +137,11 @@ class Management:
     async def unload(self, name: str, presented: str | None) -> None:
         self.authorize(presented).unload(name)
         await asyncio.to_thread(self._repository.refresh)
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` value (REST header or gRPC metadata)."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None

@@ -1,5 +1,5 @@
 """The composition root of ``keepwarm serve``: Repository -> InferenceService -> the REST
-app on uvicorn; start-up output; signals and graceful shutdown.
+app on uvicorn and the gRPC server; start-up output; signals and graceful shutdown.
 
 On SIGTERM or SIGINT: readiness answers 503 at once, new inference requests get 503 with
 ``Retry-After``, requests already received complete; the process exits 0 when none remain
@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from keepwarm.control import ControlledSource
 from keepwarm.core.events import Event
@@ -154,15 +154,20 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
         repository.subscribe(progress.on_event),
         repository.subscribe(service.metrics.on_event),
     ]
+    grpc_server = await _start_grpc(service, settings, out)
     main_loop = asyncio.create_task(server.main_loop())
     await asyncio.to_thread(repository.start)
     # The first scan sees every file as new; a second one takes the files that did not
     # change, so loads start now rather than a poll interval later.
     await asyncio.to_thread(repository.refresh)
     service.started()
+    if grpc_server is not None:
+        await grpc_server.follow_readiness()
     progress.check()
     await stop.wait()
     service.begin_shutdown()
+    if grpc_server is not None:
+        await grpc_server.begin_shutdown()
     _say(out, f"shutting down ({signal.Signals(signals[0]).name}): finishing requests in flight")
     drained = await service.wait_idle(settings.loading.drain_timeout)
     if not drained:
@@ -170,12 +175,45 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     server.should_exit = True
     await main_loop
     await server.shutdown()
+    if grpc_server is not None:
+        await grpc_server.stop(grace=SEND_GRACE_SECONDS)
     for unsubscribe in unsubscribers:
         unsubscribe()
     await asyncio.to_thread(repository.close)
     service.close()
     _say(out, "stopped")
     return 0
+
+
+async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:
+    """The gRPC server on ``server.grpc_port`` (both services, TLS as REST), or None when
+    the ``grpc`` extra is not installed (said once)."""
+    cfg = settings.server
+    try:
+        from keepwarm.grpc.server import GrpcServer, Tls
+    except ImportError as exc:
+        _say(out, f"  gRPC  off: {exc.name} is not installed (pip install 'keepwarm[grpc]')")
+        return None
+    tls = None
+    if cfg.tls_cert is not None and cfg.tls_key is not None:
+        tls = Tls(cfg.tls_cert, cfg.tls_key)
+    grpc_server = GrpcServer(
+        service,
+        host=cfg.host,
+        port=cfg.grpc_port,
+        max_message_bytes=cfg.max_body_bytes,
+        tls=tls,
+    )
+    try:
+        await grpc_server.start()
+    except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+        raise InvalidConfigError(f"gRPC port {cfg.grpc_port} on {cfg.host}: {exc}") from None
+    _say(
+        out,
+        f"  gRPC  {_host_for_url(cfg.host)}:{grpc_server.port}  (TF Serving: "
+        "tensorflow.serving.PredictionService; KServe v2: inference.GRPCInferenceService)",
+    )
+    return grpc_server
 
 
 class _Progress:

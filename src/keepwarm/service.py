@@ -188,8 +188,13 @@ class InferenceService:
         """Why the repository API keeps ``name`` unloaded, or None."""
         return self.management.held().get(check_name(name))
 
-    def index(self) -> list[dict[str, Any]]:
-        """The repository extension's index: every model version and its state."""
+    def index(self, *, ready_only: bool = False) -> list[dict[str, Any]]:
+        """The repository extension's index: every model version and its state (only the
+        READY ones with ``ready_only``)."""
+        rows = self._index()
+        return [row for row in rows if row.get("state") == "READY"] if ready_only else rows
+
+    def _index(self) -> list[dict[str, Any]]:
         held = self.management.held()
         out: list[dict[str, Any]] = [
             {"name": name, "state": "UNAVAILABLE", "reason": why} for name, why in held.items()
@@ -260,6 +265,9 @@ class InferenceService:
             return encode(result.name, result.version, outputs)
         except KeepwarmError as exc:
             code = exc.code.value
+            raise
+        except asyncio.CancelledError:  # the client went away (or its deadline passed)
+            code = "CANCELLED"
             raise
         finally:
             self._in_flight -= 1

@@ -1,7 +1,8 @@
 """``keepwarm serve`` as a real process on a free loopback port, for end-to-end tests.
 
-The server is started with ``--port 0``; its address is read from its start-up output
-(the ``REST  http://...`` line), and readiness from its ``ready at`` line: no sleeps.
+The server is started with ``--port 0 --grpc-port 0``; its addresses are read from its
+start-up output (the ``REST  http://...`` and ``gRPC  host:port`` lines), and readiness
+from its ``ready at`` line: no sleeps.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import requests
 
 START_TIMEOUT_S = 120.0
 _URL = re.compile(r"REST  (https?://\S+)")
+_GRPC = re.compile(r"gRPC  (\S+:\d+)")
 
 
 class ServerProcess:
     def __init__(
         self, root: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True
     ) -> None:
-        command = [sys.executable, "-m", "keepwarm", "serve", str(root), "--port", "0", *args]
+        command = [sys.executable, "-m", "keepwarm", "serve", str(root), "--port", "0"]
+        command += ["--grpc-port", "0", *args]
         environ = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         src = str(Path(__file__).resolve().parents[2] / "src")
         environ["PYTHONPATH"] = os.pathsep.join(
@@ -50,6 +53,9 @@ class ServerProcess:
             match = _URL.search(line)
             assert match is not None
             self.url = match.group(1)
+            grpc_match = _GRPC.search(self.wait_for_line(_GRPC.pattern))
+            assert grpc_match is not None
+            self.grpc_address = grpc_match.group(1)  # host:port
             if wait_ready:
                 self.wait_for_line("^ready at ")
         except BaseException:

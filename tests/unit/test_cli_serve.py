@@ -62,3 +62,10 @@ def test_a_bad_flag_exits_2_with_one_error_line(capsys: pytest.CaptureFixture[st
 def test_the_management_token_never_comes_from_a_flag() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--management-token", "x"])
+
+
+def test_grpc_port_flag_over_environment() -> None:
+    assert settings_for().server.grpc_port == 8500
+    environ = {"KEEPWARM_SERVER__GRPC_PORT": "9500"}
+    assert settings_for(environ=environ).server.grpc_port == 9500
+    assert settings_for("--grpc-port", "0", environ=environ).server.grpc_port == 0

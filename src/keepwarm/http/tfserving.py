@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from keepwarm.errors import ModelNotFoundError, UnavailableError
+from keepwarm.errors import UnavailableError
 from keepwarm.http.messages import Request, Response, header_timeout, json_response
 from keepwarm.http.router import Route
 from keepwarm.protocol import tfserving
 from keepwarm.service import InferenceService, parse_version
 from keepwarm.signature import Signature
-
-# TF Serving's version states, from keepwarm's.
-_STATES = {
-    "NEW": "START",
-    "LOADING": "LOADING",
-    "WARMING": "LOADING",
-    "READY": "AVAILABLE",
-    "DRAINING": "UNLOADING",
-    "UNLOADED": "END",
-    "FAILED": "END",
-}
 
 
 class TfServingRoutes:
@@ -46,17 +35,10 @@ class TfServingRoutes:
         name = request.params["model"]
         wanted = _which(request)
         versions = self.service.versions(name)
-        if isinstance(wanted, int):
-            versions = [v for v in versions if v[0] == wanted]
-            if not versions:
-                raise ModelNotFoundError(f"model {name!r} has no version {wanted}")
-        elif isinstance(wanted, str):
+        if isinstance(wanted, str):
             info = await self.service.model_info(name, wanted)
-            versions = [v for v in versions if v[0] == info.version]
-        shown = [
-            (version, _STATES.get(state, "UNKNOWN"), reason if state == "FAILED" else "")
-            for version, state, reason in reversed(versions)
-        ]
+            wanted = info.version
+        shown = tfserving.version_states(name, versions, wanted)
         return json_response(tfserving.model_status(shown))
 
     async def metadata(self, request: Request) -> Response:
@@ -71,11 +53,7 @@ class TfServingRoutes:
         parsed = tfserving.parse_predict(await request.body(), max_depth=self.max_json_depth)
 
         def decode(signature: Signature) -> dict[str, Any]:
-            wanted = parsed.signature_name
-            if wanted not in (None, "", signature.name):
-                raise ModelNotFoundError(
-                    f"signature {wanted!r} is not served; this model serves {signature.name!r}"
-                )
+            tfserving.check_signature(parsed.signature_name, signature)
             return parsed.inputs(signature)
 
         def encode(name: str, version: int, outputs: dict[str, Any]) -> bytes:

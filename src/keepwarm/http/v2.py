@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from keepwarm.control import bearer
 from keepwarm.errors import InvalidInputError, UnavailableError
 from keepwarm.http.messages import Request, Response, header_timeout, json_response
 from keepwarm.http.router import Route
 from keepwarm.protocol import jsonio, v2
-from keepwarm.protocol.dtypes import v2_datatype
 from keepwarm.service import InferenceService
-from keepwarm.signature import Signature, TensorSpec
 
 #: Bodies larger than this are decoded on a worker thread, not on the event loop.
 INLINE_DECODE_BYTES = 64 * 1024
@@ -66,7 +65,7 @@ class V2Routes:
 
     async def model_config(self, request: Request) -> Response:
         info = await self.service.model_info(request.params["model"], request.params.get("version"))
-        return json_response(_triton_config(info.name, info.signature))
+        return json_response(v2.model_config(info.name, info.signature))
 
     async def stats(self, request: Request) -> Response:
         name = request.params.get("model")
@@ -80,16 +79,15 @@ class V2Routes:
             options = jsonio.loads(body, max_depth=self.max_json_depth)
             if not isinstance(options, dict):
                 raise InvalidInputError("the index request body must be a JSON object")
-            if options.get("ready"):
-                return json_response([m for m in self.service.index() if m.get("state") == "READY"])
+            return json_response(self.service.index(ready_only=bool(options.get("ready"))))
         return json_response(self.service.index())
 
     async def load(self, request: Request) -> Response:
-        await self.service.load(request.params["model"], _bearer(request))
+        await self.service.load(request.params["model"], bearer(request.header(b"authorization")))
         return json_response({})
 
     async def unload(self, request: Request) -> Response:
-        await self.service.unload(request.params["model"], _bearer(request))
+        await self.service.unload(request.params["model"], bearer(request.header(b"authorization")))
         return json_response({})
 
     async def infer(self, request: Request) -> Response:
@@ -107,7 +105,7 @@ class V2Routes:
             )
         else:
             decoded = v2.decode_request(body, header_length=length, max_depth=depth)
-        timeout = _timeout(decoded.parameters, header_timeout(request))
+        timeout = v2.request_timeout(decoded.parameters, header_timeout(request))
 
         def encode(name: str, version: int, outputs: dict[str, Any]) -> tuple[bytes, int | None]:
             return v2.encode_response(decoded, name, version, outputs)
@@ -131,14 +129,6 @@ class V2Routes:
         )
 
 
-def _bearer(request: Request) -> str | None:
-    value = request.header(b"authorization")
-    if value is None:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
-
-
 def _header_length(request: Request) -> int | None:
     value = request.header(HEADER_LENGTH)
     if value is None:
@@ -146,42 +136,3 @@ def _header_length(request: Request) -> int | None:
     if not value.strip().isdigit():
         raise InvalidInputError(f"Inference-Header-Content-Length {value!r} is not a number")
     return int(value)
-
-
-def _timeout(parameters: dict[str, Any], from_header: float | None) -> float | None:
-    """The tighter of ``parameters.timeout`` (microseconds, as Triton) and the header."""
-    micros = parameters.get("timeout")
-    if micros is None:
-        return from_header
-    if type(micros) not in (int, float) or not micros > 0:
-        raise InvalidInputError(
-            f"parameters.timeout {micros!r}: expected a positive number of microseconds"
-        )
-    seconds = float(micros) / 1e6
-    return seconds if from_header is None else min(seconds, from_header)
-
-
-def _triton_config(name: str, signature: Signature) -> dict[str, Any]:
-    """Triton's model configuration, as far as its clients read it. ``max_batch_size`` 0:
-    the dims below include the batch axis."""
-
-    def tensor(spec: TensorSpec) -> dict[str, Any]:
-        dims = [-1] if spec.shape is None else [-1 if d is None else d for d in spec.shape]
-        return {"name": spec.name, "data_type": "TYPE_" + _config_type(spec), "dims": dims}
-
-    return {
-        "name": name,
-        "platform": "keepwarm",
-        "backend": "keepwarm",
-        "max_batch_size": 0,
-        "input": [tensor(spec) for spec in signature.inputs],
-        "output": [tensor(spec) for spec in signature.outputs],
-    }
-
-
-def _config_type(spec: TensorSpec) -> str:
-    try:
-        datatype = v2_datatype(spec.dtype)
-    except InvalidInputError:
-        return "INVALID"
-    return "STRING" if datatype == "BYTES" else datatype

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from keepwarm.errors import InvalidInputError
+from keepwarm.errors import InvalidInputError, ModelNotFoundError
 from keepwarm.protocol import jsonio
 from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS, tf_datatype
 from keepwarm.signature import Signature, TensorSpec
@@ -188,6 +188,41 @@ def _json(array: np.ndarray, name: str) -> Any:
             np.float32 if array.dtype.kind == "f" else array.dtype.newbyteorder("=")
         )
     return np.ascontiguousarray(array)
+
+
+#: TF Serving's version states, from keepwarm's.
+STATES = {
+    "NEW": "START",
+    "LOADING": "LOADING",
+    "WARMING": "LOADING",
+    "READY": "AVAILABLE",
+    "DRAINING": "UNLOADING",
+    "UNLOADED": "END",
+    "FAILED": "END",
+}
+
+
+def version_states(
+    name: str, versions: list[tuple[int, str, str]], only: int | None
+) -> list[tuple[int, str, str]]:
+    """(version, TF Serving state, error) newest first, from the service's (version, state,
+    reason) rows; ``only``: that version (NOT_FOUND when it has none)."""
+    if only is not None:
+        versions = [v for v in versions if v[0] == only]
+        if not versions:
+            raise ModelNotFoundError(f"model {name!r} has no version {only}")
+    return [
+        (version, STATES.get(state, "UNKNOWN"), reason if state == "FAILED" else "")
+        for version, state, reason in reversed(versions)
+    ]
+
+
+def check_signature(wanted: str | None, signature: Signature) -> None:
+    """A request's ``signature_name`` must be empty or the one signature served."""
+    if wanted not in (None, "", signature.name):
+        raise ModelNotFoundError(
+            f"signature {wanted!r} is not served; this model serves {signature.name!r}"
+        )
 
 
 def model_status(versions: list[tuple[int, str, str]]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import numpy as np
 from keepwarm.errors import InvalidInputError
 from keepwarm.protocol import jsonio
 from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS, numpy_dtype, v2_datatype
-from keepwarm.signature import Signature
+from keepwarm.signature import Signature, TensorSpec
 
 _LENGTH = struct.Struct("<I")
 
@@ -110,7 +110,7 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[str, np.nd
                 f"{len(binary) - offset} bytes left in the body"
             )
         chunk = binary[offset : offset + size]
-        return name, _from_binary(chunk, dtype, count, shape, name), size
+        return name, from_binary(chunk, dtype, count, shape, name), size
     if "data" not in raw:
         raise InvalidInputError(f"input {name!r}: no 'data' and no binary_data_size")
     array = jsonio.array_from_json(raw["data"], dtype, tensor=name)
@@ -121,7 +121,7 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[str, np.nd
     return name, array.reshape(shape), 0
 
 
-def _from_binary(
+def from_binary(
     chunk: memoryview, dtype: np.dtype[Any], count: int, shape: list[int], name: str
 ) -> np.ndarray:
     if dtype == OBJECT:
@@ -172,22 +172,29 @@ def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
     return tuple(wanted)
 
 
+def chosen_outputs(
+    request: InferRequest, outputs: Mapping[str, np.ndarray]
+) -> list[tuple[str, bool]]:
+    """(name, binary) of each output to send: the requested ones, else all of them."""
+    if request.outputs is None:
+        return [(name, request.binary_outputs) for name in outputs]
+    chosen = []
+    for wanted in request.outputs:
+        if wanted.name not in outputs:
+            raise InvalidInputError(
+                f"requested output {wanted.name!r} is not an output of the model "
+                f"(outputs: {', '.join(outputs)})"
+            )
+        binary = request.binary_outputs if wanted.binary is None else wanted.binary
+        chosen.append((wanted.name, binary))
+    return chosen
+
+
 def encode_response(
     request: InferRequest, model_name: str, version: int, outputs: Mapping[str, np.ndarray]
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary tensors follow it."""
-    if request.outputs is None:
-        chosen = [(name, request.binary_outputs) for name in outputs]
-    else:
-        chosen = []
-        for wanted in request.outputs:
-            if wanted.name not in outputs:
-                raise InvalidInputError(
-                    f"requested output {wanted.name!r} is not an output of the model "
-                    f"(outputs: {', '.join(outputs)})"
-                )
-            binary = request.binary_outputs if wanted.binary is None else wanted.binary
-            chosen.append((wanted.name, binary))
+    chosen = chosen_outputs(request, outputs)
     tensors: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, binary in chosen:
@@ -198,7 +205,7 @@ def encode_response(
             "shape": list(array.shape),
         }
         if binary:
-            data = _to_binary(array)
+            data = to_binary(array)
             tensor["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
         else:
@@ -229,7 +236,7 @@ def _to_json(array: np.ndarray, name: str) -> Any:
     return np.ascontiguousarray(flat)
 
 
-def _to_binary(array: np.ndarray) -> bytes:
+def to_binary(array: np.ndarray) -> bytes:
     if array.dtype.kind in TEXT_KINDS:
         parts = []
         for item in array.reshape(-1).tolist():
@@ -253,3 +260,43 @@ def model_metadata(name: str, versions: list[int], signature: Signature) -> dict
         "inputs": [tensor(spec) for spec in signature.inputs],
         "outputs": [tensor(spec) for spec in signature.outputs],
     }
+
+
+def request_timeout(parameters: Mapping[str, Any], other: float | None) -> float | None:
+    """The tighter of ``parameters.timeout`` (microseconds, as Triton) and ``other``
+    (seconds: a header's or the transport's deadline)."""
+    micros = parameters.get("timeout")
+    if micros is None:
+        return other
+    if type(micros) not in (int, float) or not micros > 0:
+        raise InvalidInputError(
+            f"parameters.timeout {micros!r}: expected a positive number of microseconds"
+        )
+    seconds = float(micros) / 1e6
+    return seconds if other is None else min(seconds, other)
+
+
+def model_config(name: str, signature: Signature) -> dict[str, Any]:
+    """Triton's model configuration, as far as its clients read it. ``max_batch_size`` 0:
+    the dims below include the batch axis."""
+
+    def tensor(spec: TensorSpec) -> dict[str, Any]:
+        dims = [-1] if spec.shape is None else [-1 if d is None else d for d in spec.shape]
+        return {"name": spec.name, "data_type": "TYPE_" + _config_type(spec), "dims": dims}
+
+    return {
+        "name": name,
+        "platform": "keepwarm",
+        "backend": "keepwarm",
+        "max_batch_size": 0,
+        "input": [tensor(spec) for spec in signature.inputs],
+        "output": [tensor(spec) for spec in signature.outputs],
+    }
+
+
+def _config_type(spec: TensorSpec) -> str:
+    try:
+        datatype = v2_datatype(spec.dtype)
+    except InvalidInputError:
+        return "INVALID"
+    return "STRING" if datatype == "BYTES" else datatype

@@ -1,0 +1,142 @@
+"""The gRPC server: KServe v2 and TF Serving's services on one port, with the standard
+health service (kept in step with the service's readiness) and server reflection."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from keepwarm.grpc.kserve import KServeServicer
+from keepwarm.grpc.protos import POOL
+from keepwarm.grpc.protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from keepwarm.grpc.protos.tensorflow_serving.apis import (
+    model_service_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2,
+    prediction_service_pb2_grpc,
+)
+from keepwarm.grpc.tfserving import ModelServicer, PredictionServicer
+from keepwarm.service import InferenceService
+
+for _standard in (health_pb2, reflection_pb2):  # so that reflection can describe them too
+    POOL.AddSerializedFile(_standard.DESCRIPTOR.serialized_pb)
+
+SERVICES = (
+    grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+    prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    cert: Path
+    key: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())])
+
+
+class GrpcServer:
+    """``await start()`` binds ``host:port`` (0: a free port, see ``port``),
+    ``follow_readiness()`` turns health on, ``stop()`` ends it after ``grace`` seconds for
+    the calls in flight."""
+
+    def __init__(
+        self,
+        service: InferenceService,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8500,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        tls: Tls | None = None,
+    ) -> None:
+        self.service = service
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.tls = tls
+        self.port = port
+        self.health = HealthServicer()
+        self._ready: bool | None = None
+        self._unsubscribe: Any = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ]
+        )
+        server = self._server
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeServicer(service, max_bytes=max_message_bytes), server
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(service, max_bytes=max_message_bytes), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+            pool=POOL,
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        """Bind and serve; health says NOT_SERVING until ``follow_readiness``."""
+        if self.tls is None:
+            self.port = self._server.add_insecure_port(self.address)
+        else:
+            self.port = self._server.add_secure_port(self.address, self.tls.credentials())
+        for name in ("", *SERVICES):
+            await self.health.set(name, NOT_SERVING)
+        self._ready = False
+        await self._server.start()
+
+    async def follow_readiness(self) -> None:
+        """From now on health follows the service's readiness (call once the repository
+        has been scanned: an empty one is ready)."""
+        await self._sync_health()
+        loop = asyncio.get_running_loop()
+
+        def on_event(event: Any) -> None:  # on a manager thread
+            loop.call_soon_threadsafe(self._schedule_sync)
+
+        self._unsubscribe = self.service.repository.subscribe(on_event)
+
+    def _schedule_sync(self) -> None:
+        task = asyncio.ensure_future(self._sync_health())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sync_health(self) -> None:
+        """Health follows the service's readiness: SERVING for "" and each service once
+        ready, NOT_SERVING before and after (shutdown)."""
+        ready = self.service.ready()
+        if ready == self._ready:
+            return
+        self._ready = ready
+        for name in ("", *SERVICES):
+            await self.health.set(name, SERVING if ready else NOT_SERVING)
+
+    async def begin_shutdown(self) -> None:
+        """Health answers NOT_SERVING from now on (call after the service's own)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.begin_shutdown()
+        await self._server.stop(grace)
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
