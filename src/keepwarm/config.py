@@ -66,19 +66,35 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
+from keepwarm.config_batching import BatchingConfig, batching_config, batching_section
+from keepwarm.config_optimize import OptimizeConfig, optimize_section
+from keepwarm.config_table import EMPTY, TomlTable
 from keepwarm.errors import InvalidConfigError
-from keepwarm.settings import BatchingSettings
+
+# Parsed by their own modules; named here as the types of ModelConfig's fields.
+__all__ = [
+    "FILENAME",
+    "LABEL",
+    "POLICIES",
+    "SAMPLE_SUFFIXES",
+    "BatchingConfig",
+    "ModelConfig",
+    "OptimizeConfig",
+    "VersionPolicy",
+    "batching_config",
+    "load_model_config",
+    "parse_model_config",
+]
 
 FILENAME = "model.toml"
 POLICIES = ("latest", "all", "specific")
 LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 SAMPLE_SUFFIXES = (".json", ".npz")
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 _TOP = (
     "runtime",
@@ -94,10 +110,6 @@ _TOP = (
 )
 _VERSIONS = ("policy", "latest", "specific")
 _WARMUP = ("runs", "samples")
-_BATCHING = ("max_batch_size", "max_delay_ms", "max_queue", "pad_axes")
-_OPTIMIZE = ("to", "quantize", "max_abs_diff", "min_agreement", "max_accuracy_drop")
-OPTIMIZE_TARGETS = ("onnx",)
-QUANTIZE_MODES = ("dynamic", "float16", "static")
 _SERVER_ONLY_OPTIONS = ("allow_unsafe", "class")
 
 
@@ -112,106 +124,21 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True)
-class BatchingConfig:
-    """A model's batching. ``given``: the keys its table set; the others follow the
-    server's ``Settings.batching`` (``with_defaults``)."""
-
-    max_batch_size: int = BatchingSettings.max_batch_size
-    max_delay_ms: float = BatchingSettings.max_delay_ms
-    max_queue: int = BatchingSettings.max_queue
-    # axes >= 1 that may be padded, per input name ("*": every input); empty: none
-    pad_axes: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: _EMPTY)
-    given: frozenset[str] = field(default=frozenset(), compare=False)
-
-    def with_defaults(self, settings: BatchingSettings) -> BatchingConfig:
-        """The keys the model's table left out, from ``settings``."""
-        values = {
-            key: getattr(settings, key)
-            for key in ("max_batch_size", "max_delay_ms", "max_queue")
-            if key not in self.given
-        }
-        return replace(self, **values)
-
-
-@dataclass(frozen=True)
-class OptimizeConfig:
-    """``[optimize]``: what to convert a version to at load, and the gate's limits (None:
-    the default gate's)."""
-
-    to: str = "onnx"
-    quantize: str | None = None
-    max_abs_diff: float | None = None
-    min_agreement: float | None = None
-    max_accuracy_drop: float | None = None
-
-    def to_plain(self) -> dict[str, Any]:
-        """As plain data, for a load description."""
-        return {name: getattr(self, name) for name in _OPTIMIZE}
-
-
-@dataclass(frozen=True)
 class ModelConfig:
     runtime: str | None = None
     signature: str | None = None
     policy: VersionPolicy = VersionPolicy()
-    labels: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    labels: Mapping[str, int] = field(default_factory=lambda: EMPTY)
     default: int | str | None = None  # a version number or a label name
     warmup_runs: int | None = None  # None: Settings.warmup.runs
     warmup_samples: str | None = None
     pinned: bool = False
-    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     batching: BatchingConfig | None = None
     optimize: OptimizeConfig | None = None
 
 
-class _Checker:
-    """Reads one table of the file, raising errors that name the file and the key."""
-
-    def __init__(
-        self, source: str, table: Mapping[str, Any], prefix: str, allowed: tuple[str, ...]
-    ) -> None:
-        self.source, self.table, self.prefix = source, table, prefix
-        unknown = sorted(set(table) - set(allowed))
-        if unknown:
-            where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
-            names = ", ".join(repr(prefix + key) for key in unknown)
-            raise InvalidConfigError(
-                f"{source}: unknown key {names} in {where}; allowed keys: {', '.join(allowed)}"
-            )
-
-    def fail(self, key: str, expected: str, given: Any) -> InvalidConfigError:
-        return InvalidConfigError(
-            f"{self.source}: {self.prefix}{key}: expected {expected}, got {given!r}"
-        )
-
-    def get(self, key: str, kind: type | tuple[type, ...], expected: str) -> Any:
-        value = self.table.get(key)
-        if value is None:
-            return None
-        # bool is an int subclass: refuse `true` where a number is wanted, and vice versa.
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise self.fail(key, expected, value)
-        return value
-
-    def text(self, key: str) -> str | None:
-        value: str | None = self.get(key, str, "a non-empty string")
-        if value is not None and not value.strip():
-            raise self.fail(key, "a non-empty string", value)
-        return value
-
-    def integer(self, key: str, minimum: int) -> int | None:
-        expected = f"an integer >= {minimum}"
-        value: int | None = self.get(key, int, expected)
-        if value is not None and value < minimum:
-            raise self.fail(key, expected, value)
-        return value
-
-    def table_at(self, key: str, allowed: tuple[str, ...]) -> _Checker:
-        value = self.get(key, dict, "a table") or {}
-        return _Checker(self.source, value, f"{self.prefix}{key}.", allowed)
-
-
-def _policy(versions: _Checker) -> VersionPolicy:
+def _policy(versions: TomlTable) -> VersionPolicy:
     kind = versions.text("policy")
     latest = versions.integer("latest", 1)
     specific = versions.get("specific", list, "a list of positive integers")
@@ -254,7 +181,7 @@ def _labels(labels: Mapping[str, Any], source: str) -> dict[str, int]:
     return found
 
 
-def _default(top: _Checker, labels: Mapping[str, int]) -> int | str | None:
+def _default(top: TomlTable, labels: Mapping[str, int]) -> int | str | None:
     value = top.table.get("default")
     if value is None:
         return None
@@ -268,7 +195,7 @@ def _default(top: _Checker, labels: Mapping[str, int]) -> int | str | None:
     raise top.fail("default", "a version (a positive integer) or a label name", value)
 
 
-def _samples(warmup: _Checker) -> str | None:
+def _samples(warmup: TomlTable) -> str | None:
     value = warmup.text("samples")
     if value is None:
         return None
@@ -280,78 +207,7 @@ def _samples(warmup: _Checker) -> str | None:
     return parts.as_posix()
 
 
-def _batching(top: _Checker) -> BatchingConfig | None:
-    if top.table.get("batching") is None:
-        return None
-    return _batching_table(top.table_at("batching", _BATCHING))
-
-
-def batching_config(value: Mapping[str, Any], *, source: str) -> BatchingConfig:
-    """A ``[batching]`` table given in code (``keepwarm.load(..., batching={...})``),
-    checked as model.toml's is; ``source`` names it in errors."""
-    if not isinstance(value, Mapping):
-        raise InvalidConfigError(f"{source}: expected a table of batching settings, got {value!r}")
-    return _batching_table(_Checker(source, value, "batching.", _BATCHING))
-
-
-def _batching_table(table: _Checker) -> BatchingConfig:
-    defaults = BatchingConfig()
-    delay = table.get("max_delay_ms", (int, float), "a number of milliseconds >= 0")
-    if delay is not None and delay < 0:
-        raise table.fail("max_delay_ms", "a number of milliseconds >= 0", delay)
-    size = table.integer("max_batch_size", 1)
-    queue = table.integer("max_queue", 1)
-    return BatchingConfig(
-        max_batch_size=defaults.max_batch_size if size is None else size,
-        max_delay_ms=defaults.max_delay_ms if delay is None else float(delay),
-        max_queue=defaults.max_queue if queue is None else queue,
-        pad_axes=_pad_axes(table),
-        given=frozenset(key for key in _BATCHING if table.table.get(key) is not None),
-    )
-
-
-def _optimize(top: _Checker) -> OptimizeConfig | None:
-    if top.table.get("optimize") is None:
-        return None
-    table = top.table_at("optimize", _OPTIMIZE)
-    to = table.text("to")
-    if to not in OPTIMIZE_TARGETS:
-        raise table.fail("to", " or ".join(repr(t) for t in OPTIMIZE_TARGETS), to)
-    quantize = table.text("quantize")
-    if quantize is not None and quantize not in QUANTIZE_MODES:
-        raise table.fail("quantize", " or ".join(repr(q) for q in QUANTIZE_MODES), quantize)
-    limits: dict[str, float | None] = {}
-    for key, low, high in (
-        ("max_abs_diff", 0.0, None),
-        ("min_agreement", 0.0, 1.0),
-        ("max_accuracy_drop", 0.0, 100.0),
-    ):
-        expected = f"a number >= {low:g}" + ("" if high is None else f" and <= {high:g}")
-        value = table.get(key, (int, float), expected)
-        if value is not None and not (value >= low and (high is None or value <= high)):
-            raise table.fail(key, expected, value)  # NaN fails here too
-        limits[key] = None if value is None else float(value)
-    return OptimizeConfig(to=to, quantize=quantize, **limits)
-
-
-def _pad_axes(batching: _Checker) -> Mapping[str, tuple[int, ...]]:
-    value = batching.table.get("pad_axes")
-    if value is None:
-        return _EMPTY
-    expected = "a list of axes >= 1 (axis 0 is the batch), or a table of input name to one"
-    table = value if isinstance(value, dict) else {"*": value}
-    found: dict[str, tuple[int, ...]] = {}
-    for name, axes in table.items():
-        if not isinstance(axes, list) or not all(
-            isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in axes
-        ):
-            raise batching.fail("pad_axes" if name == "*" else f"pad_axes.{name}", expected, axes)
-        if axes:
-            found[name] = tuple(sorted(set(axes)))
-    return MappingProxyType(found) if found else _EMPTY
-
-
-def _options(top: _Checker) -> Mapping[str, Any]:
+def _options(top: TomlTable) -> Mapping[str, Any]:
     options: dict[str, Any] = top.get("options", dict, "a table") or {}
     for key in _SERVER_ONLY_OPTIONS:
         if key in options:
@@ -361,7 +217,7 @@ def _options(top: _Checker) -> Mapping[str, Any]:
                 "directory must not be able to make the server run code)",
                 options[key],
             )
-    return MappingProxyType(dict(options)) if options else _EMPTY
+    return MappingProxyType(dict(options)) if options else EMPTY
 
 
 def parse_model_config(text: str, *, source: str) -> ModelConfig:
@@ -370,7 +226,7 @@ def parse_model_config(text: str, *, source: str) -> ModelConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidConfigError(f"{source}: not valid TOML: {exc}") from exc
-    top = _Checker(source, data, "", _TOP)
+    top = TomlTable(source, data, "", _TOP)
     pinned = top.get("pinned", bool, "true or false")
     labels = _labels(top.get("labels", dict, "a table of name = version") or {}, source)
     warmup = top.table_at("warmup", _WARMUP)
@@ -379,14 +235,14 @@ def parse_model_config(text: str, *, source: str) -> ModelConfig:
         runtime=top.text("runtime"),
         signature=top.text("signature"),
         policy=_policy(top.table_at("versions", _VERSIONS)),
-        labels=MappingProxyType(labels) if labels else _EMPTY,
+        labels=MappingProxyType(labels) if labels else EMPTY,
         default=_default(top, labels),
         warmup_runs=runs,
         warmup_samples=_samples(warmup),
         pinned=bool(pinned),
         options=_options(top),
-        batching=_batching(top),
-        optimize=_optimize(top),
+        batching=batching_section(top),
+        optimize=optimize_section(top),
     )
 
 

@@ -27,7 +27,8 @@ from keepwarm.batching.merge import PadAxes
 from keepwarm.batching.model import BatchedModel
 from keepwarm.cache_keys import check_uri, check_version
 from keepwarm.config import FILENAME as CONFIG_FILE
-from keepwarm.config import BatchingConfig, batching_config, load_model_config
+from keepwarm.config import load_model_config
+from keepwarm.config_batching import BatchingConfig, batching_config
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime

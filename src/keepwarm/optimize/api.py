@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from keepwarm.config import OPTIMIZE_TARGETS
+from keepwarm.config_optimize import OPTIMIZE_TARGETS
 from keepwarm.errors import GateError, InvalidInputError
 from keepwarm.loading import select_version
 from keepwarm.optimize import check, publish

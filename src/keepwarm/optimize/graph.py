@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from keepwarm.config import QUANTIZE_MODES
+from keepwarm.config_optimize import QUANTIZE_MODES
 
 __all__ = ["QUANTIZE_MODES", "convert_tensorflow", "copy_graph", "optimize_graph", "quantize"]
 OPSET = 17

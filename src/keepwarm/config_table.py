@@ -1,0 +1,58 @@
+"""One table of a model.toml being read: typed getters whose errors name the file and key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from keepwarm.errors import InvalidConfigError
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class TomlTable:
+    """Reads one table of the file, raising errors that name the file and the key."""
+
+    def __init__(
+        self, source: str, table: Mapping[str, Any], prefix: str, allowed: tuple[str, ...]
+    ) -> None:
+        self.source, self.table, self.prefix = source, table, prefix
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+            names = ", ".join(repr(prefix + key) for key in unknown)
+            raise InvalidConfigError(
+                f"{source}: unknown key {names} in {where}; allowed keys: {', '.join(allowed)}"
+            )
+
+    def fail(self, key: str, expected: str, given: Any) -> InvalidConfigError:
+        return InvalidConfigError(
+            f"{self.source}: {self.prefix}{key}: expected {expected}, got {given!r}"
+        )
+
+    def get(self, key: str, kind: type | tuple[type, ...], expected: str) -> Any:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        # bool is an int subclass: refuse `true` where a number is wanted, and vice versa.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise self.fail(key, expected, value)
+        return value
+
+    def text(self, key: str) -> str | None:
+        value: str | None = self.get(key, str, "a non-empty string")
+        if value is not None and not value.strip():
+            raise self.fail(key, "a non-empty string", value)
+        return value
+
+    def integer(self, key: str, minimum: int) -> int | None:
+        expected = f"an integer >= {minimum}"
+        value: int | None = self.get(key, int, expected)
+        if value is not None and value < minimum:
+            raise self.fail(key, expected, value)
+        return value
+
+    def table_at(self, key: str, allowed: tuple[str, ...]) -> TomlTable:
+        value = self.get(key, dict, "a table") or {}
+        return TomlTable(self.source, value, f"{self.prefix}{key}.", allowed)
