@@ -16,7 +16,8 @@ from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
 from keepwarm.core.version_policy import resolve_version
 from keepwarm.errors import ModelNotFoundError, UnavailableError
-from keepwarm.loading import LoadDescription, RuntimeSpec
+from keepwarm.load_description import LoadDescription
+from keepwarm.loading import RuntimeSpec
 from keepwarm.settings import Settings
 from keepwarm.sources.listing import Listing, ModelListing
 
