@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,25 +22,19 @@ import numpy as np
 from keepwarm.batching.model import refuse_when_full
 from keepwarm.batching.serving import Queued, begin, finish
 from keepwarm.control import ControlledSource, Management
-from keepwarm.errors import (
-    DeadlineExceededError,
-    InvalidInputError,
-    KeepwarmError,
-    ModelNotFoundError,
-    UnavailableError,
-)
+from keepwarm.errors import DeadlineExceededError, KeepwarmError, UnavailableError
 from keepwarm.metrics import Metrics
 from keepwarm.repository import Repository
 from keepwarm.service_errors import Scrubber
+from keepwarm.service_names import check_name, parse_version
 from keepwarm.service_stats import Statistics
-from keepwarm.service_status import VersionStates, model_states
+from keepwarm.service_status import StatusView
 from keepwarm.signature import Signature
 
 T = TypeVar("T")
 Decode = Callable[[Signature], dict[str, np.ndarray]]
 Encode = Callable[[str, int, dict[str, np.ndarray]], T]
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # as the repository's directories
 _SETTLING = ("LOADING", "WARMING")
 RETRY_AFTER_SECONDS = 1
 #: Threads that run models (to be sized by the batching issue's executors).
@@ -54,29 +47,6 @@ class ModelInfo:
     version: int
     versions: list[int]  # every READY version
     signature: Signature
-
-
-def check_name(name: str, what: str = "model name") -> str:
-    """Names are letters, digits, ``_``, ``-`` and ``.``: no separators, no ``..``."""
-    if not _NAME.fullmatch(name) or ".." in name:
-        shown = name if len(name) <= 80 else name[:80] + "..."
-        raise InvalidInputError(
-            f"invalid {what} {shown!r}: use letters, digits, '_', '-' and '.' "
-            "(starting with a letter or digit; no '/' and no '..'; at most 128 characters)"
-        )
-    return name
-
-
-def parse_version(version: str | None) -> int | str | None:
-    """``None`` or ``""``: the default version; digits: a version number; else a label."""
-    if version is None or version == "":
-        return None
-    if version.isdigit():
-        number = int(version)
-        if number <= 0:
-            raise InvalidInputError(f"version {version!r}: versions are positive integers")
-        return number
-    return check_name(version, "version label")
 
 
 class InferenceService:
@@ -106,6 +76,13 @@ class InferenceService:
         self._in_flight = 0
         self._idle: asyncio.Event | None = None  # made on the loop, when first draining
         self._stats = Statistics()
+        self._view = StatusView(
+            repository,
+            self._stats,
+            held=self.held,
+            held_all=self.management.held,
+            public=self.public,
+        )
         self._started = False
 
     # ------------------------------------------------------------------ health
@@ -125,12 +102,9 @@ class InferenceService:
         blocking = (*_SETTLING, "FAILED") if self.strict_readiness else _SETTLING
         return not any(
             state in blocking
-            for versions in self._states().values()
+            for versions in self._view.states().values()
             for state, _ in versions.values()
         )
-
-    def _states(self) -> dict[str, VersionStates]:
-        return model_states(self.repository.status())
 
     def server_metadata(self) -> dict[str, Any]:
         from keepwarm import __version__
@@ -146,21 +120,10 @@ class InferenceService:
     def versions(self, name: str) -> list[tuple[int, str, str]]:
         """(version, state, reason) for each version of ``name``, oldest first; a model
         the repository API holds unloaded has none (``held`` says why)."""
-        if self.held(name) is not None:
-            return []
-        versions = self._states().get(check_name(name))
-        if versions is None:
-            raise ModelNotFoundError(f"model {name!r} not found in the repository")
-        return [(v, state, self.public(reason)) for v, (state, reason) in versions.items()]
+        return self._view.versions(name)
 
     def model_ready(self, name: str, version: str | None) -> bool:
-        wanted = parse_version(version)
-        states = {v: state for v, state, _ in self.versions(name)}
-        if isinstance(wanted, int):
-            if wanted not in states:
-                raise ModelNotFoundError(f"model {name!r} has no version {wanted}")
-            return states[wanted] == "READY"
-        return "READY" in states.values()
+        return self._view.model_ready(name, version)
 
     async def model_info(self, name: str, version: str | None) -> ModelInfo:
         """The signature of the version a request for ``name``/``version`` would get."""
@@ -173,45 +136,15 @@ class InferenceService:
 
     def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics extension: every version of ``name`` (or of every model)."""
-        if name is None:
-            wanted = [(n, str(v)) for n, versions in self._states().items() for v in versions]
-        else:
-            number = parse_version(version)
-            wanted = [
-                (name, str(v))
-                for v, _, _ in self.versions(name)
-                if number is None or (isinstance(number, int) and v == number)
-            ]
-        return self._stats.rows(wanted)
+        return self._view.statistics(name, version)
 
     def held(self, name: str) -> str | None:
         """Why the repository API keeps ``name`` unloaded, or None."""
         return self.management.held().get(check_name(name))
 
     def index(self, *, ready_only: bool = False) -> list[dict[str, Any]]:
-        """The repository extension's index: every model version and its state (only the
-        READY ones with ``ready_only``)."""
-        rows = self._index()
-        return [row for row in rows if row.get("state") == "READY"] if ready_only else rows
-
-    def _index(self) -> list[dict[str, Any]]:
-        held = self.management.held()
-        out: list[dict[str, Any]] = [
-            {"name": name, "state": "UNAVAILABLE", "reason": why} for name, why in held.items()
-        ]
-        for name, versions in self._states().items():
-            if not versions:
-                out.append({"name": name, "state": "UNAVAILABLE", "reason": "no versions"})
-            for version, (state, reason) in versions.items():
-                out.append(
-                    {
-                        "name": name,
-                        "version": str(version),
-                        "state": state,
-                        "reason": self.public(reason),
-                    }
-                )
-        return out
+        """The repository extension's index (see ``StatusView.index``)."""
+        return self._view.index(ready_only=ready_only)
 
     # ------------------------------------------------------------------- infer
 

@@ -1,9 +1,17 @@
 """The one place the service reads ``Repository.status()``: model -> version -> (state,
-reason), with the state a plain string."""
+reason), with the state a plain string, and the views built on it (versions, readiness
+of a model, statistics rows, the repository index)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from keepwarm.errors import ModelNotFoundError
+from keepwarm.repository import Repository
 from keepwarm.repository_status import RepositoryStatus
+from keepwarm.service_names import check_name, parse_version
+from keepwarm.service_stats import Statistics
 
 VersionStates = dict[int, tuple[str, str]]  # version -> (state, reason)
 
@@ -13,3 +21,84 @@ def model_states(status: RepositoryStatus) -> dict[str, VersionStates]:
         name: {v: (i.state.value, i.reason or "") for v, i in sorted(model.versions.items())}
         for name, model in status.models.items()
     }
+
+
+class StatusView:
+    """The read side of the service. ``held(name)``: why the repository API keeps a
+    model unloaded (or None), ``held_all()``: every such model; ``public``: a message
+    with paths made relative to the repository root."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        statistics: Statistics,
+        *,
+        held: Callable[[str], str | None],
+        held_all: Callable[[], dict[str, str]],
+        public: Callable[[str], str],
+    ) -> None:
+        self.repository = repository
+        self.statistics_table = statistics
+        self.held = held
+        self.held_all = held_all
+        self.public = public
+
+    def states(self) -> dict[str, VersionStates]:
+        return model_states(self.repository.status())
+
+    def versions(self, name: str) -> list[tuple[int, str, str]]:
+        """(version, state, reason) for each version of ``name``, oldest first; a model
+        the repository API holds unloaded has none (``held`` says why)."""
+        if self.held(name) is not None:
+            return []
+        versions = self.states().get(check_name(name))
+        if versions is None:
+            raise ModelNotFoundError(f"model {name!r} not found in the repository")
+        return [(v, state, self.public(reason)) for v, (state, reason) in versions.items()]
+
+    def model_ready(self, name: str, version: str | None) -> bool:
+        wanted = parse_version(version)
+        states = {v: state for v, state, _ in self.versions(name)}
+        if isinstance(wanted, int):
+            if wanted not in states:
+                raise ModelNotFoundError(f"model {name!r} has no version {wanted}")
+            return states[wanted] == "READY"
+        return "READY" in states.values()
+
+    def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
+        """Triton's statistics extension: every version of ``name`` (or of every model)."""
+        if name is None:
+            wanted = [(n, str(v)) for n, versions in self.states().items() for v in versions]
+        else:
+            number = parse_version(version)
+            wanted = [
+                (name, str(v))
+                for v, _, _ in self.versions(name)
+                if number is None or (isinstance(number, int) and v == number)
+            ]
+        return self.statistics_table.rows(wanted)
+
+    def index(self, *, ready_only: bool = False) -> list[dict[str, Any]]:
+        """The repository extension's index: every model version and its state (only the
+        READY ones with ``ready_only``)."""
+        rows = self._index()
+        return [row for row in rows if row.get("state") == "READY"] if ready_only else rows
+
+    def _index(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [
+            {"name": name, "state": "UNAVAILABLE", "reason": why}
+            for name, why in self.held_all().items()
+        ]
+        for name, versions in self.states().items():
+            if not versions:
+                out.append({"name": name, "state": "UNAVAILABLE", "reason": "no versions"})
+            for version, (state, reason) in versions.items():
+                out.append(
+                    {
+                        "name": name,
+                        "version": str(version),
+                        "state": state,
+                        "reason": self.public(reason),
+                    }
+                )
+        return out

@@ -9,7 +9,8 @@ import pytest
 from keepwarm.control import ControlledSource
 from keepwarm.errors import InvalidInputError, PermissionDeniedError, UnauthenticatedError
 from keepwarm.repository import Repository
-from keepwarm.service import InferenceService, check_name, parse_version
+from keepwarm.service import InferenceService
+from keepwarm.service_names import check_name, parse_version
 
 
 @pytest.mark.parametrize("name", ["mlp", "a.b-c_d", "9lives", "x" * 128])

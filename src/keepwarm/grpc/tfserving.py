@@ -19,7 +19,8 @@ from keepwarm.grpc.protos.tensorflow_serving.apis import (
     predict_pb2,
 )
 from keepwarm.protocol import tensorproto, tfserving
-from keepwarm.service import InferenceService, parse_version
+from keepwarm.service import InferenceService
+from keepwarm.service_names import parse_version
 from keepwarm.signature import Signature
 
 SIGNATURE_DEF = "signature_def"

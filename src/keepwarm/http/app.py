@@ -18,7 +18,8 @@ from keepwarm.http.messages import (
 from keepwarm.http.router import Route, Router
 from keepwarm.http.tfserving import TfServingRoutes
 from keepwarm.http.v2 import V2Routes
-from keepwarm.service import RETRY_AFTER_SECONDS, InferenceService, check_name
+from keepwarm.service import RETRY_AFTER_SECONDS, InferenceService
+from keepwarm.service_names import check_name
 
 log = logging.getLogger("keepwarm.http")
 OPENAPI = Path(__file__).with_name("openapi.json")

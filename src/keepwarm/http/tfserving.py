@@ -8,7 +8,8 @@ from keepwarm.errors import UnavailableError
 from keepwarm.http.messages import Request, Response, header_timeout, json_response
 from keepwarm.http.router import Route
 from keepwarm.protocol import tfserving
-from keepwarm.service import InferenceService, parse_version
+from keepwarm.service import InferenceService
+from keepwarm.service_names import parse_version
 from keepwarm.signature import Signature
 
 
