@@ -30,7 +30,7 @@ from keepwarm.load_description import LoadDescription, check_class_name, class_n
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
 from keepwarm.settings import BatchingSettings, DownloadSettings, LoadingSettings, WarmupSettings
-from keepwarm.sources.filesystem import version_number
+from keepwarm.sources.layout import version_number
 from keepwarm.sources.resolve import local_path_or_none, redact_url
 from keepwarm.warmup import read_samples, warmup
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from keepwarm.config import FILENAME, ModelConfig, load_model_config
 from keepwarm.errors import InvalidConfigError, InvalidInputError
-from keepwarm.sources.filesystem import MARKER, version_number
+from keepwarm.sources.layout import MARKER, version_number
 
 GRAPH = "model.onnx"
 REPORT = "optimize-report.json"

@@ -1,11 +1,11 @@
 """A model repository on disk: ``<root>/<model>/<version>/``, scanned as a whole each time.
 
-Names. A model directory's name must match ``NAME`` (letters, digits, ``_ . -``; no
-``..``); a version directory's name is a positive integer written without leading zeros
-(``7``, not ``007`` or ``0``). Other entries are skipped and listed, with the reason, in
-``FilesystemSource.skipped`` (hidden entries, and plain files inside a model directory,
-are ignored silently). A symlink, anywhere in a model, whose target lies outside the root
-is refused.
+Names (the rules live in ``keepwarm.sources.layout``). A model directory's name must match
+``NAME`` (letters, digits, ``_ . -``; no ``..``); a version directory's name is a positive
+integer written without leading zeros (``7``, not ``007`` or ``0``). Other entries are
+skipped and listed, with the reason, in ``FilesystemSource.skipped`` (hidden entries, and
+plain files inside a model directory, are ignored silently). A symlink, anywhere in a
+model, whose target lies outside the root is refused.
 
 When a version is taken. Copying a model takes time, and a half-written version must
 never load. A version is *complete* (taken) when
@@ -32,30 +32,21 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from keepwarm.config import FILENAME, ModelConfig, load_model_config
-from keepwarm.errors import (
-    InvalidConfigError,
-    InvalidInputError,
-    ModelNotFoundError,
-    UnavailableError,
-)
-from keepwarm.runtimes.base import Runtime
-from keepwarm.runtimes.registry import detect_runtime, get_runtime
+from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnavailableError
+from keepwarm.sources.layout import MARKER, NAME, check_model_name, judge, version_number
 from keepwarm.sources.listing import Listing, ModelListing, VersionListing
+from keepwarm.sources.version_files import OUTSIDE, walk_version
 
 __all__ = ["MARKER", "FilesystemSource", "ModelListing", "VersionListing"]
 
 log = logging.getLogger(__name__)
 
-MARKER = ".keepwarm-ready"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_OUTSIDE = "outside the repository"
 _WAITING = (
     f"new or changed files: taken when unchanged at the next scan "
     f"(or at once when {MARKER} is written last)"
@@ -69,62 +60,6 @@ class _Seen:
     fingerprint: int
     runtime_setting: str | None
     verdict: VersionListing | None  # the format check, when it was made
-
-
-class _Files:
-    """What a walk of one version found: the count, the total size, whether the marker is
-    there, and a fingerprint of (relative path, size, mtime) that ignores the order."""
-
-    __slots__ = ("count", "fingerprint", "marked", "nbytes", "problem")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.nbytes = 0
-        self.fingerprint = 0
-        self.marked = False
-        self.problem: str | None = None
-
-    def add(self, relative: str, size: int, mtime_ns: int) -> None:
-        self.count += 1
-        self.nbytes += size
-        self.fingerprint = (self.fingerprint + hash((relative, size, mtime_ns))) & _MASK
-        if relative == MARKER:
-            self.marked = True
-
-
-_MASK = (1 << 64) - 1
-
-
-def check_model_name(name: str) -> str:
-    """``name`` when it is a valid model name, else ``InvalidInputError`` saying why."""
-    if not NAME.match(name) or ".." in name:
-        raise InvalidInputError(
-            f"invalid model name {name!r}: expected 1-128 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit, without '..'"
-        )
-    return name
-
-
-def version_number(name: str) -> int | None:
-    """The version a directory name stands for: a positive integer without leading zeros."""
-    if not name.isascii() or not name.isdigit() or name.startswith("0"):
-        return None
-    return int(name)
-
-
-def judge(version: int, path: Path, config: ModelConfig) -> VersionListing:
-    """The format check: complete, or the runtime's reason why not."""
-    try:
-        runtime: Runtime = get_runtime(config.runtime) if config.runtime else detect_runtime(path)
-    except Exception as exc:  # unknown runtime, or no runtime recognises the files
-        return VersionListing(version, path, False, str(exc), None)
-    try:
-        reason = runtime.incomplete(path)
-    except Exception as exc:  # a runtime's bug must not stop the scan of other models
-        reason = f"the {runtime.name} runtime could not check the files: {exc!r}"
-    if reason is not None:
-        reason = f"incomplete {runtime.name} model: {reason}"
-    return VersionListing(version, path, reason is None, reason, runtime.name)
 
 
 class FilesystemSource:
@@ -229,7 +164,7 @@ class FilesystemSource:
         if not NAME.match(entry.name) or ".." in entry.name:
             return "not a valid model name (letters, digits, '_', '.', '-'; no '..')"
         if not self._inside(entry):
-            return f"a symlink to {os.path.realpath(entry)}, {_OUTSIDE}"
+            return f"a symlink to {os.path.realpath(entry)}, {OUTSIDE}"
         if not entry.is_dir():
             return "not a directory"
         return None
@@ -253,7 +188,7 @@ class FilesystemSource:
                     skipped.append(f"{where}: not a version (a positive integer, no leading zeros)")
                 continue
             if not self._inside(entry):
-                skipped.append(f"{where}: a symlink to {os.path.realpath(entry)}, {_OUTSIDE}")
+                skipped.append(f"{where}: a symlink to {os.path.realpath(entry)}, {OUTSIDE}")
                 continue
             if not entry.is_dir():
                 skipped.append(f"{where}: not a directory")
@@ -271,7 +206,7 @@ class FilesystemSource:
     def _read_config(self, model_dir: Path) -> ModelConfig:
         path = model_dir / FILENAME
         if path.is_symlink() and not self._inside(path):
-            raise InvalidConfigError(f"{path}: a symlink to {os.path.realpath(path)}, {_OUTSIDE}")
+            raise InvalidConfigError(f"{path}: a symlink to {os.path.realpath(path)}, {OUTSIDE}")
         return load_model_config(path)
 
     # ---------------------------------------------------------------- versions
@@ -288,7 +223,7 @@ class FilesystemSource:
             return VersionListing(version, path, False, reason, runtime)
 
         try:
-            files = self._walk(path)
+            files = walk_version(str(path), self._inside_real)
         except OSError as exc:
             return refused(f"cannot be read: {exc}")
         if files.problem:
@@ -314,37 +249,6 @@ class FilesystemSource:
         verdict = replace(judge(version, path, config), nbytes=files.nbytes)
         seen[key] = _Seen(now.fingerprint, now.runtime_setting, verdict)
         return verdict
-
-    def _walk(self, top: Path) -> _Files:
-        """Every file under ``top``, summed up as it is walked (one pass, no sorting: a
-        long C call would hold the GIL and stall requests): or a reason to refuse the
-        version (a symlink leaving the root, a broken symlink)."""
-        files = _Files()
-        visited: set[str] = set()
-        stack = [(str(top), "")]
-        while stack:
-            directory, prefix = stack.pop()
-            real = os.path.realpath(directory)
-            if real in visited:  # a symlink loop, or one directory reached twice
-                continue
-            visited.add(real)
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    relative = prefix + entry.name
-                    if entry.is_symlink():
-                        target = os.path.realpath(entry.path)
-                        if not self._inside_real(target):
-                            files.problem = f"{relative} is a symlink to {target}, {_OUTSIDE}"
-                            return files
-                        if not os.path.exists(target):
-                            files.problem = f"{relative} is a broken symlink"
-                            return files
-                    if entry.is_dir():
-                        stack.append((entry.path, relative + "/"))
-                    elif entry.is_file():
-                        stat = entry.stat()
-                        files.add(relative, stat.st_size, stat.st_mtime_ns)
-        return files
 
     # ---------------------------------------------------------------- helpers
 

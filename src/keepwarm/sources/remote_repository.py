@@ -28,7 +28,7 @@ from keepwarm.errors import (
     ModelNotFoundError,
 )
 from keepwarm.settings import DownloadSettings
-from keepwarm.sources.filesystem import MARKER, check_model_name, judge, version_number
+from keepwarm.sources.layout import MARKER, check_model_name, judge, version_number
 from keepwarm.sources.listing import Listing, ModelListing, VersionListing
 from keepwarm.sources.remote import _filesystem, copy_to_cache, fingerprint
 

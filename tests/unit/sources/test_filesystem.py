@@ -20,12 +20,8 @@ from keepwarm.errors import (
 )
 from keepwarm.runtimes import registry
 from keepwarm.runtimes.base import LoadedModel
-from keepwarm.sources.filesystem import (
-    MARKER,
-    FilesystemSource,
-    check_model_name,
-    version_number,
-)
+from keepwarm.sources.filesystem import MARKER, FilesystemSource
+from keepwarm.sources.layout import check_model_name, version_number
 
 
 class FakeRuntime:
