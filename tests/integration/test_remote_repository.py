@@ -128,7 +128,8 @@ def test_a_copy_evicted_from_the_download_cache_is_copied_again(
     tmp_path: Path, example_models: Path
 ) -> None:
     from keepwarm.settings import DownloadSettings
-    from keepwarm.sources.download_cache import enforce_bound, entry_of
+    from keepwarm.sources.cache_bound import enforce_bound
+    from keepwarm.sources.download_cache import entry_of
 
     root = tmp_path / "models"
     version = root / "mlp" / "1"

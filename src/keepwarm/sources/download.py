@@ -17,11 +17,11 @@ from keepwarm.errors import DownloadError, InvalidInputError, ModelNotFoundError
 from keepwarm.runtimes.savedmodel import SavedModelRuntime, find_root, has_savedmodel_parts
 from keepwarm.settings import DownloadSettings
 from keepwarm.sources.archive import safe_extract
+from keepwarm.sources.cache_bound import enforce_bound
 from keepwarm.sources.download_cache import (
     CacheEntry,
     cache_directory,
     download_settings,
-    enforce_bound,
 )
 from keepwarm.sources.resolve import redact_url
 

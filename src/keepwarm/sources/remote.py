@@ -18,11 +18,11 @@ from typing import Any
 from keepwarm.errors import DownloadError, ModelNotFoundError
 from keepwarm.runtimes.savedmodel import SavedModelRuntime, has_savedmodel_parts
 from keepwarm.settings import DownloadSettings
+from keepwarm.sources.cache_bound import enforce_bound
 from keepwarm.sources.download_cache import (
     CacheEntry,
     cache_directory,
     download_settings,
-    enforce_bound,
     find_valid_for_handle,
 )
 from keepwarm.sources.resolve import redact_url

@@ -17,8 +17,9 @@ import pytest
 import keepwarm
 from keepwarm.errors import DownloadError, ModelLoadError, UnsafeFormatError
 from keepwarm.settings import DownloadSettings, Settings
+from keepwarm.sources.cache_bound import enforce_bound
 from keepwarm.sources.download import fetch_archive
-from keepwarm.sources.download_cache import CacheEntry, cache_key, enforce_bound
+from keepwarm.sources.download_cache import CacheEntry, cache_key
 from keepwarm.sources.resolve import resolve_uri
 from support.http_server import FakeServer
 
