@@ -6,7 +6,8 @@
   the model is idle. While batches run, arrivals gather and the next batch takes them,
   first come first served, up to ``max_batch_size`` rows (a request's own rows count).
   A partial batch is held only when the latency table says waiting pays
-  (``keepwarm.batching.latency``), never past ``max_delay``.
+  (``keepwarm.batching.latency``), never past ``max_delay``. The queue and that choice
+  are ``keepwarm.batching.batch_queue``'s.
 - A request whose deadline passed in the queue fails with ``DeadlineExceededError`` and
   is not run; a cancelled one (its caller went away) leaves the queue before it is
   batched; a running batch is never interrupted.
@@ -19,16 +20,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
+from keepwarm.batching.batch_queue import BatchQueue, Item
 from keepwarm.batching.executor import Executor
-from keepwarm.batching.latency import ArrivalRate, LatencyTable, wait_seconds
+from keepwarm.batching.latency import LatencyTable
 from keepwarm.batching.merge import (
     NO_PADDING,
     Arrays,
@@ -40,16 +40,6 @@ from keepwarm.batching.runner import BatchRunner, Outcome, Predict
 from keepwarm.batching.stats import BatchStats
 from keepwarm.batching.waker import Waker
 from keepwarm.errors import DeadlineExceededError, InvalidConfigError, UnavailableError
-
-
-@dataclass(slots=True, eq=False)
-class _Item:
-    inputs: Mapping[str, np.ndarray]
-    rows: int  # 0: cannot be batched, runs alone
-    key: Hashable
-    future: Future[Arrays]
-    deadline: float | None
-    queued_at: float
 
 
 class Batcher:
@@ -89,16 +79,19 @@ class Batcher:
         self._slots = slots if slots is not None else executor.slots
         self._clock = clock
         self._lock = threading.Lock()
-        self._queue: deque[_Item] = deque()
         self._running = 0
         self._closed = False
-        self._rate = ArrivalRate()
-        self._held_rows = 0  # rows of the batch being held for more (0: none held)
-        self._no_wait_until = 0.0  # holding paid nothing lately: not before this
-        self._penalty = _FIRST_PENALTY
         self._waker = Waker(self._fire, name=name, clock=clock)
         self._runner = BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes, self.latency)
         self._stats = BatchStats()
+        self._queue = BatchQueue(
+            max_batch_size=max_batch_size,
+            max_delay=self.max_delay,
+            slots=self._slots,
+            latency=self.latency,
+            stats=self._stats,
+            arm=self._waker.arm,
+        )
 
     # ------------------------------------------------------------------ callers
 
@@ -115,17 +108,17 @@ class Batcher:
     @property
     def full(self) -> bool:
         """Whether a request would be refused now (cancelled requests purged first)."""
-        if len(self._queue) < self.max_queue:
+        if len(self._queue.items) < self.max_queue:
             return False
         with self._lock:
-            self._purge()
-            return len(self._queue) >= self.max_queue
+            self._queue.purge(self._clock())
+            return len(self._queue.items) >= self.max_queue
 
     def refuse(self) -> UnavailableError:
         """The error of a request refused for a full queue (counted as rejected)."""
         with self._lock:
             self._stats.rejected += 1
-            queued = len(self._queue)
+            queued = len(self._queue.items)
         return UnavailableError(
             f"model {self.name!r} is overloaded: {queued} requests are queued (max_queue); "
             "retry later"
@@ -133,28 +126,28 @@ class Batcher:
 
     def _enqueue(
         self, inputs: Mapping[str, np.ndarray], deadline: float | None
-    ) -> tuple[Future[Arrays], list[_Item]]:
+    ) -> tuple[Future[Arrays], list[Item]]:
         """Register the future, queue the request, and take a batch when a slot is free
         (the caller launches it)."""
         found = rows_and_key(inputs, self.pad_axes)
         rows, key = found if found is not None else (0, None)
         future: Future[Arrays] = Future()
         now = self._clock()
-        item = _Item(inputs, rows, key, future, deadline, now)
+        item = Item(inputs, rows, key, future, deadline, now)
+        queue = self._queue
         with self._lock:
             if self._closed:
                 raise UnavailableError(f"model {self.name!r} is unloading; retry")
-            if len(self._queue) >= self.max_queue:
-                self._purge()
-                if len(self._queue) >= self.max_queue:
+            if len(queue.items) >= self.max_queue:
+                queue.purge(self._clock())
+                if len(queue.items) >= self.max_queue:
                     self._stats.rejected += 1
                     raise UnavailableError(
-                        f"model {self.name!r} is overloaded: {len(self._queue)} requests are "
+                        f"model {self.name!r} is overloaded: {len(queue.items)} requests are "
                         "queued (max_queue); retry later"
                     )
-            self._queue.append(item)
-            self._rate.arrived(max(rows, 1), now)
-            batch, expired = self._take(now) if self._running < self._slots else ([], [])
+            queue.append(item)
+            batch, expired = queue.take(now) if self._running < self._slots else ([], [])
             if batch:
                 self._running += 1
         self._expire(expired)
@@ -205,17 +198,17 @@ class Batcher:
         with self._lock:
             if (
                 self._running >= self._slots
-                or self._queue
+                or self._queue.items
                 or self._closed
                 or (deadline is not None and deadline <= now)
             ):
                 return None
             self._running += 1
-            self._rate.arrived(max(rows, 1), now)
+            self._queue.rate.arrived(max(rows, 1), now)
         outcome = self._runner.run([inputs], [rows])
         with self._lock:
             self._account(outcome, [0.0])
-            batch, expired = self._take(self._clock())
+            batch, expired = self._queue.take(self._clock(), force=self._closed)
             if not batch:
                 self._running -= 1
         self._expire(expired)
@@ -246,108 +239,7 @@ class Batcher:
 
     # ----------------------------------------------------------------- dispatch
 
-    def _purge(self) -> None:
-        """Drop cancelled requests (under the lock)."""
-        now = self._clock()
-        for item in self._queue:
-            if item.future.cancelled():
-                self._count_dropped(item, now)
-        self._queue = deque(item for item in self._queue if not item.future.cancelled())
-
-    def _count_dropped(self, item: _Item, now: float) -> None:
-        """A request cancelled in the queue: past its deadline (its caller gave up on it,
-        as an event loop's timeout does) it counts as expired, else as cancelled."""
-        if _late(item, now):
-            self._stats.expired += 1
-        else:
-            self._stats.cancelled += 1
-
-    def _take(self, now: float, *, force: bool = False) -> tuple[list[_Item], list[_Item]]:
-        """The next batch (possibly empty: nothing queued, or waiting pays), and requests
-        whose deadline passed (to fail outside the lock). Under the lock."""
-        expired: list[_Item] = []
-        queue = self._queue
-        while True:
-            while queue and (queue[0].future.cancelled() or _late(queue[0], now)):
-                head = queue.popleft()
-                if head.future.cancelled():
-                    self._count_dropped(head, now)
-                else:
-                    expired.append(head)
-            if not queue:
-                return [], expired
-            batch = self._gather(now)
-            total = sum(item.rows for item in batch)
-            if (
-                not (force or self._closed)
-                and batch[0].rows
-                and total < self.max_batch_size
-                and now >= self._no_wait_until
-            ):
-                wait = wait_seconds(
-                    total,
-                    self._rate.rows_per_second(now),
-                    self.latency,
-                    slots=self._slots,
-                    max_batch_size=self.max_batch_size,
-                    max_delay=self.max_delay,
-                )
-                if wait > 0:
-                    if not self._held_rows:
-                        self._held_rows = total
-                        self._stats.waits += 1
-                    self._waker.arm(now + wait)
-                    return [], expired
-            if self._held_rows:
-                self._judge_wait(total, now)
-            chosen = {id(item) for item in batch}
-            if len(chosen) == len(queue) or all(id(queue[i]) in chosen for i in range(len(chosen))):
-                for _ in range(len(chosen)):
-                    queue.popleft()
-            else:
-                self._queue = queue = deque(i for i in queue if id(i) not in chosen)
-            # From here a request can no longer be cancelled: its batch will run.
-            running = [item for item in batch if item.future.set_running_or_notify_cancel()]
-            self._stats.cancelled += len(batch) - len(running)
-            if running:
-                return running, expired
-
-    def _judge_wait(self, rows: int, now: float) -> None:
-        """After a held batch: when no rows joined it (its callers were all there already,
-        as closed-loop clients are), stop holding batches for a while, doubling each time
-        it happens again (under the lock)."""
-        if rows > self._held_rows:
-            self._penalty = _FIRST_PENALTY
-        else:
-            self._no_wait_until = now + self._penalty
-            self._penalty = min(2 * self._penalty, _MAX_PENALTY)
-        self._held_rows = 0
-
-    def _gather(self, now: float) -> list[_Item]:
-        """The head, and the queued requests of its shape that fit beside it, in order."""
-        head = self._queue[0]
-        batch = [head]
-        if head.key is None or head.rows >= self.max_batch_size:
-            return batch
-        total, limit = head.rows, self.max_batch_size
-        for index in range(1, len(self._queue)):
-            item = self._queue[index]
-            if item.key != head.key or item.future.cancelled() or _late(item, now):
-                continue
-            if total + item.rows > limit:
-                break
-            batch.append(item)
-            total += item.rows
-            if total == limit:
-                break
-        # Fewer rows when the latency table says a smaller batch serves a row for less
-        # (padding up to a bucket costs, and large batches can fall out of the caches).
-        best = self.latency.best_size(total)
-        while len(batch) > 1 and total > best:
-            total -= batch.pop().rows
-        return batch
-
-    def _expire(self, items: list[_Item]) -> None:
+    def _expire(self, items: list[Item]) -> None:
         self._stats.expired += len(items)  # a race with a reader costs one count at most
         for item in items:
             if item.future.set_running_or_notify_cancel():
@@ -358,7 +250,7 @@ class Batcher:
                     )
                 )
 
-    def _work(self, batch: list[_Item], *, inline: bool = False) -> None:
+    def _work(self, batch: list[Item], *, inline: bool = False) -> None:
         """Run ``batch``, then every batch that gathered meanwhile, on this slot; a
         caller's thread (``inline``) hands those to the executor instead."""
         while batch:
@@ -366,7 +258,7 @@ class Batcher:
             outcome = self._runner.run([item.inputs for item in batch], [i.rows for i in batch])
             with self._lock:
                 self._account(outcome, [started - item.queued_at for item in batch])
-                done, (batch, expired) = batch, self._take(self._clock())
+                done, (batch, expired) = batch, self._queue.take(self._clock(), force=self._closed)
                 if not batch:
                     self._running -= 1
             outcome.deliver([item.future for item in done])
@@ -391,11 +283,11 @@ class Batcher:
 
     def _fire(self) -> None:
         """The waker's call: dispatch the held partial batch if a slot is free."""
-        launch: list[_Item] = []
-        expired: list[_Item] = []
+        launch: list[Item] = []
+        expired: list[Item] = []
         with self._lock:
             if self._running < self._slots:
-                launch, expired = self._take(self._clock(), force=True)
+                launch, expired = self._queue.take(self._clock(), force=True)
                 if launch:
                     self._running += 1
         self._expire(expired)
@@ -406,7 +298,7 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue.items)
 
     def stats(self) -> BatchStats:
         with self._lock:
@@ -417,7 +309,9 @@ class Batcher:
         with self._lock:
             self._closed = True
             batch, expired = (
-                self._take(self._clock(), force=True) if self._running < self._slots else ([], [])
+                self._queue.take(self._clock(), force=True)
+                if self._running < self._slots
+                else ([], [])
             )
             if batch:
                 self._running += 1
@@ -425,11 +319,3 @@ class Batcher:
         if batch:
             self._executor.submit(partial(self._work, batch))
         self._waker.close()
-
-
-_FIRST_PENALTY = 0.1  # seconds without holding batches after a hold that gained nothing
-_MAX_PENALTY = 5.0
-
-
-def _late(item: _Item, now: float) -> bool:
-    return item.deadline is not None and item.deadline <= now
