@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from support.batch_models import run_clients
-from support.batch_server_models import Gate, place_logged_model, ran
+from support.batch_server_models import Gate, metric, place_logged_model, ran
 from support.server_process import ServerProcess
 
 
@@ -50,20 +50,6 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
     gate.close()
 
 
-def _metric(server: ServerProcess, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels``."""
-    total = 0.0
-    for line in server.get("/metrics").text.splitlines():
-        head, _, value = line.rpartition(" ")
-        metric, _, rest = head.partition("{")
-        if metric != name:
-            continue
-        found = dict(pair.split("=", 1) for pair in rest.rstrip("}").split(",") if pair)
-        if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
-            total += float(value)
-    return total
-
-
 def test_expired_and_abandoned_requests_are_never_run(
     logged: tuple[ServerProcess, Gate, Path],
 ) -> None:
@@ -84,7 +70,7 @@ def test_expired_and_abandoned_requests_are_never_run(
         assert late.status_code == 504, late.text
         assert "deadline" in late.json()["error"]
         # A client that sends its request and goes away: it leaves the queue.
-        before = _metric(server, "keepwarm_requests_total", code="UNAVAILABLE")
+        before = metric(server, "keepwarm_requests_total", code="UNAVAILABLE")
         address = urlsplit(server.url)
         body = orjson.dumps(_v2([[8, 0]]))
         with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
@@ -94,7 +80,7 @@ def test_expired_and_abandoned_requests_are_never_run(
             ).encode()
             sock.sendall(head + body)
         for _ in range(500):  # bounded: each turn is a scrape of the server's metrics
-            if _metric(server, "keepwarm_requests_total", code="UNAVAILABLE") > before:
+            if metric(server, "keepwarm_requests_total", code="UNAVAILABLE") > before:
                 break
         else:
             pytest.fail("the server never saw the client go away")
@@ -107,8 +93,8 @@ def test_expired_and_abandoned_requests_are_never_run(
     after = server.post(url, _v2([[9, 0]]))
     assert after.status_code == 200 and after.json()["outputs"][0]["data"] == [18, 0]
     assert sorted(ran(log)) == [-2, -1, 9]  # 7 (expired) and 8 (abandoned) never ran
-    assert _metric(server, "keepwarm_batch_requests_total", model="gated", outcome="expired") == 1
-    cancelled = _metric(server, "keepwarm_batch_requests_total", outcome="cancelled")
+    assert metric(server, "keepwarm_batch_requests_total", model="gated", outcome="expired") == 1
+    cancelled = metric(server, "keepwarm_batch_requests_total", outcome="cancelled")
     assert cancelled == 1
 
 
@@ -161,7 +147,7 @@ def test_overload_is_refused_fast_and_the_server_recovers(
     refusals = [s for s, _ in rejected]
     p99_rejected = float(np.percentile(refusals, 99))
     p99_accepted = float(np.percentile(accepted, 99))
-    batch_time = _metric(server, "keepwarm_batch_seconds", model="slow", size="4")
+    batch_time = metric(server, "keepwarm_batch_seconds", model="slow", size="4")
     round_trip = float(np.median(refusals))
     bound = 8 / throughput + 0.0 + batch_time + round_trip
     print(
@@ -177,7 +163,7 @@ def test_overload_is_refused_fast_and_the_server_recovers(
     started = time.perf_counter()
     assert requests.post(url, data=body, timeout=60).status_code == 200
     assert time.perf_counter() - started < 0.5
-    assert _metric(server, "keepwarm_batch_queue_depth", model="slow") == 0
+    assert metric(server, "keepwarm_batch_queue_depth", model="slow") == 0
 
 
 def test_32_concurrent_http_clients_get_the_direct_results(
@@ -211,5 +197,5 @@ def test_32_concurrent_http_clients_get_the_direct_results(
     run_clients(32, client, timeout=300)
     for i, want in enumerate(expected):
         np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
-    batched = _metric(server, "keepwarm_batch_rows_total", model="mlp", kind="request")
+    batched = metric(server, "keepwarm_batch_rows_total", model="mlp", kind="request")
     assert batched >= sum(len(x) for x in requests_)

@@ -12,6 +12,10 @@ import json
 import os
 import select
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from support.server_process import ServerProcess
 
 MODULE = """
 import json
@@ -99,3 +103,18 @@ def ran(log: Path) -> list[int]:
     if not log.exists():
         return []
     return [int(v) for line in log.read_text().split("\n") for v in line.split() if v != "0"]
+
+
+def metric(server: ServerProcess, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples on the server's ``/metrics`` whose labels include
+    ``labels``."""
+    total = 0.0
+    for line in server.get("/metrics").text.splitlines():
+        head, _, value = line.rpartition(" ")
+        found_name, _, rest = head.partition("{")
+        if found_name != name:
+            continue
+        found = dict(pair.split("=", 1) for pair in rest.rstrip("}").split(",") if pair)
+        if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
+            total += float(value)
+    return total

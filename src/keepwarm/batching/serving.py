@@ -54,14 +54,20 @@ async def finish(
     queued: Queued, disconnected: Callable[[], Awaitable[None]] | None = None
 ) -> Arrays:
     """The outputs of ``queued``; ``DeadlineExceededError`` when its deadline passes first
-    (the request is then taken out of the queue, unless its batch already runs)."""
+    (the request is then taken out of the queue, unless its batch already runs). It leaves
+    the queue too when ``disconnected()`` returns or when the awaiting task is cancelled
+    (gRPC cancels a handler whose client cancelled or whose deadline passed)."""
     waiter = asyncio.wrap_future(queued.future)
     watcher = None if disconnected is None else asyncio.ensure_future(disconnected())
     try:
         deadline = queued.deadline
         remaining = None if deadline is None else deadline - time.monotonic()
         waiting: set[asyncio.Future[Any]] = {waiter} if watcher is None else {waiter, watcher}
-        done, _ = await asyncio.wait(waiting, timeout=remaining, return_when="FIRST_COMPLETED")
+        try:
+            done, _ = await asyncio.wait(waiting, timeout=remaining, return_when="FIRST_COMPLETED")
+        except asyncio.CancelledError:  # the transport ended the call (a gRPC client that
+            waiter.cancel()  # cancelled, or its deadline): it leaves the queue, as above
+            raise
         if waiter in done:
             return waiter.result()
         waiter.cancel()  # leaves the queue unless its batch runs (it is not interrupted)

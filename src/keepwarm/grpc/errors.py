@@ -1,4 +1,11 @@
-"""keepwarm's errors as gRPC status codes: the one place the gRPC transport maps them."""
+"""keepwarm's errors as gRPC status codes: the one place the gRPC transport maps them.
+
+An UNAVAILABLE or RESOURCE_EXHAUSTED answer (an overloaded model, a server shutting
+down) carries ``grpc-retry-pushback-ms``, gRPC's Retry-After: the delay a client with a
+retry policy waits before trying again. A call whose client cancelled it, or whose
+deadline passed, is ended by gRPC itself (it cancels the handler's task): no status is
+sent for it, and a request it had queued leaves the queue (``batching.serving.finish``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from keepwarm.errors import Code, KeepwarmError
+from keepwarm.service import RETRY_AFTER_SECONDS
 
 log = logging.getLogger("keepwarm.grpc")
 
@@ -24,6 +32,10 @@ STATUS = {
     Code.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     Code.INTERNAL: grpc.StatusCode.INTERNAL,
 }
+
+#: Codes worth retrying later; their answers say when (gRPC's server pushback).
+RETRY = {Code.RESOURCE_EXHAUSTED, Code.UNAVAILABLE}
+PUSHBACK = (("grpc-retry-pushback-ms", str(RETRY_AFTER_SECONDS * 1000)),)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -43,7 +55,8 @@ def mapped(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         try:
             return await handler(self, request, context)
         except KeepwarmError as exc:
-            await context.abort(status_of(exc), exc.message)
+            trailers = PUSHBACK if exc.code in RETRY else ()
+            await context.abort(status_of(exc), exc.message, trailers)
         except Exception:
             log.exception("a gRPC request failed")
             await context.abort(

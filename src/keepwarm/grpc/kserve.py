@@ -99,6 +99,7 @@ class KServeServicer:
     async def ModelInfer(self, request: Any, context: Context) -> Any:
         if self.service.shutting_down:
             raise UnavailableError("the server is shutting down; retry on another server")
+        self.service.refuse_when_overloaded(request.model_name)  # before decoding anything
         parameters = v2proto.parameters(request.parameters)
         timeout = v2.request_timeout(parameters, deadline(context))
         decoded: v2.InferRequest | None = None

@@ -59,6 +59,7 @@ class PredictionServicer:
         if self.service.shutting_down:
             raise UnavailableError("the server is shutting down; retry on another server")
         spec = request.model_spec
+        self.service.refuse_when_overloaded(spec.name)  # before decoding anything
         wanted = list(request.output_filter)
         max_bytes = self.max_bytes
         served = ""

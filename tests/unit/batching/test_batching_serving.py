@@ -128,6 +128,35 @@ def test_deadline_or_client_gone_take_the_request_out_unrun(held: tuple) -> None
     assert (stats.expired, stats.cancelled) == (1, 1)
 
 
+def test_a_cancelled_waiter_takes_the_request_out_unrun(held: tuple) -> None:
+    """gRPC ends a call whose client cancelled (or whose deadline passed) by cancelling
+    the handler's task: the request it queued leaves the queue, its lease let go."""
+    model, inner, gate = held
+    running = model.batcher.submit(_x(0))
+    assert inner.rows.entered.wait(10)
+
+    async def scenario() -> None:
+        stack = ExitStack()
+        lease = stack.enter_context(Lease())
+        queued = begin(LeasedModel(model, "rows", 3), _x(9), None, stack)
+        assert isinstance(queued, Queued)
+        task = asyncio.ensure_future(finish(queued))
+        await asyncio.sleep(0)  # the task now waits for the batch
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)  # the cancellation reaches the request's future
+        assert queued.future.cancelled()
+        assert lease.released.is_set()
+
+    asyncio.run(scenario())
+    gate.set()
+    running.result(30)
+    model.predict(_x(1))
+    assert np.full(3, 9, np.float32).tobytes() not in set(inner.rows.seen)
+    assert model.stats().cancelled == 1
+
+
 def test_a_full_queue_is_refused_before_any_work(held: tuple) -> None:
     model, inner, gate = held
     refuse_when_full("rows")  # empty: nothing to refuse
