@@ -12,15 +12,16 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 
 from keepwarm.batching.model import refuse_when_full
-from keepwarm.batching.serving import Queued, begin, finish
+from keepwarm.batching.serving import Queued, abandon, begin, finish
 from keepwarm.control import ControlledSource, Management
 from keepwarm.errors import DeadlineExceededError, KeepwarmError, UnavailableError
 from keepwarm.metrics import Metrics
@@ -39,6 +40,13 @@ _SETTLING = ("LOADING", "WARMING")
 RETRY_AFTER_SECONDS = 1
 #: Threads that run models (to be sized by the batching issue's executors).
 DEFAULT_WORKERS = min(32, 2 * (os.cpu_count() or 1) + 2)
+
+
+def _hand_over(abandoned: Callable[[T], None], future: Future[T]) -> None:
+    """A worker's result whose caller was cancelled meanwhile, to ``abandoned``; an error
+    needs nothing (the worker let go of its lease)."""
+    if not future.cancelled() and future.exception() is None:
+        abandoned(future.result())
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +194,11 @@ class InferenceService:
                     return outputs
                 return encode(model.name, model.version, outputs)
 
-            result = await self._leased(name, version, timeout, run)
+            def drop(left: T | Queued) -> None:  # the caller went away while ``run`` ran
+                if isinstance(left, Queued):
+                    abandon(left)
+
+            result = await self._leased(name, version, timeout, run, drop)
             if not isinstance(result, Queued):
                 return result
             try:
@@ -220,12 +232,14 @@ class InferenceService:
         version: str | None,
         timeout: float | None,
         run: Callable[[Any, float | None, ExitStack], T],
+        abandoned: Callable[[T], None] | None = None,
     ) -> T:
         """``run(leased_model)`` on a worker thread under a lease; errors made public.
 
         The lease is taken on the event loop (``acquire_async`` never blocks it, and a
         version still loading is waited for up to the deadline: 504 after it); only
-        ``run`` hops to a worker thread."""
+        ``run`` hops to a worker thread. Cancelled while ``run`` runs (a gRPC client that
+        cancelled), its result is handed to ``abandoned`` when it returns."""
         why = self.held(name)
         if why is not None:
             raise UnavailableError(
@@ -259,6 +273,8 @@ class InferenceService:
         except asyncio.CancelledError:
             if future.cancel():  # it never started: its lease is given back here
                 lease.release()
+            elif abandoned is not None:
+                future.add_done_callback(partial(_hand_over, abandoned))
             raise
         except KeepwarmError as exc:
             raise self._scrubbed(exc) from None

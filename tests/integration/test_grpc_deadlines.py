@@ -104,3 +104,75 @@ def test_queued_requests_past_their_deadline_or_cancelled_never_run(
         {"model": "", "version": "", "protocol": "v2-grpc", "code": "CANCELLED"},
     )
     assert counted == 2  # the late and the cancelled request, never as OK
+
+
+@pytest.fixture
+def batched(tmp_path: Path) -> Iterator[InferenceService]:
+    """``gated`` with batching on: one row a batch, two batches at once (two slots)."""
+    Gate.reset()
+    Gate.open.set()  # the buckets' warmup at load runs through
+    place(tmp_path / "gated", 1, files=GATED)
+    (tmp_path / "gated" / "model.toml").write_text(
+        "[warmup]\nruns = 0\n\n[batching]\nmax_batch_size = 1\nmax_delay_ms = 0\n"
+    )
+    repository = Repository(tmp_path, allow_unsafe=True)
+    repository.start()
+    repository.wait_ready("gated", timeout=GATE_TIMEOUT_S)
+    Gate.reset()
+    service = InferenceService(repository)
+    try:
+        yield service
+    finally:
+        Gate.open.set()
+        service.close()
+        repository.close()
+
+
+def test_a_call_cancelled_while_its_request_is_decoded_leaves_the_queue(
+    batched: InferenceService,
+) -> None:
+    """gRPC cancels the handler's task when its client cancels: if that happens while the
+    request is decoded and queued on a worker thread, the request still leaves the queue
+    unrun and lets go of its lease."""
+    service = batched
+    decoding, proceed = threading.Event(), threading.Event()
+
+    def decoder(value: float, hold: bool) -> Any:
+        def decode(signature: Any) -> dict[str, np.ndarray]:
+            if hold:
+                decoding.set()
+                assert proceed.wait(GATE_TIMEOUT_S)
+            return {"x": np.full((1, 4), value, np.float32)}
+
+        return decode
+
+    def infer(value: float, hold: bool = False) -> asyncio.Future[Any]:
+        call = service.infer(
+            "gated", None, decoder(value, hold), lambda *answer: answer, protocol="test"
+        )
+        return asyncio.ensure_future(call)
+
+    def leases() -> int:
+        entry = service.repository.status().models["gated"].versions[1].manager
+        return -1 if entry is None else entry.leases
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        holders = [infer(1.0), infer(2.0)]
+        for _ in holders:  # both slots run a batch held by the gate
+            assert await loop.run_in_executor(None, Gate.running.acquire, True, GATE_TIMEOUT_S)
+        task = infer(3.0, hold=True)
+        assert await loop.run_in_executor(None, decoding.wait, GATE_TIMEOUT_S)
+        task.cancel()  # while its worker thread decodes it
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        proceed.set()  # the worker now queues it behind the held batches
+        # It leaves the queue and lets go of its lease: only the holders' remain.
+        assert await loop.run_in_executor(None, wait_until, lambda: leases() == 2, 10.0)
+        Gate.open.set()
+        for holder in holders:
+            await holder
+        await infer(4.0)
+
+    asyncio.run(scenario())
+    assert sorted(Gate.runs) == [1.0, 2.0, 4.0]  # 3 (cancelled) never ran

@@ -79,7 +79,21 @@ async def finish(
     finally:
         if watcher is not None:
             watcher.cancel()
-        if queued.future.done():
-            queued.release.close()
-        else:  # its batch runs: the model stays leased until the batch ends
-            queued.future.add_done_callback(lambda _: queued.release.close())
+        _let_go(queued)
+
+
+def abandon(queued: Queued) -> None:
+    """``queued``'s caller went away before awaiting it (its task was cancelled while the
+    request was decoded and queued on a worker thread): it leaves the queue, unless its
+    batch already runs, and its lease is let go as ``finish`` does."""
+    queued.future.cancel()
+    _let_go(queued)
+
+
+def _let_go(queued: Queued) -> None:
+    """Release ``queued``'s lease once its future is done: at once, or when its running
+    batch ends (the model stays leased until then)."""
+    if queued.future.done():
+        queued.release.close()
+    else:
+        queued.future.add_done_callback(lambda _: queued.release.close())
