@@ -80,6 +80,11 @@ def _queued(server: ServerProcess) -> float:
     return metric(server, "keepwarm_batch_queue_depth", model="gated")
 
 
+def _outcome(server: ServerProcess, outcome: str) -> float:
+    """How many of the model's requests ended with ``outcome`` in its batcher."""
+    return metric(server, "keepwarm_batch_requests_total", model="gated", outcome=outcome)
+
+
 def _in_flight(server: ServerProcess) -> float:
     """Requests the server is answering now (the holders, and any still waiting)."""
     return metric(server, "keepwarm_requests_in_flight")
@@ -108,7 +113,7 @@ def test_past_the_queue_bound_unavailable_at_once_and_the_server_recovers(
 ) -> None:
     (server, channel), gate, log = held_server
     call = _calls(channel)[method]
-    before = metric(server, "keepwarm_batch_requests_total", model="gated", outcome="rejected")
+    before = _outcome(server, "rejected")
     with _holding(channel, gate):
         queued = [call(10.0 + i) for i in range(MAX_QUEUE)]
         assert wait_until(lambda: _queued(server) == MAX_QUEUE), "the requests never queued"
@@ -122,7 +127,7 @@ def test_past_the_queue_bound_unavailable_at_once_and_the_server_recovers(
         assert not any(f.done() for f in queued)
     for future in queued:
         future.result(timeout=WAIT_S)
-    rejected = metric(server, "keepwarm_batch_requests_total", model="gated", outcome="rejected")
+    rejected = _outcome(server, "rejected")
     assert rejected == before + 1
     assert call(30.0).result(timeout=WAIT_S) is not None  # served as before
     assert _queued(server) == 0
@@ -135,7 +140,7 @@ def test_a_request_cancelled_while_queued_is_never_run(
 ) -> None:
     (server, channel), gate, log = held_server
     call = _calls(channel)[method]
-    before = metric(server, "keepwarm_batch_requests_total", model="gated", outcome="cancelled")
+    before = _outcome(server, "cancelled")
     marker = 40.0 if method == "ModelInfer" else 41.0
     with _holding(channel, gate):
         abandoned = call(marker)
@@ -144,7 +149,7 @@ def test_a_request_cancelled_while_queued_is_never_run(
         assert wait_until(lambda: _in_flight(server) == 2), "the server never saw the cancel"
     assert call(50.0).result(timeout=WAIT_S) is not None  # runs after anything left queued
     assert int(marker) not in ran(log) and 50 in ran(log)
-    cancelled = metric(server, "keepwarm_batch_requests_total", model="gated", outcome="cancelled")
+    cancelled = _outcome(server, "cancelled")
     assert cancelled == before + 1
 
 
@@ -153,7 +158,7 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_never_run(
     held_server: tuple[Any, Gate, Path], method: str
 ) -> None:
     (server, channel), gate, log = held_server
-    before = metric(server, "keepwarm_batch_requests_total", model="gated", outcome="expired")
+    before = _outcome(server, "expired")
     marker = 60.0 if method == "ModelInfer" else 61.0
     late = _calls(channel, timeout=0.5)[method]
     with _holding(channel, gate):
@@ -165,5 +170,5 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_never_run(
     call = _calls(channel)[method]
     assert call(70.0).result(timeout=WAIT_S) is not None  # runs after anything left queued
     assert int(marker) not in ran(log) and 70 in ran(log)
-    expired = metric(server, "keepwarm_batch_requests_total", model="gated", outcome="expired")
+    expired = _outcome(server, "expired")
     assert expired == before + 1

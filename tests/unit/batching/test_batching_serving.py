@@ -58,6 +58,19 @@ class Lease:
         self.released.set()
 
 
+def _queue(
+    model: BatchedModel, value: float, deadline: float | None = None
+) -> tuple[Queued, Lease]:
+    """``value`` begun under a counted lease while a batch runs: queued, holding the lease
+    (the worker thread's own stack, closed here, no longer does)."""
+    stack = ExitStack()
+    lease = stack.enter_context(Lease())
+    queued = begin(LeasedModel(model, "rows", 3), _x(value), deadline, stack)
+    assert isinstance(queued, Queued) and (queued.name, queued.version) == ("rows", 3)
+    stack.close()
+    return queued, lease
+
+
 def test_an_idle_model_answers_on_the_callers_thread(held: tuple) -> None:
     model, _, gate = held
     gate.set()
@@ -76,11 +89,7 @@ def test_a_queued_request_keeps_its_lease_until_its_batch_ends(held: tuple) -> N
     assert inner.rows.entered.wait(10)
 
     async def scenario() -> None:
-        stack = ExitStack()
-        lease = stack.enter_context(Lease())
-        queued = begin(LeasedModel(model, "rows", 3), _x(5), None, stack)
-        assert isinstance(queued, Queued) and (queued.name, queued.version) == ("rows", 3)
-        stack.close()  # the worker thread's stack no longer holds it
+        queued, lease = _queue(model, 5)
         assert not lease.released.is_set()
         task = asyncio.ensure_future(finish(queued))
         await asyncio.sleep(0)
@@ -102,10 +111,8 @@ def test_deadline_or_client_gone_take_the_request_out_unrun(held: tuple) -> None
     async def scenario() -> None:
         leases = []
         for value, when in ((7, time.monotonic() + 0.01), (8, None)):
-            stack = ExitStack()
-            leases.append(stack.enter_context(Lease()))
-            queued = begin(LeasedModel(model, "rows", 3), _x(value), when, stack)
-            assert isinstance(queued, Queued)
+            queued, lease = _queue(model, value, when)
+            leases.append(lease)
             if value == 7:
                 with pytest.raises(DeadlineExceededError, match="deadline passed"):
                     await finish(queued)
@@ -136,10 +143,7 @@ def test_a_cancelled_waiter_takes_the_request_out_unrun(held: tuple) -> None:
     assert inner.rows.entered.wait(10)
 
     async def scenario() -> None:
-        stack = ExitStack()
-        lease = stack.enter_context(Lease())
-        queued = begin(LeasedModel(model, "rows", 3), _x(9), None, stack)
-        assert isinstance(queued, Queued)
+        queued, lease = _queue(model, 9)
         task = asyncio.ensure_future(finish(queued))
         await asyncio.sleep(0)  # the task now waits for the batch
         task.cancel()
