@@ -14,11 +14,9 @@ Not thread-safe: the batcher calls every method under its lock.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
-
-import numpy as np
 
 from keepwarm.batching.latency import ArrivalRate, LatencyTable, wait_seconds
 from keepwarm.batching.merge import Arrays
@@ -32,7 +30,7 @@ MAX_PENALTY = 5.0
 class Item:
     """One queued request."""
 
-    inputs: Mapping[str, np.ndarray]
+    inputs: Arrays
     rows: int  # 0: cannot be batched, runs alone
     key: Hashable
     future: Future[Arrays]

@@ -24,8 +24,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from functools import partial
 
-import numpy as np
-
 from keepwarm.batching.batch_queue import BatchQueue, Item
 from keepwarm.batching.executor import Executor
 from keepwarm.batching.latency import LatencyTable
@@ -82,7 +80,7 @@ class Batcher:
         self._running = 0
         self._closed = False
         self._waker = Waker(self._fire, name=name, clock=clock)
-        self._runner = BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes, self.latency)
+        self._runner = BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes)
         self._stats = BatchStats()
         self._queue = BatchQueue(
             max_batch_size=max_batch_size,
@@ -95,9 +93,7 @@ class Batcher:
 
     # ------------------------------------------------------------------ callers
 
-    def submit(
-        self, inputs: Mapping[str, np.ndarray], *, deadline: float | None = None
-    ) -> Future[Arrays]:
+    def submit(self, inputs: Arrays, *, deadline: float | None = None) -> Future[Arrays]:
         """Queue one request (inputs already checked against the signature); its future.
         ``deadline``: a ``time.monotonic()`` instant after which it must not run."""
         future, batch = self._enqueue(inputs, deadline)
@@ -124,9 +120,7 @@ class Batcher:
             "retry later"
         )
 
-    def _enqueue(
-        self, inputs: Mapping[str, np.ndarray], deadline: float | None
-    ) -> tuple[Future[Arrays], list[Item]]:
+    def _enqueue(self, inputs: Arrays, deadline: float | None) -> tuple[Future[Arrays], list[Item]]:
         """Register the future, queue the request, and take a batch when a slot is free
         (the caller launches it)."""
         found = rows_and_key(inputs, self.pad_axes)
@@ -153,9 +147,7 @@ class Batcher:
         self._expire(expired)
         return future, batch
 
-    def start(
-        self, inputs: Mapping[str, np.ndarray], *, deadline: float | None = None
-    ) -> Future[Arrays]:
+    def start(self, inputs: Arrays, *, deadline: float | None = None) -> Future[Arrays]:
         """``submit`` for a caller on a thread that may block (never the event loop): when
         a slot is free the batch runs here, at once (no hand-off), and the future returned
         is done; else it is pending (and can be cancelled until its batch starts). What
@@ -170,7 +162,7 @@ class Batcher:
         outcome.deliver([future])
         return future
 
-    def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> Arrays:
+    def predict(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays:
         """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s
         (the batch runs on this thread when a slot is free: see ``start``)."""
         deadline = None if timeout is None else self._clock() + timeout
@@ -190,7 +182,7 @@ class Batcher:
             future.cancel()  # leaves the queue if not batched yet; a running batch runs on
             raise self._deadline_error(timeout) from None
 
-    def _run_now(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> Outcome | None:
+    def _run_now(self, inputs: Arrays, deadline: float | None) -> Outcome | None:
         """The fast path of a thread caller: when a slot is free and nothing is queued, run
         the request here, never queued; None when it must queue."""
         rows = rows_of(inputs)
@@ -204,21 +196,20 @@ class Batcher:
             ):
                 return None
             self._running += 1
-            self._queue.rate.arrived(max(rows, 1), now)
-        outcome = self._runner.run([inputs], [rows])
+            self._queue.rate.arrived(rows or 1, now)
+        outcome = self._runner.run_one(inputs, rows)
         with self._lock:
-            self._account(outcome, [0.0])
-            batch, expired = self._queue.take(self._clock(), force=self._closed)
-            if not batch:
+            self._account(outcome, 1)
+            if not self._queue.items:  # nothing gathered meanwhile: the idle case
                 self._running -= 1
+                return outcome
+            batch, expired = self._next_batch()
         self._expire(expired)
         if batch:
             self._executor.submit(partial(self._work, batch))
         return outcome
 
-    async def predict_async(
-        self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None
-    ) -> Arrays:
+    async def predict_async(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays:
         """Run one request from a coroutine; cancelling it takes the request out of the
         queue (unless its batch already runs)."""
         deadline = None if timeout is None else self._clock() + timeout
@@ -256,30 +247,46 @@ class Batcher:
         while batch:
             started = self._clock()
             outcome = self._runner.run([item.inputs for item in batch], [i.rows for i in batch])
+            waited = [started - item.queued_at for item in batch]
             with self._lock:
-                self._account(outcome, [started - item.queued_at for item in batch])
-                done, (batch, expired) = batch, self._queue.take(self._clock(), force=self._closed)
-                if not batch:
-                    self._running -= 1
+                self._account(outcome, len(batch), sum(waited), max(waited))
+                done, (batch, expired) = batch, self._next_batch()
             outcome.deliver([item.future for item in done])
             self._expire(expired)
             if batch and inline:
                 self._executor.submit(partial(self._work, batch))
                 return
 
-    def _account(self, outcome: Outcome, delays: list[float]) -> None:
-        """Count a batch that ran (under the lock)."""
+    def _next_batch(self) -> tuple[list[Item], list[Item]]:
+        """After a batch (under the lock): the batch this slot runs next and the requests
+        whose deadline passed, or, when nothing gathered meanwhile, the slot given back."""
+        if self._queue.items:
+            batch, expired = self._queue.take(self._clock(), force=self._closed)
+        else:
+            batch, expired = [], []
+        if not batch:
+            self._running -= 1
+        return batch, expired
+
+    def _account(
+        self, outcome: Outcome, requests: int, waited: float = 0.0, longest: float = 0.0
+    ) -> None:
+        """Count a batch of ``requests`` that ran, queued ``waited`` seconds in all and
+        ``longest`` at most (under the lock), and time it into the latency table."""
+        if outcome.seconds is not None:
+            self.latency.record(outcome.bucket, outcome.seconds)
         stats = self._stats
         if outcome.error is not None:
-            stats.failed += len(delays)
+            stats.failed += requests
             return
         stats.batches += 1
-        stats.requests += len(delays)
+        stats.requests += requests
         stats.rows += outcome.rows
         stats.padded_rows += outcome.padded
         stats.batch_sizes[outcome.bucket] = stats.batch_sizes.get(outcome.bucket, 0) + 1
-        stats.queue_seconds_sum += sum(delays)
-        stats.queue_seconds_max = max(stats.queue_seconds_max, *delays)
+        if waited:
+            stats.queue_seconds_sum += waited
+            stats.queue_seconds_max = max(stats.queue_seconds_max, longest)
 
     def _fire(self) -> None:
         """The waker's call: dispatch the held partial batch if a slot is free."""

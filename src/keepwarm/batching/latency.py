@@ -12,7 +12,7 @@ When idle or lightly loaded the first condition fails, so no request ever waits.
 
 from __future__ import annotations
 
-import threading
+import math
 from collections.abc import Mapping
 
 from keepwarm.batching.merge import buckets
@@ -21,17 +21,19 @@ _SMOOTHING = 0.2  # weight of a new measurement in the moving averages
 
 
 class LatencyTable:
-    """Seconds per batch, per bucket: measured at warmup, then a moving average."""
+    """Seconds per batch, per bucket: measured at warmup, then a moving average.
+
+    Written by one thread at a time (its batcher records under its lock; warmup runs
+    before the version serves); each read is one dict operation, so any thread may read.
+    """
 
     def __init__(self, max_batch_size: int) -> None:
         self.buckets = buckets(max_batch_size)
         self._seconds: dict[int, float] = {}
-        self._lock = threading.Lock()
 
     def record(self, bucket: int, seconds: float) -> None:
-        with self._lock:
-            old = self._seconds.get(bucket)
-            self._seconds[bucket] = seconds if old is None else old + _SMOOTHING * (seconds - old)
+        old = self._seconds.get(bucket)
+        self._seconds[bucket] = seconds if old is None else old + _SMOOTHING * (seconds - old)
 
     def get(self, bucket: int) -> float | None:
         return self._seconds.get(bucket)
@@ -53,8 +55,7 @@ class LatencyTable:
         return min(best, rows)
 
     def snapshot(self) -> Mapping[int, float]:
-        with self._lock:
-            return dict(self._seconds)
+        return dict(self._seconds)
 
 
 class ArrivalRate:
@@ -62,15 +63,16 @@ class ArrivalRate:
 
     def __init__(self) -> None:
         self._last: float | None = None
-        self._gap = float("inf")  # seconds per row
+        self._gap = math.inf  # seconds per row
 
     def arrived(self, rows: int, now: float) -> None:
+        """``rows`` (at least 1) arrived at ``now``."""
         last, self._last = self._last, now
         if last is None:
             return
-        gap = (now - last) / max(rows, 1)
+        gap = (now - last) / rows
         old = self._gap
-        self._gap = gap if old == float("inf") else old + _SMOOTHING * (gap - old)
+        self._gap = gap if old == math.inf else old + _SMOOTHING * (gap - old)
 
     def rows_per_second(self, now: float) -> float:
         if self._last is None or self._gap <= 0:

@@ -97,13 +97,14 @@ def rows_of(inputs: Mapping[str, np.ndarray]) -> int:
     """A request's rows; 0 when it cannot be batched (as ``rows_and_key`` says, cheaper)."""
     rows = -1
     for array in inputs.values():
-        if not array.ndim:
+        shape = array.shape
+        if not shape:
             return 0
         if rows < 0:
-            rows = array.shape[0]
-        elif array.shape[0] != rows:
+            rows = shape[0]
+        elif shape[0] != rows:
             return 0
-    return max(rows, 0)
+    return rows if rows > 0 else 0
 
 
 def rows_and_key(inputs: Mapping[str, np.ndarray], pad: PadAxes) -> tuple[int, Hashable] | None:

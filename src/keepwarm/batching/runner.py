@@ -1,4 +1,4 @@
-"""Running one batch: merge, predict, split, timed into the latency table."""
+"""Running one batch: merge, predict, split, timed for the latency table."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-import numpy as np
+from keepwarm.batching.merge import Arrays, PadAxes, bucket_for, buckets, merge, split
 
-from keepwarm.batching.latency import LatencyTable
-from keepwarm.batching.merge import Arrays, PadAxes, bucket_for, merge, split
-
-Predict = Callable[[Arrays], Mapping[str, np.ndarray]]
+Predict = Callable[[Arrays], Arrays]
 
 
 @dataclass(slots=True)
 class Outcome:
-    """What a batch gave: each request's outputs (in order), or ``error``."""
+    """What a batch gave: each request's outputs (in order), or ``error``; ``seconds``:
+    how long the model took at ``bucket`` (None: not timed), for the latency table."""
 
     results: list[Arrays]
     bucket: int  # the size the model saw (0: a request that cannot be batched)
     rows: int  # the requests' own rows
     padded: int  # the rows the model saw
     error: Exception | None = None
+    seconds: float | None = None
 
     def deliver(self, futures: list[Future[Arrays]]) -> None:
         """Each future its request's outputs, or the batch's error."""
@@ -35,37 +34,57 @@ class Outcome:
             future.set_result(result)
 
 
-@dataclass(frozen=True)
 class BatchRunner:
     """Runs batches of one model. ``crop_axes``: see ``merge.split``."""
 
-    predict: Predict
-    name: str
-    max_batch_size: int
-    pad_axes: PadAxes
-    crop_axes: Mapping[str, tuple[int, ...]] | None
-    latency: LatencyTable
+    def __init__(
+        self,
+        predict: Predict,
+        name: str,
+        max_batch_size: int,
+        pad_axes: PadAxes,
+        crop_axes: Mapping[str, tuple[int, ...]] | None,
+    ) -> None:
+        self.predict = predict
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.pad_axes = pad_axes
+        self.crop_axes = crop_axes
+        self.buckets = frozenset(buckets(max_batch_size))
 
-    def run(self, parts: list[Mapping[str, np.ndarray]], rows: list[int]) -> Outcome:
-        """The outcome of one batch of ``parts`` (each with its ``rows``; 0: a request
-        that cannot be batched, alone)."""
-        bucket = 0
+    def run(self, parts: list[Arrays], rows: list[int]) -> Outcome:
+        """The outcome of one batch of ``parts`` (each with its ``rows``)."""
+        if len(parts) == 1:
+            return self.run_one(parts[0], rows[0])
+        return self._run_merged(parts, rows, bucket_for(sum(rows), self.max_batch_size))
+
+    def run_one(self, inputs: Arrays, rows: int) -> Outcome:
+        """The outcome of one request alone: at a bucket size, as it came (timed); below
+        ``max_batch_size``, padded up to its bucket; else (0 rows: it cannot be batched;
+        past ``max_batch_size``) as it came, untimed (the latency table has no such size)."""
+        if rows in self.buckets:
+            try:
+                began = time.perf_counter()
+                outputs = self.predict(inputs)
+                seconds = time.perf_counter() - began
+            except Exception as exc:
+                return Outcome([], rows, rows, 0, exc)
+            return Outcome([outputs], rows, rows, rows, None, seconds)
+        if 0 < rows < self.max_batch_size:
+            return self._run_merged([inputs], [rows], bucket_for(rows, self.max_batch_size))
         try:
-            if rows[0] == 0:
-                return Outcome([dict(self.predict(dict(parts[0])))], 0, 0, 0)
-            total = sum(rows)
-            bucket = bucket_for(total, self.max_batch_size)
-            if len(parts) == 1 and total == bucket:  # one request at its bucket: as it came
-                return Outcome([dict(self._timed(dict(parts[0]), bucket))], bucket, total, total)
-            merged = merge(parts, bucket, self.pad_axes)
-            outputs = self._timed(merged.inputs, bucket)
-            results = split(outputs, merged, self.name, self.crop_axes)
-            return Outcome(results, bucket, total, merged.padded_rows)
+            return Outcome([self.predict(inputs)], rows, rows, rows)
         except Exception as exc:
-            return Outcome([], bucket, sum(rows), 0, exc)
+            return Outcome([], rows, rows, 0, exc)
 
-    def _timed(self, inputs: Arrays, bucket: int) -> Mapping[str, np.ndarray]:
-        began = time.perf_counter()
-        outputs = self.predict(inputs)
-        self.latency.record(bucket, time.perf_counter() - began)
-        return outputs
+    def _run_merged(self, parts: list[Arrays], rows: list[int], bucket: int) -> Outcome:
+        total, seconds = sum(rows), None
+        try:
+            merged = merge(parts, bucket, self.pad_axes)
+            began = time.perf_counter()
+            outputs = self.predict(merged.inputs)
+            seconds = time.perf_counter() - began
+            results = split(outputs, merged, self.name, self.crop_axes)
+            return Outcome(results, bucket, total, merged.padded_rows, None, seconds)
+        except Exception as exc:
+            return Outcome([], bucket, total, 0, exc, seconds)

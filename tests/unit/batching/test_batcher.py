@@ -73,6 +73,24 @@ def test_a_request_past_max_batch_size_runs_alone_unpadded(executor: ThreadExecu
     assert out["x_echo"].shape == (7, 3) and model.calls == [7]
 
 
+def test_requests_run_at_once_are_counted_and_timed_at_their_bucket_only(
+    executor: ThreadExecutor,
+) -> None:
+    """An idle model runs each request on its caller's thread: counted as a batch at its
+    bucket, never queued, and timed into the latency table, whose sizes are the buckets
+    (they label a metric): a request past ``max_batch_size`` adds no size of its own."""
+    model = RowModel()
+    batcher = Batcher(model.predict, name="m", executor=executor, max_batch_size=4)
+    for rows in (7, 3, 2):  # past the maximum; padded to 4; at its bucket
+        assert batcher.predict(_x(rows, rows), timeout=30)["x_echo"].shape == (rows, 3)
+    assert model.calls == [7, 4, 2]
+    assert sorted(batcher.latency.snapshot()) == [2, 4]
+    stats = batcher.stats()
+    assert (stats.batches, stats.requests, stats.rows, stats.padded_rows) == (3, 3, 12, 13)
+    assert stats.batch_sizes == {7: 1, 4: 1, 2: 1}
+    assert stats.queue_seconds_sum == stats.queue_seconds_max == 0 and stats.failed == 0
+
+
 def test_other_shapes_are_not_mixed_in(executor: ThreadExecutor) -> None:
     batcher, model, gate = _held(executor, max_batch_size=8, max_delay_ms=0)
     first = batcher.submit(_x(0))
