@@ -15,7 +15,6 @@ from keepwarm.cache_keys import (
     check_version,
     freeze_options,
 )
-from keepwarm.core.backoff import Backoff
 from keepwarm.core.manager import Manager
 from keepwarm.core.policy import EvictionPolicy
 from keepwarm.errors import InvalidConfigError
@@ -60,17 +59,7 @@ class ModelCache:
             budget_timeout=budget_timeout,
             warmup__runs=0 if warmup is False else None,  # True: the settings' runs
         )
-        budget, loading = self.settings.budget, self.settings.loading
-        self.manager = Manager(
-            max_models=budget.max_models,
-            max_bytes=budget.max_bytes,
-            policy=policy,
-            load_timeout=loading.load_timeout,
-            budget_timeout=budget.budget_timeout,
-            patience=budget.patience,
-            backoff=Backoff(loading.retry_initial, loading.retry_max),
-            on_access=on_access,
-        )
+        self.manager = Manager.from_settings(self.settings, policy=policy, on_access=on_access)
         self._lock = threading.Lock()
         self._handles: dict[tuple[Any, ...], Model] = {}
         self._by_key: dict[CacheKey, Model] = {}

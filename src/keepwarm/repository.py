@@ -22,7 +22,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from keepwarm.core.backoff import Backoff
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
 from keepwarm.core.lease import Lease
@@ -90,7 +89,7 @@ class Repository:
             watch=watch,
             allow_unsafe=allow_unsafe,
         )
-        budget, loading = self.settings.budget, self.settings.loading
+        loading = self.settings.loading
         self.poll_seconds = self.settings.repository.poll_seconds
         self.on_demand = self.settings.repository.on_demand
         self.allow_unsafe = loading.allow_unsafe
@@ -99,14 +98,7 @@ class Repository:
         self._source: Source = (
             source if source is not None else open_source(self.root, self.settings.downloads)
         )
-        self.manager = Manager(
-            max_models=budget.max_models,
-            max_bytes=budget.max_bytes,
-            load_timeout=loading.load_timeout,
-            budget_timeout=budget.budget_timeout,
-            patience=budget.patience,
-            backoff=Backoff(loading.retry_initial, loading.retry_max),
-        )
+        self.manager = Manager.from_settings(self.settings)
         self._catalog = Catalog(self.manager, self.settings, location=self.root)
         self._serving = ServingMap(on_demand=self.on_demand)
         self._requests = RepositoryRequests(self._catalog, self.manager, self._serving)

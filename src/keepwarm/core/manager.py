@@ -30,7 +30,7 @@ from keepwarm.core.reaper import Reaper
 from keepwarm.core.requests import AccessHook, Requests
 from keepwarm.core.states import State
 from keepwarm.core.table import Table, Watcher
-from keepwarm.settings import BudgetSettings, LoadingSettings
+from keepwarm.settings import BudgetSettings, LoadingSettings, Settings
 
 __all__ = ["Lease", "Manager"]
 
@@ -78,6 +78,27 @@ class Manager:
         #: ``take(entry) -> bool`` counts a lease on a READY entry; ``give(entry)`` ends it.
         self.take = self._requests.take
         self.give = self._requests.give
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        policy: EvictionPolicy | None = None,
+        on_access: AccessHook | None = None,
+    ) -> Manager:
+        """A manager with the budget and loading sections of ``settings``."""
+        budget, loading = settings.budget, settings.loading
+        return cls(
+            max_models=budget.max_models,
+            max_bytes=budget.max_bytes,
+            policy=policy,
+            load_timeout=loading.load_timeout,
+            budget_timeout=budget.budget_timeout,
+            patience=budget.patience,
+            backoff=Backoff(loading.retry_initial, loading.retry_max),
+            on_access=on_access,
+        )
 
     # ------------------------------------------------------------------ settings
 
