@@ -86,6 +86,18 @@ def v2_body(x: np.ndarray) -> bytes:
     return orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def write_bodies(work: Path) -> dict[str, list[Path]]:
+    """``BODIES`` different v2 JSON bodies per model, written under ``work`` for wrk."""
+    files: dict[str, list[Path]] = {}
+    for model in MODELS:
+        files[model] = []
+        for i, x in enumerate(inputs(model, BODIES)):
+            path = work / f"{model}-{i}.json"
+            path.write_bytes(v2_body(x))
+            files[model].append(path)
+    return files
+
+
 # ------------------------------------------------------------------ the limit
 
 
@@ -272,13 +284,7 @@ def main() -> int:
             shutil.copytree(args.models / model, repo / model)
         script = tmp_path / "bodies.lua"
         script.write_text(LUA)
-        files: dict[str, list[Path]] = {}
-        for model in MODELS:
-            files[model] = []
-            for i, x in enumerate(inputs(model, BODIES)):
-                path = tmp_path / f"{model}-{i}.json"
-                path.write_bytes(v2_body(x))
-                files[model].append(path)
+        files = write_bodies(tmp_path)
         cold_in_process = in_process_cold_start(repo)
         served = Served(repo)
         try:

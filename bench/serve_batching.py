@@ -35,7 +35,7 @@ import orjson
 
 from environment import environment as recorded_environment
 from peers import first_200
-from serve import BODIES, LUA, MODELS, ROOT, Served, inputs, v2_body, wrk
+from serve import BODIES, LUA, MODELS, ROOT, Served, inputs, write_bodies, wrk
 
 CONCURRENCY = (1, 4, 8, 32)
 LUA_BINARY = r"""
@@ -179,13 +179,7 @@ def main() -> int:
         script, script_binary = work / "bodies.lua", work / "binary.lua"
         script.write_text(LUA)
         script_binary.write_text(LUA_BINARY)
-        files: dict[str, list[Path]] = {}
-        for model in MODELS:
-            files[model] = []
-            for i, x in enumerate(inputs(model, BODIES)):
-                path = work / f"{model}-{i}.json"
-                path.write_bytes(v2_body(x))
-                files[model].append(path)
+        files = write_bodies(work)
         binary: list[str] = []
         for i, x in enumerate(inputs("mobilenet_v2", BODIES)):
             data, length = binary_body(x)
