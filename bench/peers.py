@@ -14,6 +14,7 @@ raises ``PeerFailed`` saying which and why: a benchmark never passes without its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -125,7 +126,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def spawn(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+def spawn(
+    command: list[str], cwd: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], list[str]]:
     """``command`` in its own process group (a peer's children stop with it); its output
     lines are collected by a thread."""
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -144,10 +147,8 @@ def spawn(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[subproces
 def stop_group(proc: subprocess.Popen[str]) -> None:
     """SIGTERM to the peer's process group, SIGKILL after 30 s."""
     for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout=wait)
             os.killpg(proc.pid, signal.SIGKILL)  # children left behind by the leader
