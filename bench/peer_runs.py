@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from peers import Batching, Peer, PeerFailed, check_answer, first_200, start
+from peers import PEERS, Batching, Peer, PeerFailed, check_answer, first_200, start
 
 Measure = Callable[[Peer], list[dict[str, Any]]]
 
@@ -24,6 +24,15 @@ class PeerResults:
     cells: list[dict[str, Any]] = field(default_factory=list)  # each peer's best per cell
     cold_s: dict[str, float] = field(default_factory=dict)  # the first configuration's
     failed: dict[str, str] = field(default_factory=dict)  # peer -> why
+
+
+def peer_names(text: str) -> list[str]:
+    """``--peers``: comma-separated names of ``PEERS`` ('' for none); unknown ones refused."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(PEERS))
+    if unknown:
+        raise SystemExit(f"unknown peer(s) {', '.join(unknown)} (known: {', '.join(PEERS)})")
+    return names
 
 
 def direct_answers(models_dir: Path, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

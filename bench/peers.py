@@ -75,14 +75,20 @@ class Batching:
         return f"{self.max_batch_size}/{self.delay_ms:g}ms"
 
 
-class Peer(Protocol):
+class Answers(Protocol):
     name: str
-    binary: bool  # takes the v2 binary tensor extension
+
+    def infer_url(self, model: str) -> str: ...
+
+
+class Server(Answers, Protocol):
     proc: subprocess.Popen[str]
     lines: list[str]
     started: float
 
-    def infer_url(self, model: str) -> str: ...
+
+class Peer(Server, Protocol):
+    binary: bool  # takes the v2 binary tensor extension
 
     def stop(self) -> None: ...
 
@@ -137,8 +143,9 @@ def spawn(
 
     def read() -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
+        with proc.stdout as out:
+            for line in out:
+                lines.append(line)
 
     threading.Thread(target=read, daemon=True).start()
     return proc, lines
@@ -203,15 +210,6 @@ class MLServer:
         stop_group(self.proc)
 
 
-class Server(Protocol):
-    name: str
-    proc: subprocess.Popen[str]
-    lines: list[str]
-    started: float
-
-    def infer_url(self, model: str) -> str: ...
-
-
 def first_200(server: Server, bodies: Mapping[str, bytes], timeout: float = 300) -> float:
     """Seconds from the server's spawn to a 200 from every model (v2 JSON bodies)."""
     pending = dict(bodies)
@@ -235,7 +233,7 @@ def first_200(server: Server, bodies: Mapping[str, bytes], timeout: float = 300)
     return time.perf_counter() - server.started
 
 
-def check_answer(peer: Peer, model: str, body: bytes, expected: np.ndarray) -> None:
+def check_answer(peer: Answers, model: str, body: bytes, expected: np.ndarray) -> None:
     """The peer's answer to ``body`` (v2 JSON) equals the direct call's, or PeerFailed."""
     answer = requests.post(peer.infer_url(model), data=body, timeout=30,
                            headers={"Content-Type": "application/json"})  # fmt: skip

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ import numpy as np
 import orjson
 
 from environment import environment as recorded_environment
-from peer_runs import PeerResults, direct_answers, failed_peers
+from peer_runs import PeerResults, direct_answers, failed_peers, peer_names
 from peer_runs import run_peers as peer_runs
 from peers import PEERS, Batching, Peer, first_200
 
@@ -180,7 +181,10 @@ class Served:
         self.proc.wait(timeout=60)
 
 
-def wrk(url: str, bodies: list[Path], c: int, seconds: float, script: Path) -> dict[str, float]:
+def wrk(
+    url: str, bodies: Sequence[Path | str], c: int, seconds: float, script: Path
+) -> dict[str, float]:
+    """``wrk -t1 -c<c>`` rotating ``bodies`` (files, or what ``script`` reads from its args)."""
     done = subprocess.run(
         ["wrk", "-t1", f"-c{c}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script),
          url, "--", *map(str, bodies)],
@@ -261,6 +265,7 @@ def main() -> int:
     parser.add_argument("--peers", default=",".join(PEERS),
                         help=f"comma-separated, of {', '.join(PEERS)}; '' for none")  # fmt: skip
     args = parser.parse_args()
+    names = peer_names(args.peers)
     if shutil.which("wrk") is None:
         raise SystemExit("bench/serve.py needs wrk (apt-get install wrk)")
     seconds = 2.0 if args.quick else 10.0
@@ -289,8 +294,7 @@ def main() -> int:
             results["cells"] += protocol_cells(served, seconds)
         finally:
             served.stop()
-        peers = run_peers([p for p in args.peers.split(",") if p], repo, files, seconds,
-                          script, tmp_path)  # fmt: skip
+        peers = run_peers(names, repo, files, seconds, script, tmp_path)
         results["cells"] += peers.cells
         cold_peers = peers.cold_s
         for model in MODELS:
