@@ -172,7 +172,8 @@ def peer_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class MLServer:
-    """``mlserver start`` on the models in ``models`` (name -> version directory)."""
+    """``mlserver start`` on the models in ``models`` (name -> version directory). Its
+    adaptive batching needs ``max_batch_time`` > 0: a delay of 0 leaves it off."""
 
     name = "mlserver"
     binary = False
@@ -231,6 +232,13 @@ def first_200(server: Server, bodies: Mapping[str, bytes], timeout: float = 300)
         tail = "".join(server.lines[-30:])
         raise RuntimeError(f"{server.name}: no 200 from {sorted(pending)}:\n{tail}")
     return time.perf_counter() - server.started
+
+
+def settle(peer: Answers, model: str, body: bytes) -> None:
+    """One request answered: a peer that goes on running what the last load generator left
+    in flight (first in, first out) has finished it before the next measurement starts."""
+    requests.post(peer.infer_url(model), data=body, timeout=300,
+                  headers={"Content-Type": "application/json"})  # fmt: skip
 
 
 def check_answer(peer: Answers, model: str, body: bytes, expected: np.ndarray) -> None:

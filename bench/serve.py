@@ -48,7 +48,7 @@ import orjson
 from environment import environment as recorded_environment
 from peer_runs import PeerResults, direct_answers, failed_peers, peer_names
 from peer_runs import run_peers as peer_runs
-from peers import PEERS, Batching, Peer, first_200
+from peers import PEERS, Batching, Peer, first_200, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("mlp", "mobilenet_v2")
@@ -194,8 +194,9 @@ def wrk(
     assert match, done.stdout + done.stderr
     requests_, status_errors, socket_errors, p50, p99, micros = map(int, match.groups())
     ok = requests_ - status_errors - socket_errors
-    return {"rps": ok / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
-            "failed": status_errors + socket_errors}  # fmt: skip
+    none = float("nan") if ok <= 0 else 1.0  # no answer, no latency (wrk would say 0 ms)
+    return {"rps": ok / (micros / 1e6), "p50_ms": none * p50 / 1000,
+            "p99_ms": none * p99 / 1000, "failed": status_errors + socket_errors}  # fmt: skip
 
 
 def protocol_cells(served: Served, seconds: float) -> list[dict[str, Any]]:
@@ -248,6 +249,7 @@ def run_peers(
             url = peer.infer_url(model)
             wrk(url, files[model], 1, 1.0, script)
             for c in CONCURRENCY:
+                settle(peer, model, checks[model][0])
                 cells.append({"model": model, "c": c, **wrk(url, files[model], c, seconds, script)})
         return cells
 

@@ -42,7 +42,7 @@ import orjson
 
 from environment import environment as recorded_environment
 from peer_runs import PeerResults, direct_answers, failed_peers, peer_names, run_peers
-from peers import PEERS, Batching, Peer, first_200
+from peers import PEERS, Batching, Peer, first_200, settle
 from serve import BODIES, LUA, MODELS, ROOT, Served, inputs, write_bodies, wrk
 
 CONCURRENCY = (1, 4, 8, 32)
@@ -186,18 +186,22 @@ def peer_sweep(
     answers = direct_answers(repo, {model: inputs(model, 1)[0] for model in MODELS})
     checks = {model: (files[model][0].read_bytes(), answers[model]) for model in MODELS}
 
-    def median(url: str, bodies: list[Path] | list[str], script: Path) -> dict[str, float]:
+    def median(
+        peer: Peer, model: str, bodies: list[Path] | list[str], script: Path
+    ) -> dict[str, float]:
+        url = peer.infer_url(model)
         wrk(url, bodies, 32, 1.0, script)
-        found = sorted((wrk(url, bodies, 32, seconds, script) for _ in range(runs)),
-                       key=lambda figures: figures["rps"])  # fmt: skip
-        return found[len(found) // 2]
+        found = []
+        for _ in range(runs):
+            settle(peer, model, checks[model][0])
+            found.append(wrk(url, bodies, 32, seconds, script))
+        return sorted(found, key=lambda figures: figures["rps"])[len(found) // 2]
 
     def measure(peer: Peer) -> list[dict[str, Any]]:
         cells = [{"model": model, "body": "json", "c": 32,
-                  **median(peer.infer_url(model), files[model], scripts[0])}
-                 for model in MODELS]  # fmt: skip
+                  **median(peer, model, files[model], scripts[0])} for model in MODELS]  # fmt: skip
         if peer.binary:
-            figures = median(peer.infer_url("mobilenet_v2"), binary, scripts[1])
+            figures = median(peer, "mobilenet_v2", binary, scripts[1])
             cells.append({"model": "mobilenet_v2", "body": "binary", "c": 32, **figures})
         return cells
 
