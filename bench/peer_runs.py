@@ -104,8 +104,10 @@ def run_peers(
 
 def failed_peers(results: PeerResults) -> list[dict[str, str]]:
     """A failing target per peer that did not install, start or answer rightly."""
-    return [
-        {"target": f"peer {name} installed, started and answered as the direct call",
-         "value": why.splitlines()[0] if why else "", "status": "FAIL"}
-        for name, why in results.failed.items()
-    ]  # fmt: skip
+    targets = []
+    for name, why in results.failed.items():
+        lines = [line.strip() for line in why.splitlines() if line.strip()] or [""]
+        value = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+        targets.append({"target": f"peer {name} installed, started and answered as the direct call",
+                        "value": value, "status": "FAIL"})  # fmt: skip
+    return targets

@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from peer_runs import PeerResults, failed_peers, peer_names
-from peers import Batching, PeerFailed, check_answer, spawn, stop_group
+from peers import VENVS, Batching, PeerFailed, check_answer, spawn, stop_group, venv
 
 EXPECTED = np.array([[0.25, 0.75]], np.float32)
 
@@ -94,8 +94,14 @@ def test_a_failed_peer_is_a_failed_target() -> None:
     (target,) = failed_peers(results)
     assert target["status"] == "FAIL"
     assert "pytriton" in target["target"]
-    assert target["value"] == "pytriton: pip install ... failed:"
+    assert target["value"] == "pytriton: pip install ... failed: ... no wheel"
     assert failed_peers(PeerResults(cold_s={"mlserver": 5.0})) == []
+
+
+def test_a_peer_that_cannot_be_installed_says_which_and_why(tmp_path: Path) -> None:
+    with pytest.raises(PeerFailed, match=r"(?s)no-python: .*venv.*No such file"):
+        venv("no-python", ("nothing==1.0",), python=str(tmp_path / "python3.11"))
+    assert not (VENVS / "no-python").exists()
 
 
 def test_peer_names() -> None:
