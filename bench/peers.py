@@ -151,6 +151,16 @@ def spawn(
     return proc, lines
 
 
+def run_app(
+    env: Path, root: Path, app: str, config: Mapping[str, object]
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """``app`` written to ``root/app.py``, run by ``env``'s Python with ``config`` as JSON."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "app.py").write_text(app)
+    command = [str(env / "bin" / "python"), str(root / "app.py"), json.dumps(config)]
+    return spawn(command, root, peer_env())
+
+
 def stop_group(proc: subprocess.Popen[str]) -> None:
     """SIGTERM to the peer's process group, SIGKILL after 30 s."""
     for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):

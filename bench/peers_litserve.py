@@ -7,12 +7,11 @@ with a v2-like ``{"outputs": [...]}``. Batching is LitServe's own (``max_batch_s
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from peers import Batching, free_port, peer_env, spawn, stop_group, venv
+from peers import Batching, free_port, run_app, stop_group, venv
 
 LITSERVE_PINS = ("litserve==0.2.19", "tensorflow==2.21.0")
 APP = """
@@ -78,9 +77,6 @@ class LitServe:
         self, models: Mapping[str, Path], workdir: Path, batching: Batching | None
     ) -> None:
         env = venv("litserve", LITSERVE_PINS)
-        root = workdir / "litserve"
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "app.py").write_text(APP)
         port = free_port()
         config = {
             "port": port,
@@ -90,11 +86,7 @@ class LitServe:
         }
         self.url = f"http://127.0.0.1:{port}"
         self.started = time.perf_counter()
-        self.proc, self.lines = spawn(
-            [str(env / "bin" / "python"), str(root / "app.py"), json.dumps(config)],
-            root,
-            peer_env(),
-        )
+        self.proc, self.lines = run_app(env, workdir / self.name, APP, config)
 
     def infer_url(self, model: str) -> str:
         return f"{self.url}/predict/{model}"

@@ -9,12 +9,11 @@ Only in a venv made from Debian's ``/usr/bin/python3.11``, with numpy < 2, and w
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from peers import Batching, PeerFailed, free_port, peer_env, spawn, stop_group, venv
+from peers import Batching, PeerFailed, free_port, run_app, stop_group, venv
 
 PYTHON = "/usr/bin/python3.11"
 TRITON_PINS = ("nvidia-pytriton==0.7.0", "numpy==1.26.4", "tensorflow==2.21.0")
@@ -85,9 +84,6 @@ class PyTriton:
         if not Path(PYTHON).exists():
             raise PeerFailed(f"pytriton: needs Debian's {PYTHON} (apt-get install python3.11-venv)")
         env = venv("pytriton", TRITON_PINS, python=PYTHON)
-        root = workdir / "pytriton"
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "app.py").write_text(APP)
         port = free_port()
         config = {
             "http_port": port,
@@ -98,11 +94,7 @@ class PyTriton:
         }
         self.url = f"http://127.0.0.1:{port}"
         self.started = time.perf_counter()
-        self.proc, self.lines = spawn(
-            [str(env / "bin" / "python"), str(root / "app.py"), json.dumps(config)],
-            root,
-            peer_env(),
-        )
+        self.proc, self.lines = run_app(env, workdir / self.name, APP, config)
 
     def infer_url(self, model: str) -> str:
         return f"{self.url}/v2/models/{model}/infer"

@@ -46,8 +46,7 @@ import numpy as np
 import orjson
 
 from environment import environment as recorded_environment
-from peer_runs import PeerResults, direct_answers, failed_peers, peer_names
-from peer_runs import run_peers as peer_runs
+from peer_runs import PeerResults, direct_answers, failed_peers, peer_names, run_peers
 from peers import PEERS, Batching, Peer, first_200, settle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +228,7 @@ def in_process_cold_start(models_dir: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_peers(
+def drive_peers(
     names: list[str],
     repo: Path,
     files: dict[str, list[Path]],
@@ -253,7 +252,7 @@ def run_peers(
                 cells.append({"model": model, "c": c, **wrk(url, files[model], c, seconds, script)})
         return cells
 
-    return peer_runs(names, versions, checks, workdir, (None, Batching(32, 5.0)), measure)
+    return run_peers(names, versions, checks, workdir, (None, Batching(32, 5.0)), measure)
 
 
 # ------------------------------------------------------------------ main
@@ -296,7 +295,7 @@ def main() -> int:
             results["cells"] += protocol_cells(served, seconds)
         finally:
             served.stop()
-        peers = run_peers(names, repo, files, seconds, script, tmp_path)
+        peers = drive_peers(names, repo, files, seconds, script, tmp_path)
         results["cells"] += peers.cells
         cold_peers = peers.cold_s
         for model in MODELS:
