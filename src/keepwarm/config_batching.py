@@ -51,6 +51,24 @@ def batching_config(value: Mapping[str, Any], *, source: str) -> BatchingConfig:
     return _batching_table(TomlTable(source, value, "batching.", BATCHING_KEYS))
 
 
+def batching_argument(value: Any, defaults: BatchingSettings) -> BatchingConfig | None:
+    """``keepwarm.load``'s ``batching=``: True (the defaults), a table, False or None
+    (off here; None lets a model.toml decide, see ``RuntimeSpec``), as a config with the
+    settings' defaults."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return BatchingConfig().with_defaults(defaults)
+    if isinstance(value, BatchingConfig):
+        return value
+    if isinstance(value, Mapping):
+        return batching_config(value, source="batching=").with_defaults(defaults)
+    raise InvalidConfigError(
+        f"batching={value!r}: expected True, False, None or a table of batching settings "
+        f"({', '.join(BATCHING_KEYS)})"
+    )
+
+
 def _batching_table(table: TomlTable) -> BatchingConfig:
     defaults = BatchingConfig()
     delay = table.get("max_delay_ms", (int, float), "a number of milliseconds >= 0")

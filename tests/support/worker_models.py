@@ -129,3 +129,10 @@ class FailsToLoad:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise AssertionError("never called")
+
+
+class RecordingHook:
+    """A worker hook: reports the worker's pid and how many models it held, per event."""
+
+    def __call__(self, event: str, key: str) -> dict[str, float]:
+        return {"pid": float(os.getpid()), "key_length": float(len(key))}
