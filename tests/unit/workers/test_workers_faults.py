@@ -5,7 +5,6 @@ models serve; no worker outlives the process that started it."""
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from keepwarm.model import Model
 from keepwarm.settings import Settings
 from keepwarm.workers import WorkerModel, default_pool
 from support.waiting import wait_until
+from support.worker_models import Gate
 
 MODELS = "support.worker_models"
 X = np.ones((1, 4), np.float32)
@@ -33,30 +33,6 @@ def cache() -> Iterator[ModelCache]:
     cache = ModelCache(settings=Settings.from_env({}, max_restarts=2), warmup=False)
     yield cache
     cache.close()
-
-
-class Gate:
-    """The two FIFOs of a ``Gated`` model, held open by the test (read-write: opening
-    never blocks, and the model's own opens never wait for the test)."""
-
-    def __init__(self, directory: Path) -> None:
-        os.mkfifo(directory / "started")
-        os.mkfifo(directory / "release")
-        self.started = os.open(directory / "started", os.O_RDWR)
-        self.release = os.open(directory / "release", os.O_RDWR)
-
-    def wait_started(self, timeout: float = 30.0) -> None:
-        """Returns once a call is inside the model's ``predict``."""
-        readable, _, _ = select.select([self.started], [], [], timeout)
-        assert readable, "no call reached the model"
-        assert os.read(self.started, 1) == b"s"
-
-    def let_one_finish(self) -> None:
-        os.write(self.release, b"r")
-
-    def close(self) -> None:
-        os.close(self.started)
-        os.close(self.release)
 
 
 def _worker(model: Model) -> WorkerModel:
