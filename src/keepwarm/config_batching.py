@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from keepwarm.config_table import EMPTY, TomlTable
+from keepwarm.config_table import EMPTY, TomlTable, call_argument
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import BatchingSettings
 
@@ -55,18 +55,11 @@ def batching_argument(value: Any, defaults: BatchingSettings) -> BatchingConfig 
     """``keepwarm.load``'s ``batching=``: True (the defaults), a table, False or None
     (off here; None lets a model.toml decide, see ``RuntimeSpec``), as a config with the
     settings' defaults."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return BatchingConfig().with_defaults(defaults)
-    if isinstance(value, BatchingConfig):
-        return value
-    if isinstance(value, Mapping):
-        return batching_config(value, source="batching=").with_defaults(defaults)
-    raise InvalidConfigError(
-        f"batching={value!r}: expected True, False, None or a table of batching settings "
-        f"({', '.join(BATCHING_KEYS)})"
-    )
+
+    def parse(table: Mapping[str, Any]) -> BatchingConfig:
+        return batching_config(table, source="batching=").with_defaults(defaults)
+
+    return call_argument(value, "batching", BATCHING_KEYS, parse, BatchingConfig)
 
 
 def _batching_table(table: TomlTable) -> BatchingConfig:
