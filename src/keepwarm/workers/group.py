@@ -57,7 +57,7 @@ class WorkerGroup:
         processes: int,
         settings: WorkerSettings,
         new_id: Callable[[], int],
-        hook: object = None,
+        hook: Callable[[], object] = lambda: None,
         on_restart: Callable[[str], None] | None = None,
     ) -> None:
         self.key, self.description, self.name = key, description, name
@@ -156,7 +156,7 @@ class WorkerGroup:
         return worker
 
     def _spawn(self) -> WorkerProcess:
-        return WorkerProcess(self._new_id(), self.settings, hook=self._hook, on_exit=self._exited)
+        return WorkerProcess(self._new_id(), self.settings, hook=self._hook(), on_exit=self._exited)
 
     def _load(self, worker: WorkerProcess) -> Loaded:
         worker.wait_started()
