@@ -132,8 +132,10 @@ class WorkerGroup:
             if slot.worker is not None and not self._closed and slot not in self._idle:
                 self._idle.append(slot)
                 self._cond.notify()
-        if stale is not None:
-            self._retire(stale)
+        if stale is not None:  # stopped off the caller's thread: its answer is not delayed
+            threading.Thread(
+                target=self._retire, args=(stale,), name="keepwarm-worker-retire", daemon=True
+            ).start()
 
     def _lost(self, slot: _Slot, worker: WorkerProcess) -> None:
         """``worker`` died in a call; its reader thread restarts it (``_exited``)."""
