@@ -88,6 +88,10 @@ class Metrics:
 
         registry.register(WorkerCollector(default_pool().counts))  # keepwarm_worker_*
         self._started: dict[tuple[Any, str], float] = {}
+        # Per request, the labelled children are looked up here, not through ``labels()``
+        # (a lock and a validation per call); the keys are bounded like the series.
+        self._counted: dict[tuple[str, str, str, str], Any] = {}
+        self._timed: dict[tuple[str, str, str], Any] = {}
         self._memory: Callable[[], int] | None = None
 
     def watch_counters(self, counters: Callable[[], Mapping[str, int]]) -> None:
@@ -96,9 +100,16 @@ class Metrics:
         self.registry.register(_CountersCollector(counters))
 
     def request(self, model: str, version: str, protocol: str, code: str, seconds: float) -> None:
-        self.requests.labels(model, version, protocol, code).inc()
+        key = (model, version, protocol, code)
+        counter = self._counted.get(key)
+        if counter is None:
+            counter = self._counted[key] = self.requests.labels(*key)
+        counter.inc()
         if code == "OK":
-            self.latency.labels(model, version, protocol).observe(seconds)
+            timed = self._timed.get(key[:3])
+            if timed is None:
+                timed = self._timed[key[:3]] = self.latency.labels(model, version, protocol)
+            timed.observe(seconds)
 
     def on_event(self, event: Event) -> None:
         """A Manager event subscriber: load/unload durations, transitions, cache counts."""

@@ -29,17 +29,19 @@ class Route:
 class Router:
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
-        self._by_length: dict[int, list[Route]] = {}
+        # Each pattern split once, here, not at every request.
+        self._by_length: dict[int, list[tuple[Route, tuple[str, ...]]]] = {}
         for route in routes:
-            self._by_length.setdefault(len(route.segments), []).append(route)
+            segments = route.segments
+            self._by_length.setdefault(len(segments), []).append((route, segments))
 
     def match(self, method: str, raw_path: bytes) -> tuple[Route | None, dict[str, str], bool]:
         """The route, its parameters, and whether the path exists for another method."""
         parts = _split(raw_path.decode("latin-1"))
         segments = [unquote(p, errors="strict") if "%" in p else p for p in parts]
         other_method = False
-        for route in self._by_length.get(len(segments), ()):
-            params = _bind(route.segments, segments)
+        for route, pattern in self._by_length.get(len(segments), ()):
+            params = _bind(pattern, segments)
             if params is None:
                 continue
             if route.method == method or (method == "HEAD" and route.method == "GET"):
