@@ -246,3 +246,29 @@ def test_process_memory_lists_the_server_and_registered_sources() -> None:
         unregister()
     unregister()  # idempotent
     assert row not in pm.process_memory()
+
+
+def test_status_lists_processes_only_when_asked(tmp_path: Path) -> None:
+    from keepwarm import Repository
+
+    repo = Repository(tmp_path, watch=False)
+    try:
+        assert repo.status().processes == []
+        status = repo.status(processes=True)
+        assert [p.process for p in status.processes][:1] == [pm.SERVER]
+        assert status.to_dict()["processes"][0]["pid"] == os.getpid()
+    finally:
+        repo.close()
+
+
+def test_metrics_show_pss_and_unreclaimed_per_process() -> None:
+    from keepwarm.metrics import Metrics
+
+    unregister = pm.register(lambda: [pm.ProcessMemory("7", 4242, None, 5 * MB)])
+    try:
+        text = Metrics().render().decode()
+    finally:
+        unregister()
+    assert 'keepwarm_process_pss_bytes{process="server"}' in text
+    assert 'keepwarm_process_pss_bytes{process="7"}' not in text  # unreadable: no sample
+    assert 'keepwarm_process_unreclaimed_bytes{process="7"} 5.24288e+06' in text
