@@ -137,6 +137,7 @@ class UnreclaimedLedger:
         self.baseline_bytes: int | None = None
         self._net = 0
         self.unloads = 0
+        self.last_pss: int | None = None  # the last reading
 
     @property
     def total(self) -> int:
@@ -144,7 +145,7 @@ class UnreclaimedLedger:
         return max(0, self._net)
 
     def before_load(self, key: Hashable) -> None:
-        now = self._read()
+        now = self.last_pss = self._read()
         with self._lock:
             self._seq += 1
             if now is None:
@@ -153,7 +154,7 @@ class UnreclaimedLedger:
                 self._loads[key] = _Load(self._seq, now)
 
     def after_load(self, key: Hashable) -> None:
-        now = self._read()
+        now = self.last_pss = self._read()
         with self._lock:
             load = self._loads.get(key)
             if load is not None and now is not None:
@@ -167,7 +168,7 @@ class UnreclaimedLedger:
     def after_unload(self, key: Hashable) -> int | None:
         """Record the unload of ``key``; returns its charge, negative when it gave back
         more than its load took (None: its load was not seen)."""
-        now = self._read()
+        now = self.last_pss = self._read()
         with self._lock:
             self._seq += 1
             load = self._loads.pop(key, None)

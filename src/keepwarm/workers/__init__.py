@@ -1,0 +1,1 @@
+"""Worker processes (the pool is built on the workers branch)."""
