@@ -17,7 +17,7 @@ excess after its load is what is left to watch.
 
 ``MemoryWatch`` applies this every ``workers.memory_check_seconds`` on a thread of its own
 (reading one worker's PSS costs about 20 ms once TensorFlow is loaded: never on a request's
-path) and reports the workers' rows to ``keepwarm.process_memory`` (status, ``/metrics``).
+path). ``worker_rows(pool)`` is what ``keepwarm.process_memory`` lists for the workers.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from keepwarm.process_memory import ProcessMemory, UnreclaimedLedger, pss_bytes, register
+from keepwarm.process_memory import ProcessMemory, UnreclaimedLedger, pss_bytes
 
 log = logging.getLogger("keepwarm.workers")
 
@@ -114,9 +114,28 @@ def due_for_recycle(workers: Iterable[WorkerMemory], threshold: int | None) -> l
     return [w.worker_id for w in workers if w.state in SERVING and w.excess_bytes >= threshold]
 
 
+def worker_rows(pool: Recyclable) -> list[ProcessMemory]:
+    """Every worker process of ``pool``: its PSS, read now, and the bytes its unloads did
+    not give back (what ``keepwarm.process_memory`` lists for status and ``/metrics``)."""
+    out = []
+    for info in pool.workers():
+        row = WorkerMemory.read(info)
+        figures = info.figures.get("after_unload") or info.figures.get("after_load") or {}
+        out.append(
+            ProcessMemory(
+                str(info.worker_id),
+                info.pid,
+                row.pss_bytes,
+                row.unreclaimed_bytes,
+                int(figures.get("unloads", 0)),
+            )
+        )
+    return out
+
+
 class MemoryWatch:
     """Every ``interval`` seconds, replace the workers of ``pool`` that ``due_for_recycle``
-    names; report every worker to ``keepwarm.process_memory`` until ``close()``."""
+    names, until ``close()``."""
 
     def __init__(
         self,
@@ -130,26 +149,8 @@ class MemoryWatch:
         self._on_recycle = on_recycle
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one check at a time
-        self._unregister = register(self.rows)
         self._thread = threading.Thread(target=self._run, name="keepwarm-memory", daemon=True)
         self._thread.start()
-
-    def rows(self) -> list[ProcessMemory]:
-        """Every worker process: its PSS and the bytes its unloads did not give back."""
-        out = []
-        for info in self._pool.workers():
-            row = WorkerMemory.read(info)
-            figures = info.figures.get("after_unload") or info.figures.get("after_load") or {}
-            out.append(
-                ProcessMemory(
-                    str(info.worker_id),
-                    info.pid,
-                    row.pss_bytes,
-                    row.unreclaimed_bytes,
-                    int(figures.get("unloads", 0)),
-                )
-            )
-        return out
 
     def check(self) -> list[int]:
         """One pass: recycle the workers due; returns the ids replaced."""
@@ -176,7 +177,6 @@ class MemoryWatch:
 
     def close(self) -> None:
         self._stop.set()
-        self._unregister()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
 
