@@ -25,11 +25,18 @@ from keepwarm.batching.model import BatchedModel
 from keepwarm.config import FILENAME as CONFIG_FILE
 from keepwarm.config import load_model_config
 from keepwarm.config_batching import BatchingConfig, batching_config
+from keepwarm.config_workers import WorkersConfig, workers_argument
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.load_description import LoadDescription, check_class_name, class_name
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
-from keepwarm.settings import BatchingSettings, DownloadSettings, LoadingSettings, WarmupSettings
+from keepwarm.settings import (
+    BatchingSettings,
+    DownloadSettings,
+    LoadingSettings,
+    WarmupSettings,
+    WorkerSettings,
+)
 from keepwarm.sources.layout import version_number
 from keepwarm.sources.resolve import local_path_or_none, redact_url
 from keepwarm.warmup import read_samples, warmup
@@ -52,13 +59,19 @@ def spec_from_call(
     downloads: DownloadSettings | None = None,
     batching: bool | Mapping[str, Any] | BatchingConfig | None = None,
     batching_defaults: BatchingSettings | None = None,
+    workers: bool | Mapping[str, Any] | WorkersConfig | None = None,
+    worker_settings: WorkerSettings | None = None,
 ) -> RuntimeSpec:
     """The spec of a ``keepwarm.load`` call: ``options["class"]`` (a class or its
     ``"module:qualname"``) and ``options["allow_unsafe"]`` become the description's fields.
 
     ``batching``: True (the defaults), a ``[batching]`` table, False (off), or None: on
     when a ``model.toml`` beside the versions has a ``[batching]`` table. Keys left out
-    come from ``batching_defaults`` (``Settings.batching``)."""
+    come from ``batching_defaults`` (``Settings.batching``).
+
+    ``workers``: the same forms for ``[workers]`` (``keepwarm.config_workers``); False
+    keeps the model in this process whatever model.toml or ``worker_settings.isolate``
+    say. ``worker_settings``: ``Settings.workers``."""
     rest = dict(options or {})
     allow_unsafe = rest.pop("allow_unsafe", False)
     if type(allow_unsafe) is not bool:
@@ -84,9 +97,17 @@ def spec_from_call(
         downloads=downloads,
     )
     defaults = batching_defaults if batching_defaults is not None else BatchingSettings()
-    spec = RuntimeSpec(description, python_class=cls, batching=_batching(batching, defaults))
+    server = worker_settings if worker_settings is not None else WorkerSettings()
+    spec = RuntimeSpec(
+        description,
+        python_class=cls,
+        batching=_batching(batching, defaults),
+        workers=workers_argument(workers, server),
+        worker_settings=None if workers is False else server,
+    )
     if batching is None:
         spec.toml_batching = defaults
+    spec.toml_workers = workers is None
     return spec
 
 
@@ -141,6 +162,8 @@ class RuntimeSpec:
         config: Any = None,
         batching: BatchingConfig | None = None,
         nbytes: int | None = None,
+        workers: WorkersConfig | None = None,
+        worker_settings: WorkerSettings | None = None,
     ) -> None:
         self.load_description = load_description
         self.python_class = python_class
@@ -149,6 +172,11 @@ class RuntimeSpec:
         self.batching = batching  # on when given: the loaded model predicts in batches
         # Set: read a model.toml beside the versions for [batching] (keepwarm.load).
         self.toml_batching: BatchingSettings | None = None
+        # Worker processes: ``workers`` (a [workers] table) or, without one, isolation
+        # when ``worker_settings.isolate``; None settings: never (a worker's own loads).
+        self.workers = workers
+        self.worker_settings = worker_settings
+        self.toml_workers = False  # read a model.toml beside the versions for [workers]
         self.nbytes = nbytes  # the size of its files, when a scan already measured it
         self.answered: int | None = None  # the version the last load took, when known
         self.load_note: str | None = None  # what the last load served, for status
@@ -217,11 +245,14 @@ class RuntimeSpec:
             runtime = self.pick_runtime(path)
             batching = self._batching_for(found)
             options = self.runtime_options()
+            workers = self._workers_for(found)
 
             def load_source() -> LoadedModel:
                 return runtime.load(path, signature=described.signature, options=options)
 
-            if described.optimize is None:
+            if workers is not None:
+                model = self._load_in_workers(path, runtime.name, workers)
+            elif described.optimize is None:
                 model = load_source()
             else:
                 from keepwarm.optimize.auto import load_optimized
@@ -245,6 +276,7 @@ class RuntimeSpec:
         held.loaded(model, hold)
         if batching is None:
             return model
+        processes = getattr(model, "processes", None)  # a WorkerModel: a slot per process
         return BatchedModel(
             model,
             name=_model_name(path),
@@ -254,6 +286,38 @@ class RuntimeSpec:
             max_queue=batching.max_queue,
             pad_axes=PadAxes.of(batching.pad_axes),
             options=options,
+            executor=getattr(model, "executor", None),
+            slots=processes,
+        )
+
+    def _workers_for(self, found: Path) -> WorkersConfig | None:
+        settings = self.worker_settings
+        if settings is None:
+            return None
+        if self.workers is not None:
+            return self.workers
+        if self.toml_workers and found.is_dir():
+            toml = load_model_config(found / CONFIG_FILE).workers
+            if toml is not None:
+                return toml.with_defaults(settings)
+        return WorkersConfig(isolate=True) if settings.isolate else None
+
+    def _load_in_workers(self, path: Path, runtime: str, workers: WorkersConfig) -> LoadedModel:
+        """The model loaded in ``workers.processes`` worker processes, from a description
+        of the version found here (a local path, the runtime chosen)."""
+        from dataclasses import replace
+
+        from keepwarm.workers import default_pool
+
+        assert self.worker_settings is not None
+        described = replace(self.load_description, uri=str(path), version=None, runtime=runtime)
+        name, version = _model_name(path), version_number(path.name)
+        return default_pool().start_model(
+            name if version is None else f"{name}:{version}",
+            described,
+            name=name,
+            processes=workers.processes,
+            settings=self.worker_settings,
         )
 
     def _batching_for(self, found: Path) -> BatchingConfig | None:
