@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from keepwarm.process_memory import ProcessMemory, UnreclaimedLedger, pss_bytes
+from keepwarm.settings import WorkerSettings
 
 log = logging.getLogger("keepwarm.workers")
 
@@ -176,6 +177,7 @@ class MemoryWatch:
             return replaced
 
     def close(self) -> None:
+        """Stop the thread (a replacement under way finishes first)."""
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
@@ -186,3 +188,16 @@ class MemoryWatch:
                 self.check()
             except Exception:  # a bug here must not end the watch
                 log.exception("the worker memory check failed")
+
+
+def watch_default_pool(settings: WorkerSettings) -> Callable[[], None]:
+    """Start a ``MemoryWatch`` of the process's pool with ``settings``' threshold and
+    interval; returns the function that stops it (the server calls it at shutdown)."""
+    from keepwarm.workers.pool import default_pool
+
+    watch = MemoryWatch(
+        default_pool(),
+        threshold=settings.recycle_unreclaimed_bytes,
+        interval=settings.memory_check_seconds,
+    )
+    return watch.close
