@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,6 +74,10 @@ def run_cycles(models: Path, way: str, cycles: int) -> Run:
     cache = keepwarm.ModelCache(warmup=False, settings=settings)
     ledger = UnreclaimedLedger()
     stop = ledger.watch(cache.manager.events)
+    given_back = threading.Event()  # set after the ledger saw the unload (same thread, later)
+    stop_too = cache.manager.events.subscribe(
+        lambda event: given_back.set() if event.kind == "reclaimed" else None
+    )
     key = cache.handle(uri)._key
     x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
     after: list[int] = []
@@ -81,13 +86,10 @@ def run_cycles(models: Path, way: str, cycles: int) -> Run:
     for cycle in range(1, cycles + 1):
         cache.load(uri).predict(x)
         loaded.append(tree_pss_bytes())
+        given_back.clear()
         if not cache.evict(uri):
             raise RuntimeError(f"cycle {cycle}: nothing to unload")
-
-        def given_back(cycle: int = cycle) -> bool:
-            return cache.manager.state(key) is State.UNLOADED and ledger.unloads >= cycle
-
-        if not cache.manager.wait_for(given_back, CYCLE_WAIT_S):
+        if not given_back.wait(CYCLE_WAIT_S) or cache.manager.state(key) is not State.UNLOADED:
             raise RuntimeError(f"cycle {cycle}: not unloaded within {CYCLE_WAIT_S:g} s")
         after.append(tree_pss_bytes())
         if cycle % 10 == 0 or cycle <= 2:
@@ -99,6 +101,7 @@ def run_cycles(models: Path, way: str, cycles: int) -> Run:
             )
     seconds = time.monotonic() - started
     stop()
+    stop_too()
     cache.manager.close(5.0)
     return Run(way, cycles, seconds, after, loaded, ledger.total, ledger.baseline_bytes)
 

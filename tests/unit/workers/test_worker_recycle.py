@@ -1,0 +1,118 @@
+"""A worker that holds too much is replaced under load, and no request fails: a real pool
+of real worker processes, a model that really leaks, the watch's policy applied."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keepwarm.cache import ModelCache
+from keepwarm.process_memory import process_memory
+from keepwarm.settings import Settings
+from keepwarm.workers import default_pool
+from keepwarm.workers.memory import MemoryWatch, WorkerMemory, worker_rows
+
+MB = 1 << 20
+THRESHOLD = 16 * MB  # 8 calls of support.leaky_models.Leaky (2 MiB each)
+CALLERS = 4
+PHASE = 40  # calls before the check, then as many after it
+WAIT_S = 60.0
+
+
+@pytest.fixture
+def cache() -> Iterator[ModelCache]:
+    cache = ModelCache(settings=Settings.from_env({}), warmup=False)
+    yield cache
+    cache.close()
+
+
+def test_a_leaking_worker_is_replaced_under_load_and_no_request_fails(
+    cache: ModelCache, tmp_path: Path
+) -> None:
+    model = cache.load(
+        tmp_path, options={"class": "support.leaky_models:Leaky"}, workers={"processes": 2}
+    )
+    pool = default_pool()
+    before = {i.worker_id: i.pid for i in pool.workers()}
+    assert len(before) == 2
+    watch = MemoryWatch(pool, threshold=THRESHOLD, interval=3600.0)  # checked by hand
+    lock = threading.Lock()
+    calls, failures, pids = 0, [], set()
+    reached = [threading.Event(), threading.Event()]
+    targets = [PHASE, 0]  # the second is set once the check returned
+    stop = threading.Event()
+    x = np.ones((1, 4), dtype=np.float32)
+
+    def call() -> None:
+        nonlocal calls
+        for _ in range(10 * PHASE):  # bounded: far more than the two phases need
+            if stop.is_set():
+                return
+            try:
+                out = model.predict({"x": x})
+                np.testing.assert_array_equal(out["y"], x + 1)
+            except Exception as exc:  # every failure is counted, none may happen
+                with lock:
+                    failures.append(exc)
+                continue
+            with lock:
+                calls += 1
+                pids.update(out["pid"].tolist())
+                for target, event in zip(targets, reached, strict=True):
+                    if target and calls >= target:
+                        event.set()
+
+    threads = [threading.Thread(target=call) for _ in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert reached[0].wait(WAIT_S)
+        rows = {r.worker_id: r for r in (WorkerMemory.read(i) for i in pool.workers())}
+        assert max(r.excess_bytes for r in rows.values()) >= THRESHOLD
+        replaced = watch.check()  # while the callers keep calling
+        with lock:
+            targets[1] = calls + PHASE
+        assert reached[1].wait(WAIT_S)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(WAIT_S)
+        watch.close()
+    assert failures == []
+    assert replaced and set(replaced) <= set(before)
+    after = {i.worker_id: i.pid for i in pool.workers() if i.state != "retiring"}
+    assert len(after) == 2 and not set(replaced) & set(after)
+    new_pids = {pid for wid, pid in after.items() if wid not in before}
+    assert new_pids & pids  # the replacements answered requests
+    assert all(not _alive(before[wid]) for wid in replaced)
+    listed = {row.process for row in process_memory()}
+    assert {str(wid) for wid in after} <= listed
+    assert {row.process for row in worker_rows(pool)} >= {str(wid) for wid in after}
+
+
+def test_the_watch_leaves_workers_under_the_threshold_alone(
+    cache: ModelCache, tmp_path: Path
+) -> None:
+    model = cache.load(tmp_path, options={"class": "support.leaky_models:Leaky"}, workers=True)
+    model.predict({"x": np.ones((1, 4), dtype=np.float32)})
+    pool = default_pool()
+    before = pool.workers()
+    for threshold in (None, 1 << 40):
+        watch = MemoryWatch(pool, threshold=threshold, interval=3600.0)
+        assert watch.check() == []
+        watch.close()
+    assert [i.worker_id for i in pool.workers()] == [i.worker_id for i in before]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead too
+        return stat.read().split(") ")[1][0] != "Z"
