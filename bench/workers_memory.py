@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 WITHIN = 0.10  # isolation on: max PSS over cycles 2..N at most 10% over cycle 2's
 WAYS = ("isolated", "in-process")
+MODEL = "mobilenet_v2"  # the SavedModel; mobilenet_v2_onnx is the same graph in ONNX
 CYCLE_WAIT_S = 120.0
 MB = 2**20
 
@@ -60,8 +61,8 @@ class Run:
         return self.peak / self.reference - 1.0
 
 
-def run_cycles(models: Path, way: str, cycles: int) -> Run:
-    """In this process: ``cycles`` load/predict/unload cycles of MobileNetV2."""
+def run_cycles(models: Path, way: str, cycles: int, model: str = MODEL) -> Run:
+    """In this process: ``cycles`` load/predict/unload cycles of ``model``."""
     import numpy as np
 
     import keepwarm
@@ -69,7 +70,7 @@ def run_cycles(models: Path, way: str, cycles: int) -> Run:
     from keepwarm.process_memory import UnreclaimedLedger, tree_pss_bytes
     from keepwarm.settings import Settings
 
-    uri = models / "mobilenet_v2" / "1"
+    uri = models / model / "1"
     settings = Settings.from_env(workers__isolate=way == "isolated")
     cache = keepwarm.ModelCache(warmup=False, settings=settings)
     ledger = UnreclaimedLedger()
@@ -106,12 +107,12 @@ def run_cycles(models: Path, way: str, cycles: int) -> Run:
     return Run(way, cycles, seconds, after, loaded, ledger.total, ledger.baseline_bytes)
 
 
-def run_way(models: Path, way: str, cycles: int) -> Run:
+def run_way(models: Path, way: str, cycles: int, model: str = MODEL) -> Run:
     """``run_cycles`` in a fresh interpreter (the figures travel back as JSON)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench")])}
     out = subprocess.run(
         [sys.executable, __file__, "--child", way, "--models", str(models),
-         "--cycles", str(cycles)],
+         "--cycles", str(cycles), "--model", model],
         env=env, stdout=subprocess.PIPE, check=True, timeout=cycles * CYCLE_WAIT_S,
     )  # fmt: skip
     return Run(**json.loads(out.stdout))
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
     parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--model", default=MODEL, help="an example model (default %(default)s)")
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
@@ -142,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cycles < 2:
         parser.error("--cycles: at least 2 (the reference is the PSS after cycle 2)")
     if args.child:
-        print(json.dumps(asdict(run_cycles(args.models, args.child, args.cycles))))
+        print(json.dumps(asdict(run_cycles(args.models, args.child, args.cycles, args.model))))
         return 0
     from environment import environment
 
-    runs = [run_way(args.models, way, args.cycles) for way in args.ways]
+    runs = [run_way(args.models, way, args.cycles, args.model) for way in args.ways]
     print(table(runs))
     results: dict[str, Any] = {
-        "environment": environment(args, ["tensorflow"]),
+        "environment": environment(args, ["tensorflow", "onnxruntime"]),
         "runs": [{**asdict(r), "growth": r.growth} for r in runs],
         "within": WITHIN,
     }
