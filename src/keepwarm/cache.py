@@ -15,6 +15,9 @@ from keepwarm.cache_keys import (
     check_version,
     freeze_options,
 )
+from keepwarm.config_batching import BATCHING_KEYS
+from keepwarm.config_table import refused_argument
+from keepwarm.config_workers import WORKERS_KEYS
 from keepwarm.core.manager import Manager
 from keepwarm.core.policy import EvictionPolicy
 from keepwarm.errors import InvalidConfigError
@@ -207,17 +210,9 @@ class ModelCache:
 def _frozen(table: Any, what: str = "batching") -> Any:
     """A ``batching=`` (or ``workers=``) table as a key (hashable), or InvalidConfigError."""
     if not isinstance(table, Mapping):
-        keys = _KEYS[what]
-        raise InvalidConfigError(
-            f"{what}={table!r}: expected True, False, None or a table of {what} settings ({keys})"
-        )
+        keys = BATCHING_KEYS if what == "batching" else WORKERS_KEYS
+        raise refused_argument(what, table, keys)
     return freeze_options(table)
-
-
-_KEYS = {
-    "batching": "max_batch_size, max_delay_ms, max_queue, pad_axes",
-    "workers": "processes, isolate",
-}
 
 
 def _absolute(text: str) -> bool:

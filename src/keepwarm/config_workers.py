@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from keepwarm.config_table import TomlTable
+from keepwarm.config_table import TomlTable, call_argument
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import WorkerSettings
 
@@ -62,18 +62,11 @@ def workers_config(value: Mapping[str, Any], *, source: str) -> WorkersConfig:
 def workers_argument(value: Any, defaults: WorkerSettings) -> WorkersConfig | None:
     """``keepwarm.load``'s ``workers=``: True (one process), a table, False or None (the
     model.toml decides, see ``RuntimeSpec``) as a config with the settings' defaults."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return WorkersConfig().with_defaults(defaults)
-    if isinstance(value, WorkersConfig):
-        return value
-    if isinstance(value, Mapping):
-        return workers_config(value, source="workers=").with_defaults(defaults)
-    raise InvalidConfigError(
-        f"workers={value!r}: expected True, False, None or a table of worker settings "
-        f"({', '.join(WORKERS_KEYS)})"
-    )
+
+    def parse(table: Mapping[str, Any]) -> WorkersConfig:
+        return workers_config(table, source="workers=").with_defaults(defaults)
+
+    return call_argument(value, "workers", WORKERS_KEYS, parse, WorkersConfig)
 
 
 def _workers_table(table: TomlTable) -> WorkersConfig:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from keepwarm.batching.merge import PadAxes
 from keepwarm.batching.model import BatchedModel
 from keepwarm.config import FILENAME as CONFIG_FILE
 from keepwarm.config import load_model_config
-from keepwarm.config_batching import BatchingConfig, batching_config
+from keepwarm.config_batching import BatchingConfig, batching_argument
 from keepwarm.config_workers import WorkersConfig, workers_argument
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.load_description import LoadDescription, check_class_name, class_name
@@ -101,7 +102,7 @@ def spec_from_call(
     spec = RuntimeSpec(
         description,
         python_class=cls,
-        batching=_batching(batching, defaults),
+        batching=batching_argument(batching, defaults),
         workers=workers_argument(workers, server),
         worker_settings=None if workers is False else server,
     )
@@ -109,23 +110,6 @@ def spec_from_call(
         spec.toml_batching = defaults
     spec.toml_workers = workers is None
     return spec
-
-
-def _batching(
-    value: bool | Mapping[str, Any] | BatchingConfig | None, defaults: BatchingSettings
-) -> BatchingConfig | None:
-    if value is None or value is False:
-        return None
-    if value is True:
-        return BatchingConfig().with_defaults(defaults)
-    if isinstance(value, BatchingConfig):
-        return value
-    if isinstance(value, Mapping):
-        return batching_config(value, source="batching=").with_defaults(defaults)
-    raise InvalidConfigError(
-        f"batching={value!r}: expected True, False, None or a table of batching settings "
-        "(max_batch_size, max_delay_ms, max_queue, pad_axes)"
-    )
 
 
 def select_version(path: Path, version: int | None) -> Path:
@@ -247,28 +231,20 @@ class RuntimeSpec:
             options = self.runtime_options()
             workers = self._workers_for(found)
 
-            def load_source() -> LoadedModel:
-                return runtime.load(path, signature=described.signature, options=options)
-
-            if workers is not None:
-                model = self._load_in_workers(path, runtime.name, workers)
-            elif described.optimize is None:
-                model = load_source()
+            if workers is None:
+                model = self._load_here(path, runtime, options)
             else:
-                from keepwarm.optimize.auto import load_optimized
-                from keepwarm.sources.download_cache import download_settings
+                from keepwarm.workers import load_in_workers
 
-                model, self.load_note = load_optimized(
-                    path,
-                    runtime.name,
-                    described.signature,
-                    described.optimize,
-                    described.warmup_file,
-                    load_source,
-                    # bounded by the load timeout (the repository puts its own in the plan)
-                    float(described.optimize.get("timeout", LoadingSettings.load_timeout)),
-                    download_settings(described.downloads).directory(),
-                    described.options,
+                assert self.worker_settings is not None
+                # The version found here, by its local path and runtime: a worker never
+                # resolves, downloads or picks a version itself.
+                model = load_in_workers(
+                    replace(described, uri=str(path), version=None, runtime=runtime.name),
+                    _model_name(path),
+                    version_number(path.name),
+                    workers.processes,
+                    self.worker_settings,
                 )
         except BaseException as exc:
             held.failed(hold, exc)
@@ -290,35 +266,42 @@ class RuntimeSpec:
             slots=processes,
         )
 
+    def _load_here(self, path: Path, runtime: Runtime, options: dict[str, Any]) -> LoadedModel:
+        """Load in this process: the source, or the graph ``[optimize]`` converts it to."""
+        described = self.load_description
+
+        def load_source() -> LoadedModel:
+            return runtime.load(path, signature=described.signature, options=options)
+
+        if described.optimize is None:
+            return load_source()
+        from keepwarm.optimize.auto import load_optimized
+        from keepwarm.sources.download_cache import download_settings
+
+        model, self.load_note = load_optimized(
+            path,
+            runtime.name,
+            described.signature,
+            described.optimize,
+            described.warmup_file,
+            load_source,
+            # bounded by the load timeout (the repository puts its own in the plan)
+            float(described.optimize.get("timeout", LoadingSettings.load_timeout)),
+            download_settings(described.downloads).directory(),
+            described.options,
+        )
+        return model
+
     def _workers_for(self, found: Path) -> WorkersConfig | None:
+        """The model's [workers], or isolation from the settings; None: in this process."""
         settings = self.worker_settings
-        if settings is None:
-            return None
-        if self.workers is not None:
+        if settings is None or self.workers is not None:
             return self.workers
         if self.toml_workers and found.is_dir():
             toml = load_model_config(found / CONFIG_FILE).workers
             if toml is not None:
                 return toml.with_defaults(settings)
         return WorkersConfig(isolate=True) if settings.isolate else None
-
-    def _load_in_workers(self, path: Path, runtime: str, workers: WorkersConfig) -> LoadedModel:
-        """The model loaded in ``workers.processes`` worker processes, from a description
-        of the version found here (a local path, the runtime chosen)."""
-        from dataclasses import replace
-
-        from keepwarm.workers import default_pool
-
-        assert self.worker_settings is not None
-        described = replace(self.load_description, uri=str(path), version=None, runtime=runtime)
-        name, version = _model_name(path), version_number(path.name)
-        return default_pool().start_model(
-            name if version is None else f"{name}:{version}",
-            described,
-            name=name,
-            processes=workers.processes,
-            settings=self.worker_settings,
-        )
 
     def _batching_for(self, found: Path) -> BatchingConfig | None:
         if self.batching is not None or self.toml_batching is None or not found.is_dir():

@@ -85,6 +85,10 @@ class Metrics:
 
         registry.register(BatchingCollector(live_batchers))  # keepwarm_batch_*
         registry.register(_ProcessMemoryCollector(process_memory))  # keepwarm_process_pss_*
+        from keepwarm.workers.metrics import WorkerCollector
+        from keepwarm.workers.pool import default_pool
+
+        registry.register(WorkerCollector(default_pool().counts))  # keepwarm_worker_*
         self._started: dict[tuple[Any, str], float] = {}
         self._memory: Callable[[], int] | None = None
 

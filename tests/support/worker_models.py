@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import select
 import sys
 from pathlib import Path
 
@@ -46,21 +47,48 @@ class Pid:
 
 
 class Gated:
-    """Each call says it started (a byte written to the FIFO ``started``), then waits for
-    a byte on the FIFO ``release`` before it answers ``x + 1``: a test can kill its worker
-    while a call is surely inside ``predict``."""
+    """Each call says it started (its process id, 10 digits, written to the FIFO
+    ``started``), then waits for a byte on the FIFO ``release`` before it answers
+    ``x + 1``: a test can kill its worker while a call is surely inside ``predict``. The
+    FIFOs are in the directory named by the file ``gate`` when there is one (a repository
+    version then holds no FIFO), else in the model's own directory."""
 
     signature = VECTOR
 
     def load(self, path: Path) -> None:
-        self.path = path
+        named = path / "gate"
+        self.gate = Path(named.read_text().strip()) if named.is_file() else path
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with open(self.path / "started", "wb") as started:
-            started.write(b"s")
-        with open(self.path / "release", "rb") as release:
+        with open(self.gate / "started", "wb") as started:
+            started.write(f"{os.getpid():>10}".encode())
+        with open(self.gate / "release", "rb") as release:
             release.read(1)
         return {"y": inputs["x"] + 1}
+
+
+class Gate:
+    """The test's side of a ``Gated`` model: its two FIFOs, held open read-write (opening
+    never blocks, and the model's own opens never wait for the test)."""
+
+    def __init__(self, directory: Path) -> None:
+        os.mkfifo(directory / "started")
+        os.mkfifo(directory / "release")
+        self.started = os.open(directory / "started", os.O_RDWR)
+        self.release = os.open(directory / "release", os.O_RDWR)
+
+    def wait_started(self, timeout: float = 30.0) -> int:
+        """Once a call is inside the model's ``predict``: the pid of the process it is in."""
+        readable, _, _ = select.select([self.started], [], [], timeout)
+        assert readable, "no call reached the model"
+        return int(os.read(self.started, 10))
+
+    def let_one_finish(self) -> None:
+        os.write(self.release, b"r")
+
+    def close(self) -> None:
+        os.close(self.started)
+        os.close(self.release)
 
 
 class Crashes:
@@ -129,3 +157,10 @@ class FailsToLoad:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise AssertionError("never called")
+
+
+class RecordingHook:
+    """A worker hook: reports the worker's pid and how many models it held, per event."""
+
+    def __call__(self, event: str, key: str) -> dict[str, float]:
+        return {"pid": float(os.getpid()), "key_length": float(len(key))}

@@ -8,6 +8,6 @@ restarted with its models loaded again; a crash loop turned into a FAILED versio
 
 from keepwarm.workers.group import WorkerInfo
 from keepwarm.workers.model import WorkerModel
-from keepwarm.workers.pool import WorkerPool, default_pool
+from keepwarm.workers.pool import WorkerPool, default_pool, load_in_workers
 
-__all__ = ["WorkerInfo", "WorkerModel", "WorkerPool", "default_pool"]
+__all__ = ["WorkerInfo", "WorkerModel", "WorkerPool", "default_pool", "load_in_workers"]

@@ -40,7 +40,7 @@ class _Slot:
 
     def __init__(self, worker: WorkerProcess) -> None:
         self.worker: WorkerProcess | None = worker
-        self.busy = False
+        self.in_call: WorkerProcess | None = None  # the worker a caller is using
         self.restarts = 0
         self.crashes = 0  # deaths since the last successful call
 
@@ -92,9 +92,7 @@ class WorkerGroup:
         try:
             outputs = worker.predict(self.key, inputs)
         except WorkerDied as died:
-            with self._cond:
-                slot.busy = False
-                self._cond.notify_all()
+            self._lost(slot, worker)
             raise UnavailableError(
                 f"model {self.name!r}: its {died}; the request was lost, the worker is "
                 "restarted: retry"
@@ -112,7 +110,7 @@ class WorkerGroup:
                 if self._idle:
                     slot = self._idle.pop()
                     assert slot.worker is not None
-                    slot.busy = True
+                    slot.in_call = slot.worker
                     return slot, slot.worker
                 self._cond.wait()
 
@@ -125,7 +123,7 @@ class WorkerGroup:
     def _checkin(self, slot: _Slot, worker: WorkerProcess, *, ok: bool) -> None:
         stale = None
         with self._cond:
-            slot.busy = False
+            slot.in_call = None
             self._cond.notify_all()
             if ok:
                 slot.crashes = 0
@@ -136,6 +134,15 @@ class WorkerGroup:
                 self._cond.notify()
         if stale is not None:
             self._retire(stale)
+
+    def _lost(self, slot: _Slot, worker: WorkerProcess) -> None:
+        """``worker`` died in a call; its reader thread restarts it (``_exited``)."""
+        with self._cond:
+            if slot.in_call is worker:  # (the slot may already serve a restarted worker)
+                slot.in_call = None
+            if worker in self._retiring:  # a recycled worker, dead before its call ended
+                self._retiring.remove(worker)
+            self._cond.notify_all()
 
     # ------------------------------------------------------------------ workers
 
@@ -242,7 +249,7 @@ class WorkerGroup:
                 old = None
             else:
                 stale, slot.worker = None, new
-                if slot.busy:
+                if slot.in_call is old:
                     self._retiring.append(old)
                     old = None  # stopped when its call returns (``_checkin``)
         for worker in (stale, old):
@@ -269,7 +276,7 @@ class WorkerGroup:
                 worker = slot.worker
                 if worker is None:
                     continue
-                state = "busy" if slot.busy else "ready"
+                state = "busy" if slot.in_call is worker else "ready"
                 found.append(
                     WorkerInfo(
                         worker.worker_id, worker.pid, (self.key,), slot.restarts, state,
@@ -288,7 +295,7 @@ class WorkerGroup:
             self._closed = True
             self._cond.notify_all()
             # Calls already running finish (a version is closed once its leases end).
-            self._cond.wait_for(lambda: not any(s.busy for s in self._slots), _STOP_TIMEOUT)
+            self._cond.wait_for(lambda: not any(s.in_call for s in self._slots), _STOP_TIMEOUT)
             workers = [s.worker for s in self._slots if s.worker is not None]
             workers += self._retiring
             for slot in self._slots:

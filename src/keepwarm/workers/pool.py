@@ -118,3 +118,18 @@ def default_pool() -> WorkerPool:
             pool = _default = WorkerPool(hook=memory_hook)
             register(lambda: worker_rows(pool))
         return _default
+
+
+def load_in_workers(
+    description: LoadDescription,
+    name: str,
+    version: int | None,
+    processes: int,
+    settings: WorkerSettings,
+) -> WorkerModel:
+    """Model ``name`` (``version``) loaded from ``description`` in ``processes`` workers of
+    the process's pool (the load path's entry here)."""
+    key = name if version is None else f"{name}:{version}"
+    return default_pool().start_model(
+        key, description, name=name, processes=processes, settings=settings
+    )
