@@ -196,12 +196,15 @@ class WorkerSettings:
     ``max_buffer_bytes`` (a request whose tensors need more is refused). ``start_timeout``:
     seconds a new worker may take to start and answer.
 
-    ``recycle_unreclaimed_bytes``: a worker holding this much past what it held after its
-    load (plus what its unloads kept) is replaced, the new one loaded first (None: never).
-    256 MiB: four times the largest swing of PSS seen between MobileNetV2 cycles (so noise
-    never triggers it), and below what a replacement costs (a process start and a
-    framework import: TensorFlow is about 400 MB). ``memory_check_seconds``: how often
-    (reading a worker's memory costs about 20 ms with TensorFlow loaded)."""
+    ``recycle_unreclaimed_bytes``: a worker whose unloads left this much behind is
+    replaced, the new one loaded first (None: never). 256 MiB: four times the largest
+    swing of PSS seen between MobileNetV2 cycles (so noise never triggers it), and below
+    what a replacement costs (a process start and a framework import: TensorFlow is about
+    400 MB). ``recycle_growth_bytes``: also replace a worker whose PSS grew this much past
+    its PSS after its load (None, the default: TensorFlow keeps the memory of the largest
+    batch it ran, about 480 MB for MobileNetV2 at 32, and would be replaced again and
+    again; set it for a model that leaks while it serves). ``memory_check_seconds``: how
+    often these are checked (reading a worker's PSS costs about 20 ms with TensorFlow)."""
 
     isolate: bool = field(default=False, metadata=_p(parse_bool))
     max_restarts: int = field(default=3, metadata=_p(integer(0)))
@@ -209,6 +212,7 @@ class WorkerSettings:
     max_buffer_bytes: int = field(default=2 * GiB, metadata=_p(optional_bytes))
     start_timeout: float = field(default=60.0, metadata=_p(number(0, above=True)))
     recycle_unreclaimed_bytes: int | None = field(default=256 * MiB, metadata=_p(optional_bytes))
+    recycle_growth_bytes: int | None = field(default=None, metadata=_p(optional_bytes))
     memory_check_seconds: float = field(default=10.0, metadata=_p(number(0, above=True)))
 
     def __post_init__(self) -> None:

@@ -6,14 +6,15 @@ unload it reads the worker's PSS into the worker's own ``UnreclaimedLedger`` and
 ``pss_bytes``, ``unreclaimed_bytes`` and ``unloads``; the pool keeps the last figures per
 event (``WorkerInfo.figures``).
 
-A worker's *excess* is what it holds that its models did not need when loaded: the bytes
-its unloads did not give back, plus its PSS now minus its PSS right after its last load
-(allocations that serving left behind, e.g. TensorFlow retracing for new shapes). A
-worker whose excess reaches ``workers.recycle_unreclaimed_bytes`` is replaced
-(``pool.recycle``: the new worker up and loaded first, the old one finishes its call and
-exits), so its memory goes back to the system. A worker that holds a single model and
-exits when it is unloaded (the pool's way) gives everything back at each unload; the
-excess after its load is what is left to watch.
+Two reasons replace a worker (``pool.recycle``: the new worker up and loaded first, the
+old one finishes its call and exits, its memory back to the system): its unloads left
+``workers.recycle_unreclaimed_bytes`` or more behind (the ledger's total; a worker of the
+pool holds one loaded version and exits when it unloads, so this guards workers that
+outlive an unload), or, only when ``workers.recycle_growth_bytes`` is set, its PSS grew
+that much past its PSS right after its load (a model that leaks while it serves). Growth
+is off by default because TensorFlow keeps the memory of the largest batch it has run:
+a MobileNetV2 worker holds about 480 MB more after one batch of 32 than after its load,
+and a replacement would grow the same way at its first large batch.
 
 ``MemoryWatch`` applies this every ``workers.memory_check_seconds`` on a thread of its own
 (reading one worker's PSS costs about 20 ms once TensorFlow is loaded: never on a request's
@@ -85,15 +86,15 @@ class WorkerMemory:
     unreclaimed_bytes: int
 
     @property
-    def excess_bytes(self) -> int:
-        grown = 0
-        if self.pss_bytes is not None and self.loaded_pss_bytes is not None:
-            grown = max(0, self.pss_bytes - self.loaded_pss_bytes)
-        return self.unreclaimed_bytes + grown
+    def grown_bytes(self) -> int:
+        """PSS now minus PSS after its load (0 when either is unknown or it shrank)."""
+        if self.pss_bytes is None or self.loaded_pss_bytes is None:
+            return 0
+        return max(0, self.pss_bytes - self.loaded_pss_bytes)
 
     @classmethod
-    def read(cls, info: WorkerView) -> WorkerMemory:
-        """``info``'s figures, with its PSS read now."""
+    def read(cls, info: WorkerView, *, pss: bool = True) -> WorkerMemory:
+        """``info``'s figures, with its PSS read now (``pss=False``: not read, None)."""
         loaded = info.figures.get("after_load", {}).get("pss_bytes")
         unreclaimed = max(
             (info.figures.get(e, {}).get("unreclaimed_bytes", 0.0) for e in info.figures),
@@ -102,17 +103,37 @@ class WorkerMemory:
         return cls(
             info.worker_id,
             info.state,
-            pss_bytes(info.pid),
+            pss_bytes(info.pid) if pss else None,
             int(loaded) if loaded else None,
             int(unreclaimed),
         )
 
 
-def due_for_recycle(workers: Iterable[WorkerMemory], threshold: int | None) -> list[int]:
-    """The ids of the serving workers whose excess reaches ``threshold`` (None: never)."""
-    if threshold is None:
-        return []
-    return [w.worker_id for w in workers if w.state in SERVING and w.excess_bytes >= threshold]
+@dataclass(frozen=True)
+class RecyclePolicy:
+    """``unreclaimed``: the bytes a worker's unloads may leave behind; ``growth``: how far
+    its PSS may grow past its PSS after its load. None: no limit of that kind."""
+
+    unreclaimed: int | None
+    growth: int | None = None
+
+    @classmethod
+    def of(cls, settings: WorkerSettings) -> RecyclePolicy:
+        return cls(settings.recycle_unreclaimed_bytes, settings.recycle_growth_bytes)
+
+    def why(self, worker: WorkerMemory) -> str | None:
+        """Why ``worker`` is to be replaced, or None."""
+        if worker.state not in SERVING:
+            return None
+        if self.unreclaimed is not None and worker.unreclaimed_bytes >= self.unreclaimed:
+            return f"its unloads left {worker.unreclaimed_bytes >> 20} MB behind"
+        if self.growth is not None and worker.grown_bytes >= self.growth:
+            return f"it grew {worker.grown_bytes >> 20} MB past its load"
+        return None
+
+    def due(self, workers: Iterable[WorkerMemory]) -> list[tuple[int, str]]:
+        """(id, why) of each serving worker to replace."""
+        return [(w.worker_id, why) for w in workers if (why := self.why(w)) is not None]
 
 
 def worker_rows(pool: Recyclable) -> list[ProcessMemory]:
@@ -135,18 +156,19 @@ def worker_rows(pool: Recyclable) -> list[ProcessMemory]:
 
 
 class MemoryWatch:
-    """Every ``interval`` seconds, replace the workers of ``pool`` that ``due_for_recycle``
-    names, until ``close()``."""
+    """Every ``interval`` seconds, replace the workers of ``pool`` that ``policy`` names,
+    until ``close()``. Without a growth limit no PSS is read (the ledger's figures come
+    with the pool's replies), so the watch then costs next to nothing."""
 
     def __init__(
         self,
         pool: Recyclable,
+        policy: RecyclePolicy,
         *,
-        threshold: int | None,
         interval: float,
-        on_recycle: Callable[[WorkerMemory], None] | None = None,
+        on_recycle: Callable[[int, str], None] | None = None,
     ) -> None:
-        self._pool, self._threshold, self._interval = pool, threshold, interval
+        self._pool, self._policy, self._interval = pool, policy, interval
         self._on_recycle = on_recycle
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one check at a time
@@ -154,17 +176,15 @@ class MemoryWatch:
         self._thread.start()
 
     def check(self) -> list[int]:
-        """One pass: recycle the workers due; returns the ids replaced."""
+        """One pass: replace the workers due; returns the ids replaced."""
         with self._lock:
-            rows = [WorkerMemory.read(info) for info in self._pool.workers()]
-            by_id = {row.worker_id: row for row in rows}
+            if self._policy.unreclaimed is None and self._policy.growth is None:
+                return []
+            pss = self._policy.growth is not None
+            rows = [WorkerMemory.read(info, pss=pss) for info in self._pool.workers()]
             replaced = []
-            for worker_id in due_for_recycle(rows, self._threshold):
-                row = by_id[worker_id]
-                log.info(
-                    "worker %s holds %d MB past its load (PSS %s MB): replacing it",
-                    worker_id, row.excess_bytes >> 20, (row.pss_bytes or 0) >> 20,
-                )  # fmt: skip
+            for worker_id, why in self._policy.due(rows):
+                log.info("worker %s: %s; replacing it", worker_id, why)
                 try:
                     done = self._pool.recycle(worker_id)
                 except Exception:
@@ -173,7 +193,7 @@ class MemoryWatch:
                 if done:
                     replaced.append(worker_id)
                     if self._on_recycle is not None:
-                        self._on_recycle(row)
+                        self._on_recycle(worker_id, why)
             return replaced
 
     def close(self) -> None:
@@ -191,13 +211,11 @@ class MemoryWatch:
 
 
 def watch_default_pool(settings: WorkerSettings) -> Callable[[], None]:
-    """Start a ``MemoryWatch`` of the process's pool with ``settings``' threshold and
+    """Start a ``MemoryWatch`` of the process's pool with ``settings``' limits and
     interval; returns the function that stops it (the server calls it at shutdown)."""
     from keepwarm.workers.pool import default_pool
 
     watch = MemoryWatch(
-        default_pool(),
-        threshold=settings.recycle_unreclaimed_bytes,
-        interval=settings.memory_check_seconds,
+        default_pool(), RecyclePolicy.of(settings), interval=settings.memory_check_seconds
     )
     return watch.close

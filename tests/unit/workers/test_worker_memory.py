@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from keepwarm.workers.memory import WorkerMemory, due_for_recycle, memory_hook
+from keepwarm.settings import WorkerSettings
+from keepwarm.workers.memory import RecyclePolicy, WorkerMemory, memory_hook
 
 MB = 1 << 20
+GB = 1 << 30
 
 
 def row(
@@ -13,25 +15,32 @@ def row(
     return WorkerMemory(worker_id, state, pss, loaded, kept)
 
 
-def test_excess_is_what_unloads_kept_plus_growth_since_the_load() -> None:
-    assert row(1, 900 * MB, 700 * MB).excess_bytes == 200 * MB
-    assert row(1, 600 * MB, 700 * MB).excess_bytes == 0  # shrank (shared pages split further)
-    assert row(1, 900 * MB, 700 * MB, kept=50 * MB).excess_bytes == 250 * MB
-    assert row(1, None, 700 * MB, kept=5).excess_bytes == 5  # unreadable: only the ledger
-    assert row(1, 900 * MB, None).excess_bytes == 0  # no load figure yet
+def test_growth_is_pss_now_past_pss_after_the_load() -> None:
+    assert row(1, 900 * MB, 700 * MB).grown_bytes == 200 * MB
+    assert row(1, 600 * MB, 700 * MB).grown_bytes == 0  # shrank (shared pages split further)
+    assert row(1, None, 700 * MB).grown_bytes == 0  # unreadable
+    assert row(1, 900 * MB, None).grown_bytes == 0  # no load figure yet
 
 
-def test_due_for_recycle_names_serving_workers_at_the_threshold() -> None:
+def test_the_policy_names_serving_workers_past_either_limit() -> None:
     rows = [
-        row(1, 956 * MB, 700 * MB),  # exactly 256 MiB
-        row(2, 955 * MB, 700 * MB),  # just under
-        row(3, 2000 * MB, 700 * MB, state="busy"),
-        row(4, 2000 * MB, 700 * MB, state="retiring"),  # already being replaced
-        row(5, 2000 * MB, 700 * MB, state="restarting"),
+        row(1, 700 * MB, 700 * MB, kept=256 * MB),  # exactly the unreclaimed limit
+        row(2, 700 * MB, 700 * MB, kept=256 * MB - 1),  # just under
+        row(3, 2000 * MB, 700 * MB, state="busy"),  # grew 1300 MB
+        row(4, 700 * MB, 700 * MB, kept=GB, state="retiring"),  # already being replaced
+        row(5, 700 * MB, 700 * MB, kept=GB, state="restarting"),
     ]
-    assert due_for_recycle(rows, 256 * MB) == [1, 3]
-    assert due_for_recycle(rows, None) == []
-    assert due_for_recycle([], 1) == []
+    default = RecyclePolicy(256 * MB)
+    assert [wid for wid, _ in default.due(rows)] == [1]  # growth is off by default
+    assert default.why(rows[0]) == "its unloads left 256 MB behind"
+    both = RecyclePolicy(256 * MB, growth=GB)
+    assert [wid for wid, _ in both.due(rows)] == [1, 3]
+    assert both.why(rows[2]) == "it grew 1300 MB past its load"
+    assert RecyclePolicy(None).due(rows) == []
+    assert RecyclePolicy.of(WorkerSettings()) == RecyclePolicy(256 * MB, None)
+    assert RecyclePolicy.of(
+        WorkerSettings(recycle_unreclaimed_bytes="none", recycle_growth_bytes="1GiB")
+    ) == RecyclePolicy(None, GB)
 
 
 class Info:
@@ -44,6 +53,7 @@ def test_worker_memory_reads_the_hooks_figures() -> None:
     read = WorkerMemory.read(info)
     assert (read.worker_id, read.loaded_pss_bytes, read.unreclaimed_bytes) == (7, 700 * MB, 3)
     assert read.pss_bytes is None  # no such process
+    assert WorkerMemory.read(info, pss=False).pss_bytes is None
     assert WorkerMemory.read(Info({})).loaded_pss_bytes is None
 
 

@@ -13,12 +13,12 @@ import pytest
 
 from keepwarm.cache import ModelCache
 from keepwarm.process_memory import process_memory
-from keepwarm.settings import Settings
+from keepwarm.settings import Settings, WorkerSettings
 from keepwarm.workers import default_pool
-from keepwarm.workers.memory import MemoryWatch, WorkerMemory, worker_rows
+from keepwarm.workers.memory import MemoryWatch, RecyclePolicy, WorkerMemory, worker_rows
 
 MB = 1 << 20
-THRESHOLD = 16 * MB  # 8 calls of support.leaky_models.Leaky (2 MiB each)
+GROWTH = 16 * MB  # 8 calls of support.leaky_models.Leaky (2 MiB each)
 CALLERS = 4
 PHASE = 40  # calls before the check, then as many after it
 WAIT_S = 60.0
@@ -43,7 +43,9 @@ def test_a_leaking_worker_is_replaced_under_load_and_no_request_fails(
     mine = getattr(raw, "inner", raw)  # the WorkerModel (under batching, if any)
     before = {i.worker_id: i.pid for i in mine.workers()}
     assert len(before) == 2
-    watch = MemoryWatch(pool, threshold=THRESHOLD, interval=3600.0)  # checked by hand
+    # The default limit (on unreclaimed bytes) alone never replaces it: it unloads nothing.
+    idle = MemoryWatch(pool, RecyclePolicy.of(WorkerSettings()), interval=3600.0)
+    watch = MemoryWatch(pool, RecyclePolicy(None, growth=GROWTH), interval=3600.0)
     lock = threading.Lock()
     calls, failures, pids = 0, [], set()
     reached = [threading.Event(), threading.Event()]
@@ -76,7 +78,8 @@ def test_a_leaking_worker_is_replaced_under_load_and_no_request_fails(
     try:
         assert reached[0].wait(WAIT_S)
         rows = [WorkerMemory.read(i) for i in mine.workers()]
-        assert max(r.excess_bytes for r in rows) >= THRESHOLD
+        assert max(r.grown_bytes for r in rows) >= GROWTH
+        assert idle.check() == []
         replaced = watch.check()  # while the callers keep calling
         with lock:
             targets[1] = calls + PHASE
@@ -86,6 +89,7 @@ def test_a_leaking_worker_is_replaced_under_load_and_no_request_fails(
         for thread in threads:
             thread.join(WAIT_S)
         watch.close()
+        idle.close()
     assert failures == []
     ours = set(replaced) & set(before)  # the watch sees the whole pool
     assert ours
@@ -106,8 +110,8 @@ def test_the_watch_leaves_workers_under_the_threshold_alone(
     model.predict({"x": np.ones((1, 4), dtype=np.float32)})
     pool = default_pool()
     before = pool.workers()
-    for threshold in (None, 1 << 40):
-        watch = MemoryWatch(pool, threshold=threshold, interval=3600.0)
+    for policy in (RecyclePolicy(None), RecyclePolicy(1 << 40, growth=1 << 40)):
+        watch = MemoryWatch(pool, policy, interval=3600.0)
         assert watch.check() == []
         watch.close()
     assert [i.worker_id for i in pool.workers()] == [i.worker_id for i in before]
