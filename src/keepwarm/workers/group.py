@@ -57,7 +57,7 @@ class WorkerGroup:
         processes: int,
         settings: WorkerSettings,
         new_id: Callable[[], int],
-        hook: object = None,
+        hook: Callable[[], object] = lambda: None,
         on_restart: Callable[[str], None] | None = None,
     ) -> None:
         self.key, self.description, self.name = key, description, name
@@ -132,8 +132,10 @@ class WorkerGroup:
             if slot.worker is not None and not self._closed and slot not in self._idle:
                 self._idle.append(slot)
                 self._cond.notify()
-        if stale is not None:
-            self._retire(stale)
+        if stale is not None:  # stopped off the caller's thread: its answer is not delayed
+            threading.Thread(
+                target=self._retire, args=(stale,), name="keepwarm-worker-retire", daemon=True
+            ).start()
 
     def _lost(self, slot: _Slot, worker: WorkerProcess) -> None:
         """``worker`` died in a call; its reader thread restarts it (``_exited``)."""
@@ -156,7 +158,7 @@ class WorkerGroup:
         return worker
 
     def _spawn(self) -> WorkerProcess:
-        return WorkerProcess(self._new_id(), self.settings, hook=self._hook, on_exit=self._exited)
+        return WorkerProcess(self._new_id(), self.settings, hook=self._hook(), on_exit=self._exited)
 
     def _load(self, worker: WorkerProcess) -> Loaded:
         worker.wait_started()

@@ -89,6 +89,7 @@ class WorkerProcess:
         self._tail: collections.deque[bytes] = collections.deque()
         self._tail_bytes = 0
         self._tail_lock = threading.Lock()
+        self._drained = threading.Event()  # the output pipe reached its end
         ours, theirs = socket.socketpair()
         life_read, self._lifeline = os.pipe()
         out_read, out_write = os.pipe()
@@ -237,6 +238,8 @@ class WorkerProcess:
     def death(self) -> str:
         """How the worker ended, for messages: its exit code or signal, and its last output."""
         code = self.exit_code()
+        self._drained.wait(5.0)  # its output read to the end (bounded: a child of the
+        # worker may hold the pipe open)
         how = (
             "is still running"
             if code is None
@@ -269,6 +272,7 @@ class WorkerProcess:
             pass
         finally:
             os.close(fd)
+            self._drained.set()
         self.popen.wait()
         if self._on_exit is not None and not self.stopping:
             self._on_exit(self)

@@ -51,7 +51,7 @@ class WorkerPool:
             processes=processes,
             settings=settings,
             new_id=self._new_id,
-            hook=self.hook,
+            hook=self._current_hook,  # read at each start: a hook set later applies too
             on_restart=self._restarted,
         )
         with self._lock:
@@ -91,6 +91,9 @@ class WorkerPool:
             groups, self._groups = self._groups, []
         for group in groups:
             group.close()
+
+    def _current_hook(self) -> Any:
+        return self.hook
 
     def _new_id(self) -> int:
         return next(self._ids)

@@ -30,7 +30,9 @@ X = np.ones((1, 4), np.float32)
 
 @pytest.fixture
 def cache() -> Iterator[ModelCache]:
-    cache = ModelCache(settings=Settings.from_env({}, max_restarts=2), warmup=False)
+    # No retry of a FAILED load within a test: the counts stay those of one crash loop.
+    settings = Settings.from_env({}, max_restarts=2, retry_initial=600, retry_max=600)
+    cache = ModelCache(settings=settings, warmup=False)
     yield cache
     cache.close()
 
