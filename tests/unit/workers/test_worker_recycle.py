@@ -4,6 +4,7 @@ of real worker processes, a model that really leaks, the watch's policy applied.
 from __future__ import annotations
 
 import os
+import select
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from keepwarm.workers import default_pool
 from keepwarm.workers.memory import MemoryWatch, RecyclePolicy, WorkerMemory, worker_rows
 
 MB = 1 << 20
-GROWTH = 16 * MB  # 8 calls of support.leaky_models.Leaky (2 MiB each)
+GROWTH = 16 * MB  # 8 calls of support.leaky_models.Leaky (2 MiB each, up to 24 MiB)
+MAX_CALLS = 100_000  # per caller: calls keep coming while a replacement starts
 CALLERS = 4
 PHASE = 40  # calls before the check, then as many after it
 WAIT_S = 60.0
@@ -43,6 +45,7 @@ def test_a_leaking_worker_is_replaced_under_load_and_no_request_fails(
     mine = getattr(raw, "inner", raw)  # the WorkerModel (under batching, if any)
     before = {i.worker_id: i.pid for i in mine.workers()}
     assert len(before) == 2
+    exits = {wid: os.pidfd_open(pid) for wid, pid in before.items()}  # readable at exit
     # The default limit (on unreclaimed bytes) alone never replaces it: it unloads nothing.
     idle = MemoryWatch(pool, RecyclePolicy.of(WorkerSettings()), interval=3600.0)
     watch = MemoryWatch(pool, RecyclePolicy(None, growth=GROWTH), interval=3600.0)
@@ -55,7 +58,7 @@ def test_a_leaking_worker_is_replaced_under_load_and_no_request_fails(
 
     def call() -> None:
         nonlocal calls
-        for _ in range(10 * PHASE):  # bounded: far more than the two phases need
+        for _ in range(MAX_CALLS):  # bounded; ends when the test says so
             if stop.is_set():
                 return
             try:
@@ -76,14 +79,14 @@ def test_a_leaking_worker_is_replaced_under_load_and_no_request_fails(
     for thread in threads:
         thread.start()
     try:
-        assert reached[0].wait(WAIT_S)
+        assert reached[0].wait(WAIT_S), failures[:3]
         rows = [WorkerMemory.read(i) for i in mine.workers()]
         assert max(r.grown_bytes for r in rows) >= GROWTH
         assert idle.check() == []
         replaced = watch.check()  # while the callers keep calling
         with lock:
             targets[1] = calls + PHASE
-        assert reached[1].wait(WAIT_S)
+        assert reached[1].wait(WAIT_S), failures[:3]
     finally:
         stop.set()
         for thread in threads:
@@ -97,7 +100,11 @@ def test_a_leaking_worker_is_replaced_under_load_and_no_request_fails(
     assert len(after) == 2 and not set(replaced) & set(after)
     new_pids = {pid for wid, pid in after.items() if wid not in before}
     assert new_pids & pids  # the replacements answered requests
-    assert all(not _alive(before[wid]) for wid in ours)
+    try:
+        assert all(_exits(exits[wid], WAIT_S) for wid in ours)  # retired once done
+    finally:
+        for fd in exits.values():
+            os.close(fd)
     listed = {row.process for row in process_memory()}
     assert {str(wid) for wid in after} <= listed
     assert {row.process for row in worker_rows(pool)} >= {str(wid) for wid in after}
@@ -117,10 +124,8 @@ def test_the_watch_leaves_workers_under_the_threshold_alone(
     assert [i.worker_id for i in pool.workers()] == [i.worker_id for i in before]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead too
-        return stat.read().split(") ")[1][0] != "Z"
+def _exits(pidfd: int, timeout: float) -> bool:
+    """Wait for the process behind ``pidfd`` to end (its pidfd becomes readable)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
