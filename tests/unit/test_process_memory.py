@@ -64,6 +64,10 @@ def test_tree_sums_descendants_and_survives_odd_names_and_loops(tmp_path: Path) 
     assert pm.descendants(20, proc=tmp_path) == [21, 23, 22]
     assert pm.tree_pss_bytes(20, proc=tmp_path) == 111 * KB
     assert pm.descendants(99, proc=tmp_path) == []
+    fake_proc(tmp_path, 40, 41, rollup="Pss: 1 kB\n", smaps=None)  # a loop (pids reused)
+    fake_proc(tmp_path, 41, 40, rollup="Pss: 2 kB\n", smaps=None)
+    assert pm.descendants(40, proc=tmp_path) == [41]
+    assert pm.tree_pss_bytes(40, proc=tmp_path) == 3 * KB
     assert pm.tree_pss_bytes(99, proc=tmp_path) == 0
 
 
