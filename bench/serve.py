@@ -7,7 +7,10 @@ The load generator is ``wrk -t1`` in its own process (``apt-get install wrk``), 
 script that rotates several different KServe v2 JSON bodies and counts only 2xx answers.
 The protocols against each other (issue 8): REST JSON, REST with the binary tensor
 extension and gRPC with raw tensor contents, each driven by the same client process
-(``bench/protocol_load.py``), on MobileNetV2 at concurrency 8 and the MLP at 1.
+(``bench/protocol_load.py``: one connection per concurrent request for every protocol),
+on MobileNetV2 at concurrency 8 and the MLP at 1, ``PROTOCOL_ROUNDS`` rounds taken in
+turn; each cell is the median of its rounds (``bench/perf_analyzer.py`` does the same
+with Triton's C++ client).
 Peers (``bench/peers.py``): MLServer, installed by the benchmark in its own virtual
 environment, serving the same SavedModels through their signature, at its best over
 adaptive batching off and on (``--peers ''`` leaves it out). LitServe and PyTriton are
@@ -55,6 +58,7 @@ P50_ABOVE_DIRECT_MS = 0.3
 COLD_START_VS_IN_PROCESS = 1.2
 PROTOCOLS = ("rest-json", "rest-binary", "grpc-raw")
 PROTOCOL_CELLS = (("mobilenet_v2", 8), ("mlp", 1))
+PROTOCOL_ROUNDS = 3
 LUA = r"""
 local bodies = {}
 local i = 0
@@ -193,19 +197,32 @@ def wrk(url: str, bodies: list[Path], c: int, seconds: float, script: Path) -> d
 
 def protocol_cells(served: Served, seconds: float) -> list[dict[str, Any]]:
     """REST JSON, REST binary and gRPC raw driven the same way: one client process per
-    protocol (``bench/protocol_load.py``), the same concurrency and inputs."""
+    protocol (``bench/protocol_load.py``), the same concurrency and inputs, rounds taken
+    in turn (a burst of other work on the machine then hits every protocol alike); each
+    cell holds the median of its rounds and their range."""
+    runs: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    for _ in range(PROTOCOL_ROUNDS):
+        for model, c in PROTOCOL_CELLS:
+            for protocol in PROTOCOLS:
+                address = served.grpc if protocol == "grpc-raw" else served.url.split("://")[1]
+                shape = ",".join(map(str, SHAPES[model]))
+                done = subprocess.run(
+                    [sys.executable, str(Path(__file__).with_name("protocol_load.py")),
+                     protocol, address, model, "image", shape, "-c", str(c),
+                     "--seconds", f"{seconds:g}"],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                figures = json.loads(done.stdout.strip().splitlines()[-1])
+                runs.setdefault((model, protocol, c), []).append(figures)
     cells = []
-    for model, c in PROTOCOL_CELLS:
-        for protocol in PROTOCOLS:
-            address = served.grpc if protocol == "grpc-raw" else served.url.split("://", 1)[1]
-            shape = ",".join(map(str, SHAPES[model]))
-            done = subprocess.run(
-                [sys.executable, str(Path(__file__).with_name("protocol_load.py")), protocol,
-                 address, model, "image", shape, "-c", str(c), "--seconds", f"{seconds:g}"],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            figures = json.loads(done.stdout.strip().splitlines()[-1])
-            cells.append({"model": model, "way": protocol, "c": c, **figures})
+    for (model, protocol, c), rounds in runs.items():
+        cell: dict[str, Any] = {"model": model, "way": protocol, "c": c}
+        for key in ("rps", "p50_ms", "p99_ms"):
+            values = [r[key] for r in rounds]
+            cell[key] = float(np.median(values))
+            cell[key + "_range"] = [min(values), max(values)]
+        cell["failed"] = sum(r["failed"] for r in rounds)
+        cells.append(cell)
     return cells
 
 
@@ -334,13 +351,13 @@ def main() -> int:
     grpc_p50 = cell("mlp", "grpc-raw", 1)["p50_ms"]
     rest_p50 = cell("mlp", "rest-binary", 1)["p50_ms"]
     results["targets"] += [
-        {"target": "MobileNetV2 c=8 gRPC raw >= 0.95x REST binary (one client each)",
+        {"target": "MobileNetV2 c=8 gRPC raw >= 0.95x REST binary (medians of rounds)",
          "value": f"{grpc_mn:.1f} vs 0.95 x {binary_mn:.1f} req/s",
          "status": "PASS" if grpc_mn >= 0.95 * binary_mn else "FAIL"},
-        {"target": "MobileNetV2 c=8 gRPC raw >= 1.3x REST JSON (one client each)",
+        {"target": "MobileNetV2 c=8 gRPC raw >= 1.3x REST JSON (medians of rounds)",
          "value": f"{grpc_mn:.1f} vs 1.3 x {json_mn:.1f} req/s",
          "status": "PASS" if grpc_mn >= 1.3 * json_mn else "FAIL"},
-        {"target": "MLP c=1 gRPC p50 <= REST binary p50 (one client each)",
+        {"target": "MLP c=1 gRPC p50 <= REST binary p50 (medians of rounds)",
          "value": f"{grpc_p50:.3f} ms vs {rest_p50:.3f} ms",
          "status": "PASS" if grpc_p50 <= rest_p50 else "FAIL"},
     ]  # fmt: skip
