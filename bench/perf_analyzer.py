@@ -39,7 +39,7 @@ import numpy as np
 
 from environment import environment as recorded_environment
 from peers import VENVS, first_200, venv
-from serve import MODELS, Served, inputs, v2_body
+from serve import MODELS, Served, inputs, protocol_targets, v2_body
 
 PINS = ("tritonclient==2.41.1", "nvidia-cuda-runtime-cu12==12.9.79")
 WAYS = {
@@ -129,24 +129,7 @@ def targets(cells: list[dict[str, Any]]) -> list[dict[str, str]]:
     def cell(model: str, way: str, c: int) -> dict[str, Any]:
         return next(x for x in cells if (x["model"], x["way"], x["c"]) == (model, way, c))
 
-    grpc_p50, rest_p50 = (
-        cell("mlp", "grpc-raw", 1)["p50_ms"],
-        cell("mlp", "rest-binary", 1)["p50_ms"],
-    )
-    grpc_mn = cell("mobilenet_v2", "grpc-raw", 8)["rps"]
-    binary_mn = cell("mobilenet_v2", "rest-binary", 8)["rps"]
-    json_mn = cell("mobilenet_v2", "rest-json", 8)["rps"]
-    return [
-        {"target": "MLP c=1 gRPC p50 <= REST binary p50 (perf_analyzer, medians)",
-         "value": f"{grpc_p50:.3f} ms vs {rest_p50:.3f} ms",
-         "status": "PASS" if grpc_p50 <= rest_p50 else "FAIL"},
-        {"target": "MobileNetV2 c=8 gRPC raw >= 0.95x REST binary (perf_analyzer, medians)",
-         "value": f"{grpc_mn:.1f} vs 0.95 x {binary_mn:.1f} req/s ({grpc_mn / binary_mn:.2f}x)",
-         "status": "PASS" if grpc_mn >= 0.95 * binary_mn else "FAIL"},
-        {"target": "MobileNetV2 c=8 gRPC raw >= 1.3x REST JSON (perf_analyzer, medians)",
-         "value": f"{grpc_mn:.1f} vs 1.3 x {json_mn:.1f} req/s ({grpc_mn / json_mn:.2f}x)",
-         "status": "PASS" if grpc_mn >= 1.3 * json_mn else "FAIL"},
-    ]  # fmt: skip
+    return protocol_targets(cell, "perf_analyzer, medians of rounds")
 
 
 def main() -> int:

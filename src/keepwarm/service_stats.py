@@ -10,6 +10,7 @@ thread (the lease, the hop to the thread), ``compute_input`` decoding its inputs
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,17 +77,23 @@ class _Stat:
 
 
 class Statistics:
-    """Counts per (model, version); read by the statistics endpoints."""
+    """Counts per (model, version); read by the statistics endpoints. Recorded from any
+    thread (the event loop's, the gRPC server's)."""
 
     def __init__(self) -> None:
         self._stats: dict[tuple[str, str], _Stat] = {}
+        self._lock = threading.Lock()
 
     def record(self, name: str, version: str, seconds: float, timing: Timing | None = None) -> None:
         """One request: a success with its ``timing``, a failure without."""
+        ns = int(seconds * 1e9)
+        with self._lock:
+            self._add(name, version, ns, timing)
+
+    def _add(self, name: str, version: str, ns: int, timing: Timing | None) -> None:
         stat = self._stats.get((name, version))
         if stat is None:
             stat = self._stats[(name, version)] = _Stat()
-        ns = int(seconds * 1e9)
         if timing is not None:
             stat.success += 1
             stat.success_ns += ns
@@ -100,4 +107,5 @@ class Statistics:
         stat.last_ms = int(time.time() * 1000)
 
     def rows(self, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        return [self._stats.get(key, _Stat()).to_dict(*key) for key in keys]
+        with self._lock:
+            return [self._stats.get(key, _Stat()).to_dict(*key) for key in keys]

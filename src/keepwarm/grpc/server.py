@@ -120,12 +120,16 @@ class GrpcServer:
         """From now on health follows the service's readiness (call once the repository
         has been scanned: an empty one is ready)."""
         self._sync_health()
-        self._unsubscribe = self.service.repository.subscribe(lambda _event: self._sync_health())
+
+        def on_event(event: Any) -> None:  # on a manager thread: read readiness elsewhere
+            self._pool.submit(self._sync_health)
+
+        self._unsubscribe = self.service.repository.subscribe(on_event)
 
     def _sync_health(self) -> None:
         """Health follows the service's readiness: SERVING for "" and each service once
-        ready, NOT_SERVING before and after (shutdown). Called on a manager thread for
-        each event; the health servicer is thread-safe."""
+        ready, NOT_SERVING before and after (shutdown). The health servicer is
+        thread-safe."""
         with self._health_lock:  # events of two threads: the last readiness read wins
             ready = self.service.ready()
             if ready == self._ready:
