@@ -45,6 +45,7 @@ bench: examples
 	$(PY) bench/perf_analyzer.py --models $(EXAMPLES)/models --json bench/results/perf_analyzer.json
 	$(PY) bench/hotpath.py --json bench/results/hotpath.json
 	$(PY) bench/optimize.py --models $(EXAMPLES)/models --json bench/results/optimize.json
+	$(PY) bench/workers.py --json bench/results/workers.json
 
 clean:
 	rm -rf $(VENV) $(EXAMPLES)/models $(EXAMPLES)/hub $(EXAMPLES)/.builder-hash .test-cache .pytest_cache

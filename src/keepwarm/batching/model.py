@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +128,7 @@ class BatchedModel:
         pad_axes: PadAxes,
         options: Mapping[str, Any] | None = None,
         executor: Executor | None = None,
+        slots: int | None = None,
     ) -> None:
         self.inner = model
         self.name, self.version = name, version
@@ -141,7 +142,8 @@ class BatchedModel:
         # decoding) overlaps the other's native work, and TensorFlow's and ONNX Runtime's
         # pools are per process or per session, so a second call adds no threads.
         fit = pool_size(cores, threads_per_call(options or {}, cores))
-        slots = min(executor.slots, max(2, fit))
+        # ``slots`` given: the model says how many calls it serves at once (its processes).
+        slots = min(executor.slots, slots if slots is not None else max(2, fit))
         self.batcher = Batcher(
             model.predict,
             name=name,
@@ -182,6 +184,12 @@ class BatchedModel:
         if self.why_not is not None:
             return await asyncio.to_thread(self.inner.predict, inputs)
         return await self.batcher.predict_async(inputs, timeout=timeout)
+
+    def on_broken(self, callback: Callable[[str], None]) -> None:
+        """The inner model's (a ``WorkerModel``'s): ``callback(reason)`` if it breaks."""
+        watch = getattr(self.inner, "on_broken", None)
+        if callable(watch):
+            watch(callback)
 
     def stats(self) -> BatchStats:
         return self.batcher.stats()
