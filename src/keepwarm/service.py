@@ -20,8 +20,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from keepwarm.batching.model import refuse_when_full
-from keepwarm.batching.serving import Queued, abandon, begin, finish
+from keepwarm.batching.model import Admission
+from keepwarm.batching.serving import (
+    Queued,
+    Ticket,
+    abandon,
+    admit_request,
+    admitted,
+    begin,
+    finish,
+)
 from keepwarm.control import ControlledSource, Management
 from keepwarm.errors import DeadlineExceededError, KeepwarmError, UnavailableError
 from keepwarm.metrics import Metrics
@@ -158,8 +166,10 @@ class InferenceService:
 
     def refuse_when_overloaded(self, name: str) -> None:
         """``UnavailableError`` (503 + Retry-After) when every loaded version of ``name``
-        has a full batching queue: transports call it before reading the request body."""
-        refuse_when_full(name)
+        has a full batching queue: transports call it before reading the request body.
+        Else a place is reserved for the request until ``infer`` queues it (see
+        ``batching.serving.admit_request``)."""
+        admit_request(name)
 
     async def infer(
         self,
@@ -179,17 +189,21 @@ class InferenceService:
         leaves the queue when ``disconnected()`` returns (the client went away)."""
         started = time.perf_counter()
         label, code = "", "OK"  # the version label only once a version answered
+        admission: Admission | None = None
         self._in_flight += 1
         self.metrics.in_flight.inc()
         try:
             if self._draining:
                 raise UnavailableError("the server is shutting down; retry on another server")
-            refuse_when_full(name)  # overload: refused at once, on the loop
+            admission = admitted(name)  # overload: refused at once, on the loop
 
             def run(model: Any, deadline: float | None, lease: ExitStack) -> T | Queued:
                 nonlocal label
                 label = str(model.version)
-                outputs = begin(model, decode(model.signature), deadline, lease)
+                inputs = decode(model.signature)
+                if admission is not None:
+                    admission.release()  # it is queued (or runs) next: counted there
+                outputs = begin(model, inputs, deadline, lease, ticket)
                 if isinstance(outputs, Queued):
                     return outputs
                 return encode(model.name, model.version, outputs)
@@ -198,7 +212,12 @@ class InferenceService:
                 if isinstance(left, Queued):
                     abandon(left)
 
-            result = await self._leased(name, version, timeout, run, drop)
+            ticket = Ticket()  # takes the request back if its caller goes while it waits
+            try:
+                result = await self._leased(name, version, timeout, run, drop)
+            except asyncio.CancelledError:
+                ticket.cancel()
+                raise
             if not isinstance(result, Queued):
                 return result
             try:
@@ -215,6 +234,8 @@ class InferenceService:
             code = "CANCELLED"
             raise
         finally:
+            if admission is not None:
+                admission.release()  # a request that failed before it was queued
             self._in_flight -= 1
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +76,38 @@ def live_batchers() -> list[BatcherView]:
         )
         for m in models
     ]
+
+
+class Admission:
+    """A place reserved in the queue of model ``name``'s batcher for one admitted request
+    (``admit``); ``release()`` gives it back: once, from any thread, however often called."""
+
+    def __init__(self, name: str, batcher: Batcher) -> None:
+        self.name = name
+        self._batcher = batcher
+        self._token = [True]  # list.pop is atomic: one release wins
+
+    def release(self) -> None:
+        try:
+            self._token.pop()
+        except IndexError:
+            return
+        self._batcher.unreserve()
+
+
+def admit(name: str) -> Admission | None:
+    """Reserve a place in the queue of a loaded version of model ``name``, so that a
+    request admitted now counts toward ``max_queue`` while its body is read and decoded
+    (None: no version of it is batched). When every version's queue is full (queued and
+    reserved), ``UnavailableError``, counted as rejected: refused before any other work."""
+    with _live_lock:
+        mine = [m for m in _live if m.name == name and m.why_not is None]
+    for m in mine:
+        if m.batcher.reserve():
+            return Admission(name, m.batcher)
+    if mine:
+        raise mine[0].batcher.refuse()
+    return None
 
 
 def refuse_when_full(name: str) -> None:
@@ -162,10 +194,15 @@ class BatchedModel:
         return self.batcher.predict(inputs)
 
     def start(
-        self, inputs: dict[str, np.ndarray], *, deadline: float | None = None
+        self,
+        inputs: dict[str, np.ndarray],
+        *,
+        deadline: float | None = None,
+        bind: Callable[[Future[dict[str, np.ndarray]]], bool] | None = None,
     ) -> Future[dict[str, np.ndarray]]:
-        """From a thread: run now when a slot is free (the future is done), else queue (a
-        pending future, cancellable until its batch starts); see ``Batcher.start``."""
+        """From a thread: run now when a slot is free (the future is done), else queue and
+        wait a little for the batch (a pending future, cancellable until its batch
+        starts); see ``Batcher.start``."""
         if self.why_not is not None:
             done: Future[dict[str, np.ndarray]] = Future()
             try:
@@ -173,7 +210,7 @@ class BatchedModel:
             except Exception as exc:
                 done.set_exception(exc)
             return done
-        return self.batcher.start(inputs, deadline=deadline)
+        return self.batcher.start(inputs, deadline=deadline, bind=bind)
 
     async def predict_async(
         self, inputs: dict[str, np.ndarray], *, timeout: float | None = None
