@@ -46,7 +46,9 @@ FOLLOW_SECONDS = 0.02
 class Batcher:
     """See the module docstring. ``predict`` is the model's (inputs already coerced);
     ``name`` names the model in errors; ``slots`` (default: the executor's) bounds the
-    batches of this model that run at once; ``crop_axes``: see ``merge.split``;
+    batches of this model that run at once, ``alone`` (default: ``slots``) the requests
+    that run at once, each alone, while nothing is queued; ``crop_axes``: see
+    ``merge.split``;
     ``follow_seconds``: how long ``start`` waits for a queued request's batch."""
 
     def __init__(
@@ -61,6 +63,7 @@ class Batcher:
         pad_axes: PadAxes = NO_PADDING,
         crop_axes: Mapping[str, tuple[int, ...]] | None = None,
         slots: int | None = None,
+        alone: int | None = None,
         latency: LatencyTable | None = None,
         clock: Callable[[], float] = time.monotonic,
         follow_seconds: float = FOLLOW_SECONDS,
@@ -99,6 +102,7 @@ class Batcher:
             runner=BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes),
             executor=executor,
             slots=slots,
+            alone=slots if alone is None else alone,
             max_queue=max_queue,
             pad_axes=pad_axes,
             latency=self.latency,

@@ -25,7 +25,10 @@ from keepwarm.errors import DeadlineExceededError, UnavailableError
 
 class Dispatch:
     """See the module docstring. ``queue`` is the batcher's ``BatchQueue``; ``runner``
-    runs a batch; ``slots`` bounds the batches running at once."""
+    runs a batch; ``slots`` bounds the batches running at once; ``alone`` (at least
+    ``slots``) bounds the requests run at once on their callers' threads while nothing is
+    queued: at low concurrency each runs alone, as without batching; once a queue builds,
+    batches run on ``slots`` only (the runs past it give their slot back)."""
 
     def __init__(
         self,
@@ -35,6 +38,7 @@ class Dispatch:
         runner: BatchRunner,
         executor: Executor,
         slots: int,
+        alone: int,
         max_queue: int,
         pad_axes: PadAxes,
         latency: LatencyTable,
@@ -50,6 +54,7 @@ class Dispatch:
         self._runner = runner
         self._executor = executor
         self._slots = slots
+        self._alone = max(alone, slots)
         self._clock = clock
         self._lock = threading.Lock()
         self._running = 0
@@ -134,7 +139,7 @@ class Dispatch:
         now = self._clock()
         with self._lock:
             if (
-                self._running >= self._slots
+                self._running >= self._alone
                 or self.queue.items
                 or self._closed
                 or (deadline is not None and deadline <= now)
@@ -145,8 +150,8 @@ class Dispatch:
         outcome = self._runner.run_one(inputs, rows)
         with self._lock:
             account(self.stats, self.latency, outcome, 1)
-            if not self.queue.items:  # nothing gathered meanwhile: the idle case
-                self._running -= 1
+            if not self.queue.items or self._running > self._slots:  # the idle case, or
+                self._running -= 1  # a run past the batch slots: the others take the queue
                 return outcome
             batch, expired = self.next_batch()
             handed = bool(batch) and hand_over(batch)
@@ -209,8 +214,9 @@ class Dispatch:
 
     def next_batch(self) -> tuple[list[Item], list[Item]]:
         """After a batch (under the lock): the batch this slot runs next and the requests
-        whose deadline passed, or, when nothing gathered meanwhile, the slot given back."""
-        if self.queue.items:
+        whose deadline passed, or, when nothing gathered meanwhile (or this run was past
+        the batch slots), the slot given back."""
+        if self.queue.items and self._running <= self._slots:
             batch, expired = self.queue.take(self._clock(), force=self._closed)
         else:
             batch, expired = [], []

@@ -167,6 +167,7 @@ class BatchedModel:
         self.nbytes = model.nbytes
         self.nbytes_source = model.nbytes_source
         self.why_not = unbatchable(model.signature)
+        given = executor
         executor = executor if executor is not None else shared_executor()
         cores = os.cpu_count() or 1
         # At least two batches at once: one's Python work (merge, split, the callers'
@@ -174,6 +175,12 @@ class BatchedModel:
         # pools are per process or per session, so a second call adds no threads.
         fit = pool_size(cores, threads_per_call(options or {}, cores))
         slots = min(executor.slots, max(2, fit))
+        # While nothing is queued, up to two requests per core run at once, each alone on
+        # its caller's thread, as they would without batching: a model whose calls leave
+        # cores idle (framework overhead, small layers) serves more that way than in
+        # batches of two or three; once requests queue, batches form on ``slots``. An
+        # executor given here (a worker pool: its processes) bounds both.
+        alone = slots if given is not None else max(slots, 2 * cores)
         self.batcher = Batcher(
             model.predict,
             name=name,
@@ -184,6 +191,7 @@ class BatchedModel:
             pad_axes=pad_axes,
             crop_axes=open_axes(model.signature),
             slots=slots,
+            alone=alone,
         )
         with _live_lock:
             _live.add(self)

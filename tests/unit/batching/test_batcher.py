@@ -454,3 +454,34 @@ def test_a_server_thread_waits_for_its_batch_and_can_be_taken_back() -> None:
     assert executor.jobs == [] and ran_on[1] == follower[0]  # it led its own batch
     assert model.calls == [1, 1]  # 7 and 9 never ran
     assert batcher.stats().cancelled == 2
+
+
+def test_while_nothing_is_queued_requests_run_alone_then_batches_form_on_the_slots() -> None:
+    """``alone`` requests run at once, each alone on its caller's thread, while nothing
+    is queued (as without batching); past them requests queue, and their batch runs on
+    the one batch slot once the runs end (the run past the slots gives its slot back)."""
+    executor = InlineExecutor()  # holds any job: one submitted would never run
+    gate = threading.Event()
+    model = RowModel(gate)
+    began: list[int] = []
+
+    def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        began.append(len(inputs["x"]))
+        return model.predict(inputs)
+
+    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0, slots=1, alone=2)
+    results: dict[int, dict[str, np.ndarray]] = {}
+
+    def call(value: int) -> Callable[[], None]:
+        return lambda: results.__setitem__(value, batcher.predict(_x(value), timeout=30))
+
+    threads = _on_threads([call(0), call(1)])
+    assert wait_until(lambda: len(began) == 2)  # both run at once, alone
+    threads += _on_threads([call(2), call(3)])
+    assert wait_until(lambda: batcher.queued == 2)  # past ``alone``: queued
+    gate.set()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(model.calls) == [1, 1, 2] and executor.jobs == []
+    for value in range(4):
+        assert results[value]["x_echo"][0, 0] == 2 * value
