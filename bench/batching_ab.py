@@ -13,14 +13,13 @@ In-process: ``keepwarm.load`` with batching on and off, ``threads`` threads call
 from __future__ import annotations
 
 import statistics
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hotpath import throughput
 from serve import wrk
 
 
@@ -54,32 +53,6 @@ def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def calls_per_second(call: Callable[[], Any], threads: int, seconds: float) -> float:
-    """Calls per second of ``threads`` threads calling ``call`` in a loop for ``seconds``."""
-    stop = threading.Event()
-    counts = [0] * threads
-    barrier = threading.Barrier(threads + 1)
-
-    def worker(index: int) -> None:
-        barrier.wait()
-        done = 0
-        while not stop.is_set():
-            call()
-            done += 1
-        counts[index] = done
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    barrier.wait()
-    began = time.perf_counter()
-    time.sleep(seconds)  # the measuring window, not synchronisation
-    stop.set()
-    for thread in pool:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - began)
-
-
 def in_process(
     model_dir: Path, x: np.ndarray, threads: tuple[int, ...], seconds: float, rounds: int
 ) -> list[dict[str, Any]]:
@@ -102,7 +75,7 @@ def in_process(
             for index in range(rounds):
                 for batching in (False, True) if index % 2 == 0 else (True, False):
                     call = partial_predict(models[batching], x)
-                    rates[batching].append(calls_per_second(call, n, seconds))
+                    rates[batching].append(throughput(call, n, seconds))
             ratios = [on / off for off, on in zip(rates[False], rates[True], strict=True)]
             cells.append(
                 {"threads": n, "off": statistics.median(rates[False]),
