@@ -197,7 +197,7 @@ def _frozen(batching: Any) -> Any:
     if not isinstance(batching, Mapping):
         raise InvalidConfigError(
             f"batching={batching!r}: expected True, False, None or a table of batching "
-            "settings (max_batch_size, max_delay_ms, max_queue, pad_axes)"
+            "settings (max_batch_size, max_delay_ms, max_queue, pad_axes, run_alone)"
         )
     return freeze_options(batching)
 

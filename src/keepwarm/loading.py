@@ -254,6 +254,7 @@ class RuntimeSpec:
             max_queue=batching.max_queue,
             pad_axes=PadAxes.of(batching.pad_axes),
             options=options,
+            run_alone=batching.run_alone,
         )
 
     def _batching_for(self, found: Path) -> BatchingConfig | None:

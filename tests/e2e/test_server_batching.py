@@ -36,7 +36,11 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
     gate = Gate(folder)
     log = folder / "ran.log"
     place_logged_model(
-        root / "gated", gate, log, delay=0, batching="max_batch_size = 4\nmax_delay_ms = 0\n"
+        root / "gated",
+        gate,
+        log,
+        delay=0,
+        batching="max_batch_size = 4\nmax_delay_ms = 0\nrun_alone = 2\n",
     )
     place_logged_model(
         root / "slow",

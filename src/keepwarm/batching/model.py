@@ -160,6 +160,7 @@ class BatchedModel:
         pad_axes: PadAxes,
         options: Mapping[str, Any] | None = None,
         executor: Executor | None = None,
+        run_alone: int | None = None,
     ) -> None:
         self.inner = model
         self.name, self.version = name, version
@@ -179,8 +180,12 @@ class BatchedModel:
         # its caller's thread, as they would without batching: a model whose calls leave
         # cores idle (framework overhead, small layers) serves more that way than in
         # batches of two or three; once requests queue, batches form on ``slots``. An
-        # executor given here (a worker pool: its processes) bounds both.
-        alone = slots if given is not None else max(slots, 2 * cores)
+        # executor given here (a worker pool: its processes) bounds both, unless
+        # ``run_alone`` (``[batching] run_alone``) says how many.
+        if run_alone is not None:
+            alone = max(slots, run_alone)
+        else:
+            alone = slots if given is not None else max(slots, 2 * cores)
         self.batcher = Batcher(
             model.predict,
             name=name,
