@@ -44,6 +44,7 @@ bench: examples
 	$(PY) bench/serve.py --models $(EXAMPLES)/models --json bench/results/serve.json
 	$(PY) bench/hotpath.py --json bench/results/hotpath.json
 	$(PY) bench/optimize.py --models $(EXAMPLES)/models --json bench/results/optimize.json
+	$(PY) bench/workers.py --json bench/results/workers.json
 
 clean:
 	rm -rf $(VENV) $(EXAMPLES)/models $(EXAMPLES)/hub $(EXAMPLES)/.builder-hash .test-cache .pytest_cache

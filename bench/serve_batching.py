@@ -15,8 +15,15 @@ process, as ``bench/serve.py`` does (its helpers are reused):
    which splits latencies by status). Targets: p99 of the 503s at most 10 ms; p99 of the
    200s at most max_queue / throughput + max_delay + one batch.
 
-Peers (MLServer, PyTriton) are not driven here yet. Prints a table, ``--json PATH``,
-exits 1 when a target is missed. Figures taken while other work runs are noisy.
+4. Peers (``bench/peers.py``: MLServer, LitServe, PyTriton), each serving the same
+   SavedModel signature at its best over ``max_batch_size`` 8, 16, 32 x delay 0, 2, 5 ms
+   (``--quick``: 8, 32 x 0, 5), each cell the median of 3 wrk runs (``--quick``: 1), 32
+   clients, the same bodies. Targets: MLP at least 2x PyTriton's; MobileNetV2 with JSON
+   at least 1.1x the best peer's. PyTriton with binary tensors is reported, not counted.
+   A peer that fails to install, start or answer as the direct call fails the run.
+
+Prints a table, ``--json PATH``, exits 1 when a target is missed. Figures taken while
+other work runs are noisy.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ import orjson
 
 from batching_ab import in_process, interleaved
 from environment import environment as recorded_environment
-from peers import first_200
+from peer_runs import PeerResults, direct_answers, failed_peers, peer_names, run_peers
+from peers import PEERS, Batching, Peer, first_200, settle
 from serve import BODIES, LUA, MODELS, ROOT, Served, inputs, write_bodies, wrk
 
 CONCURRENCY = (1, 4, 8, 32)
@@ -175,12 +183,54 @@ def _largest_batch(text: str) -> float:
     return max(used) if used else 0.0
 
 
+def peer_sweep(
+    names: list[str],
+    repo: Path,
+    files: dict[str, list[Path]],
+    binary: list[str],
+    scripts: tuple[Path, Path],
+    seconds: float,
+    quick: bool,
+) -> PeerResults:
+    """32 clients on each peer at its best over the batching grid: MLP and MobileNetV2 with
+    JSON, MobileNetV2 with binary tensors where the peer takes them; medians of ``runs``."""
+    sizes, delays, runs = ((8, 32), (0, 5), 1) if quick else ((8, 16, 32), (0, 2, 5), 3)
+    configs = [Batching(size, delay) for size in sizes for delay in delays]
+    answers = direct_answers(repo, {model: inputs(model, 1)[0] for model in MODELS})
+    checks = {model: (files[model][0].read_bytes(), answers[model]) for model in MODELS}
+
+    def median(
+        peer: Peer, model: str, bodies: list[Path] | list[str], script: Path
+    ) -> dict[str, float]:
+        url = peer.infer_url(model)
+        wrk(url, bodies, 32, 1.0, script)
+        found = []
+        for _ in range(runs):
+            settle(peer, model, checks[model][0])
+            found.append(wrk(url, bodies, 32, seconds, script))
+        return sorted(found, key=lambda figures: figures["rps"])[len(found) // 2]
+
+    def measure(peer: Peer) -> list[dict[str, Any]]:
+        cells = [{"model": model, "body": "json", "c": 32,
+                  **median(peer, model, files[model], scripts[0])} for model in MODELS]  # fmt: skip
+        if peer.binary:
+            figures = median(peer, "mobilenet_v2", binary, scripts[1])
+            cells.append({"model": "mobilenet_v2", "body": "binary", "c": 32, **figures})
+        return cells
+
+    versions = {model: repo / model / "1" for model in MODELS}
+    return run_peers(names, versions, checks, repo.parent / "peers", configs, measure)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
     parser.add_argument("--quick", action="store_true", help="2 s per cell instead of 10")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--peers", default=",".join(PEERS),
+                        help=f"comma-separated, of {', '.join(PEERS)}; '' for none")  # fmt: skip
     args = parser.parse_args()
+    names = peer_names(args.peers)
     if shutil.which("wrk") is None:
         raise SystemExit("bench/serve_batching.py needs wrk (apt-get install wrk)")
     seconds = 2.0 if args.quick else 10.0
@@ -230,23 +280,15 @@ def main() -> int:
                              **found["on" if batching else "off"]}
                         )  # fmt: skip
             url = servers[True].infer_url("mobilenet_v2")
-            done = subprocess.run(
-                ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "--timeout", "10s", "-s",
-                 str(script_binary), url, "--", *binary],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", done.stdout)
-            assert match, done.stdout + done.stderr
-            n, status_errors, socket_errors, p50, p99, micros = map(int, match.groups())
-            figures = {"rps": (n - status_errors - socket_errors) / (micros / 1e6),
-                       "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
-                       "failed": status_errors + socket_errors}  # fmt: skip
+            figures = wrk(url, binary, 32, seconds, script_binary)
             cells.append({"model": "mobilenet_v2", "body": "binary", "batching": True,
                           "c": 32, **figures})  # fmt: skip
         finally:
             for served in servers.values():
                 served.stop()
         threads = in_process(repos[False] / "mlp", inputs("mlp", 1)[0], THREADS, per_round, rounds)
+        peers = peer_sweep(names, work / "models-False", files, binary, (script, script_binary),
+                           seconds, args.quick)  # fmt: skip
         limit = limit_batch32(work / "models-False", "mobilenet_v2", seconds)
         capacity = cell("mobilenet_v2", True, 32)["rps"]
         over = overload(repos[True], files["mobilenet_v2"][0], seconds, work, 4 * capacity)
@@ -279,11 +321,33 @@ def main() -> int:
     target("overload: p99 of 200s <= max_queue/throughput + delay + one batch",
            f"{over['p99_ok_ms']:.1f} ms vs {over['bound_ms']:.1f} ms",
            over["p99_ok_ms"] <= over["bound_ms"])  # fmt: skip
+
+    def peer(model: str, way: str, body: str = "json") -> float:
+        found = [
+            x["rps"] for x in peers.cells if (x["model"], x["way"], x["body"]) == (model, way, body)
+        ]
+        return found[0] if found else float("nan")
+
+    mlp_rps = cell("mlp", True, 32)["rps"]
+    if "pytriton" in peers.cold_s:
+        triton = peer("mlp", "pytriton")
+        target("mlp c=32 >= 2x PyTriton's best", f"{mlp_rps:.0f} vs 2 x {triton:.0f}",
+               mlp_rps >= 2 * triton)  # fmt: skip
+    if peers.cold_s:
+        best_way = max(peers.cold_s, key=lambda way: peer("mobilenet_v2", way))
+        best = peer("mobilenet_v2", best_way)
+        mn_rps = cell("mobilenet_v2", True, 32)["rps"]
+        target("mobilenet_v2 c=32 JSON >= 1.1x the best peer's",
+               f"{mn_rps:.0f} vs 1.1 x {best:.0f} ({best_way})", mn_rps >= 1.1 * best)  # fmt: skip
+    targets.extend(failed_peers(peers))
     print(f"{'model':14s}{'body':8s}{'batching':>9s}{'c':>4s}{'req/s':>9s}{'p50 ms':>9s}"
           f"{'p99 ms':>9s}")  # fmt: skip
     for x in cells:
         print(f"{x['model']:14s}{x['body']:8s}{'on' if x['batching'] else 'off':>9s}"
               f"{x['c']:4d}{x['rps']:9.0f}{x['p50_ms']:9.3f}{x['p99_ms']:9.3f}")  # fmt: skip
+    for x in peers.cells:
+        print(f"{x['model']:14s}{x['body']:8s}{x['way'] + ' ' + x['config']:>18s}{x['c']:4d}"
+              f"{x['rps']:9.0f}{x['p50_ms']:9.3f}{x['p99_ms']:9.3f}")  # fmt: skip
     for x in threads:
         print(f"in-process mlp {x['threads']:2d} threads: off {x['off']:8.0f}/s on "
               f"{x['on']:8.0f}/s ratio {x['ratio']:.2f}")  # fmt: skip
@@ -297,7 +361,8 @@ def main() -> int:
         payload = {"environment": recorded_environment(args, ["tensorflow", "uvicorn"]),
                    "cells": cells, "ratios": [{"model": m, "c": c, **r} for (m, c), r
                                               in ratios.items()],
-                   "in_process": threads, "limit_batch32": limit, "overload": over,
+                   "in_process": threads, "peers": peers.cells, "peers_failed": peers.failed,
+                   "limit_batch32": limit, "overload": over,
                    "targets": targets}  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=2))
     failed = any(x.get("failed", 0) for x in cells) or any(t["status"] == "FAIL" for t in targets)

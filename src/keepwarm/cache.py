@@ -15,6 +15,9 @@ from keepwarm.cache_keys import (
     check_version,
     freeze_options,
 )
+from keepwarm.config_batching import BATCHING_KEYS
+from keepwarm.config_table import refused_argument
+from keepwarm.config_workers import WORKERS_KEYS
 from keepwarm.core.manager import Manager
 from keepwarm.core.policy import EvictionPolicy
 from keepwarm.errors import InvalidConfigError
@@ -73,10 +76,11 @@ class ModelCache:
         signature: str | None = None,
         options: Mapping[str, Any] | None = None,
         batching: bool | Mapping[str, Any] | None = None,
+        workers: bool | Mapping[str, Any] | None = None,
     ) -> Model:
         """The ``Model`` for ``uri``, loaded at most once; the same arguments give the same
         ``Model``. Raises the typed error of a failed load (retried only after a backoff).
-        ``batching``: see ``keepwarm.load``."""
+        ``batching``, ``workers``: see ``keepwarm.load``."""
         model = self.handle(
             uri,
             version=version,
@@ -84,6 +88,7 @@ class ModelCache:
             signature=signature,
             options=options,
             batching=batching,
+            workers=workers,
         )
         model.ensure_loaded()
         return model
@@ -97,19 +102,25 @@ class ModelCache:
         signature: str | None = None,
         options: Mapping[str, Any] | None = None,
         batching: bool | Mapping[str, Any] | None = None,
+        workers: bool | Mapping[str, Any] | None = None,
     ) -> Model:
         """The ``Model`` for these arguments, without loading it."""
         text = check_uri(uri)
         version = check_version(version)  # before keying: True == 1 would alias version 1
         frozen = freeze_options(options)
         batched = batching if batching is None or type(batching) is bool else _frozen(batching)
+        in_workers = (
+            workers if workers is None or type(workers) is bool else _frozen(workers, "workers")
+        )
         # The fast path keys on the spelling; a relative path also on the working directory.
         base = "" if _absolute(text) else os.getcwd()
-        args = (base, text, version, runtime, signature, frozen, batched)
+        args = (base, text, version, runtime, signature, frozen, batched, in_workers)
         model = self._handles.get(args)
         if model is not None:
             return model
-        key = CacheKey(canonical_uri(text), version, runtime, signature, frozen, batched)
+        key = CacheKey(
+            canonical_uri(text), version, runtime, signature, frozen, batched, in_workers
+        )
         with self._lock:
             model = self._by_key.get(key)
             if model is None:
@@ -123,6 +134,8 @@ class ModelCache:
                     downloads=self.settings.downloads,
                     batching=batching,
                     batching_defaults=self.settings.batching,
+                    workers=workers,
+                    worker_settings=self.settings.workers,
                 )
                 model = self._by_key[key] = Model(self.manager, key, spec)
             self._handles[args] = model
@@ -139,6 +152,7 @@ class ModelCache:
         options: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         batching: bool | Mapping[str, Any] | None = None,
+        workers: bool | Mapping[str, Any] | None = None,
     ) -> Iterator[LeasedModel]:
         """Hold the model in memory for the ``with`` block: it is not evicted meanwhile."""
         model = self.handle(
@@ -148,6 +162,7 @@ class ModelCache:
             signature=signature,
             options=options,
             batching=batching,
+            workers=workers,
         )
         with model.acquire(timeout=timeout) as leased:
             yield leased
@@ -192,14 +207,12 @@ class ModelCache:
         self.manager.close(timeout)
 
 
-def _frozen(batching: Any) -> Any:
-    """A ``batching=`` table as a key (hashable), or InvalidConfigError."""
-    if not isinstance(batching, Mapping):
-        raise InvalidConfigError(
-            f"batching={batching!r}: expected True, False, None or a table of batching "
-            "settings (max_batch_size, max_delay_ms, max_queue, pad_axes, run_alone)"
-        )
-    return freeze_options(batching)
+def _frozen(table: Any, what: str = "batching") -> Any:
+    """A ``batching=`` (or ``workers=``) table as a key (hashable), or InvalidConfigError."""
+    if not isinstance(table, Mapping):
+        keys = BATCHING_KEYS if what == "batching" else WORKERS_KEYS
+        raise refused_argument(what, table, keys)
+    return freeze_options(table)
 
 
 def _absolute(text: str) -> bool:
@@ -231,6 +244,7 @@ def load(
     options: Mapping[str, Any] | None = None,
     cache: ModelCache | None = None,
     batching: bool | Mapping[str, Any] | None = None,
+    workers: bool | Mapping[str, Any] | None = None,
 ) -> Model:
     """Load ``uri`` at most once per process (per cache) and return its ``Model``.
 
@@ -245,6 +259,11 @@ def load(
     ``Settings.batching``), a table (``{"max_batch_size": 16, "max_delay_ms": 2}``), or
     a ``model.toml`` with a ``[batching]`` table beside the model's versions (when
     ``batching`` is None); False turns it off whatever model.toml says.
+
+    ``workers``: ``predict`` runs in worker processes (see ``keepwarm.config_workers``):
+    True (one process), a table (``{"processes": 2}``), a ``model.toml`` with a
+    ``[workers]`` table (when None), or ``Settings.workers.isolate``; False keeps the model
+    in this process whatever model.toml or the settings say.
     """
     return (cache or default_cache()).load(
         uri,
@@ -253,4 +272,5 @@ def load(
         signature=signature,
         options=options,
         batching=batching,
+        workers=workers,
     )

@@ -23,6 +23,7 @@ class CacheKey(NamedTuple):
     signature: str | None
     options: tuple[tuple[str, Any], ...]
     batching: Any = None  # keepwarm.load's batching=, frozen (None: model.toml decides)
+    workers: Any = None  # keepwarm.load's workers=, frozen (None: model.toml decides)
 
     def __str__(self) -> str:
         return self.uri if self.version is None else f"{self.uri}@{self.version}"

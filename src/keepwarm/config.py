@@ -56,6 +56,16 @@ are none) and serves it when the gate passes: by default, every output within 1e
 unquantized, the same top-1 answer on 99% of the samples quantized. When conversion
 fails or the gate refuses, the source serves and the version's status says why.
 
+    [workers]                   # run the model in worker processes (keepwarm.config_workers)
+    processes = 2               # 1 to 64 (default 1); each process loads the model once
+    isolate = true              # default: Settings.workers.isolate
+
+With ``[workers]``, the model is loaded in worker processes (fresh interpreters) and its
+requests are sent to them, tensors through shared memory: a Python model that holds the
+GIL uses a core per process. A worker that dies is restarted and its models loaded again;
+requests it held fail with UNAVAILABLE (503). ``isolate`` keeps any model (TensorFlow,
+ONNX) in a worker process of its own, so that unloading it gives its memory back.
+
 ``policy`` may be left out: it is ``"specific"`` when ``specific`` is given, ``"latest"``
 otherwise. Unknown keys are errors, so a typo never passes silently; every error names the
 file, the key, what was expected and what was given. ``allow_unsafe`` and ``class`` cannot
@@ -76,6 +86,7 @@ from typing import Any
 from keepwarm.config_batching import BatchingConfig, batching_config, batching_section
 from keepwarm.config_optimize import OptimizeConfig, optimize_section
 from keepwarm.config_table import EMPTY, TomlTable
+from keepwarm.config_workers import WorkersConfig, workers_section
 from keepwarm.errors import InvalidConfigError
 
 # Parsed by their own modules; named here as the types of ModelConfig's fields.
@@ -88,6 +99,7 @@ __all__ = [
     "ModelConfig",
     "OptimizeConfig",
     "VersionPolicy",
+    "WorkersConfig",
     "batching_config",
     "load_model_config",
     "parse_model_config",
@@ -109,6 +121,7 @@ _TOP = (
     "options",
     "batching",
     "optimize",
+    "workers",
 )
 _VERSIONS = ("policy", "latest", "specific")
 _WARMUP = ("runs", "samples")
@@ -138,6 +151,7 @@ class ModelConfig:
     options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     batching: BatchingConfig | None = None
     optimize: OptimizeConfig | None = None
+    workers: WorkersConfig | None = None
 
 
 def _policy(versions: TomlTable) -> VersionPolicy:
@@ -245,6 +259,7 @@ def parse_model_config(text: str, *, source: str) -> ModelConfig:
         options=_options(top),
         batching=batching_section(top),
         optimize=optimize_section(top),
+        workers=workers_section(top),
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from keepwarm.config_table import EMPTY, TomlTable
+from keepwarm.config_table import EMPTY, TomlTable, call_argument
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import BatchingSettings
 
@@ -51,6 +51,17 @@ def batching_config(value: Mapping[str, Any], *, source: str) -> BatchingConfig:
     if not isinstance(value, Mapping):
         raise InvalidConfigError(f"{source}: expected a table of batching settings, got {value!r}")
     return _batching_table(TomlTable(source, value, "batching.", BATCHING_KEYS))
+
+
+def batching_argument(value: Any, defaults: BatchingSettings) -> BatchingConfig | None:
+    """``keepwarm.load``'s ``batching=``: True (the defaults), a table, False or None
+    (off here; None lets a model.toml decide, see ``RuntimeSpec``), as a config with the
+    settings' defaults."""
+
+    def parse(table: Mapping[str, Any]) -> BatchingConfig:
+        return batching_config(table, source="batching=").with_defaults(defaults)
+
+    return call_argument(value, "batching", BATCHING_KEYS, parse, BatchingConfig)
 
 
 def _batching_table(table: TomlTable) -> BatchingConfig:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from keepwarm.errors import InvalidConfigError
 
@@ -56,3 +56,35 @@ class TomlTable:
     def table_at(self, key: str, allowed: tuple[str, ...]) -> TomlTable:
         value = self.get(key, dict, "a table") or {}
         return TomlTable(self.source, value, f"{self.prefix}{key}.", allowed)
+
+
+C = TypeVar("C")
+
+
+def call_argument(
+    value: Any,
+    name: str,
+    keys: Sequence[str],
+    parse: Callable[[Mapping[str, Any]], C],
+    kind: type[C],
+) -> C | None:
+    """A table argument of ``keepwarm.load`` (``batching=``, ``workers=``): None or False
+    (None: off here, a model.toml may decide), True (the empty table), a config already
+    parsed, or a table ``parse`` checks; anything else is an InvalidConfigError naming
+    ``name`` and its ``keys``."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, kind):
+        return value
+    if value is True:
+        return parse({})
+    if not isinstance(value, Mapping):
+        raise refused_argument(name, value, keys)
+    return parse(value)
+
+
+def refused_argument(name: str, value: Any, keys: Sequence[str]) -> InvalidConfigError:
+    return InvalidConfigError(
+        f"{name}={value!r}: expected True, False, None or a table of {name} settings "
+        f"({', '.join(keys)})"
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,19 @@ from keepwarm.batching.merge import PadAxes
 from keepwarm.batching.model import BatchedModel
 from keepwarm.config import FILENAME as CONFIG_FILE
 from keepwarm.config import load_model_config
-from keepwarm.config_batching import BatchingConfig, batching_config
+from keepwarm.config_batching import BatchingConfig, batching_argument
+from keepwarm.config_workers import WorkersConfig, workers_argument
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.load_description import LoadDescription, check_class_name, class_name
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
-from keepwarm.settings import BatchingSettings, DownloadSettings, LoadingSettings, WarmupSettings
+from keepwarm.settings import (
+    BatchingSettings,
+    DownloadSettings,
+    LoadingSettings,
+    WarmupSettings,
+    WorkerSettings,
+)
 from keepwarm.sources.layout import version_number
 from keepwarm.sources.resolve import local_path_or_none, redact_url
 from keepwarm.warmup import read_samples, warmup
@@ -52,13 +60,19 @@ def spec_from_call(
     downloads: DownloadSettings | None = None,
     batching: bool | Mapping[str, Any] | BatchingConfig | None = None,
     batching_defaults: BatchingSettings | None = None,
+    workers: bool | Mapping[str, Any] | WorkersConfig | None = None,
+    worker_settings: WorkerSettings | None = None,
 ) -> RuntimeSpec:
     """The spec of a ``keepwarm.load`` call: ``options["class"]`` (a class or its
     ``"module:qualname"``) and ``options["allow_unsafe"]`` become the description's fields.
 
     ``batching``: True (the defaults), a ``[batching]`` table, False (off), or None: on
     when a ``model.toml`` beside the versions has a ``[batching]`` table. Keys left out
-    come from ``batching_defaults`` (``Settings.batching``)."""
+    come from ``batching_defaults`` (``Settings.batching``).
+
+    ``workers``: the same forms for ``[workers]`` (``keepwarm.config_workers``); False
+    keeps the model in this process whatever model.toml or ``worker_settings.isolate``
+    say. ``worker_settings``: ``Settings.workers``."""
     rest = dict(options or {})
     allow_unsafe = rest.pop("allow_unsafe", False)
     if type(allow_unsafe) is not bool:
@@ -84,27 +98,18 @@ def spec_from_call(
         downloads=downloads,
     )
     defaults = batching_defaults if batching_defaults is not None else BatchingSettings()
-    spec = RuntimeSpec(description, python_class=cls, batching=_batching(batching, defaults))
+    server = worker_settings if worker_settings is not None else WorkerSettings()
+    spec = RuntimeSpec(
+        description,
+        python_class=cls,
+        batching=batching_argument(batching, defaults),
+        workers=workers_argument(workers, server),
+        worker_settings=None if workers is False else server,
+    )
     if batching is None:
         spec.toml_batching = defaults
+    spec.toml_workers = workers is None
     return spec
-
-
-def _batching(
-    value: bool | Mapping[str, Any] | BatchingConfig | None, defaults: BatchingSettings
-) -> BatchingConfig | None:
-    if value is None or value is False:
-        return None
-    if value is True:
-        return BatchingConfig().with_defaults(defaults)
-    if isinstance(value, BatchingConfig):
-        return value
-    if isinstance(value, Mapping):
-        return batching_config(value, source="batching=").with_defaults(defaults)
-    raise InvalidConfigError(
-        f"batching={value!r}: expected True, False, None or a table of batching settings "
-        "(max_batch_size, max_delay_ms, max_queue, pad_axes)"
-    )
 
 
 def select_version(path: Path, version: int | None) -> Path:
@@ -141,6 +146,8 @@ class RuntimeSpec:
         config: Any = None,
         batching: BatchingConfig | None = None,
         nbytes: int | None = None,
+        workers: WorkersConfig | None = None,
+        worker_settings: WorkerSettings | None = None,
     ) -> None:
         self.load_description = load_description
         self.python_class = python_class
@@ -149,6 +156,11 @@ class RuntimeSpec:
         self.batching = batching  # on when given: the loaded model predicts in batches
         # Set: read a model.toml beside the versions for [batching] (keepwarm.load).
         self.toml_batching: BatchingSettings | None = None
+        # Worker processes: ``workers`` (a [workers] table) or, without one, isolation
+        # when ``worker_settings.isolate``; None settings: never (a worker's own loads).
+        self.workers = workers
+        self.worker_settings = worker_settings
+        self.toml_workers = False  # read a model.toml beside the versions for [workers]
         self.nbytes = nbytes  # the size of its files, when a scan already measured it
         self.answered: int | None = None  # the version the last load took, when known
         self.load_note: str | None = None  # what the last load served, for status
@@ -217,27 +229,22 @@ class RuntimeSpec:
             runtime = self.pick_runtime(path)
             batching = self._batching_for(found)
             options = self.runtime_options()
+            workers = self._workers_for(found)
 
-            def load_source() -> LoadedModel:
-                return runtime.load(path, signature=described.signature, options=options)
-
-            if described.optimize is None:
-                model = load_source()
+            if workers is None:
+                model = self._load_here(path, runtime, options)
             else:
-                from keepwarm.optimize.auto import load_optimized
-                from keepwarm.sources.download_cache import download_settings
+                from keepwarm.workers import load_in_workers
 
-                model, self.load_note = load_optimized(
-                    path,
-                    runtime.name,
-                    described.signature,
-                    described.optimize,
-                    described.warmup_file,
-                    load_source,
-                    # bounded by the load timeout (the repository puts its own in the plan)
-                    float(described.optimize.get("timeout", LoadingSettings.load_timeout)),
-                    download_settings(described.downloads).directory(),
-                    described.options,
+                assert self.worker_settings is not None
+                # The version found here, by its local path and runtime: a worker never
+                # resolves, downloads or picks a version itself.
+                model = load_in_workers(
+                    replace(described, uri=str(path), version=None, runtime=runtime.name),
+                    _model_name(path),
+                    version_number(path.name),
+                    workers.processes,
+                    self.worker_settings,
                 )
         except BaseException as exc:
             held.failed(hold, exc)
@@ -245,6 +252,7 @@ class RuntimeSpec:
         held.loaded(model, hold)
         if batching is None:
             return model
+        processes = getattr(model, "processes", None)  # a WorkerModel: a slot per process
         return BatchedModel(
             model,
             name=_model_name(path),
@@ -254,8 +262,47 @@ class RuntimeSpec:
             max_queue=batching.max_queue,
             pad_axes=PadAxes.of(batching.pad_axes),
             options=options,
+            executor=getattr(model, "executor", None),
+            slots=processes,
             run_alone=batching.run_alone,
         )
+
+    def _load_here(self, path: Path, runtime: Runtime, options: dict[str, Any]) -> LoadedModel:
+        """Load in this process: the source, or the graph ``[optimize]`` converts it to."""
+        described = self.load_description
+
+        def load_source() -> LoadedModel:
+            return runtime.load(path, signature=described.signature, options=options)
+
+        if described.optimize is None:
+            return load_source()
+        from keepwarm.optimize.auto import load_optimized
+        from keepwarm.sources.download_cache import download_settings
+
+        model, self.load_note = load_optimized(
+            path,
+            runtime.name,
+            described.signature,
+            described.optimize,
+            described.warmup_file,
+            load_source,
+            # bounded by the load timeout (the repository puts its own in the plan)
+            float(described.optimize.get("timeout", LoadingSettings.load_timeout)),
+            download_settings(described.downloads).directory(),
+            described.options,
+        )
+        return model
+
+    def _workers_for(self, found: Path) -> WorkersConfig | None:
+        """The model's [workers], or isolation from the settings; None: in this process."""
+        settings = self.worker_settings
+        if settings is None or self.workers is not None:
+            return self.workers
+        if self.toml_workers and found.is_dir():
+            toml = load_model_config(found / CONFIG_FILE).workers
+            if toml is not None:
+                return toml.with_defaults(settings)
+        return WorkersConfig(isolate=True) if settings.isolate else None
 
     def _batching_for(self, found: Path) -> BatchingConfig | None:
         if self.batching is not None or self.toml_batching is None or not found.is_dir():

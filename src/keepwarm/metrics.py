@@ -83,6 +83,10 @@ class Metrics:
         from keepwarm.batching.model import live_batchers
 
         registry.register(BatchingCollector(live_batchers))  # keepwarm_batch_*
+        from keepwarm.workers.metrics import WorkerCollector
+        from keepwarm.workers.pool import default_pool
+
+        registry.register(WorkerCollector(default_pool().counts))  # keepwarm_worker_*
         self._started: dict[tuple[Any, str], float] = {}
         self._memory: Callable[[], int] | None = None
 

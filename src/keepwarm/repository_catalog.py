@@ -149,7 +149,7 @@ class Catalog:
                 else {**config.optimize.to_plain(), "timeout": self.settings.loading.load_timeout},
             )
             # The size from the scan's own walk (0: not measured, sized at the load).
-            batching = config.batching
+            batching, workers = config.batching, config.workers
             spec = self.specs[key] = RuntimeSpec(
                 described,
                 config=config,
@@ -157,5 +157,7 @@ class Catalog:
                 batching=None
                 if batching is None
                 else batching.with_defaults(self.settings.batching),
+                workers=None if workers is None else workers.with_defaults(self.settings.workers),
+                worker_settings=self.settings.workers,
             )
             return spec

@@ -17,9 +17,11 @@ class Scrubber:
         # A framework's own refusal of an input the signature allowed (say, a wrong size
         # on an axis the signature leaves open) is the caller's error; anything else a bug.
         text = self.public(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        if type(exc).__name__ in ("InvalidArgumentError", "InvalidArgument", "Fail"):
+        # A worker process's exception of a type this process lacks carries its name.
+        kind = getattr(exc, "type_name", None) or type(exc).__name__
+        if kind in ("InvalidArgumentError", "InvalidArgument", "Fail"):
             return InvalidInputError(f"model {name!r} refused the input: {text}")
-        return InternalError(f"model {name!r} failed: {type(exc).__name__}: {text}")
+        return InternalError(f"model {name!r} failed: {kind}: {text}")
 
     def scrubbed(self, exc: KeepwarmError) -> KeepwarmError:
         message = self.public(exc.message)

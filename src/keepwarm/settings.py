@@ -37,6 +37,7 @@ from keepwarm.settings_sections import (
     RepositorySettings,
     ServerSettings,
     WarmupSettings,
+    WorkerSettings,
 )
 from keepwarm.settings_values import Expected, invalid, parse_bytes
 
@@ -50,6 +51,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "WarmupSettings",
+    "WorkerSettings",
     "parse_bytes",
 ]
 
@@ -81,6 +83,7 @@ class Settings:
     downloads: DownloadSettings = field(default_factory=DownloadSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     batching: BatchingSettings = field(default_factory=BatchingSettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

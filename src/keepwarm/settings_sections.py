@@ -186,6 +186,35 @@ class BatchingSettings:
         _normalise(self, "batching")
 
 
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Worker processes (``keepwarm.workers``). ``isolate``: every model runs in a worker
+    process of its own (server-wide; a model's ``[workers] isolate`` says it per model).
+    ``max_restarts``: how many times in a row a model's worker may die (restarted each
+    time, its models loaded again) before the version is FAILED; a successful call resets
+    the count. ``buffer_bytes``: each worker's shared tensor buffer at start; it grows up to
+    ``max_buffer_bytes`` (a request whose tensors need more is refused). ``start_timeout``:
+    seconds a new worker may take to start and answer."""
+
+    isolate: bool = field(default=False, metadata=_p(parse_bool))
+    max_restarts: int = field(default=3, metadata=_p(integer(0)))
+    buffer_bytes: int = field(default=4 * MiB, metadata=_p(optional_bytes))
+    max_buffer_bytes: int = field(default=2 * GiB, metadata=_p(optional_bytes))
+    start_timeout: float = field(default=60.0, metadata=_p(number(0, above=True)))
+
+    def __post_init__(self) -> None:
+        _normalise(self, "workers")
+        for name in ("buffer_bytes", "max_buffer_bytes"):
+            if getattr(self, name) is None:
+                raise invalid(f"workers.{name}", None, "a size in bytes")
+        if self.max_buffer_bytes < self.buffer_bytes:
+            raise InvalidConfigError(
+                f"workers.max_buffer_bytes={self.max_buffer_bytes} is below "
+                f"workers.buffer_bytes={self.buffer_bytes}: expected max_buffer_bytes >= "
+                "buffer_bytes"
+            )
+
+
 SECTIONS: dict[str, type[Any]] = {
     "budget": BudgetSettings,
     "loading": LoadingSettings,
@@ -194,6 +223,7 @@ SECTIONS: dict[str, type[Any]] = {
     "downloads": DownloadSettings,
     "server": ServerSettings,
     "batching": BatchingSettings,
+    "workers": WorkerSettings,
 }
 FIELDS: dict[str, dict[str, Any]] = {
     name: {f.name: f for f in fields(cls)} for name, cls in SECTIONS.items()

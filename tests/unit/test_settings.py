@@ -168,6 +168,11 @@ SAMPLES = {
     ("batching", "max_batch_size"): ("8", 8),
     ("batching", "max_delay_ms"): ("0.5", 0.5),
     ("batching", "max_queue"): ("16", 16),
+    ("workers", "isolate"): ("yes", True),
+    ("workers", "max_restarts"): ("0", 0),
+    ("workers", "buffer_bytes"): ("8MiB", 8 << 20),
+    ("workers", "max_buffer_bytes"): ("1GiB", GiB),
+    ("workers", "start_timeout"): ("2.5", 2.5),
 }
 
 

@@ -160,6 +160,7 @@ class BatchedModel:
         pad_axes: PadAxes,
         options: Mapping[str, Any] | None = None,
         executor: Executor | None = None,
+        slots: int | None = None,
         run_alone: int | None = None,
     ) -> None:
         self.inner = model
@@ -175,17 +176,19 @@ class BatchedModel:
         # decoding) overlaps the other's native work, and TensorFlow's and ONNX Runtime's
         # pools are per process or per session, so a second call adds no threads.
         fit = pool_size(cores, threads_per_call(options or {}, cores))
-        slots = min(executor.slots, max(2, fit))
+        # ``slots`` given: the model says how many calls it serves at once (its processes).
+        bounded = slots is not None or given is not None
+        slots = min(executor.slots, slots if slots is not None else max(2, fit))
         # While nothing is queued, up to two requests per core run at once, each alone on
         # its caller's thread, as they would without batching: a model whose calls leave
         # cores idle (framework overhead, small layers) serves more that way than in
-        # batches of two or three; once requests queue, batches form on ``slots``. An
-        # executor given here (a worker pool: its processes) bounds both, unless
-        # ``run_alone`` (``[batching] run_alone``) says how many.
+        # batches of two or three; once requests queue, batches form on ``slots``. A model
+        # that says how many calls it serves (its processes), or an executor given here,
+        # bounds both, unless ``run_alone`` (``[batching] run_alone``) says how many.
         if run_alone is not None:
             alone = max(slots, run_alone)
         else:
-            alone = slots if given is not None else max(slots, 2 * cores)
+            alone = slots if bounded else max(slots, 2 * cores)
         self.batcher = Batcher(
             model.predict,
             name=name,
@@ -232,6 +235,12 @@ class BatchedModel:
         if self.why_not is not None:
             return await asyncio.to_thread(self.inner.predict, inputs)
         return await self.batcher.predict_async(inputs, timeout=timeout)
+
+    def on_broken(self, callback: Callable[[str], None]) -> None:
+        """The inner model's (a ``WorkerModel``'s): ``callback(reason)`` if it breaks."""
+        watch = getattr(self.inner, "on_broken", None)
+        if callable(watch):
+            watch(callback)
 
     def stats(self) -> BatchStats:
         return self.batcher.stats()

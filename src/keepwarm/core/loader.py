@@ -134,6 +134,21 @@ class Loader:
                 self._budget.shrink(entry)
         if discard:
             self._discard(entry, attempt, model)
+            return
+        watch = getattr(model, "on_broken", None)  # a model that can break once loaded
+        if callable(watch):
+            watch(lambda reason: self._broken(entry, attempt, reason))
+
+    def _broken(self, entry: Entry, attempt: int, reason: str) -> None:
+        """The model loaded by ``attempt`` reported that it can no longer serve (its
+        calls fail, whatever they are): FAILED with ``reason``, retried after the backoff;
+        leases still held get the model's own errors until they end."""
+        with self._table.lock:
+            if entry.attempt != attempt or entry.state is not State.READY:
+                return
+            model, entry.model = entry.model, None
+            self._fail(entry, UnavailableError(reason))
+        self._reaper.close(model, entry, "broken", None)
 
     def _discard(self, entry: Entry, attempt: int, model: Any) -> None:
         """A load that returned after its timeout, or after the manager closed."""

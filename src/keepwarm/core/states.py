@@ -19,7 +19,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.NEW: frozenset({State.LOADING}),
     State.LOADING: frozenset({State.WARMING, State.FAILED}),
     State.WARMING: frozenset({State.READY, State.FAILED}),
-    State.READY: frozenset({State.DRAINING}),
+    # READY -> FAILED: the loaded model reported itself broken (say, its worker processes
+    # crash-looped); it is retried after the backoff like a failed load.
+    State.READY: frozenset({State.DRAINING, State.FAILED}),
     State.DRAINING: frozenset({State.UNLOADED}),
     State.FAILED: frozenset({State.LOADING}),
     State.UNLOADED: frozenset({State.LOADING}),

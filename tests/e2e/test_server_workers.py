@@ -1,0 +1,87 @@
+"""A Python model served from worker processes by the real server: it answers; a worker
+killed with ``kill -9`` in the middle of a request makes that request a 503 naming the
+model (with Retry-After), the worker comes back, and the next request is answered; the
+restart is counted in ``/metrics``; stopping the server leaves no worker behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from support.server_process import ServerProcess
+from support.waiting import wait_until
+from support.worker_models import Gate
+
+BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+
+
+def _place(root: Path, gate_dir: Path) -> None:
+    model = root / "gated"
+    version = model / "1"
+    version.mkdir(parents=True)
+    (model / "model.toml").write_text("[workers]\nprocesses = 1\n\n[warmup]\nruns = 0\n")
+    (version / "keepwarm.toml").write_text('[python]\nclass = "support.worker_models:Gated"\n')
+    (version / "gate").write_text(str(gate_dir))
+
+
+def _infer(server: ServerProcess, out: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        out["response"] = server.post("/v2/models/gated/infer", BODY)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_killed_worker_gives_503_then_the_model_answers_again(tmp_path: Path) -> None:
+    gate_dir = tmp_path / "gate"
+    gate_dir.mkdir()
+    gate = Gate(gate_dir)
+    _place(tmp_path / "models", gate_dir)
+    server = ServerProcess(tmp_path / "models", "--allow-unsafe")
+    pids: list[int] = []
+    try:
+        first: dict[str, Any] = {}
+        thread = _infer(server, first)
+        pids.append(gate.wait_started())
+        assert pids[0] != server.proc.pid
+        gate.let_one_finish()
+        thread.join(60)
+        assert first["response"].status_code == 200, first["response"].text
+        assert first["response"].json()["outputs"][0]["data"] == [2.0, 3.0, 4.0, 5.0]
+
+        killed: dict[str, Any] = {}
+        thread = _infer(server, killed)
+        assert gate.wait_started() == pids[0]
+        os.kill(pids[0], signal.SIGKILL)
+        thread.join(60)
+        response = killed["response"]
+        assert response.status_code == 503, response.text
+        assert "model 'gated'" in response.json()["error"]
+        assert "signal 9" in response.json()["error"]
+        assert "Retry-After" in response.headers
+
+        again: dict[str, Any] = {}
+        thread = _infer(server, again)
+        pids.append(gate.wait_started())  # the restarted worker has the model loaded
+        assert pids[1] != pids[0]
+        gate.let_one_finish()
+        thread.join(60)
+        assert again["response"].status_code == 200, again["response"].text
+        metrics = server.get("/metrics").text
+        assert 'keepwarm_worker_restarts_total{model="gated"} 1.0' in metrics
+    finally:
+        server.stop()
+        gate.close()
+    assert wait_until(lambda: not _alive(pids[-1]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,142 @@
+"""The benchmarks' peer helpers (``bench/peers.py``, ``bench/peer_runs.py``) without the
+peers themselves (those are installed only by the benchmarks): a wrong answer, a failed
+peer and an unknown name each fail loudly, and a stopped peer leaves no child behind."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from peer_runs import PeerResults, failed_peers, peer_names
+from peers import VENVS, Batching, PeerFailed, check_answer, spawn, stop_group, venv
+
+EXPECTED = np.array([[0.25, 0.75]], np.float32)
+
+
+class Answering:
+    """A loopback server answering every POST with ``self.body``; quacks as a Peer."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.body = b""
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(owner.body)))
+                self.end_headers()
+                self.wfile.write(owner.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever)
+        self.thread.start()
+
+    def infer_url(self, model: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{model}"
+
+    def answer(self, data: list[float], shape: list[int]) -> None:
+        outputs = [{"name": "probs", "shape": shape, "data": data}]
+        self.body = json.dumps({"outputs": outputs}).encode()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def peer() -> Iterator[Answering]:
+    server = Answering()
+    yield server
+    server.close()
+
+
+def test_the_direct_calls_answer_passes(peer: Answering) -> None:
+    peer.answer([0.25, 0.75], [1, 2])
+    check_answer(peer, "mlp", b"{}", EXPECTED)
+
+
+@pytest.mark.parametrize(
+    ("data", "shape"), [([0.75, 0.25], [1, 2]), ([0.25, 0.75], [2, 1]), ([0.25], [1, 1])]
+)
+def test_a_wrong_answer_fails_naming_peer_and_model(
+    peer: Answering, data: list[float], shape: list[int]
+) -> None:
+    peer.answer(data, shape)
+    with pytest.raises(PeerFailed, match="fake: mlp answered"):
+        check_answer(peer, "mlp", b"{}", EXPECTED)
+
+
+def test_an_answer_that_is_not_v2_fails(peer: Answering) -> None:
+    peer.body = b'{"predictions": [[0.25, 0.75]]}'
+    with pytest.raises(PeerFailed, match="predictions"):
+        check_answer(peer, "mlp", b"{}", EXPECTED)
+
+
+def test_a_failed_peer_is_a_failed_target() -> None:
+    results = PeerResults(failed={"pytriton": "pytriton: pip install ... failed:\nno wheel"})
+    (target,) = failed_peers(results)
+    assert target["status"] == "FAIL"
+    assert "pytriton" in target["target"]
+    assert target["value"] == "pytriton: pip install ... failed: ... no wheel"
+    assert failed_peers(PeerResults(cold_s={"mlserver": 5.0})) == []
+
+
+def test_a_peer_that_cannot_be_installed_says_which_and_why(tmp_path: Path) -> None:
+    with pytest.raises(PeerFailed, match=r"(?s)no-python: .*venv.*No such file"):
+        venv("no-python", ("nothing==1.0",), python=str(tmp_path / "python3.11"))
+    assert not (VENVS / "no-python").exists()
+
+
+def test_peer_names() -> None:
+    assert peer_names("") == []
+    assert peer_names("mlserver, pytriton") == ["mlserver", "pytriton"]
+    with pytest.raises(SystemExit, match=r"unknown peer.*tritn"):
+        peer_names("mlserver,tritn")
+
+
+def test_batching_names_itself() -> None:
+    assert str(Batching(32, 5.0)) == "32/5ms"
+    assert str(Batching(8, 0.5)) == "8/0.5ms"
+
+
+def test_stopping_a_peer_stops_its_children(tmp_path: Path) -> None:
+    proc, lines = spawn(
+        ["/bin/sh", "-c", "sleep 300 & echo $!; wait"], tmp_path, {"PATH": "/usr/bin:/bin"}
+    )
+    deadline = time.monotonic() + 30
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.01)  # the child's pid, printed by the shell
+    child = int(lines[0])
+    assert alive(child)
+    stop_group(proc)
+    assert proc.returncode is not None
+    deadline = time.monotonic() + 30
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.01)  # a signal is delivered, not awaited
+    assert not alive(child)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for whoever adopted it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
