@@ -8,6 +8,10 @@ the per-call overhead of a worker against the same model in this process at batc
 caller, measured with the model doing no work (``busy_ms = 0``: the call's own cost) and
 with 5 ms. Prints a table, writes JSON. The machine's other load shows in the figures:
 compare only ratios measured in one run.
+
+Memory (``workers_memory.py``, ``--memory-cycles``): MobileNetV2 load/predict/unload
+cycles with isolation on and off; target: isolated, the sum of PSS over the server's
+processes stays within 10% of its value after cycle 2.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import workers_memory
 from environment import environment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "workers.json")
     parser.add_argument("--quick", action="store_true", help="short windows (noisier)")
+    parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
+    parser.add_argument("--memory-cycles", type=int, help="0: skip (default 20, quick 5)")
     args = parser.parse_args(argv)
     seconds, calls = (2.0, 300) if args.quick else (8.0, 2000)
     rows: list[dict[str, Any]] = []
@@ -112,14 +120,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{f'model busy {busy:g} ms (median us)':30} {figures['in_process_us']:>11.1f} "
             f"{figures['worker_us']:>9.1f} {figures['overhead_us']:>9.1f}"
         )
+    cycles = args.memory_cycles if args.memory_cycles is not None else 5 if args.quick else 20
+    if cycles == 1:
+        parser.error("--memory-cycles: 0 (skip) or at least 2 (cycle 2 is the reference)")
+    ways = workers_memory.WAYS if cycles else ()
+    memory = [workers_memory.run_way(args.models, way, cycles) for way in ways]
+    if memory:
+        print("\nmemory after each MobileNetV2 load/predict/unload cycle (PSS, server + workers)")
+        print(workers_memory.table(memory))
+    grew = [run.growth for run in memory if run.way == "isolated"]
+    memory_ok = all(g <= workers_memory.WITHIN for g in grew)
     verdict = "PASS" if ratio >= TARGET else "FAIL"
     print(f"\n{verdict}  2 workers / 1 worker = {ratio:.2f} (target >= {TARGET})")
+    for g in grew:
+        print(
+            f"{'PASS' if memory_ok else 'FAIL'}  isolated: PSS max over cycles 2..{cycles} is "
+            f"{g:+.1%} of cycle 2's (target <= {workers_memory.WITHIN:.0%})"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report = {**environment(args, ("numpy",)), "target": TARGET, "ratio": ratio}
     report |= {"rows": rows, "overhead": {str(k): v for k, v in overhead.items()}}
+    report["memory"] = [{**asdict(run), "growth": run.growth} for run in memory]
     args.json.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")
-    return 0 if ratio >= TARGET else 1
+    return 0 if ratio >= TARGET and memory_ok else 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -19,12 +19,13 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
+from keepwarm.process_memory import ProcessMemory, process_memory
 
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -83,6 +84,7 @@ class Metrics:
         from keepwarm.batching.model import live_batchers
 
         registry.register(BatchingCollector(live_batchers))  # keepwarm_batch_*
+        registry.register(_ProcessMemoryCollector(process_memory))  # keepwarm_process_pss_*
         from keepwarm.workers.metrics import WorkerCollector
         from keepwarm.workers.pool import default_pool
 
@@ -148,6 +150,36 @@ class _CountersCollector(Collector):
             family.add_metric([], value)
             out.append(family)
         return out
+
+
+class _ProcessMemoryCollector(Collector):
+    """Per process of the server (``"server"``, or a worker's id): PSS and the bytes
+    unloading did not give back (``keepwarm.process_memory``), read at each scrape."""
+
+    def __init__(self, processes: Callable[[], Sequence[ProcessMemory]]) -> None:
+        self._processes = processes
+
+    def describe(self) -> list[Metric]:
+        return []  # described when collected
+
+    def collect(self) -> list[Metric]:
+        pss = GaugeMetricFamily(
+            "keepwarm_process_pss_bytes",
+            "Proportional set size of each process of the server (shared pages divided "
+            "among the processes that map them: the sum is what they hold together).",
+            labels=["process"],
+        )
+        kept = GaugeMetricFamily(
+            "keepwarm_process_unreclaimed_bytes",
+            "Bytes unloading did not give back in each process, past what its first "
+            "unload left (the frameworks imported).",
+            labels=["process"],
+        )
+        for row in self._processes():
+            if row.pss_bytes is not None:
+                pss.add_metric([row.process], row.pss_bytes)
+            kept.add_metric([row.process], row.unreclaimed_bytes)
+        return [pss, kept]
 
 
 def _resident_bytes() -> int:

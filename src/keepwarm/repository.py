@@ -182,12 +182,13 @@ class Repository:
             return True
         return True
 
-    def status(self) -> RepositoryStatus:
+    def status(self, *, processes: bool = False) -> RepositoryStatus:
         """Every model and version (``keepwarm.repository_status``): the manager's state
         and reason, the listing's view of the files (``disk``: taken, waiting for files,
         gone from disk), why a wanted version could not start, memory figures, and
-        ``listing_error`` when the last scan failed. ``.to_dict()`` for JSON."""
-        return repository_status(self._catalog)
+        ``listing_error`` when the last scan failed. ``.to_dict()`` for JSON.
+        ``processes``: also each process's PSS and unreclaimed bytes (slower)."""
+        return repository_status(self._catalog, processes=processes)
 
     @property
     def listing_error(self) -> str | None:

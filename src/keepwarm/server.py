@@ -25,7 +25,9 @@ from keepwarm.core.ids import ModelId
 from keepwarm.core.states import State
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
+from keepwarm.process_memory import server_ledger
 from keepwarm.settings import Settings
+from keepwarm.workers.memory import watch_default_pool
 
 log = logging.getLogger("keepwarm.server")
 SEND_GRACE_SECONDS = 3
@@ -153,6 +155,8 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     unsubscribers = [
         repository.subscribe(progress.on_event),
         repository.subscribe(service.metrics.on_event),
+        server_ledger().watch(repository.manager.events),  # /metrics: unreclaimed bytes
+        watch_default_pool(settings.workers),  # replaces workers that hold too much
     ]
     grpc_server = await _start_grpc(service, settings, out)
     main_loop = asyncio.create_task(server.main_loop())

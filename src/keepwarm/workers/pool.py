@@ -17,8 +17,10 @@ from collections import Counter
 from typing import Any
 
 from keepwarm.load_description import LoadDescription
+from keepwarm.process_memory import register
 from keepwarm.settings import WorkerSettings
 from keepwarm.workers.group import WorkerGroup, WorkerInfo
+from keepwarm.workers.memory import memory_hook, worker_rows
 from keepwarm.workers.model import WorkerModel
 
 
@@ -111,11 +113,13 @@ _default: WorkerPool | None = None
 
 
 def default_pool() -> WorkerPool:
-    """The process's pool, made on first use."""
+    """The process's pool, made on first use: its workers report their memory around
+    loads and unloads, and are listed in ``keepwarm.process_memory`` (status, /metrics)."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = WorkerPool()
+            pool = _default = WorkerPool(hook=memory_hook)
+            register(lambda: worker_rows(pool))
         return _default
 
 
