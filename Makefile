@@ -42,6 +42,7 @@ bench: examples
 	$(PY) bench/multimodel.py --json bench/results/multimodel.json
 	$(PY) bench/warmup.py --models $(EXAMPLES)/models --json bench/results/warmup.json
 	$(PY) bench/serve.py --models $(EXAMPLES)/models --json bench/results/serve.json
+	$(PY) bench/perf_analyzer.py --models $(EXAMPLES)/models --json bench/results/perf_analyzer.json
 	$(PY) bench/hotpath.py --json bench/results/hotpath.json
 	$(PY) bench/optimize.py --models $(EXAMPLES)/models --json bench/results/optimize.json
 	$(PY) bench/workers.py --json bench/results/workers.json

@@ -1,5 +1,6 @@
 """One load-generating client process, the same for every protocol: ``--concurrency``
-asyncio tasks, each with its own connection (REST) or call slot on one channel (gRPC),
+asyncio tasks, each with its own connection (REST) or its own channel (gRPC, so one
+connection each as well),
 sending KServe v2 inference requests back to back for ``--seconds``, rotating ``--bodies``
 different random inputs; only successful answers count.
 
@@ -82,26 +83,34 @@ async def grpc_senders(
     from keepwarm.grpc.protos.inference import grpc_service_pb2_grpc as pb_grpc
 
     limit = 256 * 1024 * 1024
-    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-    channel = grpc.aio.insecure_channel(address, options=options)
-    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    options = [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.use_local_subchannel_pool", 1),  # a connection of its own per channel
+    ]
     requests = []
     for x in xs:
         request = pb.ModelInferRequest(model_name=model, raw_input_contents=[x.tobytes()])
         request.inputs.add(name=name, datatype="FP32", shape=list(x.shape))
         requests.append(request)
 
-    async def send(i: int) -> bool:
-        try:
-            await stub.ModelInfer(requests[i % len(requests)], timeout=30)
-        except grpc.aio.AioRpcError:
-            return False
-        return True
+    def sender() -> tuple[Send, Callable[[], None]]:
+        channel = grpc.aio.insecure_channel(address, options=options)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
-    def close() -> None:
-        pass  # the channel closes with the process
+        async def send(i: int) -> bool:
+            try:
+                await stub.ModelInfer(requests[i % len(requests)], timeout=30)
+            except grpc.aio.AioRpcError:
+                return False
+            return True
 
-    return [(send, close)] * c
+        def close() -> None:
+            pass  # the channel closes with the process
+
+        return send, close
+
+    return [sender() for _ in range(c)]
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:

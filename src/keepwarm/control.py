@@ -130,13 +130,21 @@ class Management:
         return self._control
 
     async def load(self, name: str, presented: str | None) -> None:
-        self.authorize(presented).load(name)
-        await asyncio.to_thread(self._repository.refresh)
-        await asyncio.to_thread(self._repository.wait_ready, name, None, self._load_timeout)
+        await asyncio.to_thread(self.load_blocking, name, presented)
 
     async def unload(self, name: str, presented: str | None) -> None:
+        await asyncio.to_thread(self.unload_blocking, name, presented)
+
+    def load_blocking(self, name: str, presented: str | None) -> None:
+        """Serve ``name`` again; returns once it can serve (or the load timeout)."""
+        self.authorize(presented).load(name)
+        self._repository.refresh()
+        self._repository.wait_ready(name, None, self._load_timeout)
+
+    def unload_blocking(self, name: str, presented: str | None) -> None:
+        """Stop serving ``name`` until it is loaded again."""
         self.authorize(presented).unload(name)
-        await asyncio.to_thread(self._repository.refresh)
+        self._repository.refresh()
 
 
 def bearer(authorization: str | None) -> str | None:

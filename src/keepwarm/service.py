@@ -2,7 +2,9 @@
 
 Live, ready, metadata, model readiness, infer, status and the repository index, over one
 ``Repository``. Request metrics are recorded here. A request's model runs on a thread
-pool, never on the event loop; the lease is taken in the same hop. Error messages leave
+pool, never on the event loop; the lease is taken in the same hop. A transport that has
+threads of its own (the gRPC server) calls the ``*_blocking`` forms instead: the request
+runs on its caller's thread, with no event loop and no hop. Error messages leave
 through ``public`` only, which names paths relative to the repository root.
 """
 
@@ -12,30 +14,24 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 
-from keepwarm.batching.model import Admission
-from keepwarm.batching.serving import (
-    Queued,
-    Ticket,
-    abandon,
-    admit_request,
-    admitted,
-    begin,
-    finish,
-)
+from keepwarm.batching.model import refuse_when_full
+from keepwarm.batching.serving import Queued, Ticket, abandon, admit_request, admitted, finish
 from keepwarm.control import ControlledSource, Management
-from keepwarm.errors import DeadlineExceededError, KeepwarmError, UnavailableError
+from keepwarm.errors import KeepwarmError
 from keepwarm.metrics import Metrics
 from keepwarm.repository import Repository
+from keepwarm.service_blocking import Call, Slots, wait_queued
+from keepwarm.service_book import Gone, RequestBook
 from keepwarm.service_errors import Scrubber
-from keepwarm.service_names import check_name, parse_version
+from keepwarm.service_leases import Leases
+from keepwarm.service_names import check_name
 from keepwarm.service_stats import Statistics
 from keepwarm.service_status import StatusView
 from keepwarm.signature import Signature
@@ -48,13 +44,6 @@ _SETTLING = ("LOADING", "WARMING")
 RETRY_AFTER_SECONDS = 1
 #: Threads that run models (to be sized by the batching issue's executors).
 DEFAULT_WORKERS = min(32, 2 * (os.cpu_count() or 1) + 2)
-
-
-def _hand_over(abandoned: Callable[[T], None], future: Future[T]) -> None:
-    """A worker's result whose caller was cancelled meanwhile, to ``abandoned``; an error
-    needs nothing (the worker let go of its lease)."""
-    if not future.cancelled() and future.exception() is None:
-        abandoned(future.result())
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +76,18 @@ class InferenceService:
         self.default_timeout = default_timeout
         self.strict_readiness = strict_readiness
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="keepwarm-infer")
+        self._slots = Slots(workers)  # the same bound for requests run on their callers' threads
         self._scrubber = Scrubber(repository.root)
-        self._draining = False
-        self._in_flight = 0
-        self._idle: asyncio.Event | None = None  # made on the loop, when first draining
+        self._leases = Leases(
+            repository,
+            self._executor,
+            self._scrubber,
+            held=self.held,
+            default_timeout=default_timeout,
+            load_timeout=load_timeout,
+        )
         self._stats = Statistics()
+        self._book = RequestBook(self.metrics, self._stats)
         self._view = StatusView(
             repository,
             self._stats,
@@ -113,7 +109,7 @@ class InferenceService:
     def ready(self) -> bool:
         """Ready once started and no version is loading (nor FAILED, with
         ``strict_readiness``), and until shutdown begins."""
-        if self._draining or not self._started:
+        if self._book.draining or not self._started:
             return False
         blocking = (*_SETTLING, "FAILED") if self.strict_readiness else _SETTLING
         return not any(
@@ -144,11 +140,21 @@ class InferenceService:
     async def model_info(self, name: str, version: str | None) -> ModelInfo:
         """The signature of the version a request for ``name``/``version`` would get."""
 
-        def run(model: Any) -> ModelInfo:
-            ready = [v for v, state, _ in self.versions(name) if state == "READY"]
-            return ModelInfo(model.name, model.version, ready, model.signature)
+        return await self._leases.run(
+            name, version, self.default_timeout, lambda model, _d, _s: self._info(model)
+        )
 
-        return await self._leased(name, version, self.default_timeout, lambda m, _d, _s: run(m))
+    def model_info_blocking(self, name: str, version: str | None) -> ModelInfo:
+        """``model_info`` on the caller's thread."""
+        lease = self._leases.acquire(name, version, self.default_timeout)
+        try:
+            return self._info(lease.model)
+        finally:
+            lease.release()
+
+    def _info(self, model: Any) -> ModelInfo:
+        ready = [v for v, state, _ in self.versions(model.name) if state == "READY"]
+        return ModelInfo(model.name, model.version, ready, model.signature)
 
     def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
         """Triton's statistics extension: every version of ``name`` (or of every model)."""
@@ -167,8 +173,8 @@ class InferenceService:
     def refuse_when_overloaded(self, name: str) -> None:
         """``UnavailableError`` (503 + Retry-After) when every loaded version of ``name``
         has a full batching queue: transports call it before reading the request body.
-        Else a place is reserved for the request until ``infer`` queues it (see
-        ``batching.serving.admit_request``)."""
+        Else, on an event loop, a place is reserved for the request until ``infer`` queues
+        it (see ``batching.serving.admit_request``)."""
         admit_request(name)
 
     async def infer(
@@ -187,37 +193,31 @@ class InferenceService:
         default: the service's) bounds the wait for the model and the queue. A batched
         model's request that had to queue is awaited here (``batching.serving``), and
         leaves the queue when ``disconnected()`` returns (the client went away)."""
-        started = time.perf_counter()
-        label, code = "", "OK"  # the version label only once a version answered
-        admission: Admission | None = None
-        self._in_flight += 1
-        self.metrics.in_flight.inc()
-        try:
-            if self._draining:
-                raise UnavailableError("the server is shutting down; retry on another server")
+        with self._book.track(name, protocol) as record:
             admission = admitted(name)  # overload: refused at once, on the loop
+            ticket = Ticket()  # takes the request back if its caller goes while it waits
 
-            def run(model: Any, deadline: float | None, lease: ExitStack) -> T | Queued:
-                nonlocal label
-                label = str(model.version)
-                inputs = decode(model.signature)
+            def decoded(signature: Signature) -> dict[str, np.ndarray]:
+                inputs = decode(signature)
                 if admission is not None:
                     admission.release()  # it is queued (or runs) next: counted there
-                outputs = begin(model, inputs, deadline, lease, ticket)
-                if isinstance(outputs, Queued):
-                    return outputs
-                return encode(model.name, model.version, outputs)
+                return inputs
+
+            def run(model: Any, deadline: float | None, lease: ExitStack) -> T | Queued:
+                return record.run(model, deadline, lease, decoded, encode, ticket)  # type: ignore[no-any-return]
 
             def drop(left: T | Queued) -> None:  # the caller went away while ``run`` ran
                 if isinstance(left, Queued):
                     abandon(left)
 
-            ticket = Ticket()  # takes the request back if its caller goes while it waits
             try:
-                result = await self._leased(name, version, timeout, run, drop)
+                result = await self._leases.run(name, version, timeout, run, drop)
             except asyncio.CancelledError:
                 ticket.cancel()
                 raise
+            finally:
+                if admission is not None:
+                    admission.release()  # one that failed before it was queued
             if not isinstance(result, Queued):
                 return result
             try:
@@ -226,81 +226,46 @@ class InferenceService:
                 raise self._scrubbed(exc) from None
             except Exception as exc:
                 raise self._scrubber.translated(name, exc) from None
-            return encode(result.name, result.version, outputs)
-        except KeepwarmError as exc:
-            code = exc.code.value
-            raise
-        except asyncio.CancelledError:  # the client went away (or its deadline passed)
-            code = "CANCELLED"
-            raise
-        finally:
-            if admission is not None:
-                admission.release()  # a request that failed before it was queued
-            self._in_flight -= 1
-            self.metrics.in_flight.dec()
-            elapsed = time.perf_counter() - started
-            if label:  # the request reached a version
-                self.metrics.request(name, label, protocol, code, elapsed)
-                self._stats.record(name, label, code == "OK", elapsed)
-            else:  # names not served are not labels: clients must not grow the series
-                self.metrics.request("", "", protocol, code, elapsed)
-            if self._in_flight == 0 and self._idle is not None:
-                self._idle.set()
+            return record.finish(result, outputs, encode)  # type: ignore[no-any-return]
 
-    async def _leased(
+    def infer_blocking(
         self,
         name: str,
         version: str | None,
-        timeout: float | None,
-        run: Callable[[Any, float | None, ExitStack], T],
-        abandoned: Callable[[T], None] | None = None,
+        decode: Decode,
+        encode: Encode[T],
+        *,
+        protocol: str,
+        timeout: float | None = None,
+        call: Call | None = None,
     ) -> T:
-        """``run(leased_model)`` on a worker thread under a lease; errors made public.
-
-        The lease is taken on the event loop (``acquire_async`` never blocks it, and a
-        version still loading is waited for up to the deadline: 504 after it); only
-        ``run`` hops to a worker thread. Cancelled while ``run`` runs (a gRPC client that
-        cancelled), its result is handed to ``abandoned`` when it returns."""
-        why = self.held(name)
-        if why is not None:
-            raise UnavailableError(
-                f"model {name!r} is {why}; load it with POST /v2/repository/models/{name}/load"
-            )
-        wanted = parse_version(version)
-        seconds = self.default_timeout if timeout is None else timeout
-        deadline = None if seconds is None else time.monotonic() + seconds
-        try:
-            # Without a deadline a loading version is still waited for, up to the load timeout.
-            lease = await self.repository.acquire_async(
-                name, wanted, timeout=self.load_timeout if seconds is None else seconds
-            )
-        except KeepwarmError as exc:
-            raise self._scrubbed(exc) from None
-
-        def work() -> T:
-            with ExitStack() as stack:
-                # Given back when ``run`` returns, on the thread that ran it (never under a
-                # running model), unless ``run`` takes it over (a request queued for its batch).
-                stack.callback(lease.release)
-                if deadline is not None and time.monotonic() > deadline:
-                    raise DeadlineExceededError(
-                        f"the request's deadline ({seconds:g} s) passed before it could run"
-                    )
-                return run(lease.model, deadline, stack)
-
-        future = self._executor.submit(work)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            if future.cancel():  # it never started: its lease is given back here
-                lease.release()
-            elif abandoned is not None:
-                future.add_done_callback(partial(_hand_over, abandoned))
-            raise
-        except KeepwarmError as exc:
-            raise self._scrubbed(exc) from None
-        except Exception as exc:
-            raise self._scrubber.translated(name, exc) from None
+        """``infer`` on the caller's thread: no event loop, no hop. At most ``workers``
+        such requests run at once (the rest wait, first come first served). ``call`` is
+        left (``call.leave()``) when the client goes away: a request that has not started
+        is then never run (``Gone``), one waiting for its batch leaves the queue."""
+        call = Call() if call is None else call
+        with self._book.track(name, protocol) as record:
+            refuse_when_full(name)
+            seconds = self.default_timeout if timeout is None else timeout
+            deadline = None if seconds is None else time.monotonic() + seconds
+            why = f"the request's deadline ({seconds or 0:g} s) passed before it could run"
+            lease = self._leases.acquire(name, version, seconds)
+            try:
+                with ExitStack() as stack:
+                    stack.callback(lease.release)  # unless a request queued for its batch takes it
+                    with self._slots.hold(call, deadline, why):
+                        call.check(deadline, why)
+                        result = record.run(lease.model, deadline, stack, decode, encode)
+                if isinstance(result, Queued):
+                    outputs = wait_queued(result, call)
+                    return record.finish(result, outputs, encode)  # type: ignore[no-any-return]
+                return result  # type: ignore[no-any-return]
+            except KeepwarmError as exc:
+                raise self._scrubbed(exc) from None
+            except Gone:
+                raise
+            except Exception as exc:
+                raise self._scrubber.translated(name, exc) from None
 
     def public(self, text: str) -> str:
         """``text`` with files named relative to the repository root (see ``Scrubber``)."""
@@ -322,28 +287,31 @@ class InferenceService:
         """Stop serving ``name`` (its versions drain) until it is loaded again."""
         await self.management.unload(check_name(name), presented)
 
+    def load_blocking(self, name: str, presented: str | None) -> None:
+        """``load`` on the caller's thread."""
+        try:
+            self.management.load_blocking(check_name(name), presented)
+        except KeepwarmError as exc:
+            raise self._scrubbed(exc) from None
+
+    def unload_blocking(self, name: str, presented: str | None) -> None:
+        """``unload`` on the caller's thread."""
+        self.management.unload_blocking(check_name(name), presented)
+
     # ---------------------------------------------------------------- shutdown
 
     def begin_shutdown(self) -> None:
         """Readiness fails at once and new inference requests are refused; requests
         already received complete."""
-        self._draining = True
-        self._idle = asyncio.Event()
-        if self._in_flight == 0:
-            self._idle.set()
+        self._book.drain()
 
     async def wait_idle(self, timeout: float) -> bool:
         """After ``begin_shutdown``: wait until no request is in flight; False on timeout."""
-        assert self._idle is not None, "begin_shutdown first"
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await self._book.wait_idle(timeout)
 
     @property
     def shutting_down(self) -> bool:
-        return self._draining
+        return self._book.draining
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

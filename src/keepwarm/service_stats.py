@@ -1,10 +1,41 @@
-"""Triton's statistics extension: per-version request counts and durations."""
+"""Triton's statistics extension: per-version request counts and durations.
+
+A successful request's time is split as Triton splits it, so that ``perf_analyzer`` (which
+needs every request counted in ``queue`` and equal ``compute_*`` counts) can read it:
+``queue`` from the request's arrival at the service until its work began on a worker
+thread (the lease, the hop to the thread), ``compute_input`` decoding its inputs,
+``compute_infer`` the model (for a request that waited for its batch, the wait included),
+``compute_output`` encoding the answer.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(slots=True)
+class Timing:
+    """Where one request's time went, in ``perf_counter`` seconds: each stage is the
+    ``lap()`` since the one before, the first since ``started``."""
+
+    started: float
+    queue: float = 0.0
+    compute_input: float = 0.0
+    compute_infer: float = 0.0
+    compute_output: float = 0.0
+    _mark: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._mark = self.started
+
+    def lap(self) -> float:
+        """Seconds since the last lap (or the start)."""
+        now = time.perf_counter()
+        took, self._mark = now - self._mark, now
+        return took
 
 
 @dataclass(slots=True)
@@ -15,13 +46,16 @@ class _Stat:
     success_ns: int = 0
     fail: int = 0
     fail_ns: int = 0
+    queue_ns: int = 0
+    input_ns: int = 0
+    infer_ns: int = 0
+    output_ns: int = 0
     last_ms: int = 0
 
     def to_dict(self, name: str, version: str) -> dict[str, Any]:
-        def duration(count: int, ns: int) -> dict[str, int]:
-            return {"count": count, "ns": ns}
+        def duration(ns: int, count: int | None = None) -> dict[str, int]:
+            return {"count": self.success if count is None else count, "ns": ns}
 
-        zero = duration(0, 0)
         return {
             "name": name,
             "version": version,
@@ -29,37 +63,49 @@ class _Stat:
             "inference_count": self.success,
             "execution_count": self.success,
             "inference_stats": {
-                "success": duration(self.success, self.success_ns),
-                "fail": duration(self.fail, self.fail_ns),
-                "queue": zero,
-                "compute_input": zero,
-                "compute_infer": duration(self.success, self.success_ns),
-                "compute_output": zero,
-                "cache_hit": zero,
-                "cache_miss": zero,
+                "success": duration(self.success_ns),
+                "fail": duration(self.fail_ns, self.fail),
+                "queue": duration(self.queue_ns),
+                "compute_input": duration(self.input_ns),
+                "compute_infer": duration(self.infer_ns),
+                "compute_output": duration(self.output_ns),
+                "cache_hit": duration(0, 0),
+                "cache_miss": duration(0, 0),
             },
             "batch_stats": [],
         }
 
 
 class Statistics:
-    """Counts per (model, version); read by the statistics endpoints."""
+    """Counts per (model, version); read by the statistics endpoints. Recorded from any
+    thread (the event loop's, the gRPC server's)."""
 
     def __init__(self) -> None:
         self._stats: dict[tuple[str, str], _Stat] = {}
+        self._lock = threading.Lock()
 
-    def record(self, name: str, version: str, ok: bool, seconds: float) -> None:
+    def record(self, name: str, version: str, seconds: float, timing: Timing | None = None) -> None:
+        """One request: a success with its ``timing``, a failure without."""
+        ns = int(seconds * 1e9)
+        with self._lock:
+            self._add(name, version, ns, timing)
+
+    def _add(self, name: str, version: str, ns: int, timing: Timing | None) -> None:
         stat = self._stats.get((name, version))
         if stat is None:
             stat = self._stats[(name, version)] = _Stat()
-        ns = int(seconds * 1e9)
-        if ok:
+        if timing is not None:
             stat.success += 1
             stat.success_ns += ns
+            stat.queue_ns += int(timing.queue * 1e9)
+            stat.input_ns += int(timing.compute_input * 1e9)
+            stat.infer_ns += int(timing.compute_infer * 1e9)
+            stat.output_ns += int(timing.compute_output * 1e9)
         else:
             stat.fail += 1
             stat.fail_ns += ns
         stat.last_ms = int(time.time() * 1000)
 
     def rows(self, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        return [self._stats.get(key, _Stat()).to_dict(*key) for key in keys]
+        with self._lock:
+            return [self._stats.get(key, _Stat()).to_dict(*key) for key in keys]

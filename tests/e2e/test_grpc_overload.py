@@ -172,3 +172,21 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_never_run(
     assert int(marker) not in ran(log) and 70 in ran(log)
     expired = _outcome(server, "expired")
     assert expired == before + 1
+
+
+@pytest.mark.parametrize("method", ["ModelInfer", "Predict"])
+def test_a_request_without_a_deadline_waits_in_the_queue_and_is_answered(
+    held_server: tuple[Any, Gate, Path], method: str
+) -> None:
+    """A client that sets no deadline (perf_analyzer, tritonclient's default) is told
+    "no deadline" by gRPC as a time some 292 years away: it waits for its batch as long
+    as that takes, and is answered."""
+    (server, channel), gate, log = held_server
+    marker = 80.0 if method == "ModelInfer" else 81.0
+    patient = _calls(channel, timeout=None)[method]
+    with _holding(channel, gate):
+        future = patient(marker)
+        assert wait_until(lambda: _queued(server) == 1), "the request never queued"
+        assert not future.done()
+    assert future.result(timeout=WAIT_S) is not None
+    assert int(marker) in ran(log)

@@ -183,6 +183,27 @@ def test_statistics_and_repository_api(triton: Any, served: ServerProcess) -> No
     )
 
 
+def test_statistics_split_each_request_as_perf_analyzer_reads_them(triton: Any) -> None:
+    """perf_analyzer takes the version whose ``queue`` count grew while it measured, and
+    stops unless ``compute_input``, ``compute_infer`` and ``compute_output`` counts agree;
+    the parts of a request's time add up to at most its whole."""
+    stages = ("success", "queue", "compute_input", "compute_infer", "compute_output")
+
+    def read() -> dict[str, tuple[int, int]]:
+        row = triton.get_inference_statistics("mlp", "2").model_stats[0].inference_stats
+        return {stage: (getattr(row, stage).count, getattr(row, stage).ns) for stage in stages}
+
+    before = read()
+    for _ in range(3):
+        triton.infer("mlp", [_input("x", X, "FP32")], model_version="2")
+    after = read()
+    grew = {stage: after[stage][0] - before[stage][0] for stage in stages}
+    assert grew == dict.fromkeys(stages, 3)
+    spent = {stage: after[stage][1] - before[stage][1] for stage in stages}
+    assert spent["compute_infer"] > 0 and spent["queue"] > 0
+    assert sum(spent[stage] for stage in stages[1:]) <= spent["success"]
+
+
 # ------------------------------------------------------------------ errors
 
 

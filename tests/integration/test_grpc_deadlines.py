@@ -1,8 +1,8 @@
 """Client deadlines and cancellation reach the server: a gRPC request that is still queued
 (every worker busy) when its deadline passes, or when the client cancels it, never runs.
 
-The gRPC server runs in this process (its own event loop thread) so that the test can hold
-the model's workers with a gate and read the in-flight gauge."""
+The gRPC server runs in this process (started from its own event loop thread) so that the
+test can hold the model's workers with a gate and read the in-flight gauge."""
 
 from __future__ import annotations
 
@@ -99,11 +99,15 @@ def test_queued_requests_past_their_deadline_or_cancelled_never_run(
         assert future.result(timeout=GATE_TIMEOUT_S).model_name == "gated"
     stub.ModelInfer(request(300.0), timeout=GATE_TIMEOUT_S)  # queued after anything left
     assert sorted(Gate.runs) == [*map(float, range(DEFAULT_WORKERS)), 300.0]
-    counted = service.metrics.registry.get_sample_value(
-        "keepwarm_requests_total",
-        {"model": "", "version": "", "protocol": "v2-grpc", "code": "CANCELLED"},
-    )
-    assert counted == 2  # the late and the cancelled request, never as OK
+
+    def counted(code: str) -> float:
+        labels = {"model": "", "version": "", "protocol": "v2-grpc", "code": code}
+        return service.metrics.registry.get_sample_value("keepwarm_requests_total", labels) or 0
+
+    # The late and the cancelled request, never as OK (the late one as CANCELLED or as
+    # DEADLINE_EXCEEDED: the server's own deadline and gRPC's end of the call race).
+    assert counted("CANCELLED") + counted("DEADLINE_EXCEEDED") == 2
+    assert counted("CANCELLED") >= 1
 
 
 @pytest.fixture

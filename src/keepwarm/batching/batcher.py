@@ -126,6 +126,7 @@ class Batcher:
         *,
         deadline: float | None = None,
         bind: Callable[[Future[Arrays]], bool] | None = None,
+        follow: bool = True,
     ) -> Future[Arrays]:
         """``submit`` for a caller on a thread that may block (never the event loop): when
         a slot is free the batch runs here, at once, and the future returned is done; else
@@ -133,13 +134,15 @@ class Batcher:
         ``follow_seconds``): done when its batch ran meanwhile (perhaps here), else pending
         (cancellable until its batch starts). ``bind(future)``, called before waiting,
         gives the caller's event loop the future, to cancel (which ends the wait); False:
-        the caller is gone already (the request is cancelled, not waited for)."""
+        the caller is gone already (the request is cancelled, not waited for). With
+        ``follow`` false the thread never waits (a pending future at once)."""
         outcome = self._dispatch.run_now(inputs, deadline)
         if outcome is not None:
             future: Future[Arrays] = Future()
             outcome.deliver([future])
             return future
-        follower = Follower() if self._dispatch.followers < self._follow_limit else None
+        waits = follow and self._dispatch.followers < self._follow_limit
+        follower = Follower() if waits else None
         pending, batch = self._dispatch.enqueue(inputs, deadline, follower)
         if batch:  # a slot was free: the head's batch (this request's, unless it queued
             self._dispatch.work(batch, inline=True)  # behind another shape)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from keepwarm.batching.model import Admission, BatchedModel, admit
+from keepwarm.batching.model import Admission, BatchedModel, admit, refuse_when_full
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 
 Arrays = dict[str, np.ndarray]
@@ -38,13 +38,19 @@ _admission: ContextVar[Admission | None] = ContextVar("keepwarm_admission", defa
 def admit_request(name: str) -> None:
     """From the request's task: ``UnavailableError`` when every batched version of model
     ``name`` has a full queue; else a place reserved (see the module docstring)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # a blocking caller (no event loop): refused or not, no place kept
+        refuse_when_full(name)
+        return
     admission = admit(name)
     if admission is None:
         return
+    if task is None:
+        admission.release()
+        return
     _admission.set(admission)
-    task = asyncio.current_task()
-    if task is not None:
-        task.add_done_callback(lambda _: admission.release())
+    task.add_done_callback(lambda _: admission.release())
 
 
 def admitted(name: str) -> Admission | None:
@@ -108,8 +114,12 @@ def begin(
     raw = model.raw
     if not isinstance(raw, BatchedModel) or raw.why_not is not None:
         return model.predict(inputs)  # type: ignore[no-any-return]
+    # Without a ticket (a blocking caller, whose client's leaving this thread cannot
+    # see while it waits) the request is not waited for here: it is ``Queued``.
     bind = None if ticket is None else ticket.bind
-    future = raw.start(model.signature.coerce(inputs), deadline=deadline, bind=bind)
+    future = raw.start(
+        model.signature.coerce(inputs), deadline=deadline, bind=bind, follow=ticket is not None
+    )
     if future.done() and not future.cancelled():
         return future.result()
     return Queued(future, model.name, model.version, lease.pop_all(), deadline)

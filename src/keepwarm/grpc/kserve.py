@@ -1,5 +1,6 @@
 """KServe v2's ``inference.GRPCInferenceService`` (with Triton's model config, statistics
-and repository RPCs) over the ``InferenceService``: parse, call the service, encode."""
+and repository RPCs) over the ``InferenceService``: parse, call the service, encode. The
+RPCs run on the gRPC server's handler threads, through the service's blocking forms."""
 
 from __future__ import annotations
 
@@ -10,19 +11,25 @@ from google.protobuf import json_format
 
 from keepwarm.control import bearer
 from keepwarm.errors import UnavailableError
-from keepwarm.grpc.errors import mapped
+from keepwarm.grpc.errors import leaving, mapped
 from keepwarm.grpc.protos.inference import grpc_service_pb2 as pb
 from keepwarm.protocol import v2, v2proto
 from keepwarm.service import InferenceService
 from keepwarm.signature import Signature
 
-Context: TypeAlias = Any  # grpc.aio.ServicerContext (grpc ships no types)
+Context: TypeAlias = Any  # grpc.ServicerContext (grpc ships no types)
+
+
+#: gRPC's threaded server tells a call without a deadline that it has some 292 years left.
+NO_DEADLINE_S = 365 * 24 * 3600.0
 
 
 def deadline(context: Context) -> float | None:
     """Seconds left before the client's deadline, or None when it set none."""
-    remaining = context.time_remaining()
-    return None if remaining is None else max(0.0, remaining)
+    remaining: float | None = context.time_remaining()
+    if remaining is None or remaining > NO_DEADLINE_S:
+        return None
+    return max(0.0, remaining)
 
 
 def token(context: Context) -> str | None:
@@ -47,56 +54,56 @@ class KServeServicer:
         self.max_bytes = max_bytes
 
     @mapped
-    async def ServerLive(self, request: Any, context: Context) -> Any:
+    def ServerLive(self, request: Any, context: Context) -> Any:
         return pb.ServerLiveResponse(live=self.service.live())
 
     @mapped
-    async def ServerReady(self, request: Any, context: Context) -> Any:
+    def ServerReady(self, request: Any, context: Context) -> Any:
         return pb.ServerReadyResponse(ready=self.service.ready())
 
     @mapped
-    async def ModelReady(self, request: Any, context: Context) -> Any:
+    def ModelReady(self, request: Any, context: Context) -> Any:
         ready = self.service.model_ready(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=ready)
 
     @mapped
-    async def ServerMetadata(self, request: Any, context: Context) -> Any:
+    def ServerMetadata(self, request: Any, context: Context) -> Any:
         return _message(pb.ServerMetadataResponse(), self.service.server_metadata())
 
     @mapped
-    async def ModelMetadata(self, request: Any, context: Context) -> Any:
-        info = await self.service.model_info(request.name, request.version or None)
+    def ModelMetadata(self, request: Any, context: Context) -> Any:
+        info = self.service.model_info_blocking(request.name, request.version or None)
         metadata = v2.model_metadata(info.name, info.versions, info.signature)
         return _message(pb.ModelMetadataResponse(), metadata)
 
     @mapped
-    async def ModelConfig(self, request: Any, context: Context) -> Any:
-        info = await self.service.model_info(request.name, request.version or None)
+    def ModelConfig(self, request: Any, context: Context) -> Any:
+        info = self.service.model_info_blocking(request.name, request.version or None)
         config = v2.model_config(info.name, info.signature)
         return _message(pb.ModelConfigResponse(), {"config": config})
 
     @mapped
-    async def ModelStatistics(self, request: Any, context: Context) -> Any:
+    def ModelStatistics(self, request: Any, context: Context) -> Any:
         rows = self.service.statistics(request.name or None, request.version or None)
         return _message(pb.ModelStatisticsResponse(), {"model_stats": rows})
 
     @mapped
-    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
+    def RepositoryIndex(self, request: Any, context: Context) -> Any:
         rows = self.service.index(ready_only=request.ready)
         return _message(pb.RepositoryIndexResponse(), {"models": rows})
 
     @mapped
-    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
-        await self.service.load(request.model_name, token(context))
+    def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
+        self.service.load_blocking(request.model_name, token(context))
         return pb.RepositoryModelLoadResponse()
 
     @mapped
-    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
-        await self.service.unload(request.model_name, token(context))
+    def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
+        self.service.unload_blocking(request.model_name, token(context))
         return pb.RepositoryModelUnloadResponse()
 
     @mapped
-    async def ModelInfer(self, request: Any, context: Context) -> Any:
+    def ModelInfer(self, request: Any, context: Context) -> Any:
         if self.service.shutting_down:
             raise UnavailableError("the server is shutting down; retry on another server")
         self.service.refuse_when_overloaded(request.model_name)  # before decoding anything
@@ -114,11 +121,12 @@ class KServeServicer:
             assert decoded is not None
             return v2proto.encode_response(decoded, name, version, outputs)
 
-        return await self.service.infer(
+        return self.service.infer_blocking(
             request.model_name,
             request.model_version or None,
             decode,
             encode,
             protocol="v2-grpc",
             timeout=timeout,
+            call=leaving(context),
         )

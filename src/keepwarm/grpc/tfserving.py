@@ -9,7 +9,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from keepwarm.errors import InvalidInputError, UnavailableError
-from keepwarm.grpc.errors import mapped
+from keepwarm.grpc.errors import leaving, mapped
 from keepwarm.grpc.kserve import Context, deadline
 from keepwarm.grpc.protos import POOL
 from keepwarm.grpc.protos.tensorflow_serving.apis import (
@@ -55,7 +55,7 @@ class PredictionServicer:
         self.max_bytes = max_bytes
 
     @mapped
-    async def Predict(self, request: Any, context: Context) -> Any:
+    def Predict(self, request: Any, context: Context) -> Any:
         if self.service.shutting_down:
             raise UnavailableError("the server is shutting down; retry on another server")
         spec = request.model_spec
@@ -85,17 +85,18 @@ class PredictionServicer:
                 response.outputs[key].CopyFrom(tensorproto.from_numpy(outputs[key], name=key))
             return response
 
-        return await self.service.infer(
+        return self.service.infer_blocking(
             spec.name,
             requested_version(spec),
             decode,
             encode,
             protocol="tfserving-grpc",
             timeout=deadline(context),
+            call=leaving(context),
         )
 
     @mapped
-    async def GetModelMetadata(self, request: Any, context: Context) -> Any:
+    def GetModelMetadata(self, request: Any, context: Context) -> Any:
         fields = list(request.metadata_field)
         if not fields:
             raise InvalidInputError(f"metadata_field is empty; ask for {SIGNATURE_DEF!r}")
@@ -105,7 +106,7 @@ class PredictionServicer:
                 f"metadata_field {unsupported[0]!r} is not supported; ask for {SIGNATURE_DEF!r}"
             )
         spec = request.model_spec
-        info = await self.service.model_info(spec.name, requested_version(spec))
+        info = self.service.model_info_blocking(spec.name, requested_version(spec))
         body = tfserving.model_metadata(info.name, info.version, info.signature)
         signatures = json_format.ParseDict(
             body["metadata"][SIGNATURE_DEF],
@@ -126,13 +127,13 @@ class ModelServicer:
         self.service = service
 
     @mapped
-    async def GetModelStatus(self, request: Any, context: Context) -> Any:
+    def GetModelStatus(self, request: Any, context: Context) -> Any:
         spec = request.model_spec
         name = spec.name
         versions = self.service.versions(name)
         wanted = parse_version(requested_version(spec))
         if isinstance(wanted, str):
-            wanted = (await self.service.model_info(name, wanted)).version
+            wanted = (self.service.model_info_blocking(name, wanted)).version
         rows = tfserving.model_status(tfserving.version_states(name, versions, wanted))
         return json_format.ParseDict(
             rows, get_model_status_pb2.GetModelStatusResponse(), ignore_unknown_fields=True

@@ -1,0 +1,147 @@
+"""The service's request book: how many inference requests are in flight (from any thread:
+the event loop's, or the gRPC server's handler threads), whether the server is draining,
+and per request its metrics and statistics, written once when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+
+from keepwarm.batching.serving import Queued, Ticket, begin
+from keepwarm.errors import KeepwarmError, UnavailableError
+from keepwarm.metrics import Metrics
+from keepwarm.service_stats import Statistics, Timing
+from keepwarm.signature import Signature
+
+T = TypeVar("T")
+
+
+class Gone(Exception):
+    """A blocking request's client went away (it cancelled, or its deadline passed)
+    before the request was answered: the answer would reach nobody."""
+
+
+class Record:
+    """One request as it runs: the version that answered (``label``) and its ``timing``."""
+
+    __slots__ = ("label", "timing")
+
+    def __init__(self, started: float) -> None:
+        self.label = ""  # the version, once one answered
+        self.timing = Timing(started)
+
+    def run(
+        self,
+        model: Any,
+        deadline: float | None,
+        lease: ExitStack,
+        decode: Any,
+        encode: Any,
+        ticket: Ticket | None = None,
+    ) -> Any:
+        """Decode, predict and encode on leased ``model``; a ``Queued`` request when its
+        batcher queued it (``finish`` ends it once its outputs are there)."""
+        timing = self.timing
+        self.label = str(model.version)
+        timing.queue = timing.lap()
+        signature: Signature = model.signature
+        inputs: dict[str, np.ndarray] = decode(signature)
+        timing.compute_input = timing.lap()
+        outputs = begin(model, inputs, deadline, lease, ticket)
+        timing.compute_infer = timing.lap()
+        if isinstance(outputs, Queued):
+            return outputs
+        answer = encode(model.name, model.version, outputs)
+        timing.compute_output = timing.lap()
+        return answer
+
+    def finish(self, queued: Queued, outputs: dict[str, np.ndarray], encode: Any) -> Any:
+        """The answer of a request that waited for its batch."""
+        timing = self.timing
+        timing.compute_infer += timing.lap()
+        answer = encode(queued.name, queued.version, outputs)
+        timing.compute_output = timing.lap()
+        return answer
+
+
+class RequestBook:
+    """``track`` each inference request; ``drain`` then ``wait_idle`` at shutdown."""
+
+    def __init__(self, metrics: Metrics, statistics: Statistics) -> None:
+        self.metrics = metrics
+        self.statistics = statistics
+        self.draining = False
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None  # made on the loop, when draining begins
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @contextmanager
+    def track(self, name: str, protocol: str) -> Iterator[Record]:
+        """Count the request in flight while it runs (refused when draining) and record
+        how it ended: OK, its error's code, or CANCELLED (its client went away)."""
+        record = Record(time.perf_counter())
+        code = "OK"
+        with self._lock:
+            self._in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            if self.draining:
+                raise UnavailableError("the server is shutting down; retry on another server")
+            yield record
+        except KeepwarmError as exc:
+            code = exc.code.value
+            raise
+        except (asyncio.CancelledError, Gone):  # the client went away (or its deadline passed)
+            code = "CANCELLED"
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - record.timing.started
+            label = record.label
+            if label:  # the request reached a version
+                self.metrics.request(name, label, protocol, code, elapsed)
+                timing = record.timing if code == "OK" else None
+                self.statistics.record(name, label, elapsed, timing)
+            else:  # names not served are not labels: clients must not grow the series
+                self.metrics.request("", "", protocol, code, elapsed)
+            with self._lock:
+                self._in_flight -= 1
+                idle = self._in_flight == 0 and self._idle is not None
+            if idle:
+                self._set_idle()
+
+    def drain(self) -> None:
+        """From now on new requests are refused (call on the event loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self.draining = True
+        with self._lock:
+            if self._in_flight == 0:
+                self._idle.set()
+
+    def _set_idle(self) -> None:
+        assert self._idle is not None and self._loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._idle.set()
+        else:
+            self._loop.call_soon_threadsafe(self._idle.set)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """After ``drain``: wait until no request is in flight; False on timeout."""
+        assert self._idle is not None, "drain first"
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,122 @@
+"""How a request gets the version it asks for: a lease from the repository (a version still
+loading is waited for up to the request's deadline, else up to the load timeout), refused
+while the repository API holds the model unloaded, errors made public. ``run`` takes the
+lease on the event loop and runs the request's work on a worker thread; ``acquire``
+takes it on the caller's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from functools import partial
+from typing import Any, TypeVar
+
+from keepwarm.errors import DeadlineExceededError, KeepwarmError, UnavailableError
+from keepwarm.repository import Repository
+from keepwarm.service_errors import Scrubber
+from keepwarm.service_names import parse_version
+
+T = TypeVar("T")
+
+
+def _hand_over(abandoned: Callable[[T], None], future: Future[T]) -> None:
+    """A worker's result whose caller was cancelled meanwhile, to ``abandoned``; an error
+    needs nothing (the worker let go of its lease)."""
+    if not future.cancelled() and future.exception() is None:
+        abandoned(future.result())
+
+
+class Leases:
+    """See the module docstring. ``held(name)``: why the repository API keeps ``name``
+    unloaded, or None."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        executor: ThreadPoolExecutor,
+        scrubber: Scrubber,
+        *,
+        held: Callable[[str], str | None],
+        default_timeout: float | None,
+        load_timeout: float,
+    ) -> None:
+        self.repository = repository
+        self.executor = executor
+        self.scrubber = scrubber
+        self.held = held
+        self.default_timeout = default_timeout
+        self.load_timeout = load_timeout
+
+    def acquire(self, name: str, version: str | None, seconds: float | None) -> Any:
+        """A lease on the version asked for, taken on this thread (waiting up to
+        ``seconds``, or the load timeout, for a version still loading)."""
+        self._refuse_held(name)
+        wanted = parse_version(version)
+        try:
+            return self.repository.acquire(
+                name, wanted, timeout=self.load_timeout if seconds is None else seconds
+            )
+        except KeepwarmError as exc:
+            raise self.scrubber.scrubbed(exc) from None
+
+    async def run(
+        self,
+        name: str,
+        version: str | None,
+        timeout: float | None,
+        run: Callable[[Any, float | None, ExitStack], T],
+        abandoned: Callable[[T], None] | None = None,
+    ) -> T:
+        """``run(leased_model, deadline, lease)`` on a worker thread under a lease; errors
+        made public.
+
+        The lease is taken on the event loop (``acquire_async`` never blocks it, and a
+        version still loading is waited for up to the deadline: 504 after it); only
+        ``run`` hops to a worker thread. Cancelled while ``run`` runs (a client that went
+        away), its result is handed to ``abandoned`` when it returns."""
+        self._refuse_held(name)
+        wanted = parse_version(version)
+        seconds = self.default_timeout if timeout is None else timeout
+        deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            # Without a deadline a loading version is still waited for, up to the load timeout.
+            lease = await self.repository.acquire_async(
+                name, wanted, timeout=self.load_timeout if seconds is None else seconds
+            )
+        except KeepwarmError as exc:
+            raise self.scrubber.scrubbed(exc) from None
+
+        def work() -> T:
+            with ExitStack() as stack:
+                # Given back when ``run`` returns, on the thread that ran it (never under a
+                # running model), unless ``run`` takes it over (a request queued for its batch).
+                stack.callback(lease.release)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DeadlineExceededError(
+                        f"the request's deadline ({seconds:g} s) passed before it could run"
+                    )
+                return run(lease.model, deadline, stack)
+
+        future = self.executor.submit(work)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if future.cancel():  # it never started: its lease is given back here
+                lease.release()
+            elif abandoned is not None:
+                future.add_done_callback(partial(_hand_over, abandoned))
+            raise
+        except KeepwarmError as exc:
+            raise self.scrubber.scrubbed(exc) from None
+        except Exception as exc:
+            raise self.scrubber.translated(name, exc) from None
+
+    def _refuse_held(self, name: str) -> None:
+        why = self.held(name)
+        if why is not None:
+            raise UnavailableError(
+                f"model {name!r} is {why}; load it with POST /v2/repository/models/{name}/load"
+            )
