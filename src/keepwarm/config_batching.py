@@ -11,7 +11,7 @@ from keepwarm.config_table import EMPTY, TomlTable, call_argument
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import BatchingSettings
 
-BATCHING_KEYS = ("max_batch_size", "max_delay_ms", "max_queue", "pad_axes")
+BATCHING_KEYS = ("max_batch_size", "max_delay_ms", "max_queue", "pad_axes", "run_alone")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class BatchingConfig:
     max_queue: int = BatchingSettings.max_queue
     # axes >= 1 that may be padded, per input name ("*": every input); empty: none
     pad_axes: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: EMPTY)
+    # requests run at once, each alone, while nothing is queued (None: two per core)
+    run_alone: int | None = None
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def with_defaults(self, settings: BatchingSettings) -> BatchingConfig:
@@ -69,11 +71,13 @@ def _batching_table(table: TomlTable) -> BatchingConfig:
         raise table.fail("max_delay_ms", "a number of milliseconds >= 0", delay)
     size = table.integer("max_batch_size", 1)
     queue = table.integer("max_queue", 1)
+    alone = table.integer("run_alone", 1)
     return BatchingConfig(
         max_batch_size=defaults.max_batch_size if size is None else size,
         max_delay_ms=defaults.max_delay_ms if delay is None else float(delay),
         max_queue=defaults.max_queue if queue is None else queue,
         pad_axes=_pad_axes(table),
+        run_alone=alone,
         given=frozenset(key for key in BATCHING_KEYS if table.table.get(key) is not None),
     )
 

@@ -264,6 +264,7 @@ class RuntimeSpec:
             options=options,
             executor=getattr(model, "executor", None),
             slots=processes,
+            run_alone=batching.run_alone,
         )
 
     def _load_here(self, path: Path, runtime: Runtime, options: dict[str, Any]) -> LoadedModel:

@@ -47,6 +47,11 @@ _CHATTER = re.compile(
 )
 
 
+def is_native_chatter(line: bytes) -> bool:
+    """True for one of the native libraries' start-up lines (see ``_CHATTER``)."""
+    return _CHATTER.match(line) is not None
+
+
 def quiet_native_chatter() -> Callable[[], None]:
     """Route file descriptor 2 through a thread that drops native libraries' start-up
     chatter (which no environment variable silences) and passes every other line on.

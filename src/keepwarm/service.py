@@ -10,6 +10,7 @@ through ``public`` only, which names paths relative to the repository root.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from keepwarm.batching.model import refuse_when_full
-from keepwarm.batching.serving import Queued, abandon, finish
+from keepwarm.batching.serving import Queued, Ticket, abandon, admit_request, admitted, finish
 from keepwarm.control import ControlledSource, Management
 from keepwarm.errors import KeepwarmError
 from keepwarm.metrics import Metrics
@@ -171,8 +172,10 @@ class InferenceService:
 
     def refuse_when_overloaded(self, name: str) -> None:
         """``UnavailableError`` (503 + Retry-After) when every loaded version of ``name``
-        has a full batching queue: transports call it before reading the request body."""
-        refuse_when_full(name)
+        has a full batching queue: transports call it before reading the request body.
+        Else, on an event loop, a place is reserved for the request until ``infer`` queues
+        it (see ``batching.serving.admit_request``)."""
+        admit_request(name)
 
     async def infer(
         self,
@@ -191,16 +194,30 @@ class InferenceService:
         model's request that had to queue is awaited here (``batching.serving``), and
         leaves the queue when ``disconnected()`` returns (the client went away)."""
         with self._book.track(name, protocol) as record:
-            refuse_when_full(name)  # overload: refused at once, on the loop
+            admission = admitted(name)  # overload: refused at once, on the loop
+            ticket = Ticket()  # takes the request back if its caller goes while it waits
+
+            def decoded(signature: Signature) -> dict[str, np.ndarray]:
+                inputs = decode(signature)
+                if admission is not None:
+                    admission.release()  # it is queued (or runs) next: counted there
+                return inputs
 
             def run(model: Any, deadline: float | None, lease: ExitStack) -> T | Queued:
-                return record.run(model, deadline, lease, decode, encode)  # type: ignore[no-any-return]
+                return record.run(model, deadline, lease, decoded, encode, ticket)  # type: ignore[no-any-return]
 
             def drop(left: T | Queued) -> None:  # the caller went away while ``run`` ran
                 if isinstance(left, Queued):
                     abandon(left)
 
-            result = await self._leases.run(name, version, timeout, run, drop)
+            try:
+                result = await self._leases.run(name, version, timeout, run, drop)
+            except asyncio.CancelledError:
+                ticket.cancel()
+                raise
+            finally:
+                if admission is not None:
+                    admission.release()  # one that failed before it was queued
             if not isinstance(result, Queued):
                 return result
             try:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from keepwarm.batching.serving import Queued, begin
+from keepwarm.batching.serving import Queued, Ticket, begin
 from keepwarm.errors import KeepwarmError, UnavailableError
 from keepwarm.metrics import Metrics
 from keepwarm.service_stats import Statistics, Timing
@@ -37,7 +37,13 @@ class Record:
         self.timing = Timing(started)
 
     def run(
-        self, model: Any, deadline: float | None, lease: ExitStack, decode: Any, encode: Any
+        self,
+        model: Any,
+        deadline: float | None,
+        lease: ExitStack,
+        decode: Any,
+        encode: Any,
+        ticket: Ticket | None = None,
     ) -> Any:
         """Decode, predict and encode on leased ``model``; a ``Queued`` request when its
         batcher queued it (``finish`` ends it once its outputs are there)."""
@@ -47,7 +53,7 @@ class Record:
         signature: Signature = model.signature
         inputs: dict[str, np.ndarray] = decode(signature)
         timing.compute_input = timing.lap()
-        outputs = begin(model, inputs, deadline, lease)
+        outputs = begin(model, inputs, deadline, lease, ticket)
         timing.compute_infer = timing.lap()
         if isinstance(outputs, Queued):
             return outputs

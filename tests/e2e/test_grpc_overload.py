@@ -37,7 +37,7 @@ def held_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
     folder = tmp_path_factory.mktemp("grpc-overload")
     gate = Gate(folder)
     log = folder / "ran.log"
-    batching = f"max_batch_size = 1\nmax_queue = {MAX_QUEUE}\nmax_delay_ms = 0\n"
+    batching = f"max_batch_size = 1\nmax_queue = {MAX_QUEUE}\nmax_delay_ms = 0\nrun_alone = 2\n"
     place_logged_model(folder / "models" / "gated", gate, log, delay=0, batching=batching)
     server = ServerProcess(folder / "models", "--allow-unsafe")
     channel = grpc.insecure_channel(server.grpc_address)

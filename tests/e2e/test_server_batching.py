@@ -1,6 +1,7 @@
 """Batching through the real server: 32 concurrent HTTP clients get the direct call's
 results; a request that expires or whose client goes away while queued is never run
-(the model logs what it runs); overload is refused fast and the server recovers."""
+(the model logs what it runs); overload is refused fast and the server recovers;
+requests still sending their bodies hold their places in the queue."""
 
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
     gate = Gate(folder)
     log = folder / "ran.log"
     place_logged_model(
-        root / "gated", gate, log, delay=0, batching="max_batch_size = 4\nmax_delay_ms = 0\n"
+        root / "gated",
+        gate,
+        log,
+        delay=0,
+        batching="max_batch_size = 4\nmax_delay_ms = 0\nrun_alone = 2\n",
     )
     place_logged_model(
         root / "slow",
@@ -159,10 +164,62 @@ def test_overload_is_refused_fast_and_the_server_recovers(
     # A refusal does not wait for the model: the typical one is answered in less than
     # half the time of the fastest accepted request (which waits for its 20 ms batch).
     assert float(np.median(refusals)) < 0.5 * min(accepted)
+    # The target (p99 at most 10 ms) is the bench's. On this shared 2-core machine the
+    # p99 of refusals measured 12-400 ms before and after admission counted requests
+    # still being read (the machine's own stalls); refusals that waited for bodies to be
+    # decoded measured seconds: the bound is generous, and catches that.
+    assert p99_rejected < 1.0
     # After the load: served as normal, nothing left queued.
     started = time.perf_counter()
     assert requests.post(url, data=body, timeout=60).status_code == 200
     assert time.perf_counter() - started < 0.5
+    assert metric(server, "keepwarm_batch_queue_depth", model="slow") == 0
+
+
+def test_requests_still_sending_their_body_count_toward_the_queue_bound(
+    logged: tuple[ServerProcess, Gate, Path],
+) -> None:
+    """A request is admitted before its body is read, and holds a place in the queue from
+    then on: with 8 requests admitted and still sending their bodies (max_queue 8), the
+    ninth is refused at once, not admitted to be refused later, after its body was read
+    and decoded; the eight are served once their bodies arrive."""
+    server, _, _ = logged
+    address = urlsplit(server.url)
+    body = orjson.dumps(_v2([[3, 1]]))
+
+    def head(length: int) -> bytes:
+        return (
+            f"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        ).encode()
+
+    def answer(sock: socket.socket) -> bytes:
+        reply = b""
+        while b"\r\n\r\n" not in reply:  # the status line and headers
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            reply += chunk
+        return reply
+
+    sending = []
+    try:
+        for _ in range(8):
+            sock = socket.create_connection((address.hostname, address.port), timeout=30)
+            sock.sendall(head(len(body)) + body[:10])  # the rest of the body is yet to come
+            sending.append(sock)
+        rejected_before = metric(server, "keepwarm_batch_requests_total", outcome="rejected")
+        with socket.create_connection((address.hostname, address.port), timeout=30) as late:
+            late.sendall(head(len(body)))  # refused on its headers alone
+            assert answer(late).startswith(b"HTTP/1.1 503"), "admitted past the bound"
+        after = metric(server, "keepwarm_batch_requests_total", outcome="rejected")
+        assert after == rejected_before + 1
+        for sock in sending:
+            sock.sendall(body[10:])
+        for sock in sending:
+            assert answer(sock).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in sending:
+            sock.close()
     assert metric(server, "keepwarm_batch_queue_depth", model="slow") == 0
 
 

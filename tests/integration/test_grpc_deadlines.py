@@ -117,7 +117,7 @@ def batched(tmp_path: Path) -> Iterator[InferenceService]:
     Gate.open.set()  # the buckets' warmup at load runs through
     place(tmp_path / "gated", 1, files=GATED)
     (tmp_path / "gated" / "model.toml").write_text(
-        "[warmup]\nruns = 0\n\n[batching]\nmax_batch_size = 1\nmax_delay_ms = 0\n"
+        "[warmup]\nruns = 0\n\n[batching]\nmax_batch_size = 1\nmax_delay_ms = 0\nrun_alone = 2\n"
     )
     repository = Repository(tmp_path, allow_unsafe=True)
     repository.start()

@@ -100,6 +100,8 @@ class Crashes:
         pass
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # A native library's start-up line first: dropped from the tail and from stderr.
+        sys.stderr.write("I0000 00:00:1796166137.671957   18659 port.cc:153] oneDNN ops on.\n")
         sys.stderr.write("Crashes: about to die on purpose\n")
         sys.stderr.flush()
         os._exit(3)

@@ -98,6 +98,9 @@ def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
     config = parse_model_config("default = 3\n[batching]\nmax_queue = 8", source="x")
     assert config.default == 3
     assert config.batching == BatchingConfig(max_queue=8)
+    assert config.batching.run_alone is None  # two per core, decided at load
+    alone = parse_model_config("[batching]\nrun_alone = 2", source="x").batching
+    assert alone is not None and alone.run_alone == 2
     assert parse_model_config("[warmup]\nruns = 0", source="x").warmup_runs == 0
 
 
@@ -143,6 +146,8 @@ def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
         ("[batching]\nmax_delay_ms = -1", ["batching.max_delay_ms:", ">= 0", "-1"]),
         ('[batching]\nmax_delay_ms = "2"', ["batching.max_delay_ms:", "'2'"]),
         ("[batching]\nmax_queue = 0", ["batching.max_queue:", ">= 1"]),
+        ("[batching]\nrun_alone = 0", ["batching.run_alone:", ">= 1"]),
+        ('[batching]\nrun_alone = "4"', ["batching.run_alone:", "'4'"]),
         ("batching = 3", ["batching:", "a table"]),
         ("[batching]\npad_axes = [0]", ["batching.pad_axes:", "axes >= 1", "[0]"]),
         ("[batching]\npad_axes = 1", ["batching.pad_axes:", "a list of axes", "1"]),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from keepwarm.batching.latency import ArrivalRate, LatencyTable, wait_seconds
 from keepwarm.batching.merge import Arrays
+from keepwarm.batching.relay import Follower
 from keepwarm.batching.stats import BatchStats
 
 FIRST_PENALTY = 0.1  # seconds without holding batches after a hold that gained nothing
@@ -36,6 +37,7 @@ class Item:
     future: Future[Arrays]
     deadline: float | None
     queued_at: float
+    follower: Follower | None = None  # its caller's thread, waiting (``relay``)
 
 
 class BatchQueue:

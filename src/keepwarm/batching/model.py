@@ -78,6 +78,38 @@ def live_batchers() -> list[BatcherView]:
     ]
 
 
+class Admission:
+    """A place reserved in the queue of model ``name``'s batcher for one admitted request
+    (``admit``); ``release()`` gives it back: once, from any thread, however often called."""
+
+    def __init__(self, name: str, batcher: Batcher) -> None:
+        self.name = name
+        self._batcher = batcher
+        self._token = [True]  # list.pop is atomic: one release wins
+
+    def release(self) -> None:
+        try:
+            self._token.pop()
+        except IndexError:
+            return
+        self._batcher.unreserve()
+
+
+def admit(name: str) -> Admission | None:
+    """Reserve a place in the queue of a loaded version of model ``name``, so that a
+    request admitted now counts toward ``max_queue`` while its body is read and decoded
+    (None: no version of it is batched). When every version's queue is full (queued and
+    reserved), ``UnavailableError``, counted as rejected: refused before any other work."""
+    with _live_lock:
+        mine = [m for m in _live if m.name == name and m.why_not is None]
+    for m in mine:
+        if m.batcher.reserve():
+            return Admission(name, m.batcher)
+    if mine:
+        raise mine[0].batcher.refuse()
+    return None
+
+
 def refuse_when_full(name: str) -> None:
     """Raise ``UnavailableError`` (counted as rejected) when every loaded version of model
     ``name`` has a full queue: a server refuses such a request before any other work."""
@@ -129,6 +161,7 @@ class BatchedModel:
         options: Mapping[str, Any] | None = None,
         executor: Executor | None = None,
         slots: int | None = None,
+        run_alone: int | None = None,
     ) -> None:
         self.inner = model
         self.name, self.version = name, version
@@ -136,6 +169,7 @@ class BatchedModel:
         self.nbytes = model.nbytes
         self.nbytes_source = model.nbytes_source
         self.why_not = unbatchable(model.signature)
+        given = executor
         executor = executor if executor is not None else shared_executor()
         cores = os.cpu_count() or 1
         # At least two batches at once: one's Python work (merge, split, the callers'
@@ -143,7 +177,18 @@ class BatchedModel:
         # pools are per process or per session, so a second call adds no threads.
         fit = pool_size(cores, threads_per_call(options or {}, cores))
         # ``slots`` given: the model says how many calls it serves at once (its processes).
+        bounded = slots is not None or given is not None
         slots = min(executor.slots, slots if slots is not None else max(2, fit))
+        # While nothing is queued, up to two requests per core run at once, each alone on
+        # its caller's thread, as they would without batching: a model whose calls leave
+        # cores idle (framework overhead, small layers) serves more that way than in
+        # batches of two or three; once requests queue, batches form on ``slots``. A model
+        # that says how many calls it serves (its processes), or an executor given here,
+        # bounds both, unless ``run_alone`` (``[batching] run_alone``) says how many.
+        if run_alone is not None:
+            alone = max(slots, run_alone)
+        else:
+            alone = slots if bounded else max(slots, 2 * cores)
         self.batcher = Batcher(
             model.predict,
             name=name,
@@ -154,6 +199,7 @@ class BatchedModel:
             pad_axes=pad_axes,
             crop_axes=open_axes(model.signature),
             slots=slots,
+            alone=alone,
         )
         with _live_lock:
             _live.add(self)
@@ -164,10 +210,16 @@ class BatchedModel:
         return self.batcher.predict(inputs)
 
     def start(
-        self, inputs: dict[str, np.ndarray], *, deadline: float | None = None
+        self,
+        inputs: dict[str, np.ndarray],
+        *,
+        deadline: float | None = None,
+        bind: Callable[[Future[dict[str, np.ndarray]]], bool] | None = None,
+        follow: bool = True,
     ) -> Future[dict[str, np.ndarray]]:
-        """From a thread: run now when a slot is free (the future is done), else queue (a
-        pending future, cancellable until its batch starts); see ``Batcher.start``."""
+        """From a thread: run now when a slot is free (the future is done), else queue and
+        wait a little for the batch (a pending future, cancellable until its batch
+        starts); see ``Batcher.start``."""
         if self.why_not is not None:
             done: Future[dict[str, np.ndarray]] = Future()
             try:
@@ -175,7 +227,7 @@ class BatchedModel:
             except Exception as exc:
                 done.set_exception(exc)
             return done
-        return self.batcher.start(inputs, deadline=deadline)
+        return self.batcher.start(inputs, deadline=deadline, bind=bind, follow=follow)
 
     async def predict_async(
         self, inputs: dict[str, np.ndarray], *, timeout: float | None = None

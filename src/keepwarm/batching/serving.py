@@ -1,5 +1,10 @@
-"""The server's side of batching: a request is decoded and handed to its version's
-batcher on a worker thread; if it had to queue, the event loop awaits it.
+"""The server's side of batching: a request is admitted, decoded and handed to its
+version's batcher on a worker thread; if it had to queue, the event loop awaits it.
+
+- ``admit_request`` (event loop, before the body is read): refuses at once when the
+  model's queue is full, else reserves a place for the request, held in its task's
+  context until ``admitted`` takes it (the request is about to be queued) or, at the
+  latest, until the task ends.
 
 - ``begin`` (worker thread, under the request's lease): runs the request at once when
   the model is free (on that thread, as without batching), else queues it and returns a
@@ -16,15 +21,50 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from keepwarm.batching.model import BatchedModel
+from keepwarm.batching.model import Admission, BatchedModel, admit, refuse_when_full
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 
 Arrays = dict[str, np.ndarray]
+#: The place in a batching queue reserved for the request its task serves.
+_admission: ContextVar[Admission | None] = ContextVar("keepwarm_admission", default=None)
+
+
+def admit_request(name: str) -> None:
+    """From the request's task: ``UnavailableError`` when every batched version of model
+    ``name`` has a full queue; else a place reserved (see the module docstring)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # a blocking caller (no event loop): refused or not, no place kept
+        refuse_when_full(name)
+        return
+    admission = admit(name)
+    if admission is None:
+        return
+    if task is None:
+        admission.release()
+        return
+    _admission.set(admission)
+    task.add_done_callback(lambda _: admission.release())
+
+
+def admitted(name: str) -> Admission | None:
+    """The place this task reserved for model ``name`` (admitting it now if it had not:
+    ``UnavailableError`` when full); the caller releases it once the request is queued
+    or has failed. None: ``name`` is not batched."""
+    admission = _admission.get()
+    _admission.set(None)
+    if admission is not None and admission.name == name:
+        return admission
+    admit_request(name)
+    admission = _admission.get()
+    _admission.set(None)
+    return admission
 
 
 @dataclass
@@ -38,14 +78,49 @@ class Queued:
     deadline: float | None
 
 
-def begin(model: Any, inputs: Arrays, deadline: float | None, lease: ExitStack) -> Arrays | Queued:
+class Ticket:
+    """Lets the event loop take back a request while its worker thread waits for its
+    batch (``Batcher.start``): ``cancel()`` (the caller went away) cancels the request
+    if it is still queued, which ends that wait."""
+
+    __slots__ = ("_future", "_gone")
+
+    def __init__(self) -> None:
+        self._future: Future[Arrays] | None = None
+        self._gone = False
+
+    def bind(self, future: Future[Arrays]) -> bool:
+        """The worker thread's side: the request's future; False when already gone."""
+        self._future = future
+        return not self._gone
+
+    def cancel(self) -> None:
+        self._gone = True
+        future = self._future
+        if future is not None:
+            future.cancel()
+
+
+def begin(
+    model: Any,
+    inputs: Arrays,
+    deadline: float | None,
+    lease: ExitStack,
+    ticket: Ticket | None = None,
+) -> Arrays | Queued:
     """Predict ``inputs`` on leased ``model`` (a ``LeasedModel``): its outputs, or the
-    ``Queued`` request (taking over ``lease``) when a batch of its model is running."""
+    ``Queued`` request (taking over ``lease``) when a batch of its model is running and
+    the request's batch did not run while this thread waited for it."""
     raw = model.raw
     if not isinstance(raw, BatchedModel) or raw.why_not is not None:
         return model.predict(inputs)  # type: ignore[no-any-return]
-    future = raw.start(model.signature.coerce(inputs), deadline=deadline)
-    if future.done():
+    # Without a ticket (a blocking caller, whose client's leaving this thread cannot
+    # see while it waits) the request is not waited for here: it is ``Queued``.
+    bind = None if ticket is None else ticket.bind
+    future = raw.start(
+        model.signature.coerce(inputs), deadline=deadline, bind=bind, follow=ticket is not None
+    )
+    if future.done() and not future.cancelled():
         return future.result()
     return Queued(future, model.name, model.version, lease.pop_all(), deadline)
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from keepwarm import errors
 from keepwarm.errors import KeepwarmError, ModelLoadError, ResourceExhaustedError
+from keepwarm.logs import is_native_chatter
 from keepwarm.settings import WorkerSettings
 from keepwarm.workers.buffer import SharedBuffer, grown, layout, receive_buffer, send_buffer
 from keepwarm.workers.messages import (
@@ -259,15 +260,13 @@ class WorkerProcess:
 
     def _read_output(self, fd: int) -> None:
         prefix = f"[keepwarm worker {self.worker_id}] ".encode()
+        pending = b""
         try:
             while chunk := os.read(fd, 65536):
-                with self._tail_lock:
-                    self._tail.append(chunk)
-                    self._tail_bytes += len(chunk)
-                    while self._tail_bytes - len(self._tail[0]) >= _TAIL:
-                        self._tail_bytes -= len(self._tail.popleft())
-                with contextlib.suppress(OSError, ValueError):  # no stderr (closed at exit)
-                    sys.stderr.write((prefix + chunk).decode("utf-8", "replace"))
+                *lines, pending = (pending + chunk).split(b"\n")
+                self._forward(prefix, lines)
+            if pending:
+                self._forward(prefix, [pending])
         except OSError:
             pass
         finally:
@@ -276,6 +275,21 @@ class WorkerProcess:
         self.popen.wait()
         if self._on_exit is not None and not self.stopping:
             self._on_exit(self)
+
+    def _forward(self, prefix: bytes, lines: list[bytes]) -> None:
+        """Keep whole lines in the tail and pass them to stderr, each with the worker's
+        prefix; native libraries' start-up chatter is dropped, as the server drops its own."""
+        kept = b"".join(line + b"\n" for line in lines if not is_native_chatter(line))
+        if not kept:
+            return
+        with self._tail_lock:
+            self._tail.append(kept)
+            self._tail_bytes += len(kept)
+            while self._tail_bytes - len(self._tail[0]) >= _TAIL:
+                self._tail_bytes -= len(self._tail.popleft())
+        text = b"".join(prefix + line + b"\n" for line in kept.splitlines())
+        with contextlib.suppress(OSError, ValueError):  # no stderr (closed at exit)
+            sys.stderr.write(text.decode("utf-8", "replace"))
 
 
 def rebuilt(failed: Failed) -> Exception:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from keepwarm.batching import PadAxes, ThreadExecutor
-from keepwarm.batching.model import BatchedModel, live_batchers, refuse_when_full
-from keepwarm.batching.serving import Queued, begin, finish
+from keepwarm.batching.model import BatchedModel, admit, live_batchers, refuse_when_full
+from keepwarm.batching.serving import Queued, admit_request, admitted, begin, finish
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 from keepwarm.model import LeasedModel
 from support.batch_models import RowLoaded
@@ -177,3 +177,48 @@ def test_a_full_queue_is_refused_before_any_work(held: tuple) -> None:
     gate.set()
     running.result(30)
     queued[1].result(30)
+
+
+def test_admitted_requests_hold_their_place_until_queued_or_their_task_ends(
+    held: tuple,
+) -> None:
+    """A server admits a request before reading its body: the place is reserved, so that
+    requests admitted and still being read count toward ``max_queue`` (2 here); it is
+    given back once the request is queued (``admitted``, then release) or, for one that
+    failed before, when its task ends. A place is given back once however often."""
+    model, inner, gate = held
+    running = model.batcher.submit(_x(0))
+    assert inner.rows.entered.wait(10)
+    first = admit("rows")
+    assert first is not None and admit("other") is None  # "other" is not batched
+    second = admit("rows")
+    assert second is not None
+    with pytest.raises(UnavailableError, match="'rows' is overloaded: 2 requests"):
+        admit("rows")
+    first.release()
+    first.release()  # once only: one place came back, not two
+    third = admit("rows")
+    assert third is not None
+    with pytest.raises(UnavailableError):
+        admit("rows")
+    second.release()
+    third.release()
+
+    async def request(fail: bool) -> None:
+        admit_request("rows")  # as a transport does before reading the body
+        if fail:
+            raise ValueError("a bad body")
+        admission = admitted("rows")  # as ``InferenceService.infer`` does
+        assert admission is not None and model.batcher.full is False
+        admission.release()  # queued now: counted in the queue instead
+        model.batcher.submit(_x(4))
+
+    async def scenario() -> None:
+        with pytest.raises(ValueError, match="a bad body"):
+            await asyncio.ensure_future(request(fail=True))
+        await asyncio.ensure_future(request(fail=False))
+
+    asyncio.run(scenario())
+    assert model.batcher.queued == 1 and not model.batcher.full  # both places came back
+    gate.set()
+    running.result(30)

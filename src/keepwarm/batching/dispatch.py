@@ -1,0 +1,259 @@
+"""The running side of a ``Batcher``: its lock, queue and slots; queuing a request,
+taking and running batches on callers' threads (``relay``'s leader/follower) or the
+executor, failing expired requests, and admission (places reserved in the queue).
+
+The batcher is its only user; every method that reads the queue or the slots takes the
+lock, and batches run outside it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
+
+from keepwarm.batching.batch_queue import BatchQueue, Item
+from keepwarm.batching.executor import Executor
+from keepwarm.batching.latency import LatencyTable
+from keepwarm.batching.merge import Arrays, PadAxes, rows_and_key, rows_of
+from keepwarm.batching.relay import Follower, hand_over
+from keepwarm.batching.runner import BatchRunner, Outcome
+from keepwarm.batching.stats import BatchStats, account
+from keepwarm.errors import DeadlineExceededError, UnavailableError
+
+
+class Dispatch:
+    """See the module docstring. ``queue`` is the batcher's ``BatchQueue``; ``runner``
+    runs a batch; ``slots`` bounds the batches running at once; ``alone`` (at least
+    ``slots``) bounds the requests run at once on their callers' threads while nothing is
+    queued: at low concurrency each runs alone, as without batching; once a queue builds,
+    batches run on ``slots`` only (the runs past it give their slot back)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        queue: BatchQueue,
+        runner: BatchRunner,
+        executor: Executor,
+        slots: int,
+        alone: int,
+        max_queue: int,
+        pad_axes: PadAxes,
+        latency: LatencyTable,
+        stats: BatchStats,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.queue = queue
+        self.max_queue = max_queue
+        self.pad_axes = pad_axes
+        self.latency = latency
+        self.stats = stats
+        self._runner = runner
+        self._executor = executor
+        self._slots = slots
+        self._alone = max(alone, slots)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running = 0
+        self._reserved = 0  # places reserved by admitted requests not yet queued
+        self.followers = 0  # threads waiting in ``follow`` (written under the lock)
+        self._closed = False
+
+    # ---------------------------------------------------------------- admission
+
+    def full(self) -> bool:
+        """Whether a request would be refused now (cancelled requests purged first)."""
+        with self._lock:
+            return self._full()
+
+    def reserve(self) -> bool:
+        """Reserve a place in the queue for a request admitted now (False: full); the
+        caller gives it back with ``unreserve`` once the request is queued or has failed."""
+        with self._lock:
+            if self._full():
+                return False
+            self._reserved += 1
+            return True
+
+    def unreserve(self) -> None:
+        with self._lock:
+            self._reserved -= 1
+
+    def _full(self) -> bool:
+        """Under the lock."""
+        if len(self.queue.items) + self._reserved < self.max_queue:
+            return False
+        self.queue.purge(self._clock())
+        return len(self.queue.items) + self._reserved >= self.max_queue
+
+    def refuse(self) -> UnavailableError:
+        """The error of a request refused for a full queue (counted as rejected)."""
+        with self._lock:
+            self.stats.rejected += 1
+            queued = len(self.queue.items) + self._reserved
+        return self._overloaded(queued)
+
+    def _overloaded(self, queued: int) -> UnavailableError:
+        return UnavailableError(
+            f"model {self.name!r} is overloaded: {queued} requests are queued (max_queue); "
+            "retry later"
+        )
+
+    # ---------------------------------------------------------------- requests
+
+    def enqueue(
+        self, inputs: Arrays, deadline: float | None, follower: Follower | None
+    ) -> tuple[Future[Arrays], list[Item]]:
+        """Register the future, queue the request, and take a batch when a slot is free
+        (the caller launches it)."""
+        found = rows_and_key(inputs, self.pad_axes)
+        rows, key = found if found is not None else (0, None)
+        future: Future[Arrays] = Future()
+        now = self._clock()
+        item = Item(inputs, rows, key, future, deadline, now, follower)
+        if follower is not None:
+            future.add_done_callback(follower.done)
+        queue = self.queue
+        with self._lock:
+            if self._closed:
+                raise UnavailableError(f"model {self.name!r} is unloading; retry")
+            if len(queue.items) >= self.max_queue:
+                queue.purge(now)
+                if len(queue.items) >= self.max_queue:
+                    self.stats.rejected += 1
+                    raise self._overloaded(len(queue.items))
+            queue.append(item)
+            batch, expired = queue.take(now) if self._running < self._slots else ([], [])
+            if batch:
+                self._running += 1
+        self.expire(expired)
+        return future, batch
+
+    def run_now(self, inputs: Arrays, deadline: float | None) -> Outcome | None:
+        """The fast path of a thread caller: when a slot is free and nothing is queued, run
+        the request here, never queued; None when it must queue."""
+        rows = rows_of(inputs)
+        now = self._clock()
+        with self._lock:
+            if (
+                self._running >= self._alone
+                or self.queue.items
+                or self._closed
+                or (deadline is not None and deadline <= now)
+            ):
+                return None
+            self._running += 1
+            self.queue.rate.arrived(rows or 1, now)
+        outcome = self._runner.run_one(inputs, rows)
+        with self._lock:
+            account(self.stats, self.latency, outcome, 1)
+            if not self.queue.items or self._running > self._slots:  # the idle case, or
+                self._running -= 1  # a run past the batch slots: the others take the queue
+                return outcome
+            batch, expired = self.next_batch()
+            handed = bool(batch) and hand_over(batch)
+        self.expire(expired)
+        if batch and not handed:
+            self._executor.submit(partial(self.work, batch))
+        return outcome
+
+    def follow(self, follower: Follower, until: float | None) -> None:
+        """Wait until the request's result is in, or lead the batch handed over (run it
+        here); or, at ``until``, stop waiting (the request stays queued)."""
+        with self._lock:
+            self.followers += 1
+        woken = follower.wait(None if until is None else until - self._clock())
+        with self._lock:
+            self.followers -= 1
+            if not woken and follower.batch is None:
+                follower.waiting = False  # no batch will be handed to it now
+                return
+        if not woken:
+            follower.wait(None)  # handed a batch meanwhile: already woken
+        if follower.batch is not None:
+            self.work(follower.batch, inline=True)
+
+    def launch(self, batch: list[Item]) -> None:
+        """Run ``batch`` on a waiting follower in it, else on the executor."""
+        with self._lock:
+            handed = hand_over(batch)
+        if not handed:
+            self._executor.submit(partial(self.work, batch))
+
+    def expire(self, items: list[Item]) -> None:
+        self.stats.expired += len(items)  # a race with a reader costs one count at most
+        for item in items:
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(
+                    DeadlineExceededError(
+                        f"model {self.name!r}: the request's deadline passed while it was "
+                        "queued; it was not run"
+                    )
+                )
+
+    def work(self, batch: list[Item], *, inline: bool = False) -> None:
+        """Run ``batch``, then every batch that gathered meanwhile, on this slot; a
+        caller's thread (``inline``) hands those over (a follower, else the executor)."""
+        while batch:
+            started = self._clock()
+            outcome = self._runner.run([item.inputs for item in batch], [i.rows for i in batch])
+            waited = [started - item.queued_at for item in batch]
+            with self._lock:
+                account(self.stats, self.latency, outcome, len(batch), sum(waited), max(waited))
+                done, (batch, expired) = batch, self.next_batch()
+                handed = inline and bool(batch) and hand_over(batch)
+            outcome.deliver([item.future for item in done])
+            self.expire(expired)
+            if batch and inline:
+                if not handed:
+                    self._executor.submit(partial(self.work, batch))
+                return
+
+    def next_batch(self) -> tuple[list[Item], list[Item]]:
+        """After a batch (under the lock): the batch this slot runs next and the requests
+        whose deadline passed, or, when nothing gathered meanwhile (or this run was past
+        the batch slots), the slot given back."""
+        if self.queue.items and self._running <= self._slots:
+            batch, expired = self.queue.take(self._clock(), force=self._closed)
+        else:
+            batch, expired = [], []
+        if not batch:
+            self._running -= 1
+        return batch, expired
+
+    def fire(self) -> None:
+        """The waker's call: dispatch the held partial batch if a slot is free."""
+        launch: list[Item] = []
+        expired: list[Item] = []
+        with self._lock:
+            if self._running < self._slots:
+                launch, expired = self.queue.take(self._clock(), force=True)
+                if launch:
+                    self._running += 1
+        self.expire(expired)
+        if launch:
+            self.launch(launch)
+
+    # ------------------------------------------------------------------- status
+
+    def counters(self) -> BatchStats:
+        with self._lock:
+            return self.stats.copy()
+
+    def close(self) -> None:
+        """Take no new requests; run what is queued (now, when a slot is free)."""
+        with self._lock:
+            self._closed = True
+            batch, expired = (
+                self.queue.take(self._clock(), force=True)
+                if self._running < self._slots
+                else ([], [])
+            )
+            if batch:
+                self._running += 1
+        self.expire(expired)
+        if batch:
+            self.launch(batch)
