@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from support.server_process import ServerProcess
-from support.waiting import wait_until
+from support.waiting import process_alive, wait_until
 from support.worker_models import Gate
 
 BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
@@ -76,12 +76,4 @@ def test_a_killed_worker_gives_503_then_the_model_answers_again(tmp_path: Path) 
     finally:
         server.stop()
         gate.close()
-    assert wait_until(lambda: not _alive(pids[-1]))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert wait_until(lambda: not process_alive(pids[-1]))

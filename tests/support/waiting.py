@@ -46,3 +46,12 @@ async def until_async(predicate: Callable[[], object], timeout: float = WAIT_S) 
     while not predicate():
         assert time.monotonic() < deadline, "the condition never held"
         await asyncio.sleep(0)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: gone, or a zombie waiting to be reaped, is dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False

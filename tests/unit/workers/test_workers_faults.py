@@ -21,7 +21,7 @@ from keepwarm.errors import UnavailableError
 from keepwarm.model import Model
 from keepwarm.settings import Settings
 from keepwarm.workers import WorkerModel, default_pool
-from support.waiting import wait_until
+from support.waiting import process_alive, wait_until
 from support.worker_models import Gate
 
 MODELS = "support.worker_models"
@@ -166,16 +166,8 @@ def test_no_worker_outlives_its_server(tmp_path: Path, how: str) -> None:
     ) as server:
         assert server.stdout is not None
         pids = [int(p) for p in server.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        assert len(pids) == 2 and all(process_alive(pid) for pid in pids)
         if how == "kill":
             server.kill()
         assert server.wait(60) is not None
-    assert wait_until(lambda: not any(_alive(pid) for pid in pids))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(") ", 1)[1][0] != "Z"  # a zombie is dead
-    except FileNotFoundError:
-        return False
+    assert wait_until(lambda: not any(process_alive(pid) for pid in pids))

@@ -16,6 +16,7 @@ from keepwarm.errors import InvalidInputError, ModelLoadError, ResourceExhausted
 from keepwarm.settings import Settings
 from keepwarm.workers import WorkerModel, default_pool
 from keepwarm.workers.handle import RemoteError
+from support.waiting import process_alive, wait_until
 
 MODELS = "support.worker_models"
 
@@ -35,16 +36,6 @@ def _raw(cache: ModelCache, model_dir: Path, cls: str, **kwargs: object) -> Work
     inner = getattr(raw, "inner", raw)
     assert isinstance(inner, WorkerModel)
     return inner
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead too: read its state
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[1][0] != "Z"
 
 
 def test_results_equal_in_process_and_each_process_loads_once(
@@ -146,12 +137,10 @@ def test_a_class_defined_in_a_function_is_refused_with_a_hint(
 def test_closing_stops_the_workers_and_their_threads(cache: ModelCache, tmp_path: Path) -> None:
     raw = _raw(cache, tmp_path, "Affine", workers={"processes": 2})
     pids = [i.pid for i in raw.workers()]
-    assert all(_alive(pid) for pid in pids)
+    assert all(process_alive(pid) for pid in pids)
     assert cache.evict(tmp_path)
     # the reaper closes it on its own thread; the workers end, and so do their threads
-    from support.waiting import wait_until
-
-    assert wait_until(lambda: not any(_alive(pid) for pid in pids), 30)
+    assert wait_until(lambda: not any(process_alive(pid) for pid in pids), 30)
     assert wait_until(lambda: not raw.workers(), 30)
     assert wait_until(lambda: not _worker_threads(), 30)
 
