@@ -33,7 +33,7 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
                                 # other sizes there share a batch: a list for every input,
                                 # or a table per input: pad_axes = { tokens = [1] }
     run_alone = 4               # while nothing is queued, requests run at once, each
-                                # alone, up to this many (default: two per core)
+                                # alone, up to this many (default: the batch slots)
 
 With ``[batching]``, concurrent requests of the same shape are run together (padded with
 rows to a size of 1, 2, 4, ... ``max_batch_size``, each warmed at load). A model is batched

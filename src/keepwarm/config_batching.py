@@ -24,7 +24,7 @@ class BatchingConfig:
     max_queue: int = BatchingSettings.max_queue
     # axes >= 1 that may be padded, per input name ("*": every input); empty: none
     pad_axes: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: EMPTY)
-    # requests run at once, each alone, while nothing is queued (None: two per core)
+    # requests run at once, each alone, while nothing is queued (None: the batch slots)
     run_alone: int | None = None
     given: frozenset[str] = field(default=frozenset(), compare=False)
 

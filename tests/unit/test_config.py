@@ -98,7 +98,7 @@ def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
     config = parse_model_config("default = 3\n[batching]\nmax_queue = 8", source="x")
     assert config.default == 3
     assert config.batching == BatchingConfig(max_queue=8)
-    assert config.batching.run_alone is None  # two per core, decided at load
+    assert config.batching.run_alone is None  # the batch slots, decided at load
     alone = parse_model_config("[batching]\nrun_alone = 2", source="x").batching
     assert alone is not None and alone.run_alone == 2
     assert parse_model_config("[warmup]\nruns = 0", source="x").warmup_runs == 0

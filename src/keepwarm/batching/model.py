@@ -169,7 +169,6 @@ class BatchedModel:
         self.nbytes = model.nbytes
         self.nbytes_source = model.nbytes_source
         self.why_not = unbatchable(model.signature)
-        given = executor
         executor = executor if executor is not None else shared_executor()
         cores = os.cpu_count() or 1
         # At least two batches at once: one's Python work (merge, split, the callers'
@@ -177,18 +176,13 @@ class BatchedModel:
         # pools are per process or per session, so a second call adds no threads.
         fit = pool_size(cores, threads_per_call(options or {}, cores))
         # ``slots`` given: the model says how many calls it serves at once (its processes).
-        bounded = slots is not None or given is not None
         slots = min(executor.slots, slots if slots is not None else max(2, fit))
-        # While nothing is queued, up to two requests per core run at once, each alone on
-        # its caller's thread, as they would without batching: a model whose calls leave
-        # cores idle (framework overhead, small layers) serves more that way than in
-        # batches of two or three; once requests queue, batches form on ``slots``. A model
-        # that says how many calls it serves (its processes), or an executor given here,
-        # bounds both, unless ``run_alone`` (``[batching] run_alone``) says how many.
-        if run_alone is not None:
-            alone = max(slots, run_alone)
-        else:
-            alone = slots if bounded else max(slots, 2 * cores)
+        # While nothing is queued, a request runs at once on its caller's thread, up to
+        # ``slots`` such runs; ``run_alone`` (``[batching] run_alone``) lets more run alone
+        # (a model whose calls leave cores idle may serve more that way at 4-8 clients).
+        # Not the default: at 32 clients extra alone-runs kept batches from forming on the
+        # MLP (most batches of size 1) and doubled the server's CPU per request.
+        alone = slots if run_alone is None else max(slots, run_alone)
         self.batcher = Batcher(
             model.predict,
             name=name,
