@@ -1,5 +1,6 @@
 """Peers for ``bench/serve.py`` and ``bench/serve_batching.py``, each installed by the
-benchmark in its own virtual environment under ``bench/.venvs/`` (never by ``make test``),
+benchmark in its own virtual environment under ``bench/.venvs/`` (or
+``$BENCH_PEER_VENVS``; never by ``make test``),
 serving the same SavedModels through their ``serving_default`` signature, on loopback.
 
 - ``mlserver`` (here): a custom runtime, inference in-process (``parallel_workers: 0``),
@@ -31,7 +32,9 @@ from typing import Protocol
 import numpy as np
 import requests
 
-VENVS = Path(__file__).resolve().parent / ".venvs"
+# $BENCH_PEER_VENVS: another checkout's venvs, reused (a worktree need not install its own);
+# not KEEPWARM_*: keepwarm refuses unknown variables of its own prefix.
+VENVS = Path(os.environ.get("BENCH_PEER_VENVS") or Path(__file__).resolve().parent / ".venvs")
 PEERS = ("mlserver", "litserve", "pytriton")
 MLSERVER_PINS = ("mlserver==1.7.1", "tensorflow==2.21.0")
 RUNTIME = """

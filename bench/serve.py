@@ -1,7 +1,9 @@
 """The server against its limit: ``keepwarm serve`` over HTTP versus the same model called
 in-process (the limit, measured in the same run), on the MLP and MobileNetV2 example
 SavedModels, at concurrency 1, 8 and 32; and the cold start, from ``keepwarm serve`` to the
-first 200 on both models, against the same imports, loads and warmups done in-process.
+first 200 on both models, against the same imports, loads and warmups done in-process
+(``bench/cold_start.py``: ``--cold-rounds`` starts of each way taken in turn, medians;
+``--cold-start-only`` measures only those).
 
 The load generator is ``wrk -t1`` in its own process (``apt-get install wrk``), with a Lua
 script that rotates several different KServe v2 JSON bodies and counts only 2xx answers.
@@ -36,7 +38,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,19 +47,19 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-import orjson
 
+import cold_start
 from environment import environment as recorded_environment
 from peer_runs import PeerResults, direct_answers, failed_peers, peer_names, run_peers
 from peers import PEERS, Batching, Peer, first_200, settle
+from served import MODELS, SHAPES, Served, inputs, v2_body
+
+__all__ = ["BODIES", "LUA", "MODELS", "ROOT", "Served", "inputs", "v2_body", "wrk"]
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("mlp", "mobilenet_v2")
-SHAPES = {"mlp": (784,), "mobilenet_v2": (224, 224, 3)}
 CONCURRENCY = (1, 8, 32)
 BODIES = 8
 P50_ABOVE_DIRECT_MS = 0.3
-COLD_START_VS_IN_PROCESS = 1.2
 PROTOCOLS = ("rest-json", "rest-binary", "grpc-raw")
 PROTOCOL_CELLS = (("mobilenet_v2", 8), ("mlp", 1))
 PROTOCOL_ROUNDS = 3
@@ -81,16 +82,6 @@ function done(summary, latency, requests)
     latency:percentile(99), summary.duration))
 end
 """
-
-
-def inputs(model: str, n: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [rng.random((1, *SHAPES[model]), dtype=np.float32) for _ in range(n)]
-
-
-def v2_body(x: np.ndarray) -> bytes:
-    tensor = {"name": "image", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel()}
-    return orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def write_bodies(work: Path) -> dict[str, list[Path]]:
@@ -139,49 +130,6 @@ def direct(models_dir: Path, model: str, seconds: float) -> dict[int, dict[str, 
 
 
 # ------------------------------------------------------------------ the server
-
-
-class Served:
-    name = "keepwarm"
-
-    def __init__(self, repo: Path) -> None:
-        self.started = time.perf_counter()
-        command = [sys.executable, "-m", "keepwarm", "serve", str(repo), "--port", "0"]
-        self.proc = subprocess.Popen(
-            [*command, "--grpc-port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.url = ""
-        self.grpc = ""
-        found = threading.Event()
-
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.append(line)
-                match = re.search(r"REST  (http://\S+)", line)
-                if match:
-                    self.url = match.group(1)
-                grpc_match = re.search(r"gRPC  (\S+:\d+)", line)
-                if grpc_match:
-                    self.grpc = grpc_match.group(1)
-                if self.url and self.grpc:
-                    found.set()
-            found.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not found.wait(120) or not self.url:
-            raise SystemExit("keepwarm serve did not start:\n" + "".join(self.lines))
-
-    def infer_url(self, model: str) -> str:
-        return f"{self.url}/v2/models/{model}/infer"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
 
 
 def wrk(
@@ -255,18 +203,6 @@ def protocol_targets(
     ]  # fmt: skip
 
 
-def in_process_cold_start(models_dir: Path) -> float:
-    """From spawn to both models answering, in a fresh process, without a server."""
-    code = "import numpy as np, keepwarm\n" + "".join(
-        f"keepwarm.load({str(models_dir / m)!r}).predict("
-        f"np.zeros((1, *{SHAPES[m]!r}), np.float32))\n"
-        for m in MODELS
-    )
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-    return time.perf_counter() - started
-
-
 def drive_peers(
     names: list[str],
     repo: Path,
@@ -274,11 +210,11 @@ def drive_peers(
     seconds: float,
     script: Path,
     workdir: Path,
+    answers: dict[str, np.ndarray],
 ) -> PeerResults:
     """Each model and concurrency through each peer, at its best over batching off and on
-    (a cell per model and concurrency); cold start with batching off."""
+    (a cell per model and concurrency); ``answers``: the direct call's, to check theirs."""
     versions = {model: repo / model / "1" for model in MODELS}
-    answers = direct_answers(repo, {model: inputs(model, 1)[0] for model in MODELS})
     checks = {model: (files[model][0].read_bytes(), answers[model]) for model in MODELS}
 
     def measure(peer: Peer) -> list[dict[str, Any]]:
@@ -302,94 +238,74 @@ def main() -> int:
     parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
     parser.add_argument("--quick", action="store_true", help="2 s per cell instead of 10")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--peers", default=",".join(PEERS),
-                        help=f"comma-separated, of {', '.join(PEERS)}; '' for none")  # fmt: skip
-    args = parser.parse_args()
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated, of {', '.join(PEERS)}; '' for none",
+    )
+    parser.add_argument(
+        "--cold-start-only",
+        action="store_true",
+        help="only the cold starts (keepwarm, in-process, the peers)",
+    )
+    parser.add_argument(
+        "--cold-rounds",
+        type=int,
+        default=3,
+        help="cold starts of each way, taken in turn (default 3; medians)",
+    )
+    args = parser.parse_args()  # fmt: skip
     names = peer_names(args.peers)
-    if shutil.which("wrk") is None:
+    if args.cold_rounds < 1:
+        raise SystemExit("--cold-rounds must be at least 1")
+    if shutil.which("wrk") is None and not args.cold_start_only:
         raise SystemExit("bench/serve.py needs wrk (apt-get install wrk)")
     seconds = 2.0 if args.quick else 10.0
     load_before = os.getloadavg()[0]
     results: dict[str, Any] = {"cells": [], "targets": []}
+    peers = PeerResults()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         repo = tmp_path / "models"
         for model in MODELS:
             shutil.copytree(args.models / model, repo / model)
-        script = tmp_path / "bodies.lua"
-        script.write_text(LUA)
         files = write_bodies(tmp_path)
-        cold_in_process = in_process_cold_start(repo)
-        served = Served(repo)
-        try:
-            firsts = {m: files[m][0].read_bytes() for m in MODELS}
-            cold_served = first_200(served, firsts)
-            for model in MODELS:
-                url = served.infer_url(model)
-                wrk(url, files[model], 1, 1.0, script)  # warm the connection path
-                for c in CONCURRENCY:
-                    cell = {"model": model, "way": "keepwarm", "c": c,
-                            **wrk(url, files[model], c, seconds, script)}  # fmt: skip
-                    results["cells"].append(cell)
-            results["cells"] += protocol_cells(served, seconds)
-        finally:
-            served.stop()
-        peers = drive_peers(names, repo, files, seconds, script, tmp_path)
-        results["cells"] += peers.cells
-        cold_peers = peers.cold_s
-        for model in MODELS:
-            for c, figures in direct(repo, model, seconds).items():
-                results["cells"].append({"model": model, "way": "direct", "c": c, **figures})
-    results["cold_start_s"] = {
-        "keepwarm": cold_served, "in_process": cold_in_process, **cold_peers
-    }  # fmt: skip
-
-    def cell(model: str, way: str, c: int) -> dict[str, float]:
-        return next(
-            x for x in results["cells"] if (x["model"], x["way"], x["c"]) == (model, way, c)
+        firsts = {m: files[m][0].read_bytes() for m in MODELS}
+        answers = direct_answers(repo, {model: inputs(model, 1)[0] for model in MODELS})
+        colds, peers.failed = cold_start.cold_starts(
+            repo, firsts, names, args.cold_rounds, tmp_path, answers
         )
-
-    served_p50 = cell("mlp", "keepwarm", 1)["p50_ms"]
-    direct_p50 = cell("mlp", "direct", 1)["p50_ms"]
-    results["targets"] = [
-        {"target": f"MLP c=1 p50 <= direct + {P50_ABOVE_DIRECT_MS} ms",
-         "value": f"{served_p50:.3f} ms vs {direct_p50:.3f} + {P50_ABOVE_DIRECT_MS}",
-         "status": "PASS" if served_p50 <= direct_p50 + P50_ABOVE_DIRECT_MS else "FAIL"},
-        {"target": f"cold start <= {COLD_START_VS_IN_PROCESS}x in-process",
-         "value": f"{cold_served:.2f} s vs {cold_in_process:.2f} s",
-         "status": "PASS" if cold_served <= COLD_START_VS_IN_PROCESS * cold_in_process
-         else "FAIL"},
-    ]  # fmt: skip
-    results["targets"] += protocol_targets(cell, "protocol_load.py, medians of rounds")
-    served_rps = cell("mlp", "keepwarm", 32)["rps"]
-    if "mlserver" in cold_peers:
-        peer_p50 = cell("mlp", "mlserver", 1)["p50_ms"]
-        peer_rps = cell("mlp", "mlserver", 32)["rps"]
-        results["targets"] += [
-            {"target": "MLP c=1 p50 <= 0.6x MLServer's",
-             "value": f"{served_p50:.3f} ms vs 0.6 x {peer_p50:.3f}",
-             "status": "PASS" if served_p50 <= 0.6 * peer_p50 else "FAIL"},
-            {"target": "MLP c=32 req/s >= 1.5x MLServer's best",
-             "value": f"{served_rps:.0f} vs 1.5 x {peer_rps:.0f}",
-             "status": "PASS" if served_rps >= 1.5 * peer_rps else "FAIL"},
-        ]  # fmt: skip
-    for peer, peer_cold in cold_peers.items():
-        results["targets"].append(
-            {"target": f"cold start below {peer}'s",
-             "value": f"{cold_served:.2f} s vs {peer_cold:.2f} s",
-             "status": "PASS" if cold_served < peer_cold else "FAIL"}
-        )  # fmt: skip
+        if not args.cold_start_only:
+            script = tmp_path / "bodies.lua"
+            script.write_text(LUA)
+            results["cells"] += served_cells(repo, files, firsts, seconds, script)
+            failed = peers.failed
+            peers = drive_peers(
+                [n for n in names if n not in failed], repo, files, seconds, script, tmp_path,
+                answers,
+            )  # fmt: skip
+            peers.failed.update(failed)
+            results["cells"] += peers.cells
+            for model in MODELS:
+                for c, figures in direct(repo, model, seconds).items():
+                    results["cells"].append({"model": model, "way": "direct", "c": c, **figures})
+    results["cold_start_s"] = cold_start.medians(colds)
+    results["cold_start_rounds_s"] = colds
+    if results["cells"]:
+        results["targets"] += throughput_targets(results["cells"], peers)
+    results["targets"] += cold_start.targets(colds)
     results["targets"] += failed_peers(peers)
     results["failed_requests"] = sum(
         x.get("failed", 0) for x in results["cells"] if x["way"] in ("keepwarm", *PROTOCOLS)
     )
     results["loadavg"] = {"start": load_before, "end": os.getloadavg()[0]}
-    print(f"{'model':14s}{'way':13s}{'c':>4s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}  batching")
+    if results["cells"]:
+        print(f"{'model':14s}{'way':13s}{'c':>4s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}  "
+              "batching")  # fmt: skip
     for x in results["cells"]:
         print(f"{x['model']:14s}{x['way']:13s}{x['c']:4d}{x['rps']:10.0f}"
               f"{x['p50_ms']:9.3f}{x['p99_ms']:9.3f}  {x.get('config', '')}")  # fmt: skip
-    colds = results["cold_start_s"].items()
-    print("cold start (s): " + ", ".join(f"{way} {took:.2f}" for way, took in colds))
+    print(cold_start.table(colds))
     for t in results["targets"]:
         print(f"{t['status']:8s}{t['target']}: {t['value']}")
     print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} (noisy when high)")
@@ -402,6 +318,59 @@ def main() -> int:
         t["status"] == "FAIL" for t in results["targets"]
     )
     return 1 if failed else 0
+
+
+def served_cells(
+    repo: Path,
+    files: dict[str, list[Path]],
+    firsts: dict[str, bytes],
+    seconds: float,
+    script: Path,
+) -> list[dict[str, Any]]:
+    """``keepwarm serve``: each model at each concurrency through wrk, then the protocols."""
+    cells = []
+    served = Served(repo)
+    try:
+        first_200(served, firsts)
+        for model in MODELS:
+            url = served.infer_url(model)
+            wrk(url, files[model], 1, 1.0, script)  # warm the connection path
+            for c in CONCURRENCY:
+                cells.append({"model": model, "way": "keepwarm", "c": c,
+                              **wrk(url, files[model], c, seconds, script)})  # fmt: skip
+        cells += protocol_cells(served, seconds)
+    finally:
+        served.stop()
+    return cells
+
+
+def throughput_targets(cells: list[dict[str, Any]], peers: PeerResults) -> list[dict[str, str]]:
+    """Issue 7's MLP targets (against the direct call and MLServer) and issue 8's."""
+
+    def cell(model: str, way: str, c: int) -> dict[str, Any]:
+        return next(x for x in cells if (x["model"], x["way"], x["c"]) == (model, way, c))
+
+    served_p50 = cell("mlp", "keepwarm", 1)["p50_ms"]
+    direct_p50 = cell("mlp", "direct", 1)["p50_ms"]
+    targets = [
+        {"target": f"MLP c=1 p50 <= direct + {P50_ABOVE_DIRECT_MS} ms",
+         "value": f"{served_p50:.3f} ms vs {direct_p50:.3f} + {P50_ABOVE_DIRECT_MS}",
+         "status": "PASS" if served_p50 <= direct_p50 + P50_ABOVE_DIRECT_MS else "FAIL"},
+    ]  # fmt: skip
+    targets += protocol_targets(cell, "protocol_load.py, medians of rounds")
+    served_rps = cell("mlp", "keepwarm", 32)["rps"]
+    if "mlserver" in peers.cold_s:
+        peer_p50 = cell("mlp", "mlserver", 1)["p50_ms"]
+        peer_rps = cell("mlp", "mlserver", 32)["rps"]
+        targets += [
+            {"target": "MLP c=1 p50 <= 0.6x MLServer's",
+             "value": f"{served_p50:.3f} ms vs 0.6 x {peer_p50:.3f}",
+             "status": "PASS" if served_p50 <= 0.6 * peer_p50 else "FAIL"},
+            {"target": "MLP c=32 req/s >= 1.5x MLServer's best",
+             "value": f"{served_rps:.0f} vs 1.5 x {peer_rps:.0f}",
+             "status": "PASS" if served_rps >= 1.5 * peer_rps else "FAIL"},
+        ]  # fmt: skip
+    return targets
 
 
 if __name__ == "__main__":

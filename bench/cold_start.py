@@ -1,0 +1,139 @@
+"""Cold start, from spawning a process to a 200 from both example models (issue 7):
+``keepwarm serve``, the same imports, loads and warmups done in-process with
+``keepwarm.load`` (the limit), and each peer with its batching off (the setting in which
+it starts fastest: one warm call per model at batch 1; keepwarm warms every batch bucket).
+
+Taken in rounds, one start of each way per round and the order rotated from round to round,
+so that a burst of other work on the machine, or files not yet in the page cache, hit every
+way alike; each way's figure is the median of its rounds. Targets: keepwarm at most
+``VS_IN_PROCESS`` x the in-process median, and below every peer's median.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peers import PeerFailed, check_answer, first_200, start
+from served import MODELS, SHAPES, Served
+
+VS_IN_PROCESS = 1.2
+IN_PROCESS = "in_process"
+
+
+def in_process(repo: Path) -> float:
+    """From spawn to both models answering, in a fresh process, without a server."""
+    code = "import numpy as np, keepwarm\n" + "".join(
+        f"keepwarm.load({str(repo / m)!r}).predict(np.zeros((1, *{SHAPES[m]!r}), np.float32))\n"
+        for m in MODELS
+    )
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def served(repo: Path, bodies: Mapping[str, bytes]) -> float:
+    """``keepwarm serve`` from spawn to a 200 from every model."""
+    server = Served(repo)
+    try:
+        return first_200(server, bodies)
+    finally:
+        server.stop()
+
+
+def peer(
+    name: str,
+    repo: Path,
+    bodies: Mapping[str, bytes],
+    answers: Mapping[str, np.ndarray] | None,
+    workdir: Path,
+) -> float:
+    """Peer ``name``, batching off, from spawn to a 200 from every model; its answers are
+    checked against the direct call's when ``answers`` are given."""
+    server = start(name, {m: repo / m / "1" for m in MODELS}, workdir, None)
+    try:
+        try:
+            took = first_200(server, bodies)
+        except RuntimeError as exc:
+            raise PeerFailed(str(exc)) from exc
+        for model, expected in (answers or {}).items():
+            check_answer(server, model, bodies[model], expected)
+        return took
+    finally:
+        server.stop()
+
+
+def cold_starts(
+    repo: Path,
+    bodies: Mapping[str, bytes],
+    peers: Sequence[str],
+    rounds: int,
+    workdir: Path,
+    answers: Mapping[str, np.ndarray],
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Every way's cold starts, ``rounds`` of them taken in turn; and the peers that failed
+    (name -> why: they take no further part)."""
+
+    def run(way: str, first: bool) -> float:
+        if way == IN_PROCESS:
+            return in_process(repo)
+        if way == "keepwarm":
+            return served(repo, bodies)
+        return peer(way, repo, bodies, answers if first else None, workdir)
+
+    ways = [IN_PROCESS, "keepwarm", *peers]
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    failed: dict[str, str] = {}
+    for r in range(rounds):
+        order = ways[r % len(ways) :] + ways[: r % len(ways)]
+        for way in order:
+            if way in failed:
+                continue
+            try:
+                times[way].append(run(way, first=r == 0))
+            except PeerFailed as exc:
+                print(f"peer {way} FAILED: {exc}", flush=True)
+                failed[way] = str(exc)
+        line = ", ".join(f"{w} {times[w][-1]:.2f}" for w in order if w not in failed)
+        print(f"cold start round {r + 1}/{rounds} (s): {line}", flush=True)
+    return {way: took for way, took in times.items() if way not in failed}, failed
+
+
+def medians(times: Mapping[str, list[float]]) -> dict[str, float]:
+    return {way: statistics.median(took) for way, took in times.items()}
+
+
+def targets(times: Mapping[str, list[float]]) -> list[dict[str, Any]]:
+    """Issue 7's cold-start targets, on the medians of ``times``."""
+    median = medians(times)
+    ours, limit = median["keepwarm"], median[IN_PROCESS]
+    rounds = len(times["keepwarm"])
+    out = [
+        {"target": f"cold start <= {VS_IN_PROCESS}x in-process (medians of {rounds})",
+         "value": f"{ours:.2f} s vs {limit:.2f} s ({ours / limit:.2f}x)",
+         "status": "PASS" if ours <= VS_IN_PROCESS * limit else "FAIL"},
+    ]  # fmt: skip
+    for way, took in median.items():
+        if way in (IN_PROCESS, "keepwarm"):
+            continue
+        out.append(
+            {"target": f"cold start below {way}'s (medians of {rounds})",
+             "value": f"{ours:.2f} s vs {took:.2f} s",
+             "status": "PASS" if ours < took else "FAIL"}
+        )  # fmt: skip
+    return out
+
+
+def table(times: Mapping[str, list[float]]) -> str:
+    """One line per way: median, min and max of its rounds."""
+    lines = [f"{'cold start':14s}{'median s':>10s}{'min':>8s}{'max':>8s}"]
+    for way, took in times.items():
+        lines.append(f"{way:14s}{statistics.median(took):10.2f}{min(took):8.2f}{max(took):8.2f}")
+    return "\n".join(lines)
