@@ -21,7 +21,7 @@ _SMOOTHING = 0.2  # weight of a new measurement in the moving averages
 
 
 class LatencyTable:
-    """Seconds per batch, per bucket: measured at warmup, then a moving average.
+    """Seconds per batch, per bucket: seeded at warmup, then a moving average.
 
     Written by one thread at a time (its batcher records under its lock; warmup runs
     before the version serves); each read is one dict operation, so any thread may read.
@@ -30,10 +30,23 @@ class LatencyTable:
     def __init__(self, max_batch_size: int) -> None:
         self.buckets = buckets(max_batch_size)
         self._seconds: dict[int, float] = {}
+        self._seeded: set[int] = set()
+
+    def seed(self, bucket: int, seconds: float) -> None:
+        """A bucket's figure from its warmup run: the first call at a batch size pays once
+        for it (kernels chosen, memory allocated), so this is an upper bound, and the first
+        batch measured at that size replaces it whole. Too high a figure only makes waiting
+        for a larger batch look less worthwhile: no request waits because of it."""
+        self._seconds[bucket] = seconds
+        self._seeded.add(bucket)
 
     def record(self, bucket: int, seconds: float) -> None:
         old = self._seconds.get(bucket)
-        self._seconds[bucket] = seconds if old is None else old + _SMOOTHING * (seconds - old)
+        if old is None or bucket in self._seeded:
+            self._seeded.discard(bucket)
+            self._seconds[bucket] = seconds
+        else:
+            self._seconds[bucket] = old + _SMOOTHING * (seconds - old)
 
     def get(self, bucket: int) -> float | None:
         return self._seconds.get(bucket)

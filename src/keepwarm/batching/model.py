@@ -2,9 +2,10 @@
 
 Made by the load path when batching is on (``model.toml [batching]`` or
 ``keepwarm.load(..., batching=...)``), so the batcher lives and dies with its version:
-created at load, its buckets warmed (and timed, seeding the latency table) before the
-version serves, closed when the version is unloaded. Everything that predicts through a
-lease (``Model.predict``, ``LeasedModel.predict``, the server) batches without knowing.
+created at load, its buckets warmed (each run once, timed, seeding the latency table)
+before the version serves, closed when the version is unloaded. Everything that predicts
+through a lease (``Model.predict``, ``LeasedModel.predict``, the server) batches without
+knowing.
 A model that cannot be batched (an input without a leading batch axis) is served as it
 is, and its warmup note says why.
 """
@@ -241,8 +242,9 @@ class BatchedModel:
         return self.batcher.stats()
 
     def warm_buckets(self, samples: Sequence[Mapping[str, np.ndarray]] = ()) -> str | None:
-        """Run every bucket once before serving, and time it (the latency table); a note
-        when batching is off for this model or a bucket could not be warmed."""
+        """Run every bucket once before serving, smallest first, so that no request is the
+        first at its batch size; each run's time seeds the latency table. A note when
+        batching is off for this model or a bucket could not be warmed."""
         if self.why_not is not None:
             return f"batching off: {self.why_not}"
         failures = []
@@ -251,10 +253,9 @@ class BatchedModel:
             if inputs is None:
                 return "buckets not warmed: no inputs can be generated (an unknown rank)"
             try:
-                self.inner.predict(inputs)  # the first call at a size may pay for it
                 began = time.perf_counter()
-                self.inner.predict(inputs)
-                self.batcher.latency.record(bucket, time.perf_counter() - began)
+                self.inner.predict(inputs)  # the first call at a size pays for it, once
+                self.batcher.latency.seed(bucket, time.perf_counter() - began)
             except Exception as exc:
                 failures.append(f"{bucket}: {type(exc).__name__}: {str(exc)[:120]}")
         if failures:

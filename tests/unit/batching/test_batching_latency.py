@@ -74,6 +74,16 @@ def test_latency_table_is_a_moving_average() -> None:
     assert table.snapshot() == {4: pytest.approx(1.2)} and table.get(2) is None
 
 
+def test_a_seeded_figure_is_replaced_by_the_first_measured_batch() -> None:
+    table = LatencyTable(8)
+    table.seed(8, 0.9)  # the warmup run, which paid for the first call at its size
+    assert table.get(8) == 0.9
+    table.record(8, 0.3)  # a batch served: it replaces the seed whole...
+    assert table.get(8) == 0.3
+    table.record(8, 0.4)  # ...and later ones average as before
+    assert table.get(8) == pytest.approx(0.32)
+
+
 def test_arrival_rate_decays_in_silence() -> None:
     rate = ArrivalRate()
     assert rate.rows_per_second(0.0) == 0

@@ -1,0 +1,62 @@
+"""No request pays a first-time cost at its batch size (issue 9): the example MLP, a real
+TensorFlow SavedModel served with ``[batching] max_batch_size = 32`` (its model.toml),
+loaded as the server loads it, answers the first request at each bucket size as fast as
+the ones after it. TensorFlow's first call at a new batch size costs it about 20x a
+steady call on the MLP (new kernels, new buffers): without the bucket warmup at load,
+bucket 2 fails here.
+
+Measured in process CPU time, which other work on the machine does not inflate."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keepwarm import ModelCache
+from keepwarm.batching import buckets
+from keepwarm.batching.model import BatchedModel
+
+STEADY_CALLS = 5
+# A first call within 3x the median of the steady ones, plus 3 ms of CPU for the batcher's
+# thread hops and the allocator; an unwarmed bucket 2 costs about 35 ms on the MLP.
+SLOWER = 3.0
+SLACK_S = 0.003
+
+
+@pytest.fixture
+def cache() -> Iterator[ModelCache]:
+    cache = ModelCache()
+    yield cache
+    cache.close()
+
+
+def _cpu_seconds(call: Callable[[], object]) -> float:
+    began = time.process_time()
+    call()
+    return time.process_time() - began
+
+
+def test_the_first_request_at_each_batch_size_is_as_fast_as_the_next(
+    example_models: Path, cache: ModelCache
+) -> None:
+    with cache.lease(example_models / "mlp") as model:
+        assert isinstance(model.raw, BatchedModel)  # batching from the model's model.toml
+        sizes = buckets(model.raw.batcher.max_batch_size)
+        assert sizes == (1, 2, 4, 8, 16, 32)
+        seeded = model.raw.batcher.latency.snapshot()
+        assert sorted(seeded) == list(sizes)  # each bucket run (and timed) at load
+        slow = {}
+        for size in sizes:
+            x = {"image": np.zeros((size, 784), np.float32)}  # one batch, exactly the bucket
+            first = _cpu_seconds(lambda x=x: model.predict(x))
+            steady = statistics.median(
+                _cpu_seconds(lambda x=x: model.predict(x)) for _ in range(STEADY_CALLS)
+            )
+            if first > SLOWER * steady + SLACK_S:
+                slow[size] = f"first {first * 1000:.1f} ms, then {steady * 1000:.1f} ms"
+        assert not slow, f"a first request paid for its batch size: {slow}"
