@@ -1,5 +1,6 @@
 """From a description of a load to a loaded model: resolve, pick the version, pick the
-runtime, load, warm up.
+runtime, load, warm up. The version directory, the worker processes and the batcher a
+load gets are ``keepwarm.loading_extras``'s.
 
 ``LoadDescription`` (``keepwarm.load_description``, named here too) is the load as plain,
 picklable data: what a worker process receives, and what a restarted worker replays.
@@ -21,14 +22,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from keepwarm.batching.merge import PadAxes
 from keepwarm.batching.model import BatchedModel
-from keepwarm.config import FILENAME as CONFIG_FILE
-from keepwarm.config import load_model_config
 from keepwarm.config_batching import BatchingConfig, batching_argument
 from keepwarm.config_workers import WorkersConfig, workers_argument
 from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnsafeFormatError
 from keepwarm.load_description import LoadDescription, check_class_name, class_name
+from keepwarm.loading_extras import (
+    batched,
+    batching_for,
+    model_name,
+    select_version,
+    workers_for,
+)
 from keepwarm.runtimes.base import LoadedModel, Runtime, files_nbytes
 from keepwarm.runtimes.registry import detect_runtime, get_runtime
 from keepwarm.settings import (
@@ -42,11 +47,8 @@ from keepwarm.sources.layout import version_number
 from keepwarm.sources.resolve import local_path_or_none, redact_url
 from keepwarm.warmup import read_samples, warmup
 
-# LoadDescription is public API here (``keepwarm.loading.LoadDescription``).
+# LoadDescription and select_version are public API here (``keepwarm.loading.*``).
 __all__ = ["LoadDescription", "RuntimeSpec", "select_version", "spec_from_call"]
-
-# A directory holding one of these is a model itself, even with numbered children.
-_SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 def spec_from_call(
@@ -110,26 +112,6 @@ def spec_from_call(
         spec.toml_batching = defaults
     spec.toml_workers = workers is None
     return spec
-
-
-def select_version(path: Path, version: int | None) -> Path:
-    """``path`` itself, or its ``<version>/`` child when ``path`` is a versioned model dir."""
-    if not path.is_dir():
-        if version is not None:
-            raise ModelNotFoundError(f"version {version} asked for, but {path} is a file")
-        return path
-    versions = sorted(
-        v for p in path.iterdir() if p.is_dir() and (v := version_number(p.name)) is not None
-    )
-    if version is not None:
-        if version not in versions:
-            raise ModelNotFoundError(
-                f"version {version} of {path} not found; versions present: {versions or 'none'}"
-            )
-        return path / str(version)
-    if versions and not any((path / name).exists() for name in _SAVEDMODEL_FILES):
-        return path / str(versions[-1])
-    return path
 
 
 class RuntimeSpec:
@@ -227,9 +209,9 @@ class RuntimeSpec:
             path = select_version(found, self.version)
             self.answered = version_number(path.name) if path != found else self.version
             runtime = self.pick_runtime(path)
-            batching = self._batching_for(found)
+            batching = batching_for(found, self.batching, self.toml_batching)
             options = self.runtime_options()
-            workers = self._workers_for(found)
+            workers = workers_for(found, self.workers, self.worker_settings, self.toml_workers)
 
             if workers is None:
                 model = self._load_here(path, runtime, options)
@@ -241,7 +223,7 @@ class RuntimeSpec:
                 # resolves, downloads or picks a version itself.
                 model = load_in_workers(
                     replace(described, uri=str(path), version=None, runtime=runtime.name),
-                    _model_name(path),
+                    model_name(path),
                     version_number(path.name),
                     workers.processes,
                     self.worker_settings,
@@ -250,22 +232,7 @@ class RuntimeSpec:
             held.failed(hold, exc)
             raise
         held.loaded(model, hold)
-        if batching is None:
-            return model
-        processes = getattr(model, "processes", None)  # a WorkerModel: a slot per process
-        return BatchedModel(
-            model,
-            name=_model_name(path),
-            version=version_number(path.name),
-            max_batch_size=batching.max_batch_size,
-            max_delay_ms=batching.max_delay_ms,
-            max_queue=batching.max_queue,
-            pad_axes=PadAxes.of(batching.pad_axes),
-            options=options,
-            executor=getattr(model, "executor", None),
-            slots=processes,
-            run_alone=batching.run_alone,
-        )
+        return model if batching is None else batched(model, path, batching, options)
 
     def _load_here(self, path: Path, runtime: Runtime, options: dict[str, Any]) -> LoadedModel:
         """Load in this process: the source, or the graph ``[optimize]`` converts it to."""
@@ -293,23 +260,6 @@ class RuntimeSpec:
         )
         return model
 
-    def _workers_for(self, found: Path) -> WorkersConfig | None:
-        """The model's [workers], or isolation from the settings; None: in this process."""
-        settings = self.worker_settings
-        if settings is None or self.workers is not None:
-            return self.workers
-        if self.toml_workers and found.is_dir():
-            toml = load_model_config(found / CONFIG_FILE).workers
-            if toml is not None:
-                return toml.with_defaults(settings)
-        return WorkersConfig(isolate=True) if settings.isolate else None
-
-    def _batching_for(self, found: Path) -> BatchingConfig | None:
-        if self.batching is not None or self.toml_batching is None or not found.is_dir():
-            return self.batching
-        toml = load_model_config(found / CONFIG_FILE).batching
-        return None if toml is None else toml.with_defaults(self.toml_batching)
-
     def warmup(self, model: LoadedModel) -> str | None:
         """Warm ``model`` up; a note for its status when generated warmup was skipped.
         Raises when supplied samples fail (the load fails)."""
@@ -317,14 +267,9 @@ class RuntimeSpec:
         if described.warmup_runs <= 0:
             return self.load_note
         samples = [] if described.warmup_file is None else read_samples(described.warmup_file)
-        batched = model if isinstance(model, BatchedModel) else None
-        inner = batched.inner if batched is not None else model
+        batcher = model if isinstance(model, BatchedModel) else None
+        inner = batcher.inner if batcher is not None else model
         note = warmup(inner, samples, described.warmup_runs, what=self.description)
-        # Every batch size the batcher uses, run and timed before the version serves.
-        buckets = None if batched is None else batched.warm_buckets(samples)
+        # Every batch size the batcher uses, run once (and timed) before the version serves.
+        buckets = None if batcher is None else batcher.warm_buckets(samples)
         return "; ".join(n for n in (self.load_note, note, buckets) if n) or None
-
-
-def _model_name(path: Path) -> str:
-    """A model's name for messages: ``<name>/<version>`` gives ``name``."""
-    return path.parent.name if version_number(path.name) is not None else path.stem
