@@ -26,7 +26,7 @@ from keepwarm.core.states import State
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.process_memory import server_ledger
-from keepwarm.settings import Settings
+from keepwarm.settings import ServerSettings, Settings
 from keepwarm.workers.memory import watch_default_pool
 
 log = logging.getLogger("keepwarm.server")
@@ -75,9 +75,6 @@ def management_token(settings: Settings) -> str | None:
 
 
 async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) -> int:
-    import uvicorn
-
-    from keepwarm.http import HttpApp
     from keepwarm.repository import Repository
     from keepwarm.service import InferenceService
     from keepwarm.sources.listing import open_source
@@ -99,6 +96,78 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
         load_timeout=settings.loading.load_timeout,
     )
     service.metrics.watch_counters(lambda: repository.manager.counters)
+    _say(out, f"keepwarm serving {root}")
+    server = await _start_http(service, cfg, token, out)
+    if server is None:  # the port could not be bound; uvicorn logged why
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if signals and signum == signal.SIGINT:
+            server.force_exit = True
+            os._exit(130)
+        signals.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    progress = _Progress(out, service.ready)
+    unsubscribers = [
+        repository.subscribe(progress.on_event),
+        repository.subscribe(service.metrics.on_event),
+        server_ledger().watch(repository.manager.events),  # /metrics: unreclaimed bytes
+        watch_default_pool(settings.workers),  # replaces workers that hold too much
+    ]
+    # Loads start now, before the gRPC server: the framework's import (seconds, for
+    # TensorFlow) and the loads run in their threads while it comes up. The first scan
+    # sees every file as new; a second one takes the files that did not change, so loads
+    # start now rather than a poll interval later.
+    await asyncio.to_thread(repository.start)
+    await asyncio.to_thread(repository.refresh)
+    try:
+        grpc_server = await _start_grpc(service, settings, out)
+    except BaseException:
+        await _close(repository, service, unsubscribers)
+        raise
+    main_loop = asyncio.create_task(server.main_loop())
+    service.started()
+    if grpc_server is not None:
+        await grpc_server.follow_readiness()
+    progress.check()
+    await stop.wait()
+    service.begin_shutdown()
+    if grpc_server is not None:
+        await grpc_server.begin_shutdown()
+    _say(out, f"shutting down ({signal.Signals(signals[0]).name}): finishing requests in flight")
+    drained = await service.wait_idle(settings.loading.drain_timeout)
+    if not drained:
+        log.warning("requests still in flight after the drain timeout; exiting anyway")
+    server.should_exit = True
+    await main_loop
+    await server.shutdown()
+    if grpc_server is not None:
+        await grpc_server.stop(grace=SEND_GRACE_SECONDS)
+    await _close(repository, service, unsubscribers)
+    _say(out, "stopped")
+    return 0
+
+
+async def _close(repository: Any, service: Any, unsubscribers: list[Callable[[], None]]) -> None:
+    for unsubscribe in unsubscribers:
+        unsubscribe()
+    await asyncio.to_thread(repository.close)
+    service.close()
+
+
+async def _start_http(service: Any, cfg: ServerSettings, token: str | None, out: TextIO) -> Any:
+    """uvicorn serving the REST app on ``server.http_port``, started (its URL said), or
+    None when the port could not be bound (uvicorn logged why)."""
+    import uvicorn
+
+    from keepwarm.http import HttpApp
+
     app = HttpApp(service, max_body_bytes=cfg.max_body_bytes, max_json_depth=cfg.max_json_depth)
     config = uvicorn.Config(
         app,
@@ -120,30 +189,15 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
-    await server.startup()
-    if server.should_exit:  # the port could not be bound; uvicorn logged why
-        return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        if signals and signum == signal.SIGINT:
-            server.force_exit = True
-            os._exit(130)
-        signals.append(signum)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await server.startup()
+    except SystemExit:  # uvicorn's way to say it could not bind (it logged why)
+        return None
     scheme = "https" if cfg.tls_cert is not None else "http"
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"{scheme}://{_host_for_url(cfg.host)}:{port}"
-    _say(out, f"keepwarm serving {root}")
-    _say(
-        out,
-        f"  REST  {url}  (TF Serving: /v1/models/NAME:predict; KServe v2: /v2/models/NAME/infer)",
-    )
+    rest = "TF Serving: /v1/models/NAME:predict; KServe v2: /v2/models/NAME/infer"
+    _say(out, f"  REST  {url}  ({rest})")
     _say(out, f"  also  {url}/metrics  {url}/openapi.json  {url}/v2/health/ready")
     if token is not None and not _is_loopback(cfg.host) and cfg.tls_cert is None:
         log.warning(
@@ -151,42 +205,7 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
             "network in clear text; give --tls-cert and --tls-key",
             cfg.host,
         )
-    progress = _Progress(out, service.ready)
-    unsubscribers = [
-        repository.subscribe(progress.on_event),
-        repository.subscribe(service.metrics.on_event),
-        server_ledger().watch(repository.manager.events),  # /metrics: unreclaimed bytes
-        watch_default_pool(settings.workers),  # replaces workers that hold too much
-    ]
-    grpc_server = await _start_grpc(service, settings, out)
-    main_loop = asyncio.create_task(server.main_loop())
-    await asyncio.to_thread(repository.start)
-    # The first scan sees every file as new; a second one takes the files that did not
-    # change, so loads start now rather than a poll interval later.
-    await asyncio.to_thread(repository.refresh)
-    service.started()
-    if grpc_server is not None:
-        await grpc_server.follow_readiness()
-    progress.check()
-    await stop.wait()
-    service.begin_shutdown()
-    if grpc_server is not None:
-        await grpc_server.begin_shutdown()
-    _say(out, f"shutting down ({signal.Signals(signals[0]).name}): finishing requests in flight")
-    drained = await service.wait_idle(settings.loading.drain_timeout)
-    if not drained:
-        log.warning("requests still in flight after the drain timeout; exiting anyway")
-    server.should_exit = True
-    await main_loop
-    await server.shutdown()
-    if grpc_server is not None:
-        await grpc_server.stop(grace=SEND_GRACE_SECONDS)
-    for unsubscribe in unsubscribers:
-        unsubscribe()
-    await asyncio.to_thread(repository.close)
-    service.close()
-    _say(out, "stopped")
-    return 0
+    return server
 
 
 async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:

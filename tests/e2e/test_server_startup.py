@@ -1,0 +1,76 @@
+"""Start-up order: the models start loading as soon as the REST port is bound, before the
+gRPC server comes up (TensorFlow's import overlaps it). A port that cannot be bound still
+ends the process at once with its own error, with no load left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.server_process import ServerProcess
+
+EXIT_S = 120  # a load in flight is waited for (TensorFlow's import, on a busy machine)
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A loopback port another socket listens on (without SO_REUSEPORT)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def _serve(root: Path, *args: str) -> tuple[int, str]:
+    """``keepwarm serve root args``, expected to end by itself: its exit code and output."""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": src}
+    command = [sys.executable, "-m", "keepwarm", "serve", str(root), *args]
+    done = subprocess.run(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        timeout=EXIT_S,
+    )  # fmt: skip
+    return done.returncode, done.stdout
+
+
+def _root(tmp_path: Path, example_models: Path) -> Path:
+    root = tmp_path / "models"
+    shutil.copytree(example_models / "mlp", root / "mlp")  # a SavedModel: TensorFlow loads
+    return root
+
+
+def test_models_load_before_the_grpc_server_starts(tmp_path: Path, example_models: Path) -> None:
+    server = ServerProcess(_root(tmp_path, example_models))
+    try:
+        lines = server.lines
+        loading = next(i for i, line in enumerate(lines) if line.startswith("loading mlp"))
+        rest = next(i for i, line in enumerate(lines) if "  REST  " in line)
+        grpc = next(i for i, line in enumerate(lines) if "  gRPC  " in line)
+        assert rest < loading < grpc, server.output
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_grpc_port_in_use_ends_the_start_with_its_error(
+    tmp_path: Path, example_models: Path, held_port: int
+) -> None:
+    code, output = _serve(_root(tmp_path, example_models), "--grpc-port", str(held_port))
+    assert code == 2, output
+    assert f"error: gRPC port {held_port}" in output
+    assert "loading mlp version 1" in output  # the load had begun, and was closed
+
+
+def test_a_rest_port_in_use_ends_the_start_before_any_load(
+    tmp_path: Path, example_models: Path, held_port: int
+) -> None:
+    code, output = _serve(_root(tmp_path, example_models), "--port", str(held_port))
+    assert code == 1, output
+    assert "address already in use" in output.lower()
+    assert "loading" not in output
