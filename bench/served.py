@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +30,20 @@ def v2_body(x: np.ndarray) -> bytes:
 
 
 class Served:
-    """``keepwarm serve REPO`` on free REST and gRPC ports; ``started`` is taken just before
+    """``keepwarm serve REPO`` on free REST and gRPC ports (``extra`` flags, ``env`` its
+    environment); ``started`` is taken just before
     the process is spawned (the cold start counts from there)."""
 
     name = "keepwarm"
 
-    def __init__(self, repo: Path) -> None:
+    def __init__(
+        self, repo: Path, *, env: dict[str, str] | None = None, extra: Sequence[str] = ()
+    ) -> None:
         self.started = time.perf_counter()
         command = [sys.executable, "-m", "keepwarm", "serve", str(repo), "--port", "0"]
         self.proc = subprocess.Popen(
-            [*command, "--grpc-port", "0"],
+            [*command, "--grpc-port", "0", *extra],
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
