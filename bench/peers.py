@@ -235,8 +235,8 @@ def first_200(server: Server, bodies: Mapping[str, bytes], timeout: float = 300)
             try:
                 answer = requests.post(server.infer_url(model), data=body, timeout=30,
                                        headers={"Content-Type": "application/json"})  # fmt: skip
-            except requests.ConnectionError:
-                continue
+            except (requests.ConnectionError, requests.Timeout):
+                continue  # not listening yet, or held while the model loads: ask again
             if answer.status_code == 200:
                 del pending[model]
         if pending:
