@@ -6,11 +6,15 @@ it starts fastest: one warm call per model at batch 1; keepwarm warms every batc
 Taken in rounds, one start of each way per round and the order rotated from round to round,
 so that a burst of other work on the machine, or files not yet in the page cache, hit every
 way alike; each way's figure is the median of its rounds. Targets: keepwarm at most
-``VS_IN_PROCESS`` x the in-process median, and below every peer's median.
+``VS_IN_PROCESS`` x the in-process median, and below every peer's median. Beside each
+start, the CPU seconds its processes used up to that first 200 (user + system, children
+included, from /proc): the figure that other work on the machine disturbs least.
 """
 
 from __future__ import annotations
 
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,24 +30,53 @@ from served import MODELS, SHAPES, Served
 
 VS_IN_PROCESS = 1.2
 IN_PROCESS = "in_process"
+Start = tuple[float, float]  # seconds from spawn to the first 200s, CPU seconds used by then
 
 
-def in_process(repo: Path) -> float:
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its live descendants, with the
+    children each of them has reaped."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])  # utime stime cu cs
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += ticks.get(current, 0)
+        todo += [child for child, parent in parents.items() if parent == current]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def in_process(repo: Path) -> Start:
     """From spawn to both models answering, in a fresh process, without a server."""
     code = "import numpy as np, keepwarm\n" + "".join(
         f"keepwarm.load({str(repo / m)!r}).predict(np.zeros((1, *{SHAPES[m]!r}), np.float32))\n"
         for m in MODELS
     )
+    cpu = _children_cpu()
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _children_cpu() - cpu
 
 
-def served(repo: Path, bodies: Mapping[str, bytes]) -> float:
+def served(repo: Path, bodies: Mapping[str, bytes]) -> Start:
     """``keepwarm serve`` from spawn to a 200 from every model."""
     server = Served(repo)
     try:
-        return first_200(server, bodies)
+        return first_200(server, bodies), tree_cpu(server.proc.pid)
     finally:
         server.stop()
 
@@ -54,13 +87,13 @@ def peer(
     bodies: Mapping[str, bytes],
     answers: Mapping[str, np.ndarray] | None,
     workdir: Path,
-) -> float:
+) -> Start:
     """Peer ``name``, batching off, from spawn to a 200 from every model; its answers are
     checked against the direct call's when ``answers`` are given."""
     server = start(name, {m: repo / m / "1" for m in MODELS}, workdir, None)
     try:
         try:
-            took = first_200(server, bodies)
+            took = first_200(server, bodies), tree_cpu(server.proc.pid)
         except RuntimeError as exc:
             raise PeerFailed(str(exc)) from exc
         for model, expected in (answers or {}).items():
@@ -77,11 +110,11 @@ def cold_starts(
     rounds: int,
     workdir: Path,
     answers: Mapping[str, np.ndarray],
-) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Every way's cold starts, ``rounds`` of them taken in turn; and the peers that failed
-    (name -> why: they take no further part)."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, str]]:
+    """Every way's cold starts, ``rounds`` of them taken in turn: seconds, CPU seconds, and
+    the peers that failed (name -> why: they take no further part)."""
 
-    def run(way: str, first: bool) -> float:
+    def run(way: str, first: bool) -> Start:
         if way == IN_PROCESS:
             return in_process(repo)
         if way == "keepwarm":
@@ -90,6 +123,7 @@ def cold_starts(
 
     ways = [IN_PROCESS, "keepwarm", *peers]
     times: dict[str, list[float]] = {way: [] for way in ways}
+    cpu: dict[str, list[float]] = {way: [] for way in ways}
     failed: dict[str, str] = {}
     for r in range(rounds):
         order = ways[r % len(ways) :] + ways[: r % len(ways)]
@@ -97,13 +131,18 @@ def cold_starts(
             if way in failed:
                 continue
             try:
-                times[way].append(run(way, first=r == 0))
+                took, used = run(way, first=r == 0)
+                times[way].append(took)
+                cpu[way].append(used)
             except PeerFailed as exc:
                 print(f"peer {way} FAILED: {exc}", flush=True)
                 failed[way] = str(exc)
-        line = ", ".join(f"{w} {times[w][-1]:.2f}" for w in order if w not in failed)
+        line = ", ".join(
+            f"{w} {times[w][-1]:.2f} (cpu {cpu[w][-1]:.2f})" for w in order if w not in failed
+        )
         print(f"cold start round {r + 1}/{rounds} (s): {line}", flush=True)
-    return {way: took for way, took in times.items() if way not in failed}, failed
+    times = {way: took for way, took in times.items() if way not in failed}
+    return times, {way: cpu[way] for way in times}, failed
 
 
 def medians(times: Mapping[str, list[float]]) -> dict[str, float]:
@@ -131,9 +170,12 @@ def targets(times: Mapping[str, list[float]]) -> list[dict[str, Any]]:
     return out
 
 
-def table(times: Mapping[str, list[float]]) -> str:
-    """One line per way: median, min and max of its rounds."""
-    lines = [f"{'cold start':14s}{'median s':>10s}{'min':>8s}{'max':>8s}"]
+def table(times: Mapping[str, list[float]], cpu: Mapping[str, list[float]]) -> str:
+    """One line per way: median, min and max of its rounds, and its median CPU seconds."""
+    lines = [f"{'cold start':14s}{'median s':>10s}{'min':>8s}{'max':>8s}{'cpu s':>8s}"]
     for way, took in times.items():
-        lines.append(f"{way:14s}{statistics.median(took):10.2f}{min(took):8.2f}{max(took):8.2f}")
+        lines.append(
+            f"{way:14s}{statistics.median(took):10.2f}{min(took):8.2f}{max(took):8.2f}"
+            f"{statistics.median(cpu[way]):8.2f}"
+        )
     return "\n".join(lines)

@@ -272,7 +272,7 @@ def main() -> int:
         files = write_bodies(tmp_path)
         firsts = {m: files[m][0].read_bytes() for m in MODELS}
         answers = direct_answers(repo, {model: inputs(model, 1)[0] for model in MODELS})
-        colds, peers.failed = cold_start.cold_starts(
+        colds, cold_cpu, peers.failed = cold_start.cold_starts(
             repo, firsts, names, args.cold_rounds, tmp_path, answers
         )
         if not args.cold_start_only:
@@ -291,6 +291,7 @@ def main() -> int:
                     results["cells"].append({"model": model, "way": "direct", "c": c, **figures})
     results["cold_start_s"] = cold_start.medians(colds)
     results["cold_start_rounds_s"] = colds
+    results["cold_start_cpu_s"] = cold_cpu
     if results["cells"]:
         results["targets"] += throughput_targets(results["cells"], peers)
     results["targets"] += cold_start.targets(colds)
@@ -305,7 +306,7 @@ def main() -> int:
     for x in results["cells"]:
         print(f"{x['model']:14s}{x['way']:13s}{x['c']:4d}{x['rps']:10.0f}"
               f"{x['p50_ms']:9.3f}{x['p99_ms']:9.3f}  {x.get('config', '')}")  # fmt: skip
-    print(cold_start.table(colds))
+    print(cold_start.table(colds, cold_cpu))
     for t in results["targets"]:
         print(f"{t['status']:8s}{t['target']}: {t['value']}")
     print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} (noisy when high)")
