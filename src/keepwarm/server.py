@@ -97,6 +97,7 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
         control=control,
         management_token=token,
         load_timeout=settings.loading.load_timeout,
+        freeze_heap=True,
     )
     service.metrics.watch_counters(lambda: repository.manager.counters)
     app = HttpApp(service, max_body_bytes=cfg.max_body_bytes, max_json_depth=cfg.max_json_depth)

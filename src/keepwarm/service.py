@@ -24,6 +24,7 @@ import numpy as np
 from keepwarm.batching.model import refuse_when_full
 from keepwarm.batching.serving import Queued, Ticket, abandon, admit_request, admitted, finish
 from keepwarm.control import ControlledSource, Management
+from keepwarm.core.memory import freeze_when_ready
 from keepwarm.errors import KeepwarmError
 from keepwarm.metrics import Metrics
 from keepwarm.repository import Repository
@@ -55,7 +56,8 @@ class ModelInfo:
 
 
 class InferenceService:
-    """See the module docstring. ``close()`` stops the thread pool (not the repository)."""
+    """See the module docstring. ``close()`` stops the thread pool (not the repository).
+    ``freeze_heap``: ``gc.freeze`` whenever a version becomes READY (``core.memory``)."""
 
     def __init__(
         self,
@@ -68,6 +70,7 @@ class InferenceService:
         control: ControlledSource | None = None,
         management_token: str | None = None,
         load_timeout: float = 300.0,
+        freeze_heap: bool = False,
     ) -> None:
         self.repository = repository
         self.management = Management(repository, control, management_token, load_timeout)
@@ -96,6 +99,9 @@ class InferenceService:
             public=self.public,
         )
         self._started = False
+        # A server's heap: frozen once a version is READY (no full collections walking
+        # the models' objects under load); an unload's collection thaws it.
+        self._unfreeze = repository.subscribe(freeze_when_ready) if freeze_heap else None
 
     # ------------------------------------------------------------------ health
 
@@ -314,4 +320,6 @@ class InferenceService:
         return self._book.draining
 
     def close(self) -> None:
+        if self._unfreeze is not None:
+            self._unfreeze()
         self._executor.shutdown(wait=True, cancel_futures=True)
