@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from keepwarm.batching.model import Admission, refuse_when_full
+from keepwarm.batching.registry import Admission, refuse_when_full
 from keepwarm.batching.serving import (
     Queued,
     Ticket,

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from keepwarm.batching.model import Admission, BatchedModel, admit, refuse_when_full
+from keepwarm.batching.model import BatchedModel
+from keepwarm.batching.registry import Admission, admit, refuse_when_full
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 
 Arrays = dict[str, np.ndarray]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from keepwarm.batching import PadAxes, ThreadExecutor
-from keepwarm.batching.model import BatchedModel, admit, live_batchers, refuse_when_full
+from keepwarm.batching.model import BatchedModel
+from keepwarm.batching.registry import admit, live_batchers, refuse_when_full
 from keepwarm.batching.serving import Queued, admit_request, admitted, begin, finish
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 from keepwarm.model import LeasedModel
