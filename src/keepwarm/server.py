@@ -26,6 +26,7 @@ from keepwarm.core.states import State
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.process_memory import server_ledger
+from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import Settings
 from keepwarm.workers.memory import watch_default_pool
 
@@ -41,9 +42,11 @@ def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stderr
     import uvloop
 
+    untune = tune_interpreter()  # the GIL switch interval (see service_process)
     try:
         return uvloop.run(_serve(root, settings, token, stream))
     finally:
+        untune()
         restore()
 
 
