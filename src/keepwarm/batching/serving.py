@@ -138,10 +138,11 @@ def batched(model: Any) -> bool:
 
 def submit(model: Any, inputs: Arrays, deadline: float | None, lease: ExitStack) -> Queued:
     """From the event loop: queue ``inputs`` for leased ``model`` (``batched``); the
-    ``Queued`` request takes over ``lease``. The model never runs here: a batch that can
-    start now starts on a batch thread (or a waiting follower's)."""
+    ``Queued`` request takes over ``lease``. The model never runs here: the batch starts
+    on a batch thread (or a waiting follower's), once the loop has queued the requests
+    it is parsing now (``Batcher.submit_from_loop``)."""
     raw: BatchedModel = model.raw
-    future = raw.batcher.submit(model.signature.coerce(inputs), deadline=deadline)
+    future = raw.batcher.submit_from_loop(model.signature.coerce(inputs), deadline=deadline)
     return Queued(future, model.name, model.version, lease.pop_all(), deadline)
 
 
