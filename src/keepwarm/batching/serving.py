@@ -161,12 +161,11 @@ async def finish(
     handler whose client cancelled or whose deadline passed)."""
     future = queued.future
     try:
-        if not future.done():
-            await _Wait(queued, disconnected).wait()
+        woken = DONE if future.done() else await _Wait(queued, disconnected).wait()
         if future.done() and not future.cancelled():
             return future.result()
         future.cancel()  # leaves the queue unless its batch runs (it is not interrupted)
-        if queued.deadline is not None and time.monotonic() >= queued.deadline:
+        if woken != GONE:
             raise DeadlineExceededError(
                 f"model {queued.name!r}: the request's deadline passed while it waited "
                 "for its batch"
@@ -179,30 +178,34 @@ async def finish(
         _let_go(queued)
 
 
+DONE, EXPIRED, GONE = "done", "expired", "gone"
+
+
 class _Wait:
     """One queued request's wait on the event loop: woken by its outcome (from the batch's
-    thread), its deadline, or its client going away; callbacks, no task per request."""
+    thread), its deadline, or its client going away (``wait`` says which: ``DONE``,
+    ``EXPIRED``, ``GONE``); callbacks, no task per request."""
 
     __slots__ = ("_disconnected", "_loop", "_queued", "_woken", "watch")
 
     def __init__(self, queued: Queued, disconnected: Callable[[], Awaitable[None]] | None) -> None:
         self._loop = asyncio.get_running_loop()
-        self._woken: asyncio.Future[None] = self._loop.create_future()
+        self._woken: asyncio.Future[str] = self._loop.create_future()
         self._disconnected = disconnected
         self.watch: asyncio.Future[None] | None = None
         self._queued = queued
 
-    async def wait(self) -> None:
+    async def wait(self) -> str:
         loop, queued = self._loop, self._queued
         queued.future.add_done_callback(self._from_thread)
         handles = []
         if queued.deadline is not None:
             remaining = max(0.0, queued.deadline - time.monotonic())
-            handles.append(loop.call_later(remaining, self._wake))
+            handles.append(loop.call_later(remaining, self._wake, EXPIRED))
         if self._disconnected is not None:
             handles.append(loop.call_later(WATCH_AFTER_SECONDS, self._start_watch))
         try:
-            await self._woken
+            return await self._woken
         finally:
             for handle in handles:
                 handle.cancel()
@@ -210,16 +213,17 @@ class _Wait:
                 self.watch.cancel()
 
     def _from_thread(self, _: object) -> None:
-        self._loop.call_soon_threadsafe(self._wake)
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, DONE)
 
-    def _wake(self, _: object = None) -> None:
+    def _wake(self, why: str) -> None:
         if not self._woken.done():
-            self._woken.set_result(None)
+            self._woken.set_result(why)
 
     def _start_watch(self) -> None:
         assert self._disconnected is not None
         self.watch = asyncio.ensure_future(self._disconnected())
-        self.watch.add_done_callback(self._wake)
+        self.watch.add_done_callback(lambda _: self._wake(GONE))
 
 
 def abandon(queued: Queued) -> None:
