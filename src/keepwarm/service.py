@@ -11,7 +11,6 @@ through ``public`` only, which names paths relative to the repository root.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,10 +21,10 @@ from keepwarm.core.memory import freeze_when_ready
 from keepwarm.errors import KeepwarmError
 from keepwarm.metrics import Metrics
 from keepwarm.repository import Repository
-from keepwarm.service_blocking import Call, Slots
+from keepwarm.service_blocking import Slots
 from keepwarm.service_book import RequestBook
 from keepwarm.service_errors import Scrubber
-from keepwarm.service_infer import Decode, Encode, Requests
+from keepwarm.service_infer import Requests
 from keepwarm.service_leases import Leases
 from keepwarm.service_names import check_name
 from keepwarm.service_stats import Statistics
@@ -84,7 +83,11 @@ class InferenceService:
         self._stats = Statistics()
         self._book = RequestBook(self.metrics, self._stats)
         slots = Slots(workers)  # the same bound for requests run on their callers' threads
-        self._requests = Requests(self._leases, self._book, self._scrubber, slots, default_timeout)
+        requests = Requests(self._leases, self._book, self._scrubber, slots, default_timeout)
+        #: ``infer(name, version, decode, encode, *, protocol, timeout, disconnected,
+        #: decoded)`` and ``infer_blocking(..., call)``: see ``service_infer.Requests``.
+        self.infer = requests.infer
+        self.infer_blocking = requests.infer_blocking
         self._view = StatusView(
             repository,
             self._stats,
@@ -176,55 +179,6 @@ class InferenceService:
         Else, on an event loop, a place is reserved for the request until ``infer`` queues
         it (see ``batching.serving.admit_request``)."""
         admit_request(name)
-
-    async def infer(
-        self,
-        name: str,
-        version: str | None,
-        decode: Decode,
-        encode: Encode[T],
-        *,
-        protocol: str,
-        timeout: float | None = None,
-        disconnected: Callable[[], Awaitable[None]] | None = None,
-        decoded: bool = False,
-    ) -> T:
-        """Run one request: lease the version, ``decode`` the inputs against its signature,
-        predict, ``encode`` the outputs; the model never runs on the event loop.
-        ``timeout`` (seconds, default: the service's) bounds the wait for the model and
-        the queue. A batched model's request that had to queue is awaited here
-        (``batching.serving``), and leaves the queue when ``disconnected()`` returns (the
-        client went away). ``decoded``: ``decode`` only hands over inputs decoded already
-        (cheap enough for the event loop); see ``service_infer``."""
-        return await self._requests.infer(
-            name,
-            version,
-            decode,
-            encode,
-            protocol=protocol,
-            timeout=timeout,
-            disconnected=disconnected,
-            decoded=decoded,
-        )
-
-    def infer_blocking(
-        self,
-        name: str,
-        version: str | None,
-        decode: Decode,
-        encode: Encode[T],
-        *,
-        protocol: str,
-        timeout: float | None = None,
-        call: Call | None = None,
-    ) -> T:
-        """``infer`` on the caller's thread: no event loop, no hop. At most ``workers``
-        such requests run at once (the rest wait, first come first served). ``call`` is
-        left (``call.leave()``) when the client goes away: a request that has not started
-        is then never run (``Gone``), one waiting for its batch leaves the queue."""
-        return self._requests.infer_blocking(
-            name, version, decode, encode, protocol=protocol, timeout=timeout, call=call
-        )
 
     def public(self, text: str) -> str:
         """``text`` with files named relative to the repository root (see ``Scrubber``)."""

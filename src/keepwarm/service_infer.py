@@ -71,7 +71,13 @@ class Requests:
         disconnected: Callable[[], Awaitable[None]] | None = None,
         decoded: bool = False,
     ) -> T:
-        """See ``InferenceService.infer``."""
+        """Run one request: lease the version, ``decode`` the inputs against its signature,
+        predict, ``encode`` the outputs; the model never runs on the event loop.
+        ``timeout`` (seconds, default: the service's) bounds the wait for the model and
+        the queue. A batched model's request that had to queue is awaited here
+        (``batching.serving``), and leaves the queue when ``disconnected()`` returns (the
+        client went away). ``decoded``: ``decode`` only hands over inputs decoded already
+        (cheap enough for the event loop; see the module docstring)."""
         with self._book.track(name, protocol) as record:
             admission = admitted(name)  # overload: refused at once, on the loop
             try:
@@ -163,7 +169,10 @@ class Requests:
         timeout: float | None = None,
         call: Call | None = None,
     ) -> T:
-        """See ``InferenceService.infer_blocking``."""
+        """``infer`` on the caller's thread: no event loop, no hop. At most ``slots``
+        such requests run at once (the rest wait, first come first served). ``call`` is
+        left (``call.leave()``) when the client goes away: a request that has not started
+        is then never run (``Gone``), one waiting for its batch leaves the queue."""
         call = Call() if call is None else call
         with self._book.track(name, protocol) as record:
             refuse_when_full(name)
