@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from keepwarm.batching.serving import admit_request
 from keepwarm.control import ControlledSource, Management
@@ -30,8 +30,6 @@ from keepwarm.service_names import check_name
 from keepwarm.service_stats import Statistics
 from keepwarm.service_status import StatusView
 from keepwarm.signature import Signature
-
-T = TypeVar("T")
 
 _SETTLING = ("LOADING", "WARMING")
 RETRY_AFTER_SECONDS = 1
