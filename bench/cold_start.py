@@ -13,7 +13,6 @@ included, from /proc): the figure that other work on the machine disturbs least.
 
 from __future__ import annotations
 
-import os
 import resource
 import statistics
 import subprocess
@@ -26,33 +25,12 @@ from typing import Any
 import numpy as np
 
 from peers import PeerFailed, check_answer, first_200, start
+from proc_stats import tree_cpu_seconds
 from served import MODELS, SHAPES, Served
 
 VS_IN_PROCESS = 1.2
 IN_PROCESS = "in_process"
 Start = tuple[float, float]  # seconds from spawn to the first 200s, CPU seconds used by then
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of process ``pid`` and its live descendants, with the
-    children each of them has reaped."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        parents[int(entry.name)] = int(fields[1])
-        ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])  # utime stime cu cs
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        total += ticks.get(current, 0)
-        todo += [child for child, parent in parents.items() if parent == current]
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu() -> float:
@@ -76,7 +54,7 @@ def served(repo: Path, bodies: Mapping[str, bytes]) -> Start:
     """``keepwarm serve`` from spawn to a 200 from every model."""
     server = Served(repo)
     try:
-        return first_200(server, bodies), tree_cpu(server.proc.pid)
+        return first_200(server, bodies), tree_cpu_seconds(server.proc.pid)
     finally:
         server.stop()
 
@@ -93,7 +71,7 @@ def peer(
     server = start(name, {m: repo / m / "1" for m in MODELS}, workdir, None)
     try:
         try:
-            took = first_200(server, bodies), tree_cpu(server.proc.pid)
+            took = first_200(server, bodies), tree_cpu_seconds(server.proc.pid)
         except RuntimeError as exc:
             raise PeerFailed(str(exc)) from exc
         for model, expected in (answers or {}).items():

@@ -26,6 +26,7 @@ from keepwarm.core.states import State
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.process_memory import server_ledger
+from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings
 from keepwarm.workers.memory import watch_default_pool
 
@@ -41,9 +42,11 @@ def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stderr
     import uvloop
 
+    untune = tune_interpreter()  # the GIL switch interval (see service_process)
     try:
         return uvloop.run(_serve(root, settings, token, stream))
     finally:
+        untune()
         restore()
 
 
@@ -94,6 +97,7 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
         control=control,
         management_token=token,
         load_timeout=settings.loading.load_timeout,
+        freeze_heap=True,
     )
     service.metrics.watch_counters(lambda: repository.manager.counters)
     _say(out, f"keepwarm serving {root}")
@@ -120,10 +124,8 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
         server_ledger().watch(repository.manager.events),  # /metrics: unreclaimed bytes
         watch_default_pool(settings.workers),  # replaces workers that hold too much
     ]
-    # Loads start now, before the gRPC server: the framework's import (seconds, for
-    # TensorFlow) and the loads run in their threads while it comes up. The first scan
-    # sees every file as new; a second one takes the files that did not change, so loads
-    # start now rather than a poll interval later.
+    # Loads start before the gRPC server: TensorFlow's import (seconds) overlaps it. The
+    # first scan sees every file as new; a second takes those that did not change.
     await asyncio.to_thread(repository.start)
     await asyncio.to_thread(repository.refresh)
     try:
