@@ -91,6 +91,57 @@ class Gate:
         os.close(self.release)
 
 
+class SlowToLoad:
+    """Its load says it started (its process id, 10 digits, written to the FIFO
+    ``loading``), then, while a file ``hold`` is there, waits for a byte on the FIFO
+    ``release``: a test holds a load (the first, or a restart's) inside its worker. The
+    FIFOs and ``hold`` are in the directory named by the file ``gate`` when there is one
+    (a repository version then holds no FIFO), else in the model's own directory.
+    ``predict``: ``x + 1``."""
+
+    signature = VECTOR
+
+    def load(self, path: Path) -> None:
+        named = path / "gate"
+        gate = Path(named.read_text().strip()) if named.is_file() else path
+        with open(gate / "loading", "wb") as loading:
+            loading.write(f"{os.getpid():>10}".encode())
+        if (gate / "hold").exists():
+            with open(gate / "release", "rb") as release:
+                release.read(1)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] + 1}
+
+
+class LoadGate:
+    """The test's side of ``SlowToLoad``: its FIFOs held open read-write, and ``hold``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        os.mkfifo(directory / "loading")
+        os.mkfifo(directory / "release")
+        self.loading = os.open(directory / "loading", os.O_RDWR)
+        self.release = os.open(directory / "release", os.O_RDWR)
+
+    def hold(self) -> None:
+        """Loads from now on wait for ``let_one_load``."""
+        (self.directory / "hold").touch()
+
+    def wait_loading(self, timeout: float = 60.0) -> int:
+        """Once a load is inside the model's ``load``: the pid of the process it is in."""
+        readable, _, _ = select.select([self.loading], [], [], timeout)
+        assert readable, "no load reached the model"
+        return int(os.read(self.loading, 10))
+
+    def let_one_load(self) -> None:
+        os.write(self.release, b"r")
+
+    def close(self) -> None:
+        os.close(self.loading)
+        os.close(self.release)
+
+
 class Crashes:
     """Dies on every call, after saying why on stderr."""
 
