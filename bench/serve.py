@@ -144,11 +144,14 @@ def direct(models_dir: Path, model: str, seconds: float) -> dict[int, dict[str, 
 class Served:
     name = "keepwarm"
 
-    def __init__(self, repo: Path) -> None:
+    def __init__(
+        self, repo: Path, *, env: dict[str, str] | None = None, extra: Sequence[str] = ()
+    ) -> None:
         self.started = time.perf_counter()
         command = [sys.executable, "-m", "keepwarm", "serve", str(repo), "--port", "0"]
         self.proc = subprocess.Popen(
-            [*command, "--grpc-port", "0"],
+            [*command, "--grpc-port", "0", *extra],
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

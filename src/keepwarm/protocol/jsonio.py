@@ -11,20 +11,30 @@ import numpy as np
 import orjson
 
 from keepwarm.errors import InvalidInputError
+from keepwarm.protocol import jsonfast
 from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS
 
 MAX_DIMS = 64  # numpy's own limit on the number of axes
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def loads(body: bytes | bytearray | memoryview | str, *, max_depth: int) -> Any:
+def loads(
+    body: bytes | bytearray | memoryview | str, *, max_depth: int, arrays: bool = False
+) -> Any:
     """Parse ``body``; nesting deeper than ``max_depth`` (objects and arrays) is refused.
+
+    ``arrays``: flat arrays of numbers in a large body may come back as numpy arrays,
+    parsed with no Python object per element (``keepwarm.protocol.jsonfast``).
 
     orjson itself refuses depths over 1024 without recursing further; below that, the
     depth is measured along the first element of each array (a tensor's spine) and every
     object value, which bounds tensors and parameters alike without visiting each element
     of a large tensor (ragged nesting elsewhere is refused when the array is built).
     """
+    if arrays and not isinstance(body, str):
+        fast = jsonfast.loads(body, max_depth)
+        if fast is not None:
+            return fast
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -53,7 +53,7 @@ def decode_request(
             )
         view = memoryview(body)
         header, binary = view[:header_length], view[header_length:]
-    request = jsonio.loads(header, max_depth=max_depth)
+    request = jsonio.loads(header, max_depth=max_depth, arrays=True)
     if not isinstance(request, dict):
         raise InvalidInputError("the request body must be a JSON object with 'inputs'")
     raw_inputs = request.get("inputs")

@@ -1,0 +1,162 @@
+"""Several builds of ``keepwarm serve`` against each other, measured so that the comparison
+survives a shared machine whose speed drifts within minutes.
+
+Each side is a source tree (``--tree NAME=PATH/src``, the same tree twice with
+different ``--env NAME:VAR=VALUE``) or a commit (``--commit NAME=REV``,
+checked out into a temporary worktree and removed at the end). All the servers run at
+once, on the same copy of the example models; each cell (model, concurrency) alternates
+short ``wrk`` runs over the sides, ``--rounds`` times, in a rotating order, so that the
+drift hits every side alike. Besides req/s and p50, each run records the server's CPU
+time per answered request (user + system time of the server's process tree, from
+``/proc``): the figure that other work on the machine disturbs least.
+
+    python bench/ab.py --commit before=HEAD~3 --tree now=src --model mlp --c 1,32
+
+Prints, per cell and side, the medians over the rounds and each side's median ratio of
+req/s and CPU per request to the first side's, round by round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from peers import first_200
+from serve import LUA, MODELS, ROOT, Served, write_bodies, wrk
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (reaped children's
+    time included through cutime/cstime)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15]) / TICK
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending += [int(c) for c in children]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def sides(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Path], list[Path]]:
+    """``{name: src dir}`` in the order given, and the worktrees made for commits."""
+    out: dict[str, Path] = {}
+    made: list[Path] = []
+    for spec in args.tree:
+        name, _, path = spec.partition("=")
+        out[name] = Path(path).resolve()
+    for spec in args.commit:
+        name, _, rev = spec.partition("=")
+        where = scratch / f"tree-{name}"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), rev],
+                       check=True, capture_output=True)  # fmt: skip
+        made.append(where)
+        out[name] = where / "src"
+    if len(out) < 2:
+        raise SystemExit("give at least two sides (--tree NAME=SRC, --commit NAME=REV)")
+    return out, made
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", action="append", default=[], help="NAME=path/to/src")
+    parser.add_argument("--commit", action="append", default=[], help="NAME=git revision")
+    parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
+    parser.add_argument("--model", default="mlp", choices=MODELS)
+    parser.add_argument("--c", default="1,32", help="concurrencies, comma-separated")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--serve-args", default="", help="extra `keepwarm serve` arguments")
+    parser.add_argument("--env", action="append", default=[],
+                        help="NAME:VAR=VALUE, an environment variable for one side")  # fmt: skip
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/ab.py needs wrk (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        trees, made = sides(args, scratch)
+        try:
+            return run(args, trees, scratch)
+        finally:
+            for where in made:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                str(where)], check=False, capture_output=True)  # fmt: skip
+
+
+def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
+    repo = scratch / "models"
+    repo.mkdir()
+    shutil.copytree(args.models / args.model, repo / args.model)
+    script = scratch / "bodies.lua"
+    script.write_text(LUA)
+    bodies = write_bodies(scratch)[args.model]
+    servers: dict[str, Served] = {}
+    try:
+        for name, src in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(src)}
+            for spec in args.env:
+                side, _, assignment = spec.partition(":")
+                if side == name:
+                    variable, _, value = assignment.partition("=")
+                    env[variable] = value
+            servers[name] = Served(repo, env=env, extra=args.serve_args.split())
+            first_200(servers[name], {args.model: bodies[0].read_bytes()})
+        names = list(servers)
+        for c in (int(x) for x in args.c.split(",")):
+            runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+            for name in names:  # one unmeasured run each: connections and first batches
+                wrk(servers[name].infer_url(args.model), bodies, c, 1, script)
+            for index in range(args.rounds):
+                shift = index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    server = servers[name]
+                    before = tree_cpu_seconds(server.proc.pid)
+                    figures = wrk(server.infer_url(args.model), bodies, c, args.seconds, script)
+                    used = tree_cpu_seconds(server.proc.pid) - before
+                    answered = figures["rps"] * args.seconds
+                    figures["cpu_us"] = used / max(answered, 1) * 1e6
+                    runs[name].append(figures)
+            report(args.model, c, runs)
+    finally:
+        for server in servers.values():
+            server.stop()
+    return 0
+
+
+def report(model: str, c: int, runs: dict[str, list[dict[str, float]]]) -> None:
+    names = list(runs)
+    base = runs[names[0]]
+    print(f"\n{model} c={c}  (medians over {len(base)} rounds; ratios to {names[0]!r})")
+    print(f"{'side':14s}{'req/s':>9s}{'p50 ms':>9s}{'p99 ms':>9s}{'CPU us/req':>12s}"
+          f"{'req/s x':>9s}{'CPU x':>8s}{'failed':>8s}")  # fmt: skip
+    for name in names:
+        mine = runs[name]
+
+        def med(key: str, rows: list[dict[str, float]] = mine) -> float:
+            return statistics.median(r[key] for r in rows)
+
+        rps_x = statistics.median(m["rps"] / b["rps"] for m, b in zip(mine, base, strict=True))
+        cpu_x = statistics.median(
+            m["cpu_us"] / b["cpu_us"] for m, b in zip(mine, base, strict=True)
+        )
+        failed = sum(r["failed"] for r in mine)
+        print(f"{name:14s}{med('rps'):9.0f}{med('p50_ms'):9.3f}{med('p99_ms'):9.3f}"
+              f"{med('cpu_us'):12.0f}{rps_x:9.3f}{cpu_x:8.3f}{failed:8.0f}")  # fmt: skip
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

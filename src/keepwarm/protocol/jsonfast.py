@@ -1,0 +1,112 @@
+"""JSON with large numeric tensors, parsed without a Python object per number.
+
+orjson builds a Python float for every element of a tensor and numpy then copies them
+into an array: for a 224x224x3 image (1.6 MB of JSON) that is most of a request's cost
+under the interpreter lock. simdjson parses the document once and copies a flat array of
+numbers straight into a buffer, two to three times faster. ``loads`` returns what
+``orjson.loads`` would, except that a flat array of numbers that is the value of a
+``"data"`` key (a v2 tensor's contents) comes back as a numpy array (int64 when all
+are integers, float64 otherwise), which is what ``np.asarray`` would make of the list.
+
+Anything this path is unsure of (a small body, a parse error, duplicate keys, nesting
+past the limit, numbers past 2**63, whose type numpy infers from their company) returns
+``None``, and the caller parses with orjson, whose behaviour and error messages stay the
+reference.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import simdjson
+
+MIN_BYTES = 2048  # below this orjson is as fast and the walk is not worth it
+_BUFFER_TYPES = (("i", np.int64), ("d", np.float64))
+_BEYOND_INTEGERS = 2.0**63
+_local = threading.local()
+
+
+class _Unsure(Exception):
+    """Leave this document to orjson."""
+
+
+def loads(body: bytes | bytearray | memoryview, max_depth: int) -> Any | None:
+    """The document, with flat numeric arrays as numpy arrays; ``None``: use orjson."""
+    if len(body) < MIN_BYTES:
+        return None
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = simdjson.Parser()
+    try:
+        document = parser.parse(body)
+    except RuntimeError:  # a proxy of an earlier document is still alive: a fresh parser
+        _local.parser = None
+        return None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    try:
+        walk = _Walk(max_depth)
+        value = walk.convert(document, 1)
+    except _Unsure:
+        return None
+    finally:
+        del document
+    # simdjson flattens nested arrays into a buffer ([0, [1], 2] -> 0, 1, 2): every array
+    # is one "[" in the body (none is in a string: the walk saw to that), so any array the
+    # walk did not count was hidden inside a buffer, and orjson must read the document.
+    return value if bytes(body).count(b"[") == walk.arrays else None
+
+
+class _Walk:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.arrays = 0
+
+    def convert(self, node: Any, depth: int, tensor: bool = False) -> Any:
+        if depth > self.limit:
+            raise _Unsure
+        if isinstance(node, simdjson.Object):
+            keys = list(node.keys())
+            if len(set(keys)) != len(keys) or any(_odd(key) for key in keys):
+                # orjson keeps the last of duplicate keys, simdjson the first; simdjson
+                # looks a key up as a C string, which ends at its first NUL
+                raise _Unsure
+            return {key: self.convert(node[key], depth + 1, key == "data") for key in keys}
+        if isinstance(node, simdjson.Array):
+            self.arrays += 1
+            numbers = _numbers(node) if tensor else None
+            if numbers is not None:
+                return numbers
+            return [self.convert(item, depth + 1) for item in node]
+        if isinstance(node, str) and "[" in node:
+            raise _Unsure
+        return node
+
+
+def _odd(key: str) -> bool:
+    return "\x00" in key or "[" in key
+
+
+def _numbers(node: Any) -> np.ndarray | None:
+    """``node`` as a numpy array when it is a non-empty array of numbers (or of arrays,
+    which the caller detects)."""
+    count = len(node)
+    if count == 0:
+        return None
+    first = node[0]
+    if isinstance(first, bool) or not isinstance(first, int | float):
+        return None
+    for code, dtype in _BUFFER_TYPES:
+        try:
+            buffer = node.as_buffer(of_type=code)
+        except (TypeError, ValueError):
+            continue
+        array = np.frombuffer(buffer, dtype=dtype)
+        if array.size != count:
+            return None
+        if code == "d" and count and np.abs(array).max() >= _BEYOND_INTEGERS:
+            raise _Unsure  # maybe integers past 64 bits beside negative ones: not floats
+        return array
+    return None
