@@ -71,10 +71,10 @@ class Gate:
     """The test's side of a ``Gated`` model: its two FIFOs, held open read-write (opening
     never blocks, and the model's own opens never wait for the test)."""
 
-    def __init__(self, directory: Path) -> None:
-        os.mkfifo(directory / "started")
+    def __init__(self, directory: Path, started: str = "started") -> None:
+        os.mkfifo(directory / started)
         os.mkfifo(directory / "release")
-        self.started = os.open(directory / "started", os.O_RDWR)
+        self.started = os.open(directory / started, os.O_RDWR)
         self.release = os.open(directory / "release", os.O_RDWR)
 
     def wait_started(self, timeout: float = 30.0) -> int:
@@ -115,14 +115,11 @@ class SlowToLoad:
 
 
 class LoadGate:
-    """The test's side of ``SlowToLoad``: its FIFOs held open read-write, and ``hold``."""
+    """The test's side of ``SlowToLoad``: a ``Gate`` whose first FIFO is ``loading``."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        os.mkfifo(directory / "loading")
-        os.mkfifo(directory / "release")
-        self.loading = os.open(directory / "loading", os.O_RDWR)
-        self.release = os.open(directory / "release", os.O_RDWR)
+        self._gate = Gate(directory, started="loading")
 
     def hold(self) -> None:
         """Loads from now on wait for ``let_one_load``."""
@@ -130,16 +127,13 @@ class LoadGate:
 
     def wait_loading(self, timeout: float = 60.0) -> int:
         """Once a load is inside the model's ``load``: the pid of the process it is in."""
-        readable, _, _ = select.select([self.loading], [], [], timeout)
-        assert readable, "no load reached the model"
-        return int(os.read(self.loading, 10))
+        return self._gate.wait_started(timeout)
 
     def let_one_load(self) -> None:
-        os.write(self.release, b"r")
+        self._gate.let_one_finish()
 
     def close(self) -> None:
-        os.close(self.loading)
-        os.close(self.release)
+        self._gate.close()
 
 
 class Crashes:

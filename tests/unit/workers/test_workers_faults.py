@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ import pytest
 from keepwarm.cache import ModelCache
 from keepwarm.errors import UnavailableError
 from keepwarm.model import Model
-from keepwarm.settings import Settings
 from keepwarm.workers import WorkerModel, default_pool
 from support.waiting import process_alive, wait_until
 from support.worker_models import Gate
@@ -29,12 +28,8 @@ X = np.ones((1, 4), np.float32)
 
 
 @pytest.fixture
-def cache() -> Iterator[ModelCache]:
-    # No retry of a FAILED load within a test: the counts stay those of one crash loop.
-    settings = Settings.from_env({}, max_restarts=2, retry_initial=600, retry_max=600)
-    cache = ModelCache(settings=settings, warmup=False)
-    yield cache
-    cache.close()
+def cache(no_retry_cache: Callable[[int], ModelCache]) -> ModelCache:
+    return no_retry_cache(2)  # the counts stay those of one crash loop
 
 
 def _worker(model: Model) -> WorkerModel:

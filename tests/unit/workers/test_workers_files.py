@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,6 @@ from keepwarm.cache import ModelCache
 from keepwarm.core.states import State
 from keepwarm.errors import KeepwarmError, UnavailableError
 from keepwarm.model import Model
-from keepwarm.settings import Settings
 from keepwarm.workers import WorkerModel
 from support.waiting import wait_until
 
@@ -27,12 +26,8 @@ X = np.ones((2, 3), np.float32)
 
 
 @pytest.fixture
-def cache() -> Iterator[ModelCache]:
-    # No retry of a FAILED load within a test; one restart in a row before FAILED.
-    settings = Settings.from_env({}, max_restarts=1, retry_initial=600, retry_max=600)
-    cache = ModelCache(settings=settings, warmup=False)
-    yield cache
-    cache.close()
+def cache(no_retry_cache: Callable[[int], ModelCache]) -> ModelCache:
+    return no_retry_cache(1)  # one restart in a row, then FAILED
 
 
 def _wide(directory: Path, factor: int) -> Path:
@@ -57,20 +52,27 @@ def _width(model: Model) -> int:
     return int(model.predict(X)["y"].shape[1])
 
 
-def _steady(cache: ModelCache, tmp_path: Path) -> Model:
+def _loaded_then_deleted(cache: ModelCache, tmp_path: Path, name: str) -> tuple[Model, Model]:
+    """A steady model, and model ``name`` loaded in a worker, answering, then its
+    directory deleted."""
     (tmp_path / "steady").mkdir()
-    return _load(cache, tmp_path / "steady", "Affine")
+    steady = _load(cache, tmp_path / "steady", "Affine")
+    model = _load(cache, _wide(tmp_path / name, 2))
+    assert _width(model) == 6
+    shutil.rmtree(tmp_path / name)
+    return steady, model
+
+
+def _still_serves(steady: Model) -> None:
+    np.testing.assert_array_equal(steady.predict(X[:, :1].repeat(4, 1))["y"], np.full((2, 4), 3))
 
 
 def test_a_deleted_directory_is_served_until_a_restart_then_the_version_fails(
     cache: ModelCache, tmp_path: Path
 ) -> None:
-    steady = _steady(cache, tmp_path)
-    doomed = _load(cache, _wide(tmp_path / "doomed", 2))
-    assert _width(doomed) == 6
-    shutil.rmtree(tmp_path / "doomed")
+    steady, doomed = _loaded_then_deleted(cache, tmp_path, "doomed")
     assert _width(doomed) == 6  # what the worker loaded, it keeps
-    np.testing.assert_array_equal(steady.predict(X[:, :1].repeat(4, 1))["y"], np.full((2, 4), 3))
+    _still_serves(steady)
 
     os.kill(_pid(doomed), signal.SIGKILL)  # its restart must load the files again
     key = doomed._key
@@ -81,24 +83,20 @@ def test_a_deleted_directory_is_served_until_a_restart_then_the_version_fails(
     assert "model 'doomed'" in message, message
     assert "restarting it failed" in message and "doomed" in message.split("failed", 1)[1]
     assert isinstance(caught.value, UnavailableError)
-    # The other model never noticed.
-    np.testing.assert_array_equal(steady.predict(X[:, :1].repeat(4, 1))["y"], np.full((2, 4), 3))
+    _still_serves(steady)  # the other model never noticed
 
 
 def test_a_replaced_directory_is_served_as_loaded_until_a_restart_loads_the_new_files(
     cache: ModelCache, tmp_path: Path
 ) -> None:
-    steady = _steady(cache, tmp_path)
-    model = _load(cache, _wide(tmp_path / "swapped", 2))
-    assert _width(model) == 6
-    shutil.rmtree(tmp_path / "swapped")
+    steady, model = _loaded_then_deleted(cache, tmp_path, "swapped")
     _wide(tmp_path / "swapped", 5)  # another model under the same name
     assert _width(model) == 6  # the worker serves what it loaded
     old = _pid(model)
     os.kill(old, signal.SIGKILL)
     assert wait_until(lambda: _answers_with(model, 15))  # the restart loaded the new files
     assert _pid(model) != old
-    np.testing.assert_array_equal(steady.predict(X[:, :1].repeat(4, 1))["y"], np.full((2, 4), 3))
+    _still_serves(steady)
 
 
 def _answers_with(model: Model, width: int) -> bool:
