@@ -1,14 +1,16 @@
 """Nothing waits forever on a worker process: a load that hangs inside a worker is ended
 at ``workers.ready_timeout`` (the worker killed, the load failed naming the model and the
 bound, a later load free to run); a request waiting for a worker that restarts ends at
-its deadline (504) and, without one, after ``workers.start_timeout`` (503)."""
+its deadline (504) and, without one, after ``workers.start_timeout`` (503); one waiting
+for a busy worker ends at its deadline."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,14 @@ import numpy as np
 import pytest
 
 from keepwarm.cache import ModelCache
+from keepwarm.deadline import request_deadline
 from keepwarm.errors import DeadlineExceededError, ModelLoadError, UnavailableError
 from keepwarm.repository import Repository
 from keepwarm.service import InferenceService
 from keepwarm.settings import Settings
 from keepwarm.workers import default_pool
 from support.waiting import process_alive, wait_until
-from support.worker_models import LoadGate
+from support.worker_models import Gate, LoadGate
 
 X = np.ones((1, 4), np.float32)
 BOUND_S = 30.0  # a wait that was to end after a second or two ended well before this
@@ -138,3 +141,27 @@ def test_requests_waiting_for_a_restarting_worker_end_at_their_deadline_or_start
     finally:
         service.close()
         repository.close()
+
+
+def test_a_request_waiting_for_a_busy_worker_ends_at_its_deadline(
+    no_retry_cache: Callable[[int], ModelCache], tmp_path: Path
+) -> None:
+    cache = no_retry_cache(3)
+    gate = Gate(tmp_path)
+    try:
+        model = cache.load(tmp_path, options={"class": "support.worker_models:Gated"}, workers=True)
+        first: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: first.update(model.predict(X)))
+        thread.start()
+        gate.wait_started()  # the one worker is busy with that call
+        token = request_deadline.set(time.monotonic() + 0.2)
+        try:
+            with pytest.raises(DeadlineExceededError, match=r"waited for a worker process$"):
+                model.predict(X)
+        finally:
+            request_deadline.reset(token)
+        gate.let_one_finish()
+        thread.join(BOUND_S)
+        np.testing.assert_array_equal(first["y"], X + 1)  # the busy call was not disturbed
+    finally:
+        gate.close()
