@@ -28,27 +28,8 @@ import tempfile
 from pathlib import Path
 
 from peers import first_200
+from proc_stats import tree_cpu_seconds
 from serve import LUA, MODELS, ROOT, Served, write_bodies, wrk
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants (reaped children's
-    time included through cutime/cstime)."""
-    total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15]) / TICK
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                pending += [int(c) for c in children]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
 
 
 def sides(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Path], list[Path]]:

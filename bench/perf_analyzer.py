@@ -4,7 +4,9 @@ protocol, so that REST and gRPC are measured the same way (issue 8).
 ``keepwarm serve`` on the example MLP and MobileNetV2; ``perf_analyzer`` over REST with
 the binary tensor extension (``rest-binary``), REST with JSON (``rest-json``) and gRPC
 (``grpc-raw``: ``raw_input_contents``), at concurrency 1 and 8, several rounds taken in
-turn; each cell's figures are the median over the rounds (with the spread). The inputs
+turn (the order rotating); each cell's figures are the median over the rounds (with the
+spread), the server's CPU time per request among them (from ``/proc``: the figure other
+work on the machine disturbs least); targets are judged on per-round ratios. The inputs
 are a few different random tensors (a perf_analyzer data file: its own random data are
 random bytes, NaN included, which no JSON can carry).
 
@@ -28,7 +30,6 @@ import csv
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,9 @@ import numpy as np
 
 from environment import environment as recorded_environment
 from peers import VENVS, first_200, venv
-from serve import MODELS, Served, inputs, protocol_targets, v2_body
+from proc_stats import tree_cpu_seconds
+from protocols import answered, median_cell, protocol_targets
+from serve import MODELS, Served, inputs, v2_body
 
 PINS = ("tritonclient==2.41.1", "nvidia-cuda-runtime-cu12==12.9.79")
 WAYS = {
@@ -49,6 +52,7 @@ WAYS = {
 }
 CELLS = (("mlp", 1), ("mlp", 8), ("mobilenet_v2", 1), ("mobilenet_v2", 8))
 STAGES = ("Input", "Infer", "Output")
+FIGURES = ("rps", "p50_ms", "p99_ms", "server_queue_ms", "server_compute_ms", "server_cpu_us")
 DATA_ROWS = {"mlp": 8, "mobilenet_v2": 4}
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,12 +120,7 @@ def median_cells(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for model, c in CELLS:
         for way in WAYS:
             mine = [r for r in runs if (r["model"], r["way"], r["c"]) == (model, way, c)]
-            cell: dict[str, Any] = {"model": model, "way": way, "c": c, "rounds": len(mine)}
-            for key in ("rps", "p50_ms", "p99_ms", "server_queue_ms", "server_compute_ms"):
-                values = [r[key] for r in mine]
-                cell[key] = statistics.median(values)
-                cell[key + "_range"] = [min(values), max(values)]
-            cells.append(cell)
+            cells.append({**median_cell(mine, FIGURES), "model": model, "way": way, "c": c})
     return cells
 
 
@@ -153,23 +152,30 @@ def main() -> int:
         try:
             first_200(served, {m: v2_body(inputs(m, 1)[0]) for m in MODELS})
             rest = served.url.split("://", 1)[1]
-            for _ in range(args.rounds):
+            ways = list(WAYS)
+            for round_ in range(args.rounds):
+                turn = round_ % len(ways)  # the order rotates: no protocol always goes first
                 for model, c in CELLS:
-                    for way in WAYS:
+                    for way in ways[turn:] + ways[:turn]:
                         address = served.grpc if way == "grpc-raw" else rest
+                        count, cpu = answered(served.url, model), tree_cpu_seconds(served.proc.pid)
                         figures = measure(binary, env, address, model, way, c, data[model],
                                           interval_ms, work)  # fmt: skip
+                        used = tree_cpu_seconds(served.proc.pid) - cpu
+                        count = answered(served.url, model) - count
+                        figures["server_cpu_us"] = used / max(1, count) * 1e6
                         runs.append({"model": model, "way": way, "c": c, **figures})
         finally:
             served.stop()
     cells = median_cells(runs)
     checks = targets(cells)
     print(f"{'model':14s}{'way':13s}{'c':>3s}{'req/s':>9s}{'p50 ms':>9s}{'p99 ms':>9s}"
-          f"{'queue':>8s}{'compute':>9s}  p50 range (ms)")  # fmt: skip
+          f"{'queue':>8s}{'compute':>9s}{'CPU us':>8s}  p50 range (ms)")  # fmt: skip
     for x in cells:
         low, high = x["p50_ms_range"]
         print(f"{x['model']:14s}{x['way']:13s}{x['c']:3d}{x['rps']:9.0f}{x['p50_ms']:9.3f}"
               f"{x['p99_ms']:9.3f}{x['server_queue_ms']:8.3f}{x['server_compute_ms']:9.3f}"
+              f"{x['server_cpu_us']:8.0f}"
               f"  {low:.3f}-{high:.3f}")  # fmt: skip
     for t in checks:
         print(f"{t['status']:8s}{t['target']}: {t['value']}")

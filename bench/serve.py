@@ -5,12 +5,12 @@ first 200 on both models, against the same imports, loads and warmups done in-pr
 
 The load generator is ``wrk -t1`` in its own process (``apt-get install wrk``), with a Lua
 script that rotates several different KServe v2 JSON bodies and counts only 2xx answers.
-The protocols against each other (issue 8): REST JSON, REST with the binary tensor
-extension and gRPC with raw tensor contents, each driven by the same client process
-(``bench/protocol_load.py``: one connection per concurrent request for every protocol),
-on MobileNetV2 at concurrency 8 and the MLP at 1, ``PROTOCOL_ROUNDS`` rounds taken in
-turn; each cell is the median of its rounds (``bench/perf_analyzer.py`` does the same
-with Triton's C++ client).
+The protocols against each other (issue 8, ``bench/protocols.py``): REST JSON, REST with
+the binary tensor extension and gRPC with raw tensor contents, each driven by the same
+kind of client process (``bench/protocol_load.py``: requests written by hand on raw
+sockets, one connection per concurrent request), on MobileNetV2 at concurrency 8 and the
+MLP at 1, in rounds with the server's CPU time per request; the targets are judged on
+per-round ratios (``bench/perf_analyzer.py`` does the same with Triton's C++ client).
 Peers (``bench/peers.py``): MLServer, LitServe and Triton (through PyTriton), each
 installed by the benchmark in its own virtual environment, serving the same SavedModels
 through their signature, each answer checked against the direct call, each at its best
@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ import orjson
 from environment import environment as recorded_environment
 from peer_runs import PeerResults, direct_answers, failed_peers, peer_names, run_peers
 from peers import PEERS, Batching, Peer, first_200, settle
+from protocols import PROTOCOLS, protocol_cells, protocol_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("mlp", "mobilenet_v2")
@@ -59,9 +60,6 @@ CONCURRENCY = (1, 8, 32)
 BODIES = 8
 P50_ABOVE_DIRECT_MS = 0.3
 COLD_START_VS_IN_PROCESS = 1.2
-PROTOCOLS = ("rest-json", "rest-binary", "grpc-raw")
-PROTOCOL_CELLS = (("mobilenet_v2", 8), ("mlp", 1))
-PROTOCOL_ROUNDS = 3
 LUA = r"""
 local bodies = {}
 local i = 0
@@ -205,59 +203,6 @@ def wrk(
             "p99_ms": none * p99 / 1000, "failed": status_errors + socket_errors}  # fmt: skip
 
 
-def protocol_cells(served: Served, seconds: float) -> list[dict[str, Any]]:
-    """REST JSON, REST binary and gRPC raw driven the same way: one client process per
-    protocol (``bench/protocol_load.py``), the same concurrency and inputs, rounds taken
-    in turn (a burst of other work on the machine then hits every protocol alike); each
-    cell holds the median of its rounds and their range."""
-    runs: dict[tuple[str, str, int], list[dict[str, float]]] = {}
-    for _ in range(PROTOCOL_ROUNDS):
-        for model, c in PROTOCOL_CELLS:
-            for protocol in PROTOCOLS:
-                address = served.grpc if protocol == "grpc-raw" else served.url.split("://")[1]
-                shape = ",".join(map(str, SHAPES[model]))
-                done = subprocess.run(
-                    [sys.executable, str(Path(__file__).with_name("protocol_load.py")),
-                     protocol, address, model, "image", shape, "-c", str(c),
-                     "--seconds", f"{seconds:g}"],
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
-                figures = json.loads(done.stdout.strip().splitlines()[-1])
-                runs.setdefault((model, protocol, c), []).append(figures)
-    cells = []
-    for (model, protocol, c), rounds in runs.items():
-        cell: dict[str, Any] = {"model": model, "way": protocol, "c": c}
-        for key in ("rps", "p50_ms", "p99_ms"):
-            values = [r[key] for r in rounds]
-            cell[key] = float(np.median(values))
-            cell[key + "_range"] = [min(values), max(values)]
-        cell["failed"] = sum(r["failed"] for r in rounds)
-        cells.append(cell)
-    return cells
-
-
-def protocol_targets(
-    cell: Callable[[str, str, int], dict[str, Any]], how: str
-) -> list[dict[str, str]]:
-    """Issue 8's targets over cells ``cell(model, way, c)`` measured ``how``."""
-    grpc_mn = cell("mobilenet_v2", "grpc-raw", 8)["rps"]
-    binary_mn = cell("mobilenet_v2", "rest-binary", 8)["rps"]
-    json_mn = cell("mobilenet_v2", "rest-json", 8)["rps"]
-    grpc_p50 = cell("mlp", "grpc-raw", 1)["p50_ms"]
-    rest_p50 = cell("mlp", "rest-binary", 1)["p50_ms"]
-    return [
-        {"target": f"MobileNetV2 c=8 gRPC raw >= 0.95x REST binary ({how})",
-         "value": f"{grpc_mn:.1f} vs 0.95 x {binary_mn:.1f} req/s ({grpc_mn / binary_mn:.2f}x)",
-         "status": "PASS" if grpc_mn >= 0.95 * binary_mn else "FAIL"},
-        {"target": f"MobileNetV2 c=8 gRPC raw >= 1.3x REST JSON ({how})",
-         "value": f"{grpc_mn:.1f} vs 1.3 x {json_mn:.1f} req/s ({grpc_mn / json_mn:.2f}x)",
-         "status": "PASS" if grpc_mn >= 1.3 * json_mn else "FAIL"},
-        {"target": f"MLP c=1 gRPC p50 <= REST binary p50 ({how})",
-         "value": f"{grpc_p50:.3f} ms vs {rest_p50:.3f} ms",
-         "status": "PASS" if grpc_p50 <= rest_p50 else "FAIL"},
-    ]  # fmt: skip
-
-
 def in_process_cold_start(models_dir: Path) -> float:
     """From spawn to both models answering, in a fresh process, without a server."""
     code = "import numpy as np, keepwarm\n" + "".join(
@@ -334,7 +279,7 @@ def main() -> int:
                     cell = {"model": model, "way": "keepwarm", "c": c,
                             **wrk(url, files[model], c, seconds, script)}  # fmt: skip
                     results["cells"].append(cell)
-            results["cells"] += protocol_cells(served, seconds)
+            results["cells"] += protocol_cells(served, seconds / 2, SHAPES)
         finally:
             served.stop()
         peers = drive_peers(names, repo, files, seconds, script, tmp_path)

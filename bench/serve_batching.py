@@ -117,19 +117,27 @@ def limit_batch32(models_dir: Path, model: str, seconds: float) -> float:
     return count / (time.perf_counter() - began)
 
 
-def serve(repo: Path, firsts: dict[str, bytes]) -> Served:
-    served = Served(repo)
+def serve(repo: Path, firsts: dict[str, bytes], env: dict[str, str] | None = None) -> Served:
+    served = Served(repo, env=env)
     first_200(served, firsts)
     return served
 
 
-def overload(repo: Path, body: Path, seconds: float, workdir: Path, rate: float) -> dict[str, Any]:
+def overload(
+    repo: Path,
+    body: Path,
+    seconds: float,
+    workdir: Path,
+    rate: float,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """64 clients offering ``rate`` req/s at a steady pace (open loop: a refused client
-    does not retry at once, as closed-loop clients hammering a fast refusal would)."""
+    does not retry at once, as closed-loop clients hammering a fast refusal would);
+    ``env``: the server's environment (``bench/overload_ab.py`` runs several builds)."""
     (repo / "mobilenet_v2" / "model.toml").write_text(
         "[batching]\nmax_batch_size = 32\nmax_queue = 8\nmax_delay_ms = 0\n"
     )
-    served = serve(repo, {"mobilenet_v2": body.read_bytes()})
+    served = serve(repo, {"mobilenet_v2": body.read_bytes()}, env)
     try:
         client = workdir / "overload_client.py"
         client.write_text(OVERLOAD_CLIENT)
@@ -152,6 +160,7 @@ def overload(repo: Path, body: Path, seconds: float, workdir: Path, rate: float)
         "served_rps": throughput,
         "refused": len(refused),
         "other": len(found["results"]) - len(ok) - len(refused),
+        "p50_refused_ms": float(np.percentile(refused, 50)) * 1000 if refused else float("nan"),
         "p99_refused_ms": float(np.percentile(refused, 99)) * 1000 if refused else float("nan"),
         "p99_ok_ms": float(np.percentile(ok, 99)) * 1000 if ok else float("nan"),
         "bound_ms": (8 / throughput + 0.0 + _largest_batch(metrics)) * 1000 if ok else 0,

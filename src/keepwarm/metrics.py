@@ -81,7 +81,7 @@ class Metrics:
             registry=registry,
         )  # fmt: skip
         from keepwarm.batching.metrics import BatchingCollector
-        from keepwarm.batching.model import live_batchers
+        from keepwarm.batching.registry import live_batchers
 
         registry.register(BatchingCollector(live_batchers))  # keepwarm_batch_*
         registry.register(_ProcessMemoryCollector(process_memory))  # keepwarm_process_pss_*

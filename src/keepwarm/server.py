@@ -26,6 +26,7 @@ from keepwarm.core.states import State
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.process_memory import server_ledger
+from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import Settings
 from keepwarm.workers.memory import watch_default_pool
 
@@ -41,9 +42,11 @@ def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stderr
     import uvloop
 
+    untune = tune_interpreter()  # the GIL switch interval (see service_process)
     try:
         return uvloop.run(_serve(root, settings, token, stream))
     finally:
+        untune()
         restore()
 
 
@@ -97,6 +100,7 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
         control=control,
         management_token=token,
         load_timeout=settings.loading.load_timeout,
+        freeze_heap=True,
     )
     service.metrics.watch_counters(lambda: repository.manager.counters)
     app = HttpApp(service, max_body_bytes=cfg.max_body_bytes, max_json_depth=cfg.max_json_depth)

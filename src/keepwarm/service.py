@@ -2,7 +2,7 @@
 
 Live, ready, metadata, model readiness, infer, status and the repository index, over one
 ``Repository``. Request metrics are recorded here. A request's model runs on a thread
-pool, never on the event loop; the lease is taken in the same hop. A transport that has
+pool or a batch thread, never on the event loop (``service_infer``). A transport that has
 threads of its own (the gRPC server) calls the ``*_blocking`` forms instead: the request
 runs on its caller's thread, with no event loop and no hop. Error messages leave
 through ``public`` only, which names paths relative to the repository root.
@@ -10,35 +10,26 @@ through ``public`` only, which names paths relative to the repository root.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
-
-from keepwarm.batching.model import refuse_when_full
-from keepwarm.batching.serving import Queued, Ticket, abandon, admit_request, admitted, finish
+from keepwarm.batching.serving import admit_request
 from keepwarm.control import ControlledSource, Management
+from keepwarm.core.memory import freeze_when_ready
 from keepwarm.errors import KeepwarmError
 from keepwarm.metrics import Metrics
 from keepwarm.repository import Repository
-from keepwarm.service_blocking import Call, Slots, wait_queued
-from keepwarm.service_book import Gone, RequestBook
+from keepwarm.service_blocking import Slots
+from keepwarm.service_book import RequestBook
 from keepwarm.service_errors import Scrubber
+from keepwarm.service_infer import Requests
 from keepwarm.service_leases import Leases
 from keepwarm.service_names import check_name
 from keepwarm.service_stats import Statistics
 from keepwarm.service_status import StatusView
 from keepwarm.signature import Signature
-
-T = TypeVar("T")
-Decode = Callable[[Signature], dict[str, np.ndarray]]
-Encode = Callable[[str, int, dict[str, np.ndarray]], T]
 
 _SETTLING = ("LOADING", "WARMING")
 RETRY_AFTER_SECONDS = 1
@@ -55,7 +46,8 @@ class ModelInfo:
 
 
 class InferenceService:
-    """See the module docstring. ``close()`` stops the thread pool (not the repository)."""
+    """See the module docstring. ``close()`` stops the thread pool (not the repository).
+    ``freeze_heap``: ``gc.freeze`` whenever a version becomes READY (``core.memory``)."""
 
     def __init__(
         self,
@@ -68,6 +60,7 @@ class InferenceService:
         control: ControlledSource | None = None,
         management_token: str | None = None,
         load_timeout: float = 300.0,
+        freeze_heap: bool = False,
     ) -> None:
         self.repository = repository
         self.management = Management(repository, control, management_token, load_timeout)
@@ -76,7 +69,6 @@ class InferenceService:
         self.default_timeout = default_timeout
         self.strict_readiness = strict_readiness
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="keepwarm-infer")
-        self._slots = Slots(workers)  # the same bound for requests run on their callers' threads
         self._scrubber = Scrubber(repository.root)
         self._leases = Leases(
             repository,
@@ -88,6 +80,12 @@ class InferenceService:
         )
         self._stats = Statistics()
         self._book = RequestBook(self.metrics, self._stats)
+        slots = Slots(workers)  # the same bound for requests run on their callers' threads
+        requests = Requests(self._leases, self._book, self._scrubber, slots, default_timeout)
+        #: ``infer(name, version, decode, encode, *, protocol, timeout, disconnected,
+        #: decoded)`` and ``infer_blocking(..., call)``: see ``service_infer.Requests``.
+        self.infer = requests.infer
+        self.infer_blocking = requests.infer_blocking
         self._view = StatusView(
             repository,
             self._stats,
@@ -96,6 +94,9 @@ class InferenceService:
             public=self.public,
         )
         self._started = False
+        # A server's heap: frozen once a version is READY (no full collections walking
+        # the models' objects under load); an unload's collection thaws it.
+        self._unfreeze = repository.subscribe(freeze_when_ready) if freeze_heap else None
 
     # ------------------------------------------------------------------ health
 
@@ -177,96 +178,6 @@ class InferenceService:
         it (see ``batching.serving.admit_request``)."""
         admit_request(name)
 
-    async def infer(
-        self,
-        name: str,
-        version: str | None,
-        decode: Decode,
-        encode: Encode[T],
-        *,
-        protocol: str,
-        timeout: float | None = None,
-        disconnected: Callable[[], Awaitable[None]] | None = None,
-    ) -> T:
-        """Run one request: lease the version, ``decode`` the inputs against its signature,
-        predict, ``encode`` the outputs; all on a worker thread. ``timeout`` (seconds,
-        default: the service's) bounds the wait for the model and the queue. A batched
-        model's request that had to queue is awaited here (``batching.serving``), and
-        leaves the queue when ``disconnected()`` returns (the client went away)."""
-        with self._book.track(name, protocol) as record:
-            admission = admitted(name)  # overload: refused at once, on the loop
-            ticket = Ticket()  # takes the request back if its caller goes while it waits
-
-            def decoded(signature: Signature) -> dict[str, np.ndarray]:
-                inputs = decode(signature)
-                if admission is not None:
-                    admission.release()  # it is queued (or runs) next: counted there
-                return inputs
-
-            def run(model: Any, deadline: float | None, lease: ExitStack) -> T | Queued:
-                return record.run(model, deadline, lease, decoded, encode, ticket)  # type: ignore[no-any-return]
-
-            def drop(left: T | Queued) -> None:  # the caller went away while ``run`` ran
-                if isinstance(left, Queued):
-                    abandon(left)
-
-            try:
-                result = await self._leases.run(name, version, timeout, run, drop)
-            except asyncio.CancelledError:
-                ticket.cancel()
-                raise
-            finally:
-                if admission is not None:
-                    admission.release()  # one that failed before it was queued
-            if not isinstance(result, Queued):
-                return result
-            try:
-                outputs = await finish(result, disconnected)
-            except KeepwarmError as exc:
-                raise self._scrubbed(exc) from None
-            except Exception as exc:
-                raise self._scrubber.translated(name, exc) from None
-            return record.finish(result, outputs, encode)  # type: ignore[no-any-return]
-
-    def infer_blocking(
-        self,
-        name: str,
-        version: str | None,
-        decode: Decode,
-        encode: Encode[T],
-        *,
-        protocol: str,
-        timeout: float | None = None,
-        call: Call | None = None,
-    ) -> T:
-        """``infer`` on the caller's thread: no event loop, no hop. At most ``workers``
-        such requests run at once (the rest wait, first come first served). ``call`` is
-        left (``call.leave()``) when the client goes away: a request that has not started
-        is then never run (``Gone``), one waiting for its batch leaves the queue."""
-        call = Call() if call is None else call
-        with self._book.track(name, protocol) as record:
-            refuse_when_full(name)
-            seconds = self.default_timeout if timeout is None else timeout
-            deadline = None if seconds is None else time.monotonic() + seconds
-            why = f"the request's deadline ({seconds or 0:g} s) passed before it could run"
-            lease = self._leases.acquire(name, version, seconds)
-            try:
-                with ExitStack() as stack:
-                    stack.callback(lease.release)  # unless a request queued for its batch takes it
-                    with self._slots.hold(call, deadline, why):
-                        call.check(deadline, why)
-                        result = record.run(lease.model, deadline, stack, decode, encode)
-                if isinstance(result, Queued):
-                    outputs = wait_queued(result, call)
-                    return record.finish(result, outputs, encode)  # type: ignore[no-any-return]
-                return result  # type: ignore[no-any-return]
-            except KeepwarmError as exc:
-                raise self._scrubbed(exc) from None
-            except Gone:
-                raise
-            except Exception as exc:
-                raise self._scrubber.translated(name, exc) from None
-
     def public(self, text: str) -> str:
         """``text`` with files named relative to the repository root (see ``Scrubber``)."""
         return self._scrubber.public(text)
@@ -314,4 +225,6 @@ class InferenceService:
         return self._book.draining
 
     def close(self) -> None:
+        if self._unfreeze is not None:
+            self._unfreeze()
         self._executor.shutdown(wait=True, cancel_futures=True)

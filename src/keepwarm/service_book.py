@@ -48,11 +48,7 @@ class Record:
         """Decode, predict and encode on leased ``model``; a ``Queued`` request when its
         batcher queued it (``finish`` ends it once its outputs are there)."""
         timing = self.timing
-        self.label = str(model.version)
-        timing.queue = timing.lap()
-        signature: Signature = model.signature
-        inputs: dict[str, np.ndarray] = decode(signature)
-        timing.compute_input = timing.lap()
+        inputs = self.decode(model, decode)
         outputs = begin(model, inputs, deadline, lease, ticket)
         timing.compute_infer = timing.lap()
         if isinstance(outputs, Queued):
@@ -60,6 +56,16 @@ class Record:
         answer = encode(model.name, model.version, outputs)
         timing.compute_output = timing.lap()
         return answer
+
+    def decode(self, model: Any, decode: Any) -> dict[str, np.ndarray]:
+        """The request's inputs for leased ``model``: ``decode(model.signature)``."""
+        timing = self.timing
+        self.label = str(model.version)
+        timing.queue = timing.lap()
+        signature: Signature = model.signature
+        inputs: dict[str, np.ndarray] = decode(signature)
+        timing.compute_input = timing.lap()
+        return inputs
 
     def finish(self, queued: Queued, outputs: dict[str, np.ndarray], encode: Any) -> Any:
         """The answer of a request that waited for its batch."""

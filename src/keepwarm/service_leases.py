@@ -29,6 +29,12 @@ def _hand_over(abandoned: Callable[[T], None], future: Future[T]) -> None:
         abandoned(future.result())
 
 
+def check_deadline(deadline: float | None) -> None:
+    """``DeadlineExceededError`` when ``deadline`` (``time.monotonic()``) has passed."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceededError("the request's deadline passed before it could run")
+
+
 class Leases:
     """See the module docstring. ``held(name)``: why the repository API keeps ``name``
     unloaded, or None."""
@@ -62,21 +68,12 @@ class Leases:
         except KeepwarmError as exc:
             raise self.scrubber.scrubbed(exc) from None
 
-    async def run(
-        self,
-        name: str,
-        version: str | None,
-        timeout: float | None,
-        run: Callable[[Any, float | None, ExitStack], T],
-        abandoned: Callable[[T], None] | None = None,
-    ) -> T:
-        """``run(leased_model, deadline, lease)`` on a worker thread under a lease; errors
-        made public.
-
-        The lease is taken on the event loop (``acquire_async`` never blocks it, and a
-        version still loading is waited for up to the deadline: 504 after it); only
-        ``run`` hops to a worker thread. Cancelled while ``run`` runs (a client that went
-        away), its result is handed to ``abandoned`` when it returns."""
+    async def take(
+        self, name: str, version: str | None, timeout: float | None
+    ) -> tuple[Any, float | None]:
+        """A lease on the version asked for, taken on the event loop (``acquire_async``
+        never blocks it; a version still loading is waited for up to the deadline: 504
+        after it), and the request's deadline (``time.monotonic()``; None: none)."""
         self._refuse_held(name)
         wanted = parse_version(version)
         seconds = self.default_timeout if timeout is None else timeout
@@ -88,16 +85,40 @@ class Leases:
             )
         except KeepwarmError as exc:
             raise self.scrubber.scrubbed(exc) from None
+        return lease, deadline
+
+    async def run(
+        self,
+        name: str,
+        version: str | None,
+        timeout: float | None,
+        run: Callable[[Any, float | None, ExitStack], T],
+        abandoned: Callable[[T], None] | None = None,
+    ) -> T:
+        """``run(leased_model, deadline, lease)`` on a worker thread under a lease taken
+        on the event loop (``take``), errors made public: see ``hop``."""
+        lease, deadline = await self.take(name, version, timeout)
+        return await self.hop(name, lease, deadline, run, abandoned)
+
+    async def hop(
+        self,
+        name: str,
+        lease: Any,
+        deadline: float | None,
+        run: Callable[[Any, float | None, ExitStack], T],
+        abandoned: Callable[[T], None] | None = None,
+    ) -> T:
+        """``run(leased_model, deadline, lease)`` on a worker thread; ``lease`` is given
+        back when ``run`` returns, on that thread, unless ``run`` takes it over.
+        Cancelled while ``run`` runs (a client that went away), its result is handed to
+        ``abandoned`` when it returns."""
 
         def work() -> T:
             with ExitStack() as stack:
                 # Given back when ``run`` returns, on the thread that ran it (never under a
                 # running model), unless ``run`` takes it over (a request queued for its batch).
                 stack.callback(lease.release)
-                if deadline is not None and time.monotonic() > deadline:
-                    raise DeadlineExceededError(
-                        f"the request's deadline ({seconds:g} s) passed before it could run"
-                    )
+                check_deadline(deadline)
                 return run(lease.model, deadline, stack)
 
         future = self.executor.submit(work)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -66,12 +66,24 @@ ALIASES: dict[str, tuple[str, str]] = {
     "KEEPWARM_CACHE_MAX_BYTES": ("downloads", "cache_max_bytes"),
     "KEEPWARM_MANAGEMENT_TOKEN": ("server", "management_token"),
 }
+#: grpcio's experiments for keepwarm's gRPC server unless ``GRPC_EXPERIMENTS`` is set: its
+#: connections on grpcio's classic poller (one thread hand-off fewer per call; see
+#: ``keepwarm.grpc``).
+GRPC_EXPERIMENTS = "-event_engine_listener"
 _OWNERS: dict[str, list[str]] = {}
 for _section, _fields in FIELDS.items():
     for _name in _fields:
         _OWNERS.setdefault(_name, []).append(_section)
 
 _Values = dict[str, dict[str, Any]]
+
+
+def grpc_experiments(environ: MutableMapping[str, str] | None = None) -> str:
+    """``GRPC_EXPERIMENTS`` (in ``os.environ`` unless given) set to ``GRPC_EXPERIMENTS``
+    unless it is set already; returns the value in force. grpcio reads the variable once,
+    when it is imported: call this before."""
+    target = os.environ if environ is None else environ
+    return target.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import pytest
 
 from keepwarm import InvalidConfigError, ModelCache, Repository
 from keepwarm.batching import buckets
-from keepwarm.batching.model import BatchedModel, live_batchers
+from keepwarm.batching.model import BatchedModel
+from keepwarm.batching.registry import live_batchers
 from keepwarm.loading import spec_from_call
 from support import onnx_graphs
 from support.batch_models import run_clients

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from keepwarm.errors import InvalidInputError, PermissionDeniedError, Unauthenti
 from keepwarm.repository import Repository
 from keepwarm.service import InferenceService
 from keepwarm.service_names import check_name, parse_version
+from keepwarm.service_process import SWITCH_INTERVAL_SECONDS, tune_interpreter
 
 
 @pytest.mark.parametrize("name", ["mlp", "a.b-c_d", "9lives", "x" * 128])
@@ -85,3 +87,13 @@ def test_management_token(tmp_path: Path) -> None:
     finally:
         off.close()
         on.close()
+
+
+def test_serving_tunes_the_switch_interval_and_restores_it() -> None:
+    before = sys.getswitchinterval()
+    restore = tune_interpreter()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS)
+    finally:
+        restore()
+    assert sys.getswitchinterval() == before

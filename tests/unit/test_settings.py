@@ -13,11 +13,13 @@ import keepwarm
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import (
     ALIASES,
+    GRPC_EXPERIMENTS,
     BudgetSettings,
     DownloadSettings,
     LoadingSettings,
     ServerSettings,
     Settings,
+    grpc_experiments,
     parse_bytes,
 )
 from keepwarm.settings_sections import FIELDS
@@ -357,3 +359,11 @@ def test_nothing_outside_settings_reads_the_environment() -> None:
         if path.name != "settings.py" and readers.search(path.read_text())
     ]
     assert found == []
+
+
+def test_grpc_experiments_are_keepwarms_unless_set() -> None:
+    unset: dict[str, str] = {}
+    assert grpc_experiments(unset) == GRPC_EXPERIMENTS == unset["GRPC_EXPERIMENTS"]
+    chosen = {"GRPC_EXPERIMENTS": "-event_engine_client"}
+    assert grpc_experiments(chosen) == "-event_engine_client"
+    assert chosen == {"GRPC_EXPERIMENTS": "-event_engine_client"}

@@ -105,10 +105,15 @@ class Dispatch:
     # ---------------------------------------------------------------- requests
 
     def enqueue(
-        self, inputs: Arrays, deadline: float | None, follower: Follower | None
+        self,
+        inputs: Arrays,
+        deadline: float | None,
+        follower: Follower | None,
+        *,
+        take: bool = True,
     ) -> tuple[Future[Arrays], list[Item]]:
-        """Register the future, queue the request, and take a batch when a slot is free
-        (the caller launches it)."""
+        """Register the future, queue the request, and (``take``) take a batch when a slot
+        is free (the caller launches it)."""
         found = rows_and_key(inputs, self.pad_axes)
         rows, key = found if found is not None else (0, None)
         future: Future[Arrays] = Future()
@@ -126,7 +131,8 @@ class Dispatch:
                     self.stats.rejected += 1
                     raise self._overloaded(len(queue.items))
             queue.append(item)
-            batch, expired = queue.take(now) if self._running < self._slots else ([], [])
+            free = take and self._running < self._slots
+            batch, expired = queue.take(now) if free else ([], [])
             if batch:
                 self._running += 1
         self.expire(expired)
@@ -224,13 +230,14 @@ class Dispatch:
             self._running -= 1
         return batch, expired
 
-    def fire(self) -> None:
-        """The waker's call: dispatch the held partial batch if a slot is free."""
+    def fire(self, *, force: bool = True) -> None:
+        """The waker's call: dispatch the held partial batch if a slot is free; without
+        ``force``, what is queued, as a new arrival would (held if waiting pays)."""
         launch: list[Item] = []
         expired: list[Item] = []
         with self._lock:
             if self._running < self._slots:
-                launch, expired = self.queue.take(self._clock(), force=True)
+                launch, expired = self.queue.take(self._clock(), force=force)
                 if launch:
                     self._running += 1
         self.expire(expired)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from keepwarm.batching.model import BatcherView
+from keepwarm.batching.registry import BatcherView
 
 _OUTCOMES = ("rejected", "expired", "cancelled", "failed")
 

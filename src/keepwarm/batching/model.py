@@ -15,10 +15,8 @@ import asyncio
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +24,7 @@ import numpy as np
 from keepwarm.batching.batcher import Batcher
 from keepwarm.batching.executor import Executor, ThreadExecutor, pool_size, threads_per_call
 from keepwarm.batching.merge import PadAxes, buckets
+from keepwarm.batching.registry import register, unregister
 from keepwarm.batching.stats import BatchStats
 from keepwarm.runtimes.base import LoadedModel
 from keepwarm.signature import Signature
@@ -43,80 +42,6 @@ def shared_executor() -> ThreadExecutor:
         if _shared is None:
             _shared = ThreadExecutor(max(2, os.cpu_count() or 1))
         return _shared
-
-
-_live_lock = threading.Lock()
-_live: weakref.WeakSet[BatchedModel] = weakref.WeakSet()
-
-
-@dataclass(frozen=True)
-class BatcherView:
-    """One live batcher, for metrics and status: its model, version, counters, queue."""
-
-    model: str
-    version: int | None
-    stats: BatchStats
-    queued: int
-    max_queue: int
-    batch_seconds: Mapping[int, float]  # the latency table: bucket -> seconds per batch
-
-
-def live_batchers() -> list[BatcherView]:
-    """Every batcher of a loaded version in this process (read at each metrics scrape)."""
-    with _live_lock:
-        models = [m for m in _live if m.why_not is None]
-    return [
-        BatcherView(
-            m.name,
-            m.version,
-            m.stats(),
-            m.batcher.queued,
-            m.batcher.max_queue,
-            m.batcher.latency.snapshot(),
-        )
-        for m in models
-    ]
-
-
-class Admission:
-    """A place reserved in the queue of model ``name``'s batcher for one admitted request
-    (``admit``); ``release()`` gives it back: once, from any thread, however often called."""
-
-    def __init__(self, name: str, batcher: Batcher) -> None:
-        self.name = name
-        self._batcher = batcher
-        self._token = [True]  # list.pop is atomic: one release wins
-
-    def release(self) -> None:
-        try:
-            self._token.pop()
-        except IndexError:
-            return
-        self._batcher.unreserve()
-
-
-def admit(name: str) -> Admission | None:
-    """Reserve a place in the queue of a loaded version of model ``name``, so that a
-    request admitted now counts toward ``max_queue`` while its body is read and decoded
-    (None: no version of it is batched). When every version's queue is full (queued and
-    reserved), ``UnavailableError``, counted as rejected: refused before any other work."""
-    with _live_lock:
-        mine = [m for m in _live if m.name == name and m.why_not is None]
-    for m in mine:
-        if m.batcher.reserve():
-            return Admission(name, m.batcher)
-    if mine:
-        raise mine[0].batcher.refuse()
-    return None
-
-
-def refuse_when_full(name: str) -> None:
-    """Raise ``UnavailableError`` (counted as rejected) when every loaded version of model
-    ``name`` has a full queue: a server refuses such a request before any other work."""
-    with _live_lock:
-        mine = [m for m in _live if m.name == name and m.why_not is None]
-    if mine and all(m.batcher.full for m in mine):
-        raise mine[0].batcher.refuse()
 
 
 def unbatchable(signature: Signature) -> str | None:
@@ -195,8 +120,7 @@ class BatchedModel:
             slots=slots,
             alone=alone,
         )
-        with _live_lock:
-            _live.add(self)
+        register(self)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.why_not is not None:
@@ -270,8 +194,7 @@ class BatchedModel:
         return sample_inputs(self.signature, batch=bucket)
 
     def close(self) -> None:
-        with _live_lock:
-            _live.discard(self)
+        unregister(self)
         self.batcher.close()
         self.inner.close()
 

@@ -1,5 +1,6 @@
 """The server's side of batching: a request is admitted, decoded and handed to its
-version's batcher on a worker thread; if it had to queue, the event loop awaits it.
+version's batcher, on a worker thread or from the event loop; if it had to queue, the
+event loop awaits it.
 
 - ``admit_request`` (event loop, before the body is read): refuses at once when the
   model's queue is full, else reserves a place for the request, held in its task's
@@ -9,9 +10,12 @@ version's batcher on a worker thread; if it had to queue, the event loop awaits 
 - ``begin`` (worker thread, under the request's lease): runs the request at once when
   the model is free (on that thread, as without batching), else queues it and returns a
   ``Queued``, which takes over the lease.
+- ``submit`` (event loop, inputs decoded there already): queues the request; a batch
+  that can start now starts on a batch thread, never on the loop.
 - ``finish`` (event loop): awaits the queued request up to its deadline (then 504: it
-  leaves the queue, not run), or until the client goes away (it leaves the queue too);
-  the lease is released once the request's batch no longer needs the model.
+  leaves the queue, not run), or until the client goes away (it leaves the queue too),
+  through callbacks (no task per request unless it waits long enough to watch its
+  client); the lease is released once the request's batch no longer needs the model.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from keepwarm.batching.model import Admission, BatchedModel, admit, refuse_when_full
+from keepwarm.batching.model import BatchedModel
+from keepwarm.batching.registry import Admission, admit, refuse_when_full
 from keepwarm.deadline import request_deadline
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 
@@ -132,36 +137,100 @@ def begin(
     return Queued(future, model.name, model.version, lease.pop_all(), deadline)
 
 
+def batched(model: Any) -> bool:
+    """Whether leased ``model`` (a ``LeasedModel``) predicts through a batcher."""
+    raw = model.raw
+    return isinstance(raw, BatchedModel) and raw.why_not is None
+
+
+def submit(model: Any, inputs: Arrays, deadline: float | None, lease: ExitStack) -> Queued:
+    """From the event loop: queue ``inputs`` for leased ``model`` (``batched``); the
+    ``Queued`` request takes over ``lease``. The model never runs here: the batch starts
+    on a batch thread (or a waiting follower's), once the loop has queued the requests
+    it is parsing now (``Batcher.submit_from_loop``)."""
+    raw: BatchedModel = model.raw
+    future = raw.batcher.submit_from_loop(model.signature.coerce(inputs), deadline=deadline)
+    return Queued(future, model.name, model.version, lease.pop_all(), deadline)
+
+
+#: How long a queued request waits before its client is watched (``finish``): most
+#: batches answer sooner, and a watch costs a task per request.
+WATCH_AFTER_SECONDS = 0.05
+
+
 async def finish(
     queued: Queued, disconnected: Callable[[], Awaitable[None]] | None = None
 ) -> Arrays:
     """The outputs of ``queued``; ``DeadlineExceededError`` when its deadline passes first
     (the request is then taken out of the queue, unless its batch already runs). It leaves
-    the queue too when ``disconnected()`` returns or when the awaiting task is cancelled
-    (gRPC cancels a handler whose client cancelled or whose deadline passed)."""
-    waiter = asyncio.wrap_future(queued.future)
-    watcher = None if disconnected is None else asyncio.ensure_future(disconnected())
+    the queue too when ``disconnected()`` returns (watched once the request has waited
+    ``WATCH_AFTER_SECONDS``) or when the awaiting task is cancelled (gRPC cancels a
+    handler whose client cancelled or whose deadline passed)."""
+    future = queued.future
     try:
-        deadline = queued.deadline
-        remaining = None if deadline is None else deadline - time.monotonic()
-        waiting: set[asyncio.Future[Any]] = {waiter} if watcher is None else {waiter, watcher}
-        try:
-            done, _ = await asyncio.wait(waiting, timeout=remaining, return_when="FIRST_COMPLETED")
-        except asyncio.CancelledError:  # the transport ended the call (a gRPC client that
-            waiter.cancel()  # cancelled, or its deadline): it leaves the queue, as above
-            raise
-        if waiter in done:
-            return waiter.result()
-        waiter.cancel()  # leaves the queue unless its batch runs (it is not interrupted)
-        if watcher is not None and watcher in done:
-            raise UnavailableError(f"model {queued.name!r}: the client went away")
-        raise DeadlineExceededError(
-            f"model {queued.name!r}: the request's deadline passed while it waited for its batch"
-        )
+        woken = DONE if future.done() else await _Wait(queued, disconnected).wait()
+        if future.done() and not future.cancelled():
+            return future.result()
+        future.cancel()  # leaves the queue unless its batch runs (it is not interrupted)
+        if woken != GONE:
+            raise DeadlineExceededError(
+                f"model {queued.name!r}: the request's deadline passed while it waited "
+                "for its batch"
+            )
+        raise UnavailableError(f"model {queued.name!r}: the client went away")
+    except asyncio.CancelledError:  # the transport ended the call (a gRPC client that
+        future.cancel()  # cancelled, or its deadline): it leaves the queue, as above
+        raise
     finally:
-        if watcher is not None:
-            watcher.cancel()
         _let_go(queued)
+
+
+DONE, EXPIRED, GONE = "done", "expired", "gone"
+
+
+class _Wait:
+    """One queued request's wait on the event loop: woken by its outcome (from the batch's
+    thread), its deadline, or its client going away (``wait`` says which: ``DONE``,
+    ``EXPIRED``, ``GONE``); callbacks, no task per request."""
+
+    __slots__ = ("_disconnected", "_loop", "_queued", "_woken", "watch")
+
+    def __init__(self, queued: Queued, disconnected: Callable[[], Awaitable[None]] | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._woken: asyncio.Future[str] = self._loop.create_future()
+        self._disconnected = disconnected
+        self.watch: asyncio.Future[None] | None = None
+        self._queued = queued
+
+    async def wait(self) -> str:
+        loop, queued = self._loop, self._queued
+        queued.future.add_done_callback(self._from_thread)
+        handles = []
+        if queued.deadline is not None:
+            remaining = max(0.0, queued.deadline - time.monotonic())
+            handles.append(loop.call_later(remaining, self._wake, EXPIRED))
+        if self._disconnected is not None:
+            handles.append(loop.call_later(WATCH_AFTER_SECONDS, self._start_watch))
+        try:
+            return await self._woken
+        finally:
+            for handle in handles:
+                handle.cancel()
+            if self.watch is not None:
+                self.watch.cancel()
+
+    def _from_thread(self, _: object) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, DONE)
+
+    def _wake(self, why: str) -> None:
+        if not self._woken.done():
+            self._woken.set_result(why)
+
+    def _start_watch(self) -> None:
+        assert self._disconnected is not None
+        self.watch = asyncio.ensure_future(self._disconnected())
+        self.watch.add_done_callback(lambda _: self._wake(GONE))
 
 
 def abandon(queued: Queued) -> None:

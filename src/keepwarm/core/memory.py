@@ -1,4 +1,5 @@
-"""Giving memory back after an unload, and measuring what came back."""
+"""Giving memory back after an unload, and measuring what came back; keeping the collector
+off the objects that live as long as the models (``freeze_heap``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import ctypes.util
 import gc
 import os
 from functools import cache
+
+from keepwarm.core.events import Event
+from keepwarm.core.states import State
 
 
 @cache
@@ -27,9 +31,32 @@ def rss_bytes() -> int:
         return 0
 
 
-def release_memory() -> None:
-    """Collect garbage, then return freed heap pages to the system where libc allows."""
+def freeze_heap() -> None:
+    """Collect garbage, then move every object alive now out of the collector's reach
+    (``gc.freeze``). Once TensorFlow and a model are loaded the heap holds a few hundred
+    thousand tracked objects, and each full collection walks them all: a pause of about
+    200 ms every few thousand requests. A server freezes its heap when a version becomes
+    READY; ``release_memory`` thaws it for its collection, so an unloaded model's cycles
+    are still reclaimed."""
     gc.collect()
+    gc.freeze()
+
+
+def freeze_when_ready(event: Event) -> None:
+    """A Manager event subscriber: ``freeze_heap`` when a version becomes READY."""
+    if event.kind == "state" and event.state is State.READY:
+        freeze_heap()
+
+
+def release_memory() -> None:
+    """Collect garbage (frozen objects included: the heap is thawed, collected and frozen
+    again), then return freed heap pages to the system where libc allows."""
+    frozen = gc.get_freeze_count() > 0
+    if frozen:
+        gc.unfreeze()
+    gc.collect()
+    if frozen:
+        gc.freeze()
     libc = _libc()
     trim = getattr(libc, "malloc_trim", None) if libc is not None else None
     if trim is not None:

@@ -98,7 +98,8 @@ class V2Routes:
         body = await request.body()
         length = _header_length(request)
         depth = self.max_json_depth
-        if len(body) > INLINE_DECODE_BYTES:
+        inline = len(body) <= INLINE_DECODE_BYTES
+        if not inline:
             loop = asyncio.get_running_loop()
             decoded = await loop.run_in_executor(
                 None, lambda: v2.decode_request(body, header_length=length, max_depth=depth)
@@ -118,6 +119,7 @@ class V2Routes:
             protocol="v2",
             timeout=timeout,
             disconnected=request.disconnected,
+            decoded=inline,  # small inputs, decoded here: a batched model's queue takes them here
         )
         if json_length is None:
             return Response(200, data)

@@ -89,6 +89,15 @@ def _odd(key: str) -> bool:
     return "\x00" in key or "[" in key
 
 
+def flat_numbers(node: Any) -> np.ndarray | None:
+    """A simdjson array of numbers as ``np.asarray`` would make it of the list (int64 or
+    float64); None when it is anything else (nested, empty, past 2**63, not numbers)."""
+    try:
+        return _numbers(node)
+    except _Unsure:
+        return None
+
+
 def _numbers(node: Any) -> np.ndarray | None:
     """``node`` as a numpy array when it is a non-empty array of numbers (or of arrays,
     which the caller detects)."""

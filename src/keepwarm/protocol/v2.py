@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from keepwarm.errors import InvalidInputError
-from keepwarm.protocol import jsonio
+from keepwarm.protocol import jsonio, jsonpieces
 from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS, numpy_dtype, v2_datatype
 from keepwarm.signature import Signature, TensorSpec
 
@@ -53,7 +53,7 @@ def decode_request(
             )
         view = memoryview(body)
         header, binary = view[:header_length], view[header_length:]
-    request = jsonio.loads(header, max_depth=max_depth, arrays=True)
+    request = jsonpieces.loads(header, max_depth=max_depth, within="inputs")
     if not isinstance(request, dict):
         raise InvalidInputError("the request body must be a JSON object with 'inputs'")
     raw_inputs = request.get("inputs")

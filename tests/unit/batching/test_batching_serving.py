@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from keepwarm.batching import PadAxes, ThreadExecutor
-from keepwarm.batching.model import BatchedModel, admit, live_batchers, refuse_when_full
-from keepwarm.batching.serving import Queued, admit_request, admitted, begin, finish
+from keepwarm.batching.model import BatchedModel
+from keepwarm.batching.registry import admit, live_batchers, refuse_when_full
+from keepwarm.batching.serving import Queued, admit_request, admitted, begin, finish, submit
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 from keepwarm.model import LeasedModel
 from support.batch_models import RowLoaded
@@ -222,3 +223,23 @@ def test_admitted_requests_hold_their_place_until_queued_or_their_task_ends(
     assert model.batcher.queued == 1 and not model.batcher.full  # both places came back
     gate.set()
     running.result(30)
+
+
+def test_requests_queued_in_one_loop_pass_form_one_batch(held: tuple) -> None:
+    """From an event loop, each request is queued at once and the batch is dispatched
+    after the loop's due callbacks: two requests queued in one pass (``max_queue`` is
+    2), with the model's one slot free, run as one batch of 2 (not two batches of 1)."""
+    model, inner, gate = held
+    gate.set()
+
+    async def scenario() -> list[list[list[float]]]:
+        queued = []
+        for value in range(2):
+            stack = ExitStack()
+            stack.enter_context(Lease())
+            queued.append(submit(LeasedModel(model, "rows", 3), _x(value), None, stack))
+        outputs = await asyncio.gather(*(finish(q) for q in queued))
+        return [o["x_echo"].tolist() for o in outputs]
+
+    assert asyncio.run(scenario()) == [[[2 * v] * 3] for v in range(2)]
+    assert inner.rows.calls == [2]

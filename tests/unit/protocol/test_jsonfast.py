@@ -30,6 +30,19 @@ def plain(value: Any) -> Any:
     return value
 
 
+def as_numpy_reads(value: Any, key: str = "") -> Any:
+    """orjson's document with each flat list of numbers under "data" as numpy reads it
+    (``np.asarray(...).tolist()``: [2**53 + 1, 0.0] is two floats, as the tensor holds)."""
+    if isinstance(value, dict):
+        return {k: as_numpy_reads(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in value)
+        if key == "data" and value and numbers:
+            return np.asarray(value).tolist()
+        return [as_numpy_reads(v) for v in value]
+    return value
+
+
 scalars = (
     st.none()
     | st.booleans()
@@ -51,8 +64,11 @@ documents = st.recursive(
 @given(documents)
 def test_any_document_reads_as_orjson_reads_it(document: Any) -> None:
     body = orjson.dumps(document) + PAD.encode()
-    fast = jsonio.loads(body, max_depth=64, arrays=True)
-    assert plain(fast) == orjson.loads(body)
+    read = jsonio.loads(body, max_depth=64, arrays=True)
+    if jsonfast.loads(body, 64) is None:  # left to orjson
+        assert read == orjson.loads(body)
+    else:
+        assert plain(read) == as_numpy_reads(orjson.loads(body))
 
 
 @settings(max_examples=200, deadline=None)

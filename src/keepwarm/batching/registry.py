@@ -1,0 +1,120 @@
+"""The process's live batchers, by model name: for admission (a request refused, or a
+place reserved for it, before its body is read) and for metrics. A ``BatchedModel``
+registers itself when made and leaves when closed."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from keepwarm.batching.stats import BatchStats
+
+if TYPE_CHECKING:
+    from keepwarm.batching.batcher import Batcher
+    from keepwarm.batching.model import BatchedModel
+
+_live_lock = threading.Lock()
+_live: weakref.WeakSet[BatchedModel] = weakref.WeakSet()
+#: Per model name, its batched versions: replaced whole under ``_live_lock`` when one
+#: comes or goes, read without a lock by every request's admission.
+_named: dict[str, tuple[weakref.ref[BatchedModel], ...]] = {}
+
+
+def register(model: BatchedModel) -> None:
+    """``model`` is live (from its constructor)."""
+    with _live_lock:
+        _live.add(model)
+        _reindex()
+
+
+def unregister(model: BatchedModel) -> None:
+    """``model`` is closed."""
+    with _live_lock:
+        _live.discard(model)
+        _reindex()
+
+
+def _reindex() -> None:
+    """Under ``_live_lock``: ``_named`` from ``_live``."""
+    global _named
+    named: dict[str, list[weakref.ref[BatchedModel]]] = {}
+    for m in _live:
+        if m.why_not is None:
+            named.setdefault(m.name, []).append(weakref.ref(m))
+    _named = {name: tuple(refs) for name, refs in named.items()}
+
+
+def _batched(name: str) -> list[BatchedModel]:
+    """The live batched versions of model ``name``."""
+    return [m for ref in _named.get(name, ()) if (m := ref()) is not None]
+
+
+@dataclass(frozen=True)
+class BatcherView:
+    """One live batcher, for metrics and status: its model, version, counters, queue."""
+
+    model: str
+    version: int | None
+    stats: BatchStats
+    queued: int
+    max_queue: int
+    batch_seconds: Mapping[int, float]  # the latency table: bucket -> seconds per batch
+
+
+def live_batchers() -> list[BatcherView]:
+    """Every batcher of a loaded version in this process (read at each metrics scrape)."""
+    with _live_lock:
+        models = [m for m in _live if m.why_not is None]
+    return [
+        BatcherView(
+            m.name,
+            m.version,
+            m.stats(),
+            m.batcher.queued,
+            m.batcher.max_queue,
+            m.batcher.latency.snapshot(),
+        )
+        for m in models
+    ]
+
+
+class Admission:
+    """A place reserved in the queue of model ``name``'s batcher for one admitted request
+    (``admit``); ``release()`` gives it back: once, from any thread, however often called."""
+
+    def __init__(self, name: str, batcher: Batcher) -> None:
+        self.name = name
+        self._batcher = batcher
+        self._token = [True]  # list.pop is atomic: one release wins
+
+    def release(self) -> None:
+        try:
+            self._token.pop()
+        except IndexError:
+            return
+        self._batcher.unreserve()
+
+
+def admit(name: str) -> Admission | None:
+    """Reserve a place in the queue of a loaded version of model ``name``, so that a
+    request admitted now counts toward ``max_queue`` while its body is read and decoded
+    (None: no version of it is batched). When every version's queue is full (queued and
+    reserved), ``UnavailableError``, counted as rejected: refused before any other work."""
+    mine = _batched(name)
+    for m in mine:
+        if m.batcher.reserve():
+            return Admission(name, m.batcher)
+    if mine:
+        raise mine[0].batcher.refuse()
+    return None
+
+
+def refuse_when_full(name: str) -> None:
+    """Raise ``UnavailableError`` (counted as rejected) when every loaded version of model
+    ``name`` has a full queue: a server refuses such a request before any other work."""
+    mine = _batched(name)
+    if mine and all(m.batcher.full for m in mine):
+        raise mine[0].batcher.refuse()

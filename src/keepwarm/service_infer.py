@@ -1,0 +1,198 @@
+"""The inference request path of ``InferenceService``: one request from its lease to its
+answer, on an event loop (``infer``) or on its caller's thread (``infer_blocking``).
+
+On the event loop the lease is taken without blocking. A request whose inputs were
+decoded already (``decoded=True``: small bodies, decoded by the transport) for a batched
+model is queued from the loop itself (``batching.serving.submit``): its batch runs on a
+batch thread, and the loop awaits the outcome through callbacks, one hop per batch
+rather than one per request. Any other request hops to a worker thread, which decodes,
+predicts (running the batch itself when its model is idle) and encodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from typing import Any, TypeVar
+
+import numpy as np
+
+from keepwarm.batching.registry import Admission, refuse_when_full
+from keepwarm.batching.serving import (
+    Queued,
+    Ticket,
+    abandon,
+    admitted,
+    batched,
+    finish,
+    submit,
+)
+from keepwarm.errors import KeepwarmError
+from keepwarm.service_blocking import Call, Slots, wait_queued
+from keepwarm.service_book import Gone, Record, RequestBook
+from keepwarm.service_errors import Scrubber
+from keepwarm.service_leases import Leases, check_deadline
+from keepwarm.signature import Signature
+
+T = TypeVar("T")
+Decode = Callable[[Signature], dict[str, np.ndarray]]
+Encode = Callable[[str, int, dict[str, np.ndarray]], T]
+
+
+class Requests:
+    """See the module docstring. ``slots`` bounds the requests run on their callers'
+    threads at once."""
+
+    def __init__(
+        self,
+        leases: Leases,
+        book: RequestBook,
+        scrubber: Scrubber,
+        slots: Slots,
+        default_timeout: float | None,
+    ) -> None:
+        self._leases = leases
+        self._book = book
+        self._scrubber = scrubber
+        self._slots = slots
+        self._default_timeout = default_timeout
+
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        decode: Decode,
+        encode: Encode[T],
+        *,
+        protocol: str,
+        timeout: float | None = None,
+        disconnected: Callable[[], Awaitable[None]] | None = None,
+        decoded: bool = False,
+    ) -> T:
+        """Run one request: lease the version, ``decode`` the inputs against its signature,
+        predict, ``encode`` the outputs; the model never runs on the event loop.
+        ``timeout`` (seconds, default: the service's) bounds the wait for the model and
+        the queue. A batched model's request that had to queue is awaited here
+        (``batching.serving``), and leaves the queue when ``disconnected()`` returns (the
+        client went away). ``decoded``: ``decode`` only hands over inputs decoded already
+        (cheap enough for the event loop; see the module docstring)."""
+        with self._book.track(name, protocol) as record:
+            admission = admitted(name)  # overload: refused at once, on the loop
+            try:
+                lease, deadline = await self._leases.take(name, version, timeout)
+                if decoded and batched(lease.model):
+                    queued = self._submit(record, lease, deadline, decode, admission)
+                else:
+                    result = await self._hop(
+                        name, record, lease, deadline, decode, encode, admission
+                    )
+                    if not isinstance(result, Queued):
+                        return result
+                    queued = result
+            finally:
+                if admission is not None:
+                    admission.release()  # one that failed before it was queued
+            try:
+                outputs = await finish(queued, disconnected)
+            except KeepwarmError as exc:
+                raise self._scrubber.scrubbed(exc) from None
+            except Exception as exc:
+                raise self._scrubber.translated(name, exc) from None
+            return record.finish(queued, outputs, encode)  # type: ignore[no-any-return]
+
+    def _submit(
+        self,
+        record: Record,
+        lease: Any,
+        deadline: float | None,
+        decode: Decode,
+        admission: Admission | None,
+    ) -> Queued:
+        """Queue the request from the loop (see the module docstring)."""
+        model = lease.model
+        try:
+            with ExitStack() as stack:
+                stack.callback(lease.release)  # unless the queued request takes it
+                check_deadline(deadline)
+                inputs = record.decode(model, decode)
+                queued = submit(model, inputs, deadline, stack)
+                if admission is not None:
+                    admission.release()  # queued: counted there now
+                return queued
+        except KeepwarmError as exc:
+            raise self._scrubber.scrubbed(exc) from None
+        except Exception as exc:
+            raise self._scrubber.translated(model.name, exc) from None
+
+    async def _hop(
+        self,
+        name: str,
+        record: Record,
+        lease: Any,
+        deadline: float | None,
+        decode: Decode,
+        encode: Encode[T],
+        admission: Admission | None,
+    ) -> T | Queued:
+        """Decode, predict and encode on a worker thread (see the module docstring)."""
+        ticket = Ticket()  # takes the request back if its caller goes while it waits
+
+        def decoded(signature: Signature) -> dict[str, np.ndarray]:
+            inputs = decode(signature)
+            if admission is not None:
+                admission.release()  # it is queued (or runs) next: counted there
+            return inputs
+
+        def run(model: Any, deadline: float | None, lease: ExitStack) -> T | Queued:
+            return record.run(model, deadline, lease, decoded, encode, ticket)  # type: ignore[no-any-return]
+
+        def drop(left: T | Queued) -> None:  # the caller went away while ``run`` ran
+            if isinstance(left, Queued):
+                abandon(left)
+
+        try:
+            return await self._leases.hop(name, lease, deadline, run, drop)
+        except asyncio.CancelledError:
+            ticket.cancel()
+            raise
+
+    def infer_blocking(
+        self,
+        name: str,
+        version: str | None,
+        decode: Decode,
+        encode: Encode[T],
+        *,
+        protocol: str,
+        timeout: float | None = None,
+        call: Call | None = None,
+    ) -> T:
+        """``infer`` on the caller's thread: no event loop, no hop. At most ``slots``
+        such requests run at once (the rest wait, first come first served). ``call`` is
+        left (``call.leave()``) when the client goes away: a request that has not started
+        is then never run (``Gone``), one waiting for its batch leaves the queue."""
+        call = Call() if call is None else call
+        with self._book.track(name, protocol) as record:
+            refuse_when_full(name)
+            seconds = self._default_timeout if timeout is None else timeout
+            deadline = None if seconds is None else time.monotonic() + seconds
+            why = f"the request's deadline ({seconds or 0:g} s) passed before it could run"
+            lease = self._leases.acquire(name, version, seconds)
+            try:
+                with ExitStack() as stack:
+                    stack.callback(lease.release)  # unless a request queued for its batch takes it
+                    with self._slots.hold(call, deadline, why):
+                        call.check(deadline, why)
+                        result = record.run(lease.model, deadline, stack, decode, encode)
+                if isinstance(result, Queued):
+                    outputs = wait_queued(result, call)
+                    return record.finish(result, outputs, encode)  # type: ignore[no-any-return]
+                return result  # type: ignore[no-any-return]
+            except KeepwarmError as exc:
+                raise self._scrubber.scrubbed(exc) from None
+            except Gone:
+                raise
+            except Exception as exc:
+                raise self._scrubber.translated(name, exc) from None

@@ -1,0 +1,191 @@
+"""Large v2 ``"data"`` arrays parsed in pieces: the same results and errors as the plain
+parse, whatever the body holds, and the decoding thread gives the GIL up between pieces."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from keepwarm.errors import InvalidInputError
+from keepwarm.protocol import jsonio, jsonpieces, v2
+
+SMALL = {"min_bytes": 64, "piece_bytes": 16}  # many pieces from a small body
+
+
+@pytest.fixture
+def parse() -> Iterator[Any]:
+    def parse(body: bytes) -> Any:
+        return jsonpieces.loads(body, max_depth=64, within="inputs", **SMALL)
+
+    yield parse
+
+
+def body_of(*data: str, **extra: str) -> bytes:
+    """A v2 body with one input per ``data`` (raw JSON text), plus raw ``extra`` members."""
+    inputs = ",".join(
+        f'{{"name":"x{i}","datatype":"FP32","shape":[-1],"data":{text}}}'
+        for i, text in enumerate(data)
+    )
+    members = "".join(f',"{key}":{value}' for key, value in extra.items())
+    return f'{{"inputs":[{inputs}]{members}}}'.encode()
+
+
+def plain(body: bytes) -> Any:
+    return jsonio.loads(body, max_depth=64, arrays=True)
+
+
+def assert_same(got: Any, want: Any) -> None:
+    """``got`` equals ``want``, a list and the array numpy makes of it counting as equal."""
+    if isinstance(got, np.ndarray) or isinstance(want, np.ndarray):
+        got, want = np.asarray(got), np.asarray(want)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    elif isinstance(got, dict):
+        assert isinstance(want, dict) and got.keys() == want.keys()
+        for key in got:
+            assert_same(got[key], want[key])
+    elif isinstance(got, list):
+        assert isinstance(want, list) and len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert_same(a, b)
+    else:
+        assert got == want and type(got) is type(want)
+
+
+def numbers(values: list[Any]) -> str:
+    return (
+        "["
+        + ",".join(orjson.dumps(v).decode() if type(v) is not int else str(v) for v in values)
+        + "]"
+    )
+
+
+CASES = {
+    "floats": numbers(np.random.default_rng(0).random(300).tolist()),
+    "integers": numbers(list(range(-150, 150))),
+    "integers then floats": numbers([*range(60), *(x / 7 for x in range(60))]),
+    "spaced": "[ " + " ,\n\t".join(str(x) for x in range(100)) + " ]",
+    "exponents": numbers([1e-300, -2.5e10, 0.0, -0.0, 1e18] * 20),
+    "int64 edges": numbers([2**63 - 1, -(2**63)] * 20),
+}
+
+
+@pytest.mark.parametrize("text", CASES.values(), ids=CASES.keys())
+def test_large_arrays_come_back_as_the_arrays_numpy_makes_of_the_lists(
+    parse: Any, text: str
+) -> None:
+    body = body_of(text, text, "[1, 2]", parameters='{"data": [1, 2, 3]}')
+    (start, end), _ = jsonpieces._spans(body, SMALL["min_bytes"])
+    assert jsonpieces._numbers(body, start, end, SMALL["piece_bytes"]) is not None  # in pieces
+    assert_same(parse(body), plain(body))
+
+
+HOSTILE = {
+    "nested": numbers([[x, x] for x in range(100)]),
+    "strings": numbers([str(x) for x in range(100)]),
+    "bools": numbers([True, False] * 50),
+    "null inside": numbers([*range(60), None, *range(60)]),
+    "past int64": numbers([2**64, *range(100)]),
+    "past int64, negative": numbers([-(2**63) - 1, *range(100)]),
+    "mixed with a string holding ] and ,": numbers([*range(60), "a],[b", *range(60)]),
+    "trailing comma": "[" + ",".join(str(x) for x in range(100)) + ",]",
+    "empty element": "[" + ",".join(str(x) for x in range(50)) + ",," + "1" * 40 + "]",
+    "leading zeros": "[" + ",".join(f"0{x}" for x in range(100)) + "]",
+    "bare dot": "[" + ",".join(f"{x}." for x in range(100)) + "]",
+    "plus sign": "[" + ",".join(f"+{x}" for x in range(100)) + "]",
+    "NaN": "[" + ",".join(["NaN"] * 100) + "]",
+    "floats past 2**63": numbers([1e308, -1e19, *range(100)]),
+    "huge exponent": "[" + ",".join(["1e400"] * 100) + "]",
+    "unterminated": "[" + ",".join(str(x) for x in range(100)),
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
+def test_anything_else_is_parsed_the_plain_way(parse: Any, text: str) -> None:
+    body = body_of(text)
+    try:
+        want = plain(body)
+    except InvalidInputError as exc:
+        with pytest.raises(InvalidInputError) as got:
+            parse(body)
+        assert str(got.value) == str(exc)
+        return
+    assert_same(parse(body), want)
+
+
+def test_a_marker_sent_by_the_client_is_its_own_data(parse: Any) -> None:
+    """The markers put in place of the arrays are strings a client may send too: such a
+    body is parsed the plain way."""
+    text = CASES["floats"]
+    for fake in ('["\\u0000keepwarm array 0"]', '["\\u0000keepwarm array 1"]'):
+        body = body_of(text, fake, text)
+        assert_same(parse(body), plain(body))
+
+
+def test_data_keys_outside_inputs_and_escaped_keys(parse: Any) -> None:
+    text = CASES["integers"]
+    body = f'{{"inputs":[{{"name":"x","data":[1]}}],"other":{{"data":{text}}},"k\\"data":{text}}}'
+    assert_same(parse(body.encode()), plain(body.encode()))
+
+
+def test_the_depth_limit_still_holds(parse: Any) -> None:
+    text = CASES["floats"]
+    deep = "[" * 70 + "]" * 70
+    with pytest.raises(InvalidInputError, match="nested deeper than 64"):
+        parse(body_of(deep, text))
+
+
+def test_v2_decodes_a_large_body_as_before() -> None:
+    """Through ``v2.decode_request`` with the real thresholds: a 1.6 MB MobileNetV2 body."""
+    x = np.random.default_rng(1).random((1, 224, 224, 3), dtype=np.float32)
+    tensor = {"name": "image", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel()}
+    body = orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY)
+    decoded = v2.decode_request(body)
+    np.testing.assert_array_equal(decoded.inputs["image"], x)
+    assert decoded.inputs["image"].dtype == np.float32
+
+
+def test_the_decoding_thread_lets_another_thread_run_between_pieces() -> None:
+    """With forced switches off (a switch interval of 10 s), a thread that waits for the
+    GIL runs only when the holder gives it up: during orjson's parse it cannot run, during
+    a parse in pieces it runs between them. (The event loop is that thread.)"""
+    x = np.random.default_rng(2).random(2 * 150528, dtype=np.float32)
+    tensor = {"name": "image", "datatype": "FP32", "shape": [x.size], "data": x}
+    body = orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def turns_while(decode: Any) -> int:
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                decode()
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=work)
+        turns = 0
+        thread.start()
+        for _ in range(1_000_000):  # bounded; ends when the decode does
+            if done.is_set():
+                break
+            time.sleep(0.0001)  # waits for the GIL on waking up
+            turns += 1
+        thread.join()
+        return turns
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(10.0)
+    try:
+        whole = turns_while(lambda: orjson.loads(body))
+        pieces = turns_while(lambda: jsonpieces.loads(body, max_depth=64, within="inputs"))
+    finally:
+        sys.setswitchinterval(interval)
+    assert whole <= 3  # the method sees a parse that never gives the GIL up
+    assert pieces >= 25  # about 50 pieces of 64 KiB
