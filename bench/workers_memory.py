@@ -8,10 +8,19 @@ given back) the sum of PSS over the server's process tree is read from ``smaps_r
 (``keepwarm.process_memory``), as is the server process's own ledger of bytes unloading
 did not give back. Prints a table, writes JSON with ``--json``.
 
-Target (issue 10): with isolation on, the sum of PSS after every cycle from the 2nd on
-stays within 10% of its value after cycle 2 (the maximum over cycles 2..N); exits 1 when
-it does not. The same figure without isolation is reported for comparison, as is the time
-a cycle takes each way (isolation pays a process start and a framework import per load).
+The target is read on the tree's PSS without the pages of mapped files (``Pss_File``:
+the interpreter's and libraries' code, never given back by an unload nor kept by one).
+Their share depends on the other processes of the machine that map the same files, not
+on the server: in a 10-cycle isolated run beside other jobs the server's ``Pss_File``
+moved between 1.4 and 3.2 MB (its RSS, its shared clean pages and its anonymous PSS
+unchanged at those moments), 6-11% of its 28 MB, which alone failed the 10% target. The
+whole PSS is reported beside it (``PSS growth``).
+
+Target (issue 10): with isolation on, the sum of PSS (file pages left out) after every
+cycle from the 2nd on stays within 10% of its value after cycle 2 (the maximum over
+cycles 2..N); exits 1 when it does not. The same figure without isolation is reported for
+comparison, as is the time a cycle takes each way (isolation pays a process start and a
+framework import per load).
 ``tests/stress/test_worker_memory.py`` runs this with 100 cycles (``make stress``).
 """
 
@@ -44,21 +53,27 @@ class Run:
     cycles: int
     seconds: float
     tree_pss: list[int]  # after each cycle's unload, bytes
+    tree_memory: list[int]  # the same without the pages of mapped files (the target's)
     loaded_pss: list[int]  # while the model was loaded (after its predict), bytes
     unreclaimed: int  # the server process's ledger after the last cycle
     baseline: int | None
 
     @property
     def reference(self) -> int:
-        return self.tree_pss[1]  # after cycle 2
+        return self.tree_memory[1]  # after cycle 2
 
     @property
     def peak(self) -> int:
-        return max(self.tree_pss[1:])
+        return max(self.tree_memory[1:])
 
     @property
     def growth(self) -> float:
         return self.peak / self.reference - 1.0
+
+    @property
+    def pss_growth(self) -> float:
+        """The same growth of the whole PSS, file pages included."""
+        return max(self.tree_pss[1:]) / self.tree_pss[1] - 1.0
 
 
 def run_cycles(models: Path, way: str, cycles: int, model: str = MODEL) -> Run:
@@ -82,6 +97,7 @@ def run_cycles(models: Path, way: str, cycles: int, model: str = MODEL) -> Run:
     key = cache.handle(uri)._key
     x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
     after: list[int] = []
+    memory: list[int] = []
     loaded: list[int] = []
     started = time.monotonic()
     for cycle in range(1, cycles + 1):
@@ -93,10 +109,12 @@ def run_cycles(models: Path, way: str, cycles: int, model: str = MODEL) -> Run:
         if not given_back.wait(CYCLE_WAIT_S) or cache.manager.state(key) is not State.UNLOADED:
             raise RuntimeError(f"cycle {cycle}: not unloaded within {CYCLE_WAIT_S:g} s")
         after.append(tree_pss_bytes())
+        memory.append(tree_pss_bytes(files=False))
         if cycle % 10 == 0 or cycle <= 2:
             print(
                 f"{way} cycle {cycle}: {time.monotonic() - started:.0f} s, PSS of the "
-                f"tree {after[-1] / MB:.0f} MB (loaded {loaded[-1] / MB:.0f} MB)",
+                f"tree {after[-1] / MB:.1f} MB, without file pages {memory[-1] / MB:.1f} MB "
+                f"(loaded {loaded[-1] / MB:.0f} MB)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -104,7 +122,7 @@ def run_cycles(models: Path, way: str, cycles: int, model: str = MODEL) -> Run:
     stop()
     stop_too()
     cache.manager.close(5.0)
-    return Run(way, cycles, seconds, after, loaded, ledger.total, ledger.baseline_bytes)
+    return Run(way, cycles, seconds, after, memory, loaded, ledger.total, ledger.baseline_bytes)
 
 
 def run_way(models: Path, way: str, cycles: int, model: str = MODEL) -> Run:
@@ -119,15 +137,19 @@ def run_way(models: Path, way: str, cycles: int, model: str = MODEL) -> Run:
 
 
 def table(runs: list[Run]) -> str:
+    """The tree's PSS without file pages after cycle 2, its maximum over cycles 2..N,
+    after the last cycle and its growth; the growth of the whole PSS (file pages in)."""
     lines = [
-        f"{'way':<11} {'cycles':>6} {'s/cycle':>8} {'PSS@2 MB':>9} {'max MB':>8} "
-        f"{'last MB':>8} {'growth':>7} {'loaded MB':>10} {'kept MB':>8}"
+        f"{'way':<11} {'cycles':>6} {'s/cycle':>8} {'@2 MB':>7} {'max MB':>7} {'last MB':>7} "
+        f"{'growth':>7} {'PSS@2 MB':>9} {'PSS max':>8} {'PSS growth':>10} {'loaded MB':>10} "
+        f"{'kept MB':>8}"
     ]
     for r in runs:
         lines.append(
-            f"{r.way:<11} {r.cycles:>6} {r.seconds / r.cycles:>8.2f} {r.reference / MB:>9.0f} "
-            f"{r.peak / MB:>8.0f} {r.tree_pss[-1] / MB:>8.0f} {r.growth:>7.1%} "
-            f"{max(r.loaded_pss) / MB:>10.0f} {r.unreclaimed / MB:>8.0f}"
+            f"{r.way:<11} {r.cycles:>6} {r.seconds / r.cycles:>8.2f} {r.reference / MB:>7.1f} "
+            f"{r.peak / MB:>7.1f} {r.tree_memory[-1] / MB:>7.1f} {r.growth:>7.1%} "
+            f"{r.tree_pss[1] / MB:>9.1f} {max(r.tree_pss[1:]) / MB:>8.1f} "
+            f"{r.pss_growth:>10.1%} {max(r.loaded_pss) / MB:>10.0f} {r.unreclaimed / MB:>8.0f}"
         )
     return "\n".join(lines)
 
@@ -152,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(runs))
     results: dict[str, Any] = {
         "environment": environment(args, ["tensorflow", "onnxruntime"]),
-        "runs": [{**asdict(r), "growth": r.growth} for r in runs],
+        "runs": [{**asdict(r), "growth": r.growth, "pss_growth": r.pss_growth} for r in runs],
         "within": WITHIN,
     }
     missed = [r.way for r in runs if r.way == "isolated" and r.growth > WITHIN]
@@ -161,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
     for way in missed:
-        print(f"MISSED: {way}: PSS grew past {WITHIN:.0%} of its value after cycle 2")
+        print(
+            f"MISSED: {way}: PSS (file pages left out) grew past {WITHIN:.0%} of its value "
+            "after cycle 2"
+        )
     return 1 if missed else 0
 
 

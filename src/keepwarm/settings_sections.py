@@ -194,7 +194,11 @@ class WorkerSettings:
     time, its models loaded again) before the version is FAILED; a successful call resets
     the count. ``buffer_bytes``: each worker's shared tensor buffer at start; it grows up to
     ``max_buffer_bytes`` (a request whose tensors need more is refused). ``start_timeout``:
-    seconds a new worker may take to start and answer.
+    seconds a new worker may take to start and answer; a request waiting for a worker
+    that restarts waits no longer than this (then UnavailableError). ``ready_timeout``:
+    seconds a started worker may take to load its model; past it the worker is killed
+    and the load fails (ModelLoadError). Its default is ``loading.load_timeout``'s: raise
+    both for a model that takes longer.
 
     ``recycle_unreclaimed_bytes``: a worker whose unloads left this much behind is
     replaced, the new one loaded first (None: never). 256 MiB: four times the largest
@@ -211,6 +215,9 @@ class WorkerSettings:
     buffer_bytes: int = field(default=4 * MiB, metadata=_p(optional_bytes))
     max_buffer_bytes: int = field(default=2 * GiB, metadata=_p(optional_bytes))
     start_timeout: float = field(default=60.0, metadata=_p(number(0, above=True)))
+    ready_timeout: float = field(
+        default=LoadingSettings.load_timeout, metadata=_p(number(0, above=True))
+    )
     recycle_unreclaimed_bytes: int | None = field(default=256 * MiB, metadata=_p(optional_bytes))
     recycle_growth_bytes: int | None = field(default=None, metadata=_p(optional_bytes))
     memory_check_seconds: float = field(default=10.0, metadata=_p(number(0, above=True)))

@@ -1,7 +1,9 @@
 """Memory given back by isolation, only in `make stress`: 100 load/predict/unload cycles
 of the example MobileNetV2 with ``workers.isolate`` on keep the sum of PSS over the
 server's processes within 10% of its value after cycle 2 (the maximum over cycles
-2-100); the same run without isolation is printed for comparison.
+2-100); the same run without isolation is printed for comparison. The pages of mapped
+files are left out of the checked figure (their share moves with the machine's other
+processes: ``bench/workers_memory.py`` says why); the whole PSS is printed beside it.
 
 Each way runs in a fresh process (``bench/workers_memory.py``, which the benchmark also
 runs), so neither sees the other's TensorFlow; its progress goes to stderr (``-s`` shows
@@ -38,9 +40,9 @@ def test_isolation_keeps_the_server_processes_flat_over_100_mobilenet_cycles(
     in_process = run_way(example_models, "in-process", CYCLES)
     print("\n" + table([isolated, in_process]), flush=True)
     for run in (isolated, in_process):
-        assert run.cycles == len(run.tree_pss) == CYCLES
-        assert all(pss > 0 for pss in run.tree_pss)
+        assert run.cycles == len(run.tree_pss) == len(run.tree_memory) == CYCLES
+        assert all(0 < own <= pss for own, pss in zip(run.tree_memory, run.tree_pss, strict=True))
     assert isolated.peak <= (1 + WITHIN) * isolated.reference
     assert in_process.peak <= IN_PROCESS_BOUND * in_process.reference
     # The model really ran in a worker: while loaded, the tree held it (and TensorFlow).
-    assert min(isolated.loaded_pss) > isolated.reference
+    assert min(isolated.loaded_pss) > max(isolated.tree_pss)

@@ -71,10 +71,10 @@ class Gate:
     """The test's side of a ``Gated`` model: its two FIFOs, held open read-write (opening
     never blocks, and the model's own opens never wait for the test)."""
 
-    def __init__(self, directory: Path) -> None:
-        os.mkfifo(directory / "started")
+    def __init__(self, directory: Path, started: str = "started") -> None:
+        os.mkfifo(directory / started)
         os.mkfifo(directory / "release")
-        self.started = os.open(directory / "started", os.O_RDWR)
+        self.started = os.open(directory / started, os.O_RDWR)
         self.release = os.open(directory / "release", os.O_RDWR)
 
     def wait_started(self, timeout: float = 30.0) -> int:
@@ -89,6 +89,51 @@ class Gate:
     def close(self) -> None:
         os.close(self.started)
         os.close(self.release)
+
+
+class SlowToLoad:
+    """Its load says it started (its process id, 10 digits, written to the FIFO
+    ``loading``), then, while a file ``hold`` is there, waits for a byte on the FIFO
+    ``release``: a test holds a load (the first, or a restart's) inside its worker. The
+    FIFOs and ``hold`` are in the directory named by the file ``gate`` when there is one
+    (a repository version then holds no FIFO), else in the model's own directory.
+    ``predict``: ``x + 1``."""
+
+    signature = VECTOR
+
+    def load(self, path: Path) -> None:
+        named = path / "gate"
+        gate = Path(named.read_text().strip()) if named.is_file() else path
+        with open(gate / "loading", "wb") as loading:
+            loading.write(f"{os.getpid():>10}".encode())
+        if (gate / "hold").exists():
+            with open(gate / "release", "rb") as release:
+                release.read(1)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] + 1}
+
+
+class LoadGate:
+    """The test's side of ``SlowToLoad``: a ``Gate`` whose first FIFO is ``loading``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._gate = Gate(directory, started="loading")
+
+    def hold(self) -> None:
+        """Loads from now on wait for ``let_one_load``."""
+        (self.directory / "hold").touch()
+
+    def wait_loading(self, timeout: float = 60.0) -> int:
+        """Once a load is inside the model's ``load``: the pid of the process it is in."""
+        return self._gate.wait_started(timeout)
+
+    def let_one_load(self) -> None:
+        self._gate.let_one_finish()
+
+    def close(self) -> None:
+        self._gate.close()
 
 
 class Crashes:

@@ -53,6 +53,19 @@ def test_pss_falls_back_to_smaps_and_is_none_when_unreadable(tmp_path: Path) -> 
     assert pm.pss_bytes(99, proc=tmp_path) is None  # gone
 
 
+def test_pss_without_file_pages_subtracts_pss_file(tmp_path: Path) -> None:
+    rollup = "Rss: 200 kB\nPss: 100 kB\nPss_Anon: 70 kB\nPss_File: 25 kB\nPss_Shmem: 5 kB\n"
+    fake_proc(tmp_path, 14, 1, rollup=rollup, smaps=None)
+    fake_proc(tmp_path, 15, 14, rollup=None, smaps="Pss: 3 kB\n")  # no Pss_File to subtract
+    fake_proc(tmp_path, 16, 14, rollup="Pss: 9 kB\nPss_File: x kB\n", smaps=None)
+    assert pm.pss_bytes(14, proc=tmp_path) == 100 * KB
+    assert pm.pss_bytes(14, proc=tmp_path, files=False) == 75 * KB
+    assert pm.pss_bytes(15, proc=tmp_path, files=False) is None
+    assert pm.pss_bytes(15, proc=tmp_path) == 3 * KB
+    assert pm.pss_bytes(16, proc=tmp_path, files=False) is None
+    assert pm.tree_pss_bytes(14, proc=tmp_path, files=False) == 75 * KB
+
+
 def test_tree_sums_descendants_and_survives_odd_names_and_loops(tmp_path: Path) -> None:
     fake_proc(tmp_path, 20, 1, rollup="Pss: 100 kB\n", smaps=None)
     fake_proc(tmp_path, 21, 20, rollup="Pss: 10 kB\n", smaps=None)
@@ -93,6 +106,11 @@ def test_the_real_tree_holds_a_child_and_its_memory(child: subprocess.Popen[byte
     own, theirs = pm.pss_bytes(), pm.pss_bytes(child.pid)
     assert own is not None and theirs is not None and theirs > 24 * MB
     assert pm.tree_pss_bytes() >= own + theirs - 4 * MB  # pages move between reads
+    # Without file pages: the child's 32 MB are anonymous, our code pages are files.
+    own_memory = pm.pss_bytes(files=False)
+    their_memory = pm.pss_bytes(child.pid, files=False)
+    assert own_memory is not None and their_memory is not None
+    assert their_memory > 24 * MB and own_memory < own
 
 
 class Scripted:

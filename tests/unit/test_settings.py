@@ -175,6 +175,7 @@ SAMPLES = {
     ("workers", "buffer_bytes"): ("8MiB", 8 << 20),
     ("workers", "max_buffer_bytes"): ("1GiB", GiB),
     ("workers", "start_timeout"): ("2.5", 2.5),
+    ("workers", "ready_timeout"): ("90", 90.0),
     ("workers", "recycle_unreclaimed_bytes"): ("64MiB", 64 << 20),
     ("workers", "recycle_growth_bytes"): ("1GiB", GiB),
     ("workers", "memory_check_seconds"): ("0.5", 0.5),

@@ -33,6 +33,7 @@ import numpy as np
 
 from keepwarm.batching.model import BatchedModel
 from keepwarm.batching.registry import Admission, admit, refuse_when_full
+from keepwarm.deadline import request_deadline
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 
 Arrays = dict[str, np.ndarray]
@@ -118,7 +119,13 @@ def begin(
     the request's batch did not run while this thread waited for it."""
     raw = model.raw
     if not isinstance(raw, BatchedModel) or raw.why_not is not None:
-        return model.predict(inputs)  # type: ignore[no-any-return]
+        if deadline is None:
+            return model.predict(inputs)  # type: ignore[no-any-return]
+        token = request_deadline.set(deadline)  # a wait below (a worker's restart) ends then
+        try:
+            return model.predict(inputs)  # type: ignore[no-any-return]
+        finally:
+            request_deadline.reset(token)
     # Without a ticket (a blocking caller, whose client's leaving this thread cannot
     # see while it waits) the request is not waited for here: it is ``Queued``.
     bind = None if ticket is None else ticket.bind

@@ -4,15 +4,12 @@ A worker is a fresh interpreter (``python -m keepwarm.workers.process``, the "sp
 nothing of the server's memory, threads or TensorFlow is inherited), started with the
 server's import path. It gets three descriptors: its end of the control socket, the read
 end of a lifeline pipe (it exits when the server does), and a pipe for its stdout and
-stderr. A thread per worker reads that pipe, forwards it to the server's stderr, keeps its
-tail (for the error of a worker that dies), and at its end (the worker exited) calls
-``on_exit``: that thread is how a death is noticed, even between calls.
+stderr, which a thread reads (``keepwarm.workers.output``): at its end (the worker exited)
+it calls ``on_exit``, which is how a death is noticed, even between calls.
 """
 
 from __future__ import annotations
 
-import builtins
-import collections
 import contextlib
 import json
 import os
@@ -26,9 +23,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from keepwarm import errors
-from keepwarm.errors import KeepwarmError, ModelLoadError, ResourceExhaustedError
-from keepwarm.logs import is_native_chatter
+from keepwarm.errors import ModelLoadError, ResourceExhaustedError
 from keepwarm.settings import WorkerSettings
 from keepwarm.workers.buffer import SharedBuffer, grown, layout, receive_buffer, send_buffer
 from keepwarm.workers.messages import (
@@ -44,6 +39,8 @@ from keepwarm.workers.messages import (
     Unload,
     Unloaded,
 )
+from keepwarm.workers.output import WorkerOutput
+from keepwarm.workers.remote import rebuilt
 
 # The server's import path first (as given: no environment is read or changed), then the
 # worker's loop. ``-c``, not ``-m``: nothing of the caller's directory or __main__ runs.
@@ -51,7 +48,6 @@ _BOOT = (
     "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
     "from keepwarm.workers.process import main; sys.exit(main(sys.argv[2:]))"
 )
-_TAIL = 4096  # bytes of a worker's output kept for the error when it dies
 
 
 class WorkerDied(Exception):
@@ -62,13 +58,8 @@ class WorkerDied(Exception):
         self.worker = worker
 
 
-class RemoteError(Exception):
-    """An exception raised in a worker whose type is not a builtin or keepwarm's own:
-    ``type_name`` is the name of its type there."""
-
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(message)
-        self.type_name = type_name
+class Unanswered(Exception):
+    """The worker gave no answer within the call's time limit (it is still running)."""
 
 
 class WorkerProcess:
@@ -87,10 +78,8 @@ class WorkerProcess:
         self.stopping = False
         self.figures: dict[str, Mapping[str, float]] = {}
         self._on_exit = on_exit
-        self._tail: collections.deque[bytes] = collections.deque()
-        self._tail_bytes = 0
-        self._tail_lock = threading.Lock()
-        self._drained = threading.Event()  # the output pipe reached its end
+        self._ended = False  # the server's ends are closed
+        self._end_lock = threading.Lock()
         ours, theirs = socket.socketpair()
         life_read, self._lifeline = os.pipe()
         out_read, out_write = os.pipe()
@@ -116,11 +105,10 @@ class WorkerProcess:
         self.conn = Connection(ours.detach())
         self.sock = socket.socket(fileno=os.dup(self.conn.fileno()))
         self.buffer = SharedBuffer(settings.buffer_bytes)
-        self._reader = threading.Thread(
-            target=self._read_output, args=(out_read,), name=f"keepwarm-worker-{worker_id}",
-            daemon=True,
+        self.output = WorkerOutput(
+            out_read, f"[keepwarm worker {worker_id}] ", f"keepwarm-worker-{worker_id}",
+            self._output_ended,
         )  # fmt: skip
-        self._reader.start()
         try:
             self.conn.send(Start(worker_id, tuple(_import_path()), hook))
             send_buffer(self.sock, self.buffer)
@@ -144,13 +132,15 @@ class WorkerProcess:
         self.kill()
         raise ModelLoadError(
             f"worker process {self.pid} did not start: {type(exc).__name__}: {exc}"
-            f"{self._tail_text()}"
+            f"{self.output.tail_text()}"
         ) from exc
 
     # ------------------------------------------------------------------ calls
 
-    def load(self, key: str, description: Any) -> Loaded:
-        reply = self._call(Load(key, description))
+    def load(self, key: str, description: Any, timeout: float | None = None) -> Loaded:
+        """Load ``description`` as ``key``; ``Unanswered`` after ``timeout`` seconds (the
+        worker still loading: the caller decides its fate)."""
+        reply = self._call(Load(key, description), timeout=timeout)
         assert isinstance(reply, Loaded)
         self.figures.update(reply.figures)
         return reply
@@ -182,11 +172,13 @@ class WorkerProcess:
                 raise WorkerDied(self) from exc
         return {ref.name: self.buffer.copy_out(ref) for ref in reply.outputs}
 
-    def _call(self, message: Any, *, buffer: bool = False) -> Any:
+    def _call(self, message: Any, *, buffer: bool = False, timeout: float | None = None) -> Any:
         try:
             self.conn.send(message)
             if buffer:
                 send_buffer(self.sock, self.buffer)
+            if timeout is not None and not self.conn.poll(timeout):
+                raise Unanswered(f"no answer within {timeout:g} s")
             reply = self.conn.recv()
         except (EOFError, OSError) as exc:
             raise WorkerDied(self) from exc
@@ -218,17 +210,23 @@ class WorkerProcess:
 
     def _finish(self) -> None:
         self.popen.wait()
-        if threading.current_thread() is not self._reader:
-            self._reader.join()
-        self._close_ends()
-
-    def _close_ends(self) -> None:
+        self.output.join()
+        with self._end_lock:  # once: a descriptor number closed twice may be another's
+            if self._ended:
+                return
+            self._ended = True
         for close in (self.conn.close, self.sock.close, self.buffer.close, self._close_lifeline):
-            with contextlib.suppress(OSError):  # closed already
+            with contextlib.suppress(OSError):
                 close()
 
     def _close_lifeline(self) -> None:
         os.close(self._lifeline)
+
+    def _output_ended(self) -> None:
+        """On the output thread, once the worker's output pipe ended."""
+        self.popen.wait()
+        if self._on_exit is not None and not self.stopping:
+            self._on_exit(self)
 
     def exit_code(self, timeout: float = 5.0) -> int | None:
         try:
@@ -239,7 +237,7 @@ class WorkerProcess:
     def death(self) -> str:
         """How the worker ended, for messages: its exit code or signal, and its last output."""
         code = self.exit_code()
-        self._drained.wait(5.0)  # its output read to the end (bounded: a child of the
+        self.output.drained.wait(5.0)  # its output read to the end (bounded: a child of the
         # worker may hold the pipe open)
         how = (
             "is still running"
@@ -248,71 +246,7 @@ class WorkerProcess:
             if code < 0
             else f"exited with code {code}"
         )
-        return f"worker process {self.pid} {how}{self._tail_text()}"
-
-    def tail(self) -> str:
-        with self._tail_lock:
-            return b"".join(self._tail).decode("utf-8", "replace")
-
-    def _tail_text(self) -> str:
-        text = self.tail().strip()
-        return f"; its last output: {text[-1000:]}" if text else ""
-
-    def _read_output(self, fd: int) -> None:
-        prefix = f"[keepwarm worker {self.worker_id}] ".encode()
-        pending = b""
-        try:
-            while chunk := os.read(fd, 65536):
-                *lines, pending = (pending + chunk).split(b"\n")
-                self._forward(prefix, lines)
-            if pending:
-                self._forward(prefix, [pending])
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-            self._drained.set()
-        self.popen.wait()
-        if self._on_exit is not None and not self.stopping:
-            self._on_exit(self)
-
-    def _forward(self, prefix: bytes, lines: list[bytes]) -> None:
-        """Keep whole lines in the tail and pass them to stderr, each with the worker's
-        prefix; native libraries' start-up chatter is dropped, as the server drops its own."""
-        kept = b"".join(line + b"\n" for line in lines if not is_native_chatter(line))
-        if not kept:
-            return
-        with self._tail_lock:
-            self._tail.append(kept)
-            self._tail_bytes += len(kept)
-            while self._tail_bytes - len(self._tail[0]) >= _TAIL:
-                self._tail_bytes -= len(self._tail.popleft())
-        text = b"".join(prefix + line + b"\n" for line in kept.splitlines())
-        with contextlib.suppress(OSError, ValueError):  # no stderr (closed at exit)
-            sys.stderr.write(text.decode("utf-8", "replace"))
-
-
-def rebuilt(failed: Failed) -> Exception:
-    """The exception a worker reported, as its own type where that is keepwarm's or a
-    builtin, else a ``RemoteError`` carrying its type's name; the worker's traceback is
-    attached as a note."""
-    exc: Exception
-    home = errors if failed.module == "keepwarm.errors" else builtins
-    kind = getattr(home, failed.type_name, None)
-    if isinstance(kind, type) and issubclass(kind, ModelLoadError):
-        exc = kind(failed.message, format=failed.format)
-    elif isinstance(kind, type) and issubclass(kind, KeepwarmError):
-        exc = kind(failed.message)
-    elif failed.module == "builtins" and isinstance(kind, type) and issubclass(kind, Exception):
-        try:
-            exc = kind(failed.message)
-        except TypeError:
-            exc = RemoteError(failed.type_name, failed.message)
-    else:
-        exc = RemoteError(failed.type_name, failed.message)
-    if failed.traceback:
-        exc.add_note(f"in the worker process:\n{failed.traceback}")
-    return exc
+        return f"worker process {self.pid} {how}{self.output.tail_text()}"
 
 
 def _import_path() -> list[str]:

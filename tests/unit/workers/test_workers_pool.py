@@ -15,7 +15,7 @@ from keepwarm.cache import ModelCache
 from keepwarm.errors import InvalidInputError, ModelLoadError, ResourceExhaustedError
 from keepwarm.settings import Settings
 from keepwarm.workers import WorkerModel, default_pool
-from keepwarm.workers.handle import RemoteError
+from keepwarm.workers.remote import RemoteError
 from support.waiting import process_alive, wait_until
 
 MODELS = "support.worker_models"
@@ -150,8 +150,8 @@ def _worker_threads() -> list[threading.Thread]:
 
 
 def test_a_remote_error_of_an_unknown_type_keeps_its_name() -> None:
-    from keepwarm.workers.handle import rebuilt
     from keepwarm.workers.messages import Failed
+    from keepwarm.workers.remote import rebuilt
 
     exc = rebuilt(Failed("InvalidArgumentError", "tensorflow.errors", "bad shape"))
     assert isinstance(exc, RemoteError) and exc.type_name == "InvalidArgumentError"
