@@ -27,7 +27,7 @@ from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.process_memory import server_ledger
 from keepwarm.service_process import tune_interpreter
-from keepwarm.settings import ServerSettings, Settings
+from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
 from keepwarm.workers.memory import watch_default_pool
 
 log = logging.getLogger("keepwarm.server")
@@ -43,6 +43,7 @@ def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
     import uvloop
 
     untune = tune_interpreter()  # the GIL switch interval (see service_process)
+    tensorflow_threads()  # one inter-op thread per model call (see settings)
     try:
         return uvloop.run(_serve(root, settings, token, stream))
     finally:

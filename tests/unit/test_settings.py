@@ -14,6 +14,7 @@ from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import (
     ALIASES,
     GRPC_EXPERIMENTS,
+    TF_INTER_OP_THREADS,
     BudgetSettings,
     DownloadSettings,
     LoadingSettings,
@@ -21,6 +22,7 @@ from keepwarm.settings import (
     Settings,
     grpc_experiments,
     parse_bytes,
+    tensorflow_threads,
 )
 from keepwarm.settings_sections import FIELDS
 from keepwarm.settings_values import ram_bytes
@@ -367,3 +369,11 @@ def test_grpc_experiments_are_keepwarms_unless_set() -> None:
     chosen = {"GRPC_EXPERIMENTS": "-event_engine_client"}
     assert grpc_experiments(chosen) == "-event_engine_client"
     assert chosen == {"GRPC_EXPERIMENTS": "-event_engine_client"}
+
+
+def test_tensorflow_inter_op_threads_are_keepwarms_unless_set() -> None:
+    unset: dict[str, str] = {}
+    assert tensorflow_threads(unset) == TF_INTER_OP_THREADS == unset["TF_NUM_INTEROP_THREADS"]
+    chosen = {"TF_NUM_INTEROP_THREADS": "4"}
+    assert tensorflow_threads(chosen) == "4"
+    assert chosen == {"TF_NUM_INTEROP_THREADS": "4"}
