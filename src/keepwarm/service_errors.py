@@ -4,6 +4,8 @@ root (never by absolute path), and a framework's exceptions turned into typed er
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from keepwarm.errors import InternalError, InvalidInputError, KeepwarmError
@@ -22,6 +24,19 @@ class Scrubber:
         if kind in ("InvalidArgumentError", "InvalidArgument", "Fail"):
             return InvalidInputError(f"model {name!r} refused the input: {text}")
         return InternalError(f"model {name!r} failed: {kind}: {text}")
+
+    @contextmanager
+    def mapped(self, name: str, passing: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+        """Errors leave the block as the service's own: typed ones scrubbed of absolute
+        paths, a framework's translated (model ``name``); ``passing`` ones untouched."""
+        try:
+            yield
+        except KeepwarmError as exc:
+            raise self.scrubbed(exc) from None
+        except passing:
+            raise
+        except Exception as exc:
+            raise self.translated(name, exc) from None
 
     def scrubbed(self, exc: KeepwarmError) -> KeepwarmError:
         message = self.public(exc.message)

@@ -29,7 +29,6 @@ from keepwarm.batching.serving import (
     finish,
     submit,
 )
-from keepwarm.errors import KeepwarmError
 from keepwarm.service_blocking import Call, Slots, wait_queued
 from keepwarm.service_book import Gone, Record, RequestBook
 from keepwarm.service_errors import Scrubber
@@ -94,12 +93,8 @@ class Requests:
             finally:
                 if admission is not None:
                     admission.release()  # one that failed before it was queued
-            try:
+            with self._scrubber.mapped(name):
                 outputs = await finish(queued, disconnected)
-            except KeepwarmError as exc:
-                raise self._scrubber.scrubbed(exc) from None
-            except Exception as exc:
-                raise self._scrubber.translated(name, exc) from None
             return record.finish(queued, outputs, encode)  # type: ignore[no-any-return]
 
     def _submit(
@@ -112,19 +107,14 @@ class Requests:
     ) -> Queued:
         """Queue the request from the loop (see the module docstring)."""
         model = lease.model
-        try:
-            with ExitStack() as stack:
-                stack.callback(lease.release)  # unless the queued request takes it
-                check_deadline(deadline)
-                inputs = record.decode(model, decode)
-                queued = submit(model, inputs, deadline, stack)
-                if admission is not None:
-                    admission.release()  # queued: counted there now
-                return queued
-        except KeepwarmError as exc:
-            raise self._scrubber.scrubbed(exc) from None
-        except Exception as exc:
-            raise self._scrubber.translated(model.name, exc) from None
+        with self._scrubber.mapped(model.name), ExitStack() as stack:
+            stack.callback(lease.release)  # unless the queued request takes it
+            check_deadline(deadline)
+            inputs = record.decode(model, decode)
+            queued = submit(model, inputs, deadline, stack)
+            if admission is not None:
+                admission.release()  # queued: counted there now
+            return queued
 
     async def _hop(
         self,
@@ -180,7 +170,7 @@ class Requests:
             deadline = None if seconds is None else time.monotonic() + seconds
             why = f"the request's deadline ({seconds or 0:g} s) passed before it could run"
             lease = self._leases.acquire(name, version, seconds)
-            try:
+            with self._scrubber.mapped(name, passing=(Gone,)):
                 with ExitStack() as stack:
                     stack.callback(lease.release)  # unless a request queued for its batch takes it
                     with self._slots.hold(call, deadline, why):
@@ -190,9 +180,3 @@ class Requests:
                     outputs = wait_queued(result, call)
                     return record.finish(result, outputs, encode)  # type: ignore[no-any-return]
                 return result  # type: ignore[no-any-return]
-            except KeepwarmError as exc:
-                raise self._scrubber.scrubbed(exc) from None
-            except Gone:
-                raise
-            except Exception as exc:
-                raise self._scrubber.translated(name, exc) from None
