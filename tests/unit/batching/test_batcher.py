@@ -323,17 +323,39 @@ def test_an_error_on_the_fast_path_reaches_the_caller_and_frees_the_slot(
     assert batcher.stats().failed == 2 and batcher.stats().requests == 1
 
 
-def test_a_batch_stops_at_the_size_that_serves_a_row_for_least(executor: ThreadExecutor) -> None:
+def test_rows_past_a_bucket_wait_for_the_next_batch_rather_than_pad_at_a_loss(
+    executor: ThreadExecutor,
+) -> None:
     batcher, model, gate = _held(executor, max_batch_size=8, max_delay_ms=0)
     for bucket, seconds in {1: 0.01, 2: 0.012, 4: 0.014, 8: 0.2}.items():
         batcher.latency.record(bucket, seconds)  # 8 rows cost far more than twice 4
+    first = batcher.submit(_x(0))
+    assert model.entered.wait(10)
+    later = [batcher.submit(_x(i)) for i in range(1, 8)]  # 7 rows: 4 now, 3 (padded) next
+    gate.set()
+    for value, f in enumerate([first, *later]):
+        assert f.result(30)["x_echo"][0, 0] == 2 * value
+    assert model.calls == [1, 4, 4]
+    assert batcher.stats().rows == 8 and batcher.stats().padded_rows == 9
+
+
+def test_a_full_bucket_runs_whole_whatever_the_table_says_of_it(
+    executor: ThreadExecutor,
+) -> None:
+    """A size seeded high (a busy moment at load) is not cut down to smaller batches: it
+    would never run again, so its figure would never be corrected."""
+    batcher, model, gate = _held(executor, max_batch_size=8, max_delay_ms=0)
+    for bucket, seconds in {1: 0.01, 2: 0.012, 4: 0.014}.items():
+        batcher.latency.record(bucket, seconds)
+    batcher.latency.seed(8, 5.0)
     first = batcher.submit(_x(0))
     assert model.entered.wait(10)
     later = [batcher.submit(_x(i)) for i in range(1, 9)]
     gate.set()
     for value, f in enumerate([first, *later]):
         assert f.result(30)["x_echo"][0, 0] == 2 * value
-    assert model.calls == [1, 4, 4]
+    assert model.calls == [1, 8]
+    assert batcher.latency.get(8) is not None and batcher.latency.get(8) < 5.0  # measured now
 
 
 def test_holding_that_gains_nothing_stops_for_a_while(executor: ThreadExecutor) -> None:

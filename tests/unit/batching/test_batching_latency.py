@@ -52,17 +52,32 @@ def test_no_wait_when_larger_batches_cost_as_much_per_row() -> None:
     assert _wait(1, 1e5, linear) == 0
 
 
-def test_best_size_takes_the_bucket_that_serves_a_row_for_least() -> None:
+def test_best_size_pads_only_when_that_clearly_serves_a_row_for_less() -> None:
     cheap = _table(CHEAP_ROWS)
-    assert [cheap.best_size(n) for n in (1, 2, 3, 16, 32)] == [1, 2, 3, 16, 32]
+    assert [cheap.best_size(n) for n in (1, 2, 4, 16, 32)] == [1, 2, 4, 16, 32]
     assert cheap.best_size(17) == 16  # 16 now and 1 next costs less than 17 padded to 32
-    # Batch 32 falls out of the caches: 16 rows at a time serve more.
-    cliff = _table({1: 0.013, 2: 0.02, 4: 0.036, 8: 0.076, 16: 0.144, 32: 0.463})
-    assert cliff.best_size(32) == 16 and cliff.best_size(20) == 16
-    assert cliff.best_size(5) == 4  # 5 rows would be padded to 8 (9.5 ms/row) vs 9 ms
+    assert cheap.best_size(30) == 30  # 30 padded to 32: 0.6 ms a row against 0.875
+    assert cheap.best_size(3) == 3  # within PAD_MARGIN
+    # A linear cost (MobileNetV2 on CPU): padding never pays; the bucket below runs.
+    linear = _table({b: 0.005 * b + 0.001 for b in (1, 2, 4, 8, 16, 32)})
+    assert [linear.best_size(n) for n in (3, 5, 20, 31)] == [2, 4, 16, 16]
+    # Near a tie the rows are not padded: the margin absorbs a noisy table.
+    tie = _table({16: 0.160, 32: 0.31})
+    assert tie.best_size(31) == 16 and tie.best_size(28) == 16
     assert LatencyTable(32).best_size(7) == 7  # nothing measured: all of them
     partial = _table({1: 0.01, 2: 0.011})
-    assert partial.best_size(9) == 9  # 4 and 8 unmeasured: no guess
+    assert partial.best_size(9) == 9  # 8 and 16 unmeasured: no guess
+
+
+def test_best_size_never_cuts_below_the_bucket_the_rows_fill() -> None:
+    """The table once cut 32 queued rows to 4 for a size seeded high at load, and kept
+    doing so: a size that never runs is never measured again."""
+    cliff = _table({1: 0.013, 2: 0.02, 4: 0.036, 8: 0.076, 16: 0.144, 32: 0.463})
+    assert cliff.best_size(32) == 32 and cliff.best_size(16) == 16
+    assert cliff.best_size(20) == 16 and cliff.best_size(5) == 4
+    stale = _table({1: 0.01, 2: 0.012, 4: 0.014})
+    stale.seed(8, 9.0)
+    assert stale.best_size(8) == 8 and stale.best_size(6) == 4
 
 
 def test_latency_table_is_a_moving_average() -> None:
