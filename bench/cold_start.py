@@ -11,7 +11,7 @@ start, the CPU seconds its processes used up to that first 200 (user + system, c
 included, from /proc): the figure that other work on the machine disturbs least.
 
 keepwarm (served and in-process) runs from its own venv, as each peer does from its own:
-``bench/.venvs/keepwarm`` (``peers.serve_venv``: the base dependencies, the ``server`` and
+``bench/.venvs/keepwarm`` (``keepwarm_venv.serve_venv``: the base dependencies, the ``server`` and
 ``grpc`` extras and TensorFlow, pinned from ``constraints.txt``; built on first use, then
 reused, under ``$BENCH_PEER_VENVS`` like the peers'), with the tree under test (the
 ``keepwarm`` this process imports) on ``PYTHONPATH``. The development venv holds more
@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 import keepwarm
-from peers import PeerFailed, check_answer, first_200, serve_venv, start
+from keepwarm_venv import serve_venv
+from peers import PeerFailed, check_answer, first_200, start
 from proc_stats import tree_cpu_seconds
 from served import MODELS, SHAPES, Served
 

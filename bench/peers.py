@@ -18,14 +18,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,44 +127,6 @@ def venv(name: str, pins: tuple[str, ...], python: str = sys.executable) -> Path
             raise PeerFailed(f"{name}: {' '.join(command[:3])} ... failed:\n{tail}") from exc
     stamp.write_text("\n".join(pins))
     return path
-
-
-#: What ``keepwarm serve`` runs on in the benchmarks' own venv (``serve_venv``): the base
-#: dependencies, the ``server`` and ``grpc`` extras and TensorFlow, as the peers' venvs hold
-#: their server and TensorFlow only. The shared development venv also has the ``optimize``
-#: extra, whose scikit-learn and scipy keras imports at start (about 0.7 s of CPU).
-SERVE_EXTRAS = ("server", "grpc")
-SERVE_ALSO = ("tensorflow",)
-
-
-def serve_pins(root: Path) -> tuple[str, ...]:
-    """The exact pins (from ``constraints.txt``) of keepwarm's base dependencies, its
-    ``SERVE_EXTRAS`` and ``SERVE_ALSO``, read from ``root``'s ``pyproject.toml``."""
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    wanted = list(project["dependencies"])
-    for extra in SERVE_EXTRAS:
-        wanted += project["optional-dependencies"][extra]
-    pinned = {}
-    for line in (root / "constraints.txt").read_text().splitlines():
-        name, sep, version = line.partition("==")
-        if sep and not line.startswith("#"):
-            pinned[_canonical(name)] = f"{name.strip()}=={version.strip()}"
-    names = [re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0] for spec in wanted]
-    missing = [n for n in (*names, *SERVE_ALSO) if _canonical(n) not in pinned]
-    if missing:
-        raise PeerFailed(f"keepwarm: no pin in constraints.txt for {', '.join(missing)}")
-    return tuple(sorted({pinned[_canonical(n)] for n in (*names, *SERVE_ALSO)}))
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name.strip()).lower()
-
-
-def serve_venv(root: Path) -> Path:
-    """``bench/.venvs/keepwarm``: what ``keepwarm serve`` needs and nothing else (see
-    ``SERVE_EXTRAS``), built once like a peer's; keepwarm itself is not installed there,
-    the tree under test is put on ``PYTHONPATH``."""
-    return venv("keepwarm", serve_pins(root))
 
 
 def free_port() -> int:

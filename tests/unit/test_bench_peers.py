@@ -17,13 +17,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+from keepwarm_venv import serve_pins
 from peer_runs import PeerResults, failed_peers, peer_names
 from peers import (
     VENVS,
     Batching,
     PeerFailed,
     check_answer,
-    serve_pins,
     spawn,
     stop_group,
     venv,
