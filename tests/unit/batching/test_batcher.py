@@ -38,6 +38,18 @@ def _held(executor: ThreadExecutor, **kwargs: object) -> tuple[Batcher, RowModel
     return batcher, model, gate
 
 
+def _behind_one(
+    batcher: Batcher, model: RowModel, gate: threading.Event, count: int, timeout: float = 30
+) -> None:
+    """One request runs, held; ``count`` more queue behind it; then each gets its own."""
+    first = batcher.submit(_x(0))
+    assert model.entered.wait(10)
+    later = [batcher.submit(_x(i)) for i in range(1, count + 1)]
+    gate.set()
+    for value, f in enumerate([first, *later]):
+        assert f.result(timeout)["x_echo"][0, 0] == 2 * value
+
+
 def test_an_idle_model_runs_a_request_at_once(executor: ThreadExecutor) -> None:
     model = RowModel()
     batcher = Batcher(model.predict, name="m", executor=executor, max_delay_ms=60_000)
@@ -273,12 +285,7 @@ def test_waiting_pays_only_under_load_and_never_past_max_delay(executor: ThreadE
     for bucket in (1, 2, 4, 8, 16, 32):
         batcher.latency.record(bucket, 10.0)
     batcher.latency.record(64, 10.1)
-    first = batcher.submit(_x(0))
-    assert model.entered.wait(10)
-    burst = [batcher.submit(_x(i)) for i in range(1, 21)]
-    gate.set()
-    for value, f in enumerate([first, *burst]):
-        assert f.result(60)["x_echo"][0, 0] == 2 * value
+    _behind_one(batcher, model, gate, 20, timeout=60)
     assert batcher.stats().waits >= 1  # the 20 rows were held for more
     assert model.calls[0] == 1 and sum(model.calls) >= 21
 
@@ -329,12 +336,7 @@ def test_rows_past_a_bucket_wait_for_the_next_batch_rather_than_pad_at_a_loss(
     batcher, model, gate = _held(executor, max_batch_size=8, max_delay_ms=0)
     for bucket, seconds in {1: 0.01, 2: 0.012, 4: 0.014, 8: 0.2}.items():
         batcher.latency.record(bucket, seconds)  # 8 rows cost far more than twice 4
-    first = batcher.submit(_x(0))
-    assert model.entered.wait(10)
-    later = [batcher.submit(_x(i)) for i in range(1, 8)]  # 7 rows: 4 now, 3 (padded) next
-    gate.set()
-    for value, f in enumerate([first, *later]):
-        assert f.result(30)["x_echo"][0, 0] == 2 * value
+    _behind_one(batcher, model, gate, 7)  # 7 rows: 4 now, 3 (padded) next
     assert model.calls == [1, 4, 4]
     assert batcher.stats().rows == 8 and batcher.stats().padded_rows == 9
 
@@ -348,12 +350,7 @@ def test_a_full_bucket_runs_whole_whatever_the_table_says_of_it(
     for bucket, seconds in {1: 0.01, 2: 0.012, 4: 0.014}.items():
         batcher.latency.record(bucket, seconds)
     batcher.latency.seed(8, 5.0)
-    first = batcher.submit(_x(0))
-    assert model.entered.wait(10)
-    later = [batcher.submit(_x(i)) for i in range(1, 9)]
-    gate.set()
-    for value, f in enumerate([first, *later]):
-        assert f.result(30)["x_echo"][0, 0] == 2 * value
+    _behind_one(batcher, model, gate, 8)
     assert model.calls == [1, 8]
     assert batcher.latency.get(8) is not None and batcher.latency.get(8) < 5.0  # measured now
 
