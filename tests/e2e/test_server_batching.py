@@ -61,11 +61,10 @@ def test_expired_and_abandoned_requests_are_never_run(
     server, gate, log = logged
     url = "/v2/models/gated/infer"
     held: list[requests.Response] = []
-    # One batch runs at a time (one slot; a small body is queued from the event loop,
-    # where run_alone does not apply): hold it, so that the next requests queue.
+    # Two batches run at once (two slots): hold both, so that the next requests queue.
     holders = [
         threading.Thread(target=lambda v=v: held.append(server.post(url, _v2([[v, 0]]))))
-        for v in (-1,)
+        for v in (-1, -2)
     ]
     for holder in holders:
         holder.start()
@@ -95,10 +94,10 @@ def test_expired_and_abandoned_requests_are_never_run(
             gate.release()
         for holder in holders:
             holder.join(60)
-    assert [r.status_code for r in held] == [200]
+    assert [r.status_code for r in held] == [200, 200]
     after = server.post(url, _v2([[9, 0]]))
     assert after.status_code == 200 and after.json()["outputs"][0]["data"] == [18, 0]
-    assert sorted(ran(log)) == [-1, 9]  # 7 (expired) and 8 (abandoned) never ran
+    assert sorted(ran(log)) == [-2, -1, 9]  # 7 (expired) and 8 (abandoned) never ran
     assert metric(server, "keepwarm_batch_requests_total", model="gated", outcome="expired") == 1
     cancelled = metric(server, "keepwarm_batch_requests_total", outcome="cancelled")
     assert cancelled == 1

@@ -18,10 +18,6 @@ from collections.abc import Mapping
 from keepwarm.batching.merge import buckets
 
 _SMOOTHING = 0.2  # weight of a new measurement in the moving averages
-#: Rows are padded up to the next bucket only when that serves a real row for this much
-#: of what the bucket below costs, or less: padding is work for nothing, and the table's
-#: figures move by more than a few percent from one batch to the next on a busy machine.
-PAD_MARGIN = 0.9
 
 
 class LatencyTable:
@@ -61,20 +57,21 @@ class LatencyTable:
         return self._seconds.get(bucket)
 
     def best_size(self, rows: int) -> int:
-        """How many of ``rows`` queued rows to run now: the rows of the bucket below
-        (the rest join the next batch), unless padding ``rows`` up to their bucket serves
-        a real row for clearly less (``PAD_MARGIN``); all of them when either bucket is
-        unmeasured. Never fewer than the bucket below: a batch does not shrink further
-        on what the table says of a size it has not run lately (a figure seeded high at
-        a busy moment would keep that size from running, and being measured, again)."""
-        ceiling = next((b for b in self.buckets if b >= rows), rows)
-        if ceiling == rows:
-            return rows
-        floor = max(b for b in self.buckets if b < rows)
-        padded, below = self._seconds.get(ceiling), self._seconds.get(floor)
-        if padded is None or below is None:
-            return rows
-        return rows if padded / rows <= PAD_MARGIN * below / floor else floor
+        """How many of ``rows`` queued rows to run now: the bucket that costs least per
+        real row (a bucket past ``rows`` is padded), or ``rows`` when a bucket it would
+        consider has not been measured in a batch (a seeded figure is an upper bound:
+        trusted here, it would keep its size from ever running, and being measured)."""
+        best, best_cost = rows, float("inf")
+        for bucket in self.buckets:
+            seconds = self._seconds.get(bucket)
+            if seconds is None or bucket in self._seeded:
+                return rows
+            cost = seconds / min(bucket, rows)
+            if cost <= best_cost:
+                best, best_cost = bucket, cost
+            if bucket >= rows:
+                break
+        return min(best, rows)
 
     def snapshot(self) -> Mapping[int, float]:
         return dict(self._seconds)

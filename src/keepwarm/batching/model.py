@@ -100,16 +100,13 @@ class BatchedModel:
         self.why_not = unbatchable(model.signature)
         executor = executor if executor is not None else shared_executor()
         cores = os.cpu_count() or 1
-        # As many batches at once as the cores hold: a runtime whose call uses every core
-        # (TensorFlow's and ONNX Runtime's default) runs one batch at a time. A second
-        # slot would take the queue while the first batch still holds the cores, and
-        # commit it to a small batch that then waits for them anyway (MobileNetV2 at 32
-        # clients: batches of 4-8 instead of 16, 0.80x against 0.90x of a batch-32
-        # loop in a closed-loop simulation). The callers' decoding runs on their own
-        # threads meanwhile. ``slots`` given: the calls the model serves at once (its
-        # processes).
+        # At least two batches at once: one's Python work (merge, split, the callers'
+        # decoding) overlaps the other's native work, and TensorFlow's and ONNX Runtime's
+        # pools are per process or per session, so a second call adds no threads.
         fit = pool_size(cores, threads_per_call(options or {}, cores))
-        slots = min(executor.slots, slots if slots is not None else fit)
+        # ``slots`` given: the model says how many calls it serves at once (its processes).
+        processes = slots
+        slots = min(executor.slots, slots if slots is not None else max(2, fit))
         # While nothing is queued, a request runs at once on its caller's thread, up to
         # ``slots`` such runs; ``run_alone`` (``[batching] run_alone``) lets more run alone
         # (a model whose calls leave cores idle may serve more that way at 4-8 clients).
@@ -127,6 +124,10 @@ class BatchedModel:
             crop_axes=open_axes(model.signature),
             slots=slots,
             alone=alone,
+            # Processes serve one call each: a call past them would wait for one anyway, so
+            # callers past the slots queue, to be batched. In-process runtimes run calls
+            # side by side: a few ``predict`` callers each run alone (``crowd``).
+            crowd=0 if processes is not None else None,
         )
         self._warmer: threading.Thread | None = None
         self._warm_done = threading.Event()

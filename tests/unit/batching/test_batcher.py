@@ -38,18 +38,6 @@ def _held(executor: ThreadExecutor, **kwargs: object) -> tuple[Batcher, RowModel
     return batcher, model, gate
 
 
-def _behind_one(
-    batcher: Batcher, model: RowModel, gate: threading.Event, count: int, timeout: float = 30
-) -> None:
-    """One request runs, held; ``count`` more queue behind it; then each gets its own."""
-    first = batcher.submit(_x(0))
-    assert model.entered.wait(10)
-    later = [batcher.submit(_x(i)) for i in range(1, count + 1)]
-    gate.set()
-    for value, f in enumerate([first, *later]):
-        assert f.result(timeout)["x_echo"][0, 0] == 2 * value
-
-
 def test_an_idle_model_runs_a_request_at_once(executor: ThreadExecutor) -> None:
     model = RowModel()
     batcher = Batcher(model.predict, name="m", executor=executor, max_delay_ms=60_000)
@@ -180,7 +168,7 @@ def test_a_cancelled_request_leaves_the_queue_and_a_running_one_finishes(
 def test_a_thread_caller_past_its_timeout_gets_deadline_exceeded_and_is_not_run(
     executor: ThreadExecutor,
 ) -> None:
-    batcher, model, gate = _held(executor, max_delay_ms=0)
+    batcher, model, gate = _held(executor, max_delay_ms=0, crowd=0)  # past the slot: queued
     running = batcher.submit(_x(0))
     assert model.entered.wait(10)
     with pytest.raises(DeadlineExceededError, match="deadline"):
@@ -285,7 +273,12 @@ def test_waiting_pays_only_under_load_and_never_past_max_delay(executor: ThreadE
     for bucket in (1, 2, 4, 8, 16, 32):
         batcher.latency.record(bucket, 10.0)
     batcher.latency.record(64, 10.1)
-    _behind_one(batcher, model, gate, 20, timeout=60)
+    first = batcher.submit(_x(0))
+    assert model.entered.wait(10)
+    burst = [batcher.submit(_x(i)) for i in range(1, 21)]
+    gate.set()
+    for value, f in enumerate([first, *burst]):
+        assert f.result(60)["x_echo"][0, 0] == 2 * value
     assert batcher.stats().waits >= 1  # the 20 rows were held for more
     assert model.calls[0] == 1 and sum(model.calls) >= 21
 
@@ -330,29 +323,17 @@ def test_an_error_on_the_fast_path_reaches_the_caller_and_frees_the_slot(
     assert batcher.stats().failed == 2 and batcher.stats().requests == 1
 
 
-def test_rows_past_a_bucket_wait_for_the_next_batch_rather_than_pad_at_a_loss(
-    executor: ThreadExecutor,
-) -> None:
+def test_a_batch_stops_at_the_size_that_serves_a_row_for_least(executor: ThreadExecutor) -> None:
     batcher, model, gate = _held(executor, max_batch_size=8, max_delay_ms=0)
     for bucket, seconds in {1: 0.01, 2: 0.012, 4: 0.014, 8: 0.2}.items():
         batcher.latency.record(bucket, seconds)  # 8 rows cost far more than twice 4
-    _behind_one(batcher, model, gate, 7)  # 7 rows: 4 now, 3 (padded) next
+    first = batcher.submit(_x(0))
+    assert model.entered.wait(10)
+    later = [batcher.submit(_x(i)) for i in range(1, 9)]
+    gate.set()
+    for value, f in enumerate([first, *later]):
+        assert f.result(30)["x_echo"][0, 0] == 2 * value
     assert model.calls == [1, 4, 4]
-    assert batcher.stats().rows == 8 and batcher.stats().padded_rows == 9
-
-
-def test_a_full_bucket_runs_whole_whatever_the_table_says_of_it(
-    executor: ThreadExecutor,
-) -> None:
-    """A size seeded high (a busy moment at load) is not cut down to smaller batches: it
-    would never run again, so its figure would never be corrected."""
-    batcher, model, gate = _held(executor, max_batch_size=8, max_delay_ms=0)
-    for bucket, seconds in {1: 0.01, 2: 0.012, 4: 0.014}.items():
-        batcher.latency.record(bucket, seconds)
-    batcher.latency.seed(8, 5.0)
-    _behind_one(batcher, model, gate, 8)
-    assert model.calls == [1, 8]
-    assert batcher.latency.get(8) is not None and batcher.latency.get(8) < 5.0  # measured now
 
 
 def test_holding_that_gains_nothing_stops_for_a_while(executor: ThreadExecutor) -> None:
@@ -402,7 +383,7 @@ def test_a_batch_gathered_behind_a_running_one_runs_on_a_waiting_callers_thread(
         ran_on.append((threading.get_ident(), len(inputs["x"])))
         return inner.predict(inputs)
 
-    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0, slots=1)
+    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0, slots=1, crowd=0)
     callers: dict[int, int] = {}  # value -> the caller's thread
     results: dict[int, dict[str, np.ndarray]] = {}
 
@@ -488,7 +469,9 @@ def test_while_nothing_is_queued_requests_run_alone_then_batches_form_on_the_slo
         began.append(len(inputs["x"]))
         return model.predict(inputs)
 
-    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0, slots=1, alone=2)
+    batcher = Batcher(
+        predict, name="m", executor=executor, max_delay_ms=0, slots=1, alone=2, crowd=0
+    )
     results: dict[int, dict[str, np.ndarray]] = {}
 
     def call(value: int) -> Callable[[], None]:

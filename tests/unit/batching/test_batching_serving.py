@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from keepwarm.batching.serving import Queued, admit_request, admitted, begin, fi
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 from keepwarm.model import LeasedModel
 from support.batch_models import RowLoaded
-from support.waiting import wait_until
 
 
 @pytest.fixture
@@ -245,28 +243,3 @@ def test_requests_queued_in_one_loop_pass_form_one_batch(held: tuple) -> None:
 
     assert asyncio.run(scenario()) == [[[2 * v] * 3] for v in range(2)]
     assert inner.rows.calls == [2]
-
-
-@pytest.mark.parametrize(("options", "at_once"), [({}, 1), ({"intra_op_num_threads": 1}, 2)])
-def test_a_model_runs_as_many_batches_at_once_as_the_cores_hold(
-    options: dict[str, int], at_once: int
-) -> None:
-    """A call that uses every core (the runtimes' default) runs one batch at a time: a
-    second batch would only wait for the cores, formed too early and too small."""
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("needs two cores")
-    gate = threading.Event()
-    inner = RowLoaded(gate)
-    executor = ThreadExecutor(4)
-    model = BatchedModel(inner, name="rows", max_batch_size=1, max_delay_ms=0, max_queue=8,
-                         pad_axes=PadAxes(), options=options, executor=executor)  # fmt: skip
-    try:
-        futures = [model.batcher.submit(_x(value)) for value in range(3)]
-        assert inner.rows.entered.wait(10)
-        assert wait_until(lambda: model.batcher.queued == 3 - at_once)
-        gate.set()
-        assert [f.result(30)["x_echo"][0, 0] for f in futures] == [0, 2, 4]
-    finally:
-        gate.set()
-        model.close()
-        executor.close()
