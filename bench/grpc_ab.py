@@ -13,8 +13,9 @@ to the first pair's, and the median p50 difference (ms).
         --protocols rest-binary,grpc-raw --rounds 7
 
 Protocols ``rest-live`` and ``grpc-live`` (the v2 liveness call, no model) measure what
-each transport costs on its own; ``--empty`` adds grpcio's own floor, an empty handler on
-a bare grpcio server (``bench/grpc_empty.py``), driven with ``grpc-live``.
+each transport costs on its own; ``--empty sync,aio,aio-uvloop`` adds grpcio's own floor,
+an empty handler on a bare grpcio server of each kind (``bench/grpc_empty.py``), driven
+with ``grpc-live``.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ LOAD = Path(__file__).with_name("protocol_load.py")
 class Empty:
     """``bench/grpc_empty.py`` in its own process, shaped as ``Served`` is for ``load``."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
         script = Path(__file__).with_name("grpc_empty.py")
-        self.proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                                     text=True)  # fmt: skip
+        self.proc = subprocess.Popen([sys.executable, str(script), kind],
+                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert self.proc.stdout is not None
         self.grpc = f"127.0.0.1:{self.proc.stdout.readline().strip()}"
         self.url = ""
@@ -83,7 +84,7 @@ def main() -> int:
     parser.add_argument("--c", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--empty", action="store_true", help="add grpcio's empty handler")
+    parser.add_argument("--empty", default="", help="grpcio's empty servers: sync,aio,...")
     args = parser.parse_args()
     trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
     if not trees:
@@ -104,9 +105,9 @@ def main() -> int:
                         env[variable] = value
                 servers[name] = Served(repo, env=env)
             pairs = [(name, protocol) for name in servers for protocol in protocols]
-            if args.empty:
-                servers["grpcio-empty"] = Empty()
-                pairs.append(("grpcio-empty", "grpc-live"))
+            for kind in filter(None, args.empty.split(",")):
+                servers[f"empty-{kind}"] = Empty(kind)
+                pairs.append((f"empty-{kind}", "grpc-live"))
             for name, protocol in pairs:  # unmeasured: the model's first calls, connections
                 load(servers[name], protocol, args.model, args.c, 1.0)
             runs: dict[tuple[str, str], list[dict[str, float]]] = {p: [] for p in pairs}

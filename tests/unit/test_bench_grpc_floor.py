@@ -1,4 +1,4 @@
-"""``bench/grpc_empty.py`` (grpcio's floor: an empty ServerLive) driven by
+"""``bench/grpc_empty.py`` (grpcio's floor: an empty ServerLive, threaded and aio) driven by
 ``bench/protocol_load.py``'s ``grpc-live`` client, as ``bench/grpc_ab.py --empty`` runs
 them: calls answered count, a method the server lacks counts as failed."""
 
@@ -15,10 +15,12 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-@pytest.fixture(scope="module")
-def empty_server() -> Iterator[str]:
+@pytest.fixture(scope="module", params=["sync", "aio-uvloop"])
+def empty_server(request: pytest.FixtureRequest) -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, str(BENCH / "grpc_empty.py"), "2"], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(BENCH / "grpc_empty.py"), request.param, "2"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     with proc, proc.stdout:
