@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from ab import side_environment
 from proc_stats import tree_cpu_seconds
+from protocols import median_cell, per_round
 from served import SHAPES, Served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,13 +97,7 @@ def main() -> int:
         servers: dict[str, Served | Empty] = {}
         try:
             for name, src in trees.items():
-                env = {**os.environ, "PYTHONPATH": str(src)}
-                for spec in args.env:
-                    side, _, assignment = spec.partition(":")
-                    if side == name:
-                        variable, _, value = assignment.partition("=")
-                        env[variable] = value
-                servers[name] = Served(repo, env=env)
+                servers[name] = Served(repo, env=side_environment(name, src, args.env))
             pairs = [(name, protocol) for name in servers for protocol in protocols]
             for kind in filter(None, args.empty.split(",")):
                 servers[f"empty-{kind}"] = Empty(kind)
@@ -131,19 +125,15 @@ def report(model: str, c: int, runs: dict[tuple[str, str], list[dict[str, float]
     print(f"{'side/protocol':28s}{'req/s':>8s}{'p50 ms':>9s}{'p99 ms':>9s}{'CPU us':>8s}"
           f"{'cli us':>8s}{'p50 x':>8s}{'p50 +ms':>9s}{'CPU x':>8s}{'failed':>7s}")  # fmt: skip
     for pair in pairs:
-        mine = runs[pair]
-
-        def med(key: str, rows: list[dict[str, float]] = mine) -> float:
-            return statistics.median(r[key] for r in rows)
-
-        def ratio(key: str, rows: list[dict[str, float]] = mine) -> float:
-            return statistics.median(m[key] / b[key] for m, b in zip(rows, base, strict=True))
-
-        gap = statistics.median(m["p50_ms"] - b["p50_ms"] for m, b in zip(mine, base, strict=True))
-        failed = sum(r["failed"] for r in mine)
-        print(f"{'/'.join(pair):28s}{med('rps'):8.0f}{med('p50_ms'):9.3f}{med('p99_ms'):9.3f}"
-              f"{med('cpu_us'):8.0f}{med('client_cpu_us'):8.0f}{ratio('p50_ms'):8.3f}"
-              f"{gap:+9.3f}{ratio('cpu_us'):8.3f}{failed:7.0f}")  # fmt: skip
+        cell = median_cell(runs[pair], ("rps", "p50_ms", "p99_ms", "cpu_us", "client_cpu_us"))
+        first = {"rounds": base}
+        p50_x = per_round(cell, first, "p50_ms", lambda m, b: m / b)
+        gap = per_round(cell, first, "p50_ms", lambda m, b: m - b)
+        cpu_x = per_round(cell, first, "cpu_us", lambda m, b: m / b)
+        failed = sum(r["failed"] for r in runs[pair])
+        print(f"{'/'.join(pair):28s}{cell['rps']:8.0f}{cell['p50_ms']:9.3f}{cell['p99_ms']:9.3f}"
+              f"{cell['cpu_us']:8.0f}{cell['client_cpu_us']:8.0f}{p50_x:8.3f}{gap:+9.3f}"
+              f"{cpu_x:8.3f}{failed:7.0f}")  # fmt: skip
     sys.stdout.flush()
 
 
