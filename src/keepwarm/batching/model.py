@@ -120,6 +120,10 @@ class BatchedModel:
             crop_axes=open_axes(model.signature),
             slots=slots,
             alone=alone,
+            # Processes (``slots`` given) serve one call each: a call past them would wait
+            # for one anyway, so callers past the slots queue, to be batched. In-process
+            # runtimes run calls side by side: a few callers each run alone (``crowd``).
+            crowd=0 if slots is not None else None,
         )
         register(self)
 
