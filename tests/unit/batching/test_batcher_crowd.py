@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from keepwarm.batching import Batcher
+from keepwarm.batching.merge import NO_PADDING
+from keepwarm.batching.model import BatchedModel
 from keepwarm.errors import DeadlineExceededError, UnavailableError
-from support.batch_models import InlineExecutor, RowModel
+from support.batch_models import InlineExecutor, RowLoaded, RowModel
 from support.waiting import wait_until
 
 Arrays = dict[str, np.ndarray]
@@ -159,3 +161,50 @@ def test_the_servers_start_is_not_counted_past_the_slots() -> None:
     assert _echo(first[0].result(30)) == 0.0
     executor.run_all()  # the queued request's batch went to the executor
     assert _echo(pending.result(30)) == 2.0
+
+
+class MeetingLoaded:
+    """``Meeting`` as a ``LoadedModel`` (``RowLoaded``'s signature)."""
+
+    def __init__(self, meeting: Meeting) -> None:
+        self.meeting = meeting
+        self.signature = RowLoaded().signature
+        self.nbytes = 0
+        self.nbytes_source = "files"
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        return self.meeting.predict(inputs)
+
+    def close(self) -> None:
+        pass
+
+
+def _batched(meeting: Meeting, slots: int | None) -> BatchedModel:
+    return BatchedModel(
+        MeetingLoaded(meeting), name="m", max_batch_size=8, max_delay_ms=0, max_queue=8,
+        pad_axes=NO_PADDING, executor=InlineExecutor(), slots=slots,
+    )  # fmt: skip
+
+
+def test_an_in_process_model_lets_its_crowd_run_alone_a_worker_model_queues() -> None:
+    """Through the load path's ``BatchedModel``: an in-process model (one batch slot
+    here) lets 4 callers run side by side; a model whose one slot is a worker process
+    queues the second caller (it would wait for the process anyway), to be batched."""
+    meeting = Meeting(lambda: None)
+    meeting.meet(4)
+    in_process = _batched(meeting, None)
+    results: dict[int, object] = {}
+    _joined(_calls(in_process.batcher, [0, 1, 2, 3], results))
+    assert [_echo(results[v]) for v in range(4)] == [0.0, 2.0, 4.0, 6.0]
+    in_process.close()
+    gate = threading.Event()
+    held = Meeting(lambda: gate.wait(10))
+    worker = _batched(held, 1)
+    threads = _calls(worker.batcher, [0], results)
+    assert wait_until(lambda: len(held.began) == 1)
+    threads += _calls(worker.batcher, [1], results)
+    assert wait_until(lambda: worker.batcher.queued == 1)
+    gate.set()
+    _joined(threads)
+    assert held.rows.calls == [1, 1] and _echo(results[1]) == 2.0
+    worker.close()
