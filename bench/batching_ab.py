@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import sys
@@ -56,7 +57,11 @@ def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "failed": sum(r.get("failed", 0) for r in runs),
-        **({"cpu_us": statistics.median(r["cpu_us"] for r in runs)} if "cpu_us" in runs[0] else {}),
+        **{
+            key: statistics.median(r[key] for r in runs)
+            for key in ("cpu_us", "switches")
+            if key in runs[0]
+        },  # in-process only
     }
 
 
@@ -92,7 +97,8 @@ def in_process(
                  "ratio": statistics.median(ratios), "ratios": [round(r, 3) for r in ratios],
                  "p50_off_ms": off["p50_ms"], "p50_on_ms": on["p50_ms"],
                  "p50_diff_ms": statistics.median(diffs),
-                 "cpu_us_off": off["cpu_us"], "cpu_us_on": on["cpu_us"]}
+                 "cpu_us_off": off["cpu_us"], "cpu_us_on": on["cpu_us"],
+                 "switches_off": off["switches"], "switches_on": on["switches"]}
             )  # fmt: skip
         return cells
     finally:
@@ -103,7 +109,8 @@ def timed_loop(
     predict: Callable[[np.ndarray], Any], x: np.ndarray, threads: int, seconds: float
 ) -> dict[str, float]:
     """``threads`` threads calling ``predict(x)`` in a loop for ``seconds``: calls/s, the
-    p50 and p99 of the calls' times (ms), and the process's CPU µs per call."""
+    p50 and p99 of the calls' times (ms), and the process's CPU µs and context switches
+    per call (the least disturbed by other work on the machine)."""
     stop = threading.Event()
     times: list[list[float]] = [[] for _ in range(threads)]
     barrier = threading.Barrier(threads + 1)
@@ -120,12 +127,13 @@ def timed_loop(
     for t in pool:
         t.start()
     barrier.wait()
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, switches = time.perf_counter(), time.process_time(), _switches()
     stop.wait(seconds)  # the measuring window, not synchronisation
     stop.set()
     for t in pool:
         t.join()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    switches = _switches() - switches
     every = np.concatenate([np.asarray(t) for t in times]) * 1000.0
     calls = max(1, len(every))
     return {
@@ -133,7 +141,14 @@ def timed_loop(
         "p50_ms": float(np.percentile(every, 50)),
         "p99_ms": float(np.percentile(every, 99)),
         "cpu_us": cpu * 1e6 / calls,
+        "switches": switches / calls,
     }
+
+
+def _switches() -> int:
+    """The process's context switches so far (every thread's, voluntary or not)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
 
 
 def main() -> int:
@@ -153,11 +168,13 @@ def main() -> int:
         (model_dir / "model.toml").unlink(missing_ok=True)  # batching as load() says only
         cells = in_process(model_dir, inputs(args.model, 1)[0], threads, args.seconds, args.rounds)
     print(f"{'threads':>7} {'off/s':>8} {'on/s':>8} {'ratio':>6} {'p50 off':>8} {'p50 on':>8} "
-          f"{'diff ms':>8} {'cpu off':>8} {'cpu on':>8}  per-round ratios")  # fmt: skip
+          f"{'diff ms':>8} {'cpu off':>8} {'cpu on':>8} {'cs off':>6} {'cs on':>6}  "
+          "per-round ratios")  # fmt: skip
     for c in cells:
         print(f"{c['threads']:7d} {c['off']:8.0f} {c['on']:8.0f} {c['ratio']:6.2f} "
               f"{c['p50_off_ms']:8.3f} {c['p50_on_ms']:8.3f} {c['p50_diff_ms']:+8.3f} "
-              f"{c['cpu_us_off']:8.0f} {c['cpu_us_on']:8.0f}  {c['ratios']}")  # fmt: skip
+              f"{c['cpu_us_off']:8.0f} {c['cpu_us_on']:8.0f} {c['switches_off']:6.1f} "
+              f"{c['switches_on']:6.1f}  {c['ratios']}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "cells": cells}, indent=1))
     return 0
