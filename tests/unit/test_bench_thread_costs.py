@@ -15,12 +15,13 @@ from thread_costs import ThreadStat, group_name, per_request, thread_stats
 
 
 def test_a_thread_that_works_and_waits_shows_its_cpu_and_switches() -> None:
-    pid = os.getpid()
-    ready, go, done = threading.Event(), threading.Event(), threading.Event()
-    tid: list[int] = []
+    ready, go, done, leave = (threading.Event() for _ in range(4))
+    ids: list[int] = []
 
     def work() -> None:
-        tid.append(threading.get_native_id())
+        # The ids as /proc names them ("PID/task/TID"), whatever namespace we run in
+        process, _, thread = os.readlink("/proc/thread-self").partition("/task/")
+        ids.extend((int(process), int(thread)))
         ready.set()
         assert go.wait(10)
         began = time.thread_time()
@@ -32,16 +33,18 @@ def test_a_thread_that_works_and_waits_shows_its_cpu_and_switches() -> None:
             threading.Timer(0.001, nudge.set).start()
             assert nudge.wait(10)
         done.set()
+        assert leave.wait(10)  # alive until the second snapshot
 
     thread = threading.Thread(target=work)
     thread.start()
     assert ready.wait(10)
+    pid, mine = ids
     before = thread_stats(pid)
     go.set()
     assert done.wait(30)
     after = thread_stats(pid)
+    leave.set()
     thread.join()
-    mine = tid[0]
     assert mine in before and mine in after
     assert after[mine].cpu_seconds - before[mine].cpu_seconds >= 0.04
     assert after[mine].voluntary - before[mine].voluntary >= 5
