@@ -51,6 +51,18 @@ def sides(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Path], lis
     return out, made
 
 
+def side_environment(name: str, src: Path, specs: list[str]) -> dict[str, str]:
+    """The environment of side ``name``: this one, ``src`` first on the path, and the
+    ``NAME:VAR=VALUE`` assignments of ``specs`` that are for it."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    for spec in specs:
+        side, _, assignment = spec.partition(":")
+        if side == name:
+            variable, _, value = assignment.partition("=")
+            env[variable] = value
+    return env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", action="append", default=[], help="NAME=path/to/src")
@@ -87,12 +99,7 @@ def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
     servers: dict[str, Served] = {}
     try:
         for name, src in trees.items():
-            env = {**os.environ, "PYTHONPATH": str(src)}
-            for spec in args.env:
-                side, _, assignment = spec.partition(":")
-                if side == name:
-                    variable, _, value = assignment.partition("=")
-                    env[variable] = value
+            env = side_environment(name, src, args.env)
             servers[name] = Served(repo, env=env, extra=args.serve_args.split())
             first_200(servers[name], {args.model: bodies[0].read_bytes()})
         names = list(servers)

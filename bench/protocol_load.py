@@ -6,7 +6,8 @@ for REST, HTTP/2 for gRPC through ``grpc_wire.py``): grpcio's own client cost th
 process about 5x the CPU per call of the REST client, on the cores the server shares.
 
 Protocols: ``rest-json`` (v2 JSON), ``rest-binary`` (v2 with the binary tensor extension),
-``grpc-raw`` (``ModelInfer`` with ``raw_input_contents``). Prints one JSON line:
+``grpc-raw`` (``ModelInfer`` with ``raw_input_contents``); ``rest-live`` and ``grpc-live``
+(v2 liveness, no model: what each transport costs alone). Prints one JSON line:
 ``{"rps", "p50_ms", "p99_ms", "ok", "failed", "client_cpu_us"}`` (this process's CPU
 time per answered request). Used by ``bench/serve.py``; runnable alone:
 
@@ -27,6 +28,8 @@ import orjson
 
 Send = Callable[[int], Awaitable[bool]]
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+SERVER_LIVE = "/inference.GRPCInferenceService/ServerLive"
+PROTOCOLS = ("rest-json", "rest-binary", "grpc-raw", "rest-live", "grpc-live")
 
 
 def arrays(shape: tuple[int, ...], n: int) -> list[np.ndarray]:
@@ -38,6 +41,8 @@ def rest_requests(
     protocol: str, host: str, model: str, name: str, xs: list[np.ndarray]
 ) -> list[bytes]:
     """Whole HTTP/1.1 requests (keep-alive), one per input."""
+    if protocol == "rest-live":
+        return [b"GET /v2/health/live HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode()]
     out = []
     for x in xs:
         tensor: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(x.shape)}
@@ -78,24 +83,26 @@ async def rest_sender(address: str, requests: list[bytes]) -> tuple[Send, Callab
 
 
 async def grpc_senders(
-    address: str, model: str, name: str, xs: list[np.ndarray], c: int
+    address: str, model: str, name: str, xs: list[np.ndarray], c: int, path: str = MODEL_INFER
 ) -> list[tuple[Send, Callable[[], None]]]:
-    """``c`` connections of ``grpc_wire.WireChannel`` (gRPC framed by hand, as REST is)."""
+    """``c`` connections of ``grpc_wire.WireChannel`` (gRPC framed by hand, as REST is),
+    calling ``path`` (ServerLive: an empty message)."""
     from grpc_wire import WireChannel
     from keepwarm.grpc.protos.inference import grpc_service_pb2 as pb
 
     messages = []
-    for x in xs:
+    for x in xs if path == MODEL_INFER else ():
         request = pb.ModelInferRequest(model_name=model, raw_input_contents=[x.tobytes()])
         request.inputs.add(name=name, datatype="FP32", shape=list(x.shape))
         messages.append(request.SerializeToString())
+    messages = messages or [b""]
 
     async def sender() -> tuple[Send, Callable[[], None]]:
         channel = WireChannel(address)
         await channel.connect()
 
         async def send(i: int) -> bool:
-            return await channel.call(MODEL_INFER, messages[i % len(messages)]) is not None
+            return await channel.call(path, messages[i % len(messages)]) is not None
 
         return send, channel.close
 
@@ -106,8 +113,9 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     shape = tuple(int(d) for d in args.shape.split(","))
     xs = arrays(shape, args.bodies)
     c = args.concurrency
-    if args.protocol == "grpc-raw":
-        senders = await grpc_senders(args.address, args.model, args.input, xs, c)
+    if args.protocol.startswith("grpc"):
+        path = MODEL_INFER if args.protocol == "grpc-raw" else SERVER_LIVE
+        senders = await grpc_senders(args.address, args.model, args.input, xs, c, path)
     else:
         requests = rest_requests(args.protocol, args.address, args.model, args.input, xs)
         senders = [await rest_sender(args.address, requests) for _ in range(c)]
@@ -147,7 +155,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("protocol", choices=("rest-json", "rest-binary", "grpc-raw"))
+    parser.add_argument("protocol", choices=PROTOCOLS)
     parser.add_argument("address", help="host:port (REST or gRPC)")
     parser.add_argument("model")
     parser.add_argument("input", help="the input tensor's name")

@@ -41,13 +41,17 @@ from keepwarm.errors import DeadlineExceededError, InvalidConfigError, Unavailab
 #: How long a server's worker thread waits as a follower before it hands its request to
 #: the event loop (which can see the client go away); low-concurrency batches end sooner.
 FOLLOW_SECONDS = 0.02
+#: ``predict``'s callers, per slot, that each run alone (see ``Dispatch.run_now``).
+CROWD_PER_SLOT = 4
 
 
 class Batcher:
     """See the module docstring. ``predict`` is the model's (inputs already coerced);
     ``name`` names the model in errors; ``slots`` (default: the executor's) bounds the
     batches of this model that run at once, ``alone`` (default: ``slots``) the requests
-    that run at once, each alone, while nothing is queued; ``crop_axes``: see
+    that run at once, each alone, while nothing is queued; ``crowd`` (default:
+    ``CROWD_PER_SLOT`` per slot) how many ``predict`` callers may be in at once, each
+    running alone, before their requests queue to be batched; ``crop_axes``: see
     ``merge.split``;
     ``follow_seconds``: how long ``start`` waits for a queued request's batch."""
 
@@ -64,6 +68,7 @@ class Batcher:
         crop_axes: Mapping[str, tuple[int, ...]] | None = None,
         slots: int | None = None,
         alone: int | None = None,
+        crowd: int | None = None,
         latency: LatencyTable | None = None,
         clock: Callable[[], float] = time.monotonic,
         follow_seconds: float = FOLLOW_SECONDS,
@@ -103,6 +108,7 @@ class Batcher:
             executor=executor,
             slots=slots,
             alone=slots if alone is None else alone,
+            crowd=CROWD_PER_SLOT * slots if crowd is None else crowd,
             max_queue=max_queue,
             pad_axes=pad_axes,
             latency=self.latency,
@@ -170,17 +176,20 @@ class Batcher:
         """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s
         (the batch runs on this thread when a slot is free: see ``start``)."""
         deadline = None if timeout is None else self._clock() + timeout
-        outcome = self._dispatch.run_now(inputs, deadline)
+        outcome = self._dispatch.run_now(inputs, deadline, counted=True)
         if outcome is not None:
             if outcome.error is not None:
                 raise outcome.error
             return outcome.results[0]
-        follower = Follower()
-        future, batch = self._dispatch.enqueue(inputs, deadline, follower)
-        if batch:
-            self._dispatch.work(batch, inline=True)
-        if not future.done():
-            self._dispatch.follow(follower, deadline)
+        try:
+            follower = Follower()
+            future, batch = self._dispatch.enqueue(inputs, deadline, follower)
+            if batch:
+                self._dispatch.work(batch, inline=True)
+            if not future.done():
+                self._dispatch.follow(follower, deadline)
+        finally:
+            self._dispatch.leave()
         if future.done():
             return future.result()
         future.cancel()  # leaves the queue if not batched yet; a running batch runs on

@@ -28,7 +28,9 @@ class Dispatch:
     runs a batch; ``slots`` bounds the batches running at once; ``alone`` (at least
     ``slots``) bounds the requests run at once on their callers' threads while nothing is
     queued: at low concurrency each runs alone, as without batching; once a queue builds,
-    batches run on ``slots`` only (the runs past it give their slot back)."""
+    batches run on ``slots`` only (the runs past it give their slot back). ``crowd``:
+    while at most that many ``counted`` callers (``Batcher.predict``'s threads) are in,
+    each of them runs alone whatever ``alone`` says (see ``run_now``)."""
 
     def __init__(
         self,
@@ -39,6 +41,7 @@ class Dispatch:
         executor: Executor,
         slots: int,
         alone: int,
+        crowd: int = 0,
         max_queue: int,
         pad_axes: PadAxes,
         latency: LatencyTable,
@@ -55,6 +58,8 @@ class Dispatch:
         self._executor = executor
         self._slots = slots
         self._alone = max(alone, slots)
+        self._crowd = crowd
+        self._callers = 0  # counted callers in (``run_now`` to ``leave``; under the lock)
         self._clock = clock
         self._lock = threading.Lock()
         self._running = 0
@@ -138,14 +143,30 @@ class Dispatch:
         self.expire(expired)
         return future, batch
 
-    def run_now(self, inputs: Arrays, deadline: float | None) -> Outcome | None:
+    def run_now(
+        self, inputs: Arrays, deadline: float | None, *, counted: bool = False
+    ) -> Outcome | None:
         """The fast path of a thread caller: when a slot is free and nothing is queued, run
-        the request here, never queued; None when it must queue."""
+        the request here, never queued; None when it must queue.
+
+        A ``counted`` caller (``Batcher.predict``) counts among the callers in until it
+        returns: it calls ``leave`` once its queued request is answered (None here).
+        While at most ``crowd`` are in, it runs alone even past ``alone``: the batch it
+        would queue for could hold only a few requests, and a queued request costs its
+        thread a sleep and a wake-up (measured on the MLP, 2 cores: batches of 1-3
+        cost more CPU per request than the same calls run side by side, batches of 5
+        and more less); past ``crowd``, batches of ``crowd / slots`` requests and more
+        form."""
         rows = rows_of(inputs)
         now = self._clock()
         with self._lock:
+            limit = self._alone
+            if counted:
+                self._callers += 1
+                if self._callers <= self._crowd:
+                    limit = max(limit, self._crowd)
             if (
-                self._running >= self._alone
+                self._running >= limit
                 or self.queue.items
                 or self._closed
                 or (deadline is not None and deadline <= now)
@@ -155,6 +176,8 @@ class Dispatch:
             self.queue.rate.arrived(rows or 1, now)
         outcome = self._runner.run_one(inputs, rows)
         with self._lock:
+            if counted:
+                self._callers -= 1
             account(self.stats, self.latency, outcome, 1)
             if not self.queue.items or self._running > self._slots:  # the idle case, or
                 self._running -= 1  # a run past the batch slots: the others take the queue
@@ -165,6 +188,11 @@ class Dispatch:
         if batch and not handed:
             self._executor.submit(partial(self.work, batch))
         return outcome
+
+    def leave(self) -> None:
+        """A ``counted`` caller whose request had to queue is done (``run_now``)."""
+        with self._lock:
+            self._callers -= 1
 
     def follow(self, follower: Follower, until: float | None) -> None:
         """Wait until the request's result is in, or lead the batch handed over (run it

@@ -59,11 +59,12 @@ class LatencyTable:
     def best_size(self, rows: int) -> int:
         """How many of ``rows`` queued rows to run now: the bucket that costs least per
         real row (a bucket past ``rows`` is padded), or ``rows`` when a bucket it would
-        consider has not been measured."""
+        consider has not been measured in a batch (a seeded figure is an upper bound:
+        trusted here, it would keep its size from ever running, and being measured)."""
         best, best_cost = rows, float("inf")
         for bucket in self.buckets:
             seconds = self._seconds.get(bucket)
-            if seconds is None:
+            if seconds is None or bucket in self._seeded:
                 return rows
             cost = seconds / min(bucket, rows)
             if cost <= best_cost:

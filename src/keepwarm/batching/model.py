@@ -105,6 +105,7 @@ class BatchedModel:
         # pools are per process or per session, so a second call adds no threads.
         fit = pool_size(cores, threads_per_call(options or {}, cores))
         # ``slots`` given: the model says how many calls it serves at once (its processes).
+        processes = slots
         slots = min(executor.slots, slots if slots is not None else max(2, fit))
         # While nothing is queued, a request runs at once on its caller's thread, up to
         # ``slots`` such runs; ``run_alone`` (``[batching] run_alone``) lets more run alone
@@ -123,6 +124,10 @@ class BatchedModel:
             crop_axes=open_axes(model.signature),
             slots=slots,
             alone=alone,
+            # Processes serve one call each: a call past them would wait for one anyway, so
+            # callers past the slots queue, to be batched. In-process runtimes run calls
+            # side by side: a few ``predict`` callers each run alone (``crowd``).
+            crowd=0 if processes is not None else None,
         )
         self._warmer: threading.Thread | None = None
         self._warm_done = threading.Event()

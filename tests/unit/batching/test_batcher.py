@@ -168,7 +168,7 @@ def test_a_cancelled_request_leaves_the_queue_and_a_running_one_finishes(
 def test_a_thread_caller_past_its_timeout_gets_deadline_exceeded_and_is_not_run(
     executor: ThreadExecutor,
 ) -> None:
-    batcher, model, gate = _held(executor, max_delay_ms=0)
+    batcher, model, gate = _held(executor, max_delay_ms=0, crowd=0)  # past the slot: queued
     running = batcher.submit(_x(0))
     assert model.entered.wait(10)
     with pytest.raises(DeadlineExceededError, match="deadline"):
@@ -383,7 +383,7 @@ def test_a_batch_gathered_behind_a_running_one_runs_on_a_waiting_callers_thread(
         ran_on.append((threading.get_ident(), len(inputs["x"])))
         return inner.predict(inputs)
 
-    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0, slots=1)
+    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0, slots=1, crowd=0)
     callers: dict[int, int] = {}  # value -> the caller's thread
     results: dict[int, dict[str, np.ndarray]] = {}
 
@@ -469,7 +469,9 @@ def test_while_nothing_is_queued_requests_run_alone_then_batches_form_on_the_slo
         began.append(len(inputs["x"]))
         return model.predict(inputs)
 
-    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0, slots=1, alone=2)
+    batcher = Batcher(
+        predict, name="m", executor=executor, max_delay_ms=0, slots=1, alone=2, crowd=0
+    )
     results: dict[int, dict[str, np.ndarray]] = {}
 
     def call(value: int) -> Callable[[], None]:

@@ -84,6 +84,22 @@ def test_a_seeded_figure_is_replaced_by_the_first_measured_batch() -> None:
     assert table.get(8) == pytest.approx(0.32)
 
 
+def test_a_seeded_figure_never_shrinks_a_batch_until_that_size_is_measured() -> None:
+    """A warmup figure is an upper bound (the first call at its size pays once): trusted
+    to cut a batch short, it would keep that size from ever running, hence from being
+    measured (a 4-thread MLP ran only batches of 1 that way)."""
+    table = LatencyTable(4)
+    table.seed(1, 0.001)
+    table.seed(2, 0.05)  # the first call at 2 rows, 50x the next ones
+    table.record(1, 0.001)
+    assert table.best_size(2) == 2  # 2 is not cut to 1 on a seeded figure
+    table.record(2, 0.0012)  # measured: replaces the seed
+    assert table.best_size(2) == 2
+    table.record(2, 0.05)
+    table.record(2, 0.05)
+    assert table.best_size(2) == 1  # measured slow: now it may cut
+
+
 def test_arrival_rate_decays_in_silence() -> None:
     rate = ArrivalRate()
     assert rate.rows_per_second(0.0) == 0
