@@ -34,7 +34,7 @@ import orjson
 import simdjson
 
 from keepwarm.errors import InvalidInputError
-from keepwarm.protocol import jsonfast, jsonio
+from keepwarm.protocol import jsonfast, jsonio, jsonpieces
 
 #: Arrays shorter than this (in bytes of JSON) are parsed with the rest of the body.
 MIN_ARRAY_BYTES = 64 * 1024
@@ -130,6 +130,11 @@ def _places(skeleton: Any, markers: list[str]) -> dict[str, tuple[Any, str, int]
 def _array(text: bytes, size: int) -> np.ndarray | None:
     """The rectangular array of numbers ``text`` (``[`` to ``]``) holds, parsed piece by
     piece; None if it holds anything else."""
+    with jsonpieces.DECODERS:  # one large array per core at once
+        return _pieces(text, size)
+
+
+def _pieces(text: bytes, size: int) -> np.ndarray | None:
     parser = simdjson.Parser()
     numbers, skeleton = [], []
     opening, stop = 0, len(text)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keepwarm.errors import InvalidInputError, KeepwarmError
-from keepwarm.protocol import jsonio, tfpieces, tfserving
+from keepwarm.protocol import jsonio, jsonpieces, tfpieces, tfserving
 from keepwarm.signature import Signature, TensorSpec
 
 F32, I32, TEXT = np.dtype(np.float32), np.dtype(np.int32), np.dtype(object)
@@ -235,3 +235,48 @@ def test_the_decoding_thread_lets_another_thread_run_between_pieces(
 def test_errors_are_typed() -> None:
     with pytest.raises(InvalidInputError, match="malformed JSON"):
         tfpieces.loads(b'{"instances": [' + b"1," * 40 + b"}", max_depth=64)
+
+
+def test_at_most_one_large_array_per_core_is_decoded_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """v2 and TF Serving decodes share ``jsonpieces.DECODERS``: with two places, two
+    decodes run and a third waits until one ends."""
+    monkeypatch.setattr(jsonpieces, "DECODERS", threading.BoundedSemaphore(2))
+    lock, active, most = threading.Lock(), [0], [0]
+    two, third, release = threading.Event(), threading.Event(), threading.Event()
+
+    def held(real: Callable[..., Any]) -> Callable[..., Any]:
+        def pieces(*args: Any) -> Any:
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+                if active[0] == 2:
+                    two.set()
+                if active[0] > 2:
+                    third.set()
+            release.wait(30)
+            with lock:
+                active[0] -= 1
+            return real(*args)
+
+        return pieces
+
+    monkeypatch.setattr(jsonpieces, "_pieces", held(jsonpieces._pieces))
+    monkeypatch.setattr(tfpieces, "_pieces", held(tfpieces._pieces))
+    flat = "[" + ",".join(str(x / 3) for x in range(60)) + "]"
+    v2_body = f'{{"inputs":[{{"name":"x","data":{flat}}}]}}'.encode()
+    tf_body = f'{{"instances": {flat}}}'.encode()
+    decodes = [
+        lambda: jsonpieces.loads(v2_body, max_depth=64, within="inputs", min_bytes=48),
+        lambda: tfpieces.loads(tf_body, max_depth=64),
+    ] * 2
+    threads = [threading.Thread(target=decode) for decode in decodes]
+    for thread in threads:
+        thread.start()
+    assert two.wait(30)
+    assert not third.wait(0.3)  # the others wait for a place (a third would enter at once)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert most[0] == 2
