@@ -129,6 +129,8 @@ def figures(
         "batch_ms": batch * 1000,
         "queue_ms": (after["queued"] - before["queued"]) / run * 1000 if run else float("nan"),
         "padding": padding / (rows + padding) if rows else float("nan"),
+        "sizes": {size: after["batches"][size] - before["batches"].get(size, 0) for size in sizes},
+        "table_ms": {size: round(s * 1000, 1) for size, s in sorted(after["table"].items())},
     }
 
 
