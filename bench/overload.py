@@ -129,6 +129,11 @@ def figures(
         "batch_ms": batch * 1000,
         "queue_ms": (after["queued"] - before["queued"]) / run * 1000 if run else float("nan"),
         "padding": padding / (rows + padding) if rows else float("nan"),
+        "service_mean_ms": (after["served_seconds"] - before["served_seconds"])
+        / max(after["served"] - before["served"], 1)
+        * 1000,
+        "service_p99_ms_at_most": _quantile(before["buckets"], after["buckets"], 0.99) * 1000,
+        "ok_mean_ms": float(np.mean(ok)) * 1000 if ok else float("nan"),
         "sizes": {size: after["batches"][size] - before["batches"].get(size, 0) for size in sizes},
         "table_ms": {size: round(s * 1000, 1) for size, s in sorted(after["table"].items())},
     }
@@ -139,7 +144,10 @@ def scrape(url: str) -> dict[str, Any]:
     text = requests.get(url + "/metrics", timeout=30).text
     found: dict[str, Any] = {"batches": {}, "table": {}, "run": 0.0, "queued": 0.0}
     found.update(rows=0.0, padding=0.0)
+    found.update(served=0.0, served_seconds=0.0, buckets={})
     for line in text.splitlines():
+        if line.startswith("keepwarm_request_seconds"):
+            _request_seconds(line, found)
         if not line.startswith("keepwarm_batch"):
             continue
         value = float(line.rsplit(" ", 1)[1])
@@ -155,3 +163,23 @@ def scrape(url: str) -> dict[str, Any]:
         elif line.startswith("keepwarm_batch_rows_total{"):
             found["padding" if 'kind="padding"' in line else "rows"] += value
     return found
+
+
+def _request_seconds(line: str, found: dict[str, Any]) -> None:
+    """The server's own latency histogram of answered requests (from the lease to the
+    answer: the body's reading and decoding come before it)."""
+    value = float(line.rsplit(" ", 1)[1])
+    if line.startswith("keepwarm_request_seconds_sum{"):
+        found["served_seconds"] += value
+    elif line.startswith("keepwarm_request_seconds_count{"):
+        found["served"] += value
+    elif (le := re.search(r'le="([^"]+)"', line)) and line.startswith("keepwarm_request_second"):
+        bound = float(le.group(1))
+        found["buckets"][bound] = found["buckets"].get(bound, 0.0) + value
+
+
+def _quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The upper bound of the histogram bucket holding quantile ``q`` of the span."""
+    counts = sorted((le, n - before.get(le, 0.0)) for le, n in after.items())
+    total = counts[-1][1] if counts else 0.0
+    return next((le for le, n in counts if n >= q * total), float("nan")) if total else float("nan")
