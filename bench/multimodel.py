@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import hashlib
 import json
 import shutil
 import sys
@@ -37,7 +36,6 @@ import threading
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -47,74 +45,22 @@ from environment import environment as recorded_environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from multimodel_report import print_table, targets
+from multimodel_setup import (
+    BASELINE_ROUNDS,
+    MODELS,
+    ORT_OPTIONS,
+    REQUESTS,
+    SEED,
+    SHAPE,
+    SLOTS,
+    THREADS,
+    ZIPF_S,
+    build_models,
+)
 from replay import belady_hits, lru_hits, zipf_stream
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = 20
-SLOTS = 5
-THREADS = 8
-ZIPF_S = 1.0
-SHAPE = (64, 128, 10)
-OPSET = 17
-SEED = 0
-REQUESTS = {"full": 5000, "quick": 1500}
-# The baseline is short and its p99 is a handful of samples: run it this many times and
-# keep the median round (by p99).
-BASELINE_ROUNDS = 3
-VS_OPTIMUM = 0.9
-P99_VS_BASELINE = 1.5
-STAMP = ".builder-hash"
-# One ONNX Runtime thread per session: these models are tiny, and 8 request threads on
-# 2 cores with a spinning intra-op pool per session would measure the pools, not the cache.
-ORT_OPTIONS = {"intra_op_num_threads": 1}
-
-
-# ------------------------------------------------------------------ the models
-
-
-def builder_hash() -> str:
-    digest = hashlib.sha256(repr((MODELS, SHAPE, OPSET, SEED)).encode())
-    digest.update(metadata.version("onnx").encode())
-    return digest.hexdigest()
-
-
-def build_models(dest: Path) -> list[Path]:
-    """``dest/m00.onnx`` ... ``m19.onnx`` (kept while the builder's hash matches)."""
-    paths = [dest / f"m{i:02d}.onnx" for i in range(MODELS)]
-    stamp = dest / STAMP
-    if stamp.is_file() and stamp.read_text() == builder_hash():
-        return paths
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    dest.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(SEED)
-    n_in, n_hidden, n_out = SHAPE
-    for path in paths:
-        weights = {
-            "w1": rng.standard_normal((n_in, n_hidden), dtype=np.float32) * 0.1,
-            "b1": np.zeros(n_hidden, np.float32),
-            "w2": rng.standard_normal((n_hidden, n_out), dtype=np.float32) * 0.1,
-            "b2": np.zeros(n_out, np.float32),
-        }
-        graph = helper.make_graph(
-            [
-                helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]),
-                helper.make_node("Relu", ["h"], ["r"]),
-                helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"]),
-                helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
-            ],
-            path.stem,
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n_in])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n_out])],
-            [numpy_helper.from_array(value, name) for name, value in weights.items()],
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-        model.ir_version = 8
-        onnx.checker.check_model(model)
-        onnx.save(model, str(path))
-    stamp.write_text(builder_hash())
-    return paths
 
 
 # ------------------------------------------------------------------ the runs
@@ -289,92 +235,6 @@ def bench(paths: Sequence[Path], requests: int, seed: int) -> dict[str, Any]:
         "error_samples": (main.errors + baseline.errors)[:5],
         "seconds": {"main": main.seconds, "baseline": sum(p.seconds for p in rounds)},
     }
-
-
-# ------------------------------------------------------------------ report
-
-
-def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    vs_optimum = r["hit_ratio"]["keepwarm"] / r["hit_ratio"]["belady"]
-    vs_baseline = r["hits_during_loads"]["p99_ms"] / r["baseline"]["p99_ms"]
-    return [
-        {
-            "name": "hit ratio / Belady",
-            "value": vs_optimum,
-            "target": f">= {VS_OPTIMUM}",
-            "pass": vs_optimum >= VS_OPTIMUM,
-        },
-        {
-            "name": "hit p99 while loads run / baseline p99",
-            "value": vs_baseline,
-            "target": f"<= {P99_VS_BASELINE}",
-            "pass": vs_baseline <= P99_VS_BASELINE,
-        },
-        {"name": "errors", "value": r["errors"], "target": "== 0", "pass": r["errors"] == 0},
-        {
-            "name": "requests recorded by on_access",
-            "value": r["recorded"],
-            "target": f"== {r['requests']}",
-            "pass": r["recorded"] == r["requests"],
-        },
-    ]
-
-
-def print_table(r: dict[str, Any], found: list[dict[str, Any]]) -> None:
-    b, ratio, c = r["budget"], r["hit_ratio"], r["counters"]
-    print(
-        f"{MODELS} models, budget max_models={b['max_models']}, max_bytes={b['max_bytes']} "
-        f"(5 x {b['unit']}: file {b['file_bytes']} B, Model.nbytes {b['model_nbytes']} B); "
-        f"Zipf s={ZIPF_S}, {r['requests']} requests, {THREADS} threads"
-    )
-    print()
-    print(f"{'hit ratio':<34} {'value':>8} {'x Belady':>9}")
-    for name, key in (
-        ("keepwarm (1 - loads/requests)", "keepwarm"),
-        ("Belady (offline optimum)", "belady"),
-        ("plain LRU", "lru"),
-    ):
-        print(f"{name:<34} {ratio[key]:>8.3f} {ratio[key] / ratio['belady']:>9.3f}")
-    print(f"{'keepwarm, READY on arrival':<34} {ratio['keepwarm_ready_on_arrival']:>8.3f}")
-    print()
-    print(f"{'latency':<34} {'n':>6} {'p50 ms':>8} {'p99 ms':>8}")
-    for name, key in (
-        ("hits while loads run", "hits_during_loads"),
-        ("all hits, main run", "hits_all_main"),
-        ("misses (triggered/joined a load)", "misses_main"),
-        ("baseline: all loaded, all hits", "baseline"),
-    ):
-        row = r[key]
-        print(f"{name:<34} {row['n']:>6} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}")
-    base = r["baseline"]
-    during = r["hits_during_loads"]
-    print(
-        f"{'ratio, while loads / baseline':<34} {'':>6} "
-        f"{during['p50_ms'] / base['p50_ms']:>8.2f} {during['p99_ms'] / base['p99_ms']:>8.2f}"
-    )
-    print()
-    print(
-        f"loads {c['loads']}, saved by single-flight (coalesced) {c['coalesced']}, "
-        f"evictions {c['evictions']}, failures {c['failures']}, errors {r['errors']}; "
-        f"main run {r['seconds']['main']:.1f} s"
-    )
-    if r["extra_loads"]:
-        print(
-            f"  {r['extra_loads']} loads were repeats for a request already waiting: its "
-            "model was evicted between READY and its lease"
-        )
-    print(
-        f"  baseline p99 of its {BASELINE_ROUNDS} rounds (median kept): "
-        + ", ".join(f"{v:.3f}" for v in base["p99_ms_rounds"])
-        + " ms"
-    )
-    for sample in r["error_samples"]:
-        print(f"  error: {sample}")
-    for target in found:
-        verdict = "PASS" if target["pass"] else "FAIL"
-        value = target["value"]
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        print(f"{verdict}  {target['name']} = {shown} (target {target['target']})")
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from keepwarm.control import bearer
 from keepwarm.errors import UnavailableError
 from keepwarm.grpc.errors import leaving, mapped
 from keepwarm.grpc.protos.inference import grpc_service_pb2 as pb
-from keepwarm.protocol import v2, v2proto
+from keepwarm.protocol import v2, v2meta, v2proto
 from keepwarm.service import InferenceService
 from keepwarm.signature import Signature
 
@@ -73,13 +73,13 @@ class KServeServicer:
     @mapped
     def ModelMetadata(self, request: Any, context: Context) -> Any:
         info = self.service.model_info_blocking(request.name, request.version or None)
-        metadata = v2.model_metadata(info.name, info.versions, info.signature)
+        metadata = v2meta.model_metadata(info.name, info.versions, info.signature)
         return _message(pb.ModelMetadataResponse(), metadata)
 
     @mapped
     def ModelConfig(self, request: Any, context: Context) -> Any:
         info = self.service.model_info_blocking(request.name, request.version or None)
-        config = v2.model_config(info.name, info.signature)
+        config = v2meta.model_config(info.name, info.signature)
         return _message(pb.ModelConfigResponse(), {"config": config})
 
     @mapped

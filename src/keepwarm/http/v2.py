@@ -9,7 +9,7 @@ from keepwarm.control import bearer
 from keepwarm.errors import InvalidInputError, UnavailableError
 from keepwarm.http.messages import Request, Response, header_timeout, json_response
 from keepwarm.http.router import Route
-from keepwarm.protocol import jsonio, v2
+from keepwarm.protocol import jsonio, v2, v2meta
 from keepwarm.service import InferenceService
 
 #: Bodies larger than this are decoded on a worker thread, not on the event loop.
@@ -61,11 +61,11 @@ class V2Routes:
 
     async def model_metadata(self, request: Request) -> Response:
         info = await self.service.model_info(request.params["model"], request.params.get("version"))
-        return json_response(v2.model_metadata(info.name, info.versions, info.signature))
+        return json_response(v2meta.model_metadata(info.name, info.versions, info.signature))
 
     async def model_config(self, request: Request) -> Response:
         info = await self.service.model_info(request.params["model"], request.params.get("version"))
-        return json_response(v2.model_config(info.name, info.signature))
+        return json_response(v2meta.model_config(info.name, info.signature))
 
     async def stats(self, request: Request) -> Response:
         name = request.params.get("model")

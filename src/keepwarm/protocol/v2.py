@@ -13,7 +13,6 @@ import numpy as np
 from keepwarm.errors import InvalidInputError
 from keepwarm.protocol import jsonio, jsonpieces
 from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS, numpy_dtype, v2_datatype
-from keepwarm.signature import Signature, TensorSpec
 
 _LENGTH = struct.Struct("<I")
 
@@ -246,22 +245,6 @@ def to_binary(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
-def model_metadata(name: str, versions: list[int], signature: Signature) -> dict[str, Any]:
-    """``GET /v2/models/{m}``: the model's tensors in v2 terms (-1: any size)."""
-
-    def tensor(spec: Any) -> dict[str, Any]:
-        shape = [-1] if spec.shape is None else [-1 if d is None else d for d in spec.shape]
-        return {"name": spec.name, "datatype": v2_datatype(spec.dtype), "shape": shape}
-
-    return {
-        "name": name,
-        "versions": [str(v) for v in versions],
-        "platform": "keepwarm",
-        "inputs": [tensor(spec) for spec in signature.inputs],
-        "outputs": [tensor(spec) for spec in signature.outputs],
-    }
-
-
 def request_timeout(parameters: Mapping[str, Any], other: float | None) -> float | None:
     """The tighter of ``parameters.timeout`` (microseconds, as Triton) and ``other``
     (seconds: a header's or the transport's deadline)."""
@@ -274,29 +257,3 @@ def request_timeout(parameters: Mapping[str, Any], other: float | None) -> float
         )
     seconds = float(micros) / 1e6
     return seconds if other is None else min(seconds, other)
-
-
-def model_config(name: str, signature: Signature) -> dict[str, Any]:
-    """Triton's model configuration, as far as its clients read it. ``max_batch_size`` 0:
-    the dims below include the batch axis."""
-
-    def tensor(spec: TensorSpec) -> dict[str, Any]:
-        dims = [-1] if spec.shape is None else [-1 if d is None else d for d in spec.shape]
-        return {"name": spec.name, "data_type": "TYPE_" + _config_type(spec), "dims": dims}
-
-    return {
-        "name": name,
-        "platform": "keepwarm",
-        "backend": "keepwarm",
-        "max_batch_size": 0,
-        "input": [tensor(spec) for spec in signature.inputs],
-        "output": [tensor(spec) for spec in signature.outputs],
-    }
-
-
-def _config_type(spec: TensorSpec) -> str:
-    try:
-        datatype = v2_datatype(spec.dtype)
-    except InvalidInputError:
-        return "INVALID"
-    return "STRING" if datatype == "BYTES" else datatype
