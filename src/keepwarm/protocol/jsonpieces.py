@@ -83,16 +83,22 @@ def _spans(body: bytes, min_bytes: int) -> list[tuple[int, int]]:
     return found
 
 
-def _loads(
-    body: bytes, spans: list[tuple[int, int]], max_depth: int, within: str, piece_bytes: int
-) -> Any:
+def marked(body: bytes, spans: list[tuple[int, int]], max_depth: int) -> tuple[Any, list[str]]:
+    """``body`` parsed (``jsonio.loads``) with a marker string in place of each span, and
+    the markers (strings a client may send too: the caller checks where they are)."""
     markers = [f"\0keepwarm array {i}" for i in range(len(spans))]
     parts, last = [], 0
     for (start, end), marker in zip(spans, markers, strict=True):
         parts += [body[last:start], orjson.dumps(marker)]
         last = end
     parts.append(body[last:])
-    skeleton = jsonio.loads(b"".join(parts), max_depth=max_depth)
+    return jsonio.loads(b"".join(parts), max_depth=max_depth), markers
+
+
+def _loads(
+    body: bytes, spans: list[tuple[int, int]], max_depth: int, within: str, piece_bytes: int
+) -> Any:
+    skeleton, markers = marked(body, spans, max_depth)
     places: dict[str, dict[str, Any]] = {}
     listed = skeleton.get(within) if isinstance(skeleton, dict) else None
     for holder in listed if isinstance(listed, list) else ():

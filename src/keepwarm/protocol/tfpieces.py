@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 import numpy as np
-import orjson
 import simdjson
 
 from keepwarm.errors import InvalidInputError
@@ -88,13 +87,7 @@ def _find(body: bytes, what: bytes, start: int) -> int:
 
 
 def _loads(body: bytes, spans: list[tuple[int, int]], max_depth: int, piece_bytes: int) -> Any:
-    markers = [f"\0keepwarm array {i}" for i in range(len(spans))]
-    parts, last = [], 0
-    for (start, end), marker in zip(spans, markers, strict=True):
-        parts += [body[last:start], orjson.dumps(marker)]
-        last = end
-    parts.append(body[last:])
-    skeleton = jsonio.loads(b"".join(parts), max_depth=max_depth)
+    skeleton, markers = jsonpieces.marked(body, spans, max_depth)
     places = _places(skeleton, markers)
     if places is None:
         return None

@@ -4,9 +4,7 @@ parse, whatever the body holds, and the decoding thread gives the GIL up between
 from __future__ import annotations
 
 import json
-import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +17,7 @@ from hypothesis import strategies as st
 from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.protocol import jsonio, jsonpieces, tfpieces, tfserving
 from keepwarm.signature import Signature, TensorSpec
+from support.gil import no_forced_switches, turns_while
 
 F32, I32, TEXT = np.dtype(np.float32), np.dtype(np.int32), np.dtype(object)
 
@@ -201,33 +200,9 @@ def test_the_decoding_thread_lets_another_thread_run_between_pieces(
     x = np.random.default_rng(2).random((1, 224, 224, 3), dtype=np.float32)
     body = orjson.dumps({"instances": x.tolist()})
 
-    def turns_while(decode: Callable[[], Any]) -> int:
-        done = threading.Event()
-
-        def work() -> None:
-            try:
-                decode()
-            finally:
-                done.set()
-
-        thread = threading.Thread(target=work)
-        turns = 0
-        thread.start()
-        for _ in range(1_000_000):  # bounded; ends when the decode does
-            if done.is_set():
-                break
-            time.sleep(0.0001)  # waits for the GIL on waking up
-            turns += 1
-        thread.join()
-        return turns
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(10.0)
-    try:
+    with no_forced_switches():
         whole = turns_while(lambda: orjson.loads(body))
         pieces = turns_while(lambda: tfserving.parse_predict(body))
-    finally:
-        sys.setswitchinterval(interval)
     assert whole <= 3  # a parse that never gives the GIL up
     assert pieces >= 25  # about 45 pieces of 64 KiB
 
