@@ -9,14 +9,21 @@ way alike; each way's figure is the median of its rounds. Targets: keepwarm at m
 ``VS_IN_PROCESS`` x the in-process median, and below every peer's median. Beside each
 start, the CPU seconds its processes used up to that first 200 (user + system, children
 included, from /proc): the figure that other work on the machine disturbs least.
+
+keepwarm (served and in-process) runs from its own venv, as each peer does from its own:
+``bench/.venvs/keepwarm`` (``keepwarm_venv.serve_venv``: the base dependencies, the ``server`` and
+``grpc`` extras and TensorFlow, pinned from ``constraints.txt``; built on first use, then
+reused, under ``$BENCH_PEER_VENVS`` like the peers'), with the tree under test (the
+``keepwarm`` this process imports) on ``PYTHONPATH``. The development venv holds more
+(the ``optimize`` extra's scikit-learn and scipy, which keras imports at start when present).
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+import keepwarm
+from keepwarm_venv import serve_venv
 from peers import PeerFailed, check_answer, first_200, start
 from proc_stats import tree_cpu_seconds
 from served import MODELS, SHAPES, Served
@@ -38,21 +47,35 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def in_process(repo: Path) -> Start:
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def keepwarm_env(src: Path | None = None) -> tuple[str, dict[str, str]]:
+    """The interpreter of keepwarm's own venv (built once), and an environment that puts
+    ``src`` (default: the tree of the ``keepwarm`` imported here) first on its path."""
+    python = str(serve_venv(ROOT) / "bin" / "python")
+    tree = src if src is not None else Path(keepwarm.__file__).parents[1]
+    return python, {**os.environ, "PYTHONPATH": str(tree)}
+
+
+def in_process(repo: Path, src: Path | None = None) -> Start:
     """From spawn to both models answering, in a fresh process, without a server."""
     code = "import numpy as np, keepwarm\n" + "".join(
         f"keepwarm.load({str(repo / m)!r}).predict(np.zeros((1, *{SHAPES[m]!r}), np.float32))\n"
         for m in MODELS
     )
+    python, env = keepwarm_env(src)
     cpu = _children_cpu()
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    subprocess.run([python, "-c", code], check=True, capture_output=True, env=env)
     return time.perf_counter() - started, _children_cpu() - cpu
 
 
-def served(repo: Path, bodies: Mapping[str, bytes]) -> Start:
-    """``keepwarm serve`` from spawn to a 200 from every model."""
-    server = Served(repo)
+def served(repo: Path, bodies: Mapping[str, bytes], src: Path | None = None) -> Start:
+    """``keepwarm serve`` (of tree ``src``: see ``keepwarm_env``) from spawn to a 200 from
+    every model."""
+    python, env = keepwarm_env(src)
+    server = Served(repo, python=python, env=env)
     try:
         return first_200(server, bodies), tree_cpu_seconds(server.proc.pid)
     finally:

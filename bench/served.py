@@ -31,16 +31,21 @@ def v2_body(x: np.ndarray) -> bytes:
 
 class Served:
     """``keepwarm serve REPO`` on free REST and gRPC ports (``extra`` flags, ``env`` its
-    environment); ``started`` is taken just before
-    the process is spawned (the cold start counts from there)."""
+    environment, ``python`` the interpreter: this one unless given); ``started`` is taken
+    just before the process is spawned (the cold start counts from there)."""
 
     name = "keepwarm"
 
     def __init__(
-        self, repo: Path, *, env: dict[str, str] | None = None, extra: Sequence[str] = ()
+        self,
+        repo: Path,
+        *,
+        env: dict[str, str] | None = None,
+        extra: Sequence[str] = (),
+        python: str = sys.executable,
     ) -> None:
         self.started = time.perf_counter()
-        command = [sys.executable, "-m", "keepwarm", "serve", str(repo), "--port", "0"]
+        command = [python, "-m", "keepwarm", "serve", str(repo), "--port", "0"]
         self.proc = subprocess.Popen(
             [*command, "--grpc-port", "0", *extra],
             env=env,

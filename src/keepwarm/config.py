@@ -36,7 +36,8 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
                                 # alone, up to this many (default: the batch slots)
 
 With ``[batching]``, concurrent requests of the same shape are run together (padded with
-rows to a size of 1, 2, 4, ... ``max_batch_size``, each warmed at load). A model is batched
+rows to a size of 1, 2, 4, ... ``max_batch_size``, each run once before any batch uses it:
+the smallest at load, the others just after). A model is batched
 only when every input's first axis is the batch (unknown size in the signature). An axis
 is padded only where ``pad_axes`` lists it; outputs that carry the padded size on that
 axis are cropped back to each request's own size, so list an axis only when padding it

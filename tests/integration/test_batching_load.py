@@ -51,7 +51,10 @@ def test_load_batches_only_when_asked(tmp_path: Path, cache: ModelCache) -> None
         raw = leased.raw
         assert isinstance(raw, BatchedModel)
         assert (raw.batcher.max_batch_size, raw.batcher.max_queue) == (2, 5)
-        # Each bucket was run and timed at load, before the first request.
+        # The smallest bucket was run and timed at load, before the first request; the
+        # others just after, on a thread.
+        assert raw.batcher.latency.snapshot().keys() >= {1}
+        assert raw.wait_warm(60)
         assert sorted(raw.batcher.latency.snapshot()) == [1, 2]
     assert given.predict(np.ones((3, 16), np.float32))["y"].shape == (3, 8)
 
@@ -114,6 +117,7 @@ def test_repository_model_toml_turns_batching_on_and_warms_each_bucket(tmp_path:
             raw = model.raw
             assert isinstance(raw, BatchedModel)
             assert raw.batcher.max_queue == 7 and raw.batcher.max_batch_size == 8
+            assert raw.wait_warm(60)
             assert sorted(raw.batcher.latency.snapshot()) == list(buckets(8))
             assert (raw.name, raw.version) == ("dense", 1)
             out = model.predict({"x": np.ones((2, 16), np.float32)})

@@ -17,8 +17,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+from keepwarm_venv import serve_pins
 from peer_runs import PeerResults, failed_peers, peer_names
-from peers import VENVS, Batching, PeerFailed, check_answer, spawn, stop_group, venv
+from peers import (
+    VENVS,
+    Batching,
+    PeerFailed,
+    check_answer,
+    spawn,
+    stop_group,
+    venv,
+)
 
 EXPECTED = np.array([[0.25, 0.75]], np.float32)
 
@@ -140,3 +149,28 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_keepwarms_own_venv_holds_what_serve_needs_and_not_the_optimize_extra() -> None:
+    root = Path(__file__).resolve().parents[2]
+    pins = serve_pins(root)
+    names = {pin.split("==")[0].lower().replace("_", "-") for pin in pins}
+    assert {"tensorflow", "uvicorn", "orjson", "pysimdjson", "grpcio", "numpy"} <= names
+    assert not names & {"scikit-learn", "scipy", "tf2onnx", "onnx", "pytest"}
+    pinned = {
+        line.partition("==")[0].lower().replace("_", "-"): line.strip()
+        for line in (root / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
+    for pin in pins:  # the versions the development venv has, exactly
+        assert pinned[pin.split("==")[0].lower().replace("_", "-")] == pin
+
+
+def test_a_serve_dependency_without_a_pin_is_named(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\ndependencies = ["numpy>=1"]\n'
+        '[project.optional-dependencies]\nserver = ["orjson>=3"]\ngrpc = []\n'
+    )
+    (tmp_path / "constraints.txt").write_text("numpy==2.0.0\n")
+    with pytest.raises(PeerFailed, match="orjson, tensorflow"):
+        serve_pins(tmp_path)

@@ -15,7 +15,7 @@ import pytest
 
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
-from keepwarm.core.memory import release_memory
+from keepwarm.core.memory import freeze_heap, release_memory
 from keepwarm.core.states import State
 from keepwarm.repository import Repository
 from keepwarm.service import InferenceService
@@ -93,3 +93,21 @@ def test_an_unloaded_model_is_reclaimed_from_a_frozen_heap(
     finally:
         service.close()
         repository.close()
+
+
+def test_freezing_frees_young_cycles_and_release_memory_the_frozen_ones(thawed: None) -> None:
+    gc.collect()
+    old_a, old_b = Node(), Node()
+    old_a.other, old_b.other = old_b, old_a
+    old = weakref.ref(old_a)
+    gc.collect()  # survivors: now in the oldest generation
+    del old_a, old_b  # an old cycle: garbage
+    young_a, young_b = Node(), Node()
+    young_a.other, young_b.other = young_b, young_a
+    young = weakref.ref(young_a)
+    del young_a, young_b  # a young cycle: garbage
+    freeze_heap()
+    assert young() is None  # the young generations were collected before freezing
+    assert old() is not None and gc.get_freeze_count() > 0  # frozen with the heap
+    release_memory()
+    assert old() is None

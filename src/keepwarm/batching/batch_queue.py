@@ -151,9 +151,10 @@ class BatchQueue:
         """The head, and the queued requests of its shape that fit beside it, in order."""
         head = self.items[0]
         batch = [head]
-        if head.key is None or head.rows >= self.max_batch_size:
+        limit = min(self.max_batch_size, self.latency.cap)  # no batch past a bucket not warm
+        if head.key is None or head.rows >= limit:
             return batch
-        total, limit = head.rows, self.max_batch_size
+        total = head.rows
         for index in range(1, len(self.items)):
             item = self.items[index]
             if item.key != head.key or item.future.cancelled() or late(item, now):

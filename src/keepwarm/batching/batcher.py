@@ -99,7 +99,7 @@ class Batcher:
         self._dispatch = Dispatch(
             name=name,
             queue=self._queue,
-            runner=BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes),
+            runner=BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes, self.latency),
             executor=executor,
             slots=slots,
             alone=slots if alone is None else alone,
@@ -227,6 +227,12 @@ class Batcher:
     def _fire(self) -> None:
         """The waker's call (a held partial batch is due)."""
         self._dispatch.fire()
+
+    def cap_batches(self, rows: int | None) -> None:
+        """While larger buckets warm (``BatchedModel.warm_buckets``): no batch of more than
+        ``rows`` rows (a warm bucket) is formed, and a request of more rows runs in pieces
+        of ``rows``; None: up to ``max_batch_size`` again."""
+        self.latency.cap = self.max_batch_size if rows is None else min(rows, self.max_batch_size)
 
     # ------------------------------------------------------------------- status
 

@@ -23,14 +23,19 @@ _SMOOTHING = 0.2  # weight of a new measurement in the moving averages
 class LatencyTable:
     """Seconds per batch, per bucket: seeded at warmup, then a moving average.
 
-    Written by one thread at a time (its batcher records under its lock; warmup runs
-    before the version serves); each read is one dict operation, so any thread may read.
+    Each bucket is written by one thread at a time (its batcher records under its lock; a
+    bucket is seeded by its warmup before any batch runs at it); each read is one dict
+    operation, so any thread may read.
+
+    ``cap``: the largest batch the batcher forms now (``Batcher.cap_batches``): the
+    largest bucket, except while larger buckets still warm after the version serves.
     """
 
     def __init__(self, max_batch_size: int) -> None:
         self.buckets = buckets(max_batch_size)
         self._seconds: dict[int, float] = {}
         self._seeded: set[int] = set()
+        self.cap = self.buckets[-1]
 
     def seed(self, bucket: int, seconds: float) -> None:
         """A bucket's figure from its warmup run: the first call at a batch size pays once

@@ -2,10 +2,11 @@
 
 Made by the load path when batching is on (``model.toml [batching]`` or
 ``keepwarm.load(..., batching=...)``), so the batcher lives and dies with its version:
-created at load, its buckets warmed (each run once, timed, seeding the latency table)
-before the version serves, closed when the version is unloaded. Everything that predicts
-through a lease (``Model.predict``, ``LeasedModel.predict``, the server) batches without
-knowing.
+created at load, its buckets warmed (each run once, timed, seeding the latency table:
+the smallest before the version serves, the others on a thread just after, the batcher
+capped at the largest warm one meanwhile), closed when the version is unloaded.
+Everything that predicts through a lease (``Model.predict``, ``LeasedModel.predict``, the
+server) batches without knowing.
 A model that cannot be batched (an input without a leading batch axis) is served as it
 is, and its warmup note says why.
 """
@@ -13,6 +14,7 @@ is, and its warmup note says why.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -31,6 +33,7 @@ from keepwarm.runtimes.base import LoadedModel
 from keepwarm.signature import Signature
 from keepwarm.warmup import sample_inputs
 
+_log = logging.getLogger("keepwarm.batching")
 _shared_lock = threading.Lock()
 _shared: ThreadExecutor | None = None
 
@@ -121,6 +124,9 @@ class BatchedModel:
             slots=slots,
             alone=alone,
         )
+        self._warmer: threading.Thread | None = None
+        self._warm_done = threading.Event()
+        self._closing = threading.Event()
         register(self)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -166,25 +172,66 @@ class BatchedModel:
         return self.batcher.stats()
 
     def warm_buckets(self, samples: Sequence[Mapping[str, np.ndarray]] = ()) -> str | None:
-        """Run every bucket once before serving, smallest first, so that no request is the
-        first at its batch size; each run's time seeds the latency table. A note when
-        batching is off for this model or a bucket could not be warmed."""
+        """Run each bucket once, smallest first, so that no request is the first at its
+        batch size; each run's time seeds the latency table. The smallest bucket runs now,
+        before the version serves; the others on a thread afterwards, and until a bucket is
+        warm the batcher forms no batch that large (``Batcher.cap_batches``: a larger
+        request runs in pieces). A note when batching is off for this model or the first
+        bucket could not be warmed (the others' failures are logged)."""
         if self.why_not is not None:
             return f"batching off: {self.why_not}"
+        sizes = buckets(self.batcher.max_batch_size)
+        first = self._bucket_inputs(sizes[0], samples)
+        if first is None:
+            return "buckets not warmed: no inputs can be generated (an unknown rank)"
+        self.batcher.cap_batches(sizes[0])
+        failure = self._warm(sizes[0], first)
+        if len(sizes) == 1:
+            self.batcher.cap_batches(None)
+            self._warm_done.set()
+        else:
+            self._warmer = threading.Thread(
+                target=self._warm_rest,
+                args=(sizes[1:], list(samples)),
+                name=f"keepwarm-warm-{self.name}",
+                daemon=True,
+            )
+            self._warmer.start()
+        return None if failure is None else f"batch sizes not warmed: {failure}"
+
+    def _warm_rest(self, sizes: Sequence[int], samples: Sequence[Mapping[str, np.ndarray]]) -> None:
+        """The warmup thread: each bucket of ``sizes`` in turn, the cap raised after each,
+        until done or the model closes."""
         failures = []
-        for bucket in buckets(self.batcher.max_batch_size):
-            inputs = self._bucket_inputs(bucket, samples)
-            if inputs is None:
-                return "buckets not warmed: no inputs can be generated (an unknown rank)"
-            try:
-                began = time.perf_counter()
-                self.inner.predict(inputs)  # the first call at a size pays for it, once
-                self.batcher.latency.seed(bucket, time.perf_counter() - began)
-            except Exception as exc:
-                failures.append(f"{bucket}: {type(exc).__name__}: {str(exc)[:120]}")
+        try:
+            for bucket in sizes:
+                if self._closing.is_set():
+                    return
+                inputs = self._bucket_inputs(bucket, samples)
+                failure = None if inputs is None else self._warm(bucket, inputs)
+                if failure is not None:
+                    failures.append(failure)
+                self.batcher.cap_batches(bucket)
+        finally:
+            self.batcher.cap_batches(None)
+            self._warm_done.set()
         if failures:
-            return "batch sizes not warmed: " + "; ".join(failures)
+            _log.warning("model %r: batch sizes not warmed: %s", self.name, "; ".join(failures))
+
+    def _warm(self, bucket: int, inputs: dict[str, np.ndarray]) -> str | None:
+        """One run at ``bucket``, timed into the latency table; why it failed, or None."""
+        try:
+            began = time.perf_counter()
+            self.inner.predict(inputs)  # the first call at a size pays for it, once
+            self.batcher.latency.seed(bucket, time.perf_counter() - began)
+        except Exception as exc:
+            return f"{bucket}: {type(exc).__name__}: {str(exc)[:120]}"
         return None
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Wait until every bucket is warm (or warming stopped); whether that happened
+        within ``timeout`` seconds. True at once when no warmup was started."""
+        return self._warmer is None or self._warm_done.wait(timeout)
 
     def _bucket_inputs(
         self, bucket: int, samples: Sequence[Mapping[str, np.ndarray]]
@@ -195,8 +242,13 @@ class BatchedModel:
         return sample_inputs(self.signature, batch=bucket)
 
     def close(self) -> None:
+        """Stop warming, unregister, stop taking requests; once the warmup's run under way
+        (if any) has ended, close the inner model."""
+        self._closing.set()
         unregister(self)
         self.batcher.close()
+        if self._warmer is not None:
+            self._warmer.join()
         self.inner.close()
 
 

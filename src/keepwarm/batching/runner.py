@@ -7,6 +7,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+import numpy as np
+
+from keepwarm.batching.latency import LatencyTable
 from keepwarm.batching.merge import Arrays, PadAxes, bucket_for, buckets, merge, split
 
 Predict = Callable[[Arrays], Arrays]
@@ -35,7 +38,8 @@ class Outcome:
 
 
 class BatchRunner:
-    """Runs batches of one model. ``crop_axes``: see ``merge.split``."""
+    """Runs batches of one model. ``crop_axes``: see ``merge.split``; ``latency``: its
+    ``cap`` (while larger buckets warm), past which a request runs in pieces."""
 
     def __init__(
         self,
@@ -44,6 +48,7 @@ class BatchRunner:
         max_batch_size: int,
         pad_axes: PadAxes,
         crop_axes: Mapping[str, tuple[int, ...]] | None,
+        latency: LatencyTable | None = None,
     ) -> None:
         self.predict = predict
         self.name = name
@@ -51,6 +56,7 @@ class BatchRunner:
         self.pad_axes = pad_axes
         self.crop_axes = crop_axes
         self.buckets = frozenset(buckets(max_batch_size))
+        self._latency = latency
 
     def run(self, parts: list[Arrays], rows: list[int]) -> Outcome:
         """The outcome of one batch of ``parts`` (each with its ``rows``)."""
@@ -61,7 +67,10 @@ class BatchRunner:
     def run_one(self, inputs: Arrays, rows: int) -> Outcome:
         """The outcome of one request alone: at a bucket size, as it came (timed); below
         ``max_batch_size``, padded up to its bucket; else (0 rows: it cannot be batched;
-        past ``max_batch_size``) as it came, untimed (the latency table has no such size)."""
+        past ``max_batch_size``) as it came, untimed (the latency table has no such size).
+        Past the cap while larger buckets warm, in pieces (``run_pieces``)."""
+        if self._latency is not None and self._latency.cap < rows <= self.max_batch_size:
+            return self.run_pieces(inputs, rows, self._latency.cap)
         if rows in self.buckets:
             try:
                 began = time.perf_counter()
@@ -88,3 +97,26 @@ class BatchRunner:
             return Outcome(results, bucket, total, merged.padded_rows, None, seconds)
         except Exception as exc:
             return Outcome([], bucket, total, 0, exc, seconds)
+
+    def run_pieces(self, inputs: Arrays, rows: int, cap: int) -> Outcome:
+        """A request of more than ``cap`` rows while the buckets past ``cap`` warm: run
+        ``cap`` rows at a time (each piece at a warm bucket), the outputs joined along the
+        batch axis; untimed. Outputs that are not one row per input row, or cannot be
+        joined (sizes that vary from piece to piece), are not: the request runs whole."""
+        pieces, padded = [], 0
+        for start in range(0, rows, cap):
+            part = {name: array[start : start + cap] for name, array in inputs.items()}
+            size = min(cap, rows - start)
+            outcome = self.run_one(part, size)
+            if outcome.error is not None:
+                return Outcome([], cap, rows, 0, outcome.error)
+            piece = outcome.results[0]
+            if any(np.ndim(a) == 0 or len(a) != size for a in piece.values()):
+                return self._run_merged([inputs], [rows], bucket_for(rows, self.max_batch_size))
+            pieces.append(piece)
+            padded += outcome.padded
+        try:
+            joined = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
+        except (ValueError, KeyError):
+            return self._run_merged([inputs], [rows], bucket_for(rows, self.max_batch_size))
+        return Outcome([joined], cap, rows, padded)

@@ -32,13 +32,18 @@ def rss_bytes() -> int:
 
 
 def freeze_heap() -> None:
-    """Collect garbage, then move every object alive now out of the collector's reach
-    (``gc.freeze``). Once TensorFlow and a model are loaded the heap holds a few hundred
-    thousand tracked objects, and each full collection walks them all: a pause of about
-    200 ms every few thousand requests. A server freezes its heap when a version becomes
-    READY; ``release_memory`` thaws it for its collection, so an unloaded model's cycles
-    are still reclaimed."""
-    gc.collect()
+    """Collect the young generations' garbage, then move every object alive now out of
+    the collector's reach (``gc.freeze``). Once TensorFlow and a model are loaded the heap
+    holds a few hundred thousand tracked objects, and each full collection walks them all:
+    a pause of about 200 ms every few thousand requests. A server freezes its heap when a
+    version becomes READY; ``release_memory`` thaws it for its collection, so an unloaded
+    model's cycles are still reclaimed.
+
+    Not a full collection first: at READY it walks every object (0.2 s of CPU with the
+    GIL held, as the first requests arrive) and found nothing to free after loading the
+    example models (the collector's own full passes during the load had); an old cycle
+    frozen here is freed at the next ``release_memory``."""
+    gc.collect(1)
     gc.freeze()
 
 
