@@ -27,6 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import orjson
+
 from peers import first_200
 from proc_stats import tree_cpu_seconds
 from serve import LUA, MODELS, ROOT, Served, write_bodies, wrk
@@ -73,6 +76,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--serve-args", default="", help="extra `keepwarm serve` arguments")
+    parser.add_argument("--api", default="v2", choices=("v2", "tfserving"),
+                        help="JSON bodies for KServe v2 or TF Serving (rows)")  # fmt: skip
     parser.add_argument("--env", action="append", default=[],
                         help="NAME:VAR=VALUE, an environment variable for one side")  # fmt: skip
     args = parser.parse_args()
@@ -95,24 +100,25 @@ def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
     shutil.copytree(args.models / args.model, repo / args.model)
     script = scratch / "bodies.lua"
     script.write_text(LUA)
-    bodies = write_bodies(scratch)[args.model]
+    v2 = write_bodies(scratch)[args.model]
+    bodies = tfserving_bodies(v2) if args.api == "tfserving" else v2
     servers: dict[str, Served] = {}
     try:
         for name, src in trees.items():
             env = side_environment(name, src, args.env)
             servers[name] = Served(repo, env=env, extra=args.serve_args.split())
-            first_200(servers[name], {args.model: bodies[0].read_bytes()})
+            first_200(servers[name], {args.model: v2[0].read_bytes()})
         names = list(servers)
         for c in (int(x) for x in args.c.split(",")):
             runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
             for name in names:  # one unmeasured run each: connections and first batches
-                wrk(servers[name].infer_url(args.model), bodies, c, 1, script)
+                wrk(url(servers[name], args), bodies, c, 1, script)
             for index in range(args.rounds):
                 shift = index % len(names)
                 for name in names[shift:] + names[:shift]:
                     server = servers[name]
                     before = tree_cpu_seconds(server.proc.pid)
-                    figures = wrk(server.infer_url(args.model), bodies, c, args.seconds, script)
+                    figures = wrk(url(server, args), bodies, c, args.seconds, script)
                     used = tree_cpu_seconds(server.proc.pid) - before
                     answered = figures["rps"] * args.seconds
                     figures["cpu_us"] = used / max(answered, 1) * 1e6
@@ -122,6 +128,23 @@ def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
         for server in servers.values():
             server.stop()
     return 0
+
+
+def tfserving_bodies(bodies: list[Path]) -> list[Path]:
+    """The same tensors as TF Serving ``:predict`` bodies (``{"instances": ...}``)."""
+    out = []
+    for path in bodies:
+        tensor = orjson.loads(path.read_bytes())["inputs"][0]
+        rows = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+        out.append(path.with_suffix(".tfserving.json"))
+        out[-1].write_bytes(orjson.dumps({"instances": rows}, option=orjson.OPT_SERIALIZE_NUMPY))
+    return out
+
+
+def url(server: Served, args: argparse.Namespace) -> str:
+    if args.api == "tfserving":
+        return f"{server.url}/v1/models/{args.model}:predict"
+    return server.infer_url(args.model)
 
 
 def report(model: str, c: int, runs: dict[str, list[dict[str, float]]]) -> None:

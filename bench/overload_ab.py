@@ -1,6 +1,6 @@
 """Overload (issue 9) measured on several builds of ``keepwarm serve`` in turn, so that
 the comparison survives a shared machine: MobileNetV2 with ``max_queue = 8``, 64 v2 JSON
-clients offering ``--rate`` req/s at a steady pace (``serve_batching.overload``), the
+clients offering ``--rate`` req/s at a steady pace (``bench/overload.py``), the
 builds run one after the other, ``--rounds`` times, in a rotating order.
 
     python bench/overload_ab.py --tree before=/path/to/main/src --tree now=src
@@ -21,10 +21,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from overload import overload
 from serve import ROOT, write_bodies
-from serve_batching import overload
 
-KEYS = ("p50_refused_ms", "p99_refused_ms", "p99_ok_ms", "bound_ms", "served_rps")
+KEYS = (
+    "p50_refused_ms",
+    "p99_refused_ms",
+    "p50_ok_ms",
+    "p99_ok_ms",
+    "bound_ms",
+    "batch_ms",
+    "queue_ms",
+    "served_rps",
+)
 
 
 def main() -> int:

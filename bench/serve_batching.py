@@ -32,126 +32,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from batching_ab import in_process, interleaved
 from binary_limit import LUA_BINARY, Limit, write_binary_bodies
 from binary_limit import interleaved as against_limit
 from environment import environment as recorded_environment
+from overload import overload
 from peer_runs import PeerResults, direct_answers, failed_peers, peer_names, run_peers
 from peers import PEERS, Batching, Peer, first_200, settle
 from serve import BODIES, LUA, MODELS, ROOT, Served, inputs, write_bodies, wrk
 
 CONCURRENCY = (1, 4, 8, 32)
 THREADS = (1, 4, 8, 32)
-OVERLOAD_CLIENT = r"""
-import asyncio, json, sys, time
-import aiohttp
-url, body_path, clients, seconds, rate = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
-                                          float(sys.argv[4]), float(sys.argv[5]))
-body = open(body_path, "rb").read()
-out = []
-interval = clients / rate  # each client's pace: together they offer ``rate`` req/s
-async def client(session, index, start, stop):
-    due = start + index * interval / clients
-    while due < stop:
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        began = time.perf_counter()
-        async with session.post(url, data=body) as reply:
-            await reply.read()
-            out.append((reply.status, time.perf_counter() - began))
-        due += interval
-async def main():
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
-        start = time.perf_counter()
-        stop = start + seconds
-        await asyncio.gather(*(client(s, i, start, stop) for i in range(clients)))
-        print(json.dumps({"seconds": time.perf_counter() - start, "results": out}))
-asyncio.run(main())
-"""
 
 
 def serve(repo: Path, firsts: dict[str, bytes], env: dict[str, str] | None = None) -> Served:
     served = Served(repo, env=env)
     first_200(served, firsts)
     return served
-
-
-def overload(
-    repo: Path,
-    body: Path,
-    seconds: float,
-    workdir: Path,
-    rate: float,
-    env: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """64 clients offering ``rate`` req/s at a steady pace (open loop: a refused client
-    does not retry at once, as closed-loop clients hammering a fast refusal would);
-    ``env``: the server's environment (``bench/overload_ab.py`` runs several builds)."""
-    (repo / "mobilenet_v2" / "model.toml").write_text(
-        "[batching]\nmax_batch_size = 32\nmax_queue = 8\nmax_delay_ms = 0\n"
-    )
-    served = serve(repo, {"mobilenet_v2": body.read_bytes()}, env)
-    try:
-        client = workdir / "overload_client.py"
-        client.write_text(OVERLOAD_CLIENT)
-        done = subprocess.run(
-            [sys.executable, str(client), served.infer_url("mobilenet_v2"), str(body), "64",
-             str(seconds), str(rate)], capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        found = json.loads(done.stdout)
-        metrics = subprocess.run(
-            ["curl", "-s", served.url + "/metrics"], capture_output=True, text=True, check=True
-        ).stdout
-    finally:
-        served.stop()
-    ok = [s for code, s in found["results"] if code == 200]
-    refused = [s for code, s in found["results"] if code == 503]
-    batch = _gauge(metrics, "keepwarm_batch_seconds", 'size="8"') or float("nan")
-    throughput = len(ok) / found["seconds"]
-    return {
-        "offered_rps": rate,
-        "served_rps": throughput,
-        "refused": len(refused),
-        "other": len(found["results"]) - len(ok) - len(refused),
-        "p50_refused_ms": float(np.percentile(refused, 50)) * 1000 if refused else float("nan"),
-        "p99_refused_ms": float(np.percentile(refused, 99)) * 1000 if refused else float("nan"),
-        "p99_ok_ms": float(np.percentile(ok, 99)) * 1000 if ok else float("nan"),
-        "bound_ms": (8 / throughput + 0.0 + _largest_batch(metrics)) * 1000 if ok else 0,
-        "batch8_s": batch,
-    }
-
-
-def _gauge(text: str, name: str, label: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + "{") and label in line:
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-def _largest_batch(text: str) -> float:
-    """Seconds of the largest batch size the model ran (one batch time, at worst)."""
-    sizes = [
-        (int(m.group(1)), float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith("keepwarm_batch_seconds{") and (m := re.search(r'size="(\d+)"', line))
-    ]
-    ran = {
-        int(m.group(1))
-        for line in text.splitlines()
-        if line.startswith("keepwarm_batches_total{") and (m := re.search(r'size="(\d+)"', line))
-        and float(line.rsplit(" ", 1)[1]) > 0
-    }  # fmt: skip
-    used = [seconds for size, seconds in sizes if size in ran]
-    return max(used) if used else 0.0
 
 
 def peer_sweep(

@@ -94,6 +94,23 @@ def test_tf_serving_row_and_columnar_bodies(server: ServerProcess, direct_mlp: A
     close(bare.json()["outputs"], want)
 
 
+def test_tf_serving_large_bodies_give_the_same_answers(
+    server: ServerProcess, direct_mlp: Any
+) -> None:
+    """Bodies over 64 KiB are parsed on a worker thread, their tensors in pieces."""
+    big = RNG.random((40, 784), dtype=np.float32)  # about 0.6 MB of JSON
+    want = expected(direct_mlp, big)
+    rows = server.post("/v1/models/mlp:predict", {"instances": big.tolist()})
+    assert rows.status_code == 200, rows.text
+    close(rows.json()["predictions"], want)
+    columns = server.post("/v1/models/mlp:predict", {"inputs": {"image": big.tolist()}})
+    assert columns.status_code == 200, columns.text
+    close(columns.json()["outputs"], want)
+    ragged = [*big.tolist()[:-1], big[-1, :-1].tolist()]
+    refused = server.post("/v1/models/mlp:predict", {"instances": ragged})
+    assert refused.status_code == 400 and "rectangular" in refused.json()["error"]
+
+
 def test_tf_serving_b64_strings(server: ServerProcess) -> None:
     raw = [b"\x00\xffbinary", b"plain"]
     body = {"instances": [{"b64": base64.b64encode(v).decode()} for v in raw]}

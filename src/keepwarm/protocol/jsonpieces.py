@@ -21,7 +21,9 @@ makes of the whole list.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
 from typing import Any
 
@@ -37,6 +39,10 @@ MIN_ARRAY_BYTES = 64 * 1024
 #: About 0.1 ms of parsing per piece on this machine's kind; between pieces the thread
 #: sleeps(0), which costs about 1 us on an idle core.
 PIECE_BYTES = 64 * 1024
+#: Large arrays decoded at once, at most: one per core. More would only share the cores
+#: (each finishing later, the first as late as the last) and contend with the event loop
+#: for the GIL at every piece; the rest wait their turn.
+DECODERS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 _DATA = re.compile(rb'"data"\s*:\s*\[')
 
 
@@ -77,16 +83,22 @@ def _spans(body: bytes, min_bytes: int) -> list[tuple[int, int]]:
     return found
 
 
-def _loads(
-    body: bytes, spans: list[tuple[int, int]], max_depth: int, within: str, piece_bytes: int
-) -> Any:
+def marked(body: bytes, spans: list[tuple[int, int]], max_depth: int) -> tuple[Any, list[str]]:
+    """``body`` parsed (``jsonio.loads``) with a marker string in place of each span, and
+    the markers (strings a client may send too: the caller checks where they are)."""
     markers = [f"\0keepwarm array {i}" for i in range(len(spans))]
     parts, last = [], 0
     for (start, end), marker in zip(spans, markers, strict=True):
         parts += [body[last:start], orjson.dumps(marker)]
         last = end
     parts.append(body[last:])
-    skeleton = jsonio.loads(b"".join(parts), max_depth=max_depth)
+    return jsonio.loads(b"".join(parts), max_depth=max_depth), markers
+
+
+def _loads(
+    body: bytes, spans: list[tuple[int, int]], max_depth: int, within: str, piece_bytes: int
+) -> Any:
+    skeleton, markers = marked(body, spans, max_depth)
     places: dict[str, dict[str, Any]] = {}
     listed = skeleton.get(within) if isinstance(skeleton, dict) else None
     for holder in listed if isinstance(listed, list) else ():
@@ -110,6 +122,11 @@ def _numbers(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
     """The flat list of numbers in ``body[start:end]``, parsed piece by piece in a copy
     whose cut commas become the pieces' brackets; None if it is anything else. simdjson
     copies each piece's numbers into a buffer, with no Python object per number."""
+    with DECODERS:
+        return _pieces(body, start, end, size)
+
+
+def _pieces(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
     buffer = bytearray(body[start - 1 : end + 1])  # "[" interior "]"
     view = memoryview(buffer)
     stop = len(buffer) - 1

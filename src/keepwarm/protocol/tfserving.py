@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from keepwarm.errors import InvalidInputError, ModelNotFoundError
-from keepwarm.protocol import jsonio
+from keepwarm.protocol import jsonio, tfpieces
 from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS, tf_datatype
 from keepwarm.signature import Signature, TensorSpec
 
@@ -25,9 +25,15 @@ class PredictRequest:
     body: dict[str, Any]
     row_format: bool
     signature_name: str | None
+    #: The body and depth limit, kept when some tensors were parsed in pieces (numpy
+    #: arrays in ``body``): a signature taking strings reads the body the plain way.
+    source: tuple[bytes, int] | None = None
 
     def inputs(self, signature: Signature) -> dict[str, np.ndarray]:
         """The request's tensors as arrays of the signature's dtypes."""
+        if self.source is not None and any(s.dtype.kind in TEXT_KINDS for s in signature.inputs):
+            body, depth = self.source
+            return _parse(body, depth, jsonio.loads(body, max_depth=depth)).inputs(signature)
         specs = {spec.name: spec for spec in signature.inputs}
         if self.row_format:
             return _rows(self.body["instances"], signature, specs)
@@ -35,7 +41,12 @@ class PredictRequest:
 
 
 def parse_predict(body: bytes, *, max_depth: int = 64) -> PredictRequest:
-    value = jsonio.loads(body, max_depth=max_depth)
+    """The body, with large numeric tensors parsed in pieces (``tfpieces``): call it off
+    the event loop for a large body."""
+    return _parse(body, max_depth, tfpieces.loads(body, max_depth=max_depth))
+
+
+def _parse(body: bytes, max_depth: int, value: Any) -> PredictRequest:
     if not isinstance(value, dict):
         raise InvalidInputError('the body must be a JSON object with "instances" or "inputs"')
     has_rows, has_columns = "instances" in value, "inputs" in value
@@ -47,9 +58,17 @@ def parse_predict(body: bytes, *, max_depth: int = 64) -> PredictRequest:
     name = value.get("signature_name")
     if name is not None and not isinstance(name, str):
         raise InvalidInputError('"signature_name" must be a string')
-    if has_rows and not isinstance(value["instances"], list):
+    if has_rows and not isinstance(value["instances"], list | np.ndarray):
         raise InvalidInputError('"instances" must be a list (one item per example)')
-    return PredictRequest(value, has_rows, name)
+    pieces = any(isinstance(v, np.ndarray) for v in _tensors(value))
+    return PredictRequest(value, has_rows, name, (body, max_depth) if pieces else None)
+
+
+def _tensors(value: dict[str, Any]) -> list[Any]:
+    """The places ``tfpieces`` may have put arrays in."""
+    found = [value.get("instances"), value.get("inputs")]
+    inputs = value.get("inputs")
+    return [*found, *inputs.values()] if isinstance(inputs, dict) else found
 
 
 def _is_b64(value: Any) -> bool:
@@ -57,9 +76,9 @@ def _is_b64(value: Any) -> bool:
 
 
 def _rows(
-    instances: list[Any], signature: Signature, specs: Mapping[str, TensorSpec]
+    instances: list[Any] | np.ndarray, signature: Signature, specs: Mapping[str, TensorSpec]
 ) -> dict[str, np.ndarray]:
-    if not instances:
+    if len(instances) == 0:
         raise InvalidInputError('"instances" is empty')
     first = instances[0]
     named = isinstance(first, dict) and not (_is_b64(first) and "b64" not in specs)

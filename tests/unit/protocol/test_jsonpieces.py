@@ -3,9 +3,6 @@ parse, whatever the body holds, and the decoding thread gives the GIL up between
 
 from __future__ import annotations
 
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +12,7 @@ import pytest
 
 from keepwarm.errors import InvalidInputError
 from keepwarm.protocol import jsonio, jsonpieces, v2
+from support.gil import no_forced_switches, turns_while
 
 SMALL = {"min_bytes": 64, "piece_bytes": 16}  # many pieces from a small body
 
@@ -160,32 +158,8 @@ def test_the_decoding_thread_lets_another_thread_run_between_pieces() -> None:
     tensor = {"name": "image", "datatype": "FP32", "shape": [x.size], "data": x}
     body = orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    def turns_while(decode: Any) -> int:
-        done = threading.Event()
-
-        def work() -> None:
-            try:
-                decode()
-            finally:
-                done.set()
-
-        thread = threading.Thread(target=work)
-        turns = 0
-        thread.start()
-        for _ in range(1_000_000):  # bounded; ends when the decode does
-            if done.is_set():
-                break
-            time.sleep(0.0001)  # waits for the GIL on waking up
-            turns += 1
-        thread.join()
-        return turns
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(10.0)
-    try:
+    with no_forced_switches():
         whole = turns_while(lambda: orjson.loads(body))
         pieces = turns_while(lambda: jsonpieces.loads(body, max_depth=64, within="inputs"))
-    finally:
-        sys.setswitchinterval(interval)
     assert whole <= 3  # the method sees a parse that never gives the GIL up
     assert pieces >= 25  # about 50 pieces of 64 KiB

@@ -1,0 +1,185 @@
+"""The overload cell of issue 9 (used by ``bench/serve_batching.py``,
+``bench/overload_ab.py`` and ``bench/overload_trace.py``): MobileNetV2 with
+``max_queue = 8``, 64 v2 JSON clients offering ``rate`` req/s at a steady pace (an
+asyncio client in its own process, open loop: a refused client does not retry at once,
+as closed-loop clients hammering a fast refusal would).
+
+Targets: p99 of the 503s at most 10 ms; p99 of the 200s at most
+``max_queue / throughput + max_delay + one batch``, every term measured in the same run:
+the throughput is the requests the batcher ran per second between two scrapes of
+``/metrics`` taken around the steady part of the load (not the client's whole span,
+which includes the warm-up and the drain), one batch is the latency table's time for the
+largest batch size run in that span (a moving average of the batches' own times). Beside
+them, what the bound leaves out: the time a request waited in the batcher's queue
+(mean), the share of padding rows, and the 200s' median.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from peers import first_200
+from served import Served
+
+MAX_QUEUE = 8
+MAX_DELAY_MS = 0.0
+CLIENT = r"""
+import asyncio, json, sys, time
+import aiohttp
+url, body_path, clients, seconds, rate = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                                          float(sys.argv[4]), float(sys.argv[5]))
+body = open(body_path, "rb").read()
+out = []
+interval = clients / rate  # each client's pace: together they offer ``rate`` req/s
+async def client(session, index, start, stop):
+    due = start + index * interval / clients
+    while due < stop:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        began = time.perf_counter()
+        async with session.post(url, data=body) as reply:
+            await reply.read()
+            out.append((reply.status, began - start, time.perf_counter() - began))
+        due += interval
+async def main():
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
+        start = time.perf_counter()
+        print("started", flush=True)
+        stop = start + seconds
+        await asyncio.gather(*(client(s, i, start, stop) for i in range(clients)))
+        print(json.dumps({"seconds": time.perf_counter() - start, "results": out}))
+asyncio.run(main())
+"""
+
+
+def overload(
+    repo: Path,
+    body: Path,
+    seconds: float,
+    workdir: Path,
+    rate: float,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The cell on the model ``repo/mobilenet_v2`` (its ``model.toml`` is rewritten);
+    ``env``: the server's environment (``bench/overload_ab.py`` runs several builds)."""
+    (repo / "mobilenet_v2" / "model.toml").write_text(
+        f"[batching]\nmax_batch_size = 32\nmax_queue = {MAX_QUEUE}\n"
+        f"max_delay_ms = {MAX_DELAY_MS:g}\n"
+    )
+    served = Served(repo, env=env)
+    first_200(served, {"mobilenet_v2": body.read_bytes()})
+    try:
+        client = workdir / "overload_client.py"
+        client.write_text(CLIENT)
+        process = subprocess.Popen(
+            [sys.executable, str(client), served.infer_url("mobilenet_v2"), str(body), "64",
+             str(seconds), str(rate)], stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stdout is not None
+        process.stdout.readline()  # started
+        time.sleep(min(1.0, seconds / 4))  # the queue fills
+        scrapes = [(time.perf_counter(), scrape(served.url))]
+        time.sleep(seconds * 3 / 4 - min(1.0, seconds / 4))
+        scrapes.append((time.perf_counter(), scrape(served.url)))
+        out, _ = process.communicate(timeout=seconds * 20 + 60)
+        if process.returncode:
+            raise SystemExit(f"the overload client failed ({process.returncode})")
+        found = json.loads(out)
+    finally:
+        served.stop()
+    return figures(found, scrapes, rate)
+
+
+def figures(
+    found: dict[str, Any], scrapes: list[tuple[float, dict[str, Any]]], rate: float
+) -> dict[str, Any]:
+    (began, before), (ended, after) = scrapes
+    ok = [s for code, _, s in found["results"] if code == 200]
+    refused = [s for code, _, s in found["results"] if code == 503]
+    run = after["run"] - before["run"]
+    throughput = run / (ended - began)
+    sizes = [size for size, n in after["batches"].items() if n > before["batches"].get(size, 0)]
+    batch = max((after["table"].get(size, 0.0) for size in sizes), default=float("nan"))
+    rows = after["rows"] - before["rows"]
+    padding = after["padding"] - before["padding"]
+
+    def pct(values: list[float], q: float) -> float:
+        return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+    return {
+        "offered_rps": rate,
+        "served_rps": throughput,
+        "refused": len(refused),
+        "other": len(found["results"]) - len(ok) - len(refused),
+        "p50_refused_ms": pct(refused, 50),
+        "p99_refused_ms": pct(refused, 99),
+        "p50_ok_ms": pct(ok, 50),
+        "p99_ok_ms": pct(ok, 99),
+        "bound_ms": (MAX_QUEUE / throughput + MAX_DELAY_MS / 1000 + batch) * 1000
+        if throughput
+        else float("nan"),
+        "batch_ms": batch * 1000,
+        "queue_ms": (after["queued"] - before["queued"]) / run * 1000 if run else float("nan"),
+        "padding": padding / (rows + padding) if rows else float("nan"),
+        "service_mean_ms": (after["served_seconds"] - before["served_seconds"])
+        / max(after["served"] - before["served"], 1)
+        * 1000,
+        "service_p99_ms_at_most": _quantile(before["buckets"], after["buckets"], 0.99) * 1000,
+        "ok_mean_ms": float(np.mean(ok)) * 1000 if ok else float("nan"),
+        "sizes": {size: after["batches"][size] - before["batches"].get(size, 0) for size in sizes},
+        "table_ms": {size: round(s * 1000, 1) for size, s in sorted(after["table"].items())},
+    }
+
+
+def scrape(url: str) -> dict[str, Any]:
+    """The batcher's counters and latency table from ``/metrics``."""
+    text = requests.get(url + "/metrics", timeout=30).text
+    found: dict[str, Any] = {"batches": {}, "table": {}, "run": 0.0, "queued": 0.0}
+    found.update(rows=0.0, padding=0.0)
+    found.update(served=0.0, served_seconds=0.0, buckets={})
+    for line in text.splitlines():
+        if line.startswith("keepwarm_request_seconds"):
+            _request_seconds(line, found)
+        if not line.startswith("keepwarm_batch"):
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        size = re.search(r'size="(\d+)"', line)
+        if line.startswith("keepwarm_batches_total{") and size:
+            found["batches"][int(size.group(1))] = value
+        elif line.startswith("keepwarm_batch_seconds{") and size:
+            found["table"][int(size.group(1))] = value
+        elif line.startswith("keepwarm_batch_requests_total{") and 'outcome="run"' in line:
+            found["run"] += value
+        elif line.startswith("keepwarm_batch_queue_seconds_total{"):
+            found["queued"] += value
+        elif line.startswith("keepwarm_batch_rows_total{"):
+            found["padding" if 'kind="padding"' in line else "rows"] += value
+    return found
+
+
+def _request_seconds(line: str, found: dict[str, Any]) -> None:
+    """The server's own latency histogram of answered requests (from the lease to the
+    answer: the body's reading and decoding come before it)."""
+    value = float(line.rsplit(" ", 1)[1])
+    if line.startswith("keepwarm_request_seconds_sum{"):
+        found["served_seconds"] += value
+    elif line.startswith("keepwarm_request_seconds_count{"):
+        found["served"] += value
+    elif (le := re.search(r'le="([^"]+)"', line)) and line.startswith("keepwarm_request_second"):
+        bound = float(le.group(1))
+        found["buckets"][bound] = found["buckets"].get(bound, 0.0) + value
+
+
+def _quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The upper bound of the histogram bucket holding quantile ``q`` of the span."""
+    counts = sorted((le, n - before.get(le, 0.0)) for le, n in after.items())
+    total = counts[-1][1] if counts else 0.0
+    return next((le for le, n in counts if n >= q * total), float("nan")) if total else float("nan")
