@@ -3,10 +3,11 @@ limit), the response, and the one place errors become status codes."""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from keepwarm.errors import Code, InvalidInputError, KeepwarmError, PayloadTooLargeError
 from keepwarm.protocol import jsonio
@@ -28,6 +29,10 @@ STATUS: dict[Code, int] = {
     Code.INTERNAL: 500,
 }
 RETRY_AFTER = {Code.RESOURCE_EXHAUSTED, Code.UNAVAILABLE}
+#: Bodies larger than this are parsed on a worker thread, not on the event loop.
+INLINE_DECODE_BYTES = 64 * 1024
+
+T = TypeVar("T")
 JSON = b"application/json"
 
 
@@ -134,6 +139,15 @@ def _too_large(limit: int, got: str) -> PayloadTooLargeError:
         f"the request body is over the limit of {limit} bytes ({got}); "
         "raise it with the server's max_body_bytes setting"
     )
+
+
+async def parse_off_loop(body: bytes, parse: Callable[[bytes], T]) -> T:
+    """``parse(body)``: here when the body is small (``INLINE_DECODE_BYTES``), else on a
+    worker thread, so that the event loop keeps running while a large body is parsed (the
+    parsers give the GIL up between pieces of a large array)."""
+    if len(body) <= INLINE_DECODE_BYTES:
+        return parse(body)
+    return await asyncio.get_running_loop().run_in_executor(None, parse, body)
 
 
 def header_timeout(request: Request) -> float | None:

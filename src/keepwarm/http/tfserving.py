@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from keepwarm.errors import UnavailableError
-from keepwarm.http.messages import Request, Response, header_timeout, json_response
+from keepwarm.http.messages import Request, Response, header_timeout, json_response, parse_off_loop
 from keepwarm.http.router import Route
-from keepwarm.http.v2 import INLINE_DECODE_BYTES
 from keepwarm.protocol import tfserving
 from keepwarm.service import InferenceService
 from keepwarm.service_names import parse_version
@@ -53,13 +51,10 @@ class TfServingRoutes:
         if service.shutting_down:
             raise UnavailableError("the server is shutting down; retry on another server")
         service.refuse_when_overloaded(request.params["model"])  # before reading the body
-        body, depth = await request.body(), self.max_json_depth
-        if len(body) <= INLINE_DECODE_BYTES:
-            parsed = tfserving.parse_predict(body, max_depth=depth)
-        else:  # in pieces on a worker thread: the event loop keeps running (tfpieces)
-            parsed = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: tfserving.parse_predict(body, max_depth=depth)
-            )
+        depth = self.max_json_depth
+        parsed = await parse_off_loop(
+            await request.body(), lambda raw: tfserving.parse_predict(raw, max_depth=depth)
+        )
 
         def decode(signature: Signature) -> dict[str, Any]:
             tfserving.check_signature(parsed.signature_name, signature)

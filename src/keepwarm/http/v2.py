@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from keepwarm.control import bearer
 from keepwarm.errors import InvalidInputError, UnavailableError
-from keepwarm.http.messages import Request, Response, header_timeout, json_response
+from keepwarm.http.messages import (
+    INLINE_DECODE_BYTES,
+    Request,
+    Response,
+    header_timeout,
+    json_response,
+    parse_off_loop,
+)
 from keepwarm.http.router import Route
 from keepwarm.protocol import jsonio, v2, v2meta
 from keepwarm.service import InferenceService
 
-#: Bodies larger than this are decoded on a worker thread, not on the event loop.
-INLINE_DECODE_BYTES = 64 * 1024
 HEADER_LENGTH = b"inference-header-content-length"
 
 
@@ -98,14 +102,9 @@ class V2Routes:
         body = await request.body()
         length = _header_length(request)
         depth = self.max_json_depth
-        inline = len(body) <= INLINE_DECODE_BYTES
-        if not inline:
-            loop = asyncio.get_running_loop()
-            decoded = await loop.run_in_executor(
-                None, lambda: v2.decode_request(body, header_length=length, max_depth=depth)
-            )
-        else:
-            decoded = v2.decode_request(body, header_length=length, max_depth=depth)
+        decoded = await parse_off_loop(
+            body, lambda raw: v2.decode_request(raw, header_length=length, max_depth=depth)
+        )
         timeout = v2.request_timeout(decoded.parameters, header_timeout(request))
 
         def encode(name: str, version: int, outputs: dict[str, Any]) -> tuple[bytes, int | None]:
@@ -119,7 +118,8 @@ class V2Routes:
             protocol="v2",
             timeout=timeout,
             disconnected=request.disconnected,
-            decoded=inline,  # small inputs, decoded here: a batched model's queue takes them here
+            # small inputs, decoded here: a batched model's queue takes them here
+            decoded=len(body) <= INLINE_DECODE_BYTES,
         )
         if json_length is None:
             return Response(200, data)
