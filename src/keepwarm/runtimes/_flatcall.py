@@ -159,6 +159,9 @@ class FlatCall:
             flat = self._execute(self._handle, device, self._op, args, self._attrs, self._n_outputs)
         except self._not_ok as exc:  # TensorFlow's own error type, as the ordinary call
             raise self._raise_status(exc) from None
+        # ``numpy()`` copies, and must: an input is not copied into its tensor (an aligned
+        # array is aliased), so an output that is an input (identity, reshape) would
+        # otherwise hand back the caller's own memory, writable.
         return {name: flat[i].numpy() for name, i in self._outputs}
 
     def _explain(self, inputs: Mapping[str, Any]) -> InvalidInputError:

@@ -174,3 +174,31 @@ def test_missing_private_api_falls_back_to_the_ordinary_call(
     _same(model.predict(inputs), loaded.predict(inputs))
     with pytest.raises(InvalidInputError, match=r"'image'.*expected shape"):
         model.predict({"image": np.zeros((2, 5), np.float32)})
+
+
+def test_outputs_never_share_the_caller_s_input_memory(tmp_path: Path) -> None:
+    """Inputs are not copied into tensors (an aligned array is aliased), so an output that
+    is the input (identity, reshape) must still come back as an array of its own, and
+    kernels that could work in place must leave the caller's array alone."""
+    import tensorflow as tf
+
+    class Same(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"same": tf.identity(x), "flat": tf.reshape(x, [-1]), "up": tf.nn.relu(x) + 1}
+
+    module = Same()
+    signatures = {"serving_default": module.serve}
+    tf.saved_model.save(module, str(tmp_path / "same"), signatures=signatures)
+    model = RUNTIME.load(tmp_path / "same", signature=None, options={})
+    assert model.call_path == "flat"
+    buffer = np.zeros(4096 * 4 + 16, np.float32)
+    start = (-buffer.ctypes.data % 64) // 4  # 64-byte aligned: TensorFlow aliases it
+    x = buffer[start : start + 4096 * 4].reshape(4096, 4)
+    x[:] = np.arange(x.size, dtype=np.float32).reshape(x.shape) - 100
+    before = x.copy()
+    out = model.predict({"x": x})
+    for name, value in out.items():
+        assert not np.shares_memory(value, x), name
+        value[...] = 7
+    np.testing.assert_array_equal(x, before)
