@@ -15,7 +15,12 @@ not bind falls back to its flat call), and the runtime under both refuses a tens
 wrong dtype. Missing or extra inputs, and values that cannot become tensors, are refused
 here with ``InvalidInputError``.
 
-It uses TensorFlow's private API. ``FlatCall.build`` raises ``NotFlat`` (the reason in
+The call's attributes (TensorFlow's configuration for function calls) are read at load,
+as the ordinary call reads them at each call: a configuration changed after a model
+loaded (``tf.config.optimizer.set_experimental_options``, say) reaches it on its next load.
+Profiler annotations and ``tf.debugging`` op callbacks for the call itself are skipped.
+
+It uses TensorFlow's private API. ``FlatCall(...)`` raises ``NotFlat`` (the reason in
 words) whenever that API is missing or the function is not one it can call flat: inputs
 or outputs that are not plain dense tensors (composite, resource, variant), captures that
 are not plain tensors (deferred or distributed variables), an order it cannot verify.
