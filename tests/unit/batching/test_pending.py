@@ -47,6 +47,12 @@ def test_states_answer_as_a_plain_future(into: Callable[[Future[object]], None])
     into(pending)  # type: ignore[arg-type]
     assert (pending.done(), pending.cancelled()) == (plain.done(), plain.cancelled())
     assert pending.running() == plain.running()
+    if plain.done() and not plain.cancelled():
+        if plain.exception() is None:
+            assert pending.result() == plain.result() == 1
+        else:
+            with pytest.raises(ValueError, match="x"):
+                pending.result()
 
 
 def test_a_result_from_another_thread_wakes_its_waiters() -> None:
