@@ -33,6 +33,7 @@ KEYS = (
     "batch_ms",
     "queue_ms",
     "served_rps",
+    "other",
 )
 
 

@@ -1,10 +1,13 @@
-"""A request refused on its headers (its model's queue full) over HTTP/1.1 keep-alive:
-503 with Retry-After before its body is read; the server then reads and drops the body
-it did not need, and the same connection serves the next request as usual."""
+"""A request refused on its headers (its model's queue full): 503 with Retry-After before
+its body is read. A large body is not read at all: the answer says ``Connection: close``
+and the server closes the connection, so the loop does not receive megabytes only to drop
+them; a client that sent its whole body at once still reads its 503. A small body is read
+and dropped, and the same keep-alive connection serves the next request as usual."""
 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -58,34 +61,115 @@ def _response(sock: socket.socket) -> tuple[bytes, dict[bytes, bytes], bytes]:
     return status, headers, rest
 
 
-def test_a_refused_request_body_is_dropped_and_the_connection_serves_on(
+SMALL = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32",
+                                  "data": [[3, 1]]}]})  # fmt: skip
+LARGE = SMALL + b" " * 2_000_000  # far past the server's 64 KiB read-ahead
+
+
+def _connect(server: ServerProcess) -> socket.socket:
+    address = urlsplit(server.url)
+    return socket.create_connection((address.hostname, address.port), timeout=30)
+
+
+def _fill(server: ServerProcess) -> list[socket.socket]:
+    """``MAX_QUEUE`` requests admitted and still sending their bodies: the queue is full."""
+    holding = []
+    for _ in range(MAX_QUEUE):
+        sock = _connect(server)
+        sock.sendall(_head(len(SMALL)) + SMALL[:10])
+        holding.append(sock)
+    return holding
+
+
+def _drain(holding: list[socket.socket]) -> None:
+    """The held requests finish their bodies and are served."""
+    for sock in holding:
+        sock.sendall(SMALL[10:])
+    for sock in holding:
+        assert _response(sock)[0].startswith(b"HTTP/1.1 200")
+        sock.close()
+
+
+def _served(conn: socket.socket) -> None:
+    conn.sendall(_head(len(SMALL)) + SMALL)
+    status, _, body = _response(conn)
+    assert status.startswith(b"HTTP/1.1 200"), body
+    assert orjson.loads(body)["outputs"][0]["data"] == [6, 2]
+
+
+def _closed(conn: socket.socket) -> bool:
+    """Whether the server closed ``conn`` (end of stream or reset; a timeout is not)."""
+    try:
+        return conn.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_large_refused_body_is_never_read_and_the_connection_closes(
     server: ServerProcess,
 ) -> None:
-    address = urlsplit(server.url)
-    small = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32",
-                                      "data": [[3, 1]]}]})  # fmt: skip
-    large = small + b" " * 2_000_000  # far past the server's 64 KiB read-ahead
-    holding = []
+    holding = _fill(server)
     try:
-        for _ in range(MAX_QUEUE):  # admitted, still sending their bodies: the queue is full
-            sock = socket.create_connection((address.hostname, address.port), timeout=30)
-            sock.sendall(_head(len(small)) + small[:10])
-            holding.append(sock)
-        with socket.create_connection((address.hostname, address.port), timeout=30) as conn:
-            conn.sendall(_head(len(large)))
-            status, headers, body = _response(conn)  # before any of the body was sent
+        with _connect(server) as conn:
+            conn.sendall(_head(len(LARGE)))  # headers only: the body is never sent
+            status, headers, body = _response(conn)
             assert status.startswith(b"HTTP/1.1 503"), status
             assert headers[b"retry-after"] and b"queue" in body
-            assert headers.get(b"connection", b"keep-alive") != b"close"
-            conn.sendall(large)  # the body the server did not need, read and dropped
-            for sock in holding:
-                sock.sendall(small[10:])
-            for sock in holding:
-                assert _response(sock)[0].startswith(b"HTTP/1.1 200")
-            conn.sendall(_head(len(small)) + small)  # the same connection, served as usual
-            status, _, body = _response(conn)
-            assert status.startswith(b"HTTP/1.1 200"), body
-            assert orjson.loads(body)["outputs"][0]["data"] == [6, 2]
+            assert headers[b"connection"] == b"close"
+            assert _closed(conn)  # without waiting for the 2 MB it was promised
+        _drain(holding)
+    finally:
+        for sock in holding:
+            sock.close()
+    with _connect(server) as conn:  # a new connection is served as usual
+        _served(conn)
+    assert metric(server, "keepwarm_batch_queue_depth", model="slow") == 0
+
+
+def test_a_client_sending_its_whole_large_body_still_reads_its_503(
+    server: ServerProcess,
+) -> None:
+    """The server closes while the body is still arriving (the kernel may reset the
+    connection): the answer was sent first, and a client writing and reading at once,
+    as HTTP clients do, reads it every time."""
+    holding = _fill(server)
+    try:
+        for _ in range(20):
+            with _connect(server) as conn:
+                failed: list[BaseException] = []
+
+                def send(conn: socket.socket = conn, failed: list[BaseException] = failed) -> None:
+                    try:
+                        conn.sendall(_head(len(LARGE)) + LARGE)
+                    except OSError as exc:  # reset or broken pipe: the server closed
+                        failed.append(exc)
+
+                sender = threading.Thread(target=send)
+                sender.start()
+                status, headers, _ = _response(conn)
+                sender.join(timeout=30)
+                assert not sender.is_alive()
+                assert status.startswith(b"HTTP/1.1 503"), status
+                assert headers[b"connection"] == b"close"
+        _drain(holding)
+    finally:
+        for sock in holding:
+            sock.close()
+
+
+def test_a_small_refused_body_is_dropped_and_the_connection_serves_on(
+    server: ServerProcess,
+) -> None:
+    holding = _fill(server)
+    try:
+        with _connect(server) as conn:
+            conn.sendall(_head(len(SMALL)) + SMALL)
+            status, headers, body = _response(conn)
+            assert status.startswith(b"HTTP/1.1 503"), status
+            assert headers[b"retry-after"] and b"queue" in body
+            assert b"connection" not in headers  # kept alive: a small body is cheap to drop
+            _drain(holding)
+            _served(conn)  # the same connection, served as usual
     finally:
         for sock in holding:
             sock.close()

@@ -15,7 +15,7 @@ from keepwarm.http.messages import (
     Send,
     error_response,
 )
-from keepwarm.http.router import Route, Router
+from keepwarm.http.router import Handler, Route, Router
 from keepwarm.http.tfserving import TfServingRoutes
 from keepwarm.http.v2 import V2Routes
 from keepwarm.service import RETRY_AFTER_SECONDS, InferenceService
@@ -47,8 +47,14 @@ class HttpApp:
             return
         if scope["type"] != "http":
             return
+        request: Request | None = None
         try:
-            response = await self._dispatch(scope, receive)
+            found = self._route(scope, receive)
+            if isinstance(found, Response):
+                response = found
+            else:
+                handler, request = found
+                response = await handler(request)
         except KeepwarmError as exc:
             response = error_response(exc, RETRY_AFTER_SECONDS)
         except Exception:
@@ -62,11 +68,14 @@ class HttpApp:
             (b"content-length", str(len(response.body)).encode()),
             *response.headers,
         ]
+        if request is not None and request.leaves_body():
+            headers.append((b"connection", b"close"))  # see DROP_BODY_BYTES
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         body = b"" if scope["method"] == "HEAD" else response.body
         await send({"type": "http.response.body", "body": body})
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
+    def _route(self, scope: Scope, receive: Receive) -> tuple[Handler, Request] | Response:
+        """The request's handler and the request, or the answer when it has none."""
         raw_path = scope.get("raw_path") or scope["path"].encode()
         try:
             route, params, other = self.router.match(scope["method"], raw_path.split(b"?", 1)[0])
@@ -86,7 +95,7 @@ class HttpApp:
             raise InvalidInputError(
                 f"version {version!r}: versions are positive integers (labels: /labels/NAME)"
             )
-        return await route.handler(Request(scope, receive, params, self.max_body_bytes))
+        return route.handler, Request(scope, receive, params, self.max_body_bytes)
 
     async def metrics(self, request: Request) -> Response:
         metrics = self.service.metrics
