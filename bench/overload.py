@@ -82,6 +82,7 @@ def overload(
     served = Served(repo, env=env)
     first_200(served, {"mobilenet_v2": body.read_bytes()})
     try:
+        warm(served.url, 32)
         client = workdir / "overload_client.py"
         client.write_text(CLIENT)
         process = subprocess.Popen(
@@ -103,6 +104,17 @@ def overload(
     finally:
         served.stop()
     return figures(found, scrapes, rate) | _cpu(found, scrapes, cpu)
+
+
+def warm(url: str, largest: int, timeout: float = 300.0) -> None:
+    """Wait until every batch size up to ``largest`` is warm (its latency figure shown):
+    the buckets past 1 warm on a thread after READY, and a load started before they are
+    done measures warm-up batches of 16 and 32 running beside the served ones."""
+    deadline = time.monotonic() + timeout
+    while largest not in scrape(url)["table"]:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"batch size {largest} not warm after {timeout:g} s")
+        time.sleep(0.2)
 
 
 def figures(
