@@ -1,16 +1,21 @@
 """A request refused on its headers (its model's queue full): 503 with Retry-After before
 its body is read. A large body is not read at all: the answer says ``Connection: close``
-and the server closes the connection, so the loop does not receive megabytes only to drop
-them; a client that sent its whole body at once still reads its 503. A small body is read
-and dropped, and the same keep-alive connection serves the next request as usual."""
+and the server closes the connection (``LINGER_SECONDS`` after the answer), so the loop
+does not receive megabytes only to drop them; a client that sent its whole body at once,
+or an HTTP client writing its body while it reads, still reads its 503 (closed at once,
+aiohttp lost it to the reset in three runs of three). A small body is read and dropped,
+and the same keep-alive connection serves the next request as usual."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import socket
 import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import aiohttp
 import orjson
 import pytest
 
@@ -174,3 +179,31 @@ def test_a_small_refused_body_is_dropped_and_the_connection_serves_on(
         for sock in holding:
             sock.close()
     assert metric(server, "keepwarm_batch_queue_depth", model="slow") == 0
+
+
+def test_an_http_client_reusing_its_connections_is_refused_then_served(
+    server: ServerProcess,
+) -> None:
+    """aiohttp, one session: large bodies refused (each answer closes its connection, the
+    session opens another), then, the queue drained, the same large body served."""
+    url = server.url + URL
+
+    async def post(session: aiohttp.ClientSession) -> tuple[int, str | None, bytes]:
+        async with session.post(url, data=io.BytesIO(LARGE)) as reply:
+            return reply.status, reply.headers.get("retry-after"), await reply.read()
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            holding = _fill(server)
+            try:
+                refused = await asyncio.gather(*(post(session) for _ in range(6)))
+                assert all(code == 503 and retry for code, retry, _ in refused), refused
+                _drain(holding)
+            finally:
+                for sock in holding:
+                    sock.close()
+            code, _, body = await post(session)
+            assert code == 200, body
+            assert orjson.loads(body)["outputs"][0]["data"] == [6, 2]
+
+    asyncio.run(run())

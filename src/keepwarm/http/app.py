@@ -13,6 +13,7 @@ from keepwarm.http.messages import (
     Response,
     Scope,
     Send,
+    answer_and_close,
     error_response,
 )
 from keepwarm.http.router import Handler, Route, Router
@@ -68,10 +69,13 @@ class HttpApp:
             (b"content-length", str(len(response.body)).encode()),
             *response.headers,
         ]
-        if request is not None and request.leaves_body():
-            headers.append((b"connection", b"close"))  # see DROP_BODY_BYTES
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        start = {"type": "http.response.start", "status": response.status, "headers": headers}
         body = b"" if scope["method"] == "HEAD" else response.body
+        if request is not None and request.leaves_body():  # see DROP_BODY_BYTES
+            headers.append((b"connection", b"close"))
+            await answer_and_close(send, start, body)
+            return
+        await send(start)
         await send({"type": "http.response.body", "body": body})
 
     def _route(self, scope: Scope, receive: Receive) -> tuple[Handler, Request] | Response:

@@ -35,6 +35,10 @@ INLINE_DECODE_BYTES = 64 * 1024
 #: is larger than this (or of unknown length): the loop would otherwise receive the rest
 #: only to drop it, to keep the connection alive (uvicorn reads 64 KiB ahead).
 DROP_BODY_BYTES = 64 * 1024
+#: How long such a connection stays open, unread, after its whole answer was sent, before
+#: it is closed: closing at once, with the client's body arriving, resets the connection,
+#: and a client still writing its body may then lose the answer it had not yet read.
+LINGER_SECONDS = 0.5
 
 T = TypeVar("T")
 JSON = b"application/json"
@@ -136,6 +140,17 @@ class Request:
         raise InvalidInputError(
             f"Content-Encoding {encoding!r} is not supported (gzip, deflate or identity)"
         )
+
+
+async def answer_and_close(send: Send, start: Message, body: bytes) -> None:
+    """Send a whole answer (``start`` says ``Connection: close``) to a request whose body
+    is left unread, and close its connection ``LINGER_SECONDS`` later: the answer is
+    complete at once (its Content-Length sent), the body is not read meanwhile (uvicorn
+    stops reading past 64 KiB), and the client reads the answer before the close."""
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    await asyncio.sleep(LINGER_SECONDS)
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _inflate(inflater: Any, data: bytes, limit: int) -> bytes:
