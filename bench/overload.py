@@ -15,7 +15,9 @@ difference of the two scrapes; interpolated within its bucket, as Prometheus's
 machine, so a moving average of them (the latency table's figure for the largest size
 run, shown beside as ``table_batch_ms``) is not one batch a p99 request waits for.
 Beside them, what the bound leaves out: the time a request waited in the batcher's queue
-(mean), the share of padding rows, and the 200s' median.
+(mean), the share of padding rows, and the 200s' median; the server's and the client's
+CPU per answered request; and whether the server returns to normal once the load stops
+(one request on its own before and after the load, and nothing left queued).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def overload(
     first_200(served, {"mobilenet_v2": body.read_bytes()})
     try:
         warm(served.url, 32)
+        alone = _alone(served, body)
         client = workdir / "overload_client.py"
         client.write_text(CLIENT)
         process = subprocess.Popen(
@@ -101,9 +104,25 @@ def overload(
         if process.returncode:
             raise SystemExit(f"the overload client failed ({process.returncode})")
         found = json.loads(out)
+        after = _alone(served, body)  # the load has stopped: served as before it?
+        queued = sum(scrape(served.url)["depth"].values())
     finally:
         served.stop()
-    return figures(found, scrapes, rate) | _cpu(found, scrapes, cpu)
+    recovered = {"alone_before_ms": alone, "alone_after_ms": after, "queued_after": queued}
+    return figures(found, scrapes, rate) | _cpu(found, scrapes, cpu) | recovered
+
+
+def _alone(served: Served, body: Path) -> float:
+    """Milliseconds of one request on its own (the median of 5): before the load, and
+    after it, when the server should serve as before with nothing left queued."""
+    seconds = []
+    for _ in range(5):
+        began = time.perf_counter()
+        answer = requests.post(served.infer_url("mobilenet_v2"), data=body.read_bytes(), timeout=60)
+        seconds.append(time.perf_counter() - began)
+        if answer.status_code != 200:
+            raise SystemExit(f"a request on its own got {answer.status_code}: {answer.text}")
+    return float(np.median(seconds)) * 1000
 
 
 def warm(url: str, largest: int, timeout: float = 300.0) -> None:
@@ -180,7 +199,7 @@ def scrape(url: str) -> dict[str, Any]:
     text = requests.get(url + "/metrics", timeout=30).text
     found: dict[str, Any] = {"batches": {}, "table": {}, "run": 0.0, "queued": 0.0}
     found.update(rows=0.0, padding=0.0)
-    found.update(served=0.0, served_seconds=0.0, buckets={}, runs={})
+    found.update(served=0.0, served_seconds=0.0, buckets={}, runs={}, depth={})
     for line in text.splitlines():
         if line.startswith("keepwarm_request_seconds"):
             _request_seconds(line, found)
@@ -198,6 +217,8 @@ def scrape(url: str) -> dict[str, Any]:
             found["table"][int(size.group(1))] = value
         elif line.startswith("keepwarm_batch_requests_total{") and 'outcome="run"' in line:
             found["run"] += value
+        elif line.startswith("keepwarm_batch_queue_depth{"):
+            found["depth"][line.rsplit(" ", 1)[0]] = value
         elif line.startswith("keepwarm_batch_queue_seconds_total{"):
             found["queued"] += value
         elif line.startswith("keepwarm_batch_rows_total{"):

@@ -37,6 +37,9 @@ KEYS = (
     "server_cpu_ms",
     "client_cpu_ms",
     "other",
+    "alone_before_ms",
+    "alone_after_ms",
+    "queued_after",
 )
 
 
