@@ -13,6 +13,7 @@ import io
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -76,14 +77,20 @@ def _connect(server: ServerProcess) -> socket.socket:
     return socket.create_connection((address.hostname, address.port), timeout=30)
 
 
-def _fill(server: ServerProcess) -> list[socket.socket]:
-    """``MAX_QUEUE`` requests admitted and still sending their bodies: the queue is full."""
+@contextmanager
+def _full(server: ServerProcess) -> Iterator[list[socket.socket]]:
+    """``MAX_QUEUE`` requests admitted and still sending their bodies: the queue is full
+    (their sockets closed on the way out)."""
     holding = []
-    for _ in range(MAX_QUEUE):
-        sock = _connect(server)
-        sock.sendall(_head(len(SMALL)) + SMALL[:10])
-        holding.append(sock)
-    return holding
+    try:
+        for _ in range(MAX_QUEUE):
+            sock = _connect(server)
+            sock.sendall(_head(len(SMALL)) + SMALL[:10])
+            holding.append(sock)
+        yield holding
+    finally:
+        for sock in holding:
+            sock.close()
 
 
 def _drain(holding: list[socket.socket]) -> None:
@@ -113,8 +120,7 @@ def _closed(conn: socket.socket) -> bool:
 def test_a_large_refused_body_is_never_read_and_the_connection_closes(
     server: ServerProcess,
 ) -> None:
-    holding = _fill(server)
-    try:
+    with _full(server) as holding:
         with _connect(server) as conn:
             conn.sendall(_head(len(LARGE)))  # headers only: the body is never sent
             status, headers, body = _response(conn)
@@ -123,9 +129,6 @@ def test_a_large_refused_body_is_never_read_and_the_connection_closes(
             assert headers[b"connection"] == b"close"
             assert _closed(conn)  # without waiting for the 2 MB it was promised
         _drain(holding)
-    finally:
-        for sock in holding:
-            sock.close()
     with _connect(server) as conn:  # a new connection is served as usual
         _served(conn)
     assert metric(server, "keepwarm_batch_queue_depth", model="slow") == 0
@@ -134,11 +137,10 @@ def test_a_large_refused_body_is_never_read_and_the_connection_closes(
 def test_a_client_sending_its_whole_large_body_still_reads_its_503(
     server: ServerProcess,
 ) -> None:
-    """The server closes while the body is still arriving (the kernel may reset the
-    connection): the answer was sent first, and a client writing and reading at once,
-    as HTTP clients do, reads it every time."""
-    holding = _fill(server)
-    try:
+    """The server closes (``LINGER_SECONDS`` after its answer) while the body is still
+    arriving, which resets the connection: the answer was sent first, and a client
+    writing and reading at once reads it every time."""
+    with _full(server) as holding:
         for _ in range(20):
             with _connect(server) as conn:
                 failed: list[BaseException] = []
@@ -157,27 +159,19 @@ def test_a_client_sending_its_whole_large_body_still_reads_its_503(
                 assert status.startswith(b"HTTP/1.1 503"), status
                 assert headers[b"connection"] == b"close"
         _drain(holding)
-    finally:
-        for sock in holding:
-            sock.close()
 
 
 def test_a_small_refused_body_is_dropped_and_the_connection_serves_on(
     server: ServerProcess,
 ) -> None:
-    holding = _fill(server)
-    try:
-        with _connect(server) as conn:
-            conn.sendall(_head(len(SMALL)) + SMALL)
-            status, headers, body = _response(conn)
-            assert status.startswith(b"HTTP/1.1 503"), status
-            assert headers[b"retry-after"] and b"queue" in body
-            assert b"connection" not in headers  # kept alive: a small body is cheap to drop
-            _drain(holding)
-            _served(conn)  # the same connection, served as usual
-    finally:
-        for sock in holding:
-            sock.close()
+    with _full(server) as holding, _connect(server) as conn:
+        conn.sendall(_head(len(SMALL)) + SMALL)
+        status, headers, body = _response(conn)
+        assert status.startswith(b"HTTP/1.1 503"), status
+        assert headers[b"retry-after"] and b"queue" in body
+        assert b"connection" not in headers  # kept alive: a small body is cheap to drop
+        _drain(holding)
+        _served(conn)  # the same connection, served as usual
     assert metric(server, "keepwarm_batch_queue_depth", model="slow") == 0
 
 
@@ -194,14 +188,10 @@ def test_an_http_client_reusing_its_connections_is_refused_then_served(
 
     async def run() -> None:
         async with aiohttp.ClientSession() as session:
-            holding = _fill(server)
-            try:
+            with _full(server) as holding:
                 refused = await asyncio.gather(*(post(session) for _ in range(6)))
                 assert all(code == 503 and retry for code, retry, _ in refused), refused
                 _drain(holding)
-            finally:
-                for sock in holding:
-                    sock.close()
             code, _, body = await post(session)
             assert code == 200, body
             assert orjson.loads(body)["outputs"][0]["data"] == [6, 2]
