@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 import pytest
+import requests
 
 from support.batch_server_models import Gate, metric, place_logged_model
 from support.server_process import ServerProcess
@@ -197,3 +198,16 @@ def test_an_http_client_reusing_its_connections_is_refused_then_served(
             assert orjson.loads(body)["outputs"][0]["data"] == [6, 2]
 
     asyncio.run(run())
+
+
+def test_a_client_that_sends_its_whole_body_before_reading_gets_its_503(
+    server: ServerProcess,
+) -> None:
+    """requests (urllib3) writes the whole body, then reads the answer: past what the
+    sockets' buffers hold (30 MB), its write cannot finish before the server closes, and
+    it still reads the 503 it was sent before."""
+    with _full(server) as holding:
+        for body in (LARGE, SMALL + b" " * 30_000_000):
+            reply = requests.post(server.url + URL, data=body, timeout=30)
+            assert reply.status_code == 503 and reply.headers["retry-after"]
+        _drain(holding)
