@@ -31,8 +31,15 @@ KEYS = (
     "p99_ok_ms",
     "bound_ms",
     "batch_ms",
+    "table_batch_ms",
     "queue_ms",
     "served_rps",
+    "server_cpu_ms",
+    "client_cpu_ms",
+    "other",
+    "alone_before_ms",
+    "alone_after_ms",
+    "queued_after",
 )
 
 

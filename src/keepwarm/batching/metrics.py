@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from keepwarm.batching.registry import BatcherView
+from keepwarm.batching.stats import RUN_SECONDS_BOUNDS
+
+_LE = [*(repr(bound) for bound in RUN_SECONDS_BOUNDS), "+Inf"]
 
 _OUTCOMES = ("rejected", "expired", "cancelled", "failed")
 
 
 class BatchingCollector(Collector):
     """``keepwarm_batch_*``: per model and version, batches by size, rows (the requests'
-    and padding), requests by outcome, time spent queued, queue depth and bound."""
+    and padding), requests by outcome, time spent queued, queue depth and bound, and a
+    histogram of the batches' run times (the model's call, every size)."""
 
     def __init__(self, batchers: Callable[[], Sequence[BatcherView]]) -> None:
         self._batchers = batchers
@@ -59,6 +68,12 @@ class BatchingCollector(Collector):
             "moving average since).",
             labels=[*labels, "size"],
         )
+        runs = HistogramMetricFamily(
+            "keepwarm_batch_run_seconds",
+            "Seconds each batch took in the model, every size (its high quantiles: what a "
+            "queued request may wait for the batch ahead of it).",
+            labels=labels,
+        )
         for view in self._batchers():
             key = [view.model, "" if view.version is None else str(view.version)]
             stats = view.stats
@@ -75,4 +90,14 @@ class BatchingCollector(Collector):
             bound.add_metric(key, view.max_queue)
             for size, value in sorted(view.batch_seconds.items()):
                 seconds.add_metric([*key, str(size)], value)
-        return [batches, rows, requests, queued, longest, depth, bound, seconds]
+            runs.add_metric(key, _cumulative(stats.run_counts), stats.run_seconds_sum)
+        return [batches, rows, requests, queued, longest, depth, bound, seconds, runs]
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts as Prometheus's cumulative ``le`` buckets."""
+    total, out = 0, []
+    for le, count in zip(_LE, counts, strict=True):
+        total += count
+        out.append((le, float(total)))
+    return out

@@ -13,9 +13,10 @@ from keepwarm.http.messages import (
     Response,
     Scope,
     Send,
+    answer_and_close,
     error_response,
 )
-from keepwarm.http.router import Route, Router
+from keepwarm.http.router import Handler, Route, Router
 from keepwarm.http.tfserving import TfServingRoutes
 from keepwarm.http.v2 import V2Routes
 from keepwarm.service import RETRY_AFTER_SECONDS, InferenceService
@@ -58,8 +59,14 @@ class HttpApp:
             return
         if scope["type"] != "http":
             return
+        request: Request | None = None
         try:
-            response = await self._dispatch(scope, receive)
+            found = self._route(scope, receive)
+            if isinstance(found, Response):
+                response = found
+            else:
+                handler, request = found
+                response = await handler(request)
         except KeepwarmError as exc:
             response = error_response(exc, RETRY_AFTER_SECONDS)
         except Exception:
@@ -73,11 +80,17 @@ class HttpApp:
             (b"content-length", str(len(response.body)).encode()),
             *response.headers,
         ]
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        start = {"type": "http.response.start", "status": response.status, "headers": headers}
         body = b"" if scope["method"] == "HEAD" else response.body
+        if request is not None and request.leaves_body():  # see DROP_BODY_BYTES
+            headers.append((b"connection", b"close"))
+            await answer_and_close(send, start, body)
+            return
+        await send(start)
         await send({"type": "http.response.body", "body": body})
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
+    def _route(self, scope: Scope, receive: Receive) -> tuple[Handler, Request] | Response:
+        """The request's handler and the request, or the answer when it has none."""
         raw_path = scope.get("raw_path") or scope["path"].encode()
         key = (scope["method"], raw_path)
         found = self._resolved.get(key)
@@ -90,7 +103,7 @@ class HttpApp:
                 self._resolved.clear()
             self._resolved[key] = found
         route, params = found
-        return await route.handler(Request(scope, receive, dict(params), self.max_body_bytes))
+        return route.handler, Request(scope, receive, dict(params), self.max_body_bytes)
 
     def _resolve(self, scope: Scope, raw_path: bytes) -> tuple[Route, dict[str, str]] | Response:
         """The route of ``raw_path`` and its parameters, names checked (a bad one raises);

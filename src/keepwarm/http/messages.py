@@ -31,6 +31,14 @@ STATUS: dict[Code, int] = {
 RETRY_AFTER = {Code.RESOURCE_EXHAUSTED, Code.UNAVAILABLE}
 #: Bodies larger than this are parsed on a worker thread, not on the event loop.
 INLINE_DECODE_BYTES = 64 * 1024
+#: An answer sent before the request's body was read closes the connection when the body
+#: is larger than this (or of unknown length): the loop would otherwise receive the rest
+#: only to drop it, to keep the connection alive (uvicorn reads 64 KiB ahead).
+DROP_BODY_BYTES = 64 * 1024
+#: How long such a connection stays open, unread, after its whole answer was sent, before
+#: it is closed: closing at once, with the client's body arriving, resets the connection,
+#: and a client still writing its body may then lose the answer it had not yet read.
+LINGER_SECONDS = 0.5
 
 T = TypeVar("T")
 JSON = b"application/json"
@@ -63,7 +71,7 @@ def error_response(exc: KeepwarmError, retry_after: int) -> Response:
 class Request:
     """One HTTP request: routing parameters, headers, and the body on demand."""
 
-    __slots__ = ("_receive", "headers", "max_body", "method", "params", "query", "scope")
+    __slots__ = ("_receive", "headers", "max_body", "method", "params", "query", "read", "scope")
 
     def __init__(
         self, scope: Scope, receive: Receive, params: dict[str, str], max_body: int
@@ -74,12 +82,23 @@ class Request:
         self.query: bytes = scope.get("query_string", b"")
         self.max_body = max_body
         self._receive = receive
+        self.read = False  # the whole body was received
         # ASGI servers give header names lowercased; a repeated header's last value wins.
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
         return None if value is None else value.decode("latin-1")
+
+    def leaves_body(self) -> bool:
+        """Whether an answer now would leave a body of more than ``DROP_BODY_BYTES`` (or
+        of unknown length) unread: then the answer closes the connection."""
+        if self.read:
+            return False
+        declared = self.headers.get(b"content-length")
+        if declared is None:
+            return b"transfer-encoding" in self.headers
+        return not declared.isdigit() or int(declared) > DROP_BODY_BYTES
 
     async def disconnected(self) -> None:
         """Returns when the client goes away (after the body was read)."""
@@ -108,6 +127,7 @@ class Request:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        self.read = True
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         encoding = (self.header(b"content-encoding") or "identity").strip().lower()
         if encoding in ("", "identity"):
@@ -119,6 +139,17 @@ class Request:
         raise InvalidInputError(
             f"Content-Encoding {encoding!r} is not supported (gzip, deflate or identity)"
         )
+
+
+async def answer_and_close(send: Send, start: Message, body: bytes) -> None:
+    """Send a whole answer (``start`` says ``Connection: close``) to a request whose body
+    is left unread, and close its connection ``LINGER_SECONDS`` later: the answer is
+    complete at once (its Content-Length sent), the body is not read meanwhile (uvicorn
+    stops reading past 64 KiB), and the client reads the answer before the close."""
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    await asyncio.sleep(LINGER_SECONDS)
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _inflate(inflater: Any, data: bytes, limit: int) -> bytes:
