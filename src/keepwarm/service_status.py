@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from keepwarm.batching.registry import live_batchers
 from keepwarm.errors import ModelNotFoundError
 from keepwarm.repository import Repository
 from keepwarm.repository_status import RepositoryStatus
@@ -17,10 +18,26 @@ VersionStates = dict[int, tuple[str, str]]  # version -> (state, reason)
 
 
 def model_states(status: RepositoryStatus) -> dict[str, VersionStates]:
+    """A READY version whose batch sizes failed to warm after it began to serve has that
+    failure as its reason (``BatchedModel.warm_failure``)."""
+    unwarmed = {
+        (view.model, view.version): view.warm_failure
+        for view in live_batchers()
+        if view.warm_failure is not None
+    }
     return {
-        name: {v: (i.state.value, i.reason or "") for v, i in sorted(model.versions.items())}
+        name: {
+            v: (i.state.value, _reason(i.state.value, i.reason, unwarmed.get((name, v))))
+            for v, i in sorted(model.versions.items())
+        }
         for name, model in status.models.items()
     }
+
+
+def _reason(state: str, reason: str | None, unwarmed: str | None) -> str:
+    if state != "READY" or unwarmed is None:
+        return reason or ""
+    return unwarmed if not reason else f"{reason}; {unwarmed}"
 
 
 class StatusView:

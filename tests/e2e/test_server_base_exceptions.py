@@ -15,8 +15,9 @@ import orjson
 import pytest
 import requests
 
-from support.exiting_models import place_exiting
+from support.hostile_models import place_exiting
 from support.server_process import ServerProcess
+from support.waiting import wait_until
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -37,6 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("exiting") / "models"
     for name, toml in MODELS.items():
         place_exiting(root / name, toml)
+    place_exiting(root / "fails8", "[batching]\nmax_batch_size = 16\n", cls="FailsAtEight")
     process = ServerProcess(root, "--allow-unsafe")
     yield process
     process.stop()
@@ -89,3 +91,22 @@ def test_grpc_requests_get_internal_and_the_model_goes_on(server: ServerProcess,
     finally:
         client.close()
     assert server.proc.poll() is None
+
+
+def test_a_bucket_that_fails_to_warm_is_named_in_the_index(server: ServerProcess) -> None:
+    """The version serves (READY) with batches capped at 4 rows; a request of 12 rows runs
+    in pieces; the repository index gives the failure as its reason."""
+
+    def row() -> dict[str, Any]:
+        rows = server.post("/v2/repository/index", {}).json()
+        (found,) = [r for r in rows if r["name"] == "fails8"]
+        return found  # type: ignore[no-any-return]
+
+    assert wait_until(lambda: "not warmed" in row()["reason"])
+    found = row()
+    assert found["state"] == "READY"
+    assert "batch sizes over 4 not warmed (8: RuntimeError: no room for 8 rows)" in found["reason"]
+    body = {"inputs": [{"name": "x", "shape": [12, 2], "datatype": "FP32", "data": [1.0] * 24}]}
+    answer = _post(server, "/v2/models/fails8/infer", body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [2.0] * 24

@@ -4,7 +4,7 @@
 batcher goes on; a ``KeyboardInterrupt`` is raised again on a ``predict`` caller's own
 thread once the batch is answered (Ctrl-C is not hidden), never on a server's thread.
 
-The model is ``support.exiting_models.Exits``, a plain Python model; a row of -4 holds
+The model is ``support.hostile_models.Exits``, a plain Python model; a row of -4 holds
 its call at a gate, so that other requests queue behind it (events, no sleeps)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from keepwarm.batching import Batcher, ThreadExecutor
 from keepwarm.errors import InternalError
 from keepwarm.repository import Repository
-from support.exiting_models import Exits, place_exiting
+from support.hostile_models import Exits, place_exiting
 from support.waiting import wait_until
 
 WAIT_S = 30.0

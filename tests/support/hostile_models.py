@@ -1,8 +1,11 @@
-"""A plain Python model that tries to stop the thread running it: a row whose first value
-is -1 calls ``sys.exit(3)``, -2 raises ``KeyboardInterrupt``, -3 ``GeneratorExit`` (all
+"""Plain Python models that misbehave, for the hostile-use tests.
+
+``Exits`` tries to stop the thread running it: a row whose first value is -1 calls
+``sys.exit(3)``, -2 raises ``KeyboardInterrupt``, -3 ``GeneratorExit`` (all
 ``BaseException``s that are not ``Exception``s); any other row is doubled. A row of -4
 holds the call until the test sets ``Exits.gate`` (in-process only), so that other
-requests queue behind it and join the failing batch."""
+requests queue behind it and join the failing batch. ``FailsAtEight`` is ``Exits`` that
+raises at a batch of exactly 8 rows (a bucket that cannot be warmed)."""
 
 from __future__ import annotations
 
@@ -44,11 +47,18 @@ class Exits:
         return {"y": x * 2}
 
 
-def place_exiting(model_dir: Path, model_toml: str = "") -> Path:
-    """Version 1 of ``Exits`` under ``model_dir`` (served with ``--allow-unsafe``)."""
+class FailsAtEight(Exits):
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if len(inputs["x"]) == 8:
+            raise RuntimeError("no room for 8 rows")
+        return super().predict(inputs)
+
+
+def place_exiting(model_dir: Path, model_toml: str = "", cls: str = "Exits") -> Path:
+    """Version 1 of ``cls`` under ``model_dir`` (served with ``--allow-unsafe``)."""
     version = model_dir / "1"
     version.mkdir(parents=True)
-    (version / "keepwarm.toml").write_text('[python]\nclass = "support.exiting_models:Exits"\n')
+    (version / "keepwarm.toml").write_text(f'[python]\nclass = "support.hostile_models:{cls}"\n')
     if model_toml:
         (model_dir / "model.toml").write_text(model_toml)
     (version / ".keepwarm-ready").touch()
