@@ -74,12 +74,19 @@ class StatusView:
         return [(v, state, self.public(reason)) for v, (state, reason) in versions.items()]
 
     def model_ready(self, name: str, version: str | None) -> bool:
+        """Whether ``version`` of ``name`` (a number, a label, or None: any) is READY; an
+        unknown version or label is ``ModelNotFoundError``."""
         wanted = parse_version(version)
         states = {v: state for v, state, _ in self.versions(name)}
         if isinstance(wanted, int):
             if wanted not in states:
                 raise ModelNotFoundError(f"model {name!r} has no version {wanted}")
             return states[wanted] == "READY"
+        if isinstance(wanted, str) and states:  # the version the label names, if READY now
+            lease = self.repository.try_acquire(name, wanted)  # never loads nor waits
+            if lease is not None:
+                lease.release()
+            return lease is not None
         return "READY" in states.values()
 
     def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:

@@ -195,3 +195,10 @@ def test_bad_requests_get_their_codes_and_the_server_keeps_serving(triton: Any) 
     expired = _code(lambda: triton.infer("mlp", [x], timeout=1))
     assert expired == "StatusCode.DEADLINE_EXCEEDED"
     assert triton.infer("mlp", [x]).as_numpy("y").shape == (2, 3)  # still serving
+
+
+def test_model_ready_by_label(triton: Any) -> None:
+    """A label is the version it names (it said ready for any label, even an unknown one)."""
+    assert triton.is_model_ready("mlp", "stable") and triton.is_model_ready("mlp", "canary")
+    assert _code(lambda: triton.is_model_ready("mlp", "beta")) == "StatusCode.NOT_FOUND"
+    assert _code(lambda: triton.is_model_ready("mlp", "..")) == "StatusCode.INVALID_ARGUMENT"
