@@ -88,11 +88,8 @@ def _rows(
     columns: dict[str, list[Any]] = {name: [] for name in first}
     for i, row in enumerate(instances):
         if not isinstance(row, dict) or row.keys() != columns.keys():
-            given = (
-                f"has inputs {sorted(row)}"
-                if isinstance(row, dict)
-                else f"is {jsonio.json_kind(row)}, not an object of inputs"
-            )
+            kind = f"is {jsonio.json_kind(row)}, not an object of inputs"
+            given = f"has inputs {sorted(row)}" if isinstance(row, dict) else kind
             raise InvalidInputError(
                 f'"instances"[{i}] {given}; every instance must name the same inputs as the '
                 f"first {sorted(columns)}"
