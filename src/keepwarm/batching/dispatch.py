@@ -196,8 +196,7 @@ class Dispatch:
 
     def follow(self, follower: Follower, until: float | None) -> KeyboardInterrupt | None:
         """Wait until the request's result is in, or lead the batch handed over (run it
-        here: what ``work`` returns); or, at ``until``, stop waiting (the request stays
-        queued)."""
+        here: ``work``'s result); or, at ``until``, stop waiting (the request stays queued)."""
         with self._lock:
             self.followers += 1
         woken = follower.wait(None if until is None else until - self._clock())
@@ -233,8 +232,7 @@ class Dispatch:
     def work(self, batch: list[Item], *, inline: bool = False) -> KeyboardInterrupt | None:
         """Run ``batch``, then every batch that gathered meanwhile, on this slot; a
         caller's thread (``inline``) hands those over (a follower, else the executor).
-        The ``KeyboardInterrupt`` a batch's model raised (its requests answered), for a
-        caller's thread to raise again."""
+        Returns the ``KeyboardInterrupt`` a batch's model raised, for the caller to raise."""
         interrupt = None
         while batch:
             started = self._clock()
