@@ -25,9 +25,9 @@ from keepwarm.core.states import State
 from keepwarm.repository import Repository
 from keepwarm.repository_status import DiskState
 from keepwarm.sources.filesystem import FilesystemSource, ModelListing
+from support.leases import assert_refused
 from support.repo_builders import (
     Traffic,
-    assert_refused,
     copy_slowly,
     place,
     write_model_toml,

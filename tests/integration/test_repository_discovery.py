@@ -20,8 +20,8 @@ from keepwarm.core.states import State
 from keepwarm.loading import spec_from_call
 from keepwarm.repository import Repository
 from keepwarm.repository_status import DiskState
+from support.leases import assert_refused
 from support.repo_builders import (
-    assert_refused,
     place,
     write_model_toml,
 )

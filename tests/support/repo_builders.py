@@ -16,7 +16,6 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -137,16 +136,6 @@ def build_echo_savedmodels(dest: Path, versions: range) -> dict[int, Path]:
         tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
         out[version] = path
     return out
-
-
-def assert_refused(
-    lease: AbstractContextManager[object], error: type[Exception], match: str
-) -> None:
-    """Entering ``lease`` (a ``repo.lease(...)``) raises ``error`` matching ``match``."""
-    import pytest
-
-    with pytest.raises(error, match=match), lease:
-        pass
 
 
 # ------------------------------------------------------------------ probe models
