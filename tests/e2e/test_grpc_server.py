@@ -202,3 +202,13 @@ def test_model_ready_by_label(triton: Any) -> None:
     assert triton.is_model_ready("mlp", "stable") and triton.is_model_ready("mlp", "canary")
     assert _code(lambda: triton.is_model_ready("mlp", "beta")) == "StatusCode.NOT_FOUND"
     assert _code(lambda: triton.is_model_ready("mlp", "..")) == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_repository_parameters_keepwarm_would_ignore_are_refused(triton: Any) -> None:
+    """Triton's config override is not honoured: refused, not ignored; an unload as
+    tritonclient sends it (``unload_dependents``) is taken."""
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    failed = _code(lambda: triton.load_model("spare", headers=headers, config="{}"))
+    assert failed == "StatusCode.INVALID_ARGUMENT"
+    triton.unload_model("spare", headers=headers, unload_dependents=True)
+    triton.load_model("spare", headers=headers)
