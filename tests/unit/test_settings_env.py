@@ -5,6 +5,7 @@ process-wide defaults keepwarm sets unless set (gRPC experiments, TF threads).""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -155,17 +156,17 @@ def test_nothing_outside_settings_reads_the_environment() -> None:
     assert found == []
 
 
-def test_grpc_experiments_are_keepwarms_unless_set() -> None:
+@pytest.mark.parametrize(
+    ("default", "variable", "keepwarms", "chosen"),
+    [
+        (grpc_experiments, "GRPC_EXPERIMENTS", GRPC_EXPERIMENTS, "-event_engine_client"),
+        (tensorflow_threads, "TF_NUM_INTEROP_THREADS", TF_INTER_OP_THREADS, "4"),
+    ],
+)
+def test_process_defaults_are_keepwarms_unless_set(
+    default: Callable[[dict[str, str]], str], variable: str, keepwarms: str, chosen: str
+) -> None:
     unset: dict[str, str] = {}
-    assert grpc_experiments(unset) == GRPC_EXPERIMENTS == unset["GRPC_EXPERIMENTS"]
-    chosen = {"GRPC_EXPERIMENTS": "-event_engine_client"}
-    assert grpc_experiments(chosen) == "-event_engine_client"
-    assert chosen == {"GRPC_EXPERIMENTS": "-event_engine_client"}
-
-
-def test_tensorflow_inter_op_threads_are_keepwarms_unless_set() -> None:
-    unset: dict[str, str] = {}
-    assert tensorflow_threads(unset) == TF_INTER_OP_THREADS == unset["TF_NUM_INTEROP_THREADS"]
-    chosen = {"TF_NUM_INTEROP_THREADS": "4"}
-    assert tensorflow_threads(chosen) == "4"
-    assert chosen == {"TF_NUM_INTEROP_THREADS": "4"}
+    assert default(unset) == keepwarms == unset[variable]
+    given = {variable: chosen}
+    assert default(given) == chosen and given == {variable: chosen}
