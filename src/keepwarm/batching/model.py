@@ -228,11 +228,12 @@ class BatchedModel:
                 inputs = self._bucket_inputs(bucket, samples)
                 failure = None if inputs is None else self._warm(bucket, inputs)
                 if failure is not None:
-                    self.warm_failure = (
-                        f"batch sizes over {warm} not warmed ({failure}): batches capped at "
-                        f"{warm} rows, larger requests run in pieces"
-                    )
-                    _log.warning("model %r: %s", self.name, self.warm_failure)
+                    if not self._closing.is_set():  # not a run the unload cut short
+                        self.warm_failure = (
+                            f"batch sizes over {warm} not warmed ({failure}): batches "
+                            f"capped at {warm} rows, larger requests run in pieces"
+                        )
+                        _log.warning("model %r: %s", self.name, self.warm_failure)
                     return
                 self.batcher.cap_batches(bucket)
                 warm = bucket
