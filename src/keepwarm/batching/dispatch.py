@@ -17,6 +17,7 @@ from keepwarm.batching.batch_queue import BatchQueue, Item
 from keepwarm.batching.executor import Executor
 from keepwarm.batching.latency import LatencyTable
 from keepwarm.batching.merge import Arrays, PadAxes, rows_and_key, rows_of
+from keepwarm.batching.pending import Pending
 from keepwarm.batching.relay import Follower, hand_over
 from keepwarm.batching.runner import BatchRunner, Outcome
 from keepwarm.batching.stats import BatchStats, account
@@ -121,7 +122,7 @@ class Dispatch:
         is free (the caller launches it)."""
         found = rows_and_key(inputs, self.pad_axes)
         rows, key = found if found is not None else (0, None)
-        future: Future[Arrays] = Future()
+        future = Pending()
         now = self._clock()
         item = Item(inputs, rows, key, future, deadline, now, follower)
         if follower is not None:
@@ -213,12 +214,16 @@ class Dispatch:
 
     def launch(self, batch: list[Item]) -> None:
         """Run ``batch`` on a waiting follower in it, else on the executor."""
-        with self._lock:
-            handed = hand_over(batch)
+        handed = False
+        if any(item.follower is not None for item in batch):  # none: no lock needed
+            with self._lock:
+                handed = hand_over(batch)
         if not handed:
             self._executor.submit(partial(self.work, batch))
 
     def expire(self, items: list[Item]) -> None:
+        if not items:
+            return
         self.stats.expired += len(items)  # a race with a reader costs one count at most
         for item in items:
             if item.future.set_running_or_notify_cancel():
@@ -268,14 +273,16 @@ class Dispatch:
         ``force``, what is queued, as a new arrival would (held if waiting pays)."""
         launch: list[Item] = []
         expired: list[Item] = []
+        handed = False
         with self._lock:
             if self._running < self._slots:
                 launch, expired = self.queue.take(self._clock(), force=force)
                 if launch:
                     self._running += 1
+                    handed = hand_over(launch)
         self.expire(expired)
-        if launch:
-            self.launch(launch)
+        if launch and not handed:
+            self._executor.submit(partial(self.work, launch))
 
     # ------------------------------------------------------------------- status
 
@@ -287,13 +294,4 @@ class Dispatch:
         """Take no new requests; run what is queued (now, when a slot is free)."""
         with self._lock:
             self._closed = True
-            batch, expired = (
-                self.queue.take(self._clock(), force=True)
-                if self._running < self._slots
-                else ([], [])
-            )
-            if batch:
-                self._running += 1
-        self.expire(expired)
-        if batch:
-            self.launch(batch)
+        self.fire()

@@ -112,16 +112,20 @@ def rows_and_key(inputs: Mapping[str, np.ndarray], pad: PadAxes) -> tuple[int, H
     cannot be batched (no inputs, a scalar input, inputs disagreeing on their rows)."""
     rows = -1
     key = []
-    for name in sorted(inputs):
+    padded = bool(pad.axes)  # else every axis keys as it is (no per-axis look-up)
+    for name in sorted(inputs) if len(inputs) > 1 else inputs:
         array = inputs[name]
-        if array.ndim == 0:
+        shape = array.shape
+        if not shape:
             return None
         if rows < 0:
-            rows = array.shape[0]
-        elif array.shape[0] != rows:
+            rows = shape[0]
+        elif shape[0] != rows:
             return None
-        axes = pad.for_input(name)
-        tail = tuple(-1 if axis in axes else size for axis, size in enumerate(array.shape[1:], 1))
+        tail = shape[1:]
+        if padded:
+            axes = pad.for_input(name)
+            tail = tuple(-1 if axis in axes else size for axis, size in enumerate(tail, 1))
         key.append((name, array.dtype.str, tail))
     if rows <= 0:
         return None
