@@ -5,8 +5,9 @@ first 200 on both models, against the same imports, loads and warmups done in-pr
 (``bench/cold_start.py``: ``--cold-rounds`` starts of each way taken in turn, medians;
 ``--cold-start-only`` measures only those).
 
-The load generator is ``wrk -t1`` in its own process (``apt-get install wrk``), with a Lua
-script that rotates several different KServe v2 JSON bodies and counts only 2xx answers.
+The load generator (``bench/wrk_load.py``) is ``wrk -t1`` in its own process (``apt-get
+install wrk``), with a Lua script that rotates several different KServe v2 JSON bodies and
+counts only 2xx answers.
 The protocols against each other (issue 8, ``bench/protocols.py``): REST JSON, REST with
 the binary tensor extension and gRPC with raw tensor contents, each driven by the same
 kind of client process (``bench/protocol_load.py``: requests written by hand on raw
@@ -33,13 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,44 +52,15 @@ from peer_runs import PeerResults, direct_answers, failed_peers, peer_names, run
 from peers import PEERS, Batching, Peer, first_200, settle
 from protocols import PROTOCOLS, protocol_cells, protocol_targets
 from served import MODELS, SHAPES, Served, inputs, v2_body
+from wrk_load import BODIES, LUA, write_bodies, wrk
 
-__all__ = ["BODIES", "LUA", "MODELS", "ROOT", "Served", "inputs", "v2_body", "wrk"]
+__all__ = [
+    "BODIES", "LUA", "MODELS", "ROOT", "Served", "inputs", "v2_body", "write_bodies", "wrk",
+]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 32)
-BODIES = 8
 P50_ABOVE_DIRECT_MS = 0.3
-LUA = r"""
-local bodies = {}
-local i = 0
-function init(args)
-  for n, path in ipairs(args) do
-    local f = assert(io.open(path, "rb")); bodies[n] = f:read("*a"); f:close()
-  end
-end
-function request()
-  i = i % #bodies + 1
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i])
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, e.status,
-    e.connect + e.read + e.write + e.timeout, latency:percentile(50),
-    latency:percentile(99), summary.duration))
-end
-"""
-
-
-def write_bodies(work: Path) -> dict[str, list[Path]]:
-    """``BODIES`` different v2 JSON bodies per model, written under ``work`` for wrk."""
-    files: dict[str, list[Path]] = {}
-    for model in MODELS:
-        files[model] = []
-        for i, x in enumerate(inputs(model, BODIES)):
-            path = work / f"{model}-{i}.json"
-            path.write_bytes(v2_body(x))
-            files[model].append(path)
-    return files
 
 
 # ------------------------------------------------------------------ the limit
@@ -128,24 +97,6 @@ def direct(models_dir: Path, model: str, seconds: float) -> dict[int, dict[str, 
 
 
 # ------------------------------------------------------------------ the server
-
-
-def wrk(
-    url: str, bodies: Sequence[Path | str], c: int, seconds: float, script: Path
-) -> dict[str, float]:
-    """``wrk -t1 -c<c>`` rotating ``bodies`` (files, or what ``script`` reads from its args)."""
-    done = subprocess.run(
-        ["wrk", "-t1", f"-c{c}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script),
-         url, "--", *map(str, bodies)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", done.stdout)
-    assert match, done.stdout + done.stderr
-    requests_, status_errors, socket_errors, p50, p99, micros = map(int, match.groups())
-    ok = requests_ - status_errors - socket_errors
-    none = float("nan") if ok <= 0 else 1.0  # no answer, no latency (wrk would say 0 ms)
-    return {"rps": ok / (micros / 1e6), "p50_ms": none * p50 / 1000,
-            "p99_ms": none * p99 / 1000, "failed": status_errors + socket_errors}  # fmt: skip
 
 
 def drive_peers(

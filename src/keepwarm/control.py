@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from keepwarm.errors import (
@@ -153,3 +153,20 @@ def bearer(authorization: str | None) -> str | None:
         return None
     scheme, _, token = authorization.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+#: The repository API's parameters that keepwarm honours, per action: a load takes none
+#: (Triton's ``config`` and ``file:`` overrides: a model loads as its directory and
+#: ``model.toml`` say), an unload ``unload_dependents`` (no model has dependents here).
+REPOSITORY_PARAMETERS = {"load": frozenset(), "unload": frozenset({"unload_dependents"})}
+
+
+def check_parameters(action: str, names: Iterable[str]) -> None:
+    """``InvalidInputError`` naming the parameters of a repository ``action`` ("load" or
+    "unload") that keepwarm would otherwise ignore."""
+    unknown = sorted(set(names) - REPOSITORY_PARAMETERS[action])
+    if unknown:
+        raise InvalidInputError(
+            f"{action} parameters {unknown} are not supported: a model loads as its "
+            "directory and model.toml say"
+        )

@@ -114,3 +114,11 @@ class GateError(KeepwarmError):
     def __init__(self, message: str, report: Any = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+def escaped(model: str, exc: BaseException) -> InternalError:
+    """The error of the requests whose model raised ``exc``, a ``BaseException`` that is
+    not an ``Exception`` (``sys.exit()`` in a Python model, ``GeneratorExit``, a
+    ``KeyboardInterrupt`` it raised itself): answered like any other failure of the
+    model; the thread that ran it, and the server, go on."""
+    return InternalError(f"model {model!r} failed: {type(exc).__name__}: {exc}")

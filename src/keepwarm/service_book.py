@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from keepwarm.batching.serving import Queued, Ticket, begin
-from keepwarm.errors import KeepwarmError, UnavailableError
+from keepwarm.errors import KeepwarmError, UnavailableError, escaped
 from keepwarm.metrics import Metrics
 from keepwarm.service_stats import Statistics, Timing
 from keepwarm.signature import Signature
@@ -60,7 +60,12 @@ class Record:
         batcher queued it (``finish`` ends it once its outputs are there)."""
         timing = self.timing
         inputs = self.decode(model, decode)
-        outputs = begin(model, inputs, deadline, lease, ticket)
+        try:
+            outputs = begin(model, inputs, deadline, lease, ticket)
+        except Exception:
+            raise
+        except BaseException as exc:  # ``sys.exit()`` in a model: this request's error,
+            raise escaped(model.name, exc) from exc  # never a server thread's end
         timing.compute_infer = timing.lap()
         if isinstance(outputs, Queued):
             return outputs

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from keepwarm.batching.registry import live_batchers
 from keepwarm.errors import ModelNotFoundError
 from keepwarm.repository import Repository
 from keepwarm.repository_status import RepositoryStatus
@@ -17,10 +18,26 @@ VersionStates = dict[int, tuple[str, str]]  # version -> (state, reason)
 
 
 def model_states(status: RepositoryStatus) -> dict[str, VersionStates]:
+    """A READY version whose batch sizes failed to warm after it began to serve has that
+    failure as its reason (``BatchedModel.warm_failure``)."""
+    unwarmed = {
+        (view.model, view.version): view.warm_failure
+        for view in live_batchers()
+        if view.warm_failure is not None
+    }
     return {
-        name: {v: (i.state.value, i.reason or "") for v, i in sorted(model.versions.items())}
+        name: {
+            v: (i.state.value, _reason(i.state.value, i.reason, unwarmed.get((name, v))))
+            for v, i in sorted(model.versions.items())
+        }
         for name, model in status.models.items()
     }
+
+
+def _reason(state: str, reason: str | None, unwarmed: str | None) -> str:
+    if state != "READY" or unwarmed is None:
+        return reason or ""
+    return unwarmed if not reason else f"{reason}; {unwarmed}"
 
 
 class StatusView:
@@ -57,12 +74,19 @@ class StatusView:
         return [(v, state, self.public(reason)) for v, (state, reason) in versions.items()]
 
     def model_ready(self, name: str, version: str | None) -> bool:
+        """Whether ``version`` of ``name`` (a number, a label, or None: any) is READY; an
+        unknown version or label is ``ModelNotFoundError``."""
         wanted = parse_version(version)
         states = {v: state for v, state, _ in self.versions(name)}
         if isinstance(wanted, int):
             if wanted not in states:
                 raise ModelNotFoundError(f"model {name!r} has no version {wanted}")
             return states[wanted] == "READY"
+        if isinstance(wanted, str) and states:  # the version the label names, if READY now
+            lease = self.repository.try_acquire(name, wanted)  # never loads nor waits
+            if lease is not None:
+                lease.release()
+            return lease is not None
         return "READY" in states.values()
 
     def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:

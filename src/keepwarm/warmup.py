@@ -21,6 +21,9 @@ SKIPPED = "generated warmup skipped"
 _GENERATED_SIZES = (1, 32)
 _NOTE_CHARS = 300
 _log = logging.getLogger("keepwarm.warmup")
+#: A warm run that raised one of these failed (a ``sys.exit()`` in a Python model is a
+#: failure like any other); a ``KeyboardInterrupt`` is never swallowed.
+FAILURES = (Exception, SystemExit, GeneratorExit)
 
 
 def sample_inputs(
@@ -64,7 +67,7 @@ def warmup(
         for index, request in enumerate(samples):
             try:
                 _run(model, request, runs)
-            except Exception as exc:
+            except FAILURES as exc:
                 raise ModelLoadError(
                     f"warmup of {what} with supplied sample {index + 1} of {len(samples)} "
                     f"failed: {_why(exc)}"
@@ -79,7 +82,7 @@ def warmup(
             return note
         try:
             _run(model, generated, runs)
-        except Exception as exc:
+        except FAILURES as exc:
             failures.append(f"unknown sizes {size}: {_why(exc)}")
             continue
         return None

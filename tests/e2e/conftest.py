@@ -58,3 +58,15 @@ def direct_mlp(served_root: Path) -> Any:
     import keepwarm
 
     return keepwarm.load(str(served_root / "mlp"))
+
+
+@pytest.fixture(scope="session")
+def grpc_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The gRPC tests' server over ``support.grpc_repo``'s repository, serving (its
+    health service says so), shared by the ``test_grpc_*`` modules."""
+    from support.grpc_repo import OPTIONS, build, serve, wait_serving
+
+    root = build(tmp_path_factory.mktemp("grpc") / "models")
+    with serve(root, *OPTIONS) as process:
+        wait_serving(process.grpc_address)
+        yield process

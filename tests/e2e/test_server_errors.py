@@ -72,6 +72,7 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
     ("POST", "/v2/models/mlp/infer", {**v2(), "parameters": {"timeout": -5}}, {}, 400,
      "parameters.timeout"),
     ("GET", "/v2/models/%2E%2E/ready", None, {}, 400, "invalid model name '..'"),
+    ("POST", "/v2/repository/index", {"ready": "yes"}, {}, 400, "'ready' must be true or false"),
     ("POST", "/v2/models/a%2Fb/infer", v2(), {}, 400, "invalid model name 'a/b'"),
     ("POST", "/v1/models/..%2F..%2Fetc:predict", {"instances": [1]}, {}, 400,
      "invalid model name"),

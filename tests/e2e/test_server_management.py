@@ -1,6 +1,6 @@
 """The repository API: off unless enabled, then token-protected (401 without a token,
-403 with a wrong one); model control ``poll`` (an API unload holds across scans) and
-``explicit`` (only the API loads)."""
+403 with a wrong one), bodies it cannot honour refused; model control ``poll`` (an API
+unload holds across scans) and ``explicit`` (only the API loads)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,15 @@ def test_token_required_and_poll_mode_unload_holds_until_load(
         assert wrong.status_code == 403 and "wrong" in wrong.json()["error"]
         assert server.post("/v2/models/other/infer", BODY).status_code == 200
 
-        assert server.post("/v2/repository/models/other/unload", headers=AUTH).status_code == 200
+        for body, words in (  # a body keepwarm would ignore is refused, not ignored
+            (b"garbage", "malformed JSON"),
+            ([1], "must be a JSON object"),
+            ({"parameters": {"config": "{}"}}, "['config'] are not supported"),
+        ):
+            refused = server.post("/v2/repository/models/other/load", body, headers=AUTH)
+            assert refused.status_code == 400 and words in refused.json()["error"], refused.text
+        unload = {"parameters": {"unload_dependents": False}}  # as tritonclient sends it
+        assert server.post("/v2/repository/models/other/unload", unload, headers=AUTH).ok
         assert index(server)["other"]["reason"] == "unloaded by API"
         refused = server.post("/v2/models/other/infer", BODY)
         assert refused.status_code == 503 and "unloaded by API" in refused.json()["error"]

@@ -91,6 +91,20 @@ class RowLoaded:
         self.closed = True
 
 
+def x_rows(value: float, rows: int = 1) -> dict[str, np.ndarray]:
+    """Input ``x``: ``rows`` rows of three ``value``s (float32)."""
+    return {"x": np.full((rows, 3), value, np.float32)}
+
+
+def held_batcher(executor: Any, **kwargs: Any) -> tuple[Any, RowModel, threading.Event]:
+    """A ``Batcher`` named "m" over a ``RowModel`` whose calls wait for the gate returned."""
+    from keepwarm.batching import Batcher
+
+    gate = threading.Event()
+    model = RowModel(gate)
+    return Batcher(model.predict, name="m", executor=executor, **kwargs), model, gate
+
+
 def run_clients(count: int, client: Callable[[int], None], timeout: float = 120) -> None:
     """``client(index)`` on ``count`` threads released together by a barrier; the first
     exception any of them raised is raised here, in the test's thread."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,6 +22,10 @@ from support.repo_builders import place
 from support.server_process import ServerProcess
 
 OPSET = 17
+LIMIT = 4 * 1024 * 1024  # the served repository's message limit (``OPTIONS``)
+OPTIONS = ("--max-body-bytes", str(LIMIT), "--poll-seconds", "0.2", "--management-api")
+READY_TIMEOUT_S = 120.0
+X = np.array([[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0]], dtype=np.float32)
 WEIGHTS = (np.arange(12, dtype=np.float32).reshape(4, 3) - 5) / 7
 TYPES = {
     "BOOL": TensorProto.BOOL,
@@ -105,3 +110,24 @@ def serve(root: Path, *options: str) -> Iterator[ServerProcess]:
         yield process
     finally:
         process.stop()
+
+
+def wait_serving(address: str) -> None:
+    """Block until the standard health service says SERVING (it streams each change)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for answer in stub.Watch(health_pb2.HealthCheckRequest(), timeout=READY_TIMEOUT_S):
+            if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+
+
+def infer_input(name: str, array: np.ndarray, datatype: str) -> Any:
+    """``array`` as a tritonclient gRPC input."""
+    import tritonclient.grpc as grpcclient
+
+    given = grpcclient.InferInput(name, list(array.shape), datatype)
+    given.set_data_from_numpy(array)
+    return given

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Hashable
+from typing import Any
 
 from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
@@ -23,6 +24,13 @@ def wait_until(predicate: Callable[[], object], timeout: float = WAIT_S) -> bool
             return bool(predicate())
         time.sleep(min(POLL_S, remaining))
     return True
+
+
+def unloaded(repo: Any, key: Hashable, timeout: float = WAIT_S) -> bool:
+    """Wait until ``key`` is UNLOADED in ``repo``, or forgotten (a version gone from disk,
+    once unloaded, is dropped from the table: ``state`` is then None)."""
+    manager = repo.manager
+    return bool(manager.wait_for(lambda: manager.state(key) in (State.UNLOADED, None), timeout))
 
 
 def waiting_for_room(manager: Manager, key: Hashable, *, ready: Hashable = None) -> bool:

@@ -15,7 +15,7 @@ from keepwarm.core.states import State
 from keepwarm.loading import LoadDescription, RuntimeSpec
 from keepwarm.repository import Repository
 from keepwarm.signature import Signature, TensorSpec
-from keepwarm.warmup import read_samples
+from keepwarm.warmup import read_samples, warmup
 from support.onnx_graphs import conv_over_time, frames_of_32
 
 WAIT_S = 30.0
@@ -89,3 +89,31 @@ def test_a_ragged_sample_file_is_a_config_error_naming_it(tmp_path: Path) -> Non
     path.write_text(json.dumps({"x": [[1, 2], [3]]}))
     with pytest.raises(keepwarm.InvalidConfigError, match=r"warmup.json: input 'x'"):
         read_samples(path)
+
+
+class _Exits:
+    """A loaded model whose every call raises ``raised``."""
+
+    signature = Signature(
+        inputs=(TensorSpec("x", np.dtype("float32"), (None, 2)),),
+        outputs=(TensorSpec("y", np.dtype("float32"), (None, 2)),),
+    )
+    nbytes, nbytes_source = 0, "files"
+
+    def __init__(self, raised: BaseException) -> None:
+        self.raised = raised
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise self.raised
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_warm_run_that_calls_sys_exit_is_a_failed_warm_run() -> None:
+    note = warmup(_Exits(SystemExit(3)), what="exits")  # generated: a note, still loads
+    assert note is not None and "unknown sizes 1: SystemExit: 3" in note, note
+    with pytest.raises(keepwarm.ModelLoadError, match="supplied sample 1 of 1 failed"):
+        warmup(_Exits(GeneratorExit()), [{"x": np.zeros((1, 2), np.float32)}], what="exits")
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during a load is never swallowed
+        warmup(_Exits(KeyboardInterrupt()), what="exits")

@@ -179,17 +179,20 @@ class Batcher:
         outcome = self._dispatch.run_now(inputs, deadline, counted=True)
         if outcome is not None:
             if outcome.error is not None:
-                raise outcome.error
+                raise outcome.interrupt or outcome.error  # Ctrl-C reaches the caller
             return outcome.results[0]
+        interrupt = None  # a batch run here whose model raised it: raised again, below
         try:
             follower = Follower()
             future, batch = self._dispatch.enqueue(inputs, deadline, follower)
             if batch:
-                self._dispatch.work(batch, inline=True)
+                interrupt = self._dispatch.work(batch, inline=True)
             if not future.done():
-                self._dispatch.follow(follower, deadline)
+                interrupt = self._dispatch.follow(follower, deadline) or interrupt
         finally:
             self._dispatch.leave()
+        if interrupt is not None:
+            raise interrupt
         if future.done():
             return future.result()
         future.cancel()  # leaves the queue if not batched yet; a running batch runs on

@@ -195,9 +195,9 @@ class Dispatch:
         with self._lock:
             self._callers -= 1
 
-    def follow(self, follower: Follower, until: float | None) -> None:
+    def follow(self, follower: Follower, until: float | None) -> KeyboardInterrupt | None:
         """Wait until the request's result is in, or lead the batch handed over (run it
-        here); or, at ``until``, stop waiting (the request stays queued)."""
+        here: ``work``'s result); or, at ``until``, stop waiting (the request stays queued)."""
         with self._lock:
             self.followers += 1
         woken = follower.wait(None if until is None else until - self._clock())
@@ -205,11 +205,12 @@ class Dispatch:
             self.followers -= 1
             if not woken and follower.batch is None:
                 follower.waiting = False  # no batch will be handed to it now
-                return
+                return None
         if not woken:
             follower.wait(None)  # handed a batch meanwhile: already woken
         if follower.batch is not None:
-            self.work(follower.batch, inline=True)
+            return self.work(follower.batch, inline=True)
+        return None
 
     def launch(self, batch: list[Item]) -> None:
         """Run ``batch`` on a waiting follower in it, else on the executor."""
@@ -233,9 +234,11 @@ class Dispatch:
                     )
                 )
 
-    def work(self, batch: list[Item], *, inline: bool = False) -> None:
+    def work(self, batch: list[Item], *, inline: bool = False) -> KeyboardInterrupt | None:
         """Run ``batch``, then every batch that gathered meanwhile, on this slot; a
-        caller's thread (``inline``) hands those over (a follower, else the executor)."""
+        caller's thread (``inline``) hands those over (a follower, else the executor).
+        Returns the ``KeyboardInterrupt`` a batch's model raised, for the caller to raise."""
+        interrupt = None
         while batch:
             started = self._clock()
             outcome = self._runner.run([item.inputs for item in batch], [i.rows for i in batch])
@@ -245,11 +248,13 @@ class Dispatch:
                 done, (batch, expired) = batch, self.next_batch()
                 handed = inline and bool(batch) and hand_over(batch)
             outcome.deliver([item.future for item in done])
+            interrupt = interrupt or outcome.interrupt
             self.expire(expired)
             if batch and inline:
                 if not handed:
                     self._executor.submit(partial(self.work, batch))
-                return
+                return interrupt
+        return interrupt
 
     def next_batch(self) -> tuple[list[Item], list[Item]]:
         """After a batch (under the lock): the batch this slot runs next and the requests

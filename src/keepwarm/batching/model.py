@@ -5,6 +5,11 @@ Made by the load path when batching is on (``model.toml [batching]`` or
 created at load, its buckets warmed (each run once, timed, seeding the latency table:
 the smallest before the version serves, the others on a thread just after, the batcher
 capped at the largest warm one meanwhile), closed when the version is unloaded.
+A bucket that fails to warm after the version serves stops the warmup: the version stays
+READY, batches stay capped at the largest bucket that warmed (a larger request runs in
+pieces), and ``warm_failure`` says why (shown as the READY version's reason in status).
+Closing waits for a warm run under way at most ``CLOSE_WAIT_SECONDS``, then logs and
+closes the model anyway (a run that hangs never holds up an unload).
 Everything that predicts through a lease (``Model.predict``, ``LeasedModel.predict``, the
 server) batches without knowing.
 A model that cannot be batched (an input without a leading batch axis) is served as it
@@ -31,11 +36,14 @@ from keepwarm.batching.registry import register, unregister
 from keepwarm.batching.stats import BatchStats
 from keepwarm.runtimes.base import LoadedModel
 from keepwarm.signature import Signature
-from keepwarm.warmup import sample_inputs
+from keepwarm.warmup import FAILURES, sample_inputs
 
 _log = logging.getLogger("keepwarm.batching")
 _shared_lock = threading.Lock()
 _shared: ThreadExecutor | None = None
+#: How long ``BatchedModel.close`` waits for a bucket's warm run under way to end before
+#: it closes the model anyway (the run keeps what it uses alive until it returns).
+CLOSE_WAIT_SECONDS = 10.0
 
 
 def shared_executor() -> ThreadExecutor:
@@ -91,6 +99,7 @@ class BatchedModel:
         executor: Executor | None = None,
         slots: int | None = None,
         run_alone: int | None = None,
+        close_wait: float = CLOSE_WAIT_SECONDS,
     ) -> None:
         self.inner = model
         self.name, self.version = name, version
@@ -132,6 +141,9 @@ class BatchedModel:
         self._warmer: threading.Thread | None = None
         self._warm_done = threading.Event()
         self._closing = threading.Event()
+        self._close_wait = close_wait
+        #: Why the buckets past the cap were not warmed (None: all warm, or warming).
+        self.warm_failure: str | None = None
         register(self)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -182,7 +194,7 @@ class BatchedModel:
         before the version serves; the others on a thread afterwards, and until a bucket is
         warm the batcher forms no batch that large (``Batcher.cap_batches``: a larger
         request runs in pieces). A note when batching is off for this model or the first
-        bucket could not be warmed (the others' failures are logged)."""
+        bucket could not be warmed (the others' failure: ``warm_failure``)."""
         if self.why_not is not None:
             return f"batching off: {self.why_not}"
         sizes = buckets(self.batcher.max_batch_size)
@@ -206,8 +218,9 @@ class BatchedModel:
 
     def _warm_rest(self, sizes: Sequence[int], samples: Sequence[Mapping[str, np.ndarray]]) -> None:
         """The warmup thread: each bucket of ``sizes`` in turn, the cap raised after each,
-        until done or the model closes."""
-        failures = []
+        until done, a bucket fails (the cap stays at the last warm one) or the model
+        closes."""
+        warm = self.batcher.latency.cap
         try:
             for bucket in sizes:
                 if self._closing.is_set():
@@ -215,13 +228,18 @@ class BatchedModel:
                 inputs = self._bucket_inputs(bucket, samples)
                 failure = None if inputs is None else self._warm(bucket, inputs)
                 if failure is not None:
-                    failures.append(failure)
+                    if not self._closing.is_set():  # not a run the unload cut short
+                        self.warm_failure = (
+                            f"batch sizes over {warm} not warmed ({failure}): batches "
+                            f"capped at {warm} rows, larger requests run in pieces"
+                        )
+                        _log.warning("model %r: %s", self.name, self.warm_failure)
+                    return
                 self.batcher.cap_batches(bucket)
-        finally:
+                warm = bucket
             self.batcher.cap_batches(None)
+        finally:
             self._warm_done.set()
-        if failures:
-            _log.warning("model %r: batch sizes not warmed: %s", self.name, "; ".join(failures))
 
     def _warm(self, bucket: int, inputs: dict[str, np.ndarray]) -> str | None:
         """One run at ``bucket``, timed into the latency table; why it failed, or None."""
@@ -229,7 +247,7 @@ class BatchedModel:
             began = time.perf_counter()
             self.inner.predict(inputs)  # the first call at a size pays for it, once
             self.batcher.latency.seed(bucket, time.perf_counter() - began)
-        except Exception as exc:
+        except FAILURES as exc:
             return f"{bucket}: {type(exc).__name__}: {str(exc)[:120]}"
         return None
 
@@ -248,12 +266,20 @@ class BatchedModel:
 
     def close(self) -> None:
         """Stop warming, unregister, stop taking requests; once the warmup's run under way
-        (if any) has ended, close the inner model."""
+        (if any) has ended, or after ``close_wait`` seconds (logged), close the inner
+        model."""
         self._closing.set()
         unregister(self)
         self.batcher.close()
         if self._warmer is not None:
-            self._warmer.join()
+            self._warmer.join(self._close_wait)
+            if self._warmer.is_alive():
+                _log.warning(
+                    "model %r: a bucket's warm run did not end within %g s of the unload; "
+                    "closing the model anyway (the run ends on its own, its result unused)",
+                    self.name,
+                    self._close_wait,
+                )
         self.inner.close()
 
 

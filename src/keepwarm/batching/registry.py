@@ -62,6 +62,7 @@ class BatcherView:
     queued: int
     max_queue: int
     batch_seconds: Mapping[int, float]  # the latency table: bucket -> seconds per batch
+    warm_failure: str | None = None  # why buckets past the cap were not warmed
 
 
 def live_batchers() -> list[BatcherView]:
@@ -76,6 +77,7 @@ def live_batchers() -> list[BatcherView]:
             m.batcher.queued,
             m.batcher.max_queue,
             m.batcher.latency.snapshot(),
+            m.warm_failure,
         )
         for m in models
     ]

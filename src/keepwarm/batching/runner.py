@@ -11,6 +11,7 @@ import numpy as np
 
 from keepwarm.batching.latency import LatencyTable
 from keepwarm.batching.merge import Arrays, PadAxes, bucket_for, buckets, merge, split
+from keepwarm.errors import escaped
 
 Predict = Callable[[Arrays], Arrays]
 
@@ -18,7 +19,10 @@ Predict = Callable[[Arrays], Arrays]
 @dataclass(slots=True)
 class Outcome:
     """What a batch gave: each request's outputs (in order), or ``error``; ``seconds``:
-    how long the model took at ``bucket`` (None: not timed), for the latency table."""
+    how long the model took at ``bucket`` (None: not timed), for the latency table.
+    ``interrupt``: the ``KeyboardInterrupt`` the model raised (``error`` is then the
+    requests' ``InternalError``), for a caller on its own thread to raise again once
+    the batch is answered (Ctrl-C is not hidden)."""
 
     results: list[Arrays]
     bucket: int  # the size the model saw (0: a request that cannot be batched)
@@ -26,6 +30,7 @@ class Outcome:
     padded: int  # the rows the model saw
     error: Exception | None = None
     seconds: float | None = None
+    interrupt: KeyboardInterrupt | None = None
 
     def deliver(self, futures: list[Future[Arrays]]) -> None:
         """Each future its request's outputs, or the batch's error."""
@@ -76,15 +81,15 @@ class BatchRunner:
                 began = time.perf_counter()
                 outputs = self.predict(inputs)
                 seconds = time.perf_counter() - began
-            except Exception as exc:
-                return Outcome([], rows, rows, 0, exc)
+            except BaseException as exc:
+                return self._failed(rows, rows, exc)
             return Outcome([outputs], rows, rows, rows, None, seconds)
         if 0 < rows < self.max_batch_size:
             return self._run_merged([inputs], [rows], bucket_for(rows, self.max_batch_size))
         try:
             return Outcome([self.predict(inputs)], rows, rows, rows)
-        except Exception as exc:
-            return Outcome([], rows, rows, 0, exc)
+        except BaseException as exc:
+            return self._failed(rows, rows, exc)
 
     def _run_merged(self, parts: list[Arrays], rows: list[int], bucket: int) -> Outcome:
         total, seconds = sum(rows), None
@@ -95,8 +100,20 @@ class BatchRunner:
             seconds = time.perf_counter() - began
             results = split(outputs, merged, self.name, self.crop_axes)
             return Outcome(results, bucket, total, merged.padded_rows, None, seconds)
-        except Exception as exc:
-            return Outcome([], bucket, total, 0, exc, seconds)
+        except BaseException as exc:
+            return self._failed(bucket, total, exc, seconds)
+
+    def _failed(
+        self, bucket: int, rows: int, exc: BaseException, seconds: float | None = None
+    ) -> Outcome:
+        """A batch whose model raised ``exc``: one that is not an ``Exception``
+        (``sys.exit()``, ``GeneratorExit``, ``KeyboardInterrupt``) answers its requests
+        with an ``InternalError`` too, so that their futures are answered and the slot is
+        given back; a ``KeyboardInterrupt`` is kept for the caller's own thread."""
+        if isinstance(exc, Exception):
+            return Outcome([], bucket, rows, 0, exc, seconds)
+        interrupt = exc if isinstance(exc, KeyboardInterrupt) else None
+        return Outcome([], bucket, rows, 0, escaped(self.name, exc), seconds, interrupt)
 
     def run_pieces(self, inputs: Arrays, rows: int, cap: int) -> Outcome:
         """A request of more than ``cap`` rows while the buckets past ``cap`` warm: run
@@ -109,7 +126,7 @@ class BatchRunner:
             size = min(cap, rows - start)
             outcome = self.run_one(part, size)
             if outcome.error is not None:
-                return Outcome([], cap, rows, 0, outcome.error)
+                return Outcome([], cap, rows, 0, outcome.error, None, outcome.interrupt)
             piece = outcome.results[0]
             if any(np.ndim(a) == 0 or len(a) != size for a in piece.values()):
                 return self._run_merged([inputs], [rows], bucket_for(rows, self.max_batch_size))

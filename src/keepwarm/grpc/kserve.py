@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 import numpy as np
 from google.protobuf import json_format
 
-from keepwarm.control import bearer
+from keepwarm.control import bearer, check_parameters
 from keepwarm.errors import UnavailableError
 from keepwarm.grpc.errors import leaving, mapped
 from keepwarm.grpc.protos.inference import grpc_service_pb2 as pb
@@ -94,11 +94,13 @@ class KServeServicer:
 
     @mapped
     def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
+        check_parameters("load", request.parameters)
         self.service.load_blocking(request.model_name, token(context))
         return pb.RepositoryModelLoadResponse()
 
     @mapped
     def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
+        check_parameters("unload", request.parameters)
         self.service.unload_blocking(request.model_name, token(context))
         return pb.RepositoryModelUnloadResponse()
 

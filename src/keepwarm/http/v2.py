@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keepwarm.control import bearer
+from keepwarm.control import bearer, check_parameters
 from keepwarm.errors import InvalidInputError, UnavailableError
 from keepwarm.http.messages import (
     INLINE_DECODE_BYTES,
@@ -83,16 +83,32 @@ class V2Routes:
             options = jsonio.loads(body, max_depth=self.max_json_depth)
             if not isinstance(options, dict):
                 raise InvalidInputError("the index request body must be a JSON object")
-            return json_response(self.service.index(ready_only=bool(options.get("ready"))))
+            ready = options.get("ready", False)
+            if not isinstance(ready, bool):
+                raise InvalidInputError(f"'ready' must be true or false, got {ready!r}")
+            return json_response(self.service.index(ready_only=ready))
         return json_response(self.service.index())
 
     async def load(self, request: Request) -> Response:
+        await self._parameters(request, "load")
         await self.service.load(request.params["model"], bearer(request.header(b"authorization")))
         return json_response({})
 
     async def unload(self, request: Request) -> Response:
+        await self._parameters(request, "unload")
         await self.service.unload(request.params["model"], bearer(request.header(b"authorization")))
         return json_response({})
+
+    async def _parameters(self, request: Request, action: str) -> None:
+        """A load or unload body: none, or an object whose ``parameters`` keepwarm honours."""
+        body = await request.body()
+        if not body.strip():
+            return
+        options = jsonio.loads(body, max_depth=self.max_json_depth)
+        found = options.get("parameters", {}) if isinstance(options, dict) else None
+        if not isinstance(found, dict):
+            raise InvalidInputError(f"the {action} request body must be a JSON object")
+        check_parameters(action, found)
 
     async def infer(self, request: Request) -> Response:
         service = self.service

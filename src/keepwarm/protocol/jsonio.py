@@ -153,4 +153,20 @@ def text_array(array: np.ndarray) -> np.ndarray:
 
 def _mismatch(tensor: str, dtype: np.dtype[Any], array: np.ndarray) -> InvalidInputError:
     got = "strings" if array.dtype.kind in TEXT_KINDS else array.dtype.name
+    if array.dtype == OBJECT:  # strings, or what JSON gave that is no tensor value
+        odd = [v for v in array.reshape(-1)[:1000] if not isinstance(v, str | bytes)][:1]
+        got = json_kind(odd[0]) if odd else got
     return InvalidInputError(f"input {tensor!r}: expected {dtype.name} values, got {got}")
+
+
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words (for error messages)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"

@@ -88,9 +88,11 @@ def _rows(
     columns: dict[str, list[Any]] = {name: [] for name in first}
     for i, row in enumerate(instances):
         if not isinstance(row, dict) or row.keys() != columns.keys():
+            kind = f"is {jsonio.json_kind(row)}, not an object of inputs"
+            given = f"has inputs {sorted(row)}" if isinstance(row, dict) else kind
             raise InvalidInputError(
-                f'"instances"[{i}] has inputs {sorted(row) if isinstance(row, dict) else row!r}'
-                f"; every instance must name the same inputs as the first {sorted(columns)}"
+                f'"instances"[{i}] {given}; every instance must name the same inputs as the '
+                f"first {sorted(columns)}"
             )
         for name, item in row.items():
             columns[name].append(item)

@@ -103,7 +103,11 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[str, np.nd
     if size is not None:
         if "data" in raw:
             raise InvalidInputError(f"input {name!r}: both 'data' and binary_data_size given")
-        if type(size) is not int or size < 0 or offset + size > len(binary):
+        if type(size) is not int or size < 0:
+            raise InvalidInputError(
+                f"input {name!r}: binary_data_size must be an integer >= 0, got {size!r}"
+            )
+        if offset + size > len(binary):
             raise InvalidInputError(
                 f"input {name!r}: binary_data_size {size!r} does not fit the "
                 f"{len(binary) - offset} bytes left in the body"
@@ -167,7 +171,11 @@ def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
         if params.get("classification"):
             raise InvalidInputError("the classification extension is not supported")
         binary = params.get("binary_data")
-        wanted.append(RequestedOutput(item["name"], binary if isinstance(binary, bool) else None))
+        if binary is not None and not isinstance(binary, bool):
+            raise InvalidInputError(
+                f"output {item['name']!r}: binary_data must be true or false, got {binary!r}"
+            )
+        wanted.append(RequestedOutput(item["name"], binary))
     return tuple(wanted)
 
 

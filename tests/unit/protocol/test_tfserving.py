@@ -73,6 +73,8 @@ def test_columnar_format() -> None:
         ({"instances": [[1, 2], [3]]}, ONE, "rectangular"),
         ({"instances": [["a", "b"]]}, ONE, "got strings"),
         ({"instances": [{"a": [1, 2], "s": "x"}, {"a": [1, 2]}]}, TWO, "same inputs"),
+        ({"instances": [{"x": [1, 2]}, [1, 2]]}, ONE, r"\[1\] is an array, not an object of"),
+        ({"instances": [[None, 2]]}, ONE, "expected float32 values, got null"),
         ({"inputs": {"nope": [1]}}, TWO, "unknown input 'nope'"),
         ({"inputs": [[1, 2]]}, TWO, "takes 2 inputs"),
         ({"inputs": {"a": [[1, 2]], "s": [{"b64": "!!not base64"}]}}, TWO, "not valid base64"),

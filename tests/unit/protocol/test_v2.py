@@ -121,8 +121,28 @@ HOSTILE = [
     (body({"name": "x", "datatype": "INT32", "shape": [1], "data": [1.5]}), "expected int32"),
     (body({"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}), "got strings"),
     (body({"name": "x", "datatype": "UINT8", "shape": [1], "data": [300]}), "out of range"),
-    (body({"name": "x", "datatype": "FP32", "shape": [1], "data": [None]}), "expected float32"),
+    (
+        body({"name": "x", "datatype": "FP32", "shape": [1], "data": [None]}),
+        "float32 values, got null",
+    ),
+    (body({"name": "x", "datatype": "FP32", "shape": [1], "data": {"a": 1}}), "got an object"),
+    (body({"name": "x", "datatype": "FP32", "shape": [2], "data": ["a", None]}), "got null"),
     (body({"name": "x", "datatype": "FP32", "shape": [1]}), "no 'data'"),
+    (
+        body(
+            {"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": "4"}}
+        ),
+        "binary_data_size must be an integer >= 0, got '4'",
+    ),
+    (
+        orjson.dumps(
+            {
+                **orjson.loads(body({"name": "x", "datatype": "FP32", "shape": [1], "data": [1]})),
+                "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}],
+            }
+        ),
+        "binary_data must be true or false, got 'yes'",
+    ),
     (body({"datatype": "FP32", "shape": [1], "data": [1]}), "string 'name'"),
     (
         body(
