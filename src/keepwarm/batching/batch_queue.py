@@ -73,6 +73,7 @@ class BatchQueue:
     def append(self, item: Item) -> None:
         self.items.append(item)
         self.rate.arrived(max(item.rows, 1), item.queued_at)
+        self.pipeline.arrived(item.rows)
 
     def purge(self, now: float) -> None:
         """Drop cancelled requests."""

@@ -20,10 +20,13 @@ a millisecond) and a few clients batch as before. (Sizes are not chosen by compa
 table's figures per row: on a shared machine they move 2-4x between buckets measured a
 minute apart, which turned the choice on and off at random.)
 
-"In the system" counts the rows queued, running, and those of batches that ended since
-the last batch was taken (their clients are on their way back). It is the highest such
-count seen lately, lowered by one row per batch taken, so that it follows clients that
-leave.
+"In the system" counts the rows queued, running, and those answered since the last batch
+began (on their way back; each arrival is taken as one of them coming back, so that none
+counts twice). It is the highest such count seen lately, lowered by one row per batch
+taken, so that it follows clients that leave. "Long" takes the latency table's figures
+measured while serving, from ``MIN_HALF_ROWS`` rows up to the half: a seeded figure (a
+bucket's first call, at warmup: an upper bound) never counts, nor one bucket alone
+slowed once.
 
 Not thread-safe: the batcher calls every method under its lock.
 """
@@ -48,12 +51,16 @@ class Pipeline:
         self.running_rows = 0
         self.seen = 0  # rows in the system lately (see the module docstring)
         self.on = False  # the last ``limit`` ran batches one at a time, by halves
-        self._returning = 0  # rows of batches ended since the last batch was taken
+        self._returning = 0  # rows answered since the last batch began, not back yet
+
+    def arrived(self, rows: int) -> None:
+        """A request queued: taken as one of those answered coming back."""
+        self._returning = max(0, self._returning - rows)
 
     def started(self, rows: int) -> None:
         self.running_rows += rows
         self.seen = max(0, self.seen - 1)
-        self._returning = 0
+        self._returning = 0  # counted in ``seen`` already; a client gone stays uncounted
 
     def finished(self, rows: int) -> None:
         self.running_rows -= rows
@@ -71,9 +78,16 @@ class Pipeline:
         return 0 if others else half
 
     def _long(self, rows: int) -> bool:
-        """Whether a batch of ``rows`` (the largest bucket in them) takes long."""
-        seconds = self.latency.get(max(b for b in self.latency.buckets if b <= rows))
-        return seconds is not None and seconds >= LONG_BATCH_SECONDS
+        """Whether batches of ``MIN_HALF_ROWS`` up to ``rows`` take long: each measured
+        one of those buckets (at least one), so that a batch slowed once (a preempted
+        thread) at a size that seldom runs does not count."""
+        figures = [
+            self.latency.measured(bucket)
+            for bucket in self.latency.buckets
+            if MIN_HALF_ROWS <= bucket <= rows
+        ]
+        known = [seconds for seconds in figures if seconds is not None]
+        return bool(known) and min(known) >= LONG_BATCH_SECONDS
 
     def alone(self, running: int) -> bool:
         """Whether a request may run alone, at once, beside ``running`` batches."""

@@ -54,10 +54,35 @@ def test_the_rows_seen_follow_clients_that_leave() -> None:
     pipeline = Pipeline(_table(LONG))
     assert pipeline.limit(32, 0) == 16
     for _ in range(40):  # 8 clients left: each batch taken lowers the count by one row
+        pipeline.arrived(8)
+        pipeline.limit(8, 0)
         pipeline.started(8)
         pipeline.finished(8)
-        pipeline.limit(0, 0)
-    assert pipeline.seen == 8 and pipeline.limit(0, 1) is None and pipeline.alone(1)
+    assert pipeline.limit(0, 1) is None and pipeline.seen == 8 and pipeline.alone(1)
+
+
+def test_a_request_that_came_back_counts_once() -> None:
+    pipeline = Pipeline(_table(LONG))
+    pipeline.started(16)
+    pipeline.finished(16)  # answered: 16 clients on their way back
+    for _ in range(16):
+        pipeline.arrived(1)  # ... and back, queued
+    assert pipeline.limit(16, 0) == 8 and pipeline.seen == 16  # not 32: halves of 16
+
+
+def test_seeded_figures_never_count_as_long() -> None:
+    table = LatencyTable(32)
+    for bucket in table.buckets:
+        table.seed(bucket, 1.0)  # a first call at each size, at warmup: an upper bound
+    assert Pipeline(table).limit(32, 1) is None
+    table.record(16, 0.2)  # measured while serving
+    assert Pipeline(table).limit(32, 1) == 0
+
+
+def test_one_size_slowed_once_does_not_count_as_long() -> None:
+    fluke = _table({**SHORT, 8: 0.03})  # a batch of 8, rarely run, once preempted
+    assert Pipeline(fluke).limit(32, 1) is None
+    assert Pipeline(fluke).limit(16, 1) == 0  # halves of 8: its own figure is all there is
 
 
 def _closed_loop(table: LatencyTable, clients: int, trip: float, batches: int) -> list[int]:
@@ -69,13 +94,17 @@ def _closed_loop(table: LatencyTable, clients: int, trip: float, batches: int) -
         arm=lambda _at: None,
     )  # fmt: skip
     arrivals = [(0.0, n) for n in range(clients)]
-    now, sizes = 0.0, []
-    for _ in range(batches):
+
+    def arrive(until: float) -> None:  # the requests sent by ``until``, in order
         arrivals.sort()
-        while arrivals and arrivals[0][0] <= now:
+        while arrivals and arrivals[0][0] <= until:
             at, client = arrivals.pop(0)
             x = np.full((1, 3), client, np.float32)
             queue.append(Item({"x": x}, 1, ("x",), Future(), None, at))
+
+    now, sizes = 0.0, []
+    for _ in range(batches):
+        arrive(now)
         if not queue.items:  # the slot idles until the next request comes
             sizes.append(0)
             now = arrivals[0][0]
@@ -84,6 +113,7 @@ def _closed_loop(table: LatencyTable, clients: int, trip: float, batches: int) -
         assert batch and not expired
         sizes.append(len(batch))
         now += table.get(max(b for b in table.buckets if b <= len(batch))) or 0.0
+        arrive(now)  # while the batch ran
         queue.pipeline.finished(len(batch))
         arrivals += [(now + trip, int(item.inputs["x"][0, 0])) for item in batch]
     return sizes
