@@ -69,9 +69,10 @@ class Pipeline:
     def limit(self, queued_rows: int, others: int) -> int | None:
         """The rows the next batch may take: None (no bound from here: short batches or
         few requests), 0 (none now: ``others`` batches run, and batches run one at a
-        time), else about half of the rows in the system."""
+        time), else half of the rows in the system, down to a bucket (padding a batch
+        up to its bucket would be work for nothing)."""
         self.seen = max(self.seen, queued_rows + self.running_rows + self._returning)
-        half = -(-self.seen // 2)
+        half = max(b for b in self.latency.buckets if b <= max(1, self.seen // 2))
         self.on = half >= MIN_HALF_ROWS and self._long(half)
         if not self.on:
             return None
