@@ -20,13 +20,14 @@ a millisecond) and a few clients batch as before. (Sizes are not chosen by compa
 table's figures per row: on a shared machine they move 2-4x between buckets measured a
 minute apart, which turned the choice on and off at random.)
 
-"In the system" counts the rows queued, running, and those answered since the last batch
-began (on their way back; each arrival is taken as one of them coming back, so that none
-counts twice). It is the highest such count seen lately, lowered by one row per batch
-taken, so that it follows clients that leave. "Long" takes the latency table's figures
-measured while serving, from ``MIN_HALF_ROWS`` rows up to the half: a seeded figure (a
-bucket's first call, at warmup: an upper bound) never counts, nor one bucket alone
-slowed once.
+"In the system" counts the rows queued, running, and those answered since the batch before
+the last began (on their way back: under load a request's trip back can outlast a batch;
+each arrival is taken as one of them coming back, so that none counts twice; older ones
+are taken as gone, as clients that closed are). It is the highest such count seen
+lately, lowered by one row per batch taken, so that it follows clients that leave.
+"Long" takes the latency table's figures measured while serving, from ``MIN_HALF_ROWS``
+rows up to the half: a seeded figure (a bucket's first call, at warmup: an upper bound)
+never counts, nor one bucket alone slowed once.
 
 Not thread-safe: the batcher calls every method under its lock.
 """
@@ -51,27 +52,33 @@ class Pipeline:
         self.running_rows = 0
         self.seen = 0  # rows in the system lately (see the module docstring)
         self.on = False  # the last ``limit`` ran batches one at a time, by halves
-        self._returning = 0  # rows answered since the last batch began, not back yet
+        # Rows answered and not back yet: since the last batch began (``_answered``) and
+        # in the batch before (``_earlier``); older ones are taken as gone.
+        self._answered = 0
+        self._earlier = 0
 
     def arrived(self, rows: int) -> None:
         """A request queued: taken as one of those answered coming back."""
-        self._returning = max(0, self._returning - rows)
+        earlier = min(self._earlier, rows)
+        self._earlier -= earlier
+        self._answered = max(0, self._answered - (rows - earlier))
 
     def started(self, rows: int) -> None:
         self.running_rows += rows
         self.seen = max(0, self.seen - 1)
-        self._returning = 0  # counted in ``seen`` already; a client gone stays uncounted
+        self._earlier, self._answered = self._answered, 0
 
     def finished(self, rows: int) -> None:
         self.running_rows -= rows
-        self._returning += rows
+        self._answered += rows
 
     def limit(self, queued_rows: int, others: int) -> int | None:
         """The rows the next batch may take: None (no bound from here: short batches or
         few requests), 0 (none now: ``others`` batches run, and batches run one at a
         time), else half of the rows in the system, down to a bucket (padding a batch
         up to its bucket would be work for nothing)."""
-        self.seen = max(self.seen, queued_rows + self.running_rows + self._returning)
+        out = self._answered + self._earlier
+        self.seen = max(self.seen, queued_rows + self.running_rows + out)
         half = max(b for b in self.latency.buckets if b <= max(1, self.seen // 2))
         self.on = half >= MIN_HALF_ROWS and self._long(half)
         if not self.on:

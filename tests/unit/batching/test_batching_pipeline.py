@@ -70,6 +70,20 @@ def test_a_request_that_came_back_counts_once() -> None:
     assert pipeline.limit(16, 0) == 8 and pipeline.seen == 16  # not 32: halves of 16
 
 
+def test_a_trip_back_may_outlast_a_batch_but_not_two() -> None:
+    pipeline = Pipeline(_table(LONG))
+    pipeline.started(16)
+    pipeline.finished(16)  # 16 answered, whose clients then close
+    pipeline.started(1)  # the next batch begins: the 16 may still be on their way
+    assert pipeline.limit(0, 1) == 0 and pipeline.seen == 17
+    for _ in range(30):  # one client left, one row at a time
+        pipeline.finished(1)
+        pipeline.arrived(1)
+        pipeline.limit(1, 0)
+        pipeline.started(1)
+    assert pipeline.seen <= 2 and not pipeline.on  # the 16 were taken as gone
+
+
 def test_seeded_figures_never_count_as_long() -> None:
     table = LatencyTable(32)
     for bucket in table.buckets:
@@ -149,9 +163,9 @@ def test_the_batcher_runs_long_batches_one_at_a_time_by_halves() -> None:
     batcher, model, executor = _filled(LONG)
     # The first slot's batch ended with 30 queued and the other slot's batch running:
     # it took none (a second batch at once would share the cores); the other took half,
-    # then at most half of the rest (15, down to bucket 8: the 16 answered count as
-    # coming back), in the sizes the latency table finds cheapest per row.
-    assert model.calls[:3] == [1, 1, 16] and max(model.calls[3:]) == 8
+    # then the rest (14, padded to 16): with the 18 answered, on their way back, the
+    # system still holds 32.
+    assert model.calls == [1, 1, 16, 16]
     ran = len(model.calls)
     first = batcher.submit({"x": np.ones((1, 3), np.float32)})
     assert len(executor.jobs) == 1  # held: a batch runs
