@@ -25,3 +25,10 @@ def tree_cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total
+
+
+def thread_cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """CPU seconds of one thread of ``pid`` (default: its main thread, an event loop's in
+    ``keepwarm serve``), in nanoseconds' precision (``schedstat``)."""
+    text = Path(f"/proc/{pid}/task/{pid if tid is None else tid}/schedstat").read_text()
+    return int(text.split()[0]) / 1e9

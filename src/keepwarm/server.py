@@ -183,6 +183,9 @@ async def _start_http(service: Any, cfg: ServerSettings, token: str | None, out:
         access_log=False,
         server_header=False,
         date_header=False,
+        # No X-Forwarded-* rewriting of the client's address: nothing here reads it, and
+        # the middleware is a layer on every request.
+        proxy_headers=False,
         # After the drain (requests answered), connections still open get this long to
         # finish sending; an idle or half-open one (a stalled TLS handshake) is then closed.
         timeout_graceful_shutdown=SEND_GRACE_SECONDS,

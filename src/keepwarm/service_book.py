@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,13 +27,25 @@ class Gone(Exception):
 
 
 class Record:
-    """One request as it runs: the version that answered (``label``) and its ``timing``."""
+    """One request as it runs: the version that answered (``label``) and its ``timing``.
+    The block of ``RequestBook.track`` (a class, not a generator: it is on every request)."""
 
-    __slots__ = ("label", "timing")
+    __slots__ = ("_book", "_name", "_protocol", "label", "timing")
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, book: RequestBook, name: str, protocol: str) -> None:
         self.label = ""  # the version, once one answered
         self.timing = Timing(started)
+        self._book = book
+        self._name = name
+        self._protocol = protocol
+
+    def __enter__(self) -> Record:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        self._book.end(self, self._name, self._protocol, exc)
 
     def run(
         self,
@@ -87,41 +98,48 @@ class RequestBook:
         self._in_flight = 0
         self._idle: asyncio.Event | None = None  # made on the loop, when draining begins
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Read at each scrape, not counted per request.
+        metrics.in_flight.set_function(lambda: self._in_flight)
 
-    @contextmanager
-    def track(self, name: str, protocol: str) -> Iterator[Record]:
-        """Count the request in flight while it runs (refused when draining) and record
-        how it ended: OK, its error's code, or CANCELLED (its client went away)."""
-        record = Record(time.perf_counter())
-        code = "OK"
+    def track(self, name: str, protocol: str) -> Record:
+        """A context manager: count the request in flight while its block runs (refused
+        when draining) and record how it ended: OK, its error's code, or CANCELLED (its
+        client went away)."""
+        record = Record(time.perf_counter(), self, name, protocol)
         with self._lock:
             self._in_flight += 1
-        self.metrics.in_flight.inc()
-        try:
-            if self.draining:
-                raise UnavailableError("the server is shutting down; retry on another server")
-            yield record
-        except KeepwarmError as exc:
+        if self.draining:
+            refused = UnavailableError("the server is shutting down; retry on another server")
+            self.end(record, name, protocol, refused)
+            raise refused
+        return record
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def end(self, record: Record, name: str, protocol: str, exc: BaseException | None) -> None:
+        """The request of ``record`` ended, with ``exc`` (None: answered)."""
+        if exc is None:
+            code = "OK"
+        elif isinstance(exc, KeepwarmError):
             code = exc.code.value
-            raise
-        except (asyncio.CancelledError, Gone):  # the client went away (or its deadline passed)
-            code = "CANCELLED"
-            raise
-        finally:
-            self.metrics.in_flight.dec()
-            elapsed = time.perf_counter() - record.timing.started
-            label = record.label
-            if label:  # the request reached a version
-                self.metrics.request(name, label, protocol, code, elapsed)
-                timing = record.timing if code == "OK" else None
-                self.statistics.record(name, label, elapsed, timing)
-            else:  # names not served are not labels: clients must not grow the series
-                self.metrics.request("", "", protocol, code, elapsed)
-            with self._lock:
-                self._in_flight -= 1
-                idle = self._in_flight == 0 and self._idle is not None
-            if idle:
-                self._set_idle()
+        elif isinstance(exc, asyncio.CancelledError | Gone):
+            code = "CANCELLED"  # the client went away (or its deadline passed)
+        else:
+            code = "OK"
+        elapsed = time.perf_counter() - record.timing.started
+        label = record.label
+        if label:  # the request reached a version
+            self.metrics.request(name, label, protocol, code, elapsed)
+            self.statistics.record(name, label, elapsed, record.timing if code == "OK" else None)
+        else:  # names not served are not labels: clients must not grow the series
+            self.metrics.request("", "", protocol, code, elapsed)
+        with self._lock:
+            self._in_flight -= 1
+            idle = self._in_flight == 0 and self._idle is not None
+        if idle:
+            self._set_idle()
 
     def drain(self) -> None:
         """From now on new requests are refused (call on the event loop)."""

@@ -4,9 +4,8 @@ root (never by absolute path), and a framework's exceptions turned into typed er
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from keepwarm.errors import InternalError, InvalidInputError, KeepwarmError
 
@@ -25,18 +24,11 @@ class Scrubber:
             return InvalidInputError(f"model {name!r} refused the input: {text}")
         return InternalError(f"model {name!r} failed: {kind}: {text}")
 
-    @contextmanager
-    def mapped(self, name: str, passing: tuple[type[Exception], ...] = ()) -> Iterator[None]:
-        """Errors leave the block as the service's own: typed ones scrubbed of absolute
-        paths, a framework's translated (model ``name``); ``passing`` ones untouched."""
-        try:
-            yield
-        except KeepwarmError as exc:
-            raise self.scrubbed(exc) from None
-        except passing:
-            raise
-        except Exception as exc:
-            raise self.translated(name, exc) from None
+    def mapped(self, name: str, passing: tuple[type[Exception], ...] = ()) -> _Mapped:
+        """A context manager: errors leave its block as the service's own: typed ones
+        scrubbed of absolute paths, a framework's translated (model ``name``); ``passing``
+        ones untouched."""
+        return _Mapped(self, name, passing)
 
     def scrubbed(self, exc: KeepwarmError) -> KeepwarmError:
         message = self.public(exc.message)
@@ -51,6 +43,29 @@ class Scrubber:
         for root in self._roots:
             text = text.replace(root + os.sep, "").replace(root, "the repository")
         return text
+
+
+class _Mapped:
+    """``Scrubber.mapped``'s block (a class, not a generator: it is on every request)."""
+
+    __slots__ = ("_name", "_passing", "_scrubber")
+
+    def __init__(self, scrubber: Scrubber, name: str, passing: tuple[type[Exception], ...]) -> None:
+        self._scrubber = scrubber
+        self._name = name
+        self._passing = passing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if isinstance(exc, KeepwarmError):
+            raise self._scrubber.scrubbed(exc) from None
+        if not isinstance(exc, Exception) or isinstance(exc, self._passing):
+            return  # none, a BaseException, or one to pass untouched
+        raise self._scrubber.translated(self._name, exc) from None
 
 
 def _root_spellings(root: str) -> list[str]:

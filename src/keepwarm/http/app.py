@@ -23,6 +23,9 @@ from keepwarm.service_names import check_name
 
 log = logging.getLogger("keepwarm.http")
 OPENAPI = Path(__file__).with_name("openapi.json")
+#: How many resolved paths are kept (all are dropped when full: clients' paths cannot
+#: grow it without bound).
+RESOLVED_PATHS = 1024
 
 
 class HttpApp:
@@ -40,6 +43,14 @@ class HttpApp:
         routes += TfServingRoutes(service, max_json_depth=max_json_depth).routes()
         routes += V2Routes(service, max_json_depth=max_json_depth).routes()
         self.router = Router(routes)
+        # (method, raw path) -> its route and checked parameters: the hot path skips the
+        # split, the percent-decoding, the match and the name checks of a path seen before.
+        self._resolved: dict[tuple[str, bytes], tuple[Route, dict[str, str]]] = {}
+
+    @property
+    def resolved_paths(self) -> int:
+        """How many resolved paths are remembered (at most ``RESOLVED_PATHS``)."""
+        return len(self._resolved)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -68,6 +79,22 @@ class HttpApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         raw_path = scope.get("raw_path") or scope["path"].encode()
+        key = (scope["method"], raw_path)
+        found = self._resolved.get(key)
+        if found is None:
+            resolved = self._resolve(scope, raw_path)
+            if isinstance(resolved, Response):
+                return resolved
+            found = resolved
+            if len(self._resolved) >= RESOLVED_PATHS:
+                self._resolved.clear()
+            self._resolved[key] = found
+        route, params = found
+        return await route.handler(Request(scope, receive, dict(params), self.max_body_bytes))
+
+    def _resolve(self, scope: Scope, raw_path: bytes) -> tuple[Route, dict[str, str]] | Response:
+        """The route of ``raw_path`` and its parameters, names checked (a bad one raises);
+        a 405 response when the path exists for another method only."""
         try:
             route, params, other = self.router.match(scope["method"], raw_path.split(b"?", 1)[0])
         except UnicodeDecodeError:
@@ -86,7 +113,7 @@ class HttpApp:
             raise InvalidInputError(
                 f"version {version!r}: versions are positive integers (labels: /labels/NAME)"
             )
-        return await route.handler(Request(scope, receive, params, self.max_body_bytes))
+        return route, params
 
     async def metrics(self, request: Request) -> Response:
         metrics = self.service.metrics

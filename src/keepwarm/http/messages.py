@@ -74,9 +74,8 @@ class Request:
         self.query: bytes = scope.get("query_string", b"")
         self.max_body = max_body
         self._receive = receive
-        self.headers: dict[bytes, bytes] = {}
-        for key, value in scope["headers"]:
-            self.headers[key.lower()] = value
+        # ASGI servers give header names lowercased; a repeated header's last value wins.
+        self.headers: dict[bytes, bytes] = dict(scope["headers"])
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)

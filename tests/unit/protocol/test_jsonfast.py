@@ -86,6 +86,20 @@ def test_a_numeric_array_is_what_numpy_makes_of_the_list(numbers: list[float]) -
     np.testing.assert_array_equal(fast["data"], expected)
 
 
+@pytest.mark.parametrize(
+    "numbers", [[0.5, 3, -(2**62)], [1, 0.5], [2.0, 1e10, -1e-300], [7, 8, 2**62], [1.5]]
+)
+def test_float_first_int_first_and_mixed_arrays_read_as_numpy_reads_them(
+    numbers: list[float],
+) -> None:
+    body = orjson.dumps({"data": numbers}) + PAD.encode()
+    fast = jsonfast.loads(body, 64)
+    assert fast is not None
+    expected = np.asarray(numbers)
+    assert fast["data"].dtype == expected.dtype
+    np.testing.assert_array_equal(fast["data"], expected)
+
+
 def test_an_image_tensor_decodes_to_the_same_array_through_v2() -> None:
     x = np.random.default_rng(1).random((1, 224, 224, 3), dtype=np.float32)
     tensor = {"name": "image", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel()}

@@ -1,0 +1,115 @@
+"""The floor of ``bench/c1_floor.py``: a bare ASGI app on uvicorn (httptools, uvloop) that
+serves one SavedModel's ``serving_default`` signature on KServe v2 JSON and binary bodies,
+with none of keepwarm's code: read the body, decode it with orjson (a binary body's
+tensor with ``np.frombuffer``), call the signature, encode the answer.
+
+    python bench/bare_mlp.py MODEL_DIR --mode inline   # the call on the event loop
+    python bench/bare_mlp.py MODEL_DIR --mode thread   # the call on one worker thread
+
+Prints ``PORT <n>`` once listening. The switch interval is keepwarm's (0.5 ms), so that
+a hop between threads costs here what it costs in keepwarm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import orjson
+
+HEADER_LENGTH = b"inference-header-content-length"
+
+
+def decode(body: bytes, header_length: int | None) -> tuple[str, np.ndarray]:
+    if header_length is None:
+        tensor = orjson.loads(body)["inputs"][0]
+        data = np.asarray(tensor["data"], dtype=np.float32)
+    else:
+        tensor = orjson.loads(body[:header_length])["inputs"][0]
+        data = np.frombuffer(body, dtype=np.float32, offset=header_length)
+    return tensor["name"], data.reshape(tensor["shape"])
+
+
+def encode(name: str, out: np.ndarray) -> bytes:
+    tensor = {"name": name, "datatype": "FP32", "shape": list(out.shape), "data": out.ravel()}
+    return orjson.dumps(
+        {"model_name": "mlp", "outputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+
+
+def make_app(model_dir: str, mode: str) -> Any:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+    output = next(iter(signature.structured_outputs))
+
+    def call(name: str, x: np.ndarray) -> np.ndarray:
+        result: np.ndarray = signature(**{name: x})[output].numpy()
+        return result
+
+    call(
+        *decode(
+            encode("image", np.zeros((1, 784), np.float32)).replace(b"outputs", b"inputs"), None
+        )
+    )
+    executor = ThreadPoolExecutor(1)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        length = next((int(v) for k, v in scope["headers"] if k.lower() == HEADER_LENGTH), None)
+        name, x = decode(body, length)
+        if mode == "inline":
+            out = call(name, x)
+        else:
+            out = await asyncio.get_running_loop().run_in_executor(executor, call, name, x)
+        answer = encode(output, out)
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(answer)).encode())]  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
+
+
+async def serve(app: Any) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, loop="none", http="httptools",
+                            lifespan="off", log_level="warning", access_log=False,
+                            server_header=False, date_header=False)  # fmt: skip
+    server = uvicorn.Server(config)
+    config.load()
+    server.lifespan = config.lifespan_class(config)
+    await server.startup()
+    print("PORT", server.servers[0].sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("--mode", choices=("inline", "thread"), default="inline")
+    args = parser.parse_args()
+    sys.setswitchinterval(0.0005)
+    import uvloop
+
+    uvloop.run(serve(make_app(args.model_dir, args.mode)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The MLP at concurrency 1 against its floors (issue 7: p50 at most 0.3 ms above the direct
+call), all measured in one run of interleaved rounds:
+
+- ``direct``: the signature called in-process through ``keepwarm.load`` (no HTTP);
+- ``bare-inline``: a bare ASGI app on uvicorn (httptools, uvloop) calling the signature on
+  the event loop (``bench/bare_mlp.py``);
+- ``bare-thread``: the same with the call on one worker thread (one hop each way);
+- ``kw-on`` / ``kw-off``: ``keepwarm serve`` with the MLP's ``[batching]`` table and
+  without it;
+
+each on KServe v2 JSON and binary bodies (``wrk -t1 -c1``, 8 different bodies rotated).
+Per side: p50, req/s and the server's CPU µs per request (its process tree, ``/proc``).
+
+    python bench/c1_floor.py --models .test-cache/examples/models --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from binary_limit import LUA_BINARY, binary_body
+from peers import first_200
+from proc_stats import tree_cpu_seconds
+from serve import LUA, ROOT, Served, inputs, write_bodies, wrk
+
+MODEL = "mlp"
+
+
+class Bare:
+    """``bench/bare_mlp.py`` in its own process, on a free port."""
+
+    def __init__(self, model_dir: Path, mode: str) -> None:
+        self.name = f"bare-{mode}"
+        self.started = time.perf_counter()
+        here = Path(__file__).with_name("bare_mlp.py")
+        self.proc = subprocess.Popen([sys.executable, str(here), str(model_dir), "--mode", mode],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)  # fmt: skip
+        self.lines: list[str] = []
+        self.url = ""
+        found = threading.Event()
+
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                match = re.match(r"PORT (\d+)", line)
+                if match:
+                    self.url = f"http://127.0.0.1:{match.group(1)}"
+                    found.set()
+            found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not found.wait(120) or not self.url:
+            raise SystemExit(f"{self.name} did not start:\n" + "".join(self.lines))
+
+    def infer_url(self, model: str) -> str:
+        return f"{self.url}/v2/models/{model}/infer"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+class Direct:
+    """The limit: ``keepwarm.load(model).predict`` in this process, one thread."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import keepwarm
+
+        self.model = keepwarm.load(str(model_dir))
+        self.xs = inputs(MODEL, 8)
+        for x in self.xs:
+            self.model.predict(x)
+
+    def run(self, seconds: float) -> dict[str, float]:
+        times: list[float] = []
+        cpu = time.process_time()
+        stop = time.perf_counter() + seconds
+        while (start := time.perf_counter()) < stop:
+            self.model.predict(self.xs[len(times) % len(self.xs)])
+            times.append(time.perf_counter() - start)
+        used = time.process_time() - cpu
+        return {"rps": len(times) / seconds, "p50_ms": statistics.median(times) * 1e3,
+                "p99_ms": sorted(times)[int(len(times) * 0.99)] * 1e3, "failed": 0,
+                "cpu_us": used / len(times) * 1e6}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
+    parser.add_argument("--src", type=Path, default=ROOT / "src", help="keepwarm's source")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/c1_floor.py needs wrk (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as tmp:
+        return run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    repos = {on: work / f"models-{on}" for on in (True, False)}
+    for on, repo in repos.items():
+        shutil.copytree(args.models / MODEL, repo / MODEL)
+        if not on:
+            (repo / MODEL / "model.toml").unlink()
+    scripts = {"json": work / "json.lua", "binary": work / "binary.lua"}
+    scripts["json"].write_text(LUA)
+    scripts["binary"].write_text(LUA_BINARY)
+    bodies: dict[str, list[str]] = {"json": [str(p) for p in write_bodies(work)[MODEL]]}
+    bodies["binary"] = []
+    for i, x in enumerate(inputs(MODEL, 8)):
+        data, length = binary_body(x)
+        (work / f"bin-{i}").write_bytes(data)
+        bodies["binary"].append(f"{work / f'bin-{i}'}:{length}")
+    first = Path(bodies["json"][0]).read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(args.src.resolve())}
+    servers: dict[str, Any] = {}
+    try:
+        servers["bare-inline"] = Bare(repos[False] / MODEL / "1", "inline")
+        servers["bare-thread"] = Bare(repos[False] / MODEL / "1", "thread")
+        servers["kw-on"] = Served(repos[True], env=env)
+        servers["kw-off"] = Served(repos[False], env=env)
+        for server in servers.values():
+            first_200(server, {MODEL: first})
+        direct = Direct(repos[False] / MODEL)
+        table = measure(args, servers, direct, bodies, scripts)
+    finally:
+        for server in servers.values():
+            server.stop()
+    if args.json:
+        args.json.write_bytes(orjson.dumps(table, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def measure(args: argparse.Namespace, servers: dict[str, Any], direct: Direct,
+            bodies: dict[str, list[str]], scripts: dict[str, Path]) -> dict[str, Any]:  # fmt: skip
+    names = ["direct", *servers]
+    table: dict[str, Any] = {}
+    for kind in ("json", "binary"):
+        runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        for server in servers.values():  # unmeasured: connections, first batches
+            wrk(server.infer_url(MODEL), bodies[kind], 1, 1, scripts[kind])
+        for index in range(args.rounds):
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
+                if name == "direct":
+                    runs[name].append(direct.run(args.seconds))
+                    continue
+                server = servers[name]
+                before = tree_cpu_seconds(server.proc.pid)
+                figures = wrk(server.infer_url(MODEL), bodies[kind], 1, args.seconds,
+                              scripts[kind])  # fmt: skip
+                used = tree_cpu_seconds(server.proc.pid) - before
+                figures["cpu_us"] = used / max(figures["rps"] * args.seconds, 1) * 1e6
+                runs[name].append(figures)
+        table[kind] = report(kind, runs)
+    return table
+
+
+def report(kind: str, runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    direct = runs["direct"]
+    print(f"\nMLP c=1 v2 {kind}  (medians over {len(direct)} rounds; "
+          "'above direct': median per-round p50 minus direct's)")  # fmt: skip
+    print(f"{'side':13s}{'req/s':>8s}{'p50 ms':>9s}{'above direct':>14s}{'CPU us/req':>12s}")
+    out = {}
+    for name, mine in runs.items():
+        above = statistics.median(
+            m["p50_ms"] - d["p50_ms"] for m, d in zip(mine, direct, strict=True)
+        )
+        row = {key: statistics.median(r[key] for r in mine) for key in ("rps", "p50_ms", "cpu_us")}
+        row["above_direct_ms"] = above
+        out[name] = row
+        print(f"{name:13s}{row['rps']:8.0f}{row['p50_ms']:9.3f}{above:14.3f}{row['cpu_us']:12.0f}")
+    sys.stdout.flush()
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
