@@ -34,6 +34,7 @@ import orjson
 from peers import first_200
 from proc_stats import tree_cpu_seconds
 from serve import LUA, ROOT, Served, inputs, v2_body, wrk
+from thread_costs import thread_stats
 
 MODEL = "mobilenet_v2"
 LUA_BINARY = r"""
@@ -85,14 +86,20 @@ class Limit:
 
     def run(self, seconds: float) -> dict[str, float]:
         predict, x = self._model.predict, self._x
-        count, before = 0, os.times()
+        count, before, switched = 0, os.times(), switches(os.getpid())
         began = time.perf_counter()
         while time.perf_counter() - began < seconds:
             predict(x)
             count += 32
         took, after = time.perf_counter() - began, os.times()
         used = after.user - before.user + after.system - before.system
-        return {"rps": count / took, "cpu_us": used / count * 1e6}
+        switched = switches(os.getpid()) - switched
+        return {"rps": count / took, "cpu_us": used / count * 1e6, "switches": switched / count}
+
+
+def switches(pid: int) -> int:
+    """Context switches (voluntary and not) of ``pid``'s live threads so far."""
+    return sum(t.voluntary + t.involuntary for t in thread_stats(pid).values())
 
 
 def batch_sizes(url: str) -> dict[int, float]:
@@ -105,11 +112,14 @@ def batch_sizes(url: str) -> dict[int, float]:
 
 def server_run(served: Served, bodies: list[str], seconds: int, script: Path) -> dict[str, Any]:
     """One ``wrk -c32`` run on ``served``: its figures, CPU µs per image, batch sizes."""
-    sizes, before = batch_sizes(served.url), tree_cpu_seconds(served.proc.pid)
+    pid = served.proc.pid
+    sizes, before, switched = batch_sizes(served.url), tree_cpu_seconds(pid), switches(pid)
     figures = wrk(served.infer_url(MODEL), bodies, 32, seconds, script)
-    used = tree_cpu_seconds(served.proc.pid) - before
+    used, switched = tree_cpu_seconds(pid) - before, switches(pid) - switched
     after = batch_sizes(served.url)
-    figures["cpu_us"] = used / max(figures["rps"] * seconds, 1) * 1e6
+    images = max(figures["rps"] * seconds, 1)
+    figures["cpu_us"] = used / images * 1e6
+    figures["switches"] = switched / images
     figures["sizes"] = {
         s: int(n - sizes.get(s, 0)) for s, n in after.items() if n > sizes.get(s, 0)
     }
@@ -143,6 +153,7 @@ def interleaved(
         out[name] = {
             "rps": statistics.median(r["rps"] for r in mine),
             "cpu_us": statistics.median(r["cpu_us"] for r in mine),
+            "switches": statistics.median(r["switches"] for r in mine),
             "p50_ms": statistics.median(r.get("p50_ms", float("nan")) for r in mine),
             "ratio": statistics.median(ratios),
             "ratios": [round(r, 3) for r in ratios],
@@ -189,9 +200,10 @@ def main() -> int:
             for served in servers.values():
                 served.stop()
     print(f"{MODEL} c=32 binary against in-process batch 32 ({args.rounds} rounds; medians)")
-    print(f"{'side':12s}{'img/s':>8s}{'CPU us/img':>12s}{'x limit':>9s}  per round")
+    print(f"{'side':12s}{'img/s':>8s}{'CPU us/img':>12s}{'cs/img':>8s}{'x limit':>9s}  per round")
     for name, x in found.items():
-        print(f"{name:12s}{x['rps']:8.1f}{x['cpu_us']:12.0f}{x['ratio']:9.3f}  {x['ratios']}")
+        print(f"{name:12s}{x['rps']:8.1f}{x['cpu_us']:12.0f}{x['switches']:8.1f}{x['ratio']:9.3f}"
+              f"  {x['ratios']}")  # fmt: skip
     for name in servers:
         print(f"{name} batch sizes per round: {found[name]['sizes']}")
     print(f"load average {os.getloadavg()[0]:.1f} (noisy when high)")

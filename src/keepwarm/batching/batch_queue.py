@@ -3,10 +3,11 @@
 ``take`` drops cancelled requests and returns those whose deadline passed (for the
 batcher to fail outside its lock); then the head and the queued requests of its shape
 that fit beside it, first come first served, up to ``max_batch_size`` rows (fewer when
-the latency table says a smaller batch serves a row for less). A partial batch is held
-(``arm`` is called with the instant to try again) only when the latency table says
-waiting pays, never past ``max_delay``; when a held batch gained no rows, holding stops
-for a while, doubling each time it happens again.
+the latency table says a smaller batch serves a row for less; about half of the requests
+in the system, one batch at a time, when batches take long: ``pipeline``). A partial
+batch is held (``arm`` is called with the instant to try again) only when the latency
+table says waiting pays, never past ``max_delay``; when a held batch gained no rows,
+holding stops for a while, doubling each time it happens again.
 
 Not thread-safe: the batcher calls every method under its lock.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from keepwarm.batching.latency import ArrivalRate, LatencyTable, wait_seconds
 from keepwarm.batching.merge import Arrays
+from keepwarm.batching.pipeline import Pipeline
 from keepwarm.batching.relay import Follower
 from keepwarm.batching.stats import BatchStats
 
@@ -63,6 +65,7 @@ class BatchQueue:
         self.stats = stats
         self.arm = arm
         self.rate = ArrivalRate()
+        self.pipeline = Pipeline(latency)
         self._held_rows = 0  # rows of the batch being held for more (0: none held)
         self._no_wait_until = 0.0  # holding paid nothing lately: not before this
         self._penalty = FIRST_PENALTY
@@ -70,6 +73,7 @@ class BatchQueue:
     def append(self, item: Item) -> None:
         self.items.append(item)
         self.rate.arrived(max(item.rows, 1), item.queued_at)
+        self.pipeline.arrived(item.rows)
 
     def purge(self, now: float) -> None:
         """Drop cancelled requests."""
@@ -86,9 +90,14 @@ class BatchQueue:
         else:
             self.stats.cancelled += 1
 
-    def take(self, now: float, *, force: bool = False) -> tuple[list[Item], list[Item]]:
+    def take(
+        self, now: float, *, force: bool = False, others: int = 0
+    ) -> tuple[list[Item], list[Item]]:
         """The next batch (possibly empty: nothing queued, or waiting pays; never held
-        with ``force``), and requests whose deadline passed (to fail outside the lock)."""
+        with ``force``), and requests whose deadline passed (to fail outside the lock).
+        ``others``: batches running now besides the one this would be (``pipeline``:
+        when batches take long, none is taken while one runs, and a batch takes about
+        half of the requests in the system, after any hold)."""
         expired: list[Item] = []
         queue = self.items
         while True:
@@ -99,6 +108,9 @@ class BatchQueue:
                 else:
                     expired.append(head)
             if not queue:
+                return [], expired
+            bound = self.pipeline.limit(sum(item.rows for item in queue), others)
+            if bound == 0:
                 return [], expired
             batch = self._gather(now)
             total = sum(item.rows for item in batch)
@@ -124,6 +136,8 @@ class BatchQueue:
                     return [], expired
             if self._held_rows:
                 self._judge_wait(total, now)
+            if bound is not None and total > bound:
+                batch = self._gather(now, bound)
             chosen = {id(item) for item in batch}
             if len(chosen) == len(queue) or all(id(queue[i]) in chosen for i in range(len(chosen))):
                 for _ in range(len(chosen)):
@@ -134,6 +148,7 @@ class BatchQueue:
             running = [item for item in batch if item.future.set_running_or_notify_cancel()]
             self.stats.cancelled += len(batch) - len(running)
             if running:
+                self.pipeline.started(sum(item.rows for item in running))
                 return running, expired
 
     def _judge_wait(self, rows: int, now: float) -> None:
@@ -147,11 +162,14 @@ class BatchQueue:
             self._penalty = min(2 * self._penalty, MAX_PENALTY)
         self._held_rows = 0
 
-    def _gather(self, now: float) -> list[Item]:
-        """The head, and the queued requests of its shape that fit beside it, in order."""
+    def _gather(self, now: float, bound: int | None = None) -> list[Item]:
+        """The head, and the queued requests of its shape that fit beside it, in order, up
+        to ``bound`` rows (None: ``max_batch_size``)."""
         head = self.items[0]
         batch = [head]
         limit = min(self.max_batch_size, self.latency.cap)  # no batch past a bucket not warm
+        if bound is not None:
+            limit = min(limit, bound)
         if head.key is None or head.rows >= limit:
             return batch
         total = head.rows

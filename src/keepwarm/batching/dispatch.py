@@ -138,7 +138,7 @@ class Dispatch:
                     raise self._overloaded(len(queue.items))
             queue.append(item)
             free = take and self._running < self._slots
-            batch, expired = queue.take(now) if free else ([], [])
+            batch, expired = queue.take(now, others=self._running) if free else ([], [])
             if batch:
                 self._running += 1
         self.expire(expired)
@@ -161,25 +161,28 @@ class Dispatch:
         rows = rows_of(inputs)
         now = self._clock()
         with self._lock:
-            limit = self._alone
+            limit, crowded = self._alone, False
             if counted:
                 self._callers += 1
                 if self._callers <= self._crowd:
-                    limit = max(limit, self._crowd)
+                    limit, crowded = max(limit, self._crowd), True
             if (
                 self._running >= limit
                 or self.queue.items
+                or not (crowded or self.queue.pipeline.alone(self._running))
                 or self._closed
                 or (deadline is not None and deadline <= now)
             ):
                 return None
             self._running += 1
+            self.queue.pipeline.started(rows)
             self.queue.rate.arrived(rows or 1, now)
         outcome = self._runner.run_one(inputs, rows)
         with self._lock:
             if counted:
                 self._callers -= 1
             account(self.stats, self.latency, outcome, 1)
+            self.queue.pipeline.finished(rows)
             if not self.queue.items or self._running > self._slots:  # the idle case, or
                 self._running -= 1  # a run past the batch slots: the others take the queue
                 return outcome
@@ -245,6 +248,7 @@ class Dispatch:
             waited = [started - item.queued_at for item in batch]
             with self._lock:
                 account(self.stats, self.latency, outcome, len(batch), sum(waited), max(waited))
+                self.queue.pipeline.finished(sum(item.rows for item in batch))
                 done, (batch, expired) = batch, self.next_batch()
                 handed = inline and bool(batch) and hand_over(batch)
             outcome.deliver([item.future for item in done])
@@ -261,7 +265,9 @@ class Dispatch:
         whose deadline passed, or, when nothing gathered meanwhile (or this run was past
         the batch slots), the slot given back."""
         if self.queue.items and self._running <= self._slots:
-            batch, expired = self.queue.take(self._clock(), force=self._closed)
+            batch, expired = self.queue.take(
+                self._clock(), force=self._closed, others=self._running - 1
+            )
         else:
             batch, expired = [], []
         if not batch:
@@ -276,7 +282,7 @@ class Dispatch:
         handed = False
         with self._lock:
             if self._running < self._slots:
-                launch, expired = self.queue.take(self._clock(), force=force)
+                launch, expired = self.queue.take(self._clock(), force=force, others=self._running)
                 if launch:
                     self._running += 1
                     handed = hand_over(launch)

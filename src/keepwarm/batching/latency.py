@@ -56,6 +56,11 @@ class LatencyTable:
     def get(self, bucket: int) -> float | None:
         return self._seconds.get(bucket)
 
+    def measured(self, bucket: int) -> float | None:
+        """``bucket``'s figure when a batch that ran at it set it (None: unmeasured, or
+        only seeded: an upper bound)."""
+        return None if bucket in self._seeded else self._seconds.get(bucket)
+
     def best_size(self, rows: int) -> int:
         """How many of ``rows`` queued rows to run now: the bucket that costs least per
         real row (a bucket past ``rows`` is padded), or ``rows`` when a bucket it would

@@ -1,0 +1,102 @@
+"""Long batches: one at a time, each taking about half of the requests in the system.
+
+Clients that send their next request once answered (a closed loop, as most are) come
+back together when their batch ends. When a batch takes far longer than a request's trip
+back into the queue (answer written, next request read and decoded: milliseconds; a
+MobileNetV2 batch of 16 on 2 cores: 100-200 ms), taking every queued request leaves
+nothing queued for the next batch: the cores idle while the whole group comes back, and
+the first to return runs alone (MobileNetV2 at 32 clients: batches of 29 beside batches
+of 1-2, 0.6-0.8x a loop of batches of 32). Taking about half instead leaves the other
+half queued: it runs as soon as the first half's batch ends, while the first half's
+clients come back (batches of 16, one after another). A second batch at once would only
+share the cores (a TensorFlow call uses them all) and end with the first, emptying the
+queue again: while this holds, batches run one at a time and no request runs alone
+beside a batch.
+
+It holds only while half the rows in the system make a batch of at least
+``MIN_HALF_ROWS`` rows, and a batch of that size (its bucket's figure in the latency
+table) takes at least ``LONG_BATCH_SECONDS``: small models (an MLP batch takes well under
+a millisecond) and a few clients batch as before. (Sizes are not chosen by comparing the
+table's figures per row: on a shared machine they move 2-4x between buckets measured a
+minute apart, which turned the choice on and off at random.)
+
+"In the system" counts the rows queued, running, and those answered since the batch before
+the last began (on their way back: under load a request's trip back can outlast a batch;
+each arrival is taken as one of them coming back, so that none counts twice; older ones
+are taken as gone, as clients that closed are). It is the highest such count seen
+lately, lowered by one row per batch taken, so that it follows clients that leave.
+"Long" takes the latency table's figures measured while serving, from ``MIN_HALF_ROWS``
+rows up to the half: a seeded figure (a bucket's first call, at warmup: an upper bound)
+never counts, nor one bucket alone slowed once.
+
+Not thread-safe: the batcher calls every method under its lock.
+"""
+
+from __future__ import annotations
+
+from keepwarm.batching.latency import LatencyTable
+
+#: A batch at least this long dwarfs a request's trip back into the queue.
+LONG_BATCH_SECONDS = 0.02
+#: Halves smaller than this serve a row for clearly more (MobileNetV2, CPU per image:
+#: batch 1 2.1x, 4 1.15x, 8 to 32 within 6% of each other), so they are not formed.
+MIN_HALF_ROWS = 8
+
+
+class Pipeline:
+    """See the module docstring. ``started`` and ``finished`` bracket every batch run
+    (rows: the requests' own); ``limit`` is asked before each batch is taken."""
+
+    def __init__(self, latency: LatencyTable) -> None:
+        self.latency = latency
+        self.running_rows = 0
+        self.seen = 0  # rows in the system lately (see the module docstring)
+        self.on = False  # the last ``limit`` ran batches one at a time, by halves
+        # Rows answered and not back yet: since the last batch began (``_answered``) and
+        # in the batch before (``_earlier``); older ones are taken as gone.
+        self._answered = 0
+        self._earlier = 0
+
+    def arrived(self, rows: int) -> None:
+        """A request queued: taken as one of those answered coming back."""
+        earlier = min(self._earlier, rows)
+        self._earlier -= earlier
+        self._answered = max(0, self._answered - (rows - earlier))
+
+    def started(self, rows: int) -> None:
+        self.running_rows += rows
+        self.seen = max(0, self.seen - 1)
+        self._earlier, self._answered = self._answered, 0
+
+    def finished(self, rows: int) -> None:
+        self.running_rows -= rows
+        self._answered += rows
+
+    def limit(self, queued_rows: int, others: int) -> int | None:
+        """The rows the next batch may take: None (no bound from here: short batches or
+        few requests), 0 (none now: ``others`` batches run, and batches run one at a
+        time), else half of the rows in the system, down to a bucket (padding a batch
+        up to its bucket would be work for nothing)."""
+        out = self._answered + self._earlier
+        self.seen = max(self.seen, queued_rows + self.running_rows + out)
+        half = max(b for b in self.latency.buckets if b <= max(1, self.seen // 2))
+        self.on = half >= MIN_HALF_ROWS and self._long(half)
+        if not self.on:
+            return None
+        return 0 if others else half
+
+    def _long(self, rows: int) -> bool:
+        """Whether batches of ``MIN_HALF_ROWS`` up to ``rows`` take long: each measured
+        one of those buckets (at least one), so that a batch slowed once (a preempted
+        thread) at a size that seldom runs does not count."""
+        figures = [
+            self.latency.measured(bucket)
+            for bucket in self.latency.buckets
+            if MIN_HALF_ROWS <= bucket <= rows
+        ]
+        known = [seconds for seconds in figures if seconds is not None]
+        return bool(known) and min(known) >= LONG_BATCH_SECONDS
+
+    def alone(self, running: int) -> bool:
+        """Whether a request may run alone, at once, beside ``running`` batches."""
+        return not (self.on and running)
