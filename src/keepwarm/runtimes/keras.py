@@ -2,7 +2,8 @@
 
 Loaded with ``keras.saving.load_model(compile=False)`` and served through one
 ``tf.function`` traced at load with a fixed input signature (batch dimension free). The
-hot path never calls ``model.predict()``, which costs about 40 ms a call.
+hot path never calls ``model.predict()``, which costs about 40 ms a call; the function
+runs as one flat TensorFlow op where it can (``_flatcall``), ``call_path`` says so.
 
 Input names are the names of the model's ``keras.Input`` layers (give them explicitly:
 default names depend on what was built before); output names are the output layers' names
@@ -30,6 +31,7 @@ from keepwarm.runtimes._common import (
     output_names,
     shape_of,
 )
+from keepwarm.runtimes._flatcall import FlatCalled, NotFlat
 from keepwarm.signature import Signature, TensorSpec
 
 FORMAT = "keras"
@@ -86,7 +88,7 @@ def _dtype(name: Any) -> np.dtype[Any]:
     return OBJECT if text == "string" else np.dtype(text)
 
 
-class KerasModel:
+class KerasModel(FlatCalled):
     """A Keras model behind one traced concrete function."""
 
     def __init__(self, model: Any, name: str) -> None:
@@ -133,8 +135,15 @@ class KerasModel:
         )
         self.nbytes = sum(int(np.prod(w.shape)) * _dtype(w.dtype).itemsize for w in model.weights)
         self.nbytes_source = "framework"
+        self.prefer_flat(self._fn, self._flat_order)
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _flat_order(self, parameters: list[str]) -> list[str]:
+        if len(parameters) != len(self._order):
+            raise NotFlat(f"the function takes {len(parameters)} inputs, not {len(self._order)}")
+        return self._order
+
+    def call_ordinary(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The traced function called with one tensor per input, in order."""
         tensor = self._tensor
         outputs = self._fn(*[tensor(inputs[name]) for name in self._order])
         return {name: value.numpy() for name, value in outputs.items()}
@@ -145,5 +154,5 @@ class KerasModel:
         return dict(self._fn(*[tensors[name] for name in self._order]))
 
     def close(self) -> None:
-        self._fn = closed
+        self._fn = self._call = closed
         self._model = None

@@ -1,7 +1,9 @@
 """TensorFlow SavedModel: a directory with ``saved_model.pb`` and ``variables/``.
 
 Served through one of its signatures (``serving_default`` unless ``signature=`` names
-another), called directly as a concrete function: no Keras, no ``predict()``.
+another), called directly as a concrete function: no Keras, no ``predict()``. The
+signature runs as one flat TensorFlow op where it can (``_flatcall``: about a third less
+CPU per call than binding keyword arguments); ``call_path`` says which way and why.
 
 Options:
 
@@ -20,6 +22,7 @@ import numpy as np
 from keepwarm.errors import ModelLoadError, ModelNotFoundError
 from keepwarm.runtimes._bundle import checkpoint_incomplete
 from keepwarm.runtimes._common import OBJECT, closed, import_framework, shape_of
+from keepwarm.runtimes._flatcall import FlatCalled, NotFlat
 from keepwarm.runtimes.base import files_nbytes
 from keepwarm.signature import Signature, TensorSpec
 
@@ -104,7 +107,7 @@ class SavedModelRuntime:
         return SavedModel(loaded, fn, sig, files_nbytes(root), "files")
 
 
-class SavedModel:
+class SavedModel(FlatCalled):
     """One signature of a loaded SavedModel. Keeps the loaded object alive."""
 
     def __init__(
@@ -118,8 +121,15 @@ class SavedModel:
         self.signature = signature
         self.nbytes = nbytes
         self.nbytes_source = nbytes_source
+        self.prefer_flat(fn, self._flat_order)
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _flat_order(self, parameters: list[str]) -> list[str]:
+        if sorted(parameters) != sorted(s.name for s in self.signature.inputs):
+            raise NotFlat(f"the flat parameters {parameters} are not the signature's inputs")
+        return parameters
+
+    def call_ordinary(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The signature called with keyword arguments, as TensorFlow documents it."""
         tensor = self._tensor
         outputs = self._fn(**{name: tensor(value) for name, value in inputs.items()})
         return {name: value.numpy() for name, value in outputs.items()}
@@ -130,7 +140,7 @@ class SavedModel:
         return dict(self._fn(**tensors))
 
     def close(self) -> None:
-        self._fn = closed
+        self._fn = self._call = closed
         self._loaded = None
 
 
