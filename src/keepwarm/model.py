@@ -22,10 +22,23 @@ class Model:
     in between, ``predict`` loads it again through the cache.
     """
 
-    __slots__ = ("_key", "_loaded_signature", "_manager", "_spec", "uri", "version")
+    __slots__ = (
+        "_get",
+        "_give",
+        "_key",
+        "_loaded_signature",
+        "_manager",
+        "_spec",
+        "_take",
+        "uri",
+        "version",
+    )
 
     def __init__(self, manager: Manager, key: Hashable, spec: RuntimeSpec) -> None:
         self._manager = manager
+        self._get = manager.get  # bound once: the hot path
+        self._take = manager.take
+        self._give = manager.give
         self._key = key
         self._spec = spec
         self._loaded_signature: Signature | None = None
@@ -38,10 +51,16 @@ class Model:
         Returns a dict of output name to numpy array. Raises ``InvalidInputError`` naming
         the input when a dtype or shape does not match the signature.
         """
-        manager = self._manager
-        lease = manager.try_acquire(self._key) or manager.acquire(self._key, self._spec)
+        entry = self._get(self._key)
+        if entry is not None and self._take(entry):  # READY: a count, no lock, no Lease
+            try:
+                model: LoadedModel = entry.model
+                return model.predict(model.signature.coerce(inputs))
+            finally:
+                self._give(entry)
+        lease = self._manager.acquire(self._key, self._spec)
         try:
-            model: LoadedModel = lease.model
+            model = lease.model
             return model.predict(model.signature.coerce(inputs))
         finally:
             lease.release()

@@ -60,13 +60,13 @@ class RepositoryRequests:
     def __init__(self, catalog: Catalog, manager: Manager, serving: ServingMap) -> None:
         self._catalog = catalog
         self._manager = manager
-        self._serving = serving
+        self.serving = serving  # read by ``LeaseContext`` on the fast path too
         self.take = manager.take  # bound once: the hot path
         self.give = manager.give
 
     def route(self, name: str, version: Version) -> Target | None:
         """The serving map's READY target for a request (no lock), or None."""
-        route = self._serving.routes.get(name)
+        route = self.serving.routes.get(name)
         if route is None:
             return None
         return route.default if version is None else route.find(version)
@@ -189,7 +189,7 @@ class LeaseContext:
     """``with repo.lease(...) as model``: acquires on entry, releases on exit. On the fast
     path it holds the count itself (no ``Lease`` object is made)."""
 
-    __slots__ = ("_entry", "_lease", "_name", "_requests", "_timeout", "_version")
+    __slots__ = ("_held", "_name", "_requests", "_timeout", "_version")
 
     def __init__(
         self, requests: RepositoryRequests, name: str, version: Version, timeout: float | None
@@ -198,25 +198,28 @@ class LeaseContext:
         self._name = name
         self._version = version
         self._timeout = timeout
-        self._entry: Entry | None = None
-        self._lease: Lease | None = None
+        self._held: Entry | Lease | None = None  # an entry's count (fast path) or a Lease
 
     def __enter__(self) -> LeasedModel:
         requests = self._requests
-        target = requests.route(self._name, self._version)
-        if target is not None and requests.take(target.entry):
-            self._entry = target.entry
-            return target.model
-        lease = self._lease = requests.acquire(self._name, self._version, timeout=self._timeout)
+        route = requests.serving.routes.get(self._name)  # ``route()``, without its frame
+        if route is not None:
+            version = self._version
+            target = route.default if version is None else route.find(version)
+            if target is not None and requests.take(target.entry):
+                self._held = target.entry
+                return target.model
+        lease = requests.acquire(self._name, version=self._version, timeout=self._timeout)
+        self._held = lease
         model: LeasedModel = lease.model
         return model
 
     def __exit__(self, *exc: object) -> None:
-        entry, self._entry = self._entry, None
-        if entry is not None:
-            self._requests.give(entry)
-        elif self._lease is not None:
-            self._lease.release()
+        held, self._held = self._held, None
+        if isinstance(held, Lease):
+            held.release()
+        elif held is not None:
+            self._requests.give(held)
 
 
 _NOT_YET = UnavailableError("loading on demand")

@@ -57,6 +57,12 @@ class Signature:
     _shared: list[tuple[str, ...]] = field(
         default_factory=list, init=False, compare=False, repr=False
     )
+    # One input: (name, dtype, the whole shape when every size is known, the sizes after an
+    # unknown leading one when those are known and not ()): an array of that very dtype
+    # whose shape equals either passes without ``_shape_ok``. None: no such shortcut.
+    _one: tuple[str, np.dtype[Any], Shape | None, Shape | None] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._by_name.update({spec.name: spec for spec in self.inputs})
@@ -65,6 +71,14 @@ class Signature:
             batched = tuple(s.name for s in self.inputs if s.shape and s.shape[0] is None)
             groups = (batched,)
         self._shared.extend(group for group in groups if len(group) > 1)
+        if len(self.inputs) == 1:
+            spec = self.inputs[0]
+            shape = spec.shape
+            if shape is not None and None not in shape:
+                object.__setattr__(self, "_one", (spec.name, spec.dtype, shape, None))
+            elif shape is not None and len(shape) > 1 and None not in shape[1:]:
+                # a match of the sizes after the first has the rank too, as they are not ()
+                object.__setattr__(self, "_one", (spec.name, spec.dtype, None, shape[1:]))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +122,12 @@ class Signature:
         Inputs that share an unknown leading dimension (``batch_groups``) must agree on it.
         Raises ``InvalidInputError`` naming the input, what was expected and what was given.
         """
+        one = self._one
+        if one is not None and type(inputs) is np.ndarray and inputs.dtype is one[1]:
+            # the hottest path: one array of the very dtype, its shape one tuple compare
+            got = inputs.shape
+            if got == one[2] or got[1:] == one[3]:
+                return {one[0]: inputs}
         specs = self.inputs
         if type(inputs) is np.ndarray and len(specs) == 1:
             spec = specs[0]  # the hot path: one array, already the right dtype and rank

@@ -135,3 +135,28 @@ def test_widen_json_leaves_bad_input_for_coerce_to_name() -> None:
             signature.coerce(signature.widen_json(bad))  # type: ignore[arg-type]
     widened = signature.widen_json([[1, 2]])  # type: ignore[arg-type]
     assert signature.coerce(widened)["x"].dtype == F32
+
+
+SPEC_SHAPES = [(1, 4), (None, 4), (None, 2, 3), (), (None,), (2, None), None]
+ARRAY_SHAPES = [(1, 4), (3, 1, 4), (4,), (2, 4), (1, 2, 3), (5, 2, 3), (2, 3), (), (1,), (7,)]
+
+
+@pytest.mark.parametrize("want", SPEC_SHAPES)
+def test_one_array_is_accepted_exactly_when_its_shape_matches(
+    want: tuple[int | None, ...] | None,
+) -> None:
+    """The one-array shortcut (one tuple compare) agrees with the full shape check: a
+    shape with the right sizes after the first but another rank, or the whole known shape
+    after an extra axis, is refused."""
+    signature = one_input("float32", want)
+    for got in ARRAY_SHAPES:
+        x = np.zeros(got, F32)
+        fits = want is None or (
+            len(want) == len(got)
+            and all(w is None or w == g for w, g in zip(want, got, strict=True))
+        )
+        if fits:
+            assert signature.coerce(x)["x"] is x, (want, got)
+        else:
+            with pytest.raises(InvalidInputError):
+                signature.coerce(x)

@@ -78,6 +78,8 @@ class Manager:
         #: ``take(entry) -> bool`` counts a lease on a READY entry; ``give(entry)`` ends it.
         self.take = self._requests.take
         self.give = self._requests.give
+        #: ``get(key)``: the entry of ``key`` or None (a dict read, no lock).
+        self.get = self._table.get
 
     @classmethod
     def from_settings(

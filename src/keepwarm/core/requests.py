@@ -46,6 +46,8 @@ class Requests:
         self._hit = table.counters.hit
         self._released = table.released
         self._record = budget.record if budget.bounded else None
+        # Whether a hit has more to do than be counted (one test on the hot path).
+        self._tracked = self._record is not None or on_access is not None
 
     # ------------------------------------------------------------- no lock
 
@@ -57,20 +59,27 @@ class Requests:
         holders.append(None)
         if entry.state is _READY:
             self._hit()
-            if self._record is not None:  # a budget: eviction needs recency and frequency
-                entry.last_used = _monotonic()
-                self._record(entry.key)
-            if self._on_access is not None:
-                self._on_access(entry.key, True)
+            if self._tracked:
+                self._track(entry)
             return True
         holders.pop()
         self._released(entry)
         return False
 
+    def _track(self, entry: Entry) -> None:
+        """A hit's recency and frequency (under a budget: eviction needs them) and the
+        access hook."""
+        if self._record is not None:
+            entry.last_used = _monotonic()
+            self._record(entry.key)
+        if self._on_access is not None:
+            self._on_access(entry.key, True)
+
     def give(self, entry: Entry) -> None:
         """Give back a count taken by ``take`` (the version may unload now)."""
         entry.holders.pop()
-        self._released(entry)
+        if entry.state is not _READY or self._table.room_waiters:
+            self._released(entry)  # a drain may end, or a load may find room
 
     def try_lease(self, entry: Entry, model: Any = None) -> Lease | None:
         """A lease on ``entry`` when it is READY (``model``: what the lease hands out,
