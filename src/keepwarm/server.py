@@ -1,10 +1,8 @@
 """The composition root of ``keepwarm serve``: Repository -> InferenceService -> the REST
-app on uvicorn and the gRPC server; start-up output; signals and graceful shutdown.
-
-On SIGTERM or SIGINT: readiness answers 503 at once, new inference requests get 503 with
+app on uvicorn and the gRPC server; start-up output; signals and graceful shutdown. On
+SIGTERM or SIGINT: readiness answers 503 at once, new inference requests get 503 with
 ``Retry-After``, requests already received complete; the process exits 0 when none remain
-or the drain timeout passes. A second SIGINT exits at once.
-"""
+or the drain timeout passes. A second SIGINT exits at once."""
 
 from __future__ import annotations
 

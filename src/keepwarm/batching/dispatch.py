@@ -1,10 +1,8 @@
-"""The running side of a ``Batcher``: its lock, queue and slots; queuing a request,
-taking and running batches on callers' threads (``relay``'s leader/follower) or the
-executor, failing expired requests, and admission (places reserved in the queue).
-
-The batcher is its only user; every method that reads the queue or the slots takes the
-lock, and batches run outside it.
-"""
+"""The running side of a ``Batcher``: its lock, queue and slots; queuing a request, taking
+and running batches on callers' threads (``relay``'s leader/follower) or the executor,
+failing expired requests, and admission (places reserved in the queue). The batcher is
+its only user; every method that reads the queue or the slots takes the lock, and batches
+run outside it."""
 
 from __future__ import annotations
 
