@@ -1,7 +1,9 @@
 """The floor of ``bench/c1_floor.py``: a bare ASGI app on uvicorn (httptools, uvloop) that
 serves one SavedModel's ``serving_default`` signature on KServe v2 JSON and binary bodies,
-with none of keepwarm's code: read the body, decode it with orjson (a binary body's
-tensor with ``np.frombuffer``), call the signature, encode the answer.
+with none of keepwarm's serving code: read the body, decode it with orjson (a binary body's
+tensor with ``np.frombuffer``), call the signature, encode the answer. The signature is
+called as the direct side of ``c1_floor.py`` calls it, through ``keepwarm.load`` (the
+flat call), or with ``--call keyword`` the way TensorFlow documents it.
 
     python bench/bare_mlp.py MODEL_DIR --mode inline   # the call on the event loop
     python bench/bare_mlp.py MODEL_DIR --mode thread   # the call on one worker thread
@@ -44,15 +46,23 @@ def encode(name: str, out: np.ndarray) -> bytes:
     )
 
 
-def make_app(model_dir: str, mode: str) -> Any:
+def make_app(model_dir: str, mode: str, how: str) -> Any:
     import tensorflow as tf
 
     signature = tf.saved_model.load(model_dir).signatures["serving_default"]
     output = next(iter(signature.structured_outputs))
+    if how == "keepwarm":
+        import keepwarm
 
-    def call(name: str, x: np.ndarray) -> np.ndarray:
-        result: np.ndarray = signature(**{name: x})[output].numpy()
-        return result
+        predict = keepwarm.load(model_dir).predict
+
+        def call(name: str, x: np.ndarray) -> np.ndarray:
+            return predict({name: x})[output]
+    else:
+
+        def call(name: str, x: np.ndarray) -> np.ndarray:
+            result: np.ndarray = signature(**{name: x})[output].numpy()
+            return result
 
     call(
         *decode(
@@ -104,11 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
     parser.add_argument("--mode", choices=("inline", "thread"), default="inline")
+    parser.add_argument("--call", choices=("keepwarm", "keyword"), default="keepwarm")
     args = parser.parse_args()
     sys.setswitchinterval(0.0005)
     import uvloop
 
-    uvloop.run(serve(make_app(args.model_dir, args.mode)))
+    uvloop.run(serve(make_app(args.model_dir, args.mode, args.call)))
 
 
 if __name__ == "__main__":

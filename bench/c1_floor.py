@@ -42,13 +42,13 @@ MODEL = "mlp"
 class Bare:
     """``bench/bare_mlp.py`` in its own process, on a free port."""
 
-    def __init__(self, model_dir: Path, mode: str) -> None:
+    def __init__(self, model_dir: Path, mode: str, env: dict[str, str]) -> None:
         self.name = f"bare-{mode}"
         self.started = time.perf_counter()
         here = Path(__file__).with_name("bare_mlp.py")
         self.proc = subprocess.Popen([sys.executable, str(here), str(model_dir), "--mode", mode],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)  # fmt: skip
+                                     text=True, env=env)  # fmt: skip
         self.lines: list[str] = []
         self.url = ""
         found = threading.Event()
@@ -132,8 +132,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
     env = {**os.environ, "PYTHONPATH": str(args.src.resolve())}
     servers: dict[str, Any] = {}
     try:
-        servers["bare-inline"] = Bare(repos[False] / MODEL / "1", "inline")
-        servers["bare-thread"] = Bare(repos[False] / MODEL / "1", "thread")
+        servers["bare-inline"] = Bare(repos[False] / MODEL / "1", "inline", env)
+        servers["bare-thread"] = Bare(repos[False] / MODEL / "1", "thread", env)
         servers["kw-on"] = Served(repos[True], env=env)
         servers["kw-off"] = Served(repos[False], env=env)
         for server in servers.values():
