@@ -84,7 +84,6 @@ class Metrics:
         from keepwarm.batching.registry import live_batchers
 
         registry.register(BatchingCollector(live_batchers))  # keepwarm_batch_*
-        registry.register(_ProcessMemoryCollector(process_memory))  # keepwarm_process_pss_*
         from keepwarm.workers.metrics import WorkerCollector
         from keepwarm.workers.pool import default_pool
 
@@ -140,9 +139,15 @@ class Metrics:
             with contextlib.suppress(KeyError):  # never READY: no figure to remove
                 self.model_bytes.remove(model, version)
 
-    def render(self) -> bytes:
+    def render(self, memory: Sequence[ProcessMemory] | None = None) -> bytes:
+        """``memory``: the rows of ``keepwarm_process_pss_*`` (``process_memory()``), read
+        beforehand off the event loop (``/metrics`` does: reading a process's smaps takes
+        tens of ms, during which the loop would answer nothing); read here when None."""
         self.process_memory.set(_resident_bytes())
-        return generate_latest(self.registry)
+        rows = process_memory() if memory is None else memory
+        extra = CollectorRegistry(auto_describe=False)
+        extra.register(_ProcessMemoryCollector(lambda: rows))  # keepwarm_process_pss_*
+        return generate_latest(self.registry) + generate_latest(extra)
 
 
 class _CountersCollector(Collector):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from keepwarm.http.messages import (
 from keepwarm.http.router import Handler, Route, Router
 from keepwarm.http.tfserving import TfServingRoutes
 from keepwarm.http.v2 import V2Routes
+from keepwarm.process_memory import process_memory
 from keepwarm.service import RETRY_AFTER_SECONDS, InferenceService
 from keepwarm.service_names import check_name
 
@@ -130,7 +132,9 @@ class HttpApp:
 
     async def metrics(self, request: Request) -> Response:
         metrics = self.service.metrics
-        return Response(200, metrics.render(), metrics.content_type.encode())
+        # each process's smaps read on a thread: tens of ms that the loop keeps serving
+        memory = await asyncio.get_running_loop().run_in_executor(None, process_memory)
+        return Response(200, metrics.render(memory), metrics.content_type.encode())
 
     async def openapi(self, request: Request) -> Response:
         return Response(200, OPENAPI.read_bytes())
