@@ -14,6 +14,7 @@ import pytest
 
 from keepwarm import process_memory as pm
 from keepwarm.http import HttpApp
+from keepwarm.http.messages import Message
 from keepwarm.repository import Repository
 from keepwarm.service import InferenceService
 
@@ -34,16 +35,19 @@ def app(tmp_path: Path) -> Iterator[HttpApp]:
 
 
 async def call(app: HttpApp, path: str) -> tuple[int, bytes]:
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
-             "query_string": b"", "headers": []}  # fmt: skip
+    raw = path.encode()
+    scope: dict[str, Any] = {
+        "type": "http", "method": "GET", "path": path, "raw_path": raw, "query_string": b"",
+        "headers": [],
+    }  # fmt: skip
     await app(scope, receive, send)
     return sent[0]["status"], sent[1]["body"]
 
