@@ -6,32 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from keepwarm import process_memory as pm
 from keepwarm.http import HttpApp
 from keepwarm.http.messages import Message
-from keepwarm.repository import Repository
-from keepwarm.service import InferenceService
 
 GATE_TIMEOUT_S = 5.0
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[HttpApp]:
-    (tmp_path / "models").mkdir()
-    repository = Repository(tmp_path / "models")
-    service = InferenceService(repository)
-    service.started()
-    try:
-        yield HttpApp(service, max_body_bytes=1024, max_json_depth=8)
-    finally:
-        service.close()
-        repository.close()
 
 
 async def call(app: HttpApp, path: str) -> tuple[int, bytes]:

@@ -5,8 +5,6 @@ The repository is empty: a well-formed name is routed, then not found (404)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,21 +12,6 @@ import pytest
 
 from keepwarm.http import HttpApp
 from keepwarm.http.app import RESOLVED_PATHS
-from keepwarm.repository import Repository
-from keepwarm.service import InferenceService
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[HttpApp]:
-    (tmp_path / "models").mkdir()
-    repository = Repository(tmp_path / "models")
-    service = InferenceService(repository)
-    service.started()
-    try:
-        yield HttpApp(service, max_body_bytes=1024, max_json_depth=8)
-    finally:
-        service.close()
-        repository.close()
 
 
 def call(app: HttpApp, method: str, raw_path: bytes) -> tuple[int, Any]:
