@@ -11,7 +11,6 @@ through ``public`` only, which names paths relative to the repository root.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from keepwarm.batching.serving import admit_request
 from keepwarm.control import ControlledSource, Management
 from keepwarm.core.memory import freeze_when_ready
 from keepwarm.errors import KeepwarmError
+from keepwarm.hop import HopPool
 from keepwarm.metrics import Metrics
 from keepwarm.repository import Repository
 from keepwarm.service_blocking import Slots
@@ -46,7 +46,7 @@ class ModelInfo:
 
 
 class InferenceService:
-    """See the module docstring. ``close()`` stops the thread pool (not the repository).
+    """See the module docstring. ``close()`` stops the threads (not the repository).
     ``freeze_heap``: ``gc.freeze`` whenever a version becomes READY (``core.memory``)."""
 
     def __init__(
@@ -68,11 +68,11 @@ class InferenceService:
         self.metrics = metrics if metrics is not None else Metrics()
         self.default_timeout = default_timeout
         self.strict_readiness = strict_readiness
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="keepwarm-infer")
+        self._pool = HopPool(workers, "keepwarm-infer")
         self._scrubber = Scrubber(repository.root)
         self._leases = Leases(
             repository,
-            self._executor,
+            self._pool,
             self._scrubber,
             held=self.held,
             default_timeout=default_timeout,
@@ -227,4 +227,4 @@ class InferenceService:
     def close(self) -> None:
         if self._unfreeze is not None:
             self._unfreeze()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._pool.close()

@@ -9,24 +9,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from functools import partial
 from typing import Any, TypeVar
 
 from keepwarm.errors import DeadlineExceededError, KeepwarmError, UnavailableError
+from keepwarm.hop import HopPool
 from keepwarm.repository import Repository
 from keepwarm.service_errors import Scrubber
 from keepwarm.service_names import parse_version
 
 T = TypeVar("T")
-
-
-def _hand_over(abandoned: Callable[[T], None], future: Future[T]) -> None:
-    """A worker's result whose caller was cancelled meanwhile, to ``abandoned``; an error
-    needs nothing (the worker let go of its lease)."""
-    if not future.cancelled() and future.exception() is None:
-        abandoned(future.result())
 
 
 def check_deadline(deadline: float | None) -> None:
@@ -42,7 +34,7 @@ class Leases:
     def __init__(
         self,
         repository: Repository,
-        executor: ThreadPoolExecutor,
+        pool: HopPool,
         scrubber: Scrubber,
         *,
         held: Callable[[str], str | None],
@@ -50,7 +42,7 @@ class Leases:
         load_timeout: float,
     ) -> None:
         self.repository = repository
-        self.executor = executor
+        self.pool = pool
         self.scrubber = scrubber
         self.held = held
         self.default_timeout = default_timeout
@@ -111,7 +103,8 @@ class Leases:
         """``run(leased_model, deadline, lease)`` on a worker thread; ``lease`` is given
         back when ``run`` returns, on that thread, unless ``run`` takes it over.
         Cancelled while ``run`` runs (a client that went away), its result is handed to
-        ``abandoned`` when it returns."""
+        ``abandoned`` when it returns (an error needs nothing: the worker let go of its
+        lease)."""
 
         def work() -> T:
             with ExitStack() as stack:
@@ -121,14 +114,18 @@ class Leases:
                 check_deadline(deadline)
                 return run(lease.model, deadline, stack)
 
-        future = self.executor.submit(work)
         try:
-            return await asyncio.wrap_future(future)
+            job = self.pool.submit(work)
+        except BaseException:
+            lease.release()
+            raise
+        try:
+            return await job.waiter
         except asyncio.CancelledError:
-            if future.cancel():  # it never started: its lease is given back here
+            if job.cancel():  # it never started: its lease is given back here
                 lease.release()
             elif abandoned is not None:
-                future.add_done_callback(partial(_hand_over, abandoned))
+                job.then(abandoned)
             raise
         except KeepwarmError as exc:
             raise self.scrubber.scrubbed(exc) from None
