@@ -17,26 +17,18 @@ import numpy as np
 import pytest
 
 from keepwarm.grpc.server import GrpcServer
-from keepwarm.repository import Repository
 from keepwarm.service import DEFAULT_WORKERS, InferenceService
-from support.gated_model import GATE_TIMEOUT_S, Gate
-from support.repo_builders import place
+from support.gated_model import GATE_TIMEOUT_S, Gate, gated_leases, gated_repository
 from support.waiting import wait_until
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 from tritonclient.grpc import service_pb2_grpc  # noqa: E402
 
-GATED = {"keepwarm.toml": '[python]\nclass = "support.gated_model:GatedEcho"\n'}
-
 
 @pytest.fixture
 def gated(tmp_path: Path) -> Iterator[tuple[Any, InferenceService]]:
     Gate.reset()
-    place(tmp_path / "gated", 1, files=GATED)
-    (tmp_path / "gated" / "model.toml").write_text("[warmup]\nruns = 0\n")
-    repository = Repository(tmp_path, allow_unsafe=True)
-    repository.start()
-    repository.wait_ready("gated", timeout=GATE_TIMEOUT_S)
+    repository = gated_repository(tmp_path)
     service = InferenceService(repository)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -115,13 +107,10 @@ def batched(tmp_path: Path) -> Iterator[InferenceService]:
     """``gated`` with batching on: one row a batch, two batches at once (two slots)."""
     Gate.reset()
     Gate.open.set()  # the buckets' warmup at load runs through
-    place(tmp_path / "gated", 1, files=GATED)
-    (tmp_path / "gated" / "model.toml").write_text(
-        "[warmup]\nruns = 0\n\n[batching]\nmax_batch_size = 1\nmax_delay_ms = 0\nrun_alone = 2\n"
+    repository = gated_repository(
+        tmp_path,
+        "[warmup]\nruns = 0\n\n[batching]\nmax_batch_size = 1\nmax_delay_ms = 0\nrun_alone = 2\n",
     )
-    repository = Repository(tmp_path, allow_unsafe=True)
-    repository.start()
-    repository.wait_ready("gated", timeout=GATE_TIMEOUT_S)
     Gate.reset()
     service = InferenceService(repository)
     try:
@@ -157,8 +146,7 @@ def test_a_call_cancelled_while_its_request_is_decoded_leaves_the_queue(
         return asyncio.ensure_future(call)
 
     def leases() -> int:
-        entry = service.repository.status().models["gated"].versions[1].manager
-        return -1 if entry is None else entry.leases
+        return gated_leases(service)
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()

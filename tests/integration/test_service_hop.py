@@ -13,23 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from keepwarm.repository import Repository
 from keepwarm.service import InferenceService
-from support.gated_model import GATE_TIMEOUT_S, Gate
-from support.repo_builders import place
+from support.gated_model import GATE_TIMEOUT_S, Gate, gated_leases, gated_repository
 from support.waiting import wait_until
-
-GATED = {"keepwarm.toml": '[python]\nclass = "support.gated_model:GatedEcho"\n'}
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[InferenceService]:
     Gate.reset()
-    place(tmp_path / "gated", 1, files=GATED)
-    (tmp_path / "gated" / "model.toml").write_text("[warmup]\nruns = 0\n")
-    repository = Repository(tmp_path, allow_unsafe=True)
-    repository.start()
-    repository.wait_ready("gated", timeout=GATE_TIMEOUT_S)
+    repository = gated_repository(tmp_path)
     made = InferenceService(repository, workers=1)
     try:
         yield made
@@ -41,15 +33,12 @@ def service(tmp_path: Path) -> Iterator[InferenceService]:
 
 def test_callers_that_go_away_give_their_leases_back(service: InferenceService) -> None:
     def infer(value: float) -> asyncio.Future[Any]:
-        def decode(signature: Any) -> dict[str, np.ndarray]:
-            return {"x": np.full((1, 4), value, np.float32)}
-
-        call = service.infer("gated", None, decode, lambda *answer: answer, protocol="test")
+        inputs = {"x": np.full((1, 4), value, np.float32)}
+        call = service.infer("gated", None, lambda _: inputs, lambda *out: out, protocol="test")
         return asyncio.ensure_future(call)
 
     def leases() -> int:
-        entry = service.repository.status().models["gated"].versions[1].manager
-        return -1 if entry is None else entry.leases
+        return gated_leases(service)
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
