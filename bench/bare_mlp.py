@@ -7,6 +7,11 @@ flat call), or with ``--call keyword`` the way TensorFlow documents it.
 
     python bench/bare_mlp.py MODEL_DIR --mode inline   # the call on the event loop
     python bench/bare_mlp.py MODEL_DIR --mode thread   # the call on one worker thread
+    python bench/bare_mlp.py MODEL_DIR --mode hop      # the same, handed over as keepwarm does
+
+``thread`` hands the call over through ``run_in_executor`` (a ``ThreadPoolExecutor``);
+``hop`` through ``keepwarm.hop.HopPool`` (eventfd wake-ups with the GIL let go), the
+hand-off keepwarm's own requests take.
 
 Prints ``PORT <n>`` once listening. The switch interval is keepwarm's (0.5 ms), so that
 a hop between threads costs here what it costs in keepwarm.
@@ -70,6 +75,9 @@ def make_app(model_dir: str, mode: str, how: str) -> Any:
         )
     )
     executor = ThreadPoolExecutor(1)
+    from keepwarm.hop import HopPool
+
+    pool = HopPool(1, "bare-hop")
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -85,8 +93,10 @@ def make_app(model_dir: str, mode: str, how: str) -> Any:
         name, x = decode(body, length)
         if mode == "inline":
             out = call(name, x)
-        else:
+        elif mode == "thread":
             out = await asyncio.get_running_loop().run_in_executor(executor, call, name, x)
+        else:
+            out = await pool.submit(lambda: call(name, x)).waiter
         answer = encode(output, out)
         headers = [(b"content-type", b"application/json"),
                    (b"content-length", str(len(answer)).encode())]  # fmt: skip
@@ -113,7 +123,7 @@ async def serve(app: Any) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
-    parser.add_argument("--mode", choices=("inline", "thread"), default="inline")
+    parser.add_argument("--mode", choices=("inline", "thread", "hop"), default="inline")
     parser.add_argument("--call", choices=("keepwarm", "keyword"), default="keepwarm")
     args = parser.parse_args()
     sys.setswitchinterval(0.0005)
