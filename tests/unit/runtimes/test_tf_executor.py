@@ -1,0 +1,168 @@
+"""Which TensorFlow executor runs the flat call (``runtimes/_executor.py``): the
+single-threaded one where the function runs under it, TensorFlow's default where it
+refuses (control flow), chosen on the first call; results identical either way."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from runtime_models import save_loop, save_several, save_v1_cond, several_inputs
+
+from keepwarm.config import parse_model_config
+from keepwarm.errors import InvalidConfigError, UnavailableError
+from keepwarm.runtimes._executor import FirstCallChooses
+from keepwarm.runtimes.keras import KerasRuntime
+from keepwarm.runtimes.savedmodel import SavedModelRuntime
+
+RUNTIME = SavedModelRuntime()
+SINGLE = "single-threaded"
+
+
+def _same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert list(got) == list(expected)
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype and got[name].shape == value.shape
+        np.testing.assert_array_equal(got[name], value)
+
+
+def _inputs(model: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = {s.name: [batch if d is None else d for d in s.shape] for s in model.signature.inputs}
+    return {name: rng.random(shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def _both(path: Path, runtime: Any = RUNTIME) -> tuple[Any, Any]:
+    """The model loaded with the default option (auto) and with ``tf_executor = "default"``."""
+    auto = runtime.load(path, signature=None, options={})
+    default = runtime.load(path, signature=None, options={"tf_executor": "default"})
+    assert auto.call_path == default.call_path == "flat"
+    assert auto.executor == "undecided" and default.executor.startswith("default")
+    return auto, default
+
+
+@pytest.mark.parametrize(("name", "batches"), [("mlp", (1, 32)), ("mobilenet_v2", (1, 3))])
+def test_example_models_run_single_threaded_with_the_same_results(
+    example_models: Path, name: str, batches: tuple[int, ...]
+) -> None:
+    auto, default = _both(example_models / name / "1")
+    for batch in batches:
+        inputs = _inputs(auto, batch)
+        out = auto.predict(inputs)
+        assert auto.executor == SINGLE
+        _same(out, default.predict(inputs))
+        _same(out, auto.call_ordinary(inputs))
+
+
+def test_keras_model_runs_single_threaded_with_the_same_results(example_models: Path) -> None:
+    auto, default = _both(example_models / "mlp_keras" / "1", KerasRuntime())
+    for batch in (1, 32):
+        inputs = _inputs(auto, batch)
+        _same(auto.predict(inputs), default.predict(inputs))
+        assert auto.executor == SINGLE
+        _same(auto.predict(inputs), auto.call_ordinary(inputs))
+    auto.close()
+    with pytest.raises(UnavailableError):
+        auto.predict(_inputs(auto, 1))
+
+
+def test_several_dtypes_and_an_assertion_which_is_control_flow(tmp_path: Path) -> None:
+    """``tf.debugging`` assertions are a ``tf.cond`` inside: the single-threaded executor
+    refuses the graph, and a model's own error decides nothing."""
+    import tensorflow as tf
+
+    auto, default = _both(save_several(tmp_path / "several"))
+    bad = {**several_inputs(), "alpha": np.array([-1, 2], np.int64)}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="alpha must not be negative"):
+        auto.predict(bad)
+    assert auto.executor == "undecided"
+    inputs = auto.signature.coerce(several_inputs())
+    _same(auto.predict(inputs), default.predict(inputs))
+    assert auto.executor.startswith("default (the single-threaded executor refused")
+    assert "does not support switch op" in auto.executor
+    _same(auto.predict(inputs), auto.call_ordinary(inputs))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="alpha must not be negative"):
+        auto.predict(bad)
+
+
+@pytest.mark.parametrize("save", [save_loop, save_v1_cond], ids=["tf2-loop", "tf1-cond"])
+def test_control_flow_falls_back_to_the_default_executor(
+    tmp_path: Path, save: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    auto, default = _both(save(tmp_path / "model"))
+    cases = [{"x": np.ones((2, 3), np.float32), "n": np.array(n, np.int32)} for n in (3, 0)]
+    cases += [{"x": -np.ones((1, 3), np.float32), "n": np.array(1, np.int32)}]
+    names = {s.name for s in auto.signature.inputs}
+    with caplog.at_level(logging.INFO, logger="keepwarm.runtimes"):
+        for case in cases:
+            inputs = {k: v for k, v in case.items() if k in names}
+            out = auto.predict(inputs)
+            assert auto.executor.startswith("default (the single-threaded executor refused")
+            assert "control flow" in auto.executor or "switch" in auto.executor
+            _same(out, default.predict(inputs))
+            _same(out, auto.call_ordinary(inputs))
+    assert [r.getMessage() for r in caplog.records].count(
+        f"TensorFlow executor for the model's calls: {auto.executor[:300]}"
+    ) == 1
+    if save is save_loop:  # 1 -> 2.5 -> 4.75 -> 8.125, summed over 6 values > 10: minus 10
+        np.testing.assert_allclose(auto.predict(cases[0])["z"], np.full((2, 3), -1.875))
+
+
+def test_threads_calling_first_at_once_all_get_their_results(example_models: Path) -> None:
+    model = RUNTIME.load(example_models / "mlp" / "1", signature=None, options={})
+    batches = [_inputs(model, 1 + i % 3, seed=i) for i in range(4)]
+    expected = [model.call_ordinary(b) for b in batches]
+    start, failures = threading.Barrier(4), []
+
+    def work(k: int) -> None:
+        start.wait(timeout=30)
+        for i in range(20):
+            got = model.predict(batches[(k + i) % 4])["probs"]
+            if not np.array_equal(got, expected[(k + i) % 4]["probs"]):
+                failures.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads) and failures == []
+    assert model.executor == SINGLE and not isinstance(model._call, FirstCallChooses)
+
+
+def test_single_threaded_is_the_auto_choice_by_name(example_models: Path) -> None:
+    options = {"tf_executor": "single_threaded"}
+    model = RUNTIME.load(example_models / "mlp" / "1", signature=None, options=options)
+    model.predict(_inputs(model, 2))
+    assert model.executor == SINGLE
+
+
+@pytest.mark.parametrize("value", ["single", "SINGLE_THREADED_EXECUTOR", 1, True, ""])
+def test_bad_option_values_are_clear_errors(example_models: Path, mlp: Any, value: object) -> None:
+    loads = [
+        (RUNTIME, example_models / "mlp" / "1", "savedmodel"),
+        (KerasRuntime(), mlp.keras, "keras"),
+    ]
+    for runtime, path, name in loads:
+        with pytest.raises(InvalidConfigError) as info:
+            runtime.load(path, signature=None, options={"tf_executor": value})
+        assert str(info.value) == (
+            f"{name} option tf_executor must be one of 'auto', 'single_threaded', "
+            f"'default', got {value!r}"
+        )
+
+
+def test_model_toml_passes_the_option_through_and_refuses_bad_values() -> None:
+    config = parse_model_config('[options]\ntf_executor = "default"\n', source="model.toml")
+    assert config.options == {"tf_executor": "default"}
+    for text, given in [('"single"', "'single'"), ("1", "1"), ("true", "True")]:
+        with pytest.raises(InvalidConfigError) as info:
+            parse_model_config(f"[options]\ntf_executor = {text}\n", source="m/model.toml")
+        assert str(info.value) == (
+            'm/model.toml: options.tf_executor: expected one of "auto", "single_threaded", '
+            f'"default", got {given}'
+        )
