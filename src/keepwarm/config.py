@@ -24,8 +24,8 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
 
     [options]                   # passed to the runtime as they are
     intra_op_num_threads = 2    # ONNX Runtime's threads (also inter_op_num_threads)
-    tf_executor = "auto"        # SavedModel, Keras: "auto" (default) | "single_threaded"
-                                # | "default" (TensorFlow's executor for each call; below)
+    tf_executor = "default"     # SavedModel, Keras: "single_threaded" (default) | "default":
+                                # TensorFlow's executor for each call (below)
 
     [batching]                  # turns batching on; every key optional
     max_batch_size = 32         # rows in one batch; a request's own rows count
@@ -70,13 +70,14 @@ requests it held fail with UNAVAILABLE (503). ``isolate`` keeps any model (Tenso
 ONNX) in a worker process of its own, so that unloading it gives its memory back.
 
 ``tf_executor`` picks the TensorFlow executor that runs a SavedModel's or Keras model's
-calls. ``"auto"`` tries the single-threaded executor on the first call (the warmup) and
-keeps it unless it refuses the graph (TensorFlow 1 control flow and loops, which it cannot
-run, then keep TensorFlow's default executor); ``"default"`` never tries it. The
-single-threaded executor runs the graph's kernels on the calling thread (each kernel keeps
-its intra-op threads), with no hand-off to the inter-op threads, which sleep between calls
-and cost each call their wake-up; what it gives up is running independent branches of the
-graph at once (see ``keepwarm.runtimes._executor`` for the figures).
+calls. ``"single_threaded"`` (the default) tries TensorFlow's single-threaded executor on
+the first call (the warmup) and keeps it unless it refuses the graph (control flow:
+``tf.cond``, ``tf.while_loop``, ``tf.debugging`` assertions), when TensorFlow's default
+executor is kept; ``"default"`` never tries it. The single-threaded executor runs the
+graph's kernels on the calling thread (each kernel keeps its intra-op threads), with no
+hand-off to the inter-op threads, which sleep between calls and are woken by each call;
+what it gives up is running independent branches of the graph at once (the figures are in
+``keepwarm.runtimes._executor``).
 
 ``policy`` may be left out: it is ``"specific"`` when ``specific`` is given, ``"latest"``
 otherwise. Unknown keys are errors, so a typo never passes silently; every error names the

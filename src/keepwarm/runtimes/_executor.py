@@ -2,22 +2,31 @@
 
 TensorFlow runs a function's graph with an executor. Its default one hands the graph's
 kernels to the inter-op thread pool, whose threads sleep between calls: at concurrency 1,
-with calls a few hundred µs apart, each call pays for waking them (the MLP's flat call:
-about 130-180 µs back to back, 250-290 µs with 300 µs between calls). The single-threaded
+with calls a few hundred µs apart, each call pays for waking them. The single-threaded
 executor runs the kernels one after the other on the calling thread (each kernel still
-uses the intra-op threads), with no hand-off: the gapped MLP call is back to its tight
-loop's cost. What it loses is running independent branches of the graph at once.
+uses the intra-op threads), with no hand-off; what it loses is running independent
+branches of the graph at once. In a process with TensorFlow's default inter-op pool (a
+library caller's), the MLP's flat call with 300 µs between calls went from 226-280 to
+146-175 µs; ``keepwarm serve`` sets ``TF_NUM_INTEROP_THREADS=1``, which takes most of that
+cost away already, and there the gain is 2-5%.
 
 It refuses, when the function is first instantiated (its first call), graphs with
-reference-typed edges, low-level control flow (``Switch``/``Merge``: TensorFlow 1's
-``tf.cond``/``tf.while_loop``), send/receive pairs (a graph split across devices) and
+reference-typed edges, low-level control flow (``Switch``/``Merge``: TensorFlow lowers
+``tf.cond``, ``tf.while_loop`` and the ``tf.debugging`` assertions to them, in TensorFlow 2
+functions as in TensorFlow 1 graphs), send/receive pairs (a graph split across devices) and
 collective ops. So the first call (the warmup, normally) tries it, and any error there
 that the default executor does not repeat keeps the default one for good; ``executor``
 on the model says which runs and why.
 
-``tf_executor`` in a model's ``[options]``: ``"auto"`` (default; the single-threaded
-executor where the function runs under it), ``"single_threaded"`` (the same; it is the
-only policy the measurements support), or ``"default"`` (TensorFlow's own, never tried).
+``tf_executor`` in a model's ``[options]``: ``"single_threaded"`` (the default: that
+executor where the function runs under it, else TensorFlow's default one) or ``"default"``
+(TensorFlow's default executor, the other never tried). One policy for every model, because
+measured (``bench/tf_executor.py``, interleaved, in one process) the single-threaded
+executor cost no model anything: MobileNetV2 (a chain of convolutions: nothing for inter-op
+threads to run side by side) at batch 1 and 32, one thread and two at once, 0.92-1.01x the
+default executor's wall time per call, CPU 0.97-1.01x; the MLP 0.95-0.98x with
+``TF_NUM_INTEROP_THREADS=1`` (what ``keepwarm serve`` sets), and without it (a library
+caller's process) 0.73-0.75x back to back, 0.62-0.64x with 300 µs between calls.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import numpy as np
 from keepwarm.errors import InvalidConfigError, KeepwarmError
 
 OPTION = "tf_executor"
-CHOICES = ("auto", "single_threaded", "default")
+CHOICES = ("single_threaded", "default")
 SINGLE_THREADED = "SINGLE_THREADED_EXECUTOR"
 
 Call = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -40,9 +49,9 @@ _log = logging.getLogger("keepwarm.runtimes")
 
 
 def executor_option(options: Mapping[str, Any], runtime: str) -> str:
-    """The ``tf_executor`` option's value ("auto" when absent); ``InvalidConfigError`` for
-    anything else than one of ``CHOICES``."""
-    value = options.get(OPTION, "auto")
+    """The ``tf_executor`` option's value ("single_threaded" when absent);
+    ``InvalidConfigError`` for anything else than one of ``CHOICES``."""
+    value = options.get(OPTION, CHOICES[0])
     if not isinstance(value, str) or value not in CHOICES:
         raise InvalidConfigError(
             f"{runtime} option {OPTION} must be one of {', '.join(map(repr, CHOICES))}, "

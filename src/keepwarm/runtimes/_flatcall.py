@@ -60,7 +60,10 @@ class FlatCalled:
     _call: Call
 
     def prefer_flat(
-        self, fn: Any, order: Callable[[list[str]], Sequence[str]], executor: str = "auto"
+        self,
+        fn: Any,
+        order: Callable[[list[str]], Sequence[str]],
+        executor: str = "single_threaded",
     ) -> None:
         """``order``: keepwarm's input names for ``fn``'s parameters in flat order (raising
         ``NotFlat`` when they do not correspond); ``executor``: the ``tf_executor`` option."""

@@ -93,7 +93,7 @@ def _dtype(name: Any) -> np.dtype[Any]:
 class KerasModel(FlatCalled):
     """A Keras model behind one traced concrete function."""
 
-    def __init__(self, model: Any, name: str, executor: str = "auto") -> None:
+    def __init__(self, model: Any, name: str, executor: str = "single_threaded") -> None:
         import keras
         import tensorflow as tf
 

@@ -9,8 +9,8 @@ Options:
 
 - ``tags``: the MetaGraph tags to load (a string or a list of strings); TensorFlow's
   default otherwise.
-- ``tf_executor``: ``"auto"`` (default), ``"single_threaded"`` or ``"default"``: which
-  TensorFlow executor runs the flat call (``_executor``); ``executor`` says which does.
+- ``tf_executor``: ``"single_threaded"`` (default) or ``"default"``: which TensorFlow
+  executor runs the flat call (``_executor``); the model's ``executor`` says which does.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class SavedModel(FlatCalled):
         signature: Signature,
         nbytes: int,
         nbytes_source: str,
-        executor: str = "auto",
+        executor: str = "single_threaded",
     ) -> None:
         import tensorflow as tf
 
