@@ -15,7 +15,7 @@ reference-typed edges, low-level control flow (``Switch``/``Merge``: TensorFlow 
 ``tf.cond``, ``tf.while_loop`` and the ``tf.debugging`` assertions to them, in TensorFlow 2
 functions as in TensorFlow 1 graphs), send/receive pairs (a graph split across devices) and
 collective ops. So the first call (the warmup, normally) tries it, and any error there
-that the default executor does not repeat keeps the default one for good; ``executor``
+that the default executor does not repeat keeps the default one for good; ``tf_executor``
 on the model says which runs and why.
 
 ``tf_executor`` in a model's ``[options]``: ``"single_threaded"`` (the default: that

@@ -56,7 +56,7 @@ class FlatCalled:
     call_path: str
     #: TensorFlow's executor for the flat call: "single-threaded", "default (why)", or
     #: "undecided" until the first call has run (see ``_executor``).
-    executor: str
+    tf_executor: str
     _call: Call
 
     def prefer_flat(
@@ -73,21 +73,21 @@ class FlatCalled:
         except NotFlat as exc:
             self._call = self.call_ordinary
             self.call_path = f"ordinary ({exc})"
-            self.executor = "default (the ordinary call)"
+            self.tf_executor = "default (the ordinary call)"
             _log.debug("%s is called the ordinary way: %s", type(self).__name__, exc)
             return
         self.call_path = "flat"
         if executor == "default":
             self._call = flat
-            self.executor = "default (tf_executor = 'default')"
+            self.tf_executor = "default (tf_executor = 'default')"
         else:
             self._call = FirstCallChooses(single, flat, self._chosen)
-            self.executor = "undecided"
+            self.tf_executor = "undecided"
 
     def _chosen(self, call: Call, why: str) -> None:
         if isinstance(self._call, FirstCallChooses):  # not closed meanwhile
             self._call = call
-        self.executor = why
+        self.tf_executor = why
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

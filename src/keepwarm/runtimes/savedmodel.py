@@ -10,7 +10,7 @@ Options:
 - ``tags``: the MetaGraph tags to load (a string or a list of strings); TensorFlow's
   default otherwise.
 - ``tf_executor``: ``"single_threaded"`` (default) or ``"default"``: which TensorFlow
-  executor runs the flat call (``_executor``); the model's ``executor`` says which does.
+  executor runs the flat call (``_executor``); the model's ``tf_executor`` says which does.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def _both(path: Path, runtime: Any = RUNTIME) -> tuple[Any, Any]:
     auto = runtime.load(path, signature=None, options={})
     default = runtime.load(path, signature=None, options={"tf_executor": "default"})
     assert auto.call_path == default.call_path == "flat"
-    assert auto.executor == "undecided" and default.executor.startswith("default")
+    assert auto.tf_executor == "undecided" and default.tf_executor.startswith("default")
     return auto, default
 
 
@@ -53,7 +53,7 @@ def test_example_models_run_single_threaded_with_the_same_results(
     for batch in batches:
         inputs = _inputs(auto, batch)
         out = auto.predict(inputs)
-        assert auto.executor == SINGLE
+        assert auto.tf_executor == SINGLE
         _same(out, default.predict(inputs))
         _same(out, auto.call_ordinary(inputs))
 
@@ -63,7 +63,7 @@ def test_keras_model_runs_single_threaded_with_the_same_results(example_models: 
     for batch in (1, 32):
         inputs = _inputs(auto, batch)
         _same(auto.predict(inputs), default.predict(inputs))
-        assert auto.executor == SINGLE
+        assert auto.tf_executor == SINGLE
         _same(auto.predict(inputs), auto.call_ordinary(inputs))
     auto.close()
     with pytest.raises(UnavailableError):
@@ -79,11 +79,11 @@ def test_several_dtypes_and_an_assertion_which_is_control_flow(tmp_path: Path) -
     bad = {**several_inputs(), "alpha": np.array([-1, 2], np.int64)}
     with pytest.raises(tf.errors.InvalidArgumentError, match="alpha must not be negative"):
         auto.predict(bad)
-    assert auto.executor == "undecided"
+    assert auto.tf_executor == "undecided"
     inputs = auto.signature.coerce(several_inputs())
     _same(auto.predict(inputs), default.predict(inputs))
-    assert auto.executor.startswith("default (the single-threaded executor refused")
-    assert "does not support switch op" in auto.executor
+    assert auto.tf_executor.startswith("default (the single-threaded executor refused")
+    assert "does not support switch op" in auto.tf_executor
     _same(auto.predict(inputs), auto.call_ordinary(inputs))
     with pytest.raises(tf.errors.InvalidArgumentError, match="alpha must not be negative"):
         auto.predict(bad)
@@ -101,12 +101,12 @@ def test_control_flow_falls_back_to_the_default_executor(
         for case in cases:
             inputs = {k: v for k, v in case.items() if k in names}
             out = auto.predict(inputs)
-            assert auto.executor.startswith("default (the single-threaded executor refused")
-            assert "control flow" in auto.executor or "switch" in auto.executor
+            assert auto.tf_executor.startswith("default (the single-threaded executor refused")
+            assert "control flow" in auto.tf_executor or "switch" in auto.tf_executor
             _same(out, default.predict(inputs))
             _same(out, auto.call_ordinary(inputs))
     assert [r.getMessage() for r in caplog.records].count(
-        f"TensorFlow executor for the model's calls: {auto.executor[:300]}"
+        f"TensorFlow executor for the model's calls: {auto.tf_executor[:300]}"
     ) == 1
     if save is save_loop:  # 1 -> 2.5 -> 4.75 -> 8.125, summed over 6 values > 10: minus 10
         np.testing.assert_allclose(auto.predict(cases[0])["z"], np.full((2, 3), -1.875))
@@ -131,14 +131,35 @@ def test_threads_calling_first_at_once_all_get_their_results(example_models: Pat
     for t in threads:
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads) and failures == []
-    assert model.executor == SINGLE and not isinstance(model._call, FirstCallChooses)
+    assert model.tf_executor == SINGLE and not isinstance(model._call, FirstCallChooses)
+
+
+def test_batched_and_served_through_the_library_face(example_models: Path) -> None:
+    """Wrapped for batching (which has an ``executor`` of its own), warmed, then called."""
+    import keepwarm
+
+    cache = keepwarm.ModelCache()
+    try:
+        model = keepwarm.load(example_models / "mlp", batching=True, cache=cache)
+        lease = model.acquire(timeout=60)
+        try:
+            raw = lease.model.raw.inner
+            inputs = _inputs(raw, 3)
+            got, expected = model.predict(inputs), raw.call_ordinary(inputs)
+            # within float32 rounding: a batch may be padded to another size (other kernels)
+            np.testing.assert_allclose(got["probs"], expected["probs"], rtol=1e-5, atol=1e-7)
+            assert raw.tf_executor == SINGLE
+        finally:
+            lease.release()
+    finally:
+        cache.close()
 
 
 def test_single_threaded_is_the_default_choice_by_name(example_models: Path) -> None:
     options = {"tf_executor": "single_threaded"}
     model = RUNTIME.load(example_models / "mlp" / "1", signature=None, options=options)
     model.predict(_inputs(model, 2))
-    assert model.executor == SINGLE
+    assert model.tf_executor == SINGLE
 
 
 @pytest.mark.parametrize("value", ["single", "SINGLE_THREADED_EXECUTOR", "auto", 1, True, ""])
