@@ -139,3 +139,18 @@ def save_v1_cond(path: Path) -> Path:
             tf.compat.v1.enable_control_flow_v2()
     assert any(node.op == "Switch" for node in graph.as_graph_def().node)
     return path
+
+
+def same_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    """The same names in the same order, each the same dtype, shape and values."""
+    assert list(got) == list(expected)
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype and got[name].shape == value.shape
+        np.testing.assert_array_equal(got[name], value)
+
+
+def random_inputs(model: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """float32 values for each of ``model``'s inputs, ``batch`` for every unknown size."""
+    rng = np.random.default_rng(seed)
+    shapes = {s.name: [batch if d is None else d for d in s.shape] for s in model.signature.inputs}
+    return {name: rng.random(shape).astype(np.float32) for name, shape in shapes.items()}

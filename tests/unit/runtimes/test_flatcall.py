@@ -9,27 +9,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runtime_models import random_inputs as _inputs
+from runtime_models import same_outputs as _same
 from runtime_models import save_several, several_inputs
 
 from keepwarm.errors import InvalidInputError, UnavailableError
 from keepwarm.model import LeasedModel
+from keepwarm.runtimes._executor import FirstCallChooses
 from keepwarm.runtimes.keras import KerasRuntime
 from keepwarm.runtimes.savedmodel import SavedModel, SavedModelRuntime
 
 RUNTIME = SavedModelRuntime()
-
-
-def _same(flat: dict[str, np.ndarray], ordinary: dict[str, np.ndarray]) -> None:
-    assert list(flat) == list(ordinary)  # the same names, in the same order
-    for name, value in ordinary.items():
-        assert flat[name].dtype == value.dtype and flat[name].shape == value.shape
-        np.testing.assert_array_equal(flat[name], value)
-
-
-def _inputs(model: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    shapes = {s.name: [batch if d is None else d for d in s.shape] for s in model.signature.inputs}
-    return {name: rng.random(shape).astype(np.float32) for name, shape in shapes.items()}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +65,7 @@ def test_several_inputs_and_outputs_of_different_dtypes(several: SavedModel) -> 
 
 
 def test_threads_each_get_their_own_results(example_models: Path) -> None:
+    """From the first call on: the first calls choose the TensorFlow executor at once."""
     model = RUNTIME.load(example_models / "mlp" / "1", signature=None, options={})
     batches = [_inputs(model, 1 + i % 3, seed=i) for i in range(8)]
     expected = [model.call_ordinary(b) for b in batches]
@@ -94,6 +85,8 @@ def test_threads_each_get_their_own_results(example_models: Path) -> None:
     for t in threads:
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads) and failures == []
+    assert model.tf_executor == "single-threaded"
+    assert not isinstance(model._call, FirstCallChooses)
 
 
 BAD = [

@@ -5,35 +5,22 @@ refuses (control flow), chosen on the first call; results identical either way."
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from runtime_models import random_inputs as _inputs
+from runtime_models import same_outputs as _same
 from runtime_models import save_loop, save_several, save_v1_cond, several_inputs
 
 from keepwarm.config import parse_model_config
 from keepwarm.errors import InvalidConfigError, UnavailableError
-from keepwarm.runtimes._executor import FirstCallChooses
 from keepwarm.runtimes.keras import KerasRuntime
 from keepwarm.runtimes.savedmodel import SavedModelRuntime
 
 RUNTIME = SavedModelRuntime()
 SINGLE = "single-threaded"
-
-
-def _same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
-    assert list(got) == list(expected)
-    for name, value in expected.items():
-        assert got[name].dtype == value.dtype and got[name].shape == value.shape
-        np.testing.assert_array_equal(got[name], value)
-
-
-def _inputs(model: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    shapes = {s.name: [batch if d is None else d for d in s.shape] for s in model.signature.inputs}
-    return {name: rng.random(shape).astype(np.float32) for name, shape in shapes.items()}
 
 
 def _both(path: Path, runtime: Any = RUNTIME) -> tuple[Any, Any]:
@@ -110,28 +97,6 @@ def test_control_flow_falls_back_to_the_default_executor(
     ) == 1
     if save is save_loop:  # 1 -> 2.5 -> 4.75 -> 8.125, summed over 6 values > 10: minus 10
         np.testing.assert_allclose(auto.predict(cases[0])["z"], np.full((2, 3), -1.875))
-
-
-def test_threads_calling_first_at_once_all_get_their_results(example_models: Path) -> None:
-    model = RUNTIME.load(example_models / "mlp" / "1", signature=None, options={})
-    batches = [_inputs(model, 1 + i % 3, seed=i) for i in range(4)]
-    expected = [model.call_ordinary(b) for b in batches]
-    start, failures = threading.Barrier(4), []
-
-    def work(k: int) -> None:
-        start.wait(timeout=30)
-        for i in range(20):
-            got = model.predict(batches[(k + i) % 4])["probs"]
-            if not np.array_equal(got, expected[(k + i) % 4]["probs"]):
-                failures.append(k)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads) and failures == []
-    assert model.tf_executor == SINGLE and not isinstance(model._call, FirstCallChooses)
 
 
 def test_batched_and_served_through_the_library_face(example_models: Path) -> None:
