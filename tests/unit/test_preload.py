@@ -148,3 +148,30 @@ def test_the_package_names_load_on_first_use() -> None:
     assert {"load", "Model", "Repository", "Settings"} <= set(dir(keepwarm))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         keepwarm.nothing  # noqa: B018
+
+
+def test_the_server_start_imports_no_extension_module_past_the_list() -> None:
+    # Every extension module that ``keepwarm serve``'s start-up imports is in
+    # NATIVE_MODULES: otherwise its import waits for the preload's dlopen, GIL held.
+    code = textwrap.dedent(
+        """
+        import sys
+        from keepwarm.preload import import_native_modules
+
+        def native():
+            return {m for m, v in list(sys.modules.items())
+                    if str(getattr(v, "__file__", "") or "").endswith(".so")}
+
+        import_native_modules()
+        before = native()
+        import keepwarm.server, keepwarm.repository, keepwarm.service, keepwarm.http
+        import keepwarm.control, keepwarm.process_memory, keepwarm.sources.listing
+        import keepwarm.workers.memory, keepwarm.grpc.server, keepwarm.runtimes.savedmodel
+        import keepwarm.batching.model, keepwarm.runtimes.registry
+        import uvicorn, uvicorn.protocols.http.httptools_impl, uvicorn.loops.uvloop
+        print(sorted(native() - before))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
