@@ -76,10 +76,17 @@ def holds_tensorflow_models(root: str | os.PathLike[str]) -> bool:
                 name = entry.name
                 if name in _TENSORFLOW_FILES or name.lower().endswith(_TENSORFLOW_SUFFIXES):
                     return True
-                if entry.is_dir() and not name.startswith("."):
+                if not name.startswith(".") and _is_dir(entry):
                     below.append(entry.path)
         level = below
     return False
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a directory this process may not read: not a model of its own
+        return False
 
 
 def tensorflow_libraries() -> list[Path]:
@@ -120,11 +127,12 @@ def load_libraries(paths: Sequence[Path]) -> list[Path]:
 
 
 def import_native_modules(names: Sequence[str] = NATIVE_MODULES) -> None:
-    """Import ``names`` (those installed): their ``dlopen`` before the preload's."""
+    """Import ``names`` (those installed): their ``dlopen`` before the preload's. Best
+    effort: a module that fails here fails again, and is reported, where it is used."""
     for name in names:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:  # not installed, or broken: its user reports it
             continue
 
 

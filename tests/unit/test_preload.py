@@ -175,3 +175,26 @@ def test_the_server_start_imports_no_extension_module_past_the_list() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_a_module_that_fails_to_import_is_skipped(tmp_path: Path) -> None:
+    (tmp_path / "keepwarm_broken_for_test.py").write_text("raise RuntimeError('broken')\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        preload.import_native_modules(("keepwarm_broken_for_test", "no_such_module_here", "json"))
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert "json" in sys.modules and "keepwarm_broken_for_test" not in sys.modules
+
+
+def test_an_unreadable_directory_is_not_scanned(tmp_path: Path) -> None:
+    _file(tmp_path / "repo" / "open" / "1" / "model.onnx")
+    locked = tmp_path / "repo" / "locked"
+    _file(locked / "1" / "saved_model.pb")
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("this user reads any directory (root)")
+        assert not preload.holds_tensorflow_models(tmp_path / "repo")
+    finally:
+        locked.chmod(0o755)
