@@ -53,6 +53,7 @@ NATIVE_MODULES = (
     *("numpy", "uvloop", "httptools", "orjson", "simdjson", "google._upb._message", "grpc"),
     "watchfiles",
 )
+_running: threading.Thread | None = None  # the preload started, if any
 _DEPTH = 3
 _MAX_ENTRIES = 10_000  # a huge directory is not scanned to the end: no preload then
 
@@ -153,9 +154,19 @@ def preload_tensorflow(root: str, *, isolate: bool = False) -> threading.Thread 
         except (OSError, AttributeError) as exc:  # no dlopen here: the import does it all
             _log.debug("preloading TensorFlow's libraries failed: %s", exc)
 
-    thread = threading.Thread(target=run, name="keepwarm-preload", daemon=True)
+    global _running
+    thread = _running = threading.Thread(target=run, name="keepwarm-preload", daemon=True)
     thread.start()
     return thread
+
+
+def wait_for_preload() -> None:
+    """Return when the preload (if one was started) is done. A load's framework import
+    waits here, where the GIL is free, rather than inside the loader's lock holding it:
+    the other threads (the server's start-up, the other loads) run meanwhile."""
+    thread = _running
+    if thread is not None:
+        thread.join()
 
 
 __all__ = [
@@ -165,4 +176,5 @@ __all__ = [
     "load_libraries",
     "preload_tensorflow",
     "tensorflow_libraries",
+    "wait_for_preload",
 ]

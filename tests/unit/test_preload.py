@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,20 @@ def test_an_unreadable_directory_is_not_scanned(tmp_path: Path) -> None:
         assert not preload.holds_tensorflow_models(tmp_path / "repo")
     finally:
         locked.chmod(0o755)
+
+
+def test_a_framework_import_waits_for_the_preload(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keepwarm.runtimes._common import import_framework
+
+    release, imported = threading.Event(), threading.Event()
+    preloading = threading.Thread(target=release.wait, daemon=True)
+    preloading.start()
+    monkeypatch.setattr(preload, "_running", preloading)
+    importer = threading.Thread(target=lambda: (import_framework("json"), imported.set()))
+    importer.start()
+    try:
+        assert not imported.wait(0.3)  # held while the preload runs
+    finally:
+        release.set()
+    assert imported.wait(30)
+    importer.join(30)
