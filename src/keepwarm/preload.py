@@ -10,13 +10,10 @@ imports. When the first load imports TensorFlow, its extension module's ``dlopen
 both libraries already loaded (the same files, loaded with the flags the import uses:
 ``RTLD_NOW``, local), and only the Python side of the import is left.
 
-While ``dlopen`` runs, the dynamic loader holds its lock: any other thread's ``dlopen``
-(an extension module's import) waits for it, holding the GIL. So the extension modules that
-the server's start-up imports (``NATIVE_MODULES``: the standard library's accelerators,
-numpy, uvloop, httptools, orjson, simdjson, grpc, watchfiles) are imported first, and what
-overlaps the preload is the pure Python rest: keepwarm's modules, uvicorn's, the server's
-set-up. A module missing from the list costs only overlap (its import waits for the
-preload), and a test checks the list against the server's imports.
+The dynamic loader holds its lock during ``dlopen``: an extension module imported on
+another thread meanwhile waits for it (GIL held). Importing the server's extension modules
+before the preload, so that only pure Python ran beside it, measured slower in an
+interleaved A/B (session 17), and was taken out.
 
 Done only when it will be used: on Linux, TensorFlow installed, and the repository a local
 directory holding a SavedModel or a Keras file (scanned to three levels: ``REPO/MODEL/
@@ -43,17 +40,6 @@ TENSORFLOW_LIBRARIES = ("libtensorflow_framework.so.2", "libtensorflow_cc.so.2")
 #: Files that mean TensorFlow loads the model: a SavedModel, or a Keras file.
 _TENSORFLOW_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _TENSORFLOW_SUFFIXES = (".keras", ".h5", ".hdf5")
-#: Imported before the preload starts (see above); a name not installed is skipped.
-NATIVE_MODULES = (
-    *("_asyncio", "_bisect", "_blake2", "_bz2", "_contextvars", "_csv", "_ctypes"),
-    *("_datetime", "_decimal", "_hashlib", "_heapq", "_json", "_lzma", "_multiprocessing"),
-    *("_opcode", "_pickle", "_posixsubprocess", "_queue", "_random", "_sha512", "_socket"),
-    *("_ssl", "_struct", "_typing", "_uuid", "array", "binascii", "fcntl", "math", "mmap"),
-    *("resource", "select", "unicodedata", "zlib"),
-    *("numpy", "uvloop", "httptools", "orjson", "simdjson", "google._upb._message", "grpc"),
-    "watchfiles",
-)
-_running: threading.Thread | None = None  # the preload started, if any
 _DEPTH = 3
 _MAX_ENTRIES = 10_000  # a huge directory is not scanned to the end: no preload then
 
@@ -127,16 +113,6 @@ def load_libraries(paths: Sequence[Path]) -> list[Path]:
     return loaded
 
 
-def import_native_modules(names: Sequence[str] = NATIVE_MODULES) -> None:
-    """Import ``names`` (those installed): their ``dlopen`` before the preload's. Best
-    effort: a module that fails here fails again, and is reported, where it is used."""
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception:  # not installed, or broken: its user reports it
-            continue
-
-
 def preload_tensorflow(root: str, *, isolate: bool = False) -> threading.Thread | None:
     """Start loading TensorFlow's native libraries on a daemon thread when the repository
     at ``root`` will import TensorFlow in this process (see the module's docstring); the
@@ -146,7 +122,6 @@ def preload_tensorflow(root: str, *, isolate: bool = False) -> threading.Thread 
     paths = tensorflow_libraries()
     if not paths:
         return None
-    import_native_modules()
 
     def run() -> None:
         try:
@@ -154,27 +129,14 @@ def preload_tensorflow(root: str, *, isolate: bool = False) -> threading.Thread 
         except (OSError, AttributeError) as exc:  # no dlopen here: the import does it all
             _log.debug("preloading TensorFlow's libraries failed: %s", exc)
 
-    global _running
-    thread = _running = threading.Thread(target=run, name="keepwarm-preload", daemon=True)
+    thread = threading.Thread(target=run, name="keepwarm-preload", daemon=True)
     thread.start()
     return thread
 
 
-def wait_for_preload() -> None:
-    """Return when the preload (if one was started) is done. A load's framework import
-    waits here, where the GIL is free, rather than inside the loader's lock holding it:
-    the other threads (the server's start-up, the other loads) run meanwhile."""
-    thread = _running
-    if thread is not None:
-        thread.join()
-
-
 __all__ = [
-    "NATIVE_MODULES",
     "holds_tensorflow_models",
-    "import_native_modules",
     "load_libraries",
     "preload_tensorflow",
     "tensorflow_libraries",
-    "wait_for_preload",
 ]

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
@@ -151,43 +150,6 @@ def test_the_package_names_load_on_first_use() -> None:
         keepwarm.nothing  # noqa: B018
 
 
-def test_the_server_start_imports_no_extension_module_past_the_list() -> None:
-    # Every extension module that ``keepwarm serve``'s start-up imports is in
-    # NATIVE_MODULES: otherwise its import waits for the preload's dlopen, GIL held.
-    code = textwrap.dedent(
-        """
-        import sys
-        from keepwarm.preload import import_native_modules
-
-        def native():
-            return {m for m, v in list(sys.modules.items())
-                    if str(getattr(v, "__file__", "") or "").endswith(".so")}
-
-        import_native_modules()
-        before = native()
-        import keepwarm.server, keepwarm.repository, keepwarm.service, keepwarm.http
-        import keepwarm.control, keepwarm.process_memory, keepwarm.sources.listing
-        import keepwarm.workers.memory, keepwarm.grpc.server, keepwarm.runtimes.savedmodel
-        import keepwarm.batching.model, keepwarm.runtimes.registry
-        import uvicorn, uvicorn.protocols.http.httptools_impl, uvicorn.loops.uvloop
-        print(sorted(native() - before))
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
-
-
-def test_a_module_that_fails_to_import_is_skipped(tmp_path: Path) -> None:
-    (tmp_path / "keepwarm_broken_for_test.py").write_text("raise RuntimeError('broken')\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        preload.import_native_modules(("keepwarm_broken_for_test", "no_such_module_here", "json"))
-    finally:
-        sys.path.remove(str(tmp_path))
-    assert "json" in sys.modules and "keepwarm_broken_for_test" not in sys.modules
-
-
 def test_an_unreadable_directory_is_not_scanned(tmp_path: Path) -> None:
     _file(tmp_path / "repo" / "open" / "1" / "model.onnx")
     locked = tmp_path / "repo" / "locked"
@@ -199,20 +161,3 @@ def test_an_unreadable_directory_is_not_scanned(tmp_path: Path) -> None:
         assert not preload.holds_tensorflow_models(tmp_path / "repo")
     finally:
         locked.chmod(0o755)
-
-
-def test_a_framework_import_waits_for_the_preload(monkeypatch: pytest.MonkeyPatch) -> None:
-    from keepwarm.runtimes._common import import_framework
-
-    release, imported = threading.Event(), threading.Event()
-    preloading = threading.Thread(target=release.wait, daemon=True)
-    preloading.start()
-    monkeypatch.setattr(preload, "_running", preloading)
-    importer = threading.Thread(target=lambda: (import_framework("json"), imported.set()))
-    importer.start()
-    try:
-        assert not imported.wait(0.3)  # held while the preload runs
-    finally:
-        release.set()
-    assert imported.wait(30)
-    importer.join(30)

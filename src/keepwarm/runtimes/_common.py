@@ -11,7 +11,6 @@ from typing import Any, NoReturn
 import numpy as np
 
 from keepwarm.errors import ModelNotFoundError, UnavailableError
-from keepwarm.preload import wait_for_preload
 from keepwarm.signature import Shape
 
 OBJECT = np.dtype(object)
@@ -21,9 +20,7 @@ _framework_lock = threading.Lock()
 def import_framework(name: str) -> Any:
     """``import name``, one thread at a time. TensorFlow's first import is not thread-safe:
     two loads importing it at once (a SavedModel and a Keras model, say) can leave it
-    half-initialised, and every later load in the process fails. Waits first for the
-    preload of TensorFlow's native libraries, if one runs (``keepwarm.preload``)."""
-    wait_for_preload()
+    half-initialised, and every later load in the process fails."""
     with _framework_lock:
         return importlib.import_module(name)
 
