@@ -126,12 +126,16 @@ def begin(
             return model.predict(inputs)  # type: ignore[no-any-return]
         finally:
             request_deadline.reset(token)
+    coerced = model.signature.coerce(inputs)
+    outcome = raw.batcher.run_now(coerced, deadline)  # a free slot: run here, as unbatched
+    if outcome is not None:
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.results[0]
     # Without a ticket (a blocking caller, whose client's leaving this thread cannot
     # see while it waits) the request is not waited for here: it is ``Queued``.
     bind = None if ticket is None else ticket.bind
-    future = raw.start(
-        model.signature.coerce(inputs), deadline=deadline, bind=bind, follow=ticket is not None
-    )
+    future = raw.start(coerced, deadline=deadline, bind=bind, follow=ticket is not None, tried=True)
     if future.done() and not future.cancelled():
         return future.result()
     return Queued(future, model.name, model.version, lease.pop_all(), deadline)
@@ -141,6 +145,15 @@ def batched(model: Any) -> bool:
     """Whether leased ``model`` (a ``LeasedModel``) predicts through a batcher."""
     raw = model.raw
     return isinstance(raw, BatchedModel) and raw.why_not is None
+
+
+def gathering(model: Any) -> bool:
+    """Whether a request for leased ``model`` decoded on the event loop is queued from
+    there (``submit``): its batcher has a batch running or requests queued. An idle one
+    takes the request as batching off would, on a worker thread (``begin``: it runs
+    there at once), so that a lone client pays nothing for the batcher."""
+    raw = model.raw
+    return isinstance(raw, BatchedModel) and raw.why_not is None and not raw.batcher.idle
 
 
 def submit(model: Any, inputs: Arrays, deadline: float | None, lease: ExitStack) -> Queued:
