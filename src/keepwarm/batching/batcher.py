@@ -257,7 +257,8 @@ class Batcher:
 
     @property
     def idle(self) -> bool:
-        """No batch of this model runs and nothing is queued (a snapshot)."""
+        """No batch of this model runs and nothing is queued, and its requests came one
+        at a time lately (``pipeline``'s rows in the system: at most one); a snapshot."""
         return self._dispatch.idle
 
     @property

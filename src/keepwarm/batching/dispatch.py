@@ -186,8 +186,8 @@ class Dispatch:
 
     @property
     def idle(self) -> bool:
-        """No batch running and nothing queued (a snapshot, read without the lock)."""
-        return not self._running and not self.queue.items
+        """Nothing runs or is queued, and lately one request at a time (a snapshot)."""
+        return not self._running and not self.queue.items and self.queue.pipeline.seen <= 1
 
     def leave(self) -> None:
         """A ``counted`` caller whose request had to queue is done (``run_now``)."""
