@@ -4,7 +4,8 @@ in-process on batches of 32 (issue 9: the server at least 0.9x). The two are mea
 alternated rounds (a ``wrk`` run on each server, then the limit's loop), so that the
 machine's drift (2-4x within minutes here) hits both alike; the ratio is the median of
 the per-round ratios. Each run also records the CPU time per image (the server's process
-tree from ``/proc``; the limit's own process), and the server's batch sizes from
+tree from ``/proc``; the limit's own process, each round's too), context switches and
+minor page faults (memory touched afresh) per image, and the server's batch sizes from
 ``/metrics``: what a shared machine disturbs least, and where a gap comes from.
 
 ``bench/serve_batching.py`` runs this cell on one server; run alone, it compares source
@@ -87,6 +88,7 @@ class Limit:
     def run(self, seconds: float) -> dict[str, float]:
         predict, x = self._model.predict, self._x
         count, before, switched = 0, os.times(), switches(os.getpid())
+        faults = minor_faults(os.getpid())
         began = time.perf_counter()
         while time.perf_counter() - began < seconds:
             predict(x)
@@ -94,7 +96,15 @@ class Limit:
         took, after = time.perf_counter() - began, os.times()
         used = after.user - before.user + after.system - before.system
         switched = switches(os.getpid()) - switched
-        return {"rps": count / took, "cpu_us": used / count * 1e6, "switches": switched / count}
+        faults = minor_faults(os.getpid()) - faults
+        return {"rps": count / took, "cpu_us": used / count * 1e6, "switches": switched / count,
+                "faults": faults / count}  # fmt: skip
+
+
+def minor_faults(pid: int) -> int:
+    """Minor page faults of ``pid`` so far (all its threads): fresh memory being touched,
+    as when a large array is allocated anew for each batch."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def switches(pid: int) -> int:
@@ -114,12 +124,15 @@ def server_run(served: Served, bodies: list[str], seconds: int, script: Path) ->
     """One ``wrk -c32`` run on ``served``: its figures, CPU µs per image, batch sizes."""
     pid = served.proc.pid
     sizes, before, switched = batch_sizes(served.url), tree_cpu_seconds(pid), switches(pid)
+    faults = minor_faults(pid)
     figures = wrk(served.infer_url(MODEL), bodies, 32, seconds, script)
     used, switched = tree_cpu_seconds(pid) - before, switches(pid) - switched
+    faults = minor_faults(pid) - faults
     after = batch_sizes(served.url)
     images = max(figures["rps"] * seconds, 1)
     figures["cpu_us"] = used / images * 1e6
     figures["switches"] = switched / images
+    figures["faults"] = faults / images
     figures["sizes"] = {
         s: int(n - sizes.get(s, 0)) for s, n in after.items() if n > sizes.get(s, 0)
     }
@@ -154,6 +167,8 @@ def interleaved(
             "rps": statistics.median(r["rps"] for r in mine),
             "cpu_us": statistics.median(r["cpu_us"] for r in mine),
             "switches": statistics.median(r["switches"] for r in mine),
+            "faults": statistics.median(r["faults"] for r in mine),
+            "cpus": [round(r["cpu_us"]) for r in mine],
             "p50_ms": statistics.median(r.get("p50_ms", float("nan")) for r in mine),
             "ratio": statistics.median(ratios),
             "ratios": [round(r, 3) for r in ratios],
@@ -200,10 +215,13 @@ def main() -> int:
             for served in servers.values():
                 served.stop()
     print(f"{MODEL} c=32 binary against in-process batch 32 ({args.rounds} rounds; medians)")
-    print(f"{'side':12s}{'img/s':>8s}{'CPU us/img':>12s}{'cs/img':>8s}{'x limit':>9s}  per round")
+    print(f"{'side':12s}{'img/s':>8s}{'CPU us/img':>12s}{'cs/img':>8s}{'flt/img':>8s}"
+          f"{'x limit':>9s}  per round")  # fmt: skip
     for name, x in found.items():
-        print(f"{name:12s}{x['rps']:8.1f}{x['cpu_us']:12.0f}{x['switches']:8.1f}{x['ratio']:9.3f}"
-              f"  {x['ratios']}")  # fmt: skip
+        print(f"{name:12s}{x['rps']:8.1f}{x['cpu_us']:12.0f}{x['switches']:8.1f}{x['faults']:8.1f}"
+              f"{x['ratio']:9.3f}  {x['ratios']}")  # fmt: skip
+    for name, x in found.items():
+        print(f"{name} CPU us/img per round: {x['cpus']}")
     for name in servers:
         print(f"{name} batch sizes per round: {found[name]['sizes']}")
     print(f"load average {os.getloadavg()[0]:.1f} (noisy when high)")

@@ -1,17 +1,23 @@
 """The MLP at concurrency 1 against its floors (issue 7: p50 at most 0.3 ms above the direct
 call), all measured in one run of interleaved rounds:
 
-- ``direct``: the signature called in-process through ``keepwarm.load`` (no HTTP);
+- ``direct``: the signature called in-process through ``keepwarm.load`` (no HTTP), back to
+  back on one thread; ``direct-default`` the same with ``tf_executor = "default"`` (where
+  ``--src`` has the option: TensorFlow's default executor, as before it);
 - ``bare-inline``: a bare ASGI app on uvicorn (httptools, uvloop) calling the signature on
   the event loop (``bench/bare_mlp.py``);
 - ``bare-thread``: the same with the call on one worker thread (one hop each way);
 - ``kw-on`` / ``kw-off``: ``keepwarm serve`` with the MLP's ``[batching]`` table and
-  without it;
+  without it; with ``--base-src``, ``base-on`` / ``base-off`` the same from that tree
+  (``/work/main/src``, say), so that two trees are judged against one limit;
 
 each on KServe v2 JSON and binary bodies (``wrk -t1 -c1``, 8 different bodies rotated).
 Per side: p50, req/s and the server's CPU µs per request (its process tree, ``/proc``).
 
-    python bench/c1_floor.py --models .test-cache/examples/models --rounds 5
+    python bench/c1_floor.py --models .test-cache/examples/models --rounds 5 \\
+        [--base-src ../main/src]
+
+"above direct" is against ``direct`` (the library's call as ``--src`` makes it).
 """
 
 from __future__ import annotations
@@ -78,10 +84,11 @@ class Bare:
 class Direct:
     """The limit: ``keepwarm.load(model).predict`` in this process, one thread."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, options: dict[str, Any] | None = None) -> None:
         import keepwarm
 
-        self.model = keepwarm.load(str(model_dir))
+        cache = keepwarm.ModelCache()  # each side its own load of the model
+        self.model = keepwarm.load(str(model_dir), options=options, cache=cache)
         self.xs = inputs(MODEL, 8)
         for x in self.xs:
             self.model.predict(x)
@@ -103,6 +110,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="keepwarm's source")
+    parser.add_argument("--base-src", type=Path, help="another tree's source: base-on/off")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--json", type=Path)
@@ -136,9 +144,15 @@ def run(args: argparse.Namespace, work: Path) -> int:
         servers["bare-thread"] = Bare(repos[False] / MODEL / "1", "thread", env)
         servers["kw-on"] = Served(repos[True], env=env)
         servers["kw-off"] = Served(repos[False], env=env)
+        if args.base_src:
+            base = {**os.environ, "PYTHONPATH": str(args.base_src.resolve())}
+            servers["base-on"] = Served(repos[True], env=base)
+            servers["base-off"] = Served(repos[False], env=base)
         for server in servers.values():
             first_200(server, {MODEL: first})
-        direct = Direct(repos[False] / MODEL)
+        default = {"tf_executor": "default"}
+        direct = {"direct": Direct(repos[False] / MODEL),
+                  "direct-default": Direct(repos[False] / MODEL, default)}  # fmt: skip
         table = measure(args, servers, direct, bodies, scripts)
     finally:
         for server in servers.values():
@@ -148,9 +162,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
     return 0
 
 
-def measure(args: argparse.Namespace, servers: dict[str, Any], direct: Direct,
+def measure(args: argparse.Namespace, servers: dict[str, Any], direct: dict[str, Direct],
             bodies: dict[str, list[str]], scripts: dict[str, Path]) -> dict[str, Any]:  # fmt: skip
-    names = ["direct", *servers]
+    names = [*direct, *servers]
     table: dict[str, Any] = {}
     for kind in ("json", "binary"):
         runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
@@ -159,8 +173,8 @@ def measure(args: argparse.Namespace, servers: dict[str, Any], direct: Direct,
         for index in range(args.rounds):
             shift = index % len(names)
             for name in names[shift:] + names[:shift]:
-                if name == "direct":
-                    runs[name].append(direct.run(args.seconds))
+                if name in direct:
+                    runs[name].append(direct[name].run(args.seconds))
                     continue
                 server = servers[name]
                 before = tree_cpu_seconds(server.proc.pid)
@@ -177,7 +191,7 @@ def report(kind: str, runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]
     direct = runs["direct"]
     print(f"\nMLP c=1 v2 {kind}  (medians over {len(direct)} rounds; "
           "'above direct': median per-round p50 minus direct's)")  # fmt: skip
-    print(f"{'side':13s}{'req/s':>8s}{'p50 ms':>9s}{'above direct':>14s}{'CPU us/req':>12s}")
+    print(f"{'side':15s}{'req/s':>8s}{'p50 ms':>9s}{'above direct':>14s}{'CPU us/req':>12s}")
     out = {}
     for name, mine in runs.items():
         above = statistics.median(
@@ -186,7 +200,7 @@ def report(kind: str, runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]
         row = {key: statistics.median(r[key] for r in mine) for key in ("rps", "p50_ms", "cpu_us")}
         row["above_direct_ms"] = above
         out[name] = row
-        print(f"{name:13s}{row['rps']:8.0f}{row['p50_ms']:9.3f}{above:14.3f}{row['cpu_us']:12.0f}")
+        print(f"{name:15s}{row['rps']:8.0f}{row['p50_ms']:9.3f}{above:14.3f}{row['cpu_us']:12.0f}")
     sys.stdout.flush()
     return out
 

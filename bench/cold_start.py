@@ -20,12 +20,13 @@ reused, under ``$BENCH_PEER_VENVS`` like the peers'), with the tree under test (
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import statistics
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,16 @@ def in_process(repo: Path, src: Path | None = None) -> Start:
     return time.perf_counter() - started, _children_cpu() - cpu
 
 
-def served(repo: Path, bodies: Mapping[str, bytes], src: Path | None = None) -> Start:
-    """``keepwarm serve`` (of tree ``src``: see ``keepwarm_env``) from spawn to a 200 from
-    every model."""
+def served(
+    repo: Path,
+    bodies: Mapping[str, bytes],
+    src: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> Start:
+    """``keepwarm serve`` (of tree ``src``: see ``keepwarm_env``; ``extra_env`` added to its
+    environment) from spawn to a 200 from every model."""
     python, env = keepwarm_env(src)
+    env.update(extra_env or {})
     server = Served(repo, python=python, env=env)
     try:
         return first_200(server, bodies), tree_cpu_seconds(server.proc.pid)
@@ -114,25 +121,42 @@ def cold_starts(
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, str]]:
     """Every way's cold starts, ``rounds`` of them taken in turn: seconds, CPU seconds, and
     the peers that failed (name -> why: they take no further part)."""
+    ways: dict[str, Callable[[bool], Start]] = {
+        IN_PROCESS: lambda first: in_process(repo),
+        "keepwarm": lambda first: served(repo, bodies),
+    }
+    for name in peers:
+        ways[name] = functools.partial(peer_way, name, repo, bodies, answers, workdir)
+    return in_turn(ways, rounds)
 
-    def run(way: str, first: bool) -> Start:
-        if way == IN_PROCESS:
-            return in_process(repo)
-        if way == "keepwarm":
-            return served(repo, bodies)
-        return peer(way, repo, bodies, answers if first else None, workdir)
 
-    ways = [IN_PROCESS, "keepwarm", *peers]
-    times: dict[str, list[float]] = {way: [] for way in ways}
-    cpu: dict[str, list[float]] = {way: [] for way in ways}
+def peer_way(
+    name: str,
+    repo: Path,
+    bodies: Mapping[str, bytes],
+    answers: Mapping[str, np.ndarray],
+    workdir: Path,
+    first: bool,
+) -> Start:
+    return peer(name, repo, bodies, answers if first else None, workdir)
+
+
+def in_turn(
+    ways: Mapping[str, Callable[[bool], Start]], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, str]]:
+    """``rounds`` starts of each way (called with whether it is its first), the order
+    rotated each round: seconds, CPU seconds, and the ways that failed (name -> why)."""
+    names = list(ways)
+    times: dict[str, list[float]] = {way: [] for way in names}
+    cpu: dict[str, list[float]] = {way: [] for way in names}
     failed: dict[str, str] = {}
     for r in range(rounds):
-        order = ways[r % len(ways) :] + ways[: r % len(ways)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for way in order:
             if way in failed:
                 continue
             try:
-                took, used = run(way, first=r == 0)
+                took, used = ways[way](r == 0)
                 times[way].append(took)
                 cpu[way].append(used)
             except PeerFailed as exc:

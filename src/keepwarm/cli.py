@@ -8,114 +8,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 import keepwarm
-from keepwarm.cli_serve import add_serve_command, run_serve
+from keepwarm.cli_progress import Progress, size_text
+from keepwarm.cli_serve import add_serve_command, run_serve, serve_parser
 from keepwarm.errors import InvalidInputError, KeepwarmError
-from keepwarm.loading import select_version
-from keepwarm.optimize.command import add_command as add_optimize_command
 from keepwarm.settings import Settings
-from keepwarm.signature import Inputs, Signature, TensorSpec
-from keepwarm.sources.resolve import resolve_uri
 
-_BAR = 24
-
-
-class Progress:
-    """Download and load progress on ``stream``: redrawn in place on a TTY, else a few lines."""
-
-    def __init__(self, stream: TextIO, enabled: bool = True) -> None:
-        self.stream = stream
-        self.enabled = enabled
-        self.tty = enabled and stream.isatty()
-        self._started = 0.0
-        self._last = 0.0
-        self._done = -1  # -1: no download seen
-
-    def _write(self, text: str) -> None:
-        if self.enabled:
-            self.stream.write(text)
-            self.stream.flush()
-
-    def download(self, done: int, total: int | None) -> None:
-        """The ``progress(bytes_done, total_or_None)`` callback of ``resolve_uri``."""
-        now = time.monotonic()
-        if self._done < 0:
-            self._started = now
-            size = "size unknown" if total is None else _size(total)
-            self._write(f"downloading ({size}) ..." + ("" if self.tty else "\n"))
-        self._done = done
-        if now - self._last < (0.1 if self.tty else 2.0) and done != total:
-            return
-        self._last = now
-        if self.tty and total:
-            filled = min(_BAR, _BAR * done // total)
-            bar = "[" + "#" * filled + "." * (_BAR - filled) + "]"
-            self._write(f"\rdownloading {bar} {_size(done)} / {_size(total)}  ")
-        elif self.tty:
-            self._write(f"\rdownloading {_size(done)}  ")
-        elif done and done != total:
-            self._write(f"downloading: {_size(done)}{f' / {_size(total)}' if total else ''}\n")
-
-    def end_download(self, ok: bool) -> None:
-        """After ``resolve_uri``: a summary line if bytes were fetched."""
-        if self._done < 0:
-            return
-        seconds = time.monotonic() - self._started
-        line = f"downloaded {_size(self._done)} in {seconds:.1f} s" if ok else ""
-        self._write(("\r" + " " * 70 + "\r" if self.tty else "") + line + ("\n" if line else ""))
-        self._done = -1
-
-    @contextmanager
-    def loading(self, what: str) -> Iterator[None]:
-        """Show elapsed seconds while the ``with`` block loads ``what``."""
-        started = time.monotonic()
-        stop = threading.Event()
-        ticker = None
-        if self.tty:
-
-            def tick() -> None:
-                while not stop.wait(0.5):
-                    self._write(f"\rloading {what} ... {time.monotonic() - started:.1f} s")
-
-            ticker = threading.Thread(target=tick, name="keepwarm-cli-ticker", daemon=True)
-            self._write(f"loading {what} ...")
-            ticker.start()
-        else:
-            self._write(f"loading {what} ...\n")
-        try:
-            yield
-        finally:
-            stop.set()
-            if ticker is not None:
-                ticker.join()
-                self._write("\r" + " " * 70 + "\r")
-        self._write(f"loaded {what} in {time.monotonic() - started:.1f} s\n")
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KB", "MB", "GB"):
-        value /= 1024
-        if value < 1024 or unit == "GB":
-            break
-    return f"{value:.1f} {unit}"
+if TYPE_CHECKING:
+    from keepwarm.signature import Inputs, Signature, TensorSpec
 
 
 def _open_model(
     args: argparse.Namespace, cache: keepwarm.ModelCache
 ) -> tuple[keepwarm.Model, Path]:
     """Fetch (with progress), then load through the cache; return the model and its path."""
+    from keepwarm.loading import select_version
+    from keepwarm.sources.resolve import resolve_uri
+
     progress = Progress(sys.stderr, enabled=not args.quiet)
     try:
         resolved = resolve_uri(
@@ -170,7 +83,7 @@ def cmd_inspect(args: argparse.Namespace, cache: keepwarm.ModelCache) -> None:
     print(f"uri:        {args.uri}\npath:       {path}\nformat:     {model.format}")
     print(f"signature:  {sig.name}\n  inputs:{_tensors(sig.inputs)}")
     print(f"  outputs:{_tensors(sig.outputs)}")
-    print(f"size:       {nbytes:,} bytes ({_size(nbytes)}, {source})")
+    print(f"size:       {nbytes:,} bytes ({size_text(nbytes)}, {source})")
     print(f"load time:  {info['load_seconds']:.3f} s")
 
 
@@ -187,6 +100,8 @@ def _tensors(specs: Sequence[TensorSpec]) -> str:
 def read_inputs(path: Path) -> Inputs:
     """``.npy`` (one array), ``.npz`` (named arrays), or ``.json``: a nested list, an object
     of input name to nested list, or ``{"inputs": ...}`` holding either."""
+    import numpy as np
+
     if not path.is_file():
         raise InvalidInputError(f"input file {path} does not exist")
     suffix = path.suffix.lower()
@@ -209,6 +124,8 @@ def read_inputs(path: Path) -> Inputs:
 
 
 def cmd_predict(args: argparse.Namespace, cache: keepwarm.ModelCache) -> None:
+    import numpy as np
+
     source = Path(args.input)
     inputs = read_inputs(source)
     model, _ = _open_model(args, cache)
@@ -263,13 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", metavar="FILE", help=outputs)
     predict.set_defaults(func=cmd_predict)
     add_serve_command(commands)
+    from keepwarm.optimize.command import add_command as add_optimize_command
+
     add_optimize_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``keepwarm`` command; returns the exit code (argparse exits 2 by itself)."""
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    parser = serve_parser() if given[:1] == ["serve"] else build_parser()
+    args = parser.parse_args(given)
     if args.command == "serve":
         return run_serve(args)
     cache: keepwarm.ModelCache | None = None

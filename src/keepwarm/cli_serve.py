@@ -104,6 +104,14 @@ def add_serve_command(commands: Any) -> None:
     sub.set_defaults(func=None)
 
 
+def serve_parser() -> argparse.ArgumentParser:
+    """The ``keepwarm`` parser with ``serve`` alone: what ``keepwarm serve ...`` is parsed
+    with, so that starting a server imports nothing the other commands need (issue 7)."""
+    parser = argparse.ArgumentParser(prog="keepwarm")
+    add_serve_command(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return parser
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from keepwarm.server import serve
 

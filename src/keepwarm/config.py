@@ -23,7 +23,9 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
     samples = "warmup.npz"      # sample inputs (.json or .npz), a path inside each version
 
     [options]                   # passed to the runtime as they are
-    intra_op_num_threads = 2
+    intra_op_num_threads = 2    # ONNX Runtime's threads (also inter_op_num_threads)
+    tf_executor = "default"     # SavedModel, Keras: "single_threaded" (default) | "default":
+                                # TensorFlow's executor for each call (below)
 
     [batching]                  # turns batching on; every key optional
     max_batch_size = 32         # rows in one batch; a request's own rows count
@@ -67,6 +69,16 @@ GIL uses a core per process. A worker that dies is restarted and its models load
 requests it held fail with UNAVAILABLE (503). ``isolate`` keeps any model (TensorFlow,
 ONNX) in a worker process of its own, so that unloading it gives its memory back.
 
+``tf_executor`` picks the TensorFlow executor that runs a SavedModel's or Keras model's
+calls. ``"single_threaded"`` (the default) tries TensorFlow's single-threaded executor on
+the first call (the warmup) and keeps it unless it refuses the graph (control flow:
+``tf.cond``, ``tf.while_loop``, ``tf.debugging`` assertions), when TensorFlow's default
+executor is kept; ``"default"`` never tries it. The single-threaded executor runs the
+graph's kernels on the calling thread (each kernel keeps its intra-op threads), with no
+hand-off to the inter-op threads, which sleep between calls and are woken by each call;
+what it gives up is running independent branches of the graph at once (the figures are in
+``keepwarm.runtimes._executor``).
+
 ``policy`` may be left out: it is ``"specific"`` when ``specific`` is given, ``"latest"``
 otherwise. Unknown keys are errors, so a typo never passes silently; every error names the
 file, the key, what was expected and what was given. ``allow_unsafe`` and ``class`` cannot
@@ -89,6 +101,8 @@ from keepwarm.config_optimize import OptimizeConfig, optimize_section
 from keepwarm.config_table import EMPTY, TomlTable
 from keepwarm.config_workers import WorkersConfig, workers_section
 from keepwarm.errors import InvalidConfigError
+from keepwarm.runtimes._executor import CHOICES as TF_EXECUTORS
+from keepwarm.runtimes._executor import OPTION as TF_EXECUTOR
 
 # Parsed by their own modules; named here as the types of ModelConfig's fields.
 __all__ = [
@@ -234,6 +248,9 @@ def _options(top: TomlTable) -> Mapping[str, Any]:
                 "directory must not be able to make the server run code)",
                 options[key],
             )
+    if TF_EXECUTOR in options and options[TF_EXECUTOR] not in TF_EXECUTORS:
+        expected = "one of " + ", ".join(f'"{c}"' for c in TF_EXECUTORS)
+        raise top.fail(f"options.{TF_EXECUTOR}", expected, options[TF_EXECUTOR])
     return MappingProxyType(dict(options)) if options else EMPTY
 
 

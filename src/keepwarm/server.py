@@ -17,16 +17,14 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from keepwarm.control import ControlledSource
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
 from keepwarm.core.states import State
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
-from keepwarm.process_memory import server_ledger
+from keepwarm.preload import preload_tensorflow
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
-from keepwarm.workers.memory import watch_default_pool
 
 log = logging.getLogger("keepwarm.server")
 SEND_GRACE_SECONDS = 3
@@ -36,12 +34,13 @@ def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
     """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code."""
     token = management_token(settings)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
+    tensorflow_threads()  # one inter-op thread per model call (see settings)
+    preload_tensorflow(root, isolate=settings.workers.isolate)
     configure_json_logs()
     stream = out if out is not None else sys.stderr
     import uvloop
 
     untune = tune_interpreter()  # the GIL switch interval (see service_process)
-    tensorflow_threads()  # one inter-op thread per model call (see settings)
     try:
         return uvloop.run(_serve(root, settings, token, stream))
     finally:
@@ -77,15 +76,17 @@ def management_token(settings: Settings) -> str | None:
 
 
 async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) -> int:
+    from keepwarm.control import ControlledSource
+    from keepwarm.process_memory import server_ledger
     from keepwarm.repository import Repository
     from keepwarm.service import InferenceService
     from keepwarm.sources.listing import open_source
+    from keepwarm.workers.memory import watch_default_pool
 
     cfg = settings.server
     control = None
     if cfg.management_api or cfg.model_control == "explicit":
-        # The repository's own source for ``root`` (one URI parser), wrapped; with model
-        # control the directory is polled, not watched.
+        # The repository's own source for ``root``, wrapped; polled then, not watched.
         control = ControlledSource(open_source(root, settings.downloads), cfg.model_control)
     repository = Repository(root, settings=settings, source=control)
     timeout = None if cfg.request_timeout_ms is None else cfg.request_timeout_ms / 1000.0
@@ -280,8 +281,7 @@ class _Progress:
 
 
 def _say(out: TextIO, line: str) -> None:
-    out.write(line + "\n")
-    out.flush()
+    print(line, file=out, flush=True)
 
 
 def _host_for_url(host: str) -> str:

@@ -118,9 +118,16 @@ class V2Routes:
         body = await request.body()
         length = _header_length(request)
         depth = self.max_json_depth
-        decoded = await parse_off_loop(
-            body, lambda raw: v2.decode_request(raw, header_length=length, max_depth=depth)
+        # Here when cheap (a binary tensor is a view of the body, whatever its size),
+        # else on a thread: the event loop keeps running while a large JSON is parsed.
+        decoded = v2.decode_small(
+            body, header_length=length, max_depth=depth, limit=INLINE_DECODE_BYTES
         )
+        inline = decoded is not None
+        if decoded is None:
+            decoded = await parse_off_loop(
+                body, lambda raw: v2.decode_request(raw, header_length=length, max_depth=depth)
+            )
         timeout = v2.request_timeout(decoded.parameters, header_timeout(request))
 
         def encode(name: str, version: int, outputs: dict[str, Any]) -> tuple[bytes, int | None]:
@@ -134,8 +141,8 @@ class V2Routes:
             protocol="v2",
             timeout=timeout,
             disconnected=request.disconnected,
-            # small inputs, decoded here: a batched model's queue takes them here
-            decoded=len(body) <= INLINE_DECODE_BYTES,
+            # inputs decoded here: a batched model's queue takes them here
+            decoded=inline,
         )
         if json_length is None:
             return Response(200, data)

@@ -38,23 +38,56 @@ def decode_request(
     body: bytes, *, header_length: int | None = None, max_depth: int = 64
 ) -> InferRequest:
     """Decode a v2 infer body; ``header_length`` is ``Inference-Header-Content-Length``.
+    Tensors sent as binary are views of ``body`` (``np.frombuffer``, no copy)."""
+    return _decoded(*_header(body, header_length, max_depth))
 
-    Tensors sent as binary are views of ``body`` (``np.frombuffer``, no copy).
-    """
+
+def decode_small(
+    body: bytes, *, header_length: int | None = None, max_depth: int = 64, limit: int
+) -> InferRequest | None:
+    """``decode_request`` when cheap enough for the event loop, else None (decode on a
+    thread): at most ``limit`` bytes of JSON and of binary BYTES tensors (split element by
+    element); a binary numeric tensor is a view of ``body``, free whatever its size."""
+    if (len(body) if header_length is None else header_length) > limit:
+        return None
+    request, binary = _header(body, header_length, max_depth)
+    if _binary_bytes(request) > limit:
+        return None
+    return _decoded(request, binary)
+
+
+def _header(body: bytes, length: int | None, max_depth: int) -> tuple[dict[str, Any], memoryview]:
+    """The JSON part (an object) and the binary part of ``body``."""
     header: bytes | memoryview
-    if header_length is None:
+    if length is None:
         header, binary = body, memoryview(b"")
     else:
-        if header_length < 0 or header_length > len(body):
+        if length < 0 or length > len(body):
             raise InvalidInputError(
-                f"Inference-Header-Content-Length {header_length} is outside the body "
-                f"({len(body)} bytes)"
+                f"Inference-Header-Content-Length {length} is outside the body ({len(body)} bytes)"
             )
         view = memoryview(body)
-        header, binary = view[:header_length], view[header_length:]
+        header, binary = view[:length], view[length:]
     request = jsonpieces.loads(header, max_depth=max_depth, within="inputs")
     if not isinstance(request, dict):
         raise InvalidInputError("the request body must be a JSON object with 'inputs'")
+    return request, binary
+
+
+def _binary_bytes(request: dict[str, Any]) -> int:  # ill-formed inputs: ``_decoded`` says
+    """The largest ``binary_data_size`` of a BYTES input."""
+    largest = 0
+    raw_inputs = request.get("inputs")
+    for raw in raw_inputs if isinstance(raw_inputs, list) else ():
+        if isinstance(raw, dict) and raw.get("datatype") == "BYTES":
+            params = raw.get("parameters")
+            size = params.get("binary_data_size") if isinstance(params, dict) else None
+            if type(size) is int:
+                largest = max(largest, size)
+    return largest
+
+
+def _decoded(request: dict[str, Any], binary: memoryview) -> InferRequest:
     raw_inputs = request.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInputError("'inputs' must be a non-empty list of tensors")

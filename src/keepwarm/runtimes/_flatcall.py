@@ -29,6 +29,7 @@ The runtime then keeps the ordinary call.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from keepwarm.errors import InvalidInputError, KeepwarmError
+from keepwarm.runtimes._executor import SINGLE_THREADED, FirstCallChooses
 from keepwarm.signature import Signature
 
 Call = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -52,18 +54,40 @@ class FlatCalled:
 
     signature: Signature
     call_path: str
+    #: TensorFlow's executor for the flat call: "single-threaded", "default (why)", or
+    #: "undecided" until the first call has run (see ``_executor``).
+    tf_executor: str
     _call: Call
 
-    def prefer_flat(self, fn: Any, order: Callable[[list[str]], Sequence[str]]) -> None:
+    def prefer_flat(
+        self,
+        fn: Any,
+        order: Callable[[list[str]], Sequence[str]],
+        executor: str = "single_threaded",
+    ) -> None:
         """``order``: keepwarm's input names for ``fn``'s parameters in flat order (raising
-        ``NotFlat`` when they do not correspond)."""
+        ``NotFlat`` when they do not correspond); ``executor``: the ``tf_executor`` option."""
         try:
-            self._call = FlatCall(fn, order(parameters(fn)), flat_outputs(fn.structured_outputs))
-            self.call_path = "flat"
+            flat = FlatCall(fn, order(parameters(fn)), flat_outputs(fn.structured_outputs))
+            single = flat.with_executor(SINGLE_THREADED)
         except NotFlat as exc:
             self._call = self.call_ordinary
             self.call_path = f"ordinary ({exc})"
+            self.tf_executor = "default (the ordinary call)"
             _log.debug("%s is called the ordinary way: %s", type(self).__name__, exc)
+            return
+        self.call_path = "flat"
+        if executor == "default":
+            self._call = flat
+            self.tf_executor = "default (tf_executor = 'default')"
+        else:
+            self._call = FirstCallChooses(single, flat, self._chosen)
+            self.tf_executor = "undecided"
+
+    def _chosen(self, call: Call, why: str) -> None:
+        if isinstance(self._call, FirstCallChooses):  # not closed meanwhile
+            self._call = call
+        self.tf_executor = why
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -149,6 +173,18 @@ class FlatCall:
         self._n_outputs = len(specs)
         if not specs or sorted(i for _, i in self._outputs) != list(range(len(specs))):
             raise NotFlat("the function's outputs do not match its flat outputs")
+
+    def with_executor(self, executor: str) -> FlatCall:
+        """This call run by TensorFlow's ``executor`` (``SINGLE_THREADED``, or "" for its
+        default): a copy with that ``executor_type`` call attribute."""
+        attrs = list(self._attrs)
+        keys = attrs[::2]
+        if "executor_type" not in keys:
+            raise NotFlat("TensorFlow's call attributes have no executor_type")
+        attrs[2 * keys.index("executor_type") + 1] = executor
+        other = copy.copy(self)
+        other._attrs = tuple(attrs)
+        return other
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         device = self._context.device_name

@@ -8,7 +8,7 @@ runs as one flat TensorFlow op where it can (``_flatcall``), ``call_path`` says 
 Input names are the names of the model's ``keras.Input`` layers (give them explicitly:
 default names depend on what was built before); output names are the output layers' names
 (``output_0, output_1, ...`` when they are missing or not unique; a dict-returning model's
-keys are used as they are). No options.
+keys are used as they are). One option, ``tf_executor``: as for a SavedModel (``_executor``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from keepwarm.runtimes._common import (
     output_names,
     shape_of,
 )
+from keepwarm.runtimes._executor import executor_option
 from keepwarm.runtimes._flatcall import FlatCalled, NotFlat
 from keepwarm.signature import Signature, TensorSpec
 
@@ -65,6 +66,7 @@ class KerasRuntime:
         if file is None:
             raise ModelLoadError(f"no .keras or .h5 file in {path}", format=FORMAT)
         check_signature(signature, DEFAULT_SIGNATURE, f"the Keras model {file}")
+        executor = executor_option(options, "keras")
         reason = self.incomplete(file)
         if reason is not None:
             raise ModelLoadError(f"Keras model is incomplete: {reason}", format=FORMAT)
@@ -76,7 +78,7 @@ class KerasRuntime:
                 f"cannot load the Keras model {file}: {type(exc).__name__}: {exc}", format=FORMAT
             ) from exc
         try:
-            return KerasModel(model, DEFAULT_SIGNATURE)
+            return KerasModel(model, DEFAULT_SIGNATURE, executor)
         except Exception as exc:
             raise ModelLoadError(
                 f"cannot serve the Keras model {file}: {type(exc).__name__}: {exc}", format=FORMAT
@@ -91,7 +93,7 @@ def _dtype(name: Any) -> np.dtype[Any]:
 class KerasModel(FlatCalled):
     """A Keras model behind one traced concrete function."""
 
-    def __init__(self, model: Any, name: str) -> None:
+    def __init__(self, model: Any, name: str, executor: str = "single_threaded") -> None:
         import keras
         import tensorflow as tf
 
@@ -135,7 +137,7 @@ class KerasModel(FlatCalled):
         )
         self.nbytes = sum(int(np.prod(w.shape)) * _dtype(w.dtype).itemsize for w in model.weights)
         self.nbytes_source = "framework"
-        self.prefer_flat(self._fn, self._flat_order)
+        self.prefer_flat(self._fn, self._flat_order, executor)
 
     def _flat_order(self, parameters: list[str]) -> list[str]:
         if len(parameters) != len(self._order):

@@ -9,6 +9,8 @@ Options:
 
 - ``tags``: the MetaGraph tags to load (a string or a list of strings); TensorFlow's
   default otherwise.
+- ``tf_executor``: ``"single_threaded"`` (default) or ``"default"``: which TensorFlow
+  executor runs the flat call (``_executor``); the model's ``tf_executor`` says which does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from keepwarm.errors import ModelLoadError, ModelNotFoundError
 from keepwarm.runtimes._bundle import checkpoint_incomplete
 from keepwarm.runtimes._common import OBJECT, closed, import_framework, shape_of
+from keepwarm.runtimes._executor import executor_option
 from keepwarm.runtimes._flatcall import FlatCalled, NotFlat
 from keepwarm.runtimes.base import files_nbytes
 from keepwarm.signature import Signature, TensorSpec
@@ -78,6 +81,7 @@ class SavedModelRuntime:
         reason = self.incomplete(root)
         if reason is not None:
             raise ModelLoadError(f"SavedModel at {root} is incomplete: {reason}", format=FORMAT)
+        executor = executor_option(options, "savedmodel")
         tf = import_framework("tensorflow")
         tags = options.get("tags")
         if isinstance(tags, str):
@@ -103,15 +107,21 @@ class SavedModelRuntime:
             ) from exc
         nbytes = _variables_nbytes(loaded, fn)
         if nbytes:
-            return SavedModel(loaded, fn, sig, nbytes, "framework")
-        return SavedModel(loaded, fn, sig, files_nbytes(root), "files")
+            return SavedModel(loaded, fn, sig, nbytes, "framework", executor)
+        return SavedModel(loaded, fn, sig, files_nbytes(root), "files", executor)
 
 
 class SavedModel(FlatCalled):
     """One signature of a loaded SavedModel. Keeps the loaded object alive."""
 
     def __init__(
-        self, loaded: Any, fn: Any, signature: Signature, nbytes: int, nbytes_source: str
+        self,
+        loaded: Any,
+        fn: Any,
+        signature: Signature,
+        nbytes: int,
+        nbytes_source: str,
+        executor: str = "single_threaded",
     ) -> None:
         import tensorflow as tf
 
@@ -121,7 +131,7 @@ class SavedModel(FlatCalled):
         self.signature = signature
         self.nbytes = nbytes
         self.nbytes_source = nbytes_source
-        self.prefer_flat(fn, self._flat_order)
+        self.prefer_flat(fn, self._flat_order, executor)
 
     def _flat_order(self, parameters: list[str]) -> list[str]:
         if sorted(parameters) != sorted(s.name for s in self.signature.inputs):

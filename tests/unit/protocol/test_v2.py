@@ -224,3 +224,46 @@ def test_encode_json_and_binary_outputs() -> None:
         v2.encode_response(
             v2.InferRequest(inputs={}, outputs=(v2.RequestedOutput("nope", None),)), "m", 1, outputs
         )
+
+
+def _image_body(size: int) -> tuple[bytes, int]:
+    x = np.arange(size, dtype=np.float32).reshape(1, size)
+    tensor = {"name": "x", "datatype": "FP32", "shape": [1, size]}
+    return binary_body({"inputs": [{**tensor, "parameters": {"binary_data_size": x.nbytes}}]},
+                       x.tobytes())  # fmt: skip
+
+
+def test_decode_small_takes_a_large_binary_numeric_tensor_as_a_view_of_the_body() -> None:
+    data, length = _image_body(100_000)  # 400 kB of tensor behind a 100-byte header
+    request = v2.decode_small(data, header_length=length, limit=1024)
+    assert request is not None
+    x = request.inputs["x"]
+    np.testing.assert_array_equal(x, v2.decode_request(data, header_length=length).inputs["x"])
+    assert np.shares_memory(x, np.frombuffer(data, dtype=np.uint8))
+
+
+def test_decode_small_leaves_large_json_and_large_binary_bytes_to_a_thread() -> None:
+    data, length = _image_body(4)
+    assert v2.decode_small(data, header_length=length, limit=length - 1) is None
+    json_body = body({"name": "x", "datatype": "FP32", "shape": [300], "data": [1.5] * 300})
+    assert v2.decode_small(json_body, limit=len(json_body) - 1) is None
+    assert v2.decode_small(json_body, limit=len(json_body)) is not None
+    items = b"".join(struct.pack("<I", 3) + b"abc" for _ in range(100))  # 700 bytes
+    tensor = {"name": "s", "datatype": "BYTES", "shape": [100]}
+    strings, header = binary_body(
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": len(items)}}]}, items
+    )
+    assert v2.decode_small(strings, header_length=header, limit=len(items) - 1) is None
+    small = v2.decode_small(strings, header_length=header, limit=len(items))
+    assert small is not None and small.inputs["s"].tolist() == [b"abc"] * 100
+
+
+@pytest.mark.parametrize(
+    "header", [b"[1, 2]", b'{"inputs": 3}', b'{"inputs": [{"name": "s", "datatype": "BYTES"}]}']
+)
+def test_decode_small_refuses_what_decode_request_refuses(header: bytes) -> None:
+    with pytest.raises(InvalidInputError) as small:
+        v2.decode_small(header + b"\0" * 8, header_length=len(header), limit=1024)
+    with pytest.raises(InvalidInputError) as full:
+        v2.decode_request(header + b"\0" * 8, header_length=len(header))
+    assert str(small.value) == str(full.value)

@@ -9,67 +9,23 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runtime_models import random_inputs as _inputs
+from runtime_models import same_outputs as _same
+from runtime_models import save_several, several_inputs
 
 from keepwarm.errors import InvalidInputError, UnavailableError
 from keepwarm.model import LeasedModel
+from keepwarm.runtimes._executor import FirstCallChooses
 from keepwarm.runtimes.keras import KerasRuntime
 from keepwarm.runtimes.savedmodel import SavedModel, SavedModelRuntime
 
 RUNTIME = SavedModelRuntime()
 
 
-def _same(flat: dict[str, np.ndarray], ordinary: dict[str, np.ndarray]) -> None:
-    assert list(flat) == list(ordinary)  # the same names, in the same order
-    for name, value in ordinary.items():
-        assert flat[name].dtype == value.dtype and flat[name].shape == value.shape
-        np.testing.assert_array_equal(flat[name], value)
-
-
-def _inputs(model: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    shapes = {s.name: [batch if d is None else d for d in s.shape] for s in model.signature.inputs}
-    return {name: rng.random(shape).astype(np.float32) for name, shape in shapes.items()}
-
-
 @pytest.fixture(scope="module")
 def several(tmp_path_factory: pytest.TempPathFactory) -> SavedModel:
-    """Inputs and outputs of several dtypes (float, int64, string, bool), names not sorted."""
-    import tensorflow as tf
-
-    class Several(tf.Module):
-        def __init__(self) -> None:
-            self.scale = tf.Variable([1.0, 2.0, 3.0])
-
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None, 3], tf.float32, name="zeta"),
-                tf.TensorSpec([None], tf.int64, name="alpha"),
-                tf.TensorSpec([None, 3], tf.float32, name="mid"),
-                tf.TensorSpec([None], tf.string, name="text"),
-            ]
-        )
-        def serve(self, zeta: Any, alpha: Any, mid: Any, text: Any) -> dict[str, Any]:
-            tf.debugging.assert_non_negative(alpha, message="alpha must not be negative")
-            return {
-                "z_out": zeta * self.scale - mid,
-                "a_count": alpha * 2,
-                "b_text": tf.strings.upper(text),
-                "flag": alpha > 1,
-            }
-
-    module = Several()
-    path = tmp_path_factory.mktemp("several") / "model"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    path = save_several(tmp_path_factory.mktemp("several") / "model")
     return RUNTIME.load(path, signature=None, options={})
-
-
-def _several_inputs() -> dict[str, np.ndarray]:
-    return {
-        "zeta": np.arange(6, dtype=np.float32).reshape(2, 3),
-        "alpha": np.array([1, 5], np.int64),
-        "mid": np.full((2, 3), 0.5, np.float32),
-        "text": np.array([b"ab", b"c"], dtype=object),
-    }
 
 
 @pytest.mark.parametrize(("name", "batches"), [("mlp", (1, 32)), ("mobilenet_v2", (1, 3))])
@@ -96,7 +52,7 @@ def test_keras_model_gives_the_ordinary_call_s_results(example_models: Path) -> 
 
 def test_several_inputs_and_outputs_of_different_dtypes(several: SavedModel) -> None:
     assert several.call_path == "flat"
-    inputs = several.signature.coerce(_several_inputs())
+    inputs = several.signature.coerce(several_inputs())
     out = several.predict(inputs)
     _same(out, several.call_ordinary(inputs))
     assert out["b_text"].tolist() == [b"AB", b"C"]
@@ -109,6 +65,7 @@ def test_several_inputs_and_outputs_of_different_dtypes(several: SavedModel) -> 
 
 
 def test_threads_each_get_their_own_results(example_models: Path) -> None:
+    """From the first call on: the first calls choose the TensorFlow executor at once."""
     model = RUNTIME.load(example_models / "mlp" / "1", signature=None, options={})
     batches = [_inputs(model, 1 + i % 3, seed=i) for i in range(8)]
     expected = [model.call_ordinary(b) for b in batches]
@@ -128,6 +85,8 @@ def test_threads_each_get_their_own_results(example_models: Path) -> None:
     for t in threads:
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads) and failures == []
+    assert model.tf_executor == "single-threaded"
+    assert not isinstance(model._call, FirstCallChooses)
 
 
 BAD = [
@@ -144,7 +103,7 @@ BAD = [
 def test_bad_inputs_are_invalid_input_errors(
     several: SavedModel, case: str, change: dict[str, Any], message: str
 ) -> None:
-    bad = {k: v for k, v in {**_several_inputs(), **change}.items() if v is not None}
+    bad = {k: v for k, v in {**several_inputs(), **change}.items() if v is not None}
     # the library's path (coerce, then predict) and a caller of the runtime's predict alone
     for call in (LeasedModel(several, "several", None).predict, several.predict):
         with pytest.raises(InvalidInputError, match=message):
@@ -154,7 +113,7 @@ def test_bad_inputs_are_invalid_input_errors(
 def test_a_model_s_own_error_stays_tensorflow_s(several: SavedModel) -> None:
     import tensorflow as tf
 
-    inputs = {**_several_inputs(), "alpha": np.array([-1, 2], np.int64)}
+    inputs = {**several_inputs(), "alpha": np.array([-1, 2], np.int64)}
     for call in (several.predict, several.call_ordinary):
         with pytest.raises(tf.errors.InvalidArgumentError, match="alpha must not be negative"):
             call(inputs)

@@ -1,0 +1,92 @@
+"""A v2 body of binary numeric tensors is decoded on the event loop, however large: its
+tensors are views of the body, so a thread hop would cost more than the decode (issue 9:
+a 602 kB MobileNetV2 image hopped to a thread to decode, then to another to queue).
+A large JSON body is still parsed on a thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from keepwarm.http import HttpApp
+from keepwarm.http.messages import INLINE_DECODE_BYTES, Message
+from keepwarm.repository import Repository
+from keepwarm.service import InferenceService
+from support.repo_builders import place_python, write_model_toml
+
+READY_S = 30.0
+ROWS = INLINE_DECODE_BYTES // 16 + 1  # float32 rows of 4: more than INLINE_DECODE_BYTES
+
+
+class Recording(ThreadPoolExecutor):
+    """The loop's default executor, counting the jobs it is given."""
+
+    jobs = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        Recording.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture(params=["", "[batching]\nmax_batch_size = 8\n"], ids=["plain", "batched"])
+def app(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[HttpApp]:
+    place_python(tmp_path / "echo", 1, "EchoVersion")
+    write_model_toml(tmp_path / "echo", request.param)
+    with Repository(tmp_path, allow_unsafe=True, poll_seconds=60) as repository:
+        repository.wait_ready("echo", timeout=READY_S)
+        service = InferenceService(repository)
+        service.started()
+        try:
+            yield HttpApp(service, max_body_bytes=1 << 24, max_json_depth=8)
+        finally:
+            service.close()
+
+
+def _infer(app: HttpApp, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, int, Any]:
+    """POST ``body`` to echo's v2 infer: the status, the default executor's jobs, the body."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(Recording(2))
+        path = "/v2/models/echo/infer"
+        scope: dict[str, Any] = {
+            "type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "headers": [(b"content-length", str(len(body)).encode()),
+                                              *headers],
+        }  # fmt: skip
+        await app(scope, receive, send)
+
+    Recording.jobs = 0
+    asyncio.run(scenario())
+    return sent[0]["status"], Recording.jobs, orjson.loads(sent[1]["body"])
+
+
+def test_a_large_binary_tensor_is_decoded_on_the_loop(app: HttpApp) -> None:
+    x = np.ones((ROWS, 4), dtype=np.float32)
+    tensor = {"name": "x", "datatype": "FP32", "shape": [ROWS, 4]}
+    header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": x.nbytes}}]})
+    length = [(b"inference-header-content-length", str(len(header)).encode())]
+    status, jobs, answer = _infer(app, header + x.tobytes(), length)
+    assert (status, jobs) == (200, 0)
+    assert answer["outputs"][0]["data"] == [1.0] * ROWS
+
+
+def test_a_large_json_body_is_parsed_on_a_thread(app: HttpApp) -> None:
+    tensor = {"name": "x", "datatype": "FP32", "shape": [ROWS, 4], "data": [1.0] * (ROWS * 4)}
+    status, jobs, answer = _infer(app, orjson.dumps({"inputs": [tensor]}), [])
+    assert (status, jobs) == (200, 1)
+    assert answer["outputs"][0]["data"] == [1.0] * ROWS
