@@ -40,7 +40,8 @@ def interleaved(
         order = (False, True) if index % 2 == 0 else (True, False)
         for batching in order:
             runs[batching].append(wrk(urls[batching], bodies, c, seconds, script))
-    ratios = [on["rps"] / off["rps"] for off, on in zip(runs[False], runs[True], strict=True)]
+    ratios = [on["rps"] / off["rps"] if off["rps"] else float("nan")  # no answer: no ratio
+              for off, on in zip(runs[False], runs[True], strict=True)]  # fmt: skip
     diffs = [on["p50_ms"] - off["p50_ms"] for off, on in zip(runs[False], runs[True], strict=True)]
     return {
         "off": _medians(runs[False]),

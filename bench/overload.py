@@ -16,8 +16,10 @@ machine, so a moving average of them (the latency table's figure for the largest
 run, shown beside as ``table_batch_ms``) is not one batch a p99 request waits for.
 Beside them, what the bound leaves out: the time a request waited in the batcher's queue
 (mean), the share of padding rows, and the 200s' median; the server's and the client's
-CPU per answered request; and whether the server returns to normal once the load stops
-(one request on its own before and after the load, and nothing left queued).
+CPU per answered request; the event loop's mean wait for a core each time it woke
+(``loop_wait_us``, from the kernel's schedstat of the server's main thread); and whether
+the server returns to normal once the load stops (one request on its own before and
+after the load, and nothing left queued).
 """
 
 from __future__ import annotations
@@ -97,8 +99,10 @@ def overload(
         time.sleep(min(1.0, seconds / 4))  # the queue fills
         scrapes = [(time.perf_counter(), scrape(served.url))]
         cpu = [(tree_cpu_seconds(served.proc.pid), tree_cpu_seconds(process.pid))]
+        waits = [loop_schedstat(served.proc.pid)]
         time.sleep(seconds * 3 / 4 - min(1.0, seconds / 4))
         cpu.append((tree_cpu_seconds(served.proc.pid), tree_cpu_seconds(process.pid)))
+        waits.append(loop_schedstat(served.proc.pid))
         scrapes.append((time.perf_counter(), scrape(served.url)))
         out, _ = process.communicate(timeout=seconds * 20 + 60)
         if process.returncode:
@@ -109,7 +113,26 @@ def overload(
     finally:
         served.stop()
     recovered = {"alone_before_ms": alone, "alone_after_ms": after, "queued_after": queued}
-    return figures(found, scrapes, rate) | _cpu(found, scrapes, cpu) | recovered
+    return figures(found, scrapes, rate) | _cpu(found, scrapes, cpu) | _waits(*waits) | recovered
+
+
+def loop_schedstat(pid: int) -> tuple[int, int]:
+    """The server's main thread (its event loop's): nanoseconds it waited runnable for a
+    core, and how many times it was put on one (``/proc/.../schedstat``; zeros where the
+    kernel keeps no such figures)."""
+    try:
+        _, wait, runs = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[:3]
+    except (OSError, ValueError):
+        return 0, 0
+    return int(wait), int(runs)
+
+
+def _waits(before: tuple[int, int], after: tuple[int, int]) -> dict[str, float]:
+    """The event loop's mean wait for a core each time it woke, over the span between
+    the scrapes: a refusal waits that long at least once on the server's side. It moves
+    with the machine's load less than latencies do (the same wait, whoever is queued)."""
+    runs = after[1] - before[1]
+    return {"loop_wait_us": (after[0] - before[0]) / runs / 1000 if runs else float("nan")}
 
 
 def _alone(served: Served, body: Path) -> float:

@@ -36,6 +36,7 @@ KEYS = (
     "served_rps",
     "server_cpu_ms",
     "client_cpu_ms",
+    "loop_wait_us",
     "other",
     "alone_before_ms",
     "alone_after_ms",

@@ -25,8 +25,8 @@ from keepwarm.batching.serving import (
     Ticket,
     abandon,
     admitted,
-    batched,
     finish,
+    gathering,
     submit,
 )
 from keepwarm.service_blocking import Call, Slots, wait_queued
@@ -81,7 +81,7 @@ class Requests:
             admission = admitted(name)  # overload: refused at once, on the loop
             try:
                 lease, deadline = await self._leases.take(name, version, timeout)
-                if decoded and batched(lease.model):
+                if decoded and gathering(lease.model):
                     queued = self._submit(record, lease, deadline, decode, admission)
                 else:
                     result = await self._hop(

@@ -33,7 +33,7 @@ from keepwarm.batching.executor import Executor
 from keepwarm.batching.latency import LatencyTable
 from keepwarm.batching.merge import NO_PADDING, Arrays, PadAxes
 from keepwarm.batching.relay import Follower
-from keepwarm.batching.runner import BatchRunner, Predict
+from keepwarm.batching.runner import BatchRunner, Outcome, Predict
 from keepwarm.batching.stats import BatchStats
 from keepwarm.batching.waker import Waker
 from keepwarm.errors import DeadlineExceededError, InvalidConfigError, UnavailableError
@@ -145,6 +145,7 @@ class Batcher:
         deadline: float | None = None,
         bind: Callable[[Future[Arrays]], bool] | None = None,
         follow: bool = True,
+        tried: bool = False,
     ) -> Future[Arrays]:
         """``submit`` for a caller on a thread that may block (never the event loop): when
         a slot is free the batch runs here, at once, and the future returned is done; else
@@ -153,8 +154,9 @@ class Batcher:
         (cancellable until its batch starts). ``bind(future)``, called before waiting,
         gives the caller's event loop the future, to cancel (which ends the wait); False:
         the caller is gone already (the request is cancelled, not waited for). With
-        ``follow`` false the thread never waits (a pending future at once)."""
-        outcome = self._dispatch.run_now(inputs, deadline)
+        ``follow`` false the thread never waits (a pending future at once). ``tried``: the
+        caller found no free slot with ``run_now`` just now (the request queues)."""
+        outcome = None if tried else self._dispatch.run_now(inputs, deadline)
         if outcome is not None:
             future: Future[Arrays] = Future()
             outcome.deliver([future])
@@ -171,6 +173,11 @@ class Batcher:
             until = self._clock() + self._follow_seconds
             self._dispatch.follow(follower, until if deadline is None else min(until, deadline))
         return pending
+
+    def run_now(self, inputs: Arrays, deadline: float | None = None) -> Outcome | None:
+        """``start``'s first step for a caller on a thread: when a slot is free and nothing
+        is queued, the request runs here, at once (its outcome); None: it must queue."""
+        return self._dispatch.run_now(inputs, deadline)
 
     def predict(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays:
         """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s
@@ -247,6 +254,12 @@ class Batcher:
         self.latency.cap = self.max_batch_size if rows is None else min(rows, self.max_batch_size)
 
     # ------------------------------------------------------------------- status
+
+    @property
+    def idle(self) -> bool:
+        """No batch of this model runs and nothing is queued, and its requests came one
+        at a time lately (``pipeline``'s rows in the system: at most one); a snapshot."""
+        return self._dispatch.idle
 
     @property
     def queued(self) -> int:

@@ -1,8 +1,7 @@
-"""The running side of a ``Batcher``: its lock, queue and slots; queuing a request, taking
-and running batches on callers' threads (``relay``'s leader/follower) or the executor,
-failing expired requests, and admission (places reserved in the queue). The batcher is
-its only user; every method that reads the queue or the slots takes the lock, and batches
-run outside it."""
+"""The running side of a ``Batcher``: its lock, queue and slots; queuing a request, taking and
+running batches on callers' threads (``relay``'s leader/follower) or the executor, failing
+expired requests, and admission (places reserved in the queue). The batcher is its only
+user; what changes the queue or the slots takes the lock, and batches run outside it."""
 
 from __future__ import annotations
 
@@ -23,13 +22,12 @@ from keepwarm.errors import DeadlineExceededError, UnavailableError
 
 
 class Dispatch:
-    """See the module docstring. ``queue`` is the batcher's ``BatchQueue``; ``runner``
-    runs a batch; ``slots`` bounds the batches running at once; ``alone`` (at least
-    ``slots``) bounds the requests run at once on their callers' threads while nothing is
-    queued: at low concurrency each runs alone, as without batching; once a queue builds,
-    batches run on ``slots`` only (the runs past it give their slot back). ``crowd``:
-    while at most that many ``counted`` callers (``Batcher.predict``'s threads) are in,
-    each of them runs alone whatever ``alone`` says (see ``run_now``)."""
+    """See the module docstring. ``queue`` is the batcher's ``BatchQueue``; ``runner`` runs a
+    batch; ``slots`` bounds the batches running at once; ``alone`` (at least ``slots``)
+    bounds the requests run at once on their callers' threads while nothing is queued (each
+    alone, as unbatched); once a queue builds, batches run on ``slots`` only (runs past it
+    give their slot back). ``crowd``: while at most that many ``counted`` callers
+    (``Batcher.predict``'s threads) are in, each runs alone (see ``run_now``)."""
 
     def __init__(
         self,
@@ -62,7 +60,7 @@ class Dispatch:
         self._clock = clock
         self._lock = threading.Lock()
         self._running = 0
-        self._reserved = 0  # places reserved by admitted requests not yet queued
+        self._reserved: list[None] = []  # places reserved by requests admitted, not queued
         self.followers = 0  # threads waiting in ``follow`` (written under the lock)
         self._closed = False
 
@@ -70,35 +68,30 @@ class Dispatch:
 
     def full(self) -> bool:
         """Whether a request would be refused now (cancelled requests purged first)."""
+        if len(self.queue.items) + len(self._reserved) < self.max_queue:
+            return False  # the common case, read without the lock
         with self._lock:
-            return self._full()
+            self.queue.purge(self._clock())
+            return len(self.queue.items) + len(self._reserved) >= self.max_queue
 
     def reserve(self) -> bool:
         """Reserve a place in the queue for a request admitted now (False: full); the
-        caller gives it back with ``unreserve`` once the request is queued or has failed."""
-        with self._lock:
-            if self._full():
-                return False
-            self._reserved += 1
-            return True
+        caller gives it back with ``unreserve`` once the request is queued or has failed.
+        No lock: ``list.append`` and ``list.pop`` are atomic (two callers at once may
+        pass a queue one place short of full: ``enqueue`` keeps the bound itself)."""
+        if self.full():
+            return False
+        self._reserved.append(None)
+        return True
 
     def unreserve(self) -> None:
-        with self._lock:
-            self._reserved -= 1
-
-    def _full(self) -> bool:
-        """Under the lock."""
-        if len(self.queue.items) + self._reserved < self.max_queue:
-            return False
-        self.queue.purge(self._clock())
-        return len(self.queue.items) + self._reserved >= self.max_queue
+        self._reserved.pop()
 
     def refuse(self) -> UnavailableError:
         """The error of a request refused for a full queue (counted as rejected)."""
         with self._lock:
             self.stats.rejected += 1
-            queued = len(self.queue.items) + self._reserved
-        return self._overloaded(queued)
+        return self._overloaded(len(self.queue.items) + len(self._reserved))
 
     def _overloaded(self, queued: int) -> UnavailableError:
         return UnavailableError(
@@ -190,6 +183,11 @@ class Dispatch:
         if batch and not handed:
             self._executor.submit(partial(self.work, batch))
         return outcome
+
+    @property
+    def idle(self) -> bool:
+        """Nothing runs or is queued, and lately one request at a time (a snapshot)."""
+        return not self._running and not self.queue.items and self.queue.pipeline.seen <= 1
 
     def leave(self) -> None:
         """A ``counted`` caller whose request had to queue is done (``run_now``)."""

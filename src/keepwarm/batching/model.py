@@ -158,6 +158,7 @@ class BatchedModel:
         deadline: float | None = None,
         bind: Callable[[Future[dict[str, np.ndarray]]], bool] | None = None,
         follow: bool = True,
+        tried: bool = False,
     ) -> Future[dict[str, np.ndarray]]:
         """From a thread: run now when a slot is free (the future is done), else queue and
         wait a little for the batch (a pending future, cancellable until its batch
@@ -169,7 +170,7 @@ class BatchedModel:
             except Exception as exc:
                 done.set_exception(exc)
             return done
-        return self.batcher.start(inputs, deadline=deadline, bind=bind, follow=follow)
+        return self.batcher.start(inputs, deadline=deadline, bind=bind, follow=follow, tried=tried)
 
     async def predict_async(
         self, inputs: dict[str, np.ndarray], *, timeout: float | None = None

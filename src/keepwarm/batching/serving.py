@@ -21,7 +21,6 @@ event loop awaits it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
@@ -33,6 +32,7 @@ import numpy as np
 
 from keepwarm.batching.model import BatchedModel
 from keepwarm.batching.registry import Admission, admit, refuse_when_full
+from keepwarm.batching.waits import DONE, GONE, Wait
 from keepwarm.deadline import request_deadline
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 
@@ -126,12 +126,16 @@ def begin(
             return model.predict(inputs)  # type: ignore[no-any-return]
         finally:
             request_deadline.reset(token)
+    coerced = model.signature.coerce(inputs)
+    outcome = raw.batcher.run_now(coerced, deadline)  # a free slot: run here, as unbatched
+    if outcome is not None:
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.results[0]
     # Without a ticket (a blocking caller, whose client's leaving this thread cannot
     # see while it waits) the request is not waited for here: it is ``Queued``.
     bind = None if ticket is None else ticket.bind
-    future = raw.start(
-        model.signature.coerce(inputs), deadline=deadline, bind=bind, follow=ticket is not None
-    )
+    future = raw.start(coerced, deadline=deadline, bind=bind, follow=ticket is not None, tried=True)
     if future.done() and not future.cancelled():
         return future.result()
     return Queued(future, model.name, model.version, lease.pop_all(), deadline)
@@ -141,6 +145,16 @@ def batched(model: Any) -> bool:
     """Whether leased ``model`` (a ``LeasedModel``) predicts through a batcher."""
     raw = model.raw
     return isinstance(raw, BatchedModel) and raw.why_not is None
+
+
+def gathering(model: Any) -> bool:
+    """Whether a request for leased ``model`` decoded on the event loop is queued from
+    there (``submit``): unless its batcher is idle and its requests came one at a time
+    lately (``Batcher.idle``), when the request goes as batching off would, to a worker
+    thread (``begin``: it runs there at once), so that a lone client pays nothing for the
+    batcher, while bursts of many clients still queue together."""
+    raw = model.raw
+    return isinstance(raw, BatchedModel) and raw.why_not is None and not raw.batcher.idle
 
 
 def submit(model: Any, inputs: Arrays, deadline: float | None, lease: ExitStack) -> Queued:
@@ -153,22 +167,17 @@ def submit(model: Any, inputs: Arrays, deadline: float | None, lease: ExitStack)
     return Queued(future, model.name, model.version, lease.pop_all(), deadline)
 
 
-#: How long a queued request waits before its client is watched (``finish``): most
-#: batches answer sooner, and a watch costs a task per request.
-WATCH_AFTER_SECONDS = 0.05
-
-
 async def finish(
     queued: Queued, disconnected: Callable[[], Awaitable[None]] | None = None
 ) -> Arrays:
     """The outputs of ``queued``; ``DeadlineExceededError`` when its deadline passes first
     (the request is then taken out of the queue, unless its batch already runs). It leaves
     the queue too when ``disconnected()`` returns (watched once the request has waited
-    ``WATCH_AFTER_SECONDS``) or when the awaiting task is cancelled (gRPC cancels a
+    ``waits.WATCH_AFTER_SECONDS``) or when the awaiting task is cancelled (gRPC cancels a
     handler whose client cancelled or whose deadline passed)."""
     future = queued.future
     try:
-        woken = DONE if future.done() else await _Wait(queued, disconnected).wait()
+        woken = DONE if future.done() else await Wait(future, disconnected).wait(queued.deadline)
         if future.done() and not future.cancelled():
             return future.result()
         future.cancel()  # leaves the queue unless its batch runs (it is not interrupted)
@@ -183,54 +192,6 @@ async def finish(
         raise
     finally:
         _let_go(queued)
-
-
-DONE, EXPIRED, GONE = "done", "expired", "gone"
-
-
-class _Wait:
-    """One queued request's wait on the event loop: woken by its outcome (from the batch's
-    thread), its deadline, or its client going away (``wait`` says which: ``DONE``,
-    ``EXPIRED``, ``GONE``); callbacks, no task per request."""
-
-    __slots__ = ("_disconnected", "_loop", "_queued", "_woken", "watch")
-
-    def __init__(self, queued: Queued, disconnected: Callable[[], Awaitable[None]] | None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._woken: asyncio.Future[str] = self._loop.create_future()
-        self._disconnected = disconnected
-        self.watch: asyncio.Future[None] | None = None
-        self._queued = queued
-
-    async def wait(self) -> str:
-        loop, queued = self._loop, self._queued
-        queued.future.add_done_callback(self._from_thread)
-        handles = []
-        if queued.deadline is not None:
-            remaining = max(0.0, queued.deadline - time.monotonic())
-            handles.append(loop.call_later(remaining, self._wake, EXPIRED))
-        if self._disconnected is not None:
-            handles.append(loop.call_later(WATCH_AFTER_SECONDS, self._start_watch))
-        try:
-            return await self._woken
-        finally:
-            for handle in handles:
-                handle.cancel()
-            if self.watch is not None:
-                self.watch.cancel()
-
-    def _from_thread(self, _: object) -> None:
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake, DONE)
-
-    def _wake(self, why: str) -> None:
-        if not self._woken.done():
-            self._woken.set_result(why)
-
-    def _start_watch(self) -> None:
-        assert self._disconnected is not None
-        self.watch = asyncio.ensure_future(self._disconnected())
-        self.watch.add_done_callback(lambda _: self._wake(GONE))
 
 
 def abandon(queued: Queued) -> None:

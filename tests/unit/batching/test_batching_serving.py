@@ -15,7 +15,15 @@ import pytest
 from keepwarm.batching import PadAxes, ThreadExecutor
 from keepwarm.batching.model import BatchedModel
 from keepwarm.batching.registry import admit, live_batchers, refuse_when_full
-from keepwarm.batching.serving import Queued, admit_request, admitted, begin, finish, submit
+from keepwarm.batching.serving import (
+    Queued,
+    admit_request,
+    admitted,
+    begin,
+    finish,
+    gathering,
+    submit,
+)
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 from keepwarm.model import LeasedModel
 from support.batch_models import RowLoaded
@@ -82,6 +90,26 @@ def test_an_idle_model_answers_on_the_callers_thread(held: tuple) -> None:
         assert outputs["x_echo"].tolist() == [[4, 4, 4]]
         assert not lease.released.is_set()  # still the caller's to release
     assert lease.released.is_set()
+
+
+def test_requests_decoded_on_the_loop_queue_there_only_while_their_model_is_busy(
+    held: tuple,
+) -> None:
+    """An idle batcher's request goes the way of an unbatched one (a worker thread, where
+    it runs at once); while a batch runs or requests queue, it is queued from the loop."""
+    model, inner, gate = held
+    leased = LeasedModel(model, "rows", 3)
+    assert not gathering(leased)
+    running = model.batcher.submit(_x(0))
+    assert inner.rows.entered.wait(10)
+    assert gathering(leased)  # a batch runs
+    gate.set()
+    running.result(30)
+    assert not gathering(leased)
+    stack = ExitStack()
+    begun = begin(leased, _x(4), None, stack)  # idle: run here, never queued
+    assert not isinstance(begun, Queued) and begun["x_echo"].tolist() == [[8, 8, 8]]
+    assert model.stats().waits == 0 and model.batcher.idle
 
 
 def test_a_queued_request_keeps_its_lease_until_its_batch_ends(held: tuple) -> None:
