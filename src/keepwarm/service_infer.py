@@ -2,11 +2,13 @@
 answer, on an event loop (``infer``) or on its caller's thread (``infer_blocking``).
 
 On the event loop the lease is taken without blocking. A request whose inputs were
-decoded already (``decoded=True``: small bodies, decoded by the transport) for a batched
-model is queued from the loop itself (``batching.serving.submit``): its batch runs on a
-batch thread, and the loop awaits the outcome through callbacks, one hop per batch
-rather than one per request. Any other request hops to a worker thread, which decodes,
-predicts (running the batch itself when its model is idle) and encodes.
+decoded already (``decoded=True``: decoded by the transport on the loop, as cheap there)
+for a batched model that is gathering a batch is queued from the loop itself
+(``batching.serving.submit``), unless a large input must first be converted to its
+input's dtype (``as_is``): its batch runs on a batch thread, and the loop awaits the
+outcome through callbacks, one hop per batch rather than one per request. Any other
+request hops to a worker thread, which decodes, predicts (running the batch itself when
+its model is idle) and encodes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ from keepwarm.service_leases import Leases, check_deadline
 from keepwarm.signature import Signature
 
 T = TypeVar("T")
+
+#: An input larger than this that is not of its input's dtype (FP64 sent to an FP32
+#: input) is converted on a worker thread, not on the event loop: converting is O(size).
+LOOP_CONVERT_BYTES = 64 * 1024
 Decode = Callable[[Signature], dict[str, np.ndarray]]
 Encode = Callable[[str, int, dict[str, np.ndarray]], T]
 
@@ -81,7 +87,7 @@ class Requests:
             admission = admitted(name)  # overload: refused at once, on the loop
             try:
                 lease, deadline = await self._leases.take(name, version, timeout)
-                if decoded and gathering(lease.model):
+                if decoded and gathering(lease.model) and as_is(lease.model.signature, decode):
                     queued = self._submit(record, lease, deadline, decode, admission)
                 else:
                     result = await self._hop(
@@ -180,3 +186,18 @@ class Requests:
                     outputs = wait_queued(result, call)
                     return record.finish(result, outputs, encode)  # type: ignore[no-any-return]
                 return result  # type: ignore[no-any-return]
+
+
+def as_is(signature: Signature, decode: Decode) -> bool:
+    """Whether ``decode``'s inputs (decoded already) can be queued from the event loop:
+    no input over ``LOOP_CONVERT_BYTES`` needs converting to its input's dtype."""
+    inputs = decode(signature)
+    for spec in signature.inputs:
+        value = inputs.get(spec.name)
+        if (
+            isinstance(value, np.ndarray)
+            and value.nbytes > LOOP_CONVERT_BYTES
+            and value.dtype != spec.dtype
+        ):
+            return False
+    return True

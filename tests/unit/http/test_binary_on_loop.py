@@ -6,6 +6,7 @@ A large JSON body is still parsed on a thread."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 import orjson
 import pytest
 
+from keepwarm import service_infer, signature
+from keepwarm.batching.serving import batched
 from keepwarm.http import HttpApp
 from keepwarm.http.messages import INLINE_DECODE_BYTES, Message
 from keepwarm.repository import Repository
@@ -90,3 +93,28 @@ def test_a_large_json_body_is_parsed_on_a_thread(app: HttpApp) -> None:
     status, jobs, answer = _infer(app, orjson.dumps({"inputs": [tensor]}), [])
     assert (status, jobs) == (200, 1)
     assert answer["outputs"][0]["data"] == [1.0] * ROWS
+
+
+def test_a_large_tensor_to_convert_is_converted_on_a_thread(
+    app: HttpApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FP64 sent to an FP32 input: the conversion (O(size)) never runs on the event loop,
+    even when the batcher is gathering a batch (the request would be queued from the loop)."""
+    threads: list[str] = []
+    busy = service_infer.gathering
+    monkeypatch.setattr(service_infer, "gathering", lambda model: busy(model) or batched(model))
+    convert = signature._coerce_one
+
+    def recorded(spec: Any, value: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return convert(spec, value)
+
+    monkeypatch.setattr(signature, "_coerce_one", recorded)
+    x = np.ones((ROWS, 4), dtype=np.float64)
+    tensor = {"name": "x", "datatype": "FP64", "shape": [ROWS, 4]}
+    header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": x.nbytes}}]})
+    length = [(b"inference-header-content-length", str(len(header)).encode())]
+    status, _, answer = _infer(app, header + x.tobytes(), length)
+    assert status == 200
+    assert answer["outputs"][0]["data"] == [1.0] * ROWS
+    assert threads and threading.main_thread().name not in threads
