@@ -224,9 +224,10 @@ class HopPool:
                 )
                 thread.start()
                 self._threads.append(thread)
-        job = Job(self, fn, channel)
-        self._jobs.append(job)
-        self._wakeup.post()
+            # queued under the lock: ``close`` either refuses the job or cancels it
+            job = Job(self, fn, channel)
+            self._jobs.append(job)
+            self._wakeup.post()
         return job
 
     def _channel(self, loop: asyncio.AbstractEventLoop) -> _Channel:
