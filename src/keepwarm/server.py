@@ -169,6 +169,7 @@ async def _start_http(service: Any, cfg: ServerSettings, token: str | None, out:
     import uvicorn
 
     from keepwarm.http import HttpApp
+    from keepwarm.http.protocol import OneWriteProtocol
 
     app = HttpApp(service, max_body_bytes=cfg.max_body_bytes, max_json_depth=cfg.max_json_depth)
     config = uvicorn.Config(
@@ -176,7 +177,7 @@ async def _start_http(service: Any, cfg: ServerSettings, token: str | None, out:
         host=cfg.host,
         port=cfg.http_port,
         loop="none",
-        http="httptools",
+        http=OneWriteProtocol,  # uvicorn's httptools, one write per response
         lifespan="off",
         log_level="warning",
         access_log=False,

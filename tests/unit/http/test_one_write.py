@@ -1,0 +1,231 @@
+"""``OneWriteProtocol``: uvicorn on uvloop, each response written to the socket once.
+
+A real server on a free port, real client sockets; the protocol's transport is wrapped to
+record what was written, so that a response split in two writes fails the test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import uvicorn
+import uvloop
+
+from keepwarm.http.messages import Message, Receive, Scope, Send
+from keepwarm.http.protocol import JOIN_BYTES, OneWriteProtocol
+
+App = Callable[[Scope, Receive, Send], Any]
+
+
+class Recorded:
+    """A transport that records each write before passing it on."""
+
+    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
+        self._transport = transport
+        self.writes = writes
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self._transport.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        chunks = [bytes(c) for c in chunks]
+        self.writes.append(b"".join(chunks))
+        self._transport.writelines(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def recording(writes: list[bytes]) -> type[OneWriteProtocol]:
+    class Recording(OneWriteProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(Recorded(transport, writes))  # type: ignore[arg-type]
+
+    return Recording
+
+
+async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+    """The body read (100-continue), then the answer: ``/big`` a large body, ``/fail``
+    raises after the header block, ``/stream`` three chunks, else the body echoed."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    path = scope["path"]
+    data = b"x" * (JOIN_BYTES + 1) if path == "/big" else b"echo:" + body
+    if path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for chunk in (b"a", b"b", b"c"):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers = [(b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if path == "/fail":
+        raise RuntimeError("after the header block")
+    await send({"type": "http.response.body", "body": data})
+
+
+async def serve(app: App, writes: list[bytes]) -> AsyncIterator[int]:
+    config = uvicorn.Config(
+        app, port=0, loop="none", http=recording(writes), lifespan="off", log_level="critical"
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup()
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await server.shutdown()
+
+
+async def exchange(port: int, request: bytes, *, until_eof: bool = False) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    if until_eof:
+        data = await asyncio.wait_for(reader.read(), 5)
+    else:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        is_head = request.startswith(b"HEAD")
+        data = head + (b"" if is_head else await reader.readexactly(length))
+    writer.close()
+    return data
+
+
+def run(app: App, talk: Callable[[int], Any]) -> list[bytes]:
+    """``talk(port)`` against ``app`` served; the writes the server made."""
+    writes: list[bytes] = []
+
+    async def main() -> None:
+        async for port in serve(app, writes):
+            await talk(port)
+
+    uvloop.run(main())
+    return writes
+
+
+def post(path: str, body: bytes, *extra: bytes) -> bytes:
+    head = [b"POST " + path.encode() + b" HTTP/1.1", b"host: x", *extra]
+    return b"\r\n".join([*head, b"content-length: %d" % len(body), b"", body])
+
+
+def test_a_response_is_written_once() -> None:
+    got: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        got.append(await exchange(port, post("/", b"hello")))
+
+    writes = run(answer, talk)
+    assert got[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert got[0].endswith(b"\r\n\r\necho:hello")
+    assert writes == got
+
+
+def test_a_large_body_is_written_beside_its_header_block_in_one_call() -> None:
+    got: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        got.append(await exchange(port, post("/big", b"")))
+
+    writes = run(answer, talk)
+    assert got[0].endswith(b"x" * (JOIN_BYTES + 1))
+    assert writes == got
+
+
+def test_a_head_response_sends_its_header_block_at_its_end() -> None:
+    got: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        got.append(await exchange(port, b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\n"))
+
+    writes = run(answer, talk)
+    assert got[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: 5\r\n" in got[0]
+    assert writes == got
+
+
+def test_100_continue_goes_first_then_the_response_in_one_write() -> None:
+    got: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = b"POST / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 3\r\n\r\n"
+        writer.write(request)
+        got.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))
+        writer.write(b"abc")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        got.append(head + await reader.readexactly(8))
+        writer.close()
+
+    writes = run(answer, talk)
+    assert got[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert got[1].endswith(b"echo:abc")
+    assert writes == got
+
+
+def test_the_header_block_is_sent_before_a_failing_app_closes_the_connection() -> None:
+    got: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        got.append(await exchange(port, post("/fail", b""), until_eof=True))
+
+    writes = run(answer, talk)
+    assert got[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert got[0].endswith(b"\r\n\r\n")
+    assert writes == got
+
+
+def test_a_streamed_response_sends_its_header_block_with_the_first_chunk() -> None:
+    got: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        request = b"GET /stream HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        got.append(await exchange(port, request, until_eof=True))
+
+    writes = run(answer, talk)
+    assert got[0].endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n")
+    assert len(writes) == 4  # the header block with "a", then "b", "c" and the end
+    assert b"".join(writes) == got[0]
+
+
+def test_pipelined_requests_are_answered_in_order_each_in_one_write() -> None:
+    got: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/", b"one") + post("/", b"two"))
+        for _ in range(2):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            got.append(head + await reader.readexactly(8))
+        writer.close()
+
+    writes = run(answer, talk)
+    assert [g[-8:] for g in got] == [b"echo:one", b"echo:two"]
+    assert writes == got
+
+
+@pytest.mark.parametrize("message", [{"type": "http.response.body", "body": b"x"}])
+def test_a_body_before_the_header_block_is_still_refused(message: Message) -> None:
+    """uvicorn's own checks stand: a body first is an error (500), one write."""
+
+    async def wrong(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(message)
+
+    got: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        got.append(await exchange(port, post("/", b""), until_eof=True))
+
+    writes = run(wrong, talk)
+    assert got[0].startswith(b"HTTP/1.1 500 ")
+    assert writes == got
