@@ -8,6 +8,12 @@ of the event loop's time). ``OneWriteProtocol`` gives each request's cycle a tra
 that holds the header block back and sends it with the first body write, in one system
 call; the header block is sent alone when the response ends without a body write (HEAD)
 or the connection is closed, so nothing is ever left unsent.
+
+uvicorn also arms a keep-alive timer at the end of each response and cancels it when the
+next request's bytes arrive (on uvloop a libuv timer made, started and closed per
+request). Here a connection keeps one timer: the end of a response notes the time, the
+next bytes clear it, and the timer, when it fires, closes a connection that has been idle
+for ``timeout_keep_alive`` seconds or sets itself again for the rest of that time.
 """
 
 from __future__ import annotations
@@ -24,8 +30,48 @@ JOIN_BYTES = 64 * 1024
 
 
 class OneWriteProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` whose responses each go out in one write (see the module
-    docstring); everything else is uvicorn's."""
+    """``HttpToolsProtocol`` whose responses each go out in one write, with one keep-alive
+    timer per connection (see the module docstring); everything else is uvicorn's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._idle_since: float | None = None  # the end of the last response, while idle
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _unset_keepalive_if_required(self) -> None:
+        """uvicorn calls this as bytes arrive: the connection is not idle now."""
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        """A response was sent: the next pipelined request starts, else the connection is
+        idle from now (the keep-alive timer set unless it is already)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._idle_since is None:  # busy: the end of its response sets the timer again
+            return
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._idle_check)
+        else:
+            self.timeout_keep_alive_handler()
 
     def on_headers_complete(self) -> None:
         before = self.cycle

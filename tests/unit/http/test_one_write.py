@@ -6,45 +6,12 @@ record what was written, so that a response split in two writes fails the test."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
-import uvicorn
-import uvloop
 
 from keepwarm.http.messages import Message, Receive, Scope, Send
-from keepwarm.http.protocol import JOIN_BYTES, OneWriteProtocol
-
-App = Callable[[Scope, Receive, Send], Any]
-
-
-class Recorded:
-    """A transport that records each write before passing it on."""
-
-    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
-        self._transport = transport
-        self.writes = writes
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-        self._transport.write(data)
-
-    def writelines(self, chunks: Any) -> None:
-        chunks = [bytes(c) for c in chunks]
-        self.writes.append(b"".join(chunks))
-        self._transport.writelines(chunks)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-def recording(writes: list[bytes]) -> type[OneWriteProtocol]:
-    class Recording(OneWriteProtocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(Recorded(transport, writes))  # type: ignore[arg-type]
-
-    return Recording
+from keepwarm.http.protocol import JOIN_BYTES
+from support.one_write import exchange, post, run
 
 
 async def answer(scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,52 +38,6 @@ async def answer(scope: Scope, receive: Receive, send: Send) -> None:
     if path == "/fail":
         raise RuntimeError("after the header block")
     await send({"type": "http.response.body", "body": data})
-
-
-async def serve(app: App, writes: list[bytes]) -> AsyncIterator[int]:
-    config = uvicorn.Config(
-        app, port=0, loop="none", http=recording(writes), lifespan="off", log_level="critical"
-    )
-    config.load()
-    server = uvicorn.Server(config)
-    server.lifespan = config.lifespan_class(config)
-    await server.startup()
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await server.shutdown()
-
-
-async def exchange(port: int, request: bytes, *, until_eof: bool = False) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    if until_eof:
-        data = await asyncio.wait_for(reader.read(), 5)
-    else:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        is_head = request.startswith(b"HEAD")
-        data = head + (b"" if is_head else await reader.readexactly(length))
-    writer.close()
-    return data
-
-
-def run(app: App, talk: Callable[[int], Any]) -> list[bytes]:
-    """``talk(port)`` against ``app`` served; the writes the server made."""
-    writes: list[bytes] = []
-
-    async def main() -> None:
-        async for port in serve(app, writes):
-            await talk(port)
-
-    uvloop.run(main())
-    return writes
-
-
-def post(path: str, body: bytes, *extra: bytes) -> bytes:
-    head = [b"POST " + path.encode() + b" HTTP/1.1", b"host: x", *extra]
-    return b"\r\n".join([*head, b"content-length: %d" % len(body), b"", body])
 
 
 def test_a_response_is_written_once() -> None:
