@@ -34,7 +34,11 @@ _sides_lock = threading.Lock()
 
 
 class Wait:
-    """One queued request's wait (see the module docstring); made on its loop."""
+    """One queued request's wait (see the module docstring); made on its loop. Once over,
+    it lets go of the request's future and of its client watch: the future's callback
+    list refers to the wait, and a reference cycle (the wait, the future, and through
+    ``disconnected`` the request and its ASGI cycle) would be freed only by the garbage
+    collector, some twenty objects per request."""
 
     __slots__ = ("_disconnected", "_future", "_side", "_woken", "watch")
 
@@ -44,11 +48,12 @@ class Wait:
         self._side = _side(asyncio.get_running_loop())
         self._woken: asyncio.Future[str] = self._side.loop.create_future()
         self._disconnected = disconnected
-        self._future = future
+        self._future: Future[Any] | None = future
         self.watch: asyncio.Future[None] | None = None
 
     async def wait(self, deadline: float | None) -> str:
         side = self._side
+        assert self._future is not None, "a Wait waits once"
         self._future.add_done_callback(self._answered)
         timer = None
         if deadline is not None:
@@ -63,8 +68,11 @@ class Wait:
                 timer.cancel()
             if self._disconnected is not None:
                 side.unwatch(self)
+                self._disconnected = None
             if self.watch is not None:
                 self.watch.cancel()
+                self.watch = None
+            self._future = None
 
     def _answered(self, _: object) -> None:
         """The future's callback, on the thread that finished it (a batch thread)."""

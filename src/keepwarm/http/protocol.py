@@ -86,9 +86,13 @@ class OneWriteProtocol(HttpToolsProtocol):
 class HeldHead:
     """The transport of one request's cycle: the first write after its response started
     (uvicorn's header block) is held and sent with the next write, at the response's end,
-    or before the transport closes; any other write goes straight through."""
+    or before the transport closes; any other write goes straight through.
 
-    __slots__ = ("_cycle", "_head", "_held", "_then", "_transport")
+    It lets go of its cycle once the header block is seen: the two refer to each other
+    until then, and a request's objects in a reference cycle are freed only by the
+    garbage collector (a pass over every young object, paid per request)."""
+
+    __slots__ = ("_cycle", "_head", "_then", "_transport")
 
     def __init__(
         self,
@@ -97,10 +101,9 @@ class HeldHead:
         then: Callable[[], None],
     ) -> None:
         self._transport = transport
-        self._cycle = cycle
+        self._cycle: RequestResponseCycle | None = cycle  # None: the header block was seen
         self._then = then  # the cycle's own end-of-response callback
         self._head: bytes | None = None
-        self._held = False  # the header block was seen (it is held once, at most)
 
     def write(self, data: bytes) -> None:
         head = self._head
@@ -110,8 +113,8 @@ class HeldHead:
                 self._transport.write(head + data)
             else:
                 self._transport.writelines((head, data))
-        elif not self._held and self._cycle.response_started:
-            self._held = True
+        elif self._cycle is not None and self._cycle.response_started:
+            self._cycle = None  # held once, at most
             self._head = data
         else:
             self._transport.write(data)

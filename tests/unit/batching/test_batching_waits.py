@@ -5,6 +5,7 @@ they have waited ``WATCH_AFTER_SECONDS``; events, not sleeps."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from concurrent.futures import Future
@@ -76,3 +77,51 @@ def test_a_deadline_ends_the_wait_unanswered() -> None:
         return await asyncio.wait_for(Wait(future, None).wait(time.monotonic() + 0.01), 10)
 
     assert asyncio.run(scenario()) == EXPIRED
+
+
+class Client:
+    """Stands for the request whose ``disconnected`` a wait holds (the server's refers to
+    its ASGI cycle and more)."""
+
+    async def disconnected(self) -> None:
+        await asyncio.Event().wait()
+
+
+def _garbage_after(scenario: Any) -> set[str]:
+    """The types left in reference cycles once ``scenario`` ran: what only the garbage
+    collector could free (it is kept off meanwhile)."""
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(scenario())
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        found = {type(o).__qualname__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    return found
+
+
+def test_an_answered_wait_leaves_no_reference_cycle() -> None:
+    async def scenario() -> None:
+        future: Future[Any] = Future()
+        task = asyncio.ensure_future(Wait(future, Client().disconnected).wait(None))
+        await asyncio.sleep(0)
+        future.set_result(1)
+        assert await asyncio.wait_for(task, 10) == DONE
+
+    assert not {"Wait", "Future", "Client"} & _garbage_after(scenario)
+
+
+def test_an_expired_wait_whose_client_was_watched_leaves_no_reference_cycle() -> None:
+    async def scenario() -> None:
+        future: Future[Any] = Future()
+        wait = Wait(future, Client().disconnected)
+        deadline = time.monotonic() + 3 * WATCH_AFTER_SECONDS  # the watch starts first
+        assert await asyncio.wait_for(wait.wait(deadline), 10) == EXPIRED
+        future.set_result(1)  # its batch ran after all: the answer finds the wait over
+        await asyncio.sleep(0.01)
+
+    assert not {"Wait", "Future", "Client"} & _garbage_after(scenario)

@@ -6,12 +6,13 @@ record what was written, so that a response split in two writes fails the test."
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
 from keepwarm.http.messages import Message, Receive, Scope, Send
 from keepwarm.http.protocol import JOIN_BYTES
-from support.one_write import exchange, post, run
+from support.one_write import exchange, post, read_response, run
 
 
 async def answer(scope: Scope, receive: Receive, send: Send) -> None:
@@ -150,3 +151,29 @@ def test_a_body_before_the_header_block_is_still_refused(message: Message) -> No
     writes = run(wrong, talk)
     assert got[0].startswith(b"HTTP/1.1 500 ")
     assert writes == got
+
+
+def test_answered_cycles_are_freed_without_the_garbage_collector() -> None:
+    """A cycle and its transport let go of each other once the header block is seen: of
+    three requests on one connection only the last cycle (its connection's, closed at the
+    end in a cycle of uvicorn's own) is left to the collector."""
+
+    async def talk(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(3):
+            writer.write(post("/", b"hi"))
+            assert (await read_response(reader)).endswith(b"echo:hi")
+        writer.close()
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(answer, talk)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage].count("RequestResponseCycle")
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left <= 1
