@@ -59,8 +59,9 @@ TURN_SECONDS = 0.0005
 DECODERS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 _SALT = secrets.token_hex(8)
 _KEY = b'"data"'
-#: What follows the key, matched where it ends: an array; group 1, a second "[" (nested).
-_THEN_ARRAY = re.compile(rb"\s*:\s*\[(\s*\[)?")
+#: What follows the key, matched where it ends: an array (group 1, its "[") whose first
+#: element starts as a number or an array does (group 2); strings (BYTES) are not cut.
+_THEN_ARRAY = re.compile(rb"\s*:\s*(\[)\s*([-0-9\[])")
 _TRAILING = b" \t\n\r,"
 
 
@@ -100,11 +101,11 @@ def _spans(body: bytes, min_bytes: int) -> list[tuple[int, int]]:
     while at >= 0:  # a search for the key, not a regular expression over every byte
         match = _THEN_ARRAY.match(body, at + len(_KEY))
         if match is not None:
-            start = match.end()
-            if match.group(1) is None:
+            start = match.end(1)
+            if match.group(2) != b"[":
                 end = body.find(b"]", start)
             else:  # nested: the span holds its brackets
-                start = body.index(b"[", at + len(_KEY))
+                start -= 1
                 end = min(_find(body, b'"', start), _find(body, b"}", start))
                 while end > start and body[end - 1] in _TRAILING:
                     end -= 1

@@ -200,3 +200,31 @@ def test_a_large_document_is_parsed_by_a_parser_of_its_own() -> None:
     for digits in ("1" * (jsonfast.KEEP_PARSER_BYTES + 10), "0." + "1" * 300_000):
         check(flat_body("[" + digits + "]", "FP64"))  # one piece past the size
     assert jsonfast.parser_for(0) is kept
+
+
+@pytest.mark.parametrize("max_depth", [4, 5, 6, 7])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_the_depth_limit_counts_a_nested_arrays_axes(max_depth: int, dims: int) -> None:
+    x = np.arange(8 ** min(dims, 2) * 40, dtype=np.float64).reshape((-1, *[2] * (dims - 1)))
+    tensor = {"name": "x", "datatype": "FP64", "shape": list(x.shape), "data": x}
+    body = orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY)
+    assert len(jsonpieces._spans(body, jsonpieces.MIN_ARRAY_BYTES)) == 1
+
+    def plain() -> v2.InferRequest:
+        return v2._decoded(jsonio.loads(body, max_depth=max_depth), memoryview(b""))
+
+    assert outcome(lambda: v2.decode_request(body, max_depth=max_depth)) == outcome(plain)
+
+
+def test_strings_and_other_values_are_not_cut_out() -> None:
+    """Only an array whose first element starts as a number or an array does is cut out:
+    a BYTES tensor's strings go to the whole-document parse at once, not through a cut
+    that could only fail."""
+    for first in ('"abc"', "true", "null", "NaN", '{"b64": "AA=="}'):
+        body = flat_body("[" + ",".join([first] * 300) + "]", "BYTES", [300])
+        assert jsonpieces._spans(body, jsonpieces.MIN_ARRAY_BYTES) == []
+        check(body)
+    for first in ("-1", "0.5", "7", " [1, 2]"):
+        body = flat_body("[ " + ",".join([first] * 600) + "]")
+        assert len(jsonpieces._spans(body, jsonpieces.MIN_ARRAY_BYTES)) == 1
+        check(body)
