@@ -23,10 +23,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -92,6 +91,16 @@ def _disown(admission: Admission) -> None:
         task.remove_done_callback(admission.release)
 
 
+class Holding(Protocol):
+    """What holds a request's lease (an ``ExitStack``, or ``service_leases.Held``):
+    ``close()`` gives it back; ``pop_all()`` hands it on (to a request that queued),
+    leaving nothing to give back here."""
+
+    def pop_all(self) -> Holding: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Queued:
     """A request its batcher queued; holds the lease (``release``) until it is done."""
@@ -99,7 +108,7 @@ class Queued:
     future: Future[Arrays]
     name: str
     version: int
-    release: ExitStack
+    release: Holding
     deadline: float | None
 
 
@@ -130,7 +139,7 @@ def begin(
     model: Any,
     inputs: Arrays,
     deadline: float | None,
-    lease: ExitStack,
+    lease: Holding,
     ticket: Ticket | None = None,
 ) -> Arrays | Queued:
     """Predict ``inputs`` on leased ``model`` (a ``LeasedModel``): its outputs, or the
@@ -175,7 +184,7 @@ def gathering(model: Any) -> bool:
     return batched(model) and not model.raw.batcher.idle
 
 
-def submit(model: Any, inputs: Arrays, deadline: float | None, lease: ExitStack) -> Queued:
+def submit(model: Any, inputs: Arrays, deadline: float | None, lease: Holding) -> Queued:
     """From the event loop: queue ``inputs`` for leased ``model`` (``batched``); the
     ``Queued`` request takes over ``lease``. The model never runs here: the batch starts
     on a batch thread (or a waiting follower's), once the loop has queued the requests
