@@ -78,8 +78,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--serve-args", default="", help="extra `keepwarm serve` arguments")
-    parser.add_argument("--api", default="v2", choices=("v2", "tfserving"),
-                        help="JSON bodies for KServe v2 or TF Serving (rows)")  # fmt: skip
+    parser.add_argument("--api", default="v2", choices=("v2", "v2-nested", "tfserving"),
+                        help="JSON bodies for KServe v2 (flat or nested 'data') or TF "
+                             "Serving (rows)")  # fmt: skip
     parser.add_argument("--env", action="append", default=[],
                         help="NAME:VAR=VALUE, an environment variable for one side")  # fmt: skip
     args = parser.parse_args()
@@ -103,7 +104,9 @@ def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
     script = scratch / "bodies.lua"
     script.write_text(LUA)
     v2 = write_bodies(scratch)[args.model]
-    bodies = tfserving_bodies(v2) if args.api == "tfserving" else v2
+    bodies = {"tfserving": tfserving_bodies, "v2-nested": nested_bodies}.get(
+        args.api, lambda paths: paths
+    )(v2)
     servers: dict[str, Served] = {}
     try:
         for name, src in trees.items():
@@ -143,6 +146,19 @@ def tfserving_bodies(bodies: list[Path]) -> list[Path]:
         rows = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
         out.append(path.with_suffix(".tfserving.json"))
         out[-1].write_bytes(orjson.dumps({"instances": rows}, option=orjson.OPT_SERIALIZE_NUMPY))
+    return out
+
+
+def nested_bodies(bodies: list[Path]) -> list[Path]:
+    """The same v2 bodies with each tensor's ``data`` nested to its shape, as
+    ``tolist()`` of an image gives it (``[[[[r, g, b], ...]]]``)."""
+    out = []
+    for path in bodies:
+        body = orjson.loads(path.read_bytes())
+        for tensor in body["inputs"]:
+            tensor["data"] = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+        out.append(path.with_suffix(".nested.json"))
+        out[-1].write_bytes(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
     return out
 
 

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
+from keepwarm.metrics_requests import RequestSeries
 from keepwarm.process_memory import ProcessMemory, process_memory
 
 _LATENCY_BUCKETS = (
@@ -43,15 +44,9 @@ class Metrics:
         # No ``*_created`` series: a timestamp per label set is noise here.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry = CollectorRegistry(auto_describe=True)
-        labels = ("model", "version", "protocol")
-        self.requests = Counter(
-            "keepwarm_requests", "Inference requests by outcome.", (*labels, "code"),
-            registry=registry,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "keepwarm_request_seconds", "Inference request latency (successful requests).",
-            labels, buckets=_LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+        # keepwarm_requests_total, keepwarm_request_seconds: counted per request
+        self.requests = RequestSeries(_LATENCY_BUCKETS)
+        registry.register(self.requests)
         self.in_flight = Gauge(
             "keepwarm_requests_in_flight", "Inference requests received and not yet answered.",
             registry=registry,
@@ -89,10 +84,6 @@ class Metrics:
 
         registry.register(WorkerCollector(default_pool().counts))  # keepwarm_worker_*
         self._started: dict[tuple[Any, str], float] = {}
-        # Per request, the labelled children are looked up here, not through ``labels()``
-        # (a lock and a validation per call); the keys are bounded like the series.
-        self._counted: dict[tuple[str, str, str, str], Any] = {}
-        self._timed: dict[tuple[str, str, str], Any] = {}
         self._memory: Callable[[], int] | None = None
 
     def watch_counters(self, counters: Callable[[], Mapping[str, int]]) -> None:
@@ -101,16 +92,8 @@ class Metrics:
         self.registry.register(_CountersCollector(counters))
 
     def request(self, model: str, version: str, protocol: str, code: str, seconds: float) -> None:
-        key = (model, version, protocol, code)
-        counter = self._counted.get(key)
-        if counter is None:
-            counter = self._counted[key] = self.requests.labels(*key)
-        counter.inc()
-        if code == "OK":
-            timed = self._timed.get(key[:3])
-            if timed is None:
-                timed = self._timed[key[:3]] = self.latency.labels(model, version, protocol)
-            timed.observe(seconds)
+        """One inference request that ended with ``code`` after ``seconds``."""
+        self.requests.record(model, version, protocol, code, seconds)
 
     def on_event(self, event: Event) -> None:
         """A Manager event subscriber: load/unload durations, transitions, cache counts."""

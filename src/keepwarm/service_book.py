@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import numpy as np
 
-from keepwarm.batching.serving import Queued, Ticket, begin
+from keepwarm.batching.serving import Holding, Queued, Ticket, begin
 from keepwarm.errors import KeepwarmError, UnavailableError, escaped
 from keepwarm.metrics import Metrics
 from keepwarm.service_stats import Statistics, Timing
@@ -51,7 +50,7 @@ class Record:
         self,
         model: Any,
         deadline: float | None,
-        lease: ExitStack,
+        lease: Holding,
         decode: Any,
         encode: Any,
         ticket: Ticket | None = None,

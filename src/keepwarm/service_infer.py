@@ -23,6 +23,7 @@ import numpy as np
 
 from keepwarm.batching.registry import Admission, refuse_when_full
 from keepwarm.batching.serving import (
+    Holding,
     Queued,
     Ticket,
     abandon,
@@ -141,7 +142,7 @@ class Requests:
                 admission.release()  # it is queued (or runs) next: counted there
             return inputs
 
-        def run(model: Any, deadline: float | None, lease: ExitStack) -> T | Queued:
+        def run(model: Any, deadline: float | None, lease: Holding) -> T | Queued:
             return record.run(model, deadline, lease, decoded, encode, ticket)  # type: ignore[no-any-return]
 
         def drop(left: T | Queued) -> None:  # the caller went away while ``run`` ran

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any, TypeVar
 
+from keepwarm.batching.serving import Holding
 from keepwarm.errors import DeadlineExceededError, KeepwarmError, UnavailableError
 from keepwarm.hop import HopPool
 from keepwarm.repository import Repository
@@ -19,6 +20,30 @@ from keepwarm.service_errors import Scrubber
 from keepwarm.service_names import parse_version
 
 T = TypeVar("T")
+
+
+class Held:
+    """A lease held by a request's work on a worker thread: ``close()`` gives it back,
+    once; ``pop_all()`` hands it on, as an ``ExitStack`` that gives it back (a request
+    queued for its batch takes it over). What ``ExitStack`` does for this, without its
+    cost on every request (a callback list, a context manager)."""
+
+    __slots__ = ("_lease",)
+
+    def __init__(self, lease: Any) -> None:
+        self._lease = lease
+
+    def pop_all(self) -> ExitStack:
+        stack = ExitStack()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            stack.callback(lease.release)
+        return stack
+
+    def close(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
 
 def check_deadline(deadline: float | None) -> None:
@@ -84,7 +109,7 @@ class Leases:
         name: str,
         version: str | None,
         timeout: float | None,
-        run: Callable[[Any, float | None, ExitStack], T],
+        run: Callable[[Any, float | None, Holding], T],
         abandoned: Callable[[T], None] | None = None,
     ) -> T:
         """``run(leased_model, deadline, lease)`` on a worker thread under a lease taken
@@ -97,7 +122,7 @@ class Leases:
         name: str,
         lease: Any,
         deadline: float | None,
-        run: Callable[[Any, float | None, ExitStack], T],
+        run: Callable[[Any, float | None, Holding], T],
         abandoned: Callable[[T], None] | None = None,
     ) -> T:
         """``run(leased_model, deadline, lease)`` on a worker thread; ``lease`` is given
@@ -107,12 +132,14 @@ class Leases:
         lease)."""
 
         def work() -> T:
-            with ExitStack() as stack:
-                # Given back when ``run`` returns, on the thread that ran it (never under a
-                # running model), unless ``run`` takes it over (a request queued for its batch).
-                stack.callback(lease.release)
+            # Given back when ``run`` returns, on the thread that ran it (never under a
+            # running model), unless ``run`` takes it over (a request queued for its batch).
+            held = Held(lease)
+            try:
                 check_deadline(deadline)
-                return run(lease.model, deadline, stack)
+                return run(lease.model, deadline, held)
+            finally:
+                held.close()
 
         try:
             job = self.pool.submit(work)

@@ -12,24 +12,20 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(slots=True)
 class Timing:
     """Where one request's time went, in ``perf_counter`` seconds: each stage is the
-    ``lap()`` since the one before, the first since ``started``."""
+    ``lap()`` since the one before, the first since ``started``. (A plain class: one is
+    made per request.)"""
 
-    started: float
-    queue: float = 0.0
-    compute_input: float = 0.0
-    compute_infer: float = 0.0
-    compute_output: float = 0.0
-    _mark: float = field(init=False)
+    __slots__ = ("_mark", "compute_infer", "compute_input", "compute_output", "queue", "started")
 
-    def __post_init__(self) -> None:
-        self._mark = self.started
+    def __init__(self, started: float) -> None:
+        self.started = self._mark = started
+        self.queue = self.compute_input = self.compute_infer = self.compute_output = 0.0
 
     def lap(self) -> float:
         """Seconds since the last lap (or the start)."""

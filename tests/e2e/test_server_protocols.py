@@ -77,6 +77,31 @@ def test_v2_json_by_hand_with_nested_data_and_requested_outputs(
     close(np.reshape(out["data"], (3, 10)), expected(direct_mlp))
 
 
+def test_v2_json_data_cut_out_of_the_body_gives_the_same_answers(
+    server: ServerProcess, direct_mlp: Any
+) -> None:
+    """``data`` arrays read by simdjson apart from the rest of the body: small ones on the
+    event loop, large ones (0.6 MB) on a worker thread in pieces; flat and nested alike.
+    A ragged nested array is refused with the message of the orjson-only path."""
+    from keepwarm.errors import InvalidInputError
+    from keepwarm.protocol import jsonio, v2
+
+    big = RNG.random((40, 784), dtype=np.float32)
+    for x in (BATCH, big):
+        for data in (x.ravel().tolist(), x.tolist()):
+            tensor = {"name": "image", "datatype": "FP32", "shape": list(x.shape), "data": data}
+            answer = server.post("/v2/models/mlp/infer", {"inputs": [tensor]})
+            assert answer.status_code == 200, answer.text
+            out = answer.json()["outputs"][0]
+            close(np.reshape(out["data"], out["shape"]), expected(direct_mlp, x))
+    ragged = [*big.tolist()[:-1], big[-1, :-1].tolist()]
+    body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [40, 784], "data": ragged}]}
+    with pytest.raises(InvalidInputError) as plain:
+        v2._decoded(jsonio.loads(json.dumps(body).encode(), max_depth=64), memoryview(b""))
+    refused = server.post("/v2/models/mlp/infer", body)
+    assert refused.status_code == 400 and refused.json()["error"] == str(plain.value)
+
+
 def test_tf_serving_row_and_columnar_bodies(server: ServerProcess, direct_mlp: Any) -> None:
     want = expected(direct_mlp)
     rows = server.post("/v1/models/mlp:predict", {"instances": BATCH.tolist()})

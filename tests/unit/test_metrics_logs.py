@@ -76,3 +76,69 @@ def test_native_start_up_chatter_is_dropped_and_other_lines_pass() -> None:
         b"E0000 00:00:1.5   7 session.cc:9] a real native error\n"
         b"loading mlp version 1 ...\nno newline at the end"
     )
+
+
+def test_request_series_expose_what_prometheus_counters_and_histograms_would() -> None:
+    """The request series are counted in plain dicts under one lock: the exposition is
+    prometheus_client's own ``Counter`` and ``Histogram`` for the same requests, byte for
+    byte (names, help, labels, every bucket, the label sets in the order first seen)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from keepwarm.metrics import _LATENCY_BUCKETS
+
+    reference = CollectorRegistry(auto_describe=True)
+    labels = ("model", "version", "protocol")
+    counter = Counter("keepwarm_requests", "Inference requests by outcome.",
+                      (*labels, "code"), registry=reference)  # fmt: skip
+    histogram = Histogram("keepwarm_request_seconds",
+                          "Inference request latency (successful requests).", labels,
+                          buckets=_LATENCY_BUCKETS, registry=reference)  # fmt: skip
+    metrics = Metrics()
+    # Edges: below the first bound, on a bound, between, past the last, zero.
+    seconds = [0.00005, 0.0001, 0.0003, 0.0025, 2.0, 10.0, 100.0, 0.0]
+    requests = [("mlp", "1", "v2", "OK", s) for s in seconds]
+    requests += [
+        ("mlp", "1", "v2", "UNAVAILABLE", 0.5),
+        ("", "", "grpc", "NOT_FOUND", 0.1),
+        ("mlp", "2", "tfserving", "OK", 0.004),
+        ("mlp", "1", "v2", "OK", 0.0001),
+    ]
+    for model, version, protocol, code, took in requests:
+        metrics.request(model, version, protocol, code, took)
+        counter.labels(model, version, protocol, code).inc()
+        if code == "OK":
+            histogram.labels(model, version, protocol).observe(took)
+
+    def ours(text: str) -> str:
+        names = ("keepwarm_request_seconds", "keepwarm_requests_total")
+        lines = text.splitlines(keepends=True)
+        return "".join(line for line in lines if any(name in line for name in names))
+
+    assert ours(metrics.render([]).decode()) == ours(generate_latest(reference).decode())
+    assert (
+        'keepwarm_request_seconds_bucket{le="0.0001",model="mlp",protocol="v2",version="1"} 4.0'
+        in (metrics.render([]).decode())
+    )
+
+
+def test_request_series_are_exact_under_threads() -> None:
+    """Requests recorded from several threads at once are all counted (one lock)."""
+    import threading
+
+    metrics = Metrics()
+
+    def record() -> None:
+        for _ in range(2000):
+            metrics.request("mlp", "1", "grpc", "OK", 0.001)
+
+    threads = [threading.Thread(target=record) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    text = metrics.render([]).decode()
+    assert (
+        'keepwarm_requests_total{code="OK",model="mlp",protocol="grpc",version="1"} 8000.0' in text
+    )
+    assert 'keepwarm_request_seconds_count{model="mlp",protocol="grpc",version="1"} 8000.0' in text
+    assert 'keepwarm_request_seconds_sum{model="mlp",protocol="grpc",version="1"} 8.0' in text

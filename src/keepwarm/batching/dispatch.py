@@ -151,30 +151,33 @@ class Dispatch:
         form."""
         rows = rows_of(inputs)
         now = self._clock()
+        queue = self.queue
+        pipeline = queue.pipeline
         with self._lock:
+            running = self._running
             limit, crowded = self._alone, False
             if counted:
                 self._callers += 1
                 if self._callers <= self._crowd:
                     limit, crowded = max(limit, self._crowd), True
             if (
-                self._running >= limit
-                or self.queue.items
-                or not (crowded or self.queue.pipeline.alone(self._running))
+                running >= limit
+                or queue.items
+                or (running and not (crowded or pipeline.alone(running)))
                 or self._closed
                 or (deadline is not None and deadline <= now)
             ):
                 return None
-            self._running += 1
-            self.queue.pipeline.started(rows)
-            self.queue.rate.arrived(rows or 1, now)
+            self._running = running + 1
+            pipeline.started(rows)
+            queue.rate.arrived(rows or 1, now)
         outcome = self._runner.run_one(inputs, rows)
         with self._lock:
             if counted:
                 self._callers -= 1
             account(self.stats, self.latency, outcome, 1)
-            self.queue.pipeline.finished(rows)
-            if not self.queue.items or self._running > self._slots:  # the idle case, or
+            pipeline.finished(rows)
+            if not queue.items or self._running > self._slots:  # the idle case, or
                 self._running -= 1  # a run past the batch slots: the others take the queue
                 return outcome
             batch, expired = self.next_batch()

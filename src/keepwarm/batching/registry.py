@@ -85,17 +85,23 @@ def live_batchers() -> list[BatcherView]:
 
 class Admission:
     """A place reserved in the queue of model ``name``'s batcher for one admitted request
-    (``admit``); ``release()`` gives it back: once, from any thread, however often called."""
+    (``admit``); ``release()`` gives it back: once, from any thread, however often called.
+    ``release`` takes (and ignores) one argument, so that it can be a task's done callback
+    as it is."""
+
+    __slots__ = ("_batcher", "_token", "name")
 
     def __init__(self, name: str, batcher: Batcher) -> None:
         self.name = name
         self._batcher = batcher
         self._token = [True]  # list.pop is atomic: one release wins
 
-    def release(self) -> None:
+    def release(self, _task: object = None) -> None:
+        if not self._token:  # released already (the usual second call): no exception
+            return
         try:
             self._token.pop()
-        except IndexError:
+        except IndexError:  # another thread's release won the race
             return
         self._batcher.unreserve()
 

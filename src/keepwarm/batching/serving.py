@@ -23,10 +23,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,7 +37,8 @@ from keepwarm.errors import DeadlineExceededError, UnavailableError
 
 Arrays = dict[str, np.ndarray]
 #: The place in a batching queue reserved for the request its task serves.
-_admission: ContextVar[Admission | None] = ContextVar("keepwarm_admission", default=None)
+#: A model's name instead: it was admitted and is not batched.
+_admission: ContextVar[Admission | str | None] = ContextVar("keepwarm_admission", default=None)
 
 
 def admit_request(name: str) -> None:
@@ -51,26 +51,54 @@ def admit_request(name: str) -> None:
         return
     admission = admit(name)
     if admission is None:
+        if task is not None:
+            _admission.set(name)  # not batched: ``admitted`` need not look again
         return
     if task is None:
         admission.release()
         return
     _admission.set(admission)
-    task.add_done_callback(lambda _: admission.release())
+    task.add_done_callback(admission.release)
 
 
 def admitted(name: str) -> Admission | None:
     """The place this task reserved for model ``name`` (admitting it now if it had not:
     ``UnavailableError`` when full); the caller releases it once the request is queued
-    or has failed. None: ``name`` is not batched."""
-    admission = _admission.get()
-    _admission.set(None)
-    if admission is not None and admission.name == name:
-        return admission
+    or has failed (its task no longer does). None: ``name`` is not batched."""
+    found = _admission.get()
+    if found is not None:
+        _admission.set(None)
+        if found == name:  # admitted just now, and not batched
+            return None
+        if isinstance(found, Admission) and found.name == name:
+            _disown(found)
+            return found
     admit_request(name)
-    admission = _admission.get()
+    found = _admission.get()
+    if found is None or isinstance(found, str):
+        _admission.set(None)
+        return None
     _admission.set(None)
-    return admission
+    _disown(found)
+    return found
+
+
+def _disown(admission: Admission) -> None:
+    """The caller of ``admitted`` releases ``admission`` now: its task need not (a done
+    callback less to run at the task's end)."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.remove_done_callback(admission.release)
+
+
+class Holding(Protocol):
+    """What holds a request's lease (an ``ExitStack``, or ``service_leases.Held``):
+    ``close()`` gives it back; ``pop_all()`` hands it on (to a request that queued),
+    leaving nothing to give back here."""
+
+    def pop_all(self) -> Holding: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -80,7 +108,7 @@ class Queued:
     future: Future[Arrays]
     name: str
     version: int
-    release: ExitStack
+    release: Holding
     deadline: float | None
 
 
@@ -111,7 +139,7 @@ def begin(
     model: Any,
     inputs: Arrays,
     deadline: float | None,
-    lease: ExitStack,
+    lease: Holding,
     ticket: Ticket | None = None,
 ) -> Arrays | Queued:
     """Predict ``inputs`` on leased ``model`` (a ``LeasedModel``): its outputs, or the
@@ -156,7 +184,7 @@ def gathering(model: Any) -> bool:
     return batched(model) and not model.raw.batcher.idle
 
 
-def submit(model: Any, inputs: Arrays, deadline: float | None, lease: ExitStack) -> Queued:
+def submit(model: Any, inputs: Arrays, deadline: float | None, lease: Holding) -> Queued:
     """From the event loop: queue ``inputs`` for leased ``model`` (``batched``); the
     ``Queued`` request takes over ``lease``. The model never runs here: the batch starts
     on a batch thread (or a waiting follower's), once the loop has queued the requests

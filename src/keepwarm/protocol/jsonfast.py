@@ -29,6 +29,23 @@ _BUFFER_TYPES = (("i", np.int64), ("d", np.float64))
 _FLOAT_FIRST = (("d", np.float64),)
 _BEYOND_INTEGERS = 2.0**63
 _local = threading.local()
+#: Documents (or pieces) past this are parsed by a parser of their own, not the thread's:
+#: simdjson keeps the capacity of the largest document it parsed, several times its size,
+#: and a thread that once read a 64 MB body must not hold that for good.
+KEEP_PARSER_BYTES = 256 * 1024
+
+
+def parser_for(size: int) -> simdjson.Parser:
+    """A parser for a document of ``size`` bytes: this thread's own (one is not safe to
+    share between threads, and the proxies of a document die when its parser parses
+    again: callers copy out first), or a fresh one for a document past
+    ``KEEP_PARSER_BYTES``, let go with the document so that no thread keeps its size."""
+    if size > KEEP_PARSER_BYTES:
+        return simdjson.Parser()
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = simdjson.Parser()
+    return parser
 
 
 class _Unsure(Exception):
@@ -39,13 +56,12 @@ def loads(body: bytes | bytearray | memoryview, max_depth: int) -> Any | None:
     """The document, with flat numeric arrays as numpy arrays; ``None``: use orjson."""
     if len(body) < MIN_BYTES:
         return None
-    parser = getattr(_local, "parser", None)
-    if parser is None:
-        parser = _local.parser = simdjson.Parser()
+    parser = parser_for(len(body))
     try:
         document = parser.parse(body)
-    except RuntimeError:  # a proxy of an earlier document is still alive: a fresh parser
-        _local.parser = None
+    except RuntimeError:  # integers past 64 bits; or a proxy of an earlier document
+        if parser is getattr(_local, "parser", None):  # is still alive: a fresh parser
+            _local.parser = None
         return None
     except (ValueError, UnicodeDecodeError):
         return None

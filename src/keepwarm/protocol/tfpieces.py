@@ -11,9 +11,10 @@ strings: its numbers without brackets, parsed by simdjson into an array of its o
 (``jsonfast.flat_numbers``), and its brackets and commas without numbers (the
 skeleton). The pieces' skeleton must be exactly that of a rectangular array (every
 array at one depth holding as many elements), whose shape it gives; the numbers are
-then reshaped to it. Between pieces ``time.sleep(0)`` lets a waiting thread (the event
-loop) take the lock. The rest of the document, with a marker string in place of each
-array, is parsed whole (``jsonio.loads``, depth limit included).
+then reshaped to it. Between pieces (at most every ``jsonpieces.TURN_SECONDS``)
+``time.sleep(0)`` lets a waiting thread (the event loop) take the lock. The rest of the
+document, with a marker string in place of each array, is parsed whole
+(``jsonio.loads``, depth limit included).
 
 Anything unexpected (a marker not where an input is, a skeleton of any other shape,
 empty arrays, anything but numbers, nesting past the depth limit, invalid JSON) and the
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from typing import Any
 
 import numpy as np
@@ -93,7 +93,7 @@ def _loads(body: bytes, spans: list[tuple[int, int]], max_depth: int, piece_byte
         return None
     for (start, end), marker in zip(spans, markers, strict=True):
         holder, key, depth = places[marker]
-        array = _array(body[start:end], piece_bytes)
+        array = numbers_array(body[start:end], piece_bytes)
         if array is None or depth + array.ndim > max_depth:
             return None  # the plain parse says what is wrong
         holder[key] = array
@@ -120,31 +120,36 @@ def _places(skeleton: Any, markers: list[str]) -> dict[str, tuple[Any, str, int]
     return places if len(places) == len(markers) else None
 
 
-def _array(text: bytes, size: int) -> np.ndarray | None:
+def numbers_array(text: bytes, size: int) -> np.ndarray | None:
     """The rectangular array of numbers ``text`` (``[`` to ``]``) holds, parsed piece by
-    piece; None if it holds anything else."""
+    piece; None if it holds anything else. One piece is parsed at once, without waiting
+    for a turn (a small body is decoded on the event loop, which must not wait)."""
+    if len(text) <= size:
+        return _pieces(text, size)
     with jsonpieces.DECODERS:  # one large array per core at once
         return _pieces(text, size)
 
 
 def _pieces(text: bytes, size: int) -> np.ndarray | None:
-    parser = simdjson.Parser()
     numbers, skeleton = [], []
     opening, stop = 0, len(text)
+    turns = jsonpieces.Turns()
     while opening < stop:
         cut = text.find(b",", opening + size) if opening + size < stop else -1
         closing = stop if cut < 0 else cut
         piece = text[opening:closing]
         skeleton.append(piece.translate(None, _NUMBERS))
-        document = parser.parse(b"[" + piece.translate(None, _BRACKETS) + b"]")
+        document = jsonfast.parser_for(len(piece)).parse(
+            b"[" + piece.translate(None, _BRACKETS) + b"]"
+        )
         array = jsonfast.flat_numbers(document) if isinstance(document, simdjson.Array) else None
-        del document  # the parser is reused for the next piece
+        del document  # the parser is reused for the next piece (flat_numbers copied out)
         if array is None:
             return None
         numbers.append(array)
         opening = closing + 1
         if opening < stop:
-            time.sleep(0)  # let a thread waiting for the GIL (the event loop) have it
+            turns.maybe()
     shape = _shape(b",".join(skeleton))
     flat = np.concatenate(numbers)
     if shape is None or flat.size != math.prod(shape):

@@ -271,3 +271,36 @@ def test_requests_queued_in_one_loop_pass_form_one_batch(held: tuple) -> None:
 
     assert asyncio.run(scenario()) == [[[2 * v] * 3] for v in range(2)]
     assert inner.rows.calls == [2]
+
+
+def test_a_place_taken_by_admitted_is_the_callers_to_give_back(held: tuple) -> None:
+    """Once ``admitted`` hands the place over, its caller gives it back (as
+    ``InferenceService.infer`` does, in a ``finally``): the task's end has nothing left
+    to do for it (no done callback still registered); a name that is not batched is
+    answered None from what ``admit_request`` found, with no place taken."""
+    model, _inner, gate = held
+    gate.set()
+
+    async def request() -> tuple[int, int, bool]:
+        admit_request("rows")
+        task = asyncio.current_task()
+        assert task is not None
+        admission = admitted("rows")
+        assert admission is not None
+        left = task.remove_done_callback(admission.release)  # 0: none registered now
+        admission.release()
+        admission.release()  # once only, and quietly
+        admit_request("other")
+        return left, model.batcher.queued, admitted("other") is None
+
+    async def scenario() -> tuple[int, int, bool]:
+        return await asyncio.ensure_future(request())  # a task of its own, as a server's
+
+    left, queued, unbatched = asyncio.run(scenario())
+    assert (left, queued, unbatched) == (0, 0, True)
+    assert not model.batcher.full
+    places = [admit("rows") for _ in range(2)]  # both places free: none was held back
+    assert all(place is not None for place in places)
+    for place in places:
+        assert place is not None
+        place.release()

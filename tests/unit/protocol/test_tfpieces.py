@@ -195,14 +195,18 @@ def test_the_decoding_thread_lets_another_thread_run_between_pieces(
 ) -> None:
     """With forced switches off (a switch interval of 10 s), a thread waiting for the GIL
     runs only when the holder gives it up: never during orjson's parse, between pieces
-    here. (The event loop is that thread.)"""
+    here (``TURN_SECONDS`` 0: a sleep(0) after every piece). (The event loop is that
+    thread.)"""
     monkeypatch.undo()
+    monkeypatch.setattr(jsonpieces, "TURN_SECONDS", 0.0)
     x = np.random.default_rng(2).random((1, 224, 224, 3), dtype=np.float32)
     body = orjson.dumps({"instances": x.tolist()})
 
     with no_forced_switches():
         whole = turns_while(lambda: orjson.loads(body))
-        pieces = turns_while(lambda: tfserving.parse_predict(body))
+        # the most of three runs: on a loaded machine a run may see the waiting thread
+        # never scheduled in time to take a turn it was offered
+        pieces = max(turns_while(lambda: tfserving.parse_predict(body)) for _ in range(3))
     assert whole <= 3  # a parse that never gives the GIL up
     assert pieces >= 25  # about 45 pieces of 64 KiB
 
