@@ -73,14 +73,7 @@ def admitted(name: str) -> Admission | None:
         if isinstance(found, Admission) and found.name == name:
             _disown(found)
             return found
-    admit_request(name)
-    found = _admission.get()
-    if found is None or isinstance(found, str):
-        _admission.set(None)
-        return None
-    _admission.set(None)
-    _disown(found)
-    return found
+    return admit(name)  # the caller releases it: no task callback to add and take off
 
 
 def _disown(admission: Admission) -> None:
