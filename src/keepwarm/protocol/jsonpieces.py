@@ -8,8 +8,9 @@ While a worker thread decodes, the event loop cannot run, and every request that
 the loop waits, a refusal on its headers included. Here each large array that is the
 value of a ``"data"`` key is cut at commas into pieces of about ``PIECE_BYTES``; each
 piece is parsed by simdjson into an array of its own (``jsonfast.flat_numbers``), and
-between pieces (every ``TURN_SECONDS``: every piece) ``time.sleep(0)`` lets a thread
-waiting for the lock (the loop) take it.
+between pieces ``time.sleep(0)`` lets a thread waiting for the lock (the loop) take it
+(about 17 us of CPU each: giving the lock up only every 0.5 ms instead gave 0.92x the
+requests per second at 32 clients of MobileNetV2's 1.6 MB JSON bodies).
 The rest of the document, with a marker in place of each array, is parsed whole
 (``jsonio.loads``, depth limit included).
 
@@ -48,13 +49,6 @@ from keepwarm.protocol import jsonfast, jsonio
 MIN_ARRAY_BYTES = 1024
 #: About 0.1 ms of parsing per piece on this machine's kind.
 PIECE_BYTES = 64 * 1024
-#: A decoding thread gives the GIL up (``time.sleep(0)``) after a piece when this long
-#: has passed since it last did: 0, after every piece. A sleep(0) costs about 17 us of
-#: CPU here, but the event loop's turns are worth more: at 32 clients of MobileNetV2
-#: (1.6 MB bodies), a turn every 0.5 ms instead gave 0.92x the requests per second of
-#: the same tree with a turn after every piece, 0.60-0.96x those of the tree before it
-#: (interleaved A/Bs on a busy machine), at the same CPU per request.
-TURN_SECONDS = 0.0
 #: Large arrays decoded at once, at most: one per core. More would only share the cores
 #: (each finishing later, the first as late as the last) and contend with the event loop
 #: for the GIL at every piece; the rest wait their turn.
@@ -195,7 +189,6 @@ def _pieces(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
     stop = len(buffer) - 1
     arrays = []
     opening = 0  # the "[" (or the comma made one) before the current piece
-    turns = Turns()
     while opening < stop:
         cut = buffer.find(b",", opening + size, stop) if opening + size < stop else -1
         closing = stop if cut < 0 else cut
@@ -210,19 +203,5 @@ def _pieces(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
         arrays.append(array)
         opening = closing
         if opening < stop:
-            turns.maybe()
+            time.sleep(0)  # let a thread waiting for the GIL (the event loop) have it
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-
-class Turns:
-    """Gives the GIL up (``time.sleep(0)``: a thread waiting for it, the event loop, runs)
-    when ``TURN_SECONDS`` have passed since the last time, or since this was made."""
-
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-
-    def maybe(self) -> None:
-        now = time.perf_counter()
-        if now - self.last >= TURN_SECONDS:
-            time.sleep(0)
-            self.last = time.perf_counter()

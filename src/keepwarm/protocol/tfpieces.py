@@ -11,7 +11,7 @@ strings: its numbers without brackets, parsed by simdjson into an array of its o
 (``jsonfast.flat_numbers``), and its brackets and commas without numbers (the
 skeleton). The pieces' skeleton must be exactly that of a rectangular array (every
 array at one depth holding as many elements), whose shape it gives; the numbers are
-then reshaped to it. Between pieces (at most every ``jsonpieces.TURN_SECONDS``)
+then reshaped to it. Between pieces
 ``time.sleep(0)`` lets a waiting thread (the event loop) take the lock. The rest of the
 document, with a marker string in place of each array, is parsed whole
 (``jsonio.loads``, depth limit included).
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Any
 
 import numpy as np
@@ -133,7 +134,6 @@ def numbers_array(text: bytes, size: int) -> np.ndarray | None:
 def _pieces(text: bytes, size: int) -> np.ndarray | None:
     numbers, skeleton = [], []
     opening, stop = 0, len(text)
-    turns = jsonpieces.Turns()
     while opening < stop:
         cut = text.find(b",", opening + size) if opening + size < stop else -1
         closing = stop if cut < 0 else cut
@@ -149,7 +149,7 @@ def _pieces(text: bytes, size: int) -> np.ndarray | None:
         numbers.append(array)
         opening = closing + 1
         if opening < stop:
-            turns.maybe()
+            time.sleep(0)  # let a thread waiting for the GIL (the event loop) have it
     shape = _shape(b",".join(skeleton))
     flat = np.concatenate(numbers)
     if shape is None or flat.size != math.prod(shape):

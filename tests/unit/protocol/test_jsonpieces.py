@@ -150,13 +150,11 @@ def test_v2_decodes_a_large_body_as_before() -> None:
     assert decoded.inputs["image"].dtype == np.float32
 
 
-def test_the_decoding_thread_lets_another_thread_run_between_pieces(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_decoding_thread_lets_another_thread_run_between_pieces() -> None:
     """With forced switches off (a switch interval of 10 s), a thread that waits for the
     GIL runs only when the holder gives it up: during orjson's parse it cannot run, during
-    a parse in pieces it runs between them (``TURN_SECONDS`` 0: a sleep(0) after every
-    piece). (The event loop is that thread.)"""
+    a parse in pieces it runs between them (a sleep(0) after every piece). (The event
+    loop is that thread.)"""
     x = np.random.default_rng(2).random(2 * 150528, dtype=np.float32)
     tensor = {"name": "image", "datatype": "FP32", "shape": [x.size], "data": x}
     body = orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -166,7 +164,6 @@ def test_the_decoding_thread_lets_another_thread_run_between_pieces(
 
     with no_forced_switches():
         whole = turns_while(lambda: orjson.loads(body))
-        monkeypatch.setattr(jsonpieces, "TURN_SECONDS", 0.0)
         every_piece = max(turns_while(pieces) for _ in range(3))  # as in test_tfpieces
     assert whole <= 3  # the method sees a parse that never gives the GIL up
     assert every_piece >= 25  # about 50 pieces of 64 KiB

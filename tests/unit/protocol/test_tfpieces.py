@@ -195,10 +195,8 @@ def test_the_decoding_thread_lets_another_thread_run_between_pieces(
 ) -> None:
     """With forced switches off (a switch interval of 10 s), a thread waiting for the GIL
     runs only when the holder gives it up: never during orjson's parse, between pieces
-    here (``TURN_SECONDS`` 0: a sleep(0) after every piece). (The event loop is that
-    thread.)"""
+    here (a sleep(0) after every piece). (The event loop is that thread.)"""
     monkeypatch.undo()
-    monkeypatch.setattr(jsonpieces, "TURN_SECONDS", 0.0)
     x = np.random.default_rng(2).random((1, 224, 224, 3), dtype=np.float32)
     body = orjson.dumps({"instances": x.tolist()})
 
