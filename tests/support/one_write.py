@@ -36,20 +36,27 @@ class Recorded:
         return getattr(self._transport, name)
 
 
-def recording(writes: list[bytes]) -> type[OneWriteProtocol]:
-    class Recording(OneWriteProtocol):
+def recording(
+    writes: list[bytes], base: type[OneWriteProtocol] = OneWriteProtocol
+) -> type[OneWriteProtocol]:
+    class Recording(base):  # type: ignore[valid-type,misc]
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(Recorded(transport, writes))  # type: ignore[arg-type]
 
     return Recording
 
 
-async def serve(app: App, writes: list[bytes], keep_alive: float = 5.0) -> AsyncIterator[int]:
+async def serve(
+    app: App,
+    writes: list[bytes],
+    keep_alive: float = 5.0,
+    base: type[OneWriteProtocol] = OneWriteProtocol,
+) -> AsyncIterator[int]:
     config = uvicorn.Config(
         app,
         port=0,
         loop="none",
-        http=recording(writes),
+        http=recording(writes, base),
         lifespan="off",
         log_level="critical",
         timeout_keep_alive=keep_alive,
@@ -90,13 +97,19 @@ def post(path: str, body: bytes, *extra: bytes) -> bytes:
     return b"\r\n".join([*head, b"content-length: %d" % len(body), b"", body])
 
 
-def run(app: App, talk: Callable[[int], Awaitable[Any]], keep_alive: float = 5.0) -> list[bytes]:
+def run(
+    app: App,
+    talk: Callable[[int], Awaitable[Any]],
+    keep_alive: float = 5.0,
+    base: type[OneWriteProtocol] = OneWriteProtocol,
+) -> list[bytes]:
     """``talk(port)`` against ``app`` served (``keep_alive``: uvicorn's
-    ``timeout_keep_alive``); the writes the server made."""
+    ``timeout_keep_alive``; ``base``: the protocol, ``OneWriteProtocol`` or a subclass);
+    the writes the server made."""
     writes: list[bytes] = []
 
     async def main() -> None:
-        async for port in serve(app, writes, keep_alive):
+        async for port in serve(app, writes, keep_alive, base):
             await talk(port)
 
     uvloop.run(main())

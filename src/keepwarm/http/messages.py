@@ -40,6 +40,11 @@ DROP_BODY_BYTES = 64 * 1024
 #: and a client still writing its body may then lose the answer it had not yet read.
 LINGER_SECONDS = 0.5
 
+#: The extension in a request's ``scope["extensions"]`` whose ``"collector"`` reads its
+#: body whole, when the server's protocol offers it (``http/whole_body.py``).
+WHOLE_BODY = "keepwarm.whole_body"
+CLIENT_GONE = "the client went away before sending its body"
+
 T = TypeVar("T")
 JSON = b"application/json"
 
@@ -113,22 +118,14 @@ class Request:
         limit = self.max_body
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit, f"{int(declared)} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                raise InvalidInputError("the client went away before sending its body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit, f"more than {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+            raise too_large(limit, f"{int(declared)} bytes")
+        whole = self.scope.get("extensions", {}).get(WHOLE_BODY)
+        data: bytes
+        if whole is not None:
+            data = await whole["collector"].read(limit)
+        else:
+            data = await self._received(limit)
         self.read = True
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         encoding = (self.header(b"content-encoding") or "identity").strip().lower()
         if encoding in ("", "identity"):
             return data
@@ -139,6 +136,22 @@ class Request:
         raise InvalidInputError(
             f"Content-Encoding {encoding!r} is not supported (gzip, deflate or identity)"
         )
+
+    async def _received(self, limit: int) -> bytes:
+        """The body as ``receive()`` gives it, piece by piece (any ASGI server)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInputError(CLIENT_GONE)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit, f"more than {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def answer_and_close(send: Send, start: Message, body: bytes) -> None:
@@ -158,13 +171,13 @@ def _inflate(inflater: Any, data: bytes, limit: int) -> bytes:
     except zlib.error as exc:
         raise InvalidInputError(f"the body is not valid compressed data: {exc}") from None
     if len(out) > limit or inflater.unconsumed_tail:
-        raise _too_large(limit, "more after decompression")
+        raise too_large(limit, "more after decompression")
     if not inflater.eof:
         raise InvalidInputError("the compressed body is truncated")
     return bytes(out)
 
 
-def _too_large(limit: int, got: str) -> PayloadTooLargeError:
+def too_large(limit: int, got: str) -> PayloadTooLargeError:
     return PayloadTooLargeError(
         f"the request body is over the limit of {limit} bytes ({got}); "
         "raise it with the server's max_body_bytes setting"

@@ -14,6 +14,9 @@ next request's bytes arrive (on uvloop a libuv timer made, started and closed pe
 request). Here a connection keeps one timer: the end of a response notes the time, the
 next bytes clear it, and the timer, when it fires, closes a connection that has been idle
 for ``timeout_keep_alive`` seconds or sets itself again for the rest of that time.
+
+Each request's scope also carries a ``Collector`` (``http/whole_body.py``): an app that
+reads the whole body gets it in one piece, read without uvicorn's pause every 64 KiB.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from keepwarm.http.messages import WHOLE_BODY
+from keepwarm.http.whole_body import Collector
+
 #: A body up to this size is joined to its header block (one copy, one buffer); a larger
 #: one is written beside it (``writelines``: one vectored system call, no copy).
 JOIN_BYTES = 64 * 1024
@@ -31,10 +37,12 @@ JOIN_BYTES = 64 * 1024
 
 class OneWriteProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` whose responses each go out in one write, with one keep-alive
-    timer per connection (see the module docstring); everything else is uvicorn's."""
+    timer per connection, and whose bodies can be read whole (see the module docstring);
+    everything else is uvicorn's."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._collector: Collector | None = None  # the body being parsed's, if any
         self._idle_since: float | None = None  # the end of the last response, while idle
         self._idle_timer: asyncio.TimerHandle | None = None
 
@@ -81,6 +89,18 @@ class OneWriteProtocol(HttpToolsProtocol):
             writer = HeldHead(self.transport, cycle, cycle.on_response)
             cycle.transport = writer  # type: ignore[assignment]
             cycle.on_response = writer.on_response
+            self._collector = Collector(cycle, self.flow)
+            self.scope["extensions"] = {WHOLE_BODY: {"collector": self._collector}}
+
+    def on_body(self, body: bytes) -> None:
+        """A piece of the body: to the app's collector while it reads the whole body,
+        else into uvicorn's buffer, its reading paused past 64 KiB."""
+        collector = self._collector
+        if collector is not None and collector.pieces is not None:
+            if not self.cycle.response_complete:
+                collector.take(body)
+            return
+        super().on_body(body)
 
 
 class HeldHead:
