@@ -49,6 +49,9 @@ from keepwarm.protocol import jsonfast, jsonio
 MIN_ARRAY_BYTES = 1024
 #: About 0.1 ms of parsing per piece on this machine's kind.
 PIECE_BYTES = 64 * 1024
+#: Room past ``PIECE_BYTES`` in the buffer a piece is copied into: a piece ends at the
+#: first comma after its size, a number's length later.
+SCRATCH_SLACK = 1024
 #: Large arrays decoded at once, at most: one per core. More would only share the cores
 #: (each finishing later, the first as late as the last) and contend with the event loop
 #: for the GIL at every piece; the rest wait their turn.
@@ -184,24 +187,33 @@ def _numbers(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
 
 
 def _pieces(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
-    buffer = bytearray(body[start - 1 : end + 1])  # "[" interior "]"
-    view = memoryview(buffer)
-    stop = len(buffer) - 1
+    """The numbers of ``body[start:end]`` (a flat array's interior), piece by piece: each
+    piece is copied into one small buffer between brackets of its own, and parsed from
+    there. A copy of the whole array to cut it in place cost more than the parsing it
+    served whenever the copy's 1.6 MB was memory touched afresh (a MobileNetV2 image:
+    4.2 ms against 2.8 ms per body, with the same pieces)."""
+    view = memoryview(body)
+    scratch = bytearray(size + SCRATCH_SLACK)
     arrays = []
-    opening = 0  # the "[" (or the comma made one) before the current piece
-    while opening < stop:
-        cut = buffer.find(b",", opening + size, stop) if opening + size < stop else -1
-        closing = stop if cut < 0 else cut
-        buffer[opening] = 0x5B  # "["
-        buffer[closing] = 0x5D  # "]"
-        parser = jsonfast.parser_for(closing - opening)  # the piece's own when huge
-        document = parser.parse(view[opening : closing + 1])
+    opening = start - 1  # the "[" (or the comma cut) before the current piece
+    while opening < end:
+        cut = body.find(b",", opening + size, end) if opening + size < end else -1
+        closing = end if cut < 0 else cut
+        length = closing - opening + 1  # the piece with its brackets
+        if length > len(scratch):  # a piece past the slack: a long token
+            scratch = bytearray(length)
+        scratch[0] = 0x5B  # "["
+        scratch[1 : length - 1] = view[opening + 1 : closing]
+        scratch[length - 1] = 0x5D  # "]"
+        parser = jsonfast.parser_for(length)  # the piece's own when huge
+        with memoryview(scratch) as piece:
+            document = parser.parse(piece[:length])
         array = jsonfast.flat_numbers(document) if isinstance(document, simdjson.Array) else None
         del document  # the parser is reused for the next piece (flat_numbers copied out)
         if array is None:
             return None
         arrays.append(array)
         opening = closing
-        if opening < stop:
+        if opening < end:
             time.sleep(0)  # let a thread waiting for the GIL (the event loop) have it
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

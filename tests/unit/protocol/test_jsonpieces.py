@@ -3,6 +3,7 @@ parse, whatever the body holds, and the decoding thread gives the GIL up between
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -167,3 +168,33 @@ def test_the_decoding_thread_lets_another_thread_run_between_pieces() -> None:
         every_piece = max(turns_while(pieces) for _ in range(3))  # as in test_tfpieces
     assert whole <= 3  # the method sees a parse that never gives the GIL up
     assert every_piece >= 25  # about 50 pieces of 64 KiB
+
+
+def test_a_number_longer_than_a_pieces_buffer_is_read_in_a_buffer_of_its_own(
+    parse: Any,
+) -> None:
+    """A piece ends at the first comma past its size: a token longer than the buffer's
+    slack (``SCRATCH_SLACK``, 1 KiB) makes a piece that needs a larger buffer."""
+    long = "0." + "3" * 4096
+    for text in (f"[1,2,{long},4,5]", f"[{long},{long}]", f"[{long}]"):
+        body = body_of(text, text)
+        assert_same(parse(body), plain(body))
+
+
+def test_a_large_array_is_parsed_without_a_copy_of_the_whole() -> None:
+    """The numbers take memory (one float64 array per piece, then one joined); the text
+    is not copied whole besides (it was, to be cut in place: 1.6 MB for an image, most
+    of the cost of a body whose copy touched fresh memory)."""
+    x = np.random.default_rng(3).random(150528, dtype=np.float32)
+    body = body_of(orjson.dumps(x, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+    ((start, end),) = jsonpieces._spans(body, jsonpieces.MIN_ARRAY_BYTES)
+    jsonpieces._pieces(body, start, end, jsonpieces.PIECE_BYTES)  # parsers made
+    tracemalloc.start()
+    try:
+        array = jsonpieces._pieces(body, start, end, jsonpieces.PIECE_BYTES)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert array is not None
+    np.testing.assert_array_equal(array.astype(np.float32), x)
+    assert peak < 2 * array.nbytes + (end - start) // 4
