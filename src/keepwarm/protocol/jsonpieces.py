@@ -161,7 +161,7 @@ def _loads(
         return None
     for (start, end), marker in zip(spans, markers, strict=True):
         if marker in nested:
-            array = tfpieces.numbers_array(body[start:end], piece_bytes)
+            array = tfpieces.numbers_array(body, start, end, piece_bytes)
             # the top object, the list, the input: the array's axes below the third level
             if array is not None and 3 + array.ndim > max_depth:
                 return None
