@@ -146,3 +146,35 @@ def test_runs_folded_count_in_the_pipeline_as_runs_one_by_one(
     folded.ran_alone(len(runs), runs[-1], runs[-2] if len(runs) > 1 else -1)
     assert vars(folded) == vars(one_by_one)
     assert folded.limit(5, 0) == one_by_one.limit(5, 0)
+
+
+def test_requests_queued_beside_a_run_alone_when_the_batcher_closes_still_run() -> None:
+    """Closing while a run alone holds the one slot and two requests are queued (a
+    batch the latency table says to hold for a larger bucket): the run's end takes them
+    as one batch at once, not held for a waker that closing stopped (they would never
+    run)."""
+    now = [0.0]
+    executor = InlineExecutor()
+    gate = threading.Event()
+    model = RowModel(gate)
+    batcher = Batcher(
+        model.predict, name="m", executor=executor, max_batch_size=4, max_delay_ms=1000,
+        slots=1, crowd=1, clock=lambda: now[0],
+    )  # fmt: skip
+    for bucket in (1, 2, 4):
+        batcher.latency.seed(bucket, 1.0)  # a row costs least at 4: holding pays
+    results: list[object] = []
+    caller = threading.Thread(target=lambda: results.append(batcher.predict(_x(1))))
+    caller.start()
+    assert wait_until(lambda: len(batcher._loose.runs) == 1)
+    first = batcher.start(_x(2), follow=False)
+    now[0] = 0.01  # 100 requests a second: the next 2 rows are 0.02 s away
+    second = batcher.start(_x(3), follow=False)
+    assert batcher.queued == 2 and executor.jobs == []
+    batcher.close()
+    gate.set()
+    caller.join(10)
+    assert len(results) == 1 and batcher.queued == 0
+    assert executor.run_all() == 1 and model.calls[-1] == 2
+    assert float(first.result(10)["x_echo"][0, 0]) == 4.0
+    assert float(second.result(10)["x_echo"][0, 0]) == 6.0
