@@ -92,9 +92,14 @@ def main() -> int:
         try:
             return run(args, trees, scratch)
         finally:
-            for where in made:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                                str(where)], check=False, capture_output=True)  # fmt: skip
+            remove_worktrees(made)
+
+
+def remove_worktrees(made: list[Path]) -> None:
+    """Remove the worktrees ``sides`` made for commits."""
+    for where in made:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
+                       check=False, capture_output=True)  # fmt: skip
 
 
 def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:

@@ -31,6 +31,7 @@ from keepwarm.batching.batch_queue import BatchQueue
 from keepwarm.batching.dispatch import Dispatch
 from keepwarm.batching.executor import Executor
 from keepwarm.batching.latency import LatencyTable
+from keepwarm.batching.loose import Loose
 from keepwarm.batching.merge import NO_PADDING, Arrays, PadAxes
 from keepwarm.batching.relay import Follower
 from keepwarm.batching.runner import BatchRunner, Outcome, Predict
@@ -101,14 +102,20 @@ class Batcher:
             stats=stats,
             arm=self._waker.arm,
         )
+        runner = BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes, self.latency)
+        crowd = CROWD_PER_SLOT * slots if crowd is None else crowd
+        self._loose = Loose(
+            runner, self._queue, self.latency, crowd=crowd, clock=clock, fire=self._kick,
+            fold=self._fold,
+        )  # fmt: skip
         self._dispatch = Dispatch(
             name=name,
             queue=self._queue,
-            runner=BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes, self.latency),
+            runner=runner,
             executor=executor,
             slots=slots,
             alone=slots if alone is None else alone,
-            crowd=CROWD_PER_SLOT * slots if crowd is None else crowd,
+            loose=self._loose,
             max_queue=max_queue,
             pad_axes=pad_axes,
             latency=self.latency,
@@ -137,6 +144,9 @@ class Batcher:
 
     def _kick(self) -> None:
         self._dispatch.fire(force=False)
+
+    def _fold(self) -> None:
+        self._dispatch.fold()
 
     def start(
         self,
@@ -181,23 +191,39 @@ class Batcher:
 
     def predict(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays:
         """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s
-        (the batch runs on this thread when a slot is free: see ``start``)."""
-        deadline = None if timeout is None else self._clock() + timeout
-        outcome = self._dispatch.run_now(inputs, deadline, counted=True)
-        if outcome is not None:
-            if outcome.error is not None:
-                raise outcome.interrupt or outcome.error  # Ctrl-C reaches the caller
-            return outcome.results[0]
-        interrupt = None  # a batch run here whose model raised it: raised again, below
+        (the batch runs on this thread when a slot is free: see ``start``). While at most
+        ``crowd`` callers are in and nothing is queued, each runs alone, at once, without
+        the batcher's lock (``keepwarm.batching.loose``)."""
+        loose = self._loose
+        callers = loose.callers
+        callers.append(None)  # atomic: one entry per caller in, until it returns
         try:
-            follower = Follower()
-            future, batch = self._dispatch.enqueue(inputs, deadline, follower)
-            if batch:
-                interrupt = self._dispatch.work(batch, inline=True)
-            if not future.done():
-                interrupt = self._dispatch.follow(follower, deadline) or interrupt
+            if (
+                len(callers) <= loose.crowd
+                and not self._queue.items
+                and (timeout is None or timeout > 0)
+                and not loose.closed
+            ):
+                return loose.run(inputs)
+            deadline = None if timeout is None else self._clock() + timeout
+            outcome = self._dispatch.run_now(inputs, deadline)
+            if outcome is None:
+                return self._queued(inputs, deadline, timeout)
         finally:
-            self._dispatch.leave()
+            callers.pop()
+        if outcome.error is not None:
+            raise outcome.interrupt or outcome.error  # Ctrl-C reaches the caller
+        return outcome.results[0]
+
+    def _queued(self, inputs: Arrays, deadline: float | None, timeout: float | None) -> Arrays:
+        """``predict``'s request that must queue: wait for its batch (or lead it)."""
+        follower = Follower()
+        future, batch = self._dispatch.enqueue(inputs, deadline, follower)
+        interrupt = None  # a batch run here whose model raised it: raised again, below
+        if batch:
+            interrupt = self._dispatch.work(batch, inline=True)
+        if not future.done():
+            interrupt = self._dispatch.follow(follower, deadline) or interrupt
         if interrupt is not None:
             raise interrupt
         if future.done():
@@ -270,5 +296,6 @@ class Batcher:
 
     def close(self) -> None:
         """Take no new requests; those queued still run (they hold their version)."""
+        self._loose.closed = True
         self._dispatch.close()
         self._waker.close()

@@ -13,6 +13,7 @@ from functools import partial
 from keepwarm.batching.batch_queue import BatchQueue, Item
 from keepwarm.batching.executor import Executor
 from keepwarm.batching.latency import LatencyTable
+from keepwarm.batching.loose import Loose
 from keepwarm.batching.merge import Arrays, PadAxes, rows_and_key, rows_of
 from keepwarm.batching.pending import Pending
 from keepwarm.batching.relay import Follower, hand_over
@@ -26,8 +27,8 @@ class Dispatch:
     batch; ``slots`` bounds the batches running at once; ``alone`` (at least ``slots``)
     bounds the requests run at once on their callers' threads while nothing is queued (each
     alone, as unbatched); once a queue builds, batches run on ``slots`` only (runs past it
-    give their slot back). ``crowd``: while at most that many ``counted`` callers
-    (``Batcher.predict``'s threads) are in, each runs alone (see ``run_now``)."""
+    give their slot back). ``loose``: ``Batcher.predict``'s callers that run alone without
+    the lock (``keepwarm.batching.loose``); their runs count as running here."""
 
     def __init__(
         self,
@@ -38,7 +39,7 @@ class Dispatch:
         executor: Executor,
         slots: int,
         alone: int,
-        crowd: int = 0,
+        loose: Loose,
         max_queue: int,
         pad_axes: PadAxes,
         latency: LatencyTable,
@@ -55,8 +56,7 @@ class Dispatch:
         self._executor = executor
         self._slots = slots
         self._alone = max(alone, slots)
-        self._crowd = crowd
-        self._callers = 0  # counted callers in (``run_now`` to ``leave``; under the lock)
+        self._loose = loose
         self._clock = clock
         self._lock = threading.Lock()
         self._running = 0
@@ -128,42 +128,28 @@ class Dispatch:
                     self.stats.rejected += 1
                     raise self._overloaded(len(queue.items))
             queue.append(item)
-            free = take and self._running < self._slots
+            free = take and self._running + len(self._loose.runs) < self._slots
             batch, expired = queue.take(now, others=self._running) if free else ([], [])
             if batch:
                 self._running += 1
         self.expire(expired)
         return future, batch
 
-    def run_now(
-        self, inputs: Arrays, deadline: float | None, *, counted: bool = False
-    ) -> Outcome | None:
+    def run_now(self, inputs: Arrays, deadline: float | None) -> Outcome | None:
         """The fast path of a thread caller: when a slot is free and nothing is queued, run
-        the request here, never queued; None when it must queue.
-
-        A ``counted`` caller (``Batcher.predict``) counts among the callers in until it
-        returns: it calls ``leave`` once its queued request is answered (None here).
-        While at most ``crowd`` are in, it runs alone even past ``alone``: the batch it
-        would queue for could hold only a few requests, and a queued request costs its
-        thread a sleep and a wake-up (measured on the MLP, 2 cores: batches of 1-3
-        cost more CPU per request than the same calls run side by side, batches of 5
-        and more less); past ``crowd``, batches of ``crowd / slots`` requests and more
-        form."""
+        the request here, never queued; None when it must queue. (``Batcher.predict``'s
+        first few callers run alone past ``alone``: ``keepwarm.batching.loose``.)"""
         rows = rows_of(inputs)
         now = self._clock()
         queue = self.queue
         pipeline = queue.pipeline
         with self._lock:
             running = self._running
-            limit, crowded = self._alone, False
-            if counted:
-                self._callers += 1
-                if self._callers <= self._crowd:
-                    limit, crowded = max(limit, self._crowd), True
+            busy = running + len(self._loose.runs)
             if (
-                running >= limit
+                busy >= self._alone
                 or queue.items
-                or (running and not (crowded or pipeline.alone(running)))
+                or (busy and not pipeline.alone(busy))
                 or self._closed
                 or (deadline is not None and deadline <= now)
             ):
@@ -173,8 +159,6 @@ class Dispatch:
             queue.rate.arrived(rows or 1, now)
         outcome = self._runner.run_one(inputs, rows)
         with self._lock:
-            if counted:
-                self._callers -= 1
             account(self.stats, self.latency, outcome, 1)
             pipeline.finished(rows)
             if not queue.items or self._running > self._slots:  # the idle case, or
@@ -190,12 +174,17 @@ class Dispatch:
     @property
     def idle(self) -> bool:
         """Nothing runs or is queued, and lately one request at a time (a snapshot)."""
-        return not self._running and not self.queue.items and self.queue.pipeline.seen <= 1
+        return (
+            not self._running
+            and not self._loose.runs
+            and not self.queue.items
+            and self.queue.pipeline.seen <= 1
+        )
 
-    def leave(self) -> None:
-        """A ``counted`` caller whose request had to queue is done (``run_now``)."""
+    def fold(self) -> None:
+        """Count the runs ``loose`` did (its outcomes kept meanwhile)."""
         with self._lock:
-            self._callers -= 1
+            self._loose.fold(self.stats)
 
     def follow(self, follower: Follower, until: float | None) -> KeyboardInterrupt | None:
         """Wait until the request's result is in, or lead the batch handed over (run it
@@ -280,7 +269,8 @@ class Dispatch:
         expired: list[Item] = []
         handed = False
         with self._lock:
-            if self._running < self._slots:
+            if self._running + len(self._loose.runs) < self._slots:
+                force = force or self._closed  # closing: what is queued runs now
                 launch, expired = self.queue.take(self._clock(), force=force, others=self._running)
                 if launch:
                     self._running += 1
@@ -293,6 +283,7 @@ class Dispatch:
 
     def counters(self) -> BatchStats:
         with self._lock:
+            self._loose.fold(self.stats)
             return self.stats.copy()
 
     def close(self) -> None:

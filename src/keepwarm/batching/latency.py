@@ -23,9 +23,10 @@ _SMOOTHING = 0.2  # weight of a new measurement in the moving averages
 class LatencyTable:
     """Seconds per batch, per bucket: seeded at warmup, then a moving average.
 
-    Each bucket is written by one thread at a time (its batcher records under its lock; a
-    bucket is seeded by its warmup before any batch runs at it); each read is one dict
-    operation, so any thread may read.
+    Its batcher records under its lock, except for ``predict``'s callers that run alone
+    (``keepwarm.batching.loose``): two records at once may lose one figure from the
+    moving average, nothing worse (a bucket is seeded by its warmup before any batch runs
+    at it); each read is one dict operation, so any thread may read.
 
     ``cap``: the largest batch the batcher forms now (``Batcher.cap_batches``): the
     largest bucket, except while larger buckets still warm after the version serves.

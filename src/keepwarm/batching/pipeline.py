@@ -72,6 +72,14 @@ class Pipeline:
         self.running_rows -= rows
         self._answered += rows
 
+    def ran_alone(self, runs: int, last: int, previous: int) -> None:
+        """``runs`` requests that ran alone, one after another, counted at once (the last
+        two had ``last`` and ``previous`` rows; -1: none): as ``started`` then
+        ``finished`` for each of them would count them."""
+        self.seen = max(0, self.seen - runs)
+        self._earlier = previous if previous >= 0 else self._answered
+        self._answered = last
+
     def limit(self, queued_rows: int, others: int) -> int | None:
         """The rows the next batch may take: None (no bound from here: short batches or
         few requests), 0 (none now: ``others`` batches run, and batches run one at a

@@ -82,14 +82,14 @@ class BatchRunner:
                 outputs = self.predict(inputs)
                 seconds = time.perf_counter() - began
             except BaseException as exc:
-                return self._failed(rows, rows, exc)
+                return self.failed(rows, rows, exc)
             return Outcome([outputs], rows, rows, rows, None, seconds)
         if 0 < rows < self.max_batch_size:
             return self._run_merged([inputs], [rows], bucket_for(rows, self.max_batch_size))
         try:
             return Outcome([self.predict(inputs)], rows, rows, rows)
         except BaseException as exc:
-            return self._failed(rows, rows, exc)
+            return self.failed(rows, rows, exc)
 
     def _run_merged(self, parts: list[Arrays], rows: list[int], bucket: int) -> Outcome:
         total, seconds = sum(rows), None
@@ -101,9 +101,9 @@ class BatchRunner:
             results = split(outputs, merged, self.name, self.crop_axes)
             return Outcome(results, bucket, total, merged.padded_rows, None, seconds)
         except BaseException as exc:
-            return self._failed(bucket, total, exc, seconds)
+            return self.failed(bucket, total, exc, seconds)
 
-    def _failed(
+    def failed(
         self, bucket: int, rows: int, exc: BaseException, seconds: float | None = None
     ) -> Outcome:
         """A batch whose model raised ``exc``: one that is not an ``Exception``

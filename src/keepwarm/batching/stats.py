@@ -46,16 +46,17 @@ class BatchStats:
 
 def account(
     stats: BatchStats,
-    latency: LatencyTable,
+    latency: LatencyTable | None,
     outcome: Outcome,
     requests: int,
     waited: float = 0.0,
     longest: float = 0.0,
 ) -> None:
     """Count a batch of ``requests`` that ran, queued ``waited`` seconds in all and
-    ``longest`` at most (under the batcher's lock), and time it into ``latency``."""
+    ``longest`` at most (under the batcher's lock), and time it into ``latency`` (None:
+    timed into it already)."""
     seconds = outcome.seconds
-    if seconds is not None:
+    if seconds is not None and latency is not None:
         latency.record(outcome.bucket, seconds)
     if outcome.error is not None:
         stats.failed += requests
