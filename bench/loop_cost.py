@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,8 @@ def request(api: str, x: np.ndarray) -> tuple[str, list[tuple[bytes, bytes]], by
     return f"/v2/models/{MODEL}/infer", [(b"content-type", b"application/json")], v2_body(x)
 
 
-async def serve_rounds(repo: Path, api: str, count: int) -> None:
-    """The child: build the app, then one line of figures per ``go`` line on stdin."""
+async def start_app(repo: Path) -> tuple[Any, Any, Any]:
+    """keepwarm's ASGI app over a started service of ``repo``: (app, service, repository)."""
     from keepwarm.http import HttpApp
     from keepwarm.repository import Repository
     from keepwarm.service import InferenceService
@@ -63,31 +64,41 @@ async def serve_rounds(repo: Path, api: str, count: int) -> None:
     await asyncio.to_thread(repository.start)
     await asyncio.to_thread(repository.refresh)  # as the server does: files seen settled
     service.started()
+    return app, service, repository
+
+
+async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+    """One request through the ASGI ``app``, as uvicorn would call it: its status."""
+    sent: list[dict[str, Any]] = []
+    given = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays (a watch is cancelled)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": path,
+             "raw_path": path.encode(), "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}  # fmt: skip
+    await app(scope, receive, send)
+    if sent[0]["status"] != 200:
+        print("ANSWER", sent[0]["status"], sent[1]["body"][:300], file=sys.stderr)
+    return int(sent[0]["status"])
+
+
+async def serve_rounds(repo: Path, api: str, count: int) -> None:
+    """The child: build the app, then one line of figures per ``go`` line on stdin."""
+    app, service, repository = await start_app(repo)
     requests = [request(api, x) for x in inputs(MODEL, 8)]
 
-    async def one(path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
-        sent: list[dict[str, Any]] = []
-        given = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal given
-            if not given:
-                given = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()  # the client stays (a watch is cancelled)
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                 "method": "POST", "scheme": "http", "path": path,
-                 "raw_path": path.encode(), "query_string": b"", "headers": headers,
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}  # fmt: skip
-        await app(scope, receive, send)
-        if sent[0]["status"] != 200:
-            print("ANSWER", sent[0]["status"], sent[1]["body"][:300], file=sys.stderr)
-        return int(sent[0]["status"])
+    one = partial(call, app)
 
     async def run(n: int) -> tuple[float, float]:
         times = []
@@ -148,22 +159,34 @@ def main() -> int:
 
 
 def compare(args: argparse.Namespace, repo: Path) -> int:
+    runs = take_turns(__file__, args, repo)
+    report(args, {name: [(r[0], r[1]) for r in rows] for name, rows in runs.items()})
+    return 0
+
+
+def take_turns(
+    script: str, args: argparse.Namespace, repo: Path, extra: tuple[str, ...] = ()
+) -> dict[str, list[tuple[float, ...]]]:
+    """Each side of ``args.tree`` as a child process of ``script`` (``--child``, ``extra``
+    arguments); the sides take turns, ``args.rounds`` times, in a rotating order; each
+    turn's figures are the numbers of the child's ``ROUND`` line."""
     sides: dict[str, subprocess.Popen[str]] = {}
+    runs: dict[str, list[tuple[float, ...]]] = {}
     try:
         for spec in args.tree:
             name, _, src = spec.partition("=")
             env = {**os.environ, "PYTHONPATH": str(Path(src).resolve()),
                    "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
             sides[name] = subprocess.Popen(
-                [sys.executable, __file__, "--child", "--repo", str(repo), "--api", args.api,
-                 "--requests", str(args.requests)],
+                [sys.executable, script, "--child", "--repo", str(repo), "--api", args.api,
+                 "--requests", str(args.requests), *extra],
                 env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
         for proc in sides.values():
             assert proc.stdout is not None
             while (line := proc.stdout.readline()) and not line.startswith("READY"):
                 pass
-        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+        runs = {name: [] for name in sides}
         names = list(sides)
         for index in range(args.rounds):
             shift = index % len(names)
@@ -172,15 +195,14 @@ def compare(args: argparse.Namespace, repo: Path) -> int:
                 assert proc.stdin is not None and proc.stdout is not None
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
-                _, loop_us, p50 = proc.stdout.readline().split()
-                runs[name].append((float(loop_us), float(p50)))
+                _, *figures = proc.stdout.readline().split()
+                runs[name].append(tuple(float(f) for f in figures))
     finally:
         for proc in sides.values():
             if proc.stdin is not None:
                 proc.stdin.close()
             proc.wait(timeout=60)
-    report(args, runs)
-    return 0
+    return runs
 
 
 def report(args: argparse.Namespace, runs: dict[str, list[tuple[float, float]]]) -> None:

@@ -262,9 +262,10 @@ class Dispatch:
             self._running -= 1
         return batch, expired
 
-    def fire(self, *, force: bool = True) -> None:
+    def fire(self, *, force: bool = True) -> bool:
         """The waker's call: dispatch the held partial batch if a slot is free; without
-        ``force``, what is queued, as a new arrival would (held if waiting pays)."""
+        ``force``, what is queued, as a new arrival would (held if waiting pays). True:
+        a batch was launched and more is queued (a free slot may take it)."""
         launch: list[Item] = []
         expired: list[Item] = []
         handed = False
@@ -278,6 +279,7 @@ class Dispatch:
         self.expire(expired)
         if launch and not handed:
             self._executor.submit(partial(self.work, launch))
+        return bool(launch) and bool(self.queue.items)
 
     # ------------------------------------------------------------------- status
 

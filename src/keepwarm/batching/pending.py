@@ -1,10 +1,31 @@
-"""``Pending``: the future of a request queued for its batch."""
+"""``Pending``: the future of a request queued for its batch.
+
+A ``concurrent.futures.Future`` made for every queued request builds a ``Condition``
+(a Python object around a reentrant lock) and goes through it at each step: about 3 µs
+of a request's path, most of it on the event loop. ``Pending`` keeps the same states,
+answers and errors with one plain lock, and makes what only a blocked caller needs (an
+``Event`` to sleep on) when one blocks: the event loop never does, and neither does a
+caller whose request ran at once.
+
+It is still a ``Future`` (``asyncio.wrap_future`` and type checks take it), and
+``concurrent.futures.wait`` works on it (``_condition`` is its lock, ``_waiters`` made on
+first use).
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
-from typing import cast
+import threading
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, InvalidStateError, TimeoutError
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    LOGGER,
+    PENDING,
+    RUNNING,
+)
+from typing import Any, cast
 
 from keepwarm.batching.merge import Arrays
 
@@ -13,12 +34,33 @@ _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
 
 
 class Pending(Future[Arrays]):
-    """A queued request's future. ``done`` and ``cancelled`` read its state without its
-    lock: one attribute read, atomic, and a snapshot either way (the lock is let go
-    before the caller sees the answer). The queue asks them of every request it passes
-    over, and the event loop of each request it awaits: two lock rounds each, saved.
-    ``result`` of a finished future reads it the same way (its result is set before its
-    state says so, both under the lock)."""
+    """A queued request's future (see the module docstring). State changes happen under
+    ``_lock``; what they wake (a blocked caller, ``wait``'s waiters, the done callbacks)
+    is woken after it is let go. Reads of a state (``done``, ``cancelled``, a finished
+    ``result``) take no lock: one attribute read, a snapshot either way."""
+
+    def __init__(self) -> None:  # no ``Future.__init__``: no Condition
+        self._lock = threading.Lock()
+        self._state = PENDING
+        self._result: Arrays | None = None
+        self._exception: BaseException | None = None
+        self._callbacks: list[Callable[[Future[Arrays]], object]] = []
+        self._event: threading.Event | None = None  # made by the first blocked caller
+        self._waiter_list: list[Any] | None = None  # ``concurrent.futures.wait``'s
+
+    # ``concurrent.futures.wait``, ``as_completed`` and ``repr`` use these two.
+    @property
+    def _condition(self) -> threading.Lock:  # type: ignore[override]
+        return self._lock
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        """Read under ``_lock`` (``wait`` holds it when it adds one)."""
+        if self._waiter_list is None:
+            self._waiter_list = []
+        return self._waiter_list
+
+    # ----------------------------------------------------------------- reading
 
     def done(self) -> bool:
         return self._state in _DONE
@@ -26,7 +68,107 @@ class Pending(Future[Arrays]):
     def cancelled(self) -> bool:
         return self._state in _CANCELLED
 
+    def running(self) -> bool:
+        return self._state == RUNNING
+
     def result(self, timeout: float | None = None) -> Arrays:
-        if self._state == FINISHED and self._exception is None:
-            return cast(Arrays, self._result)
-        return super().result(timeout)
+        if self._state != FINISHED:
+            self._block(timeout)
+        if self._exception is not None:
+            raise self._exception
+        return cast(Arrays, self._result)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state != FINISHED:
+            self._block(timeout)
+        return self._exception
+
+    def _block(self, timeout: float | None) -> None:
+        """Until done (``CancelledError`` when cancelled; ``TimeoutError`` after
+        ``timeout`` seconds while still not done)."""
+        with self._lock:
+            if self._state not in _DONE:
+                if self._event is None:
+                    self._event = threading.Event()
+                event = self._event
+            else:
+                event = None
+        if event is not None:
+            event.wait(timeout)
+        if self._state in _CANCELLED:
+            raise CancelledError()
+        if self._state != FINISHED:
+            raise TimeoutError()
+
+    # ---------------------------------------------------------------- changing
+
+    def add_done_callback(self, fn: Callable[[Future[Arrays]], object]) -> None:
+        with self._lock:
+            if self._state not in _DONE:
+                self._callbacks.append(fn)
+                return
+        self._call(fn)
+
+    def cancel(self) -> bool:
+        with self._lock:
+            state = self._state
+            if state in (RUNNING, FINISHED):
+                return False
+            if state in _CANCELLED:
+                return True
+            self._state = CANCELLED
+        self._settled()
+        return True
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with self._lock:
+            state = self._state
+            if state == PENDING:
+                self._state = RUNNING
+                return True
+            if state != CANCELLED:
+                raise RuntimeError(f"Future in unexpected state: {state}")
+            self._state = CANCELLED_AND_NOTIFIED
+            waiters = self._waiter_list or ()
+        for waiter in waiters:
+            waiter.add_cancelled(self)
+        return False
+
+    def set_result(self, result: Arrays) -> None:
+        self._finish(result, None, failed=False)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._finish(None, exception, failed=True)
+
+    def _finish(
+        self, result: Arrays | None, exception: BaseException | None, *, failed: bool
+    ) -> None:
+        with self._lock:
+            done = self._state in _DONE
+            if not done:
+                self._result, self._exception = result, exception
+                self._state = FINISHED
+                waiters = self._waiter_list or ()
+        if done:  # said outside the lock: ``repr`` takes it
+            raise InvalidStateError(f"{self._state}: {self!r}")
+        for waiter in waiters:
+            if failed:
+                waiter.add_exception(self)
+            else:
+                waiter.add_result(self)
+        self._settled()
+
+    def _settled(self) -> None:
+        """After a change to a final state (made under the lock): wake a blocked caller,
+        then call the done callbacks, in the order they were added."""
+        if self._event is not None:
+            self._event.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            self._call(fn)
+
+    def _call(self, fn: Callable[[Future[Arrays]], object]) -> None:
+        try:
+            fn(self)
+        except Exception:
+            LOGGER.exception("exception calling callback for %r", self)
