@@ -6,7 +6,10 @@ call), all measured in one run of interleaved rounds:
   ``--src`` has the option: TensorFlow's default executor, as before it);
 - ``bare-inline``: a bare ASGI app on uvicorn (httptools, uvloop) calling the signature on
   the event loop (``bench/bare_mlp.py``);
-- ``bare-thread``: the same with the call on one worker thread (one hop each way);
+- ``bare-thread``: the same with the call on one worker thread (one hop each way,
+  ``run_in_executor``);
+- ``bare-hop``: the same hop through ``keepwarm.hop.HopPool``, the hand-off keepwarm's
+  requests take: the floor of a server whose model never runs on the event loop;
 - ``kw-on`` / ``kw-off``: ``keepwarm serve`` with the MLP's ``[batching]`` table and
   without it; with ``--base-src``, ``base-on`` / ``base-off`` the same from that tree
   (``/work/main/src``, say), so that two trees are judged against one limit;
@@ -142,6 +145,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     try:
         servers["bare-inline"] = Bare(repos[False] / MODEL / "1", "inline", env)
         servers["bare-thread"] = Bare(repos[False] / MODEL / "1", "thread", env)
+        servers["bare-hop"] = Bare(repos[False] / MODEL / "1", "hop", env)
         servers["kw-on"] = Served(repos[True], env=env)
         servers["kw-off"] = Served(repos[False], env=env)
         if args.base_src:
