@@ -4,9 +4,14 @@ call), all measured in one run of interleaved rounds:
 - ``direct``: the signature called in-process through ``keepwarm.load`` (no HTTP), back to
   back on one thread; ``direct-default`` the same with ``tf_executor = "default"`` (where
   ``--src`` has the option: TensorFlow's default executor, as before it);
+  ``direct-paused`` the same with a 0.2 ms sleep before each call (a lone HTTP client's
+  calls are that far apart at least: the call itself is slower then);
 - ``bare-inline``: a bare ASGI app on uvicorn (httptools, uvloop) calling the signature on
   the event loop (``bench/bare_mlp.py``);
-- ``bare-thread``: the same with the call on one worker thread (one hop each way);
+- ``bare-thread``: the same with the call on one worker thread (one hop each way,
+  ``run_in_executor``);
+- ``bare-hop``: the same hop through ``keepwarm.hop.HopPool``, the hand-off keepwarm's
+  requests take: the floor of a server whose model never runs on the event loop;
 - ``kw-on`` / ``kw-off``: ``keepwarm serve`` with the MLP's ``[batching]`` table and
   without it; with ``--base-src``, ``base-on`` / ``base-off`` the same from that tree
   (``/work/main/src``, say), so that two trees are judged against one limit;
@@ -43,6 +48,8 @@ from proc_stats import tree_cpu_seconds
 from serve import LUA, ROOT, Served, inputs, write_bodies, wrk
 
 MODEL = "mlp"
+#: ``direct-paused``'s sleep before each call: about a lone HTTP client's round trip.
+PAUSE = 0.0002
 
 
 class Bare:
@@ -82,11 +89,17 @@ class Bare:
 
 
 class Direct:
-    """The limit: ``keepwarm.load(model).predict`` in this process, one thread."""
+    """The limit: ``keepwarm.load(model).predict`` in this process, one thread; with
+    ``pause`` (seconds) a sleep before each call, untimed: a lone client's calls come
+    that far apart (its round trip), and TensorFlow's compute thread and the caches
+    cool meanwhile (the MLP: ~70 us back to back, ~90-115 us after 0.2 ms)."""
 
-    def __init__(self, model_dir: Path, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, options: dict[str, Any] | None = None, pause: float = 0.0
+    ) -> None:
         import keepwarm
 
+        self.pause = pause
         cache = keepwarm.ModelCache()  # each side its own load of the model
         self.model = keepwarm.load(str(model_dir), options=options, cache=cache)
         self.xs = inputs(MODEL, 8)
@@ -97,7 +110,10 @@ class Direct:
         times: list[float] = []
         cpu = time.process_time()
         stop = time.perf_counter() + seconds
-        while (start := time.perf_counter()) < stop:
+        while time.perf_counter() < stop:
+            if self.pause:
+                time.sleep(self.pause)
+            start = time.perf_counter()
             self.model.predict(self.xs[len(times) % len(self.xs)])
             times.append(time.perf_counter() - start)
         used = time.process_time() - cpu
@@ -142,6 +158,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     try:
         servers["bare-inline"] = Bare(repos[False] / MODEL / "1", "inline", env)
         servers["bare-thread"] = Bare(repos[False] / MODEL / "1", "thread", env)
+        servers["bare-hop"] = Bare(repos[False] / MODEL / "1", "hop", env)
         servers["kw-on"] = Served(repos[True], env=env)
         servers["kw-off"] = Served(repos[False], env=env)
         if args.base_src:
@@ -152,7 +169,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
             first_200(server, {MODEL: first})
         default = {"tf_executor": "default"}
         direct = {"direct": Direct(repos[False] / MODEL),
-                  "direct-default": Direct(repos[False] / MODEL, default)}  # fmt: skip
+                  "direct-default": Direct(repos[False] / MODEL, default),
+                  "direct-paused": Direct(repos[False] / MODEL, pause=PAUSE)}  # fmt: skip
         table = measure(args, servers, direct, bodies, scripts)
     finally:
         for server in servers.values():

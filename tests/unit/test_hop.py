@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -119,7 +120,11 @@ def test_a_job_whose_waiter_went_away_hands_its_result_to_then(pool: HopPool) ->
         job.then(handed.append)
         assert handed == []
         gate.set()
-        await pool.submit(lambda: None).waiter  # a later job settles after this one
+        # settled when the loop reads the worker's post (a later job on the pool's other
+        # thread may settle first: no order to wait on)
+        deadline = time.monotonic() + WAIT_S
+        while not handed and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
         assert handed == ["result"]
 
         done = pool.submit(lambda: "done")
