@@ -93,8 +93,6 @@ class Batcher:
         self._follow_seconds = follow_seconds
         self._clock = clock
         self._waker = Waker(self._fire, name=name, clock=clock)
-        #: The loop on which a ``_kick`` is scheduled and has not begun (None: none is).
-        self._kick_on: asyncio.AbstractEventLoop | None = None
         stats = BatchStats()
         self._queue = BatchQueue(
             max_batch_size=max_batch_size,
@@ -141,18 +139,11 @@ class Batcher:
         is parsing in the same pass join one batch instead of each taking a free slot
         alone (a loop that feeds requests one at a time otherwise makes batches of 1)."""
         future, _ = self._dispatch.enqueue(inputs, deadline, None, take=False)
-        loop = asyncio.get_running_loop()
-        if self._kick_on is not loop:  # one kick serves every request queued before it
-            self._kick_on = loop  # runs (a kick due on another loop, perhaps one closed
-            loop.call_soon(self._kick)  # before it ran, does not count)
+        asyncio.get_running_loop().call_soon(self._kick)
         return future
 
     def _kick(self) -> None:
-        """Dispatch what the loop queued: as many batches as slots are free (what one
-        kick per request did), unless waiting pays (a held batch)."""
-        self._kick_on = None  # before the first take: a request queued after it kicks
-        while self._dispatch.fire(force=False):
-            pass
+        self._dispatch.fire(force=False)
 
     def _fold(self) -> None:
         self._dispatch.fold()
