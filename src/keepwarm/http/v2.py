@@ -15,7 +15,7 @@ from keepwarm.http.messages import (
     parse_off_loop,
 )
 from keepwarm.http.router import Route
-from keepwarm.protocol import jsonio, v2, v2meta
+from keepwarm.protocol import jsonio, v2, v2lean, v2meta
 from keepwarm.service import InferenceService
 
 HEADER_LENGTH = b"inference-header-content-length"
@@ -120,9 +120,12 @@ class V2Routes:
         depth = self.max_json_depth
         # Here when cheap (a binary tensor is a view of the body, whatever its size),
         # else on a thread: the event loop keeps running while a large JSON is parsed.
-        decoded = v2.decode_small(
-            body, header_length=length, max_depth=depth, limit=INLINE_DECODE_BYTES
-        )
+        # A plain small JSON body first in one parse (``v2lean``), else the usual way.
+        decoded = (
+            v2lean.decode(body, depth)
+            if length is None and len(body) <= INLINE_DECODE_BYTES
+            else None
+        ) or v2.decode_small(body, header_length=length, max_depth=depth, limit=INLINE_DECODE_BYTES)
         inline = decoded is not None
         if decoded is None:
             decoded = await parse_off_loop(

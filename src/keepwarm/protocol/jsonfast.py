@@ -17,10 +17,15 @@ reference.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import simdjson
+
+from keepwarm.errors import InvalidInputError
+
+T = TypeVar("T")
 
 MIN_BYTES = 2048  # below this orjson is as fast and the walk is not worth it
 _BUFFER_TYPES = (("i", np.int64), ("d", np.float64))
@@ -48,6 +53,34 @@ def parser_for(size: int) -> simdjson.Parser:
     return parser
 
 
+def forget_parser(parser: simdjson.Parser) -> None:
+    """After a ``RuntimeError`` from ``parser``: this thread takes a fresh parser next time
+    (the error may mean a proxy of an earlier document still holds this one)."""
+    if parser is getattr(_local, "parser", None):
+        _local.parser = None
+
+
+def read_document(body: bytes, read: Callable[[Any], T | None]) -> T | None:
+    """``read(document)`` for ``body`` parsed by this thread's parser; None when simdjson
+    refuses the body (invalid, numbers past 64 bits) or ``read`` raises a ``TypeError``,
+    ``ValueError``, ``KeyError`` or ``InvalidInputError`` (it met what it did not expect).
+    ``read`` must keep no proxy of the document: the parser parses again."""
+    parser = parser_for(len(body))
+    try:
+        document = parser.parse(body)
+    except RuntimeError:  # numbers past 64 bits; or a live proxy of an earlier document
+        forget_parser(parser)
+        return None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    try:
+        return read(document)
+    except (InvalidInputError, KeyError, TypeError, ValueError):
+        return None
+    finally:
+        del document
+
+
 class _Unsure(Exception):
     """Leave this document to orjson."""
 
@@ -60,8 +93,7 @@ def loads(body: bytes | bytearray | memoryview, max_depth: int) -> Any | None:
     try:
         document = parser.parse(body)
     except RuntimeError:  # integers past 64 bits; or a proxy of an earlier document
-        if parser is getattr(_local, "parser", None):  # is still alive: a fresh parser
-            _local.parser = None
+        forget_parser(parser)  # is still alive: a fresh parser
         return None
     except (ValueError, UnicodeDecodeError):
         return None
@@ -123,10 +155,40 @@ def _numbers(node: Any) -> np.ndarray | None:
     count = len(node)
     if count == 0:
         return None
+    return _buffer(node, node[0], count)
+
+
+def rows_numbers(node: Any) -> np.ndarray | None:
+    """A simdjson array of numbers, or of non-empty rows of numbers all of one length, as
+    ``np.asarray`` would make of the list (1 or 2 axes; int64 or float64); None when it is
+    anything else. Rows nested deeper are flattened by simdjson unseen: the caller counts
+    the body's arrays (1 + the rows)."""
+    count = len(node)
+    if count == 0:
+        return None
     first = node[0]
+    if not isinstance(first, simdjson.Array):
+        return flat_numbers(node)
+    width = len(first)
+    if width == 0:
+        return None
+    for index in range(1, count):
+        row = node[index]
+        if not isinstance(row, simdjson.Array) or len(row) != width:
+            return None
+    try:
+        array = _buffer(node, first[0], count * width)
+    except _Unsure:
+        return None
+    return None if array is None else array.reshape(count, width)
+
+
+def _buffer(node: Any, first: Any, count: int) -> np.ndarray | None:
+    """The ``count`` numbers of ``node`` (flattened), whose first is ``first``."""
     if isinstance(first, bool) or not isinstance(first, int | float):
         return None
-    for code, dtype in _FLOAT_FIRST if isinstance(first, float) else _BUFFER_TYPES:
+    first_int = not isinstance(first, float)
+    for code, dtype in _BUFFER_TYPES if first_int else _FLOAT_FIRST:
         try:
             buffer = node.as_buffer(of_type=code)
         except (TypeError, ValueError):
@@ -134,7 +196,22 @@ def _numbers(node: Any) -> np.ndarray | None:
         array = np.frombuffer(buffer, dtype=dtype)
         if array.size != count:
             return None
-        if code == "d" and count and np.abs(array).max() >= _BEYOND_INTEGERS:
-            raise _Unsure  # maybe integers past 64 bits beside negative ones: not floats
+        # An array that starts with an integer read as doubles may hold integers past 64
+        # bits beside negative ones, which are no floats; one that starts with a float
+        # is floats for numpy whatever follows (and simdjson refuses integers past 2**64).
+        if code == "d" and first_int and np.abs(array).max() >= _BEYOND_INTEGERS:
+            raise _Unsure
         return array
     return None
+
+
+def count_brackets(body: bytes, most: int) -> int:
+    """The number of "[" in ``body``, counted up to ``most`` (``find`` is a memchr, far
+    quicker than ``bytes.count`` over a body of numbers). simdjson flattens nested arrays
+    into one buffer ([0, [1], 2] reads as 0, 1, 2): a caller that saw each array it read
+    compares their number with this one."""
+    count, at = 0, body.find(b"[")
+    while at >= 0 and count < most:
+        count += 1
+        at = body.find(b"[", at + 1)
+    return count

@@ -141,8 +141,17 @@ def cast(array: np.ndarray, dtype: np.dtype[Any], *, tensor: str) -> np.ndarray:
             )
     if array.dtype == dtype:
         return array
+    if not _may_overflow(array.dtype, dtype):
+        return array.astype(dtype)
     with np.errstate(over="ignore"):  # 1e300 as float32 is inf, as numpy says
         return array.astype(dtype)
+
+
+def _may_overflow(have: np.dtype[Any], want: np.dtype[Any]) -> bool:
+    """Whether casting a compatible ``have`` to ``want`` can overflow (and numpy warn): a
+    float to a narrower float, or anything to float16 (70000 is past its range). Integers
+    were range-checked; 64-bit integers fit float32's range (2**64 < 3.4e38)."""
+    return want.kind == "f" and (want.itemsize == 2 or have.itemsize > want.itemsize)
 
 
 def text_array(array: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """A v2 JSON body decodes to what the orjson-only path makes of it, whichever way its
-``"data"`` arrays are read (cut out and parsed by simdjson, in one piece or many, or the
-whole document by orjson): the same arrays (values, dtype, shape) or the same error
-(class and message), for any numbers, dtypes, shapes and hostile texts."""
+``"data"`` arrays are read (cut out and parsed by simdjson, in one piece or many, the
+whole document in one simdjson parse (``v2lean``), or by orjson): the same arrays
+(values, dtype, shape) or the same error (class and message), for any numbers, dtypes,
+shapes and hostile texts."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keepwarm.errors import InvalidInputError
-from keepwarm.protocol import jsonfast, jsonio, jsonpieces, v2
+from keepwarm.protocol import jsonfast, jsonio, jsonpieces, v2, v2lean
 
 DATATYPES = ["FP32", "FP64", "FP16", "INT8", "INT32", "INT64", "UINT8", "UINT64", "BOOL"]
 PAD = " " * jsonpieces.MIN_ARRAY_BYTES  # whitespace in an array: over the cut-out size
@@ -44,10 +45,16 @@ def outcome(decode: Callable[[], v2.InferRequest]) -> Any:
     )
 
 
-def check(body: bytes) -> None:
+def check(body: bytes) -> bool:
+    """Every path decodes ``body`` as the reference does; whether ``v2lean`` took it (it
+    declines what it is unsure of, and then the usual path answers)."""
     want = outcome(lambda: reference(body))
     assert outcome(lambda: v2.decode_request(body)) == want
     assert outcome(lambda: v2.decode_small(body, limit=1 << 30)) == want  # type: ignore[arg-type,return-value]
+    lean = v2lean.decode(body, 64)
+    if lean is not None:
+        assert outcome(lambda: lean) == want
+    return lean is not None
 
 
 # Numbers as JSON text, in the spellings clients send.
