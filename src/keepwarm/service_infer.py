@@ -87,7 +87,10 @@ class Requests:
         with self._book.track(name, protocol) as record:
             admission = admitted(name)  # overload: refused at once, on the loop
             try:
-                lease, deadline = await self._leases.take(name, version, timeout)
+                taken = self._leases.take_ready(name, version, timeout)  # READY: no await
+                if taken is None:
+                    taken = await self._leases.take(name, version, timeout)
+                lease, deadline = taken
                 if decoded and gathering(lease.model) and as_is(lease.model.signature, decode):
                     queued = self._submit(record, lease, deadline, decode, admission)
                 else:

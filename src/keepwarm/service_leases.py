@@ -85,6 +85,23 @@ class Leases:
         except KeepwarmError as exc:
             raise self.scrubber.scrubbed(exc) from None
 
+    def take_ready(
+        self, name: str, version: str | None, timeout: float | None
+    ) -> tuple[Any, float | None] | None:
+        """``take`` with no wait and no coroutine, when the version asked for is READY now
+        (the repository's lock-free look); None otherwise, and ``take`` says why or waits
+        (an unknown model's error included: ``take``'s own)."""
+        if self.held(name) is not None:
+            return None
+        try:
+            lease = self.repository.try_acquire(name, parse_version(version))
+        except KeepwarmError:
+            return None
+        if lease is None:
+            return None
+        seconds = self.default_timeout if timeout is None else timeout
+        return lease, None if seconds is None else time.monotonic() + seconds
+
     async def take(
         self, name: str, version: str | None, timeout: float | None
     ) -> tuple[Any, float | None]:
