@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from keepwarm.errors import UnavailableError
-from keepwarm.http.messages import Request, Response, header_timeout, json_response, parse_off_loop
+from keepwarm.http.messages import (
+    INLINE_DECODE_BYTES,
+    Request,
+    Response,
+    header_timeout,
+    json_response,
+    parse_off_loop,
+)
 from keepwarm.http.router import Route
-from keepwarm.protocol import tfserving
+from keepwarm.protocol import tflean, tfserving
 from keepwarm.service import InferenceService
 from keepwarm.service_names import parse_version
 from keepwarm.signature import Signature
@@ -52,16 +59,21 @@ class TfServingRoutes:
             raise UnavailableError("the server is shutting down; retry on another server")
         service.refuse_when_overloaded(request.params["model"])  # before reading the body
         depth = self.max_json_depth
-        parsed = await parse_off_loop(
-            await request.body(), lambda raw: tfserving.parse_predict(raw, max_depth=depth)
-        )
+        body = await request.body()
+        # A plain small body in one parse (``tflean``), else the usual way
+        parsed = tflean.parse(body, depth) if len(body) <= INLINE_DECODE_BYTES else None
+        if parsed is None:
+            parsed = await parse_off_loop(
+                body, lambda raw: tfserving.parse_predict(raw, max_depth=depth)
+            )
+        found: tfserving.PredictRequest = parsed
 
         def decode(signature: Signature) -> dict[str, Any]:
-            tfserving.check_signature(parsed.signature_name, signature)
-            return parsed.inputs(signature)
+            tfserving.check_signature(found.signature_name, signature)
+            return found.inputs(signature)
 
         def encode(name: str, version: int, outputs: dict[str, Any]) -> bytes:
-            return tfserving.encode_predict(parsed, outputs)
+            return tfserving.encode_predict(found, outputs)
 
         data = await service.infer(
             request.params["model"],
