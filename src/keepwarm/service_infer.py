@@ -32,6 +32,7 @@ from keepwarm.batching.serving import (
     gathering,
     submit,
 )
+from keepwarm.hop import Job
 from keepwarm.service_blocking import Call, Slots, wait_queued
 from keepwarm.service_book import Gone, Record, RequestBook
 from keepwarm.service_errors import Scrubber
@@ -93,10 +94,17 @@ class Requests:
                 lease, deadline = taken
                 if decoded and gathering(lease.model) and as_is(lease.model.signature, decode):
                     queued = self._submit(record, lease, deadline, decode, admission)
-                else:
-                    result = await self._hop(
-                        name, record, lease, deadline, decode, encode, admission
-                    )
+                else:  # the hop awaited here, not in a coroutine of its own
+                    job, ticket = self._start(record, lease, deadline, decode, encode, admission)
+                    try:
+                        result = await job.waiter
+                    except BaseException as exc:
+                        raised = self._leases.ended(name, lease, job, exc, _abandon)
+                        if raised is not exc:
+                            raise raised from None
+                        if isinstance(exc, asyncio.CancelledError):
+                            ticket.cancel()  # a request waiting for its batch leaves
+                        raise
                     if not isinstance(result, Queued):
                         return result
                     queued = result
@@ -126,18 +134,19 @@ class Requests:
                 admission.release()  # queued: counted there now
             return queued
 
-    async def _hop(
+    def _start(
         self,
-        name: str,
         record: Record,
         lease: Any,
         deadline: float | None,
         decode: Decode,
         encode: Encode[T],
         admission: Admission | None,
-    ) -> T | Queued:
-        """Decode, predict and encode on a worker thread (see the module docstring)."""
-        ticket = Ticket()  # takes the request back if its caller goes while it waits
+    ) -> tuple[Job[T | Queued], Ticket]:
+        """Decode, predict and encode handed to a worker thread (see the module
+        docstring); the ticket takes the request back if its caller goes while it waits
+        for its batch."""
+        ticket = Ticket()
 
         def decoded(signature: Signature) -> dict[str, np.ndarray]:
             inputs = decode(signature)
@@ -148,15 +157,7 @@ class Requests:
         def run(model: Any, deadline: float | None, lease: Holding) -> T | Queued:
             return record.run(model, deadline, lease, decoded, encode, ticket)  # type: ignore[no-any-return]
 
-        def drop(left: T | Queued) -> None:  # the caller went away while ``run`` ran
-            if isinstance(left, Queued):
-                abandon(left)
-
-        try:
-            return await self._leases.hop(name, lease, deadline, run, drop)
-        except asyncio.CancelledError:
-            ticket.cancel()
-            raise
+        return self._leases.start(lease, deadline, run), ticket
 
     def infer_blocking(
         self,
@@ -190,6 +191,13 @@ class Requests:
                     outputs = wait_queued(result, call)
                     return record.finish(result, outputs, encode)  # type: ignore[no-any-return]
                 return result  # type: ignore[no-any-return]
+
+
+def _abandon(left: Any) -> None:
+    """A request whose caller went away while its worker ran it: one left queued for its
+    batch leaves the queue."""
+    if isinstance(left, Queued):
+        abandon(left)
 
 
 def as_is(signature: Signature, decode: Decode) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from keepwarm.batching.serving import Holding
 from keepwarm.errors import DeadlineExceededError, KeepwarmError, UnavailableError
-from keepwarm.hop import HopPool
+from keepwarm.hop import HopPool, Job
 from keepwarm.repository import Repository
 from keepwarm.service_errors import Scrubber
 from keepwarm.service_names import parse_version
@@ -146,7 +146,22 @@ class Leases:
         back when ``run`` returns, on that thread, unless ``run`` takes it over.
         Cancelled while ``run`` runs (a client that went away), its result is handed to
         ``abandoned`` when it returns (an error needs nothing: the worker let go of its
-        lease)."""
+        lease). ``start`` and ``ended`` are its halves, for a caller that awaits the job
+        itself (``service_infer``: one coroutine less per request)."""
+        job = self.start(lease, deadline, run)
+        try:
+            return await job.waiter
+        except BaseException as exc:
+            raised = self.ended(name, lease, job, exc, abandoned)
+            if raised is exc:
+                raise
+            raise raised from None
+
+    def start(
+        self, lease: Any, deadline: float | None, run: Callable[[Any, float | None, Holding], T]
+    ) -> Job[T]:
+        """``hop``'s first half: ``run`` handed to a worker thread; ``await job.waiter``,
+        and hand what it raises to ``ended``."""
 
         def work() -> T:
             # Given back when ``run`` returns, on the thread that ran it (never under a
@@ -159,22 +174,32 @@ class Leases:
                 held.close()
 
         try:
-            job = self.pool.submit(work)
+            return self.pool.submit(work)
         except BaseException:
             lease.release()
             raise
-        try:
-            return await job.waiter
-        except asyncio.CancelledError:
+
+    def ended(
+        self,
+        name: str,
+        lease: Any,
+        job: Job[T],
+        exc: BaseException,
+        abandoned: Callable[[T], None] | None = None,
+    ) -> BaseException:
+        """``hop``'s second half, for what awaiting ``job`` raised: what to raise instead
+        (a cancellation itself, once the job is let go: see ``hop``; errors made public)."""
+        if isinstance(exc, asyncio.CancelledError):
             if job.cancel():  # it never started: its lease is given back here
                 lease.release()
             elif abandoned is not None:
                 job.then(abandoned)
-            raise
-        except KeepwarmError as exc:
-            raise self.scrubber.scrubbed(exc) from None
-        except Exception as exc:
-            raise self.scrubber.translated(name, exc) from None
+            return exc
+        if isinstance(exc, KeepwarmError):
+            return self.scrubber.scrubbed(exc)
+        if isinstance(exc, Exception):
+            return self.scrubber.translated(name, exc)
+        return exc
 
     def _refuse_held(self, name: str) -> None:
         why = self.held(name)
