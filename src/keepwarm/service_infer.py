@@ -2,7 +2,8 @@
 answer, on an event loop (``infer``) or on its caller's thread (``infer_blocking``).
 
 On the event loop the lease is taken without blocking. A request whose inputs were
-decoded already (``decoded=True``: decoded by the transport on the loop, as cheap there)
+decoded already (``decoded=True``: decoded by the transport on the loop, as cheap there;
+``decode`` may still build them against the signature, once: it is asked twice)
 for a batched model that is gathering a batch is queued from the loop itself
 (``batching.serving.submit``), unless a large input must first be converted to its
 input's dtype (``as_is``): its batch runs on a batch thread, and the loop awaits the
@@ -202,8 +203,12 @@ def _abandon(left: Any) -> None:
 
 def as_is(signature: Signature, decode: Decode) -> bool:
     """Whether ``decode``'s inputs (decoded already) can be queued from the event loop:
-    no input over ``LOOP_CONVERT_BYTES`` needs converting to its input's dtype."""
-    inputs = decode(signature)
+    no input over ``LOOP_CONVERT_BYTES`` needs converting to its input's dtype. One that
+    ``decode`` refuses goes to a worker thread too, whose decode raises as it always has."""
+    try:
+        inputs = decode(signature)
+    except Exception:
+        return False
     for spec in signature.inputs:
         value = inputs.get(spec.name)
         if (
