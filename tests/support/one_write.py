@@ -92,6 +92,16 @@ async def exchange(port: int, request: bytes, *, until_eof: bool = False) -> byt
     return data
 
 
+async def hang_up(writer: asyncio.StreamWriter, seen: list[Any]) -> None:
+    """Closes the client's side, then waits (up to 2 s) until ``seen`` holds something."""
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.02)
+
+
 def post(path: str, body: bytes, *extra: bytes) -> bytes:
     head = [b"POST " + path.encode() + b" HTTP/1.1", b"host: x", *extra]
     return b"\r\n".join([*head, b"content-length: %d" % len(body), b"", body])

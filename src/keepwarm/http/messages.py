@@ -117,12 +117,13 @@ class Request:
         decompression is ``PayloadTooLargeError``."""
         limit = self.max_body
         declared = self.headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large(limit, f"{int(declared)} bytes")
+        length = int(declared) if declared is not None and declared.isdigit() else None
+        if length is not None and length > limit:
+            raise too_large(limit, f"{length} bytes")
         whole = self.scope.get("extensions", {}).get(WHOLE_BODY)
         data: bytes
         if whole is not None:
-            data = await whole["collector"].read(limit)
+            data = await whole["collector"].read(limit, length)
         else:
             data = await self._received(limit)
         self.read = True

@@ -16,7 +16,9 @@ next bytes clear it, and the timer, when it fires, closes a connection that has 
 for ``timeout_keep_alive`` seconds or sets itself again for the rest of that time.
 
 Each request's scope also carries a ``Collector`` (``http/whole_body.py``): an app that
-reads the whole body gets it in one piece, read without uvicorn's pause every 64 KiB.
+reads the whole body gets it in one piece, read without uvicorn's pause every 64 KiB, and
+the rest of a large body of declared length is read straight into the ``bytes`` it
+becomes (``read_into``, ``http/direct_body.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from keepwarm.http.direct_body import BodyInto
 from keepwarm.http.messages import WHOLE_BODY
 from keepwarm.http.whole_body import Collector
 
@@ -48,6 +52,7 @@ class OneWriteProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._collector = None  # it refers back to this protocol
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -89,8 +94,20 @@ class OneWriteProtocol(HttpToolsProtocol):
             writer = HeldHead(self.transport, cycle, cycle.on_response)
             cycle.transport = writer  # type: ignore[assignment]
             cycle.on_response = writer.on_response
-            self._collector = Collector(cycle, self.flow)
+            self._collector = Collector(cycle, self.flow, self.read_into)
             self.scope["extensions"] = {WHOLE_BODY: {"collector": self._collector}}
+
+    def read_into(self, view: memoryview, start: int, keep: bytes) -> None:
+        """The rest of the current request's body read into ``view[start:]`` by a
+        ``BodyInto`` standing in for this protocol until the body's last byte."""
+        self.transport.set_protocol(BodyInto(self, view, start, keep))
+
+    def body_read(self) -> None:
+        """``BodyInto`` read the body's last byte: the message ends as the parser would
+        end it. The parser, which saw none of those bytes, is replaced by a fresh one for
+        the next request on the connection."""
+        self.parser = httptools.HttpRequestParser(self)
+        self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
         """A piece of the body: to the app's collector while it reads the whole body,

@@ -15,14 +15,21 @@ client goes away. The body is joined once. ``OneWriteProtocol`` makes a collecto
 request and hands it each piece of the body while a read is under way; otherwise uvicorn's
 own buffer and flow control are used, as before (a pipelined request's body, an app that
 answers without reading the body).
+
+When the client declared the body's length and much of it is still to come, the rest is
+read from the socket straight into the ``bytes`` the body becomes, with no piece made and
+no join (``http/direct_body.py``): the protocol's ``read_into`` hands the connection to a
+reader of that object until the body's last byte.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from keepwarm.errors import InvalidInputError
+from keepwarm.http.direct_body import DIRECT_BYTES, writable_bytes
 from keepwarm.http.messages import CLIENT_GONE, too_large
 
 if TYPE_CHECKING:
@@ -30,6 +37,10 @@ if TYPE_CHECKING:
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+#: ``read_into(view, start, keep)``: the protocol reads the rest of the current body into
+#: ``view[start:]`` (of the ``bytes`` object ``keep``), then ends the message.
+ReadInto = Callable[[memoryview, int, bytes], None]
 
 
 class Collector:
@@ -39,11 +50,14 @@ class Collector:
     reference back would make a cycle of objects per request that only the garbage
     collector frees."""
 
-    __slots__ = ("_cycle", "_flow", "limit", "pieces", "size")
+    __slots__ = ("_cycle", "_flow", "_read_into", "limit", "pieces", "size")
 
-    def __init__(self, cycle: RequestResponseCycle, flow: FlowControl) -> None:
+    def __init__(
+        self, cycle: RequestResponseCycle, flow: FlowControl, read_into: ReadInto | None = None
+    ) -> None:
         self._cycle = weakref.ref(cycle)
         self._flow = flow
+        self._read_into = read_into if writable_bytes is not None else None
         self.pieces: list[bytes | bytearray] | None = None  # a read is under way: the body
         self.size = 0
         self.limit = 0
@@ -60,10 +74,11 @@ class Collector:
             if cycle is not None:
                 cycle.message_event.set()
 
-    async def read(self, limit: int) -> bytes:
+    async def read(self, limit: int, declared: int | None = None) -> bytes:
         """The whole body: ``PayloadTooLargeError`` past ``limit`` bytes,
         ``InvalidInputError`` when the client went away first. Sends ``100 Continue``
-        first when the client waits for it."""
+        first when the client waits for it. ``declared``: the length the client declared
+        (Content-Length), at most ``limit``, if any."""
         cycle = self._cycle()
         if cycle is None:
             raise InvalidInputError(CLIENT_GONE)
@@ -75,6 +90,14 @@ class Collector:
         pieces: list[bytes | bytearray] = [held] if held else []
         self.size = len(held)
         self.limit = limit
+        if (
+            cycle.more_body
+            and declared is not None
+            and declared - self.size >= DIRECT_BYTES
+            and declared <= limit
+            and self._read_into is not None
+        ):
+            return await self._read_in_place(cycle, held, declared)
         if cycle.more_body and self.size <= limit:
             self.pieces = pieces
             self._flow.resume_reading()
@@ -98,3 +121,22 @@ class Collector:
         if len(pieces) == 1 and type(pieces[0]) is bytes:
             return pieces[0]
         return b"".join(pieces)
+
+    async def _read_in_place(
+        self, cycle: RequestResponseCycle, held: bytes | bytearray, declared: int
+    ) -> bytes:
+        """The rest of a body of ``declared`` bytes read into the ``bytes`` it becomes."""
+        assert writable_bytes is not None and self._read_into is not None
+        body, view = writable_bytes(declared)
+        start = len(held)
+        view[:start] = held
+        self._read_into(view, start, body)
+        self._flow.resume_reading()
+        event = cycle.message_event
+        while cycle.more_body and not cycle.disconnected and not cycle.response_complete:
+            await event.wait()
+            event.clear()
+        if cycle.disconnected or cycle.response_complete:
+            raise InvalidInputError(CLIENT_GONE)
+        self.size = declared
+        return body

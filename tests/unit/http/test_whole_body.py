@@ -27,7 +27,7 @@ from keepwarm.http.messages import (
     error_response,
 )
 from keepwarm.http.protocol import OneWriteProtocol
-from support.one_write import post, read_response, run
+from support.one_write import hang_up, post, read_response, run
 
 LIMIT = 256 * 1024
 BIG = os.urandom(1024 * 1024 - 7)
@@ -195,12 +195,7 @@ def test_a_client_that_closes_mid_body_fails_the_read() -> None:
         writer.write(post("/", BIG)[:500_000])
         await writer.drain()
         await asyncio.sleep(0.2)
-        writer.close()
-        await writer.wait_closed()
-        for _ in range(100):
-            if Seen.errors:
-                break
-            await asyncio.sleep(0.02)
+        await hang_up(writer, Seen.errors)
 
     run(app_with(2 * len(BIG)), talk, base=Counting)
     assert [e.message for e in Seen.errors] == ["the client went away before sending its body"]
