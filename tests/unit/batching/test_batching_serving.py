@@ -208,6 +208,40 @@ def test_a_full_queue_is_refused_before_any_work(held: tuple) -> None:
     queued[1].result(30)
 
 
+def test_a_refusal_waits_for_no_batch_thread(held: tuple) -> None:
+    """A full queue is refused without the batcher's lock (a batch thread holding it, on
+    a busy machine, would hold the refusal back a switch interval or more): with the lock
+    held elsewhere, refusals and admissions are answered at once and counted; only a
+    queue holding a cancelled request takes the lock, to purge it."""
+    model, inner, gate = held
+    running = model.batcher.submit(_x(0))
+    assert inner.rows.entered.wait(10)
+    queued = [model.batcher.submit(_x(i)) for i in (1, 2)]
+    answered: list[str] = []
+
+    def refuse_twice() -> None:
+        for refuse in (lambda: refuse_when_full("rows"), lambda: admit("rows")):
+            try:
+                refuse()
+            except UnavailableError as exc:
+                answered.append(str(exc))
+
+    with model.batcher._dispatch._lock:  # as a batch thread taking its next batch
+        refusing = threading.Thread(target=refuse_twice)
+        refusing.start()
+        refusing.join(10)
+        assert not refusing.is_alive(), "a refusal waited for the batcher's lock"
+    assert len(answered) == 2 and all("overloaded: 2 requests" in a for a in answered)
+    assert model.batcher.stats().rejected == 2
+    assert queued[0].cancel()
+    place = admit("rows")  # the cancelled request was purged: a place freed
+    assert place is not None
+    place.release()
+    gate.set()
+    running.result(30)
+    queued[1].result(30)
+
+
 def test_admitted_requests_hold_their_place_until_queued_or_their_task_ends(
     held: tuple,
 ) -> None:
