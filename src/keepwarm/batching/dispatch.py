@@ -74,8 +74,11 @@ class Dispatch:
         items = self.queue.items
         if len(items) + len(self._reserved) < self.max_queue:
             return False  # the common case
-        if not any(item.future.cancelled() for item in tuple(items)):  # a copy: C, atomic
-            return True  # the refusal's case: full, nothing to purge
+        try:
+            if not any(item.future.cancelled() for item in tuple(items)):  # a copy, in C
+                return True  # the refusal's case: full, nothing to purge
+        except RuntimeError:  # changed while copied (the GIL let go mid-copy: rare)
+            pass
         with self._lock:
             self.queue.purge(self._clock())
             return len(self.queue.items) + len(self._reserved) >= self.max_queue
