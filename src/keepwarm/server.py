@@ -22,7 +22,6 @@ from keepwarm.core.ids import ModelId
 from keepwarm.core.states import State
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
-from keepwarm.loop_priority import favour_loop
 from keepwarm.preload import preload_tensorflow
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
@@ -42,11 +41,9 @@ def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
     import uvloop
 
     untune = tune_interpreter()  # the GIL switch interval (see service_process)
-    unfavour = favour_loop()  # this thread runs the loop: the others yield it a core
     try:
         return uvloop.run(_serve(root, settings, token, stream))
     finally:
-        unfavour()
         untune()
         restore()
 
