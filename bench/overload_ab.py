@@ -30,6 +30,8 @@ KEYS = (
     "p50_ok_ms",
     "p99_ok_ms",
     "bound_ms",
+    "ok_over_bound",
+    "bound_mean_ms",
     "batch_ms",
     "table_batch_ms",
     "queue_ms",
@@ -49,6 +51,7 @@ def main() -> int:
     parser.add_argument("--tree", action="append", required=True, help="NAME=path/to/src")
     parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
     parser.add_argument("--rate", type=float, default=120.0, help="offered req/s")
+    parser.add_argument("--model", default="mobilenet_v2", help="mobilenet_v2 or mlp")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -56,20 +59,20 @@ def main() -> int:
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        body = write_bodies(work)["mobilenet_v2"][0]
+        body = write_bodies(work)[args.model][0]
         repo = work / "models"
-        shutil.copytree(args.models / "mobilenet_v2", repo / "mobilenet_v2")
+        shutil.copytree(args.models / args.model, repo / args.model)
         names = list(trees)
         for round_ in range(args.rounds):
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 env = {**os.environ, "PYTHONPATH": str(trees[name])}
-                result = overload(repo, body, args.seconds, work, args.rate, env)
+                result = overload(repo, body, args.seconds, work, args.rate, env, args.model)
                 found[name].append(result)
-                print(name, {k: round(result[k], 1) for k in KEYS}, flush=True)
+                print(name, {k: round(result[k], 2) for k in KEYS}, flush=True)
     print(f"\n{'build':12s}" + "".join(f"{k:>16s}" for k in KEYS))
     for name, results in found.items():
         medians = [statistics.median(r[k] for r in results) for k in KEYS]
-        print(f"{name:12s}" + "".join(f"{m:16.1f}" for m in medians))
+        print(f"{name:12s}" + "".join(f"{m:16.2f}" for m in medians))
     return 0
 
 

@@ -58,6 +58,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=195.0)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--spy", action="store_true", help="sample the GIL holder (py-spy)")
+    parser.add_argument(
+        "--spy-bin", type=Path, default=SPY if SPY.exists() else Path(shutil.which("py-spy") or SPY)
+    )
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw stacks here")
     args = parser.parse_args()
@@ -77,8 +80,8 @@ def main() -> int:
             spy = None
             if args.spy:
                 spy = subprocess.Popen(
-                    [str(SPY), "record", "--gil", "--threads", "--nonblocking", "-r", "250",
-                     "-f", "raw", "-o", str(raw), "-d", str(int(args.seconds) + 1),
+                    [str(args.spy_bin), "record", "--gil", "--threads", "--nonblocking",
+                     "-r", "250", "-f", "raw", "-o", str(raw), "-d", str(int(args.seconds) + 1),
                      "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(0.5)

@@ -76,11 +76,13 @@ class BatchQueue:
         self.pipeline.arrived(item.rows)
 
     def purge(self, now: float) -> None:
-        """Drop cancelled requests."""
-        for item in self.items:
-            if item.future.cancelled():
+        """Drop cancelled requests (the queue is rebuilt only when some are)."""
+        dropped = [item for item in self.items if item.future.cancelled()]
+        if dropped:
+            for item in dropped:
                 self._count_dropped(item, now)
-        self.items = deque(item for item in self.items if not item.future.cancelled())
+            gone = {id(item) for item in dropped}  # one cancelled since is dropped later
+            self.items = deque(item for item in self.items if id(item) not in gone)
 
     def _count_dropped(self, item: Item, now: float) -> None:
         """A request cancelled in the queue: past its deadline (its caller gave up on it,

@@ -67,9 +67,18 @@ class Dispatch:
     # ---------------------------------------------------------------- admission
 
     def full(self) -> bool:
-        """Whether a request would be refused now (cancelled requests purged first)."""
-        if len(self.queue.items) + len(self._reserved) < self.max_queue:
-            return False  # the common case, read without the lock
+        """Whether a request would be refused now (cancelled requests not counted). Read
+        without the lock unless a queued request was cancelled (it is then purged): a
+        refusal never waits for a batch thread that holds the lock, nor for the
+        interpreter lock that thread needs to let go of it (up to a switch interval)."""
+        items = self.queue.items
+        if len(items) + len(self._reserved) < self.max_queue:
+            return False  # the common case
+        try:
+            if not any(item.future.cancelled() for item in tuple(items)):  # a copy, in C
+                return True  # the refusal's case: full, nothing to purge
+        except RuntimeError:  # changed while copied (the GIL let go mid-copy: rare)
+            pass
         with self._lock:
             self.queue.purge(self._clock())
             return len(self.queue.items) + len(self._reserved) >= self.max_queue
@@ -88,9 +97,10 @@ class Dispatch:
         self._reserved.pop()
 
     def refuse(self) -> UnavailableError:
-        """The error of a request refused for a full queue (counted as rejected)."""
-        with self._lock:
-            self.stats.rejected += 1
+        """The error of a request refused for a full queue (counted as rejected, without
+        the lock, as ``expire`` counts: a refusal waits for no other thread; two counts
+        at the same instant, here and in ``enqueue``, may lose one)."""
+        self.stats.rejected += 1
         return self._overloaded(len(self.queue.items) + len(self._reserved))
 
     def _overloaded(self, queued: int) -> UnavailableError:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack
+from typing import Any
 
 import numpy as np
 import pytest
@@ -206,6 +208,70 @@ def test_a_full_queue_is_refused_before_any_work(held: tuple) -> None:
     gate.set()
     running.result(30)
     queued[1].result(30)
+
+
+def test_a_refusal_waits_for_no_batch_thread(held: tuple) -> None:
+    """A full queue is refused without the batcher's lock (a batch thread holding it, on
+    a busy machine, would hold the refusal back a switch interval or more): with the lock
+    held elsewhere, refusals and admissions are answered at once and counted; only a
+    queue holding a cancelled request takes the lock, to purge it."""
+    model, inner, gate = held
+    running = model.batcher.submit(_x(0))
+    assert inner.rows.entered.wait(10)
+    queued = [model.batcher.submit(_x(i)) for i in (1, 2)]
+    answered: list[str] = []
+
+    def refuse_twice() -> None:
+        for refuse in (lambda: refuse_when_full("rows"), lambda: admit("rows")):
+            try:
+                refuse()
+            except UnavailableError as exc:
+                answered.append(str(exc))
+
+    with model.batcher._dispatch._lock:  # as a batch thread taking its next batch
+        refusing = threading.Thread(target=refuse_twice)
+        refusing.start()
+        refusing.join(10)
+        assert not refusing.is_alive(), "a refusal waited for the batcher's lock"
+    assert len(answered) == 2 and all("overloaded: 2 requests" in a for a in answered)
+    assert model.batcher.stats().rejected == 2
+    assert queued[0].cancel()
+    place = admit("rows")  # the cancelled request was purged: a place freed
+    assert place is not None
+    place.release()
+    gate.set()
+    running.result(30)
+    queued[1].result(30)
+
+
+def test_a_queue_changed_while_a_refusal_reads_it_is_read_again_under_the_lock(
+    held: tuple,
+) -> None:
+    """The refusal's copy of the queue, made without the lock, fails when the queue
+    changes meanwhile: the queue is then read under the lock, and the answer stays right."""
+    model, inner, gate = held
+    running = model.batcher.submit(_x(0))
+    assert inner.rows.entered.wait(10)
+    queued = [model.batcher.submit(_x(i)) for i in (1, 2)]
+    queue = model.batcher._dispatch.queue
+
+    class Changing(deque):  # type: ignore[type-arg]
+        copies = 0
+
+        def __iter__(self) -> Iterator[Any]:
+            Changing.copies += 1
+            if Changing.copies == 1:
+                raise RuntimeError("deque mutated during iteration")
+            return super().__iter__()
+
+    queue.items = Changing(queue.items)
+    assert model.batcher.full  # read again under the lock: still full
+    with pytest.raises(UnavailableError):
+        admit("rows")
+    gate.set()
+    running.result(30)
+    for future in queued:
+        future.result(30)
 
 
 def test_admitted_requests_hold_their_place_until_queued_or_their_task_ends(
