@@ -1,13 +1,16 @@
 """Issue 9's in-process cell (``keepwarm.load`` with batching on against off, N threads
 calling ``predict``) for several builds at once, interleaved.
 
-Each side (``--tree NAME=PATH/src`` or ``--commit NAME=REV``, as ``bench/ab.py``) is a
+Each side (``--tree NAME=PATH/src`` or ``--commit NAME=REV``, as ``bench/ab.py``; one tree
+alone measures that build's cell; the same tree twice shows the noise) is a
 process of its own that loads the model twice (batching on and off) and waits for orders;
 every round runs, per thread count, each side's off and on loops in turn (a rotating
 order), one process at a time, so that the machine's drift hits every side alike. A side's
 figure per round is its own on/off ratio (req/s), measured within seconds; printed, per
 side and thread count: the median ratio and the rounds', CPU µs per call on and off, p50
-(ms), and the batch sizes its batcher formed (``BatchStats.batch_sizes``, all rounds).
+(ms), context switches per call on and off, and the batch sizes its batcher formed
+(``BatchStats.batch_sizes``, all rounds). Rounds of 1 s on this 2-core machine vary
+0.6-1.5x; 10 rounds of 3 s gave two copies of one build medians within 0.03 of each other.
 
     python bench/inproc_ab.py --commit base=main --tree now=src --threads 1,4,8,32
 """
@@ -82,7 +85,11 @@ def main() -> int:
         model_dir = scratch / args.model
         shutil.copytree(args.models / args.model, model_dir)
         (model_dir / "model.toml").unlink(missing_ok=True)  # batching as load() says only
-        trees, made = sides(args, scratch)
+        if len(args.tree) == 1 and not args.commit:  # one build: its own on/off only
+            name, _, path = args.tree[0].partition("=")
+            trees, made = {name: Path(path).resolve()}, []
+        else:
+            trees, made = sides(args, scratch)
         try:
             return run(args, trees, model_dir)
         finally:
@@ -137,7 +144,8 @@ def report(
     names: list[str], threads: list[int], runs: dict[tuple[str, int, str], list[dict[str, Any]]]
 ) -> None:
     print(f"{'side':>8} {'threads':>7} {'ratio':>6} {'off/s':>7} {'on/s':>7} {'cpu off':>7} "
-          f"{'cpu on':>7} {'p50 off':>7} {'p50 on':>7}  rounds; batch sizes (on)")  # fmt: skip
+          f"{'cpu on':>7} {'p50 off':>7} {'p50 on':>7} {'sw off':>6} {'sw on':>6}  "
+          "rounds; batch sizes (on)")  # fmt: skip
     for n in threads:
         for name in names:
             off, on = runs[(name, n, "off")], runs[(name, n, "on")]
@@ -152,7 +160,8 @@ def report(
                     sizes[k] = sizes.get(k, 0) + v
             print(f"{name:>8} {n:7d} {statistics.median(ratios):6.3f} {med(off, 'rps'):7.0f} "
                   f"{med(on, 'rps'):7.0f} {med(off, 'cpu_us'):7.1f} {med(on, 'cpu_us'):7.1f} "
-                  f"{med(off, 'p50_ms'):7.3f} {med(on, 'p50_ms'):7.3f}  "
+                  f"{med(off, 'p50_ms'):7.3f} {med(on, 'p50_ms'):7.3f} "
+                  f"{med(off, 'switches'):6.2f} {med(on, 'switches'):6.2f}  "
                   f"{[round(r, 2) for r in ratios]}; {sizes}")  # fmt: skip
 
 

@@ -27,6 +27,14 @@ threads to run side by side) at batch 1 and 32, one thread and two at once, 0.92
 default executor's wall time per call, CPU 0.97-1.01x; the MLP 0.95-0.98x with
 ``TF_NUM_INTEROP_THREADS=1`` (what ``keepwarm serve`` sets), and without it (a library
 caller's process) 0.73-0.75x back to back, 0.62-0.64x with 300 µs between calls.
+
+In the server the choice makes no difference that survives the machine's noise, so the
+single-threaded executor stays the default: ``keepwarm serve`` with each default at once
+(``bench/ab.py``, KServe v2 JSON, interleaved rounds, three runs, load 1-9), TensorFlow's
+default executor against this one gave the MLP 0.94-1.04x req/s at concurrency 1 (median
+0.97x; p50 -0.01 to +0.02 ms; CPU per request 0.93-1.06x) and 0.94-1.04x at 32 (median
+0.99x; CPU 0.93-1.06x); MobileNetV2 0.99-1.07x at 1 (median 1.03x; CPU 0.98-1.00x) and
+0.92-1.00x at 32 (median 0.96x; CPU 0.99-1.03x).
 """
 
 from __future__ import annotations
