@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 
@@ -45,23 +44,3 @@ def turns_while(work: Callable[[], Any]) -> int:
         turns += 1
     thread.join()
     return turns
-
-
-def voluntary_switches(work: Callable[[], Any]) -> int:
-    """How often the thread that ran ``work`` (alone: no other thread wants the GIL)
-    went to sleep meanwhile (its voluntary context switches, from ``/proc``)."""
-    counts: list[int] = []
-
-    def count() -> int:
-        status = Path(f"/proc/self/task/{threading.get_native_id()}/status").read_text()
-        return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
-
-    def run() -> None:
-        before = count()
-        work()
-        counts.append(count() - before)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return counts[0]

@@ -8,14 +8,9 @@ While a worker thread decodes, the event loop cannot run, and every request that
 the loop waits, a refusal on its headers included. Here each large array that is the
 value of a ``"data"`` key is cut at commas into pieces of about ``PIECE_BYTES``; each
 piece is parsed by simdjson into an array of its own (``jsonfast.flat_numbers``), and
-between pieces ``give_way()`` lets a thread waiting for the lock (the loop) take it
-(giving the lock up only every 0.5 ms instead gave 0.92x the requests per second at 32
-clients of MobileNetV2's 1.6 MB JSON bodies). ``give_way`` is ``os.sched_yield`` (the
-lock let go around one system call that does not sleep), not ``time.sleep(0)``: Linux
-sleeps a zero-length ``nanosleep`` for up to its 50 us of timer slack, a switch out and
-back each time, which cost a MobileNetV2 body's 24 pieces ~0.6-0.8 ms of CPU (3.3-3.7
-against 2.6-2.9 ms per decode) and ~2 ms of wall time, for a loop woken no sooner where
-it matters (its lateness p50 ~0.12 ms either way).
+between pieces ``time.sleep(0)`` lets a thread waiting for the lock (the loop) take it
+(about 17 us of CPU each: giving the lock up only every 0.5 ms instead gave 0.92x the
+requests per second at 32 clients of MobileNetV2's 1.6 MB JSON bodies).
 The rest of the document, with a marker in place of each array, is parsed whole
 (``jsonio.loads``, depth limit included).
 
@@ -62,8 +57,6 @@ SCRATCH_SLACK = 1024
 #: for the GIL at every piece; the rest wait their turn.
 DECODERS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 _SALT = secrets.token_hex(8)
-#: Lets the lock go to a thread waiting for it, without sleeping (see the module docstring).
-give_way = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 _KEY = b'"data"'
 #: What follows the key, matched where it ends: an array (group 1, its "[") whose first
 #: element starts as a number or an array does (group 2); strings (BYTES) are not cut.
@@ -222,5 +215,5 @@ def _pieces(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
         arrays.append(array)
         opening = closing
         if opening < end:
-            give_way()  # let a thread waiting for the GIL (the event loop) have it
+            time.sleep(0)  # let a thread waiting for the GIL (the event loop) have it
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

@@ -12,7 +12,7 @@ strings: its numbers without brackets, parsed by simdjson into an array of its o
 skeleton). The pieces' skeleton must be exactly that of a rectangular array (every
 array at one depth holding as many elements), whose shape it gives; the numbers are
 then reshaped to it. Between pieces
-``jsonpieces.give_way()`` lets a waiting thread (the event loop) take the lock. The rest of the
+``time.sleep(0)`` lets a waiting thread (the event loop) take the lock. The rest of the
 document, with a marker string in place of each array, is parsed whole
 (``jsonio.loads``, depth limit included).
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Any
 
 import numpy as np
@@ -150,7 +151,7 @@ def _pieces(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
         numbers.append(array)
         opening = closing + 1
         if opening < end:
-            jsonpieces.give_way()  # let a thread waiting for the GIL (the loop) have it
+            time.sleep(0)  # let a thread waiting for the GIL (the event loop) have it
     shape = _shape(b",".join(skeleton))
     flat = np.concatenate(numbers)
     if shape is None or flat.size != math.prod(shape):
