@@ -5,13 +5,15 @@ request; with TLS it serves TLS clients only."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 
-from support.grpc_repo import OPTIONS, ServerProcess, X, direct, mlp, serve
+from support.grpc_repo import OPTIONS, READY_TIMEOUT_S, ServerProcess, X, direct, mlp, serve
 from support.grpc_repo import infer_input as _input
 from support.repo_builders import place
 
@@ -34,6 +36,12 @@ def test_health_and_reflection_describe_every_service(grpc_served: ServerProcess
     ]
     with grpc.insecure_channel(grpc_served.grpc_address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
+        # an earlier test's load may still be settling (the server is not ready while a
+        # version loads): "" is watched until SERVING; it turns SERVING last, so every
+        # service says SERVING from then on
+        watched = health.Watch(health_pb2.HealthCheckRequest(), timeout=READY_TIMEOUT_S)
+        statuses = [answer.status for answer in _until_serving(watched)]
+        assert statuses[-1] == health_pb2.HealthCheckResponse.SERVING, statuses
         for name in ("", *services):
             answer = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING, name
@@ -44,6 +52,16 @@ def test_health_and_reflection_describe_every_service(grpc_served: ServerProcess
         assert set(services) <= set(database.get_services())
         found = database.FindFileContainingSymbol("tensorflow.serving.PredictRequest")
         assert found.name == "tensorflow_serving/apis/predict.proto"
+
+
+def _until_serving(answers: Any) -> Iterator[Any]:
+    """The watched statuses up to and including the first SERVING."""
+    from grpc_health.v1 import health_pb2
+
+    for answer in answers:
+        yield answer
+        if answer.status == health_pb2.HealthCheckResponse.SERVING:
+            return
 
 
 # ------------------------------------------------------------------ swap under load

@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from keepwarm.grpc.server import GrpcServer
+from keepwarm.grpc.server import NOT_SERVING, SERVING, GrpcServer
 from keepwarm.service import DEFAULT_WORKERS, InferenceService
 from support.gated_model import GATE_TIMEOUT_S, Gate, gated_leases, gated_repository
 from support.waiting import wait_until
@@ -168,3 +168,40 @@ def test_a_call_cancelled_while_its_request_is_decoded_leaves_the_queue(
 
     asyncio.run(scenario())
     assert sorted(Gate.runs) == [1.0, 2.0, 4.0]  # 3 (cancelled) never ran
+
+
+def test_health_turns_the_whole_server_serving_last_and_not_serving_first(
+    tmp_path: Path,
+) -> None:
+    """A client that saw "" SERVING finds every service SERVING: "" is set last on the
+    way up and first on the way down."""
+    Gate.reset()
+    repository = gated_repository(tmp_path)
+    service = InferenceService(repository)
+    try:
+        server = GrpcServer(service, port=0)
+        order: list[tuple[str, int]] = []
+        real_set = server.health.set
+
+        def recording_set(name: str, status: int) -> None:
+            order.append((name, status))
+            real_set(name, status)
+
+        server.health.set = recording_set  # type: ignore[method-assign]
+        service.started()
+        server._sync_health()
+        names = [name for name, _ in order]
+        assert names[-1] == "" and len(names) == 4, order
+        assert {status for _, status in order} == {SERVING}
+        order.clear()
+
+        async def drain() -> None:  # shutdown begins on the event loop
+            service.begin_shutdown()
+
+        asyncio.run(drain())
+        server._sync_health()
+        assert order[0][0] == "" and len(order) == 4, order
+        assert {status for _, status in order} == {NOT_SERVING}
+    finally:
+        service.close()
+        repository.close()

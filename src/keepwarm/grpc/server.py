@@ -135,7 +135,10 @@ class GrpcServer:
             if ready == self._ready:
                 return
             self._ready = ready
-            for name in ("", *SERVICES):
+            # "" speaks for the server as a whole: SERVING last and NOT_SERVING first, so
+            # a client that saw "" SERVING finds every service SERVING too
+            names = (*SERVICES, "") if ready else ("", *SERVICES)
+            for name in names:
                 self.health.set(name, SERVING if ready else NOT_SERVING)
 
     async def begin_shutdown(self) -> None:
