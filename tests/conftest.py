@@ -1,16 +1,30 @@
-"""Fixtures shared by every test: the example models, and an isolated keepwarm cache."""
+"""Fixtures shared by every test: the example models, and an isolated keepwarm cache.
+Hypothesis keeps its files in a temporary directory (not ``.hypothesis/`` in the clone),
+and no example's run time fails a test (the machine may be loaded)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Read by Hypothesis when it first stores anything (its example database, its caches):
+# set before any test runs, so the run writes nothing into the repository's tree.
+os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = tempfile.mkdtemp(prefix="keepwarm-hypothesis-")
 
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from keepwarm.examples import build_examples
+
+# Hypothesis's default deadline (200 ms an example) fails a property test whose example
+# waited for a core on a loaded machine: what is checked is the answer, not its speed.
+# No database: a run replays nothing an earlier run stored.
+settings.register_profile("keepwarm", deadline=None, database=None)
+settings.load_profile("keepwarm")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / ".test-cache" / "examples"
@@ -36,3 +50,7 @@ def _isolated_keepwarm_env(
     """Each test gets its own empty download cache, and is online unless it says otherwise."""
     monkeypatch.setenv("KEEPWARM_CACHE_DIR", str(tmp_path_factory.mktemp("keepwarm-cache")))
     monkeypatch.delenv("KEEPWARM_OFFLINE", raising=False)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["HYPOTHESIS_STORAGE_DIRECTORY"], ignore_errors=True)
