@@ -31,15 +31,22 @@ from support.repo_builders import (
 from support.waiting import wait_until
 
 WAIT_S = 30.0
-BACKOFF_S = 0.5
+# The first retry's delay: the scans and reads that must fall inside it take a few
+# milliseconds alone, and seconds on a loaded machine; the next delay is ten times as
+# long, so the status read after the retry still finds it pending.
+BACKOFF_S = 3.0
+FACTOR = 10.0
 OLD, NEW, FIXED = ModelId("echo", 1), ModelId("echo", 2), ModelId("echo", 3)
 
 
-def serving_v1(root: Path, echo_models: dict[int, Path], **options: float) -> Repository:
+def serving_v1(
+    root: Path, echo_models: dict[int, Path], backoff: float = BACKOFF_S, **options: float
+) -> Repository:
     """Serving echo version 1; Python-runtime versions (the probes) are allowed."""
     place(root / "echo", 1, echo_models[1])
     repo = Repository(root, poll_seconds=0.05, allow_unsafe=True, **options)  # type: ignore[arg-type]
-    repo.manager.backoff = Backoff(initial=BACKOFF_S, maximum=10 * BACKOFF_S, jitter=0.0)
+    maximum = FACTOR * FACTOR * backoff
+    repo.manager.backoff = Backoff(backoff, maximum, factor=FACTOR, jitter=0.0)
     repo.start()
     assert repo.wait_ready("echo", timeout=WAIT_S) == 1
     return repo
@@ -98,7 +105,7 @@ def test_broken_new_version_old_keeps_serving_backoff_then_fixed_version_loads(
             for _ in range(5):  # scans within the backoff do not retry
                 repo.refresh()
             assert attempts(repo, NEW) == 1 and time.monotonic() < entry.retry_at
-            # After the backoff a poll retries once, and the next delay doubles.
+            # After the backoff a poll retries once, and the next delay grows.
             assert until(repo, lambda: entry.failures >= 2)
             assert attempts(repo, NEW) == 2
             assert repo.status().models["echo"].versions[2].to_dict()["retry_in"] > BACKOFF_S
@@ -119,7 +126,7 @@ def test_load_hanging_past_its_timeout_fails_and_waits_for_the_stuck_load(
     root: Path, echo_models: dict[int, Path], probe: type[Probe]
 ) -> None:
     with (
-        serving_v1(root, echo_models, load_timeout=0.3) as repo,
+        serving_v1(root, echo_models, backoff=0.5, load_timeout=0.3) as repo,
         Traffic(repo, "echo", threads=4) as traffic,
     ):
         place_python(root / "echo", 2, "HangingLoad")

@@ -17,7 +17,7 @@ from keepwarm.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from support.waiting import wait_until, waiting_for_room
+from support.waiting import WAIT_S, wait_until, waiting_for_room
 
 
 def test_single_flight_many_threads_one_load() -> None:
@@ -35,7 +35,7 @@ def test_single_flight_many_threads_one_load() -> None:
     threads = [threading.Thread(target=worker) for _ in range(32)]
     for t in threads:
         t.start()
-    assert spec.started.wait(5)
+    assert spec.started.wait(WAIT_S)
     gate.set()
     for t in threads:
         t.join(10)
@@ -50,12 +50,12 @@ def test_load_of_one_model_does_not_block_another() -> None:
     manager = Manager()
     waiter = threading.Thread(target=lambda: manager.acquire("slow", slow).release())
     waiter.start()
-    assert slow.started.wait(5)
-    with manager.lease("fast", fast, timeout=5) as model:  # would time out if serialised
+    assert slow.started.wait(WAIT_S)
+    with manager.lease("fast", fast, timeout=WAIT_S) as model:  # would time out if serialised
         assert model.name == "fast"
     assert manager.state("slow") is State.LOADING
     gate.set()
-    waiter.join(5)
+    waiter.join(WAIT_S)
     assert manager.state("slow") is State.READY
 
 
@@ -88,7 +88,7 @@ def test_load_waits_for_a_lease_to_end_then_evicts() -> None:
     assert wait_until(lambda: waiting_for_room(manager, "b", ready="a"))
     assert manager.state("a") is State.READY  # in use: not unloaded under its user
     lease.release()
-    t.join(5)
+    t.join(WAIT_S)
     assert got == ["b"] and manager.state("a") is State.UNLOADED
 
 
@@ -107,17 +107,27 @@ def test_model_larger_than_budget_fails_at_once() -> None:
         manager.acquire("big", FakeSpec("big", nbytes=100))
 
 
-def test_failed_load_raises_typed_error_and_backs_off() -> None:
+def test_failed_load_raises_typed_error_and_is_not_retried_within_its_backoff() -> None:
     spec = FakeSpec("bad", fail=ModelNotFoundError("no such model"))
-    manager = Manager(backoff=Backoff(initial=0.3, jitter=0))
+    # A backoff no stall of a loaded machine outlasts: every call below is within it.
+    manager = Manager(backoff=Backoff(initial=600, jitter=0))
     for _ in range(5):
         with pytest.raises(ModelNotFoundError, match="no such model"):
             manager.acquire("bad", spec)
     assert spec.loads == 1  # not retried on every call
     assert manager.state("bad") is State.FAILED
     entry = manager.entry("bad")
+    assert entry is not None and not entry.due()
+
+
+def test_failed_load_is_retried_once_its_backoff_passed() -> None:
+    spec = FakeSpec("bad", fail=ModelNotFoundError("no such model"))
+    manager = Manager(backoff=Backoff(initial=0.3, jitter=0))
+    with pytest.raises(ModelNotFoundError, match="no such model"):
+        manager.acquire("bad", spec)
+    entry = manager.entry("bad")
     assert entry is not None
-    assert wait_until(entry.due, 5)
+    assert wait_until(entry.due, WAIT_S)
     spec.fail = None
     with manager.lease("bad", spec) as model:
         assert model.name == "bad"
@@ -137,7 +147,7 @@ def test_warmup_failure_fails_the_version_and_closes_the_model() -> None:
     with pytest.raises(ModelLoadError, match="warm"):
         manager.acquire("w", spec)
     assert manager.state("w") is State.FAILED
-    assert spec.made and spec.made[0].closed.wait(5)
+    assert spec.made and spec.made[0].closed.wait(WAIT_S)
 
 
 def test_timed_out_load_is_not_loaded_again_until_it_returns() -> None:
@@ -149,13 +159,13 @@ def test_timed_out_load_is_not_loaded_again_until_it_returns() -> None:
     entry = manager.entry("hang")
     assert entry is not None and entry.stuck
     # Past the backoff: only the stuck load holds the retry back.
-    assert wait_until(lambda: time.monotonic() >= entry.retry_at, 5)
+    assert wait_until(lambda: time.monotonic() >= entry.retry_at, WAIT_S)
     with pytest.raises(ModelLoadError, match="timeout"):
         manager.acquire("hang", spec)
     assert spec.loads == 1
     gate.set()  # the stuck load returns; its model is discarded
-    assert wait_until(lambda: not entry.stuck, 5)
-    with manager.lease("hang", spec, timeout=5) as model:
+    assert wait_until(lambda: not entry.stuck, WAIT_S)
+    with manager.lease("hang", spec, timeout=WAIT_S) as model:
         assert model.name == "hang"
     assert spec.loads == 2
 
@@ -172,7 +182,7 @@ def test_unload_drains_leases_first() -> None:
     assert not model.closed.is_set()
     lease.release()
     assert manager.state("d") is State.UNLOADED
-    assert model.closed.wait(5)
+    assert model.closed.wait(WAIT_S)
 
 
 def test_illegal_transition_is_refused() -> None:
@@ -192,7 +202,7 @@ def test_a_just_loaded_model_is_not_evicted_before_its_waiting_request_gets_it()
         manager = Manager(max_models=1, budget_timeout=10)
         ta = threading.Thread(target=_acquire_release, args=(manager, "a", a))
         ta.start()
-        assert a.started.wait(5)
+        assert a.started.wait(WAIT_S)
         tb = threading.Thread(target=_acquire_release, args=(manager, "b", b))
         tb.start()
         gate.set()
@@ -208,15 +218,15 @@ def test_patient_eviction_keeps_a_popular_model_while_rare_loads_are_in_flight()
         manager.acquire("p", popular).release()
     t1 = threading.Thread(target=lambda: manager.acquire("r1", rare1).release())
     t1.start()
-    assert rare1.started.wait(5)
+    assert rare1.started.wait(WAIT_S)
     t2 = threading.Thread(target=lambda: manager.acquire("r2", rare2).release())
     t2.start()
     # r2 waits for r1 (in flight, rarely used) rather than evict the popular model.
     assert wait_until(lambda: waiting_for_room(manager, "r2", ready="p"))
     assert rare1.gate is not None
     rare1.gate.set()
-    t1.join(5)
-    t2.join(5)
+    t1.join(WAIT_S)
+    t2.join(WAIT_S)
     assert manager.state("p") is State.READY and manager.state("r1") is State.UNLOADED
 
 
@@ -228,14 +238,14 @@ def test_close_during_a_load_discards_it_and_stops_every_thread() -> None:
     dispatcher = manager.events._thread
     assert dispatcher is not None and dispatcher.is_alive()
     manager.ensure("late", spec)
-    assert spec.started.wait(5)
+    assert spec.started.wait(WAIT_S)
     closer = threading.Thread(target=manager.close, kwargs={"drain_timeout": 10})
     closer.start()
     gate.set()  # the load returns after close() began
-    closer.join(15)
+    closer.join(WAIT_S)
     assert not closer.is_alive()
     assert manager.state("late") is State.FAILED
-    assert spec.made and spec.made[0].closed.wait(5)  # its model was closed, not leaked
+    assert spec.made and spec.made[0].closed.wait(WAIT_S)  # its model was closed, not leaked
     with pytest.raises(UnavailableError, match="shutting down"):
         manager.acquire("other", FakeSpec("other"))
     assert not dispatcher.is_alive()
@@ -246,7 +256,7 @@ def test_a_new_spec_replaces_a_failed_one_and_retries_at_once() -> None:
     with pytest.raises(ModelLoadError, match="bad config"):
         manager.acquire("m", FakeSpec("m", fail=ModelLoadError("bad config")))
     fixed = FakeSpec("m")
-    with manager.lease("m", fixed, timeout=5) as model:  # no 60 s backoff: the spec changed
+    with manager.lease("m", fixed, timeout=WAIT_S) as model:  # no 60 s backoff: the spec changed
         assert model.name == "m"
     assert fixed.loads == 1
 
@@ -264,9 +274,9 @@ def test_sizing_runs_without_the_lock() -> None:
     manager.acquire("ready", FakeSpec("ready")).release()
     t = threading.Thread(target=lambda: manager.acquire("slow", SlowToSize("slow")).release())
     t.start()
-    assert entered.wait(5)
+    assert entered.wait(WAIT_S)
     with manager.lease("ready", timeout=1) as model:  # not blocked behind the directory walk
         assert model.name == "ready"
     release.set()
-    t.join(5)
+    t.join(WAIT_S)
     assert manager.state("slow") is State.READY

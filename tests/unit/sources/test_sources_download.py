@@ -246,8 +246,10 @@ def test_server_error_is_download_error(http_server, cache_dir) -> None:
 
 
 def test_unreachable_host_is_download_error(cache_dir) -> None:
-    with socket.socket() as closed:  # a port with nothing listening
+    # A port bound but not listening, held for the call: a port let go could be taken
+    # meanwhile by another process's server (port 0 is how every test server starts).
+    with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    with pytest.raises(DownloadError, match="failed"):
-        resolve_uri(f"http://127.0.0.1:{port}/m.tar.gz", cache_dir=cache_dir)
+        with pytest.raises(DownloadError, match="failed"):
+            resolve_uri(f"http://127.0.0.1:{port}/m.tar.gz", cache_dir=cache_dir)
