@@ -275,7 +275,7 @@ def test_sizing_runs_without_the_lock() -> None:
     t = threading.Thread(target=lambda: manager.acquire("slow", SlowToSize("slow")).release())
     t.start()
     assert entered.wait(WAIT_S)
-    with manager.lease("ready", timeout=1) as model:  # not blocked behind the directory walk
+    with manager.lease("ready", timeout=WAIT_S) as model:  # not blocked behind the directory walk
         assert model.name == "ready"
     release.set()
     t.join(WAIT_S)
