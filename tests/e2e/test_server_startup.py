@@ -61,7 +61,9 @@ def test_models_load_before_the_grpc_server_starts(tmp_path: Path, example_model
 def test_a_grpc_port_in_use_ends_the_start_with_its_error(
     tmp_path: Path, example_models: Path, held_port: int
 ) -> None:
-    code, output = _serve(_root(tmp_path, example_models), "--grpc-port", str(held_port))
+    # The REST port free (0: any): the default one (8501) may be any server's on the machine
+    root = _root(tmp_path, example_models)
+    code, output = _serve(root, "--port", "0", "--grpc-port", str(held_port))
     assert code == 2, output
     assert f"error: gRPC port {held_port}" in output
     assert "loading mlp version 1" in output  # the load had begun, and was closed
@@ -70,7 +72,8 @@ def test_a_grpc_port_in_use_ends_the_start_with_its_error(
 def test_a_rest_port_in_use_ends_the_start_before_any_load(
     tmp_path: Path, example_models: Path, held_port: int
 ) -> None:
-    code, output = _serve(_root(tmp_path, example_models), "--port", str(held_port))
+    root = _root(tmp_path, example_models)
+    code, output = _serve(root, "--port", str(held_port), "--grpc-port", "0")
     assert code == 1, output
     assert "address already in use" in output.lower()
     assert "loading" not in output
