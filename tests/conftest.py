@@ -1,6 +1,7 @@
 """Fixtures shared by every test: the example models, and an isolated keepwarm cache.
-Hypothesis keeps its files in a temporary directory (not ``.hypothesis/`` in the clone),
-and no example's run time fails a test (the machine may be loaded)."""
+Hypothesis and Keras keep their files in temporary directories (not ``.hypothesis/`` in
+the clone, nor ``~/.keras``), and no example's run time fails a test (the machine may be
+loaded)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Read by Hypothesis when it first stores anything (its example database, its caches):
 # set before any test runs, so the run writes nothing into the repository's tree.
 os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = tempfile.mkdtemp(prefix="keepwarm-hypothesis-")
+# Keras reads its configuration (backend, float type) from, and writes a default one to,
+# ``~/.keras`` at import: the run neither depends on the user's nor leaves one there.
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keepwarm-keras-")
 
 from pathlib import Path
 
@@ -53,4 +57,5 @@ def _isolated_keepwarm_env(
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(os.environ["HYPOTHESIS_STORAGE_DIRECTORY"], ignore_errors=True)
+    for made in ("HYPOTHESIS_STORAGE_DIRECTORY", "KERAS_HOME"):
+        shutil.rmtree(os.environ[made], ignore_errors=True)
