@@ -15,7 +15,7 @@ import pytest
 
 from keepwarm.service import InferenceService
 from support.gated_model import GATE_TIMEOUT_S, Gate, gated_leases, gated_repository
-from support.waiting import wait_until
+from support.waiting import WAIT_S, wait_until
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_callers_that_go_away_give_their_leases_back(service: InferenceService) 
         running = infer(1.0)
         assert await loop.run_in_executor(None, Gate.running.acquire, True, GATE_TIMEOUT_S)
         queued = infer(2.0)  # behind the only worker thread
-        assert await loop.run_in_executor(None, wait_until, lambda: leases() == 2, 10.0)
+        assert await loop.run_in_executor(None, wait_until, lambda: leases() == 2, WAIT_S)
         queued.cancel()
         with pytest.raises(asyncio.CancelledError):
             await queued
@@ -55,7 +55,7 @@ def test_callers_that_go_away_give_their_leases_back(service: InferenceService) 
             await running
         assert leases() == 1
         Gate.open.set()
-        assert await loop.run_in_executor(None, wait_until, lambda: leases() == 0, 10.0)
+        assert await loop.run_in_executor(None, wait_until, lambda: leases() == 0, WAIT_S)
         name, version, outputs = await infer(3.0)
         assert (name, version, float(outputs["y"][0, 0])) == ("gated", 1, 3.0)
 
