@@ -34,6 +34,17 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / ".test-cache" / "examples"
 
 
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """When a test will use the example models, build them before the first test runs: in
+    a fresh clone that takes minutes on a loaded machine (TensorFlow, Keras and ONNX
+    models), which counted against the first such test's time limit (``timeout``, which
+    covers its fixtures' setup). Then the loop runs as usual (None: the next hook's turn)."""
+    if session.config.option.collectonly:
+        return
+    if any("example_models" in getattr(item, "fixturenames", ()) for item in session.items):
+        build_examples(EXAMPLES)
+
+
 @pytest.fixture(scope="session")
 def example_models() -> Path:
     """The example model repository (``<name>/<version>/``), built once and reused
