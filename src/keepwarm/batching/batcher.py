@@ -26,6 +26,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from typing import Protocol
 
 from keepwarm.batching.batch_queue import BatchQueue
 from keepwarm.batching.dispatch import Dispatch
@@ -44,6 +45,10 @@ from keepwarm.errors import DeadlineExceededError, InvalidConfigError, Unavailab
 FOLLOW_SECONDS = 0.02
 #: ``predict``'s callers, per slot, that each run alone (see ``Dispatch.run_now``).
 CROWD_PER_SLOT = 4
+
+
+class Predicting(Protocol):
+    def __call__(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays: ...
 
 
 class Batcher:
@@ -105,9 +110,15 @@ class Batcher:
         runner = BatchRunner(predict, name, max_batch_size, pad_axes, crop_axes, self.latency)
         crowd = CROWD_PER_SLOT * slots if crowd is None else crowd
         self._loose = Loose(
-            runner, self._queue, self.latency, crowd=crowd, clock=clock, fire=self._kick,
-            fold=self._fold,
+            runner, self._queue, self.latency, crowd=crowd, slow=self._predict, clock=clock,
+            fire=self._kick, fold=self._fold,
         )  # fmt: skip
+        #: Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s
+        #: (the batch runs on this thread when a slot is free: see ``start``). While at
+        #: most ``crowd`` callers are in and nothing is queued, each runs alone, at once,
+        #: without the batcher's lock (``Loose.predict``: one call, no frame of its own
+        #: here).
+        self.predict: Predicting = self._loose.predict
         self._dispatch = Dispatch(
             name=name,
             queue=self._queue,
@@ -189,22 +200,12 @@ class Batcher:
         is queued, the request runs here, at once (its outcome); None: it must queue."""
         return self._dispatch.run_now(inputs, deadline)
 
-    def predict(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays:
-        """Run one request from a thread; ``DeadlineExceededError`` after ``timeout`` s
-        (the batch runs on this thread when a slot is free: see ``start``). While at most
-        ``crowd`` callers are in and nothing is queued, each runs alone, at once, without
-        the batcher's lock (``keepwarm.batching.loose``)."""
-        loose = self._loose
-        callers = loose.callers
-        callers.append(None)  # atomic: one entry per caller in, until it returns
+    def _predict(self, inputs: Arrays, timeout: float | None) -> Arrays:
+        """``predict``'s caller past the crowd, or with requests queued: run now if a slot
+        is free, else queue and wait for the batch (or lead it)."""
+        callers = self._loose.callers
+        callers.append(None)  # atomic: one entry per caller in here, until it returns
         try:
-            if (
-                len(callers) <= loose.crowd
-                and not self._queue.items
-                and (timeout is None or timeout > 0)
-                and not loose.closed
-            ):
-                return loose.run(inputs)
             deadline = None if timeout is None else self._clock() + timeout
             outcome = self._dispatch.run_now(inputs, deadline)
             if outcome is None:
@@ -278,6 +279,7 @@ class Batcher:
         ``rows`` rows (a warm bucket) is formed, and a request of more rows runs in pieces
         of ``rows``; None: up to ``max_batch_size`` again."""
         self.latency.cap = self.max_batch_size if rows is None else min(rows, self.max_batch_size)
+        self._loose.cap(self.latency.cap)
 
     # ------------------------------------------------------------------- status
 
@@ -296,6 +298,6 @@ class Batcher:
 
     def close(self) -> None:
         """Take no new requests; those queued still run (they hold their version)."""
-        self._loose.closed = True
+        self._loose.close()
         self._dispatch.close()
         self._waker.close()

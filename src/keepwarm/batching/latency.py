@@ -58,6 +58,15 @@ class LatencyTable:
         else:
             self._seconds[bucket] = old + _SMOOTHING * (seconds - old)
 
+    def record_many(self, bucket: int, seconds: float, count: int) -> None:
+        """``count`` figures whose mean is ``seconds``, as ``record`` of each of them in
+        turn would weigh them (the mean in place of each: the order inside is lost)."""
+        old = self._seconds.get(bucket)
+        if old is None or bucket in self._seeded:
+            self._seeded.discard(bucket)
+            old = seconds
+        self._seconds[bucket] = old + (1.0 - (1.0 - _SMOOTHING) ** count) * (seconds - old)
+
     def get(self, bucket: int) -> float | None:
         return self._seconds.get(bucket)
 

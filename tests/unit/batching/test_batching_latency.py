@@ -133,3 +133,20 @@ def test_a_bucket_cut_on_its_figure_is_retried_every_few_batches() -> None:
     for _ in range(40):  # each retry measures the bucket: its figure comes back down
         table.record(2, 0.0003)
     assert [table.best_size(2) for _ in range(RETRY_EVERY)] == [2] * RETRY_EVERY
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 32])
+def test_record_many_weighs_its_mean_as_that_many_records(count: int) -> None:
+    """Runs alone are timed into the table in bulk (``Loose.fold``): ``count`` figures of
+    one mean move the average as ``count`` records of it would; a seeded figure is
+    replaced by the mean, and an unmeasured bucket takes it."""
+    one_by_one, bulk = _table({2: 0.01}), _table({2: 0.01})
+    for _ in range(count):
+        one_by_one.record(2, 0.002)
+    bulk.record_many(2, 0.002, count)
+    assert bulk.get(2) == pytest.approx(one_by_one.get(2))
+    seeded = LatencyTable(4)
+    seeded.seed(4, 0.5)
+    seeded.record_many(4, 0.003, count)
+    seeded.record_many(1, 0.001, count)
+    assert seeded.measured(4) == pytest.approx(0.003) and seeded.get(1) == pytest.approx(0.001)
