@@ -184,6 +184,11 @@ class Dispatch:
         return outcome
 
     @property
+    def vacant(self) -> bool:
+        """Nothing runs or is queued, and requests are taken (a snapshot, without the lock)."""
+        return not (self._running or self._loose.runs or self.queue.items or self._closed)
+
+    @property
     def idle(self) -> bool:
         """Nothing runs or is queued, and lately one request at a time (a snapshot)."""
         return (

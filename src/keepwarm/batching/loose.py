@@ -35,12 +35,20 @@ from collections import Counter, deque
 from collections.abc import Callable
 from itertools import repeat
 from time import perf_counter
+from typing import Protocol
 
 from keepwarm.batching.batch_queue import BatchQueue
 from keepwarm.batching.latency import LatencyTable
 from keepwarm.batching.merge import Arrays, rows_of
 from keepwarm.batching.runner import BatchRunner, Outcome
 from keepwarm.batching.stats import RUN_SECONDS_BOUNDS, BatchStats, account
+
+
+class Predicting(Protocol):
+    """``Batcher.predict``'s type."""
+
+    def __call__(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays: ...
+
 
 #: Runs kept before the one that adds one takes them all into the counters.
 FOLD_EVERY = 32
