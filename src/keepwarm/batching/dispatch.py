@@ -128,7 +128,7 @@ class Dispatch:
         item = Item(inputs, rows, key, future, deadline, now, follower)
         if follower is not None:
             future.add_done_callback(follower.done)
-        queue = self.queue
+        queue, loose = self.queue, self._loose
         with self._lock:
             if self._closed:
                 raise UnavailableError(f"model {self.name!r} is unloading; retry")
@@ -137,8 +137,10 @@ class Dispatch:
                 if len(queue.items) >= self.max_queue:
                     self.stats.rejected += 1
                     raise self._overloaded(len(queue.items))
+            if loose.unfolded:  # the queue's choices below read the latency table
+                loose.fold(self.stats)
             queue.append(item)
-            free = take and self._running + len(self._loose.runs) < self._slots
+            free = take and self._running + len(loose.runs) < self._slots
             batch, expired = queue.take(now, others=self._running) if free else ([], [])
             if batch:
                 self._running += 1
@@ -180,6 +182,11 @@ class Dispatch:
         if batch and not handed:
             self._executor.submit(partial(self.work, batch))
         return outcome
+
+    @property
+    def vacant(self) -> bool:
+        """Nothing runs or is queued, and requests are taken (a snapshot, without the lock)."""
+        return not (self._running or self._loose.runs or self.queue.items or self._closed)
 
     @property
     def idle(self) -> bool:

@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from keepwarm.batching.merge import buckets
 
 _SMOOTHING = 0.2  # weight of a new measurement in the moving averages
+#: Every this many times ``best_size`` would cut a batch short on the table's figures, it
+#: does not: the larger bucket runs and is measured again (see ``best_size``).
+RETRY_EVERY = 8
 
 
 class LatencyTable:
@@ -37,6 +40,7 @@ class LatencyTable:
         self._seconds: dict[int, float] = {}
         self._seeded: set[int] = set()
         self.cap = self.buckets[-1]
+        self._cuts = 0  # batches ``best_size`` cut short since the last one it did not
 
     def seed(self, bucket: int, seconds: float) -> None:
         """A bucket's figure from its warmup run: the first call at a batch size pays once
@@ -54,6 +58,15 @@ class LatencyTable:
         else:
             self._seconds[bucket] = old + _SMOOTHING * (seconds - old)
 
+    def record_many(self, bucket: int, seconds: float, count: int) -> None:
+        """``count`` figures whose mean is ``seconds``, as ``record`` of each of them in
+        turn would weigh them (the mean in place of each: the order inside is lost)."""
+        old = self._seconds.get(bucket)
+        if old is None or bucket in self._seeded:
+            self._seeded.discard(bucket)
+            old = seconds
+        self._seconds[bucket] = old + (1.0 - (1.0 - _SMOOTHING) ** count) * (seconds - old)
+
     def get(self, bucket: int) -> float | None:
         return self._seconds.get(bucket)
 
@@ -66,7 +79,24 @@ class LatencyTable:
         """How many of ``rows`` queued rows to run now: the bucket that costs least per
         real row (a bucket past ``rows`` is padded), or ``rows`` when a bucket it would
         consider has not been measured in a batch (a seeded figure is an upper bound:
-        trusted here, it would keep its size from ever running, and being measured)."""
+        trusted here, it would keep its size from ever running, and being measured).
+
+        Every ``RETRY_EVERY``-th batch it would cut is not cut: a figure that a run slowed
+        once (its thread pre-empted on a busy machine: 10-50x the usual time, a fifth of
+        it kept by the moving average) would otherwise keep its bucket from ever running
+        again, hence from being measured again, for good: at 4 clients the MLP's queued
+        requests then ran one per batch, each batch handed to a batch thread (7,269
+        batches of 1 and 489 of 2 for 8,247 requests, against about one batch of 2 or
+        4 per two requests before the figure went up)."""
+        best = self._best(rows)
+        if best < rows:
+            self._cuts += 1
+            if self._cuts >= RETRY_EVERY:
+                self._cuts = 0
+                return rows
+        return best
+
+    def _best(self, rows: int) -> int:
         best, best_cost = rows, float("inf")
         for bucket in self.buckets:
             seconds = self._seconds.get(bucket)

@@ -148,6 +148,9 @@ def begin(
         finally:
             request_deadline.reset(token)
     coerced = model.signature.coerce(inputs)
+    outputs = raw.batcher.run_alone(coerced, deadline)  # nothing runs: here, as unbatched
+    if outputs is not None:
+        return outputs
     outcome = raw.batcher.run_now(coerced, deadline)  # a free slot: run here, as unbatched
     if outcome is not None:
         if outcome.error is not None:

@@ -103,6 +103,22 @@ def test_a_request_queued_beside_runs_alone_is_taken_when_one_ends() -> None:
     np.testing.assert_array_equal(pending.result(10)["x_echo"], np.full((1, 3), 10, np.float32))
 
 
+def test_runs_alone_are_in_the_latency_table_before_a_request_queues() -> None:
+    """Runs alone are timed into the table at the fold, not one by one; a request that
+    queues folds them first, so that the queue's choices (hold a partial batch, cut a
+    batch short) read every run's figure."""
+    executor = InlineExecutor()
+    model = RowModel()
+    batcher = Batcher(model.predict, name="m", executor=executor, slots=1, crowd=4)
+    for _ in range(3):  # fewer than a fold's worth: none folded yet
+        batcher.predict(_x(1, 2))
+    assert batcher.latency.get(2) is None
+    done = batcher.start(_x(1, 4), follow=False, tried=True)  # queued, then run here
+    assert batcher.latency.get(2) is not None  # the three runs, folded as it queued
+    assert done.result(10)["x_echo"].shape == (4, 3) and executor.jobs == []
+    assert batcher.stats().batch_sizes == {2: 3, 4: 1}
+
+
 def test_a_run_alone_that_fails_raises_and_is_counted_as_failed() -> None:
     def broken(inputs: Arrays) -> Arrays:
         raise RuntimeError("broken call")

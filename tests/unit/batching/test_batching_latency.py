@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keepwarm.batching import LatencyTable, ThreadExecutor, pool_size, threads_per_call
-from keepwarm.batching.latency import ArrivalRate, wait_seconds
+from keepwarm.batching.latency import RETRY_EVERY, ArrivalRate, wait_seconds
 from keepwarm.errors import InvalidConfigError
 
 
@@ -118,3 +118,35 @@ def test_pool_size_follows_the_threads_each_call_uses() -> None:
     assert pool_size(8, 3) == 2 and pool_size(2, 16) == 1
     with pytest.raises(InvalidConfigError, match="threads"):
         ThreadExecutor(0)
+
+
+def test_a_bucket_cut_on_its_figure_is_retried_every_few_batches() -> None:
+    """A figure a run slowed once (a pre-empted thread) must not keep its bucket from
+    ever running again: every ``RETRY_EVERY``-th cut is not made, so the bucket runs and
+    its figure is measured again (on the server the MLP's table once held 34 ms for a
+    batch of 4 that takes 0.2 ms, and 4 queued requests ran one per batch)."""
+    table = _table({1: 0.0002, 2: 0.0003, 4: 0.0004})
+    table.record(2, 0.2)  # one run slowed 1000x: the average says 40 ms now
+    sizes = [table.best_size(2) for _ in range(3 * RETRY_EVERY)]
+    assert sizes.count(2) == 3 and sizes.count(1) == 3 * RETRY_EVERY - 3
+    assert sizes[RETRY_EVERY - 1] == 2  # the RETRY_EVERY-th cut is not made
+    for _ in range(40):  # each retry measures the bucket: its figure comes back down
+        table.record(2, 0.0003)
+    assert [table.best_size(2) for _ in range(RETRY_EVERY)] == [2] * RETRY_EVERY
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 32])
+def test_record_many_weighs_its_mean_as_that_many_records(count: int) -> None:
+    """Runs alone are timed into the table in bulk (``Loose.fold``): ``count`` figures of
+    one mean move the average as ``count`` records of it would; a seeded figure is
+    replaced by the mean, and an unmeasured bucket takes it."""
+    one_by_one, bulk = _table({2: 0.01}), _table({2: 0.01})
+    for _ in range(count):
+        one_by_one.record(2, 0.002)
+    bulk.record_many(2, 0.002, count)
+    assert bulk.get(2) == pytest.approx(one_by_one.get(2))
+    seeded = LatencyTable(4)
+    seeded.seed(4, 0.5)
+    seeded.record_many(4, 0.003, count)
+    seeded.record_many(1, 0.001, count)
+    assert seeded.measured(4) == pytest.approx(0.003) and seeded.get(1) == pytest.approx(0.001)

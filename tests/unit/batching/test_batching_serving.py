@@ -94,6 +94,28 @@ def test_an_idle_model_answers_on_the_callers_thread(held: tuple) -> None:
     assert lease.released.is_set()
 
 
+def test_an_idle_models_request_runs_without_the_batchers_lock(held: tuple) -> None:
+    """Nothing runs or is queued: a worker thread's request runs at once, alone, without
+    taking the batcher's lock (``Batcher.run_alone``; through ``run_now`` it took it
+    twice), and is counted as a batch of its size once the counters are read."""
+    model, _, gate = held
+    gate.set()
+    results: list[object] = []
+
+    def work() -> None:
+        with ExitStack() as stack:
+            results.append(begin(LeasedModel(model, "rows", 3), _x(3), None, stack))
+
+    with model.batcher._dispatch._lock:  # a scrape of the counters, say
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive()
+    assert len(results) == 1 and not isinstance(results[0], Queued)
+    assert results[0]["x_echo"].tolist() == [[6, 6, 6]]  # type: ignore[index]
+    assert model.stats().batch_sizes == {1: 1} and model.batcher.idle
+
+
 def test_requests_decoded_on_the_loop_queue_there_only_while_their_model_is_busy(
     held: tuple,
 ) -> None:
