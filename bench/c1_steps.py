@@ -1,0 +1,180 @@
+"""Where keepwarm's idle-path CPU goes at concurrency 1, without HTTP (issue 7's c1 cell):
+``InferenceService.infer`` on the MLP, called back to back on an event loop (the v2 route's
+calls: ``refuse_when_overloaded`` then ``infer`` with inputs decoded already), against a
+bare hop (``keepwarm.hop.HopPool`` running ``keepwarm.load``'s predict, the floor of
+``bench/c1_floor.py``'s ``bare-hop``), in alternating blocks. Per side, per request: the
+event loop's thread CPU, the worker thread's CPU (``pthread_getcpuclockid``) and the wall
+time; then the service's pieces one by one on this thread (admission, lease, the request
+book, the batching checks), each timed over many calls.
+
+    python bench/c1_steps.py --models .test-cache/examples/models --batching on
+
+Thread CPU is far steadier than wall time on a shared machine: the figures are the
+medians over ``--rounds`` of the per-round difference between the two sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def thread_cpu(ident: int) -> float:
+    return time.clock_gettime(time.pthread_getcpuclockid(ident))
+
+
+def thread_named(prefix: str) -> int:
+    found = [t.ident for t in threading.enumerate() if t.name.startswith(prefix) and t.ident]
+    assert found, f"no thread named {prefix}*"
+    return found[0]
+
+
+def encode(name: str, version: int, outputs: dict[str, np.ndarray]) -> bytes:
+    return orjson.dumps({k: v.tolist() for k, v in outputs.items()})
+
+
+def per_call_us(fn: Callable[[], Any], calls: int) -> float:
+    """Median over 5 blocks of this thread's CPU µs per call of ``fn``."""
+    blocks = []
+    for _ in range(5):
+        start = time.thread_time()
+        for _ in range(calls):
+            fn()
+        blocks.append((time.thread_time() - start) / calls * 1e6)
+    return statistics.median(blocks)
+
+
+def pieces(service: Any, calls: int) -> None:
+    """The service's idle-path pieces, each alone, on this (the loop's) thread."""
+    from keepwarm.batching.serving import admitted, gathering
+
+    leases, book = service._leases, service._book
+    lease, _ = leases.take_ready("mlp", None, None)
+    x = {"image": np.zeros((1, 784), np.float32)}
+
+    def admission() -> None:
+        service.refuse_when_overloaded("mlp")
+        place = admitted("mlp")
+        if place is not None:
+            place.release()
+
+    def take() -> None:
+        taken, _ = leases.take_ready("mlp", None, None)
+        taken.release()
+
+    def track() -> None:
+        with book.track("mlp", "v2") as record:
+            record.label = "1"
+
+    steps: dict[str, Callable[[], Any]] = {
+        "admission (admit, admitted, release)": admission,
+        "take_ready + release": take,
+        "request book: track + end": track,
+        "  of which metrics.request": lambda: book.metrics.request("mlp", "1", "v2", "OK", 1e-3),
+        "  of which statistics.record": lambda: book.statistics.record("mlp", "1", 1e-3),
+        "gathering": lambda: gathering(lease.model),
+        "signature.coerce (worker, batched)": lambda: lease.model.signature.coerce(x),
+    }
+    for name, fn in steps.items():
+        print(f"  {per_call_us(fn, calls):6.2f} us  {name}")
+    lease.release()
+
+
+async def compare(service: Any, model_dir: Path, rounds: int, count: int) -> None:
+    import keepwarm
+    from keepwarm.hop import HopPool
+
+    x = {"image": np.random.default_rng(0).random((1, 784), np.float32)}
+    predict = keepwarm.load(str(model_dir)).predict
+    pool = HopPool(1, "bare-hop")
+
+    async def served() -> bytes:
+        service.refuse_when_overloaded("mlp")
+        return await service.infer(  # type: ignore[no-any-return]
+            "mlp", None, lambda signature: x, encode, protocol="v2", decoded=True
+        )
+
+    async def bare() -> bytes:
+        return encode("mlp", 1, await pool.submit(lambda: predict(x)).waiter)
+
+    sides: dict[str, Callable[[], Awaitable[bytes]]] = {"keepwarm": served, "bare-hop": bare}
+    for _ in range(300):
+        for side in sides.values():
+            await side()
+    workers = {"keepwarm": thread_named("keepwarm-infer"), "bare-hop": thread_named("bare-hop")}
+    loop_thread = threading.get_ident()
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
+    for index in range(rounds):
+        order = list(sides) if index % 2 == 0 else list(reversed(sides))
+        for name in order:
+            side, worker = sides[name], workers[name]
+            loop0, worker0, wall0 = thread_cpu(loop_thread), thread_cpu(worker), time.perf_counter()
+            for _ in range(count):
+                await side()
+            figures[name].append(((thread_cpu(loop_thread) - loop0) / count * 1e6,
+                                  (thread_cpu(worker) - worker0) / count * 1e6,
+                                  (time.perf_counter() - wall0) / count * 1e6))  # fmt: skip
+    print("side        loop us  worker us  wall us   (per request, medians over rounds)")
+    for name, rows in figures.items():
+        loop, worker, wall = (statistics.median(column) for column in zip(*rows, strict=True))
+        print(f"{name:10s} {loop:8.1f} {worker:10.1f} {wall:8.1f}")
+    above = [
+        [a - b for a, b in zip(mine, floor, strict=True)]
+        for mine, floor in zip(figures["keepwarm"], figures["bare-hop"], strict=True)
+    ]
+    loop, worker, wall = (statistics.median(column) for column in zip(*above, strict=True))
+    print(f"{'above':10s} {loop:8.1f} {worker:10.1f} {wall:8.1f}   (median per-round difference)")
+    pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
+    parser.add_argument("--batching", choices=("on", "off"), default="on")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=2000, help="per side per round")
+    args = parser.parse_args()
+    sys.setswitchinterval(0.0005)  # keepwarm serve's
+    from keepwarm.repository import Repository
+    from keepwarm.service import InferenceService
+
+    with tempfile.TemporaryDirectory(prefix="c1-steps-") as tmp:
+        repo_dir = Path(tmp)
+        shutil.copytree(args.models / "mlp" / "1", repo_dir / "mlp" / "1")
+        (repo_dir / "mlp" / "1" / ".keepwarm-ready").touch()
+        if args.batching == "on":
+            (repo_dir / "mlp" / "model.toml").write_text("[batching]\nmax_batch_size = 32\n")
+        repository = Repository(repo_dir, watch=False)
+        repository.refresh()
+        repository.wait_ready("mlp", timeout=300)
+        service = InferenceService(repository)
+        try:
+            print(f"MLP, batching {args.batching}, load {os.getloadavg()[0]:.1f}")
+            import uvloop
+
+            uvloop.run(compare(service, repo_dir / "mlp" / "1", args.rounds, args.requests))
+            print("pieces (this thread's CPU per call):")
+            pieces(service, 20000)
+        finally:
+            service.close()
+            repository.close()
+
+
+if __name__ == "__main__":
+    main()
