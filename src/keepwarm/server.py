@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from keepwarm.core.events import Event
 from keepwarm.core.ids import ModelId
@@ -26,12 +26,18 @@ from keepwarm.preload import preload_tensorflow
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
 
+if TYPE_CHECKING:
+    from keepwarm.server_child import ChildRole
+
 log = logging.getLogger("keepwarm.server")
 SEND_GRACE_SECONDS = 3
 
 
-def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
-    """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code."""
+def serve(
+    root: str, settings: Settings, *, out: TextIO | None = None, child: ChildRole | None = None
+) -> int:
+    """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code.
+    ``child``: this is one process of several (``keepwarm.server_child``)."""
     token = management_token(settings)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
     tensorflow_threads()  # one inter-op thread per model call (see settings)
@@ -42,7 +48,7 @@ def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
 
     untune = tune_interpreter()  # the GIL switch interval (see service_process)
     try:
-        return uvloop.run(_serve(root, settings, token, stream))
+        return uvloop.run(_serve(root, settings, token, stream, child))
     finally:
         untune()
         restore()
@@ -75,7 +81,9 @@ def management_token(settings: Settings) -> str | None:
     return token
 
 
-async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) -> int:
+async def _serve(
+    root: str, settings: Settings, token: str | None, out: TextIO, child: ChildRole | None
+) -> int:
     from keepwarm.control import ControlledSource
     from keepwarm.process_memory import server_ledger
     from keepwarm.repository import Repository
@@ -101,8 +109,10 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     )
     service.metrics.watch_counters(lambda: repository.manager.counters)
     _say(out, f"keepwarm serving {root}")
-    server = await _start_http(service, cfg, token, out)
-    if server is None:  # the port could not be bound; uvicorn logged why
+    # A process restarted among several starts serving once ready (its connections wait).
+    late = child is not None and child.spec.late
+    server = None if late else await _start_http(service, cfg, token, out, child)
+    if server is None and not late:  # the port could not be bound; uvicorn logged why
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,7 +120,6 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
 
     def on_signal(signum: int) -> None:
         if signals and signum == signal.SIGINT:
-            server.force_exit = True
             os._exit(130)
         signals.append(signum)
         stop.set()
@@ -118,21 +127,32 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     progress = _Progress(out, service.ready)
-    unsubscribers = [
+    unsubscribers: list[Callable[[], Any]] = [
         repository.subscribe(progress.on_event),
         repository.subscribe(service.metrics.on_event),
         server_ledger().watch(repository.manager.events),  # /metrics: unreclaimed bytes
         watch_default_pool(settings.workers),  # replaces workers that hold too much
     ]
+    if child is not None:  # its siblings' metrics merged into its /metrics, and its given
+        unsubscribers.append(await child.start(service))
     # Loads start before the gRPC server: TensorFlow's import (seconds) overlaps it. The
     # first scan sees every file as new; a second takes those that did not change.
     await asyncio.to_thread(repository.start)
     await asyncio.to_thread(repository.refresh)
+    if late:
+        assert child is not None
+        service.started()
+        await child.until_ready(service, stop)
+        server = await _start_http(service, cfg, token, out, child)
+        if server is None:
+            await _close(repository, service, unsubscribers)
+            return 1
     try:
         grpc_server = await _start_grpc(service, settings, out)
     except BaseException:
         await _close(repository, service, unsubscribers)
         raise
+    assert server is not None
     main_loop = asyncio.create_task(server.main_loop())
     service.started()
     if grpc_server is not None:
@@ -156,16 +176,20 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     return 0
 
 
-async def _close(repository: Any, service: Any, unsubscribers: list[Callable[[], None]]) -> None:
+async def _close(repository: Any, service: Any, unsubscribers: list[Callable[[], Any]]) -> None:
     for unsubscribe in unsubscribers:
-        unsubscribe()
+        done = unsubscribe()
+        if done is not None:
+            await done
     await asyncio.to_thread(repository.close)
     service.close()
 
 
-async def _start_http(service: Any, cfg: ServerSettings, token: str | None, out: TextIO) -> Any:
-    """uvicorn serving the REST app on ``server.http_port``, started (its URL said), or
-    None when the port could not be bound (uvicorn logged why)."""
+async def _start_http(
+    service: Any, cfg: ServerSettings, token: str | None, out: TextIO, child: ChildRole | None
+) -> Any:
+    """uvicorn serving the REST app on ``server.http_port`` (a child's given socket), started
+    (its URL said), or None when the port could not be bound (uvicorn logged why)."""
     import uvicorn
 
     from keepwarm.http import HttpApp
@@ -196,7 +220,7 @@ async def _start_http(service: Any, cfg: ServerSettings, token: str | None, out:
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
     try:
-        await server.startup()
+        await server.startup(sockets=None if child is None else child.sockets)
     except SystemExit:  # uvicorn's way to say it could not bind (it logged why)
         return None
     scheme = "https" if cfg.tls_cert is not None else "http"
