@@ -7,22 +7,17 @@ or the drain timeout passes. A second SIGINT exits at once."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from keepwarm.core.events import Event
-from keepwarm.core.ids import ModelId
-from keepwarm.core.states import State
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.preload import preload_tensorflow
+from keepwarm.server_output import Progress, host_for_url, is_loopback, say
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
 
@@ -108,7 +103,7 @@ async def _serve(
         freeze_heap=True,
     )
     service.metrics.watch_counters(lambda: repository.manager.counters)
-    _say(out, f"keepwarm serving {root}")
+    say(out, f"keepwarm serving {root}")
     # A process restarted among several starts serving once ready (its connections wait).
     late = child is not None and child.spec.late
     server = None if late else await _start_http(service, cfg, token, out, child)
@@ -126,7 +121,7 @@ async def _serve(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    progress = _Progress(out, service.ready)
+    progress = Progress(out, service.ready)
     unsubscribers: list[Callable[[], Any]] = [
         repository.subscribe(progress.on_event),
         repository.subscribe(service.metrics.on_event),
@@ -162,7 +157,7 @@ async def _serve(
     service.begin_shutdown()
     if grpc_server is not None:
         await grpc_server.begin_shutdown()
-    _say(out, f"shutting down ({signal.Signals(signals[0]).name}): finishing requests in flight")
+    say(out, f"shutting down ({signal.Signals(signals[0]).name}): finishing requests in flight")
     drained = await service.wait_idle(settings.loading.drain_timeout)
     if not drained:
         log.warning("requests still in flight after the drain timeout; exiting anyway")
@@ -172,7 +167,7 @@ async def _serve(
     if grpc_server is not None:
         await grpc_server.stop(grace=SEND_GRACE_SECONDS)
     await _close(repository, service, unsubscribers)
-    _say(out, "stopped")
+    say(out, "stopped")
     return 0
 
 
@@ -225,11 +220,11 @@ async def _start_http(
         return None
     scheme = "https" if cfg.tls_cert is not None else "http"
     port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"{scheme}://{_host_for_url(cfg.host)}:{port}"
+    url = f"{scheme}://{host_for_url(cfg.host)}:{port}"
     rest = "TF Serving: /v1/models/NAME:predict; KServe v2: /v2/models/NAME/infer"
-    _say(out, f"  REST  {url}  ({rest})")
-    _say(out, f"  also  {url}/metrics  {url}/openapi.json  {url}/v2/health/ready")
-    if token is not None and not _is_loopback(cfg.host) and cfg.tls_cert is None:
+    say(out, f"  REST  {url}  ({rest})")
+    say(out, f"  also  {url}/metrics  {url}/openapi.json  {url}/v2/health/ready")
+    if token is not None and not is_loopback(cfg.host) and cfg.tls_cert is None:
         log.warning(
             "the management API is on and bound to %s without TLS: its token crosses the "
             "network in clear text; give --tls-cert and --tls-key",
@@ -245,7 +240,7 @@ async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:
     try:
         from keepwarm.grpc.server import GrpcServer, Tls
     except ImportError as exc:
-        _say(out, f"  gRPC  off: {exc.name} is not installed (pip install 'keepwarm[grpc]')")
+        say(out, f"  gRPC  off: {exc.name} is not installed (pip install 'keepwarm[grpc]')")
         return None
     tls = None
     if cfg.tls_cert is not None and cfg.tls_key is not None:
@@ -261,65 +256,12 @@ async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:
         await grpc_server.start()
     except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
         raise InvalidConfigError(f"gRPC port {cfg.grpc_port} on {cfg.host}: {exc}") from None
-    _say(
+    say(
         out,
-        f"  gRPC  {_host_for_url(cfg.host)}:{grpc_server.port}  (TF Serving: "
+        f"  gRPC  {host_for_url(cfg.host)}:{grpc_server.port}  (TF Serving: "
         "tensorflow.serving.PredictionService; KServe v2: inference.GRPCInferenceService)",
     )
     return grpc_server
-
-
-class _Progress:
-    """A line per load (started, READY with its time, FAILED with its reason), and one
-    line when the server first becomes ready."""
-
-    def __init__(self, out: TextIO, ready: Callable[[], bool]) -> None:
-        self.out = out
-        self.ready = ready
-        self.started: dict[ModelId, float] = {}
-        self.said_ready = False
-        self.lock = threading.Lock()
-
-    def on_event(self, event: Event) -> None:
-        key = event.key
-        if event.kind != "state" or not isinstance(key, ModelId):
-            return
-        what = f"{key.name} version {key.version}"
-        if event.state is State.LOADING:
-            self.started[key] = event.time
-            _say(self.out, f"loading {what} ...")
-        elif event.state in (State.READY, State.FAILED):
-            took = event.time - self.started.pop(key, event.time)
-            if event.state is State.READY:
-                note = f" ({event.reason})" if event.reason else ""
-                _say(self.out, f"loaded {what} in {took:.1f} s{note}")
-            else:
-                _say(self.out, f"FAILED {what} after {took:.1f} s: {event.reason}")
-        self.check()
-
-    def check(self) -> None:
-        with self.lock:
-            if self.said_ready or not self.ready():
-                return
-            self.said_ready = True
-        _say(self.out, f"ready at {time.strftime('%H:%M:%S')}")
-
-
-def _say(out: TextIO, line: str) -> None:
-    print(line, file=out, flush=True)
-
-
-def _host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 __all__ = ["management_token", "serve"]
