@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from keepwarm.errors import InvalidConfigError
 from keepwarm.server_child import CHILD_COMMAND, ChildSpec
-from keepwarm.settings import Settings
+from keepwarm.settings import Settings, tensorflow_intra_threads
 from keepwarm.supervisor_output import Output
 
 BACKOFF_FIRST, BACKOFF_MAX, STEADY_SECONDS = 1.0, 30.0, 60.0
@@ -47,16 +47,11 @@ def supervise(root: str, settings: Settings) -> int:
     count = settings.server.processes
     listeners = listening_sockets(settings.server.host, settings.server.http_port, count)
     grpc_hold, grpc_port = _grpc_port(settings.server.host, settings.server.grpc_port)
-    budget = settings.budget.max_bytes
-    child_settings = settings.override(
-        server__processes=1,
-        server__http_port=listeners[0].getsockname()[1],
-        server__grpc_port=grpc_port,
-        budget__max_bytes=None if budget is None else max(1, budget // count),
-    )
+    each = child_settings(settings, listeners[0].getsockname()[1], grpc_port)
+    tensorflow_intra_threads(count)  # the cores divided among the processes' TensorFlow
     with tempfile.TemporaryDirectory(prefix="keepwarm-peers-") as peers:
         children = [
-            _Child(ChildSpec(root, child_settings, i, count, sock.fileno(), peers, os.getpid()))
+            _Child(ChildSpec(root, each, i, count, sock.fileno(), peers, os.getpid()))
             for i, sock in enumerate(listeners)
         ]
         try:
@@ -66,6 +61,18 @@ def supervise(root: str, settings: Settings) -> int:
                 sock.close()
             if grpc_hold is not None:
                 grpc_hold.close()
+
+
+def child_settings(settings: Settings, http_port: int, grpc_port: int) -> Settings:
+    """One process's settings: one process, the ports chosen, its share of the memory
+    budget (each process holds its own copy of the models)."""
+    budget = settings.budget.max_bytes
+    return settings.override(
+        server__processes=1,
+        server__http_port=http_port,
+        server__grpc_port=grpc_port,
+        budget__max_bytes=None if budget is None else max(1, budget // settings.server.processes),
+    )
 
 
 def check_processes(settings: Settings) -> None:
@@ -227,4 +234,4 @@ class _Supervisor:
         return None
 
 
-__all__ = ["check_processes", "listening_sockets", "supervise"]
+__all__ = ["check_processes", "child_settings", "listening_sockets", "supervise"]

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from keepwarm.errors import InvalidConfigError
 from keepwarm.metrics_merge import merge_expositions
-from keepwarm.settings import Settings
-from keepwarm.supervisor import check_processes, listening_sockets
+from keepwarm.settings import Settings, tensorflow_intra_threads
+from keepwarm.supervisor import check_processes, child_settings, listening_sockets
 
 
 @pytest.mark.parametrize("value", [0, -1, "two", 2.5, "", True, 65, "1e3"])
@@ -142,3 +142,25 @@ def test_counters_and_histograms_are_summed_gauges_kept_per_process() -> None:
 def test_a_garbled_exposition_is_an_error_not_a_silent_gap() -> None:
     with pytest.raises(ValueError):
         merge_expositions({0: PROCESS_0, 1: b"keepwarm_requests_total{oops 1\n"}, 2)
+
+
+def test_each_process_gets_its_share_of_the_memory_budget_and_the_ports() -> None:
+    settings = Settings.load(
+        environ={},
+        overrides={"server__processes": 3, "budget__max_bytes": "3GiB", "budget__max_models": 4},
+    )
+    each = child_settings(settings, 8601, 8600)
+    assert each.budget.max_bytes == 1 << 30 and each.budget.max_models == 4
+    assert each.server.processes == 1
+    assert (each.server.http_port, each.server.grpc_port) == (8601, 8600)
+    unbounded = Settings.load(environ={}, overrides={"server__processes": 2})
+    assert child_settings(unbounded, 1, 2).budget.max_bytes is None
+
+
+def test_tensorflow_intra_op_threads_are_divided_among_the_processes() -> None:
+    environ: dict[str, str] = {}
+    assert tensorflow_intra_threads(2, environ, cores=8) == "4"
+    assert environ == {"TF_NUM_INTRAOP_THREADS": "4"}
+    assert tensorflow_intra_threads(3, {}, cores=2) == "1"  # never 0
+    given = {"TF_NUM_INTRAOP_THREADS": "6"}
+    assert tensorflow_intra_threads(2, given, cores=8) == "6"  # the user's choice stays
