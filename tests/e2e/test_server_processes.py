@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -150,3 +153,24 @@ def test_sigterm_drains_every_process_and_exits_0(tmp_path: Path) -> None:
     finally:
         release.touch()
         server.stop()
+
+
+def test_a_process_that_fails_at_start_stops_the_server(tmp_path: Path) -> None:
+    """A start-up error in the processes (here the gRPC port is taken) ends the whole
+    server with that process's exit code, its sibling stopped too: no half a server."""
+    root = tmp_path / "models"
+    place(root / "gate", 1, files={"keepwarm.toml": GATE_TOML, "gate_model.py": GATE_MODULE})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "keepwarm", "serve", str(root), "--port", "0"]
+        command += ["--grpc-port", str(port), "--processes", "2", "--allow-unsafe"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=WAIT_S)
+    assert done.returncode == 2, done.stderr
+    assert f"gRPC port {port}" in done.stderr
+    started = re.findall(r"started \(pid (\d+)\)", done.stderr)
+    assert len(started) == 2
+    for pid in started:  # both gone (reaped by the supervisor)
+        assert not Path(f"/proc/{pid}").exists()
