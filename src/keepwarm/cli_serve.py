@@ -41,6 +41,13 @@ def add_serve_command(commands: Any) -> None:
         metavar="PORT",
         help="gRPC port, TF Serving's and KServe v2's services (default 8500; 0: any free port)",
     )
+    net.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="server processes sharing the ports, each with its own copy of the models "
+        "(default 1); --max-bytes is divided among them; no --management-api with N > 1",
+    )
     net.add_argument("--tls-cert", metavar="FILE", help="TLS certificate (PEM)")
     net.add_argument("--tls-key", metavar="FILE", help="TLS private key (PEM)")
     net.add_argument("--max-body-bytes", metavar="SIZE", help="request body limit (64MiB)")
@@ -113,10 +120,15 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from keepwarm.server import serve
-
     try:
-        return serve(args.repo, serve_settings(args))
+        settings = serve_settings(args)
+        if settings.server.processes > 1:
+            from keepwarm.supervisor import supervise
+
+            return supervise(args.repo, settings)
+        from keepwarm.server import serve
+
+        return serve(args.repo, settings)
     except KeepwarmError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -138,6 +150,7 @@ def serve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None =
             server__request_timeout_ms=args.request_timeout_ms,
             server__model_control=args.model_control,
             server__strict_readiness=args.strict_readiness,
+            server__processes=args.processes,
             server__management_api=args.management_api,
             server__token_file=args.token_file,
             repository__poll_seconds=args.poll_seconds,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -85,6 +85,9 @@ class Metrics:
         registry.register(WorkerCollector(default_pool().counts))  # keepwarm_worker_*
         self._started: dict[tuple[Any, str], float] = {}
         self._memory: Callable[[], int] | None = None
+        # One process of several (``keepwarm.server_child``): what turns this process's
+        # exposition into the whole server's; None in a server of one process.
+        self.merge: Callable[[bytes], Awaitable[bytes]] | None = None
 
     def watch_counters(self, counters: Callable[[], Mapping[str, int]]) -> None:
         """Export the manager's request counters (``hits``: served by a loaded model,

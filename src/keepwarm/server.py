@@ -7,31 +7,32 @@ or the drain timeout passes. A second SIGINT exits at once."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from keepwarm.core.events import Event
-from keepwarm.core.ids import ModelId
-from keepwarm.core.states import State
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.preload import preload_tensorflow
+from keepwarm.server_output import Progress, host_for_url, is_loopback, say
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
+
+if TYPE_CHECKING:
+    from keepwarm.server_child import ChildRole
 
 log = logging.getLogger("keepwarm.server")
 SEND_GRACE_SECONDS = 3
 
 
-def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
-    """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code."""
+def serve(
+    root: str, settings: Settings, *, out: TextIO | None = None, child: ChildRole | None = None
+) -> int:
+    """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code.
+    ``child``: this is one process of several (``keepwarm.server_child``)."""
     token = management_token(settings)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
     tensorflow_threads()  # one inter-op thread per model call (see settings)
@@ -42,7 +43,7 @@ def serve(root: str, settings: Settings, *, out: TextIO | None = None) -> int:
 
     untune = tune_interpreter()  # the GIL switch interval (see service_process)
     try:
-        return uvloop.run(_serve(root, settings, token, stream))
+        return uvloop.run(_serve(root, settings, token, stream, child))
     finally:
         untune()
         restore()
@@ -75,7 +76,9 @@ def management_token(settings: Settings) -> str | None:
     return token
 
 
-async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) -> int:
+async def _serve(
+    root: str, settings: Settings, token: str | None, out: TextIO, child: ChildRole | None
+) -> int:
     from keepwarm.control import ControlledSource
     from keepwarm.process_memory import server_ledger
     from keepwarm.repository import Repository
@@ -100,9 +103,11 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
         freeze_heap=True,
     )
     service.metrics.watch_counters(lambda: repository.manager.counters)
-    _say(out, f"keepwarm serving {root}")
-    server = await _start_http(service, cfg, token, out)
-    if server is None:  # the port could not be bound; uvicorn logged why
+    say(out, f"keepwarm serving {root}")
+    # A process restarted among several starts serving once ready (its connections wait).
+    late = child is not None and child.spec.late
+    server = None if late else await _start_http(service, cfg, token, out, child)
+    if server is None and not late:  # the port could not be bound; uvicorn logged why
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,29 +115,39 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
 
     def on_signal(signum: int) -> None:
         if signals and signum == signal.SIGINT:
-            server.force_exit = True
             os._exit(130)
         signals.append(signum)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    progress = _Progress(out, service.ready)
-    unsubscribers = [
+    progress = Progress(out, service.ready)
+    unsubscribers: list[Callable[[], Any]] = [
         repository.subscribe(progress.on_event),
         repository.subscribe(service.metrics.on_event),
         server_ledger().watch(repository.manager.events),  # /metrics: unreclaimed bytes
         watch_default_pool(settings.workers),  # replaces workers that hold too much
     ]
+    if child is not None:  # its siblings' metrics merged into its /metrics, and its given
+        unsubscribers.append(await child.start(service))
     # Loads start before the gRPC server: TensorFlow's import (seconds) overlaps it. The
     # first scan sees every file as new; a second takes those that did not change.
     await asyncio.to_thread(repository.start)
     await asyncio.to_thread(repository.refresh)
+    if late:
+        assert child is not None
+        service.started()
+        await child.until_ready(service, stop)
+        server = await _start_http(service, cfg, token, out, child)
+        if server is None:
+            await _close(repository, service, unsubscribers)
+            return 1
     try:
         grpc_server = await _start_grpc(service, settings, out)
     except BaseException:
         await _close(repository, service, unsubscribers)
         raise
+    assert server is not None
     main_loop = asyncio.create_task(server.main_loop())
     service.started()
     if grpc_server is not None:
@@ -142,7 +157,7 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     service.begin_shutdown()
     if grpc_server is not None:
         await grpc_server.begin_shutdown()
-    _say(out, f"shutting down ({signal.Signals(signals[0]).name}): finishing requests in flight")
+    say(out, f"shutting down ({signal.Signals(signals[0]).name}): finishing requests in flight")
     drained = await service.wait_idle(settings.loading.drain_timeout)
     if not drained:
         log.warning("requests still in flight after the drain timeout; exiting anyway")
@@ -152,20 +167,24 @@ async def _serve(root: str, settings: Settings, token: str | None, out: TextIO) 
     if grpc_server is not None:
         await grpc_server.stop(grace=SEND_GRACE_SECONDS)
     await _close(repository, service, unsubscribers)
-    _say(out, "stopped")
+    say(out, "stopped")
     return 0
 
 
-async def _close(repository: Any, service: Any, unsubscribers: list[Callable[[], None]]) -> None:
+async def _close(repository: Any, service: Any, unsubscribers: list[Callable[[], Any]]) -> None:
     for unsubscribe in unsubscribers:
-        unsubscribe()
+        done = unsubscribe()
+        if done is not None:
+            await done
     await asyncio.to_thread(repository.close)
     service.close()
 
 
-async def _start_http(service: Any, cfg: ServerSettings, token: str | None, out: TextIO) -> Any:
-    """uvicorn serving the REST app on ``server.http_port``, started (its URL said), or
-    None when the port could not be bound (uvicorn logged why)."""
+async def _start_http(
+    service: Any, cfg: ServerSettings, token: str | None, out: TextIO, child: ChildRole | None
+) -> Any:
+    """uvicorn serving the REST app on ``server.http_port`` (a child's given socket), started
+    (its URL said), or None when the port could not be bound (uvicorn logged why)."""
     import uvicorn
 
     from keepwarm.http import HttpApp
@@ -196,16 +215,16 @@ async def _start_http(service: Any, cfg: ServerSettings, token: str | None, out:
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
     try:
-        await server.startup()
+        await server.startup(sockets=None if child is None else child.sockets)
     except SystemExit:  # uvicorn's way to say it could not bind (it logged why)
         return None
     scheme = "https" if cfg.tls_cert is not None else "http"
     port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"{scheme}://{_host_for_url(cfg.host)}:{port}"
+    url = f"{scheme}://{host_for_url(cfg.host)}:{port}"
     rest = "TF Serving: /v1/models/NAME:predict; KServe v2: /v2/models/NAME/infer"
-    _say(out, f"  REST  {url}  ({rest})")
-    _say(out, f"  also  {url}/metrics  {url}/openapi.json  {url}/v2/health/ready")
-    if token is not None and not _is_loopback(cfg.host) and cfg.tls_cert is None:
+    say(out, f"  REST  {url}  ({rest})")
+    say(out, f"  also  {url}/metrics  {url}/openapi.json  {url}/v2/health/ready")
+    if token is not None and not is_loopback(cfg.host) and cfg.tls_cert is None:
         log.warning(
             "the management API is on and bound to %s without TLS: its token crosses the "
             "network in clear text; give --tls-cert and --tls-key",
@@ -221,7 +240,7 @@ async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:
     try:
         from keepwarm.grpc.server import GrpcServer, Tls
     except ImportError as exc:
-        _say(out, f"  gRPC  off: {exc.name} is not installed (pip install 'keepwarm[grpc]')")
+        say(out, f"  gRPC  off: {exc.name} is not installed (pip install 'keepwarm[grpc]')")
         return None
     tls = None
     if cfg.tls_cert is not None and cfg.tls_key is not None:
@@ -237,65 +256,12 @@ async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:
         await grpc_server.start()
     except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
         raise InvalidConfigError(f"gRPC port {cfg.grpc_port} on {cfg.host}: {exc}") from None
-    _say(
+    say(
         out,
-        f"  gRPC  {_host_for_url(cfg.host)}:{grpc_server.port}  (TF Serving: "
+        f"  gRPC  {host_for_url(cfg.host)}:{grpc_server.port}  (TF Serving: "
         "tensorflow.serving.PredictionService; KServe v2: inference.GRPCInferenceService)",
     )
     return grpc_server
-
-
-class _Progress:
-    """A line per load (started, READY with its time, FAILED with its reason), and one
-    line when the server first becomes ready."""
-
-    def __init__(self, out: TextIO, ready: Callable[[], bool]) -> None:
-        self.out = out
-        self.ready = ready
-        self.started: dict[ModelId, float] = {}
-        self.said_ready = False
-        self.lock = threading.Lock()
-
-    def on_event(self, event: Event) -> None:
-        key = event.key
-        if event.kind != "state" or not isinstance(key, ModelId):
-            return
-        what = f"{key.name} version {key.version}"
-        if event.state is State.LOADING:
-            self.started[key] = event.time
-            _say(self.out, f"loading {what} ...")
-        elif event.state in (State.READY, State.FAILED):
-            took = event.time - self.started.pop(key, event.time)
-            if event.state is State.READY:
-                note = f" ({event.reason})" if event.reason else ""
-                _say(self.out, f"loaded {what} in {took:.1f} s{note}")
-            else:
-                _say(self.out, f"FAILED {what} after {took:.1f} s: {event.reason}")
-        self.check()
-
-    def check(self) -> None:
-        with self.lock:
-            if self.said_ready or not self.ready():
-                return
-            self.said_ready = True
-        _say(self.out, f"ready at {time.strftime('%H:%M:%S')}")
-
-
-def _say(out: TextIO, line: str) -> None:
-    print(line, file=out, flush=True)
-
-
-def _host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 __all__ = ["management_token", "serve"]

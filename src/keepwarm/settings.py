@@ -99,6 +99,21 @@ def tensorflow_threads(environ: MutableMapping[str, str] | None = None) -> str:
     return target.setdefault("TF_NUM_INTEROP_THREADS", TF_INTER_OP_THREADS)
 
 
+def tensorflow_intra_threads(
+    processes: int, environ: MutableMapping[str, str] | None = None, cores: int | None = None
+) -> str:
+    """``TF_NUM_INTRAOP_THREADS`` (in ``os.environ`` unless given) set to the machine's
+    cores divided among ``processes`` server processes (at least 1) unless it is set
+    already; returns the value in force. Each process's TensorFlow otherwise takes every
+    core for one operator, and N such pools contend (MobileNetV2 at concurrency 32 on 2
+    cores, 2 processes, interleaved A/B: 1 thread each 1.30x req/s, 0.96x CPU per request
+    against one process; TensorFlow's default 1.14x, 1.10x). Call it before the
+    processes start: they inherit it."""
+    target = os.environ if environ is None else environ
+    share = max(1, (cores or os.cpu_count() or 1) // processes)
+    return target.setdefault("TF_NUM_INTRAOP_THREADS", str(share))
+
+
 @dataclass(frozen=True)
 class Settings:
     budget: BudgetSettings = field(default_factory=BudgetSettings)

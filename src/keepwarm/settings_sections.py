@@ -29,6 +29,9 @@ from keepwarm.settings_values import (
 
 GiB = 1 << 30
 MiB = 1 << 20
+#: The most ``server.processes`` allowed anywhere (the supervisor also refuses more than
+#: four per core of the machine it runs on).
+MAX_PROCESSES = 64
 
 
 def _normalise(section: Any, name: str) -> None:
@@ -143,7 +146,9 @@ class DownloadSettings:
 class ServerSettings:
     """The server (``keepwarm serve``). Ports may be 0 (any free port). ``max_body_bytes``
     bounds request bodies, also after decompression. ``management_token`` is read only from
-    the environment (``KEEPWARM_MANAGEMENT_TOKEN``), never from a file or shown."""
+    the environment (``KEEPWARM_MANAGEMENT_TOKEN``), never from a file or shown.
+    ``processes``: server processes sharing the ports (``keepwarm.supervisor``); 1 is one
+    process, no supervisor."""
 
     host: str = field(default="127.0.0.1", metadata=_p(text))
     http_port: int = field(default=8501, metadata=_p(integer(0, 65535)))
@@ -162,6 +167,7 @@ class ServerSettings:
     tls_key: Path | None = field(default=None, metadata=_p(optional_path))
     model_control: str = field(default="poll", metadata=_p(choice("poll", "explicit")))
     strict_readiness: bool = field(default=False, metadata=_p(parse_bool))
+    processes: int = field(default=1, metadata=_p(integer(1, MAX_PROCESSES)))
 
     def __post_init__(self) -> None:
         _normalise(self, "server")

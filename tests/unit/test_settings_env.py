@@ -60,6 +60,7 @@ SAMPLES = {
     ("server", "tls_key"): ("/k.pem", Path("/k.pem")),
     ("server", "model_control"): ("EXPLICIT", "explicit"),
     ("server", "strict_readiness"): ("1", True),
+    ("server", "processes"): ("4", 4),
     ("batching", "max_batch_size"): ("8", 8),
     ("batching", "max_delay_ms"): ("0.5", 0.5),
     ("batching", "max_queue"): ("16", 16),

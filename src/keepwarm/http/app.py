@@ -134,7 +134,10 @@ class HttpApp:
         metrics = self.service.metrics
         # each process's smaps read on a thread: tens of ms that the loop keeps serving
         memory = await asyncio.get_running_loop().run_in_executor(None, process_memory)
-        return Response(200, metrics.render(memory), metrics.content_type.encode())
+        body = metrics.render(memory)
+        if metrics.merge is not None:  # one process of several: the whole server's figures
+            body = await metrics.merge(body)
+        return Response(200, body, metrics.content_type.encode())
 
     async def openapi(self, request: Request) -> Response:
         return Response(200, OPENAPI.read_bytes())
