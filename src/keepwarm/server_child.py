@@ -66,11 +66,8 @@ class ChildRole:
             path.unlink()  # left by this index's previous process, which died
 
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            from keepwarm.process_memory import process_memory
-
             try:
-                memory = await asyncio.get_running_loop().run_in_executor(None, process_memory)
-                writer.write(service.metrics.render(memory))
+                writer.write(await service.metrics.render_off_loop())
                 await writer.drain()
             finally:
                 writer.close()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from keepwarm.http.messages import (
 from keepwarm.http.router import Handler, Route, Router
 from keepwarm.http.tfserving import TfServingRoutes
 from keepwarm.http.v2 import V2Routes
-from keepwarm.process_memory import process_memory
 from keepwarm.service import RETRY_AFTER_SECONDS, InferenceService
 from keepwarm.service_names import check_name
 
@@ -132,9 +130,7 @@ class HttpApp:
 
     async def metrics(self, request: Request) -> Response:
         metrics = self.service.metrics
-        # each process's smaps read on a thread: tens of ms that the loop keeps serving
-        memory = await asyncio.get_running_loop().run_in_executor(None, process_memory)
-        body = metrics.render(memory)
+        body = await metrics.render_off_loop()
         if metrics.merge is not None:  # one process of several: the whole server's figures
             body = await metrics.merge(body)
         return Response(200, body, metrics.content_type.encode())
