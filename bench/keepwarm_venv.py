@@ -12,7 +12,8 @@ from peers import PeerFailed, venv
 #: What ``keepwarm serve`` runs on in the benchmarks' own venv (``serve_venv``): the base
 #: dependencies, the ``server`` and ``grpc`` extras and TensorFlow, as the peers' venvs hold
 #: their server and TensorFlow only. The shared development venv also has the ``optimize``
-#: extra, whose scikit-learn and scipy keras imports at start (about 0.7 s of CPU).
+#: extra, whose scikit-learn and scipy keras imports at start (about 0.7 s of CPU). Every
+#: package installed is at its ``constraints.txt`` pin (``serve_venv``).
 SERVE_EXTRAS = ("server", "grpc")
 SERVE_ALSO = ("tensorflow",)
 
@@ -43,5 +44,8 @@ def _canonical(name: str) -> str:
 def serve_venv(root: Path) -> Path:
     """``bench/.venvs/keepwarm``: what ``keepwarm serve`` needs and nothing else (see
     ``SERVE_EXTRAS``), built once like a peer's; keepwarm itself is not installed there,
-    the tree under test is put on ``PYTHONPATH``."""
-    return venv("keepwarm", serve_pins(root))
+    the tree under test is put on ``PYTHONPATH``. Installed under ``constraints.txt``, so
+    that what those pull in is pinned as in the development venv too (``ml_dtypes``,
+    which TensorFlow imports, unpinned resolved to 0.7.0: 0.6-0.7 s more CPU at every
+    start than the pinned 0.5.4, in its extension's start-up)."""
+    return venv("keepwarm", serve_pins(root), constraints=(root / "constraints.txt").read_text())

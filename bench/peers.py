@@ -111,21 +111,30 @@ def start(name: str, models: Mapping[str, Path], workdir: Path, batching: Batchi
     raise SystemExit(f"unknown peer {name!r} (known: {', '.join(PEERS)})")
 
 
-def venv(name: str, pins: tuple[str, ...], python: str = sys.executable) -> Path:
-    """``bench/.venvs/<name>`` with ``pins`` installed (once; reused while they match)."""
+def venv(
+    name: str, pins: tuple[str, ...], python: str = sys.executable, constraints: str = ""
+) -> Path:
+    """``bench/.venvs/<name>`` with ``pins`` installed (once; reused while they and
+    ``constraints`` match). ``constraints``: a pip constraints file's text, which pins
+    whatever the install pulls in besides ``pins`` (their own dependencies)."""
     path = VENVS / name
     stamp = path / ".pins"
-    if stamp.exists() and stamp.read_text() == "\n".join(pins):
+    wanted = "\n".join(pins) + (f"\n# constraints\n{constraints}" if constraints else "")
+    if stamp.exists() and stamp.read_text() == wanted:
         return path
     print(f"installing {name} ({', '.join(pins)}) into {path} ...", flush=True)
-    for command in ([python, "-m", "venv", "--clear", str(path)],
-                    [str(path / "bin" / "pip"), "install", "-q", *pins]):  # fmt: skip
+    install = [str(path / "bin" / "pip"), "install", "-q", *pins]
+    if constraints:
+        install += ["--constraint", str(path / "constraints.txt")]
+    for command in ([python, "-m", "venv", "--clear", str(path)], install):
+        if command is install and constraints:
+            (path / "constraints.txt").write_text(constraints)
         try:
             subprocess.run(command, check=True, capture_output=True, text=True)
         except (OSError, subprocess.CalledProcessError) as exc:
             tail = "\n".join(str(getattr(exc, "stderr", "") or exc).splitlines()[-15:])
             raise PeerFailed(f"{name}: {' '.join(command[:3])} ... failed:\n{tail}") from exc
-    stamp.write_text("\n".join(pins))
+    stamp.write_text(wanted)
     return path
 
 

@@ -174,3 +174,52 @@ def test_a_serve_dependency_without_a_pin_is_named(tmp_path: Path) -> None:
     (tmp_path / "constraints.txt").write_text("numpy==2.0.0\n")
     with pytest.raises(PeerFailed, match="orjson, tensorflow"):
         serve_pins(tmp_path)
+
+
+def test_a_venv_installs_under_its_constraints_and_is_rebuilt_when_they_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keepwarm's bench venv had ml_dtypes 0.7.0 where constraints.txt pins 0.5.4 (0.6 s
+    more CPU at every start): what the pins pull in is constrained too."""
+    import peers
+
+    log = tmp_path / "pip.log"
+    pip = tmp_path / "pip"  # logs its first arguments and the constraints it was given
+    pip.write_text(
+        f"#!{sys.executable}\nimport pathlib, sys\nargs = sys.argv[1:]\n"
+        "given = pathlib.Path(args[args.index('--constraint') + 1]).read_text()\n"
+        f"with open({str(log)!r}, 'a') as log:\n"
+        "    log.write(' '.join(args[:3]) + ' | ' + given)\n"
+    )
+    python = tmp_path / "python"  # "python -m venv --clear PATH": PATH/bin/pip is that pip
+    python.write_text(
+        f"#!{sys.executable}\nimport pathlib, shutil, sys\n"
+        "bin = pathlib.Path(sys.argv[-1]) / 'bin'\nbin.mkdir(parents=True, exist_ok=True)\n"
+        f"shutil.copy({str(pip)!r}, bin / 'pip')\n"
+    )
+    for script in (pip, python):
+        script.chmod(0o755)
+    monkeypatch.setattr(peers, "VENVS", tmp_path / "venvs")
+    venv("x", ("numpy==2.0.0",), str(python), constraints="ml_dtypes==0.5.4\n")
+    venv("x", ("numpy==2.0.0",), str(python), constraints="ml_dtypes==0.5.4\n")  # reused
+    assert log.read_text() == "install -q numpy==2.0.0 | ml_dtypes==0.5.4\n"
+    venv("x", ("numpy==2.0.0",), str(python), constraints="ml_dtypes==0.5.5\n")
+    assert log.read_text().splitlines()[-1].endswith("| ml_dtypes==0.5.5")
+
+
+def test_keepwarms_own_venv_is_built_under_constraints_txt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keepwarm_venv
+
+    root = Path(__file__).resolve().parents[2]
+    asked: dict[str, object] = {}
+
+    def record(name: str, pins: tuple[str, ...], constraints: str = "") -> Path:
+        asked.update(name=name, pins=pins, constraints=constraints)
+        return tmp_path
+
+    monkeypatch.setattr(keepwarm_venv, "venv", record)
+    assert keepwarm_venv.serve_venv(root) == tmp_path
+    assert asked["constraints"] == (root / "constraints.txt").read_text()
+    assert "ml_dtypes==0.5.4" in str(asked["constraints"]).splitlines()
