@@ -215,7 +215,8 @@ def test_a_request_for_a_loading_model_waits_up_to_its_deadline(tmp_path: Path) 
     try:
         server.wait_for_line("^loading slow version 1")
         late = server.post("/v2/models/slow/infer", body, headers={"Keepwarm-Timeout-Ms": "200"})
-        assert late.status_code == 504 and "model 'slow'" in late.text and "LOADING" in late.text
+        assert late.status_code == 504, late.text
+        assert "model 'slow'" in late.text and "LOADING" in late.text, late.text
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(server.post, "/v2/models/slow/infer", body)
             deadline = time.monotonic() + WAIT_S
