@@ -91,7 +91,7 @@ def overload(
     served = Served(repo, env=env)
     first_200(served, {model: body.read_bytes()})
     try:
-        warm(served.url, 32)
+        warm(served.url, 32, model)
         alone = _alone(served, body, model)
         client = workdir / "overload_client.py"
         client.write_text(CLIENT)
@@ -102,19 +102,19 @@ def overload(
         assert process.stdout is not None
         process.stdout.readline()  # started
         time.sleep(min(1.0, seconds / 4))  # the queue fills
-        scrapes = [(time.perf_counter(), scrape(served.url))]
+        scrapes = [(time.perf_counter(), scrape(served.url, model))]
         cpu = [(tree_cpu_seconds(served.proc.pid), tree_cpu_seconds(process.pid))]
         waits = [loop_schedstat(served.proc.pid)]
         time.sleep(seconds * 3 / 4 - min(1.0, seconds / 4))
         cpu.append((tree_cpu_seconds(served.proc.pid), tree_cpu_seconds(process.pid)))
         waits.append(loop_schedstat(served.proc.pid))
-        scrapes.append((time.perf_counter(), scrape(served.url)))
+        scrapes.append((time.perf_counter(), scrape(served.url, model)))
         out, _ = process.communicate(timeout=seconds * 20 + 60)
         if process.returncode:
             raise SystemExit(f"the overload client failed ({process.returncode})")
         found = json.loads(out)
         after = _alone(served, body, model)  # the load has stopped: served as before it?
-        queued = sum(scrape(served.url)["depth"].values())
+        queued = sum(scrape(served.url, model)["depth"].values())
     finally:
         served.stop()
     recovered = {"alone_before_ms": alone, "alone_after_ms": after, "queued_after": queued}
@@ -153,12 +153,14 @@ def _alone(served: Served, body: Path, model: str) -> float:
     return float(np.median(seconds)) * 1000
 
 
-def warm(url: str, largest: int, timeout: float = 300.0) -> None:
-    """Wait until every batch size up to ``largest`` is warm (its latency figure shown):
-    the buckets past 1 warm on a thread after READY, and a load started before they are
-    done measures warm-up batches of 16 and 32 running beside the served ones."""
+def warm(url: str, largest: int, model: str, timeout: float = 300.0) -> None:
+    """Wait until every batch size up to ``largest`` of ``model`` is warm (its latency
+    figure shown): the buckets past 1 warm on a thread after READY, and a load started
+    before they are done measures warm-up batches of 16 and 32 running beside the served
+    ones. Only ``model``'s figures count: another model's table (the MLP's, warm in a
+    second, beside MobileNetV2 in ``bench/serve_batching.py``) says nothing of it."""
     deadline = time.monotonic() + timeout
-    while largest not in scrape(url)["table"]:
+    while largest not in scrape(url, model)["table"]:
         if time.monotonic() > deadline:
             raise SystemExit(f"batch size {largest} not warm after {timeout:g} s")
         time.sleep(0.2)
@@ -180,6 +182,9 @@ def figures(
     drain = MAX_QUEUE / throughput + MAX_DELAY_MS / 1000 if throughput else float("nan")
     rows = after["rows"] - before["rows"]
     padding = after["padding"] - before["padding"]
+
+    first = min((at for _, at, _ in found["results"]), default=0.0)
+    slow = sorted((at - first, s) for code, at, s in found["results"] if code == 503 and s > 0.01)
 
     def pct(values: list[float], q: float) -> float:
         return float(np.percentile(values, q)) * 1000 if values else float("nan")
@@ -209,7 +214,22 @@ def figures(
         "ok_mean_ms": float(np.mean(ok)) * 1000 if ok else float("nan"),
         "sizes": {size: after["batches"][size] - before["batches"].get(size, 0) for size in sizes},
         "table_ms": {size: round(s * 1000, 1) for size, s in sorted(after["table"].items())},
+        # when the 503s over 10 ms began (seconds into the load) and took (ms): a burst at
+        # the start (connections opening, the queue filling) or spread through the load
+        "slow_refusals": _by_quarter(slow),
+        "refusals_by_quarter": _by_quarter(
+            [(at - first, s) for code, at, s in found["results"] if code == 503]
+        ),
     }
+
+
+def _by_quarter(timed: list[tuple[float, float]]) -> dict[float, int]:
+    """How many of ``timed`` (seconds into the load, seconds taken) began in each quarter
+    second of the load."""
+    counts: dict[float, int] = {}
+    for at, _ in timed:
+        counts[at // 0.25 * 0.25] = counts.get(at // 0.25 * 0.25, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _cpu(
@@ -226,9 +246,17 @@ def _cpu(
     }
 
 
-def scrape(url: str) -> dict[str, Any]:
-    """The batcher's counters and latency table from ``/metrics``."""
-    text = requests.get(url + "/metrics", timeout=30).text
+def scrape(url: str, model: str | None = None) -> dict[str, Any]:
+    """The batcher's counters and latency table from ``/metrics``: of ``model`` alone
+    when given (else every model's, summed; the table's last model wins)."""
+    return parse_metrics(requests.get(url + "/metrics", timeout=30).text, model)
+
+
+def parse_metrics(text: str, model: str | None = None) -> dict[str, Any]:
+    """``scrape``'s reading of one exposition."""
+    if model is not None:
+        mine = f'model="{model}"'
+        text = "\n".join(line for line in text.splitlines() if mine in line)
     found: dict[str, Any] = {"batches": {}, "table": {}, "run": 0.0, "queued": 0.0}
     found.update(rows=0.0, padding=0.0)
     found.update(served=0.0, served_seconds=0.0, buckets={}, runs={}, depth={}, run_sum=0.0)
