@@ -23,6 +23,13 @@ CPU per answered request; the event loop's mean wait for a core each time it wok
 (``loop_wait_us``, from the kernel's schedstat of the server's main thread); and whether
 the server returns to normal once the load stops (one request on its own before and
 after the load, and nothing left queued).
+What a 503's figure holds besides the server: the client's own event loop lateness
+(``client_lag_*``: a 2 ms sleep's overshoot) and, per 503, the time until its connection
+was had, its headers sent and the answer's head read (``refused_phases_ms``). A refused
+large body's connection is closed ``LINGER_SECONDS`` after the answer with the body
+unread, and aiohttp keeps the connection (and its pool's place) until its body's write
+ends, there at the close: at 200 refusals a second, 64 clients' places run short and the
+next request waits for one (the ``connected`` phase).
 """
 
 from __future__ import annotations
@@ -52,22 +59,46 @@ url, body_path, clients, seconds, rate = (sys.argv[1], sys.argv[2], int(sys.argv
 body = open(body_path, "rb").read()
 out = []
 interval = clients / rate  # each client's pace: together they offer ``rate`` req/s
+phases = []
 async def client(session, index, start, stop):
     due = start + index * interval / clients
     while due < stop:
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         began = time.perf_counter()
-        async with session.post(url, data=body) as reply:
+        marks = {}
+        async with session.post(url, data=body, trace_request_ctx=marks) as reply:
+            marks["head"] = time.perf_counter()
             await reply.read()
             out.append((reply.status, began, time.perf_counter() - began))
+        phases.append((reply.status, *(marks.get(k, began) - began for k in PHASES)))
         due += interval
+PHASES = ("connected", "sent_head", "head")
+def mark(name):
+    async def on(session, ctx, params):
+        ctx.trace_request_ctx[name] = time.perf_counter()
+    return on
+trace = aiohttp.TraceConfig()
+trace.on_connection_create_end.append(mark("connected"))
+trace.on_connection_reuseconn.append(mark("connected"))
+trace.on_request_headers_sent.append(mark("sent_head"))
+lags = []
+async def lag(stop):
+    # this process's own event loop lateness: time a refusal's figure spends in the client
+    while time.perf_counter() < stop:
+        before = time.perf_counter()
+        await asyncio.sleep(0.002)
+        lags.append(time.perf_counter() - before - 0.002)
 async def main():
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients),
+                                     trace_configs=[trace]) as s:
         start = time.perf_counter()
         print("started", flush=True)
         stop = start + seconds
+        watch = asyncio.ensure_future(lag(stop))
         await asyncio.gather(*(client(s, i, start, stop) for i in range(clients)))
-        print(json.dumps({"seconds": time.perf_counter() - start, "results": out}))
+        await watch
+        print(json.dumps({"seconds": time.perf_counter() - start, "results": out,
+                          "lags": lags, "phases": phases}))
 asyncio.run(main())
 """
 
@@ -217,6 +248,20 @@ def figures(
         # when the 503s over 10 ms began (seconds into the load) and took (ms): a burst at
         # the start (connections opening, the queue filling) or spread through the load
         "slow_refusals": _by_quarter(slow),
+        # the client's own event loop's lateness (a 2 ms sleep's overshoot): what of the
+        # 503s' figures is the load generator waiting for a core, not the server
+        "client_lag_p50_ms": pct(found.get("lags", []), 50),
+        "client_lag_p99_ms": pct(found.get("lags", []), 99),
+        # a 503's time (client side) to its connection, its headers sent, the answer's
+        # head read: p50 and p99 of each
+        "refused_phases_ms": {
+            name: (pct(values, 50), pct(values, 99))
+            for name, values in zip(
+                ("connected", "sent_head", "head"),
+                zip(*(p[1:] for p in found.get("phases", []) if p[0] == 503), strict=False),
+                strict=False,
+            )
+        },
         "refusals_by_quarter": _by_quarter(
             [(at - first, s) for code, at, s in found["results"] if code == 503]
         ),

@@ -43,6 +43,8 @@ KEYS = (
     "server_cpu_ms",
     "client_cpu_ms",
     "loop_wait_us",
+    "client_lag_p50_ms",
+    "client_lag_p99_ms",
     "other",
     "alone_before_ms",
     "alone_after_ms",
@@ -79,6 +81,7 @@ def main() -> int:
                 print(name, {k: round(result[k], 2) for k in KEYS}, flush=True)
                 print(name, "503s over 10 ms by quarter second:", result["slow_refusals"])
                 print(name, "503s by quarter second:", result["refusals_by_quarter"])
+                print(name, "503s' phases (p50, p99 ms):", result["refused_phases_ms"])
     print(f"\n{'build':12s}" + "".join(f"{k:>16s}" for k in KEYS))
     for name, results in found.items():
         medians = [statistics.median(r[k] for r in results) for k in KEYS]
