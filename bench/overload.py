@@ -23,6 +23,13 @@ CPU per answered request; the event loop's mean wait for a core each time it wok
 (``loop_wait_us``, from the kernel's schedstat of the server's main thread); and whether
 the server returns to normal once the load stops (one request on its own before and
 after the load, and nothing left queued).
+What a 503's figure holds besides the server: the client's own event loop lateness
+(``client_lag_*``: a 2 ms sleep's overshoot) and, per 503, the time until its connection
+was had, its headers sent and the answer's head read (``refused_phases_ms``). A refused
+large body's connection is closed ``LINGER_SECONDS`` after the answer with the body
+unread, and aiohttp keeps the connection (and its pool's place) until its body's write
+ends, there at the close: at 200 refusals a second, 64 clients' places run short and the
+next request waits for one (the ``connected`` phase).
 """
 
 from __future__ import annotations
@@ -52,22 +59,46 @@ url, body_path, clients, seconds, rate = (sys.argv[1], sys.argv[2], int(sys.argv
 body = open(body_path, "rb").read()
 out = []
 interval = clients / rate  # each client's pace: together they offer ``rate`` req/s
+phases = []
 async def client(session, index, start, stop):
     due = start + index * interval / clients
     while due < stop:
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         began = time.perf_counter()
-        async with session.post(url, data=body) as reply:
+        marks = {}
+        async with session.post(url, data=body, trace_request_ctx=marks) as reply:
+            marks["head"] = time.perf_counter()
             await reply.read()
             out.append((reply.status, began, time.perf_counter() - began))
+        phases.append((reply.status, *(marks.get(k, began) - began for k in PHASES)))
         due += interval
+PHASES = ("connected", "sent_head", "head")
+def mark(name):
+    async def on(session, ctx, params):
+        ctx.trace_request_ctx[name] = time.perf_counter()
+    return on
+trace = aiohttp.TraceConfig()
+trace.on_connection_create_end.append(mark("connected"))
+trace.on_connection_reuseconn.append(mark("connected"))
+trace.on_request_headers_sent.append(mark("sent_head"))
+lags = []
+async def lag(stop):
+    # this process's own event loop lateness: time a refusal's figure spends in the client
+    while time.perf_counter() < stop:
+        before = time.perf_counter()
+        await asyncio.sleep(0.002)
+        lags.append(time.perf_counter() - before - 0.002)
 async def main():
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients),
+                                     trace_configs=[trace]) as s:
         start = time.perf_counter()
         print("started", flush=True)
         stop = start + seconds
+        watch = asyncio.ensure_future(lag(stop))
         await asyncio.gather(*(client(s, i, start, stop) for i in range(clients)))
-        print(json.dumps({"seconds": time.perf_counter() - start, "results": out}))
+        await watch
+        print(json.dumps({"seconds": time.perf_counter() - start, "results": out,
+                          "lags": lags, "phases": phases}))
 asyncio.run(main())
 """
 
@@ -91,7 +122,7 @@ def overload(
     served = Served(repo, env=env)
     first_200(served, {model: body.read_bytes()})
     try:
-        warm(served.url, 32)
+        warm(served.url, 32, model)
         alone = _alone(served, body, model)
         client = workdir / "overload_client.py"
         client.write_text(CLIENT)
@@ -102,19 +133,19 @@ def overload(
         assert process.stdout is not None
         process.stdout.readline()  # started
         time.sleep(min(1.0, seconds / 4))  # the queue fills
-        scrapes = [(time.perf_counter(), scrape(served.url))]
+        scrapes = [(time.perf_counter(), scrape(served.url, model))]
         cpu = [(tree_cpu_seconds(served.proc.pid), tree_cpu_seconds(process.pid))]
         waits = [loop_schedstat(served.proc.pid)]
         time.sleep(seconds * 3 / 4 - min(1.0, seconds / 4))
         cpu.append((tree_cpu_seconds(served.proc.pid), tree_cpu_seconds(process.pid)))
         waits.append(loop_schedstat(served.proc.pid))
-        scrapes.append((time.perf_counter(), scrape(served.url)))
+        scrapes.append((time.perf_counter(), scrape(served.url, model)))
         out, _ = process.communicate(timeout=seconds * 20 + 60)
         if process.returncode:
             raise SystemExit(f"the overload client failed ({process.returncode})")
         found = json.loads(out)
         after = _alone(served, body, model)  # the load has stopped: served as before it?
-        queued = sum(scrape(served.url)["depth"].values())
+        queued = sum(scrape(served.url, model)["depth"].values())
     finally:
         served.stop()
     recovered = {"alone_before_ms": alone, "alone_after_ms": after, "queued_after": queued}
@@ -153,12 +184,14 @@ def _alone(served: Served, body: Path, model: str) -> float:
     return float(np.median(seconds)) * 1000
 
 
-def warm(url: str, largest: int, timeout: float = 300.0) -> None:
-    """Wait until every batch size up to ``largest`` is warm (its latency figure shown):
-    the buckets past 1 warm on a thread after READY, and a load started before they are
-    done measures warm-up batches of 16 and 32 running beside the served ones."""
+def warm(url: str, largest: int, model: str, timeout: float = 300.0) -> None:
+    """Wait until every batch size up to ``largest`` of ``model`` is warm (its latency
+    figure shown): the buckets past 1 warm on a thread after READY, and a load started
+    before they are done measures warm-up batches of 16 and 32 running beside the served
+    ones. Only ``model``'s figures count: another model's table (the MLP's, warm in a
+    second, beside MobileNetV2 in ``bench/serve_batching.py``) says nothing of it."""
     deadline = time.monotonic() + timeout
-    while largest not in scrape(url)["table"]:
+    while largest not in scrape(url, model)["table"]:
         if time.monotonic() > deadline:
             raise SystemExit(f"batch size {largest} not warm after {timeout:g} s")
         time.sleep(0.2)
@@ -180,6 +213,9 @@ def figures(
     drain = MAX_QUEUE / throughput + MAX_DELAY_MS / 1000 if throughput else float("nan")
     rows = after["rows"] - before["rows"]
     padding = after["padding"] - before["padding"]
+
+    first = min((at for _, at, _ in found["results"]), default=0.0)
+    slow = sorted((at - first, s) for code, at, s in found["results"] if code == 503 and s > 0.01)
 
     def pct(values: list[float], q: float) -> float:
         return float(np.percentile(values, q)) * 1000 if values else float("nan")
@@ -209,7 +245,36 @@ def figures(
         "ok_mean_ms": float(np.mean(ok)) * 1000 if ok else float("nan"),
         "sizes": {size: after["batches"][size] - before["batches"].get(size, 0) for size in sizes},
         "table_ms": {size: round(s * 1000, 1) for size, s in sorted(after["table"].items())},
+        # when the 503s over 10 ms began (seconds into the load) and took (ms): a burst at
+        # the start (connections opening, the queue filling) or spread through the load
+        "slow_refusals": _by_quarter(slow),
+        # the client's own event loop's lateness (a 2 ms sleep's overshoot): what of the
+        # 503s' figures is the load generator waiting for a core, not the server
+        "client_lag_p50_ms": pct(found.get("lags", []), 50),
+        "client_lag_p99_ms": pct(found.get("lags", []), 99),
+        # a 503's time (client side) to its connection, its headers sent, the answer's
+        # head read: p50 and p99 of each
+        "refused_phases_ms": {
+            name: (pct(values, 50), pct(values, 99))
+            for name, values in zip(
+                ("connected", "sent_head", "head"),
+                zip(*(p[1:] for p in found.get("phases", []) if p[0] == 503), strict=False),
+                strict=False,
+            )
+        },
+        "refusals_by_quarter": _by_quarter(
+            [(at - first, s) for code, at, s in found["results"] if code == 503]
+        ),
     }
+
+
+def _by_quarter(timed: list[tuple[float, float]]) -> dict[float, int]:
+    """How many of ``timed`` (seconds into the load, seconds taken) began in each quarter
+    second of the load."""
+    counts: dict[float, int] = {}
+    for at, _ in timed:
+        counts[at // 0.25 * 0.25] = counts.get(at // 0.25 * 0.25, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _cpu(
@@ -226,9 +291,17 @@ def _cpu(
     }
 
 
-def scrape(url: str) -> dict[str, Any]:
-    """The batcher's counters and latency table from ``/metrics``."""
-    text = requests.get(url + "/metrics", timeout=30).text
+def scrape(url: str, model: str | None = None) -> dict[str, Any]:
+    """The batcher's counters and latency table from ``/metrics``: of ``model`` alone
+    when given (else every model's, summed; the table's last model wins)."""
+    return parse_metrics(requests.get(url + "/metrics", timeout=30).text, model)
+
+
+def parse_metrics(text: str, model: str | None = None) -> dict[str, Any]:
+    """``scrape``'s reading of one exposition."""
+    if model is not None:
+        mine = f'model="{model}"'
+        text = "\n".join(line for line in text.splitlines() if mine in line)
     found: dict[str, Any] = {"batches": {}, "table": {}, "run": 0.0, "queued": 0.0}
     found.update(rows=0.0, padding=0.0)
     found.update(served=0.0, served_seconds=0.0, buckets={}, runs={}, depth={}, run_sum=0.0)

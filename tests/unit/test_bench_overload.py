@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from overload import _interpolated, _waits, loop_schedstat
+from overload import _by_quarter, _interpolated, _waits, loop_schedstat, parse_metrics
 
 INF = float("inf")
 
@@ -46,3 +46,26 @@ def test_schedstat_counts_this_process_main_thread_runs() -> None:
         pytest.skip("this kernel keeps no schedstat")
     time.sleep(0.001)  # blocks: the thread is put on a core again after it
     assert loop_schedstat(os.getpid())[1] > runs
+
+
+def test_a_scrape_reads_the_named_model_alone() -> None:
+    """The MLP warms its largest bucket long before MobileNetV2 beside it: the cell waits
+    for its own model's table, and counts its own model's batches."""
+    text = "\n".join([
+        'keepwarm_batch_seconds{model="mlp",version="1",size="32"} 0.001',
+        'keepwarm_batch_seconds{model="mobilenet_v2",version="1",size="16"} 0.2',
+        'keepwarm_batch_requests_total{model="mlp",version="1",outcome="run"} 500.0',
+        'keepwarm_batch_requests_total{model="mobilenet_v2",version="1",outcome="run"} 7.0',
+    ])  # fmt: skip
+    mine = parse_metrics(text, "mobilenet_v2")
+    assert mine["table"] == {16: 0.2} and mine["run"] == 7.0
+    assert parse_metrics(text)["run"] == 507.0
+    assert 32 in parse_metrics(text)["table"]  # every model's: the old reading, fooled
+
+
+def test_slow_refusals_are_counted_by_quarter_second() -> None:
+    assert _by_quarter([(0.1, 0.02), (0.2, 0.03), (0.3, 0.02), (1.0, 0.5)]) == {
+        0.0: 2,
+        0.25: 1,
+        1.0: 1,
+    }
