@@ -32,9 +32,13 @@ def test_long_batches_take_half_of_the_rows_in_the_system() -> None:
     pipeline = Pipeline(_table(LONG))
     assert pipeline.limit(32, 0) == 16
     assert pipeline.on and not pipeline.alone(1) and pipeline.alone(0)
-    assert pipeline.limit(32, 1) == 0  # a batch runs: none beside it
     pipeline.started(16)
+    assert pipeline.limit(16, 1) == 16  # a whole half queued: it runs beside the first
+    pipeline.started(16)
+    assert pipeline.limit(5, 2) == 0  # two halves run: the 5 queued wait for one to end
     pipeline.finished(16)  # its clients are on their way back: still in the system
+    assert pipeline.limit(5, 1) == 0  # a part of a half: not beside the running batch
+    assert pipeline.limit(16, 1) == 16
     assert pipeline.limit(16, 0) == 16
 
 
@@ -90,13 +94,13 @@ def test_seeded_figures_never_count_as_long() -> None:
         table.seed(bucket, 1.0)  # a first call at each size, at warmup: an upper bound
     assert Pipeline(table).limit(32, 1) is None
     table.record(16, 0.2)  # measured while serving
-    assert Pipeline(table).limit(32, 1) == 0
+    assert Pipeline(table).limit(32, 0) == 16
 
 
 def test_one_size_slowed_once_does_not_count_as_long() -> None:
     fluke = _table({**SHORT, 8: 0.03})  # a batch of 8, rarely run, once preempted
     assert Pipeline(fluke).limit(32, 1) is None
-    assert Pipeline(fluke).limit(16, 1) == 0  # halves of 8: its own figure is all there is
+    assert Pipeline(fluke).limit(16, 0) == 8  # halves of 8: its own figure is all there is
 
 
 def _closed_loop(table: LatencyTable, clients: int, trip: float, batches: int) -> list[int]:
@@ -159,13 +163,13 @@ def _filled(seconds: dict[int, float]) -> tuple[Batcher, RowModel, InlineExecuto
     return batcher, model, executor
 
 
-def test_the_batcher_runs_long_batches_one_at_a_time_by_halves() -> None:
+def test_the_batcher_runs_long_batches_by_halves_the_second_beside_the_first() -> None:
     batcher, model, executor = _filled(LONG)
     # The first slot's batch ended with 30 queued and the other slot's batch running:
-    # it took none (a second batch at once would share the cores); the other took half,
-    # then the rest (14, padded to 16): with the 18 answered, on their way back, the
-    # system still holds 32.
-    assert model.calls == [1, 1, 16, 16]
+    # a whole half was queued, so it took 16 beside it (one TensorFlow call leaves part
+    # of the cores idle); then the rest (14, padded to 16): with the answered on their
+    # way back, the system still holds 32.
+    assert model.calls == [1, 16, 1, 16]
     ran = len(model.calls)
     first = batcher.submit({"x": np.ones((1, 3), np.float32)})
     assert len(executor.jobs) == 1  # held: a batch runs
@@ -192,4 +196,5 @@ def test_short_batches_keep_both_slots_and_take_every_queued_request() -> None:
 def test_a_request_of_several_rows_counts_each(rows: int) -> None:
     pipeline = Pipeline(_table(LONG))
     pipeline.started(rows * 10)  # a running batch of 10 requests
-    assert pipeline.limit(rows * 10, 1) == (0 if rows * 10 >= MIN_HALF_ROWS else None)
+    # 20 rows in the system: halves of 8; 60: halves of 30, down to the bucket of 16.
+    assert pipeline.limit(rows * 10, 1) == {1: 8, 3: 16}[rows]
