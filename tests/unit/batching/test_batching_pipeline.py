@@ -148,13 +148,16 @@ def test_short_batches_take_every_queued_request() -> None:
     assert sizes == [32, 0, 32, 0, 32, 0]  # the trip dwarfs the batch: nothing to gain
 
 
-def _filled(seconds: dict[int, float]) -> tuple[Batcher, RowModel, InlineExecutor]:
+def _filled(
+    seconds: dict[int, float], max_queue: int = 256
+) -> tuple[Batcher, RowModel, InlineExecutor]:
     """A batcher with two slots whose jobs the test runs, its table ``seconds``: one
     request on each slot (held), then 30 queued behind them."""
     executor, model = InlineExecutor(slots=2), RowModel()
     batcher = Batcher(
-        model.predict, name="m", executor=executor, max_delay_ms=0, latency=_table(seconds)
-    )
+        model.predict, name="m", executor=executor, max_delay_ms=0, max_queue=max_queue,
+        latency=_table(seconds),
+    )  # fmt: skip
     futures = [batcher.submit({"x": np.full((1, 3), v, np.float32)}) for v in range(32)]
     assert len(executor.jobs) == 2 and batcher.queued == 30
     executor.run_all()
@@ -180,6 +183,18 @@ def test_the_batcher_runs_long_batches_by_halves_the_second_beside_the_first() -
     executor.run_all()
     assert first.result(0)["x_echo"][0, 0] == 2 and late.result(0)["x_echo"][0, 0] == 14
     assert model.calls[ran:] == [1, 1]
+
+
+def test_a_full_queue_runs_long_batches_one_at_a_time() -> None:
+    pipeline = Pipeline(_table(LONG))
+    assert pipeline.limit(32, 0, full=True) == 16  # nothing runs: a half, as ever
+    pipeline.started(16)
+    assert pipeline.limit(16, 1, full=True) == 0  # requests refused: none beside the first
+    assert pipeline.limit(16, 1) == 16
+    _, model, _ = _filled(LONG, max_queue=30)  # the 30 queued fill the queue
+    # The first slot's batch ended beside the other's: it took none; the other took a
+    # half, then the rest: one batch at a time.
+    assert model.calls == [1, 1, 16, 16]
 
 
 def test_short_batches_keep_both_slots_and_take_every_queued_request() -> None:
