@@ -1,4 +1,5 @@
-"""Long batches run one at a time, each taking about half of the requests in the system
+"""Long batches each take about half of the requests in the system, a second beside the
+first only once a whole half is queued and the queue is not full
 (``keepwarm.batching.pipeline``): the choice alone, a closed loop of clients on the queue
 with a fake clock, and the batcher's slots (jobs held by the test's executor)."""
 
