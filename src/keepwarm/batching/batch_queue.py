@@ -93,13 +93,14 @@ class BatchQueue:
             self.stats.cancelled += 1
 
     def take(
-        self, now: float, *, force: bool = False, others: int = 0
+        self, now: float, *, force: bool = False, others: int = 0, full: bool = False
     ) -> tuple[list[Item], list[Item]]:
         """The next batch (possibly empty: nothing queued, or waiting pays; never held
         with ``force``), and requests whose deadline passed (to fail outside the lock).
-        ``others``: batches running now besides the one this would be (``pipeline``:
-        when batches take long, none is taken while one runs, and a batch takes about
-        half of the requests in the system, after any hold)."""
+        ``others``: batches running now besides the one this would be; ``full``: the
+        queue refuses requests (``pipeline``: when batches take long, a batch takes about
+        half of the requests in the system, after any hold, and one runs beside another
+        only when a whole half is queued and the queue is not full)."""
         expired: list[Item] = []
         queue = self.items
         while True:
@@ -111,7 +112,7 @@ class BatchQueue:
                     expired.append(head)
             if not queue:
                 return [], expired
-            bound = self.pipeline.limit(sum(item.rows for item in queue), others)
+            bound = self.pipeline.limit(sum(item.rows for item in queue), others, full=full)
             if bound == 0:
                 return [], expired
             batch = self._gather(now)

@@ -83,6 +83,10 @@ class Dispatch:
             self.queue.purge(self._clock())
             return len(self.queue.items) + len(self._reserved) >= self.max_queue
 
+    def _full(self) -> bool:
+        """Under the lock: the queue, with its places reserved, refuses requests."""
+        return len(self.queue.items) + len(self._reserved) >= self.max_queue
+
     def reserve(self) -> bool:
         """Reserve a place in the queue for a request admitted now (False: full); the
         caller gives it back with ``unreserve`` once the request is queued or has failed.
@@ -141,7 +145,8 @@ class Dispatch:
                 loose.fold(self.stats)
             queue.append(item)
             free = take and self._running + len(loose.runs) < self._slots
-            batch, expired = queue.take(now, others=self._running) if free else ([], [])
+            full = free and self._full()
+            batch, expired = queue.take(now, others=self._running, full=full) if free else ([], [])
             if batch:
                 self._running += 1
         self.expire(expired)
@@ -271,7 +276,7 @@ class Dispatch:
         the batch slots), the slot given back."""
         if self.queue.items and self._running <= self._slots:
             batch, expired = self.queue.take(
-                self._clock(), force=self._closed, others=self._running - 1
+                self._clock(), force=self._closed, others=self._running - 1, full=self._full()
             )
         else:
             batch, expired = [], []
@@ -289,7 +294,9 @@ class Dispatch:
         with self._lock:
             if self._running + len(self._loose.runs) < self._slots:
                 force = force or self._closed  # closing: what is queued runs now
-                launch, expired = self.queue.take(self._clock(), force=force, others=self._running)
+                launch, expired = self.queue.take(
+                    self._clock(), force=force, others=self._running, full=self._full()
+                )
                 if launch:
                     self._running += 1
                     handed = hand_over(launch)

@@ -1,4 +1,5 @@
-"""Long batches run one at a time, each taking about half of the requests in the system
+"""Long batches each take about half of the requests in the system, a second beside the
+first only once a whole half is queued and the queue is not full
 (``keepwarm.batching.pipeline``): the choice alone, a closed loop of clients on the queue
 with a fake clock, and the batcher's slots (jobs held by the test's executor)."""
 
@@ -32,9 +33,13 @@ def test_long_batches_take_half_of_the_rows_in_the_system() -> None:
     pipeline = Pipeline(_table(LONG))
     assert pipeline.limit(32, 0) == 16
     assert pipeline.on and not pipeline.alone(1) and pipeline.alone(0)
-    assert pipeline.limit(32, 1) == 0  # a batch runs: none beside it
     pipeline.started(16)
+    assert pipeline.limit(16, 1) == 16  # a whole half queued: it runs beside the first
+    pipeline.started(16)
+    assert pipeline.limit(5, 2) == 0  # two halves run: the 5 queued wait for one to end
     pipeline.finished(16)  # its clients are on their way back: still in the system
+    assert pipeline.limit(5, 1) == 0  # a part of a half: not beside the running batch
+    assert pipeline.limit(16, 1) == 16
     assert pipeline.limit(16, 0) == 16
 
 
@@ -90,13 +95,13 @@ def test_seeded_figures_never_count_as_long() -> None:
         table.seed(bucket, 1.0)  # a first call at each size, at warmup: an upper bound
     assert Pipeline(table).limit(32, 1) is None
     table.record(16, 0.2)  # measured while serving
-    assert Pipeline(table).limit(32, 1) == 0
+    assert Pipeline(table).limit(32, 0) == 16
 
 
 def test_one_size_slowed_once_does_not_count_as_long() -> None:
     fluke = _table({**SHORT, 8: 0.03})  # a batch of 8, rarely run, once preempted
     assert Pipeline(fluke).limit(32, 1) is None
-    assert Pipeline(fluke).limit(16, 1) == 0  # halves of 8: its own figure is all there is
+    assert Pipeline(fluke).limit(16, 0) == 8  # halves of 8: its own figure is all there is
 
 
 def _closed_loop(table: LatencyTable, clients: int, trip: float, batches: int) -> list[int]:
@@ -144,13 +149,16 @@ def test_short_batches_take_every_queued_request() -> None:
     assert sizes == [32, 0, 32, 0, 32, 0]  # the trip dwarfs the batch: nothing to gain
 
 
-def _filled(seconds: dict[int, float]) -> tuple[Batcher, RowModel, InlineExecutor]:
+def _filled(
+    seconds: dict[int, float], max_queue: int = 256
+) -> tuple[Batcher, RowModel, InlineExecutor]:
     """A batcher with two slots whose jobs the test runs, its table ``seconds``: one
     request on each slot (held), then 30 queued behind them."""
     executor, model = InlineExecutor(slots=2), RowModel()
     batcher = Batcher(
-        model.predict, name="m", executor=executor, max_delay_ms=0, latency=_table(seconds)
-    )
+        model.predict, name="m", executor=executor, max_delay_ms=0, max_queue=max_queue,
+        latency=_table(seconds),
+    )  # fmt: skip
     futures = [batcher.submit({"x": np.full((1, 3), v, np.float32)}) for v in range(32)]
     assert len(executor.jobs) == 2 and batcher.queued == 30
     executor.run_all()
@@ -159,13 +167,13 @@ def _filled(seconds: dict[int, float]) -> tuple[Batcher, RowModel, InlineExecuto
     return batcher, model, executor
 
 
-def test_the_batcher_runs_long_batches_one_at_a_time_by_halves() -> None:
+def test_the_batcher_runs_long_batches_by_halves_the_second_beside_the_first() -> None:
     batcher, model, executor = _filled(LONG)
     # The first slot's batch ended with 30 queued and the other slot's batch running:
-    # it took none (a second batch at once would share the cores); the other took half,
-    # then the rest (14, padded to 16): with the 18 answered, on their way back, the
-    # system still holds 32.
-    assert model.calls == [1, 1, 16, 16]
+    # a whole half was queued, so it took 16 beside it (one TensorFlow call leaves part
+    # of the cores idle); then the rest (14, padded to 16): with the answered on their
+    # way back, the system still holds 32.
+    assert model.calls == [1, 16, 1, 16]
     ran = len(model.calls)
     first = batcher.submit({"x": np.ones((1, 3), np.float32)})
     assert len(executor.jobs) == 1  # held: a batch runs
@@ -176,6 +184,18 @@ def test_the_batcher_runs_long_batches_one_at_a_time_by_halves() -> None:
     executor.run_all()
     assert first.result(0)["x_echo"][0, 0] == 2 and late.result(0)["x_echo"][0, 0] == 14
     assert model.calls[ran:] == [1, 1]
+
+
+def test_a_full_queue_runs_long_batches_one_at_a_time() -> None:
+    pipeline = Pipeline(_table(LONG))
+    assert pipeline.limit(32, 0, full=True) == 16  # nothing runs: a half, as ever
+    pipeline.started(16)
+    assert pipeline.limit(16, 1, full=True) == 0  # requests refused: none beside the first
+    assert pipeline.limit(16, 1) == 16
+    _, model, _ = _filled(LONG, max_queue=30)  # the 30 queued fill the queue
+    # The first slot's batch ended beside the other's: it took none; the other took a
+    # half, then the rest: one batch at a time.
+    assert model.calls == [1, 1, 16, 16]
 
 
 def test_short_batches_keep_both_slots_and_take_every_queued_request() -> None:
@@ -192,4 +212,5 @@ def test_short_batches_keep_both_slots_and_take_every_queued_request() -> None:
 def test_a_request_of_several_rows_counts_each(rows: int) -> None:
     pipeline = Pipeline(_table(LONG))
     pipeline.started(rows * 10)  # a running batch of 10 requests
-    assert pipeline.limit(rows * 10, 1) == (0 if rows * 10 >= MIN_HALF_ROWS else None)
+    # 20 rows in the system: halves of 8; 60: halves of 30, down to the bucket of 16.
+    assert pipeline.limit(rows * 10, 1) == {1: 8, 3: 16}[rows]
