@@ -126,6 +126,11 @@ class Batcher(ThreadCallers):
             stats=stats,
             clock=clock,
         )
+        #: Reserve a place in the queue for a request admitted now (False: full); the
+        #: caller gives it back with ``unreserve`` once the request is queued or has
+        #: failed. Every request's admission calls both: the dispatch's own methods.
+        self.reserve: Callable[[], bool] = self._dispatch.reserve
+        self.unreserve: Callable[[], None] = self._dispatch.unreserve
 
     # ------------------------------------------------------------------ callers
 
@@ -172,14 +177,6 @@ class Batcher(ThreadCallers):
     def full(self) -> bool:
         """Whether a request would be refused now (cancelled requests purged first)."""
         return self._dispatch.full()
-
-    def reserve(self) -> bool:
-        """Reserve a place in the queue for a request admitted now (False: full); the
-        caller gives it back with ``unreserve`` once the request is queued or has failed."""
-        return self._dispatch.reserve()
-
-    def unreserve(self) -> None:
-        self._dispatch.unreserve()
 
     def refuse(self) -> UnavailableError:
         """The error of a request refused for a full queue (counted as rejected)."""
