@@ -50,10 +50,11 @@ class Predicting(Protocol):
     def __call__(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays: ...
 
 
-#: Runs kept before the one that adds one takes them all into the counters (a fold costs
-#: ~14 µs whatever its size, on the MLP's machine: 0.43 µs a run at 32, 0.11 at 128; the
-#: counters' readers and a request that queues fold first, so none reads them stale).
-FOLD_EVERY = 128
+#: Runs kept before the one that adds one takes them all into the counters. (128 saved
+#: ~0.3 µs a run, a fold costing ~14 µs whatever its size, but the pipeline's count of
+#: requests in the system, which ``Batcher.idle`` reads unfolded, then lags further:
+#: MLP c8 served 0.86-1.0x the requests of 32 through the server in 4 of 5 A/B runs.)
+FOLD_EVERY = 32
 #: ``predict``'s way for a caller that may not run alone now (a queue, the crowd full).
 Slow = Callable[[Arrays, "float | None"], Arrays]
 
