@@ -53,7 +53,7 @@ class Predicting(Protocol):
 #: Runs kept before the one that adds one takes them all into the counters. (128 saved
 #: ~0.3 µs a run, a fold costing ~14 µs whatever its size, but the pipeline's count of
 #: requests in the system, which ``Batcher.idle`` reads unfolded, then lags further:
-#: MLP c8 served 0.86-1.0x the requests of 32 through the server in 4 of 5 A/B runs.)
+#: MLP c8 through the server served 0.86-0.98x with 128 in the 3 quieter of 5 A/B runs.)
 FOLD_EVERY = 32
 #: ``predict``'s way for a caller that may not run alone now (a queue, the crowd full).
 Slow = Callable[[Arrays, "float | None"], Arrays]
