@@ -7,7 +7,9 @@ event loop's thread CPU, the worker thread's CPU (``pthread_getcpuclockid``) and
 time; then the service's pieces one by one on this thread (admission, lease, the request
 book, the batching checks), each timed over many calls.
 
-    python bench/c1_steps.py --models .test-cache/examples/models --batching on
+    python bench/c1_steps.py --models .test-cache/examples/models --batching both
+
+(``both``: batching on and off side by side, in one process, the on-off difference too.)
 
 Thread CPU is far steadier than wall time on a shared machine: the figures are the
 medians over ``--rounds`` of the per-round difference between the two sides.
@@ -96,33 +98,48 @@ def pieces(service: Any, calls: int) -> None:
     lease.release()
 
 
-async def compare(service: Any, model_dir: Path, rounds: int, count: int) -> None:
+async def compare(services: dict[str, Any], model_dir: Path, rounds: int, count: int) -> None:
+    """``services`` (``keepwarm-on``/``keepwarm-off``, one or both) against a bare hop,
+    in alternating blocks: per side, per request, loop and worker thread CPU and wall."""
     import keepwarm
     from keepwarm.hop import HopPool
 
     x = {"image": np.random.default_rng(0).random((1, 784), np.float32)}
     predict = keepwarm.load(str(model_dir)).predict
     pool = HopPool(1, "bare-hop")
+    workers: dict[str, int] = {}
 
-    async def served() -> bytes:
-        service.refuse_when_overloaded("mlp")
-        return await service.infer(  # type: ignore[no-any-return]
-            "mlp", None, lambda signature: x, encode, protocol="v2", decoded=True
-        )
+    def served(name: str, service: Any) -> Callable[[], Awaitable[bytes]]:
+        def decode(signature: Any) -> dict[str, np.ndarray]:
+            workers[name] = threading.get_ident()  # the worker's (the decode runs there)
+            return x
+
+        async def side() -> bytes:
+            service.refuse_when_overloaded("mlp")
+            return await service.infer(  # type: ignore[no-any-return]
+                "mlp", None, decode, encode, protocol="v2", decoded=True
+            )
+
+        return side
 
     async def bare() -> bytes:
-        return encode("mlp", 1, await pool.submit(lambda: predict(x)).waiter)
+        answer = encode("mlp", 1, await pool.submit(lambda: predict(x)).waiter)
+        workers["bare-hop"] = thread_named("bare-hop")  # started by the first hop
+        return answer
 
-    sides: dict[str, Callable[[], Awaitable[bytes]]] = {"keepwarm": served, "bare-hop": bare}
+    sides: dict[str, Callable[[], Awaitable[bytes]]] = {
+        name: served(name, service) for name, service in services.items()
+    }
+    sides["bare-hop"] = bare
     for _ in range(300):
         for side in sides.values():
             await side()
-    workers = {"keepwarm": thread_named("keepwarm-infer"), "bare-hop": thread_named("bare-hop")}
     loop_thread = threading.get_ident()
     figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
     for index in range(rounds):
-        order = list(sides) if index % 2 == 0 else list(reversed(sides))
-        for name in order:
+        shift = index % len(sides)
+        order = list(sides)[shift:] + list(sides)[:shift]
+        for name in order if index % 2 == 0 else reversed(order):
             side, worker = sides[name], workers[name]
             loop0, worker0, wall0 = thread_cpu(loop_thread), thread_cpu(worker), time.perf_counter()
             for _ in range(count):
@@ -130,23 +147,28 @@ async def compare(service: Any, model_dir: Path, rounds: int, count: int) -> Non
             figures[name].append(((thread_cpu(loop_thread) - loop0) / count * 1e6,
                                   (thread_cpu(worker) - worker0) / count * 1e6,
                                   (time.perf_counter() - wall0) / count * 1e6))  # fmt: skip
-    print("side        loop us  worker us  wall us   (per request, medians over rounds)")
+    print("side           loop us  worker us  wall us   (per request, medians over rounds)")
     for name, rows in figures.items():
         loop, worker, wall = (statistics.median(column) for column in zip(*rows, strict=True))
-        print(f"{name:10s} {loop:8.1f} {worker:10.1f} {wall:8.1f}")
-    above = [
-        [a - b for a, b in zip(mine, floor, strict=True)]
-        for mine, floor in zip(figures["keepwarm"], figures["bare-hop"], strict=True)
-    ]
-    loop, worker, wall = (statistics.median(column) for column in zip(*above, strict=True))
-    print(f"{'above':10s} {loop:8.1f} {worker:10.1f} {wall:8.1f}   (median per-round difference)")
+        print(f"{name:13s} {loop:8.1f} {worker:10.1f} {wall:8.1f}")
+    pairs = [(name, "bare-hop") for name in services]
+    if len(services) == 2:
+        pairs.append(("keepwarm-on", "keepwarm-off"))
+    for mine, floor in pairs:
+        above = [
+            [a - b for a, b in zip(m, f, strict=True)]
+            for m, f in zip(figures[mine], figures[floor], strict=True)
+        ]
+        loop, worker, wall = (statistics.median(column) for column in zip(*above, strict=True))
+        print(f"{mine} - {floor}: loop {loop:+.1f}  worker {worker:+.1f}  wall {wall:+.1f} us"
+              "   (median per-round difference)")  # fmt: skip
     pool.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
-    parser.add_argument("--batching", choices=("on", "off"), default="on")
+    parser.add_argument("--batching", choices=("on", "off", "both"), default="on")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=2000, help="per side per round")
     args = parser.parse_args()
@@ -154,26 +176,37 @@ def main() -> None:
     from keepwarm.repository import Repository
     from keepwarm.service import InferenceService
 
+    modes = ("on", "off") if args.batching == "both" else (args.batching,)
     with tempfile.TemporaryDirectory(prefix="c1-steps-") as tmp:
-        repo_dir = Path(tmp)
-        shutil.copytree(args.models / "mlp" / "1", repo_dir / "mlp" / "1")
-        (repo_dir / "mlp" / "1" / ".keepwarm-ready").touch()
-        if args.batching == "on":
-            (repo_dir / "mlp" / "model.toml").write_text("[batching]\nmax_batch_size = 32\n")
-        repository = Repository(repo_dir, watch=False)
-        repository.refresh()
-        repository.wait_ready("mlp", timeout=300)
-        service = InferenceService(repository)
+        services: dict[str, Any] = {}
+        repositories = []
         try:
+            for mode in modes:
+                repo_dir = Path(tmp) / mode
+                shutil.copytree(args.models / "mlp" / "1", repo_dir / "mlp" / "1")
+                (repo_dir / "mlp" / "1" / ".keepwarm-ready").touch()
+                if mode == "on":
+                    (repo_dir / "mlp" / "model.toml").write_text(
+                        "[batching]\nmax_batch_size = 32\n"
+                    )
+                repository = Repository(repo_dir, watch=False)
+                repositories.append(repository)
+                repository.refresh()
+                repository.wait_ready("mlp", timeout=300)
+                services[f"keepwarm-{mode}"] = InferenceService(repository)
             print(f"MLP, batching {args.batching}, load {os.getloadavg()[0]:.1f}")
             import uvloop
 
-            uvloop.run(compare(service, repo_dir / "mlp" / "1", args.rounds, args.requests))
-            print("pieces (this thread's CPU per call):")
-            pieces(service, 20000)
+            model_dir = Path(tmp) / modes[0] / "mlp" / "1"
+            uvloop.run(compare(services, model_dir, args.rounds, args.requests))
+            for name, service in services.items():
+                print(f"pieces, {name} (this thread's CPU per call):")
+                pieces(service, 20000)
         finally:
-            service.close()
-            repository.close()
+            for service in services.values():
+                service.close()
+            for repository in repositories:
+                repository.close()
 
 
 if __name__ == "__main__":

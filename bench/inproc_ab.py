@@ -85,15 +85,20 @@ def main() -> int:
         model_dir = scratch / args.model
         shutil.copytree(args.models / args.model, model_dir)
         (model_dir / "model.toml").unlink(missing_ok=True)  # batching as load() says only
-        if len(args.tree) == 1 and not args.commit:  # one build: its own on/off only
-            name, _, path = args.tree[0].partition("=")
-            trees, made = {name: Path(path).resolve()}, []
-        else:
-            trees, made = sides(args, scratch)
+        trees, made = trees_given(args, scratch)
         try:
             return run(args, trees, model_dir)
         finally:
             remove_worktrees(made)
+
+
+def trees_given(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Path], list[Path]]:
+    """``ab.sides``, or for one ``--tree`` (no ``--commit``) that tree alone: each tree's
+    own batching on against off needs no second one."""
+    if len(args.tree) == 1 and not args.commit:
+        name, _, path = args.tree[0].partition("=")
+        return {name: Path(path).resolve()}, []
+    return sides(args, scratch)
 
 
 def run(args: argparse.Namespace, trees: dict[str, Path], model_dir: Path) -> int:

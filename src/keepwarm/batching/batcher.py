@@ -16,6 +16,7 @@ Callers: threads (``predict``, and ``start`` from a server's worker thread) and 
 (``submit``, ``predict_async``). A thread caller runs the batch itself when a slot is free;
 one whose request had to queue waits as a follower and may be handed the next batch to
 run (``keepwarm.batching.relay``), so batches at low concurrency need no executor thread.
+The thread callers' paths are ``keepwarm.batching.callers``'s (inherited).
 Admission (``reserve``): a server reserves a place in the queue before it reads a body,
 so that what it has admitted and not yet queued counts toward ``max_queue``.
 """
@@ -28,13 +29,13 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 
 from keepwarm.batching.batch_queue import BatchQueue
+from keepwarm.batching.callers import ThreadCallers
 from keepwarm.batching.dispatch import Dispatch
 from keepwarm.batching.executor import Executor
 from keepwarm.batching.latency import LatencyTable
 from keepwarm.batching.loose import Loose, Predicting
 from keepwarm.batching.merge import NO_PADDING, Arrays, PadAxes
-from keepwarm.batching.relay import Follower
-from keepwarm.batching.runner import BatchRunner, Outcome, Predict
+from keepwarm.batching.runner import BatchRunner, Predict
 from keepwarm.batching.stats import BatchStats
 from keepwarm.batching.waker import Waker
 from keepwarm.errors import DeadlineExceededError, InvalidConfigError, UnavailableError
@@ -46,7 +47,7 @@ FOLLOW_SECONDS = 0.02
 CROWD_PER_SLOT = 4
 
 
-class Batcher:
+class Batcher(ThreadCallers):
     """See the module docstring. ``predict`` is the model's (inputs already coerced);
     ``name`` names the model in errors; ``slots`` (default: the executor's) bounds the
     batches of this model that run at once, ``alone`` (default: ``slots``) the requests
@@ -125,6 +126,11 @@ class Batcher:
             stats=stats,
             clock=clock,
         )
+        #: Reserve a place in the queue for a request admitted now (False: full); the
+        #: caller gives it back with ``unreserve`` once the request is queued or has
+        #: failed. Every request's admission calls both: the dispatch's own methods.
+        self.reserve: Callable[[], bool] = self._dispatch.reserve
+        self.unreserve: Callable[[], None] = self._dispatch.unreserve
 
     # ------------------------------------------------------------------ callers
 
@@ -151,90 +157,6 @@ class Batcher:
     def _fold(self) -> None:
         self._dispatch.fold()
 
-    def start(
-        self,
-        inputs: Arrays,
-        *,
-        deadline: float | None = None,
-        bind: Callable[[Future[Arrays]], bool] | None = None,
-        follow: bool = True,
-        tried: bool = False,
-    ) -> Future[Arrays]:
-        """``submit`` for a caller on a thread that may block (never the event loop): when
-        a slot is free the batch runs here, at once, and the future returned is done; else
-        the request queues and this thread waits as a follower (a few at most, for up to
-        ``follow_seconds``): done when its batch ran meanwhile (perhaps here), else pending
-        (cancellable until its batch starts). ``bind(future)``, called before waiting,
-        gives the caller's event loop the future, to cancel (which ends the wait); False:
-        the caller is gone already (the request is cancelled, not waited for). With
-        ``follow`` false the thread never waits (a pending future at once). ``tried``: the
-        caller found no free slot with ``run_now`` just now (the request queues)."""
-        outcome = None if tried else self._dispatch.run_now(inputs, deadline)
-        if outcome is not None:
-            future: Future[Arrays] = Future()
-            outcome.deliver([future])
-            return future
-        waits = follow and self._dispatch.followers < self._follow_limit
-        follower = Follower() if waits else None
-        pending, batch = self._dispatch.enqueue(inputs, deadline, follower)
-        if batch:  # a slot was free: the head's batch (this request's, unless it queued
-            self._dispatch.work(batch, inline=True)  # behind another shape)
-        if follower is not None and not pending.done():
-            if bind is not None and not bind(pending):
-                pending.cancel()
-                return pending
-            until = self._clock() + self._follow_seconds
-            self._dispatch.follow(follower, until if deadline is None else min(until, deadline))
-        return pending
-
-    def run_now(self, inputs: Arrays, deadline: float | None = None) -> Outcome | None:
-        """``start``'s first step for a caller on a thread: when a slot is free and nothing
-        is queued, the request runs here, at once (its outcome); None: it must queue."""
-        return self._dispatch.run_now(inputs, deadline)
-
-    def run_alone(self, inputs: Arrays, deadline: float | None = None) -> Arrays | None:
-        """A server thread's first step: while nothing of this model runs or is queued,
-        the request runs here, at once, alone, as ``predict``'s callers in the crowd do
-        (without the batcher's lock: 430 bytecodes fewer than ``run_now`` on the MLP);
-        its outputs, or its error raised. None: something runs or is queued, or callers
-        never run alone here (the caller goes on to ``run_now``). Should a request queue
-        meanwhile, this one queues and waits as ``predict``'s do, up to ``deadline``."""
-        if self._loose.crowd < 1 or not self._dispatch.vacant:
-            return None
-        return self.predict(inputs, timeout=None if deadline is None else deadline - self._clock())
-
-    def _predict(self, inputs: Arrays, timeout: float | None) -> Arrays:
-        """``predict``'s caller past the crowd, or with requests queued: run now if a slot
-        is free, else queue and wait for the batch (or lead it)."""
-        callers = self._loose.callers
-        callers.append(None)  # atomic: one entry per caller in here, until it returns
-        try:
-            deadline = None if timeout is None else self._clock() + timeout
-            outcome = self._dispatch.run_now(inputs, deadline)
-            if outcome is None:
-                return self._queued(inputs, deadline, timeout)
-        finally:
-            callers.pop()
-        if outcome.error is not None:
-            raise outcome.interrupt or outcome.error  # Ctrl-C reaches the caller
-        return outcome.results[0]
-
-    def _queued(self, inputs: Arrays, deadline: float | None, timeout: float | None) -> Arrays:
-        """``predict``'s request that must queue: wait for its batch (or lead it)."""
-        follower = Follower()
-        future, batch = self._dispatch.enqueue(inputs, deadline, follower)
-        interrupt = None  # a batch run here whose model raised it: raised again, below
-        if batch:
-            interrupt = self._dispatch.work(batch, inline=True)
-        if not future.done():
-            interrupt = self._dispatch.follow(follower, deadline) or interrupt
-        if interrupt is not None:
-            raise interrupt
-        if future.done():
-            return future.result()
-        future.cancel()  # leaves the queue if not batched yet; a running batch runs on
-        raise self._deadline_error(timeout)
-
     async def predict_async(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays:
         """Run one request from a coroutine; cancelling it takes the request out of the
         queue (unless its batch already runs)."""
@@ -249,25 +171,12 @@ class Batcher:
         except TimeoutError:
             raise self._deadline_error(timeout) from None
 
-    def _deadline_error(self, timeout: float | None) -> DeadlineExceededError:
-        return DeadlineExceededError(
-            f"model {self.name!r}: the request's deadline ({timeout:g} s) passed before its answer"
-        )
-
     # ---------------------------------------------------------------- admission
 
     @property
     def full(self) -> bool:
         """Whether a request would be refused now (cancelled requests purged first)."""
         return self._dispatch.full()
-
-    def reserve(self) -> bool:
-        """Reserve a place in the queue for a request admitted now (False: full); the
-        caller gives it back with ``unreserve`` once the request is queued or has failed."""
-        return self._dispatch.reserve()
-
-    def unreserve(self) -> None:
-        self._dispatch.unreserve()
 
     def refuse(self) -> UnavailableError:
         """The error of a request refused for a full queue (counted as rejected)."""

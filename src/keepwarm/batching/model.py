@@ -144,9 +144,13 @@ class BatchedModel:
         self._close_wait = close_wait
         #: Why the buckets past the cap were not warmed (None: all warm, or warming).
         self.warm_failure: str | None = None
+        if self.why_not is None:  # every in-process call: the batcher's own, a frame fewer
+            self.predict = self.batcher.predict  # type: ignore[method-assign]
         register(self)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inner model's (a model that cannot be batched); else replaced, per instance,
+        by its batcher's ``predict``."""
         if self.why_not is not None:
             return self.inner.predict(inputs)
         return self.batcher.predict(inputs)

@@ -147,11 +147,12 @@ def begin(
             return model.predict(inputs)  # type: ignore[no-any-return]
         finally:
             request_deadline.reset(token)
-    coerced = model.signature.coerce(inputs)
-    outputs = raw.batcher.run_alone(coerced, deadline)  # nothing runs: here, as unbatched
+    coerced = raw.signature.coerce(inputs)
+    batcher = raw.batcher
+    outputs = batcher.run_alone(coerced, deadline)  # nothing runs: here, as unbatched
     if outputs is not None:
         return outputs
-    outcome = raw.batcher.run_now(coerced, deadline)  # a free slot: run here, as unbatched
+    outcome = batcher.run_now(coerced, deadline)  # a free slot: run here, as unbatched
     if outcome is not None:
         if outcome.error is not None:
             raise outcome.error
@@ -177,7 +178,8 @@ def gathering(model: Any) -> bool:
     lately (``Batcher.idle``), when the request goes as batching off would, to a worker
     thread (``begin``: it runs there at once), so that a lone client pays nothing for the
     batcher, while bursts of many clients still queue together."""
-    return batched(model) and not model.raw.batcher.idle
+    raw = model.raw
+    return isinstance(raw, BatchedModel) and raw.why_not is None and not raw.batcher.idle
 
 
 def submit(model: Any, inputs: Arrays, deadline: float | None, lease: Holding) -> Queued:
