@@ -81,7 +81,7 @@ class Dispatch:
             pass
         with self._lock:
             self.queue.purge(self._clock())
-            return len(self.queue.items) + len(self._reserved) >= self.max_queue
+            return self._full()
 
     def _full(self) -> bool:
         """Under the lock: the queue, with its places reserved, refuses requests."""

@@ -178,8 +178,7 @@ def gathering(model: Any) -> bool:
     lately (``Batcher.idle``), when the request goes as batching off would, to a worker
     thread (``begin``: it runs there at once), so that a lone client pays nothing for the
     batcher, while bursts of many clients still queue together."""
-    raw = model.raw
-    return isinstance(raw, BatchedModel) and raw.why_not is None and not raw.batcher.idle
+    return batched(model) and not model.raw.batcher.idle
 
 
 def submit(model: Any, inputs: Arrays, deadline: float | None, lease: Holding) -> Queued:
