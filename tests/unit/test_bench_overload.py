@@ -69,3 +69,15 @@ def test_slow_refusals_are_counted_by_quarter_second() -> None:
         0.25: 1,
         1.0: 1,
     }
+
+
+def test_a_scrape_reads_the_server_refusal_histogram() -> None:
+    text = "\n".join([
+        'keepwarm_refusal_seconds_bucket{le="0.0001",model="mobilenet_v2"} 90.0',
+        'keepwarm_refusal_seconds_bucket{le="0.001",model="mobilenet_v2"} 100.0',
+        'keepwarm_refusal_seconds_bucket{le="+Inf",model="mobilenet_v2"} 100.0',
+        'keepwarm_refusal_seconds_bucket{le="+Inf",model="mlp"} 5.0',
+    ])  # fmt: skip
+    found = parse_metrics(text, "mobilenet_v2")["refusals"]
+    assert found == {0.0001: 90.0, 0.001: 100.0, INF: 100.0}
+    assert _interpolated({}, found, 0.99) == pytest.approx(0.0001 + 0.0009 * 9 / 10)
