@@ -56,7 +56,7 @@ from served import Served
 
 PROBE = Path(__file__).with_name("overload_probe.py")
 #: The probe's requests per second (``bench/overload_probe.py``), beside the load's.
-PROBE_RATE = 25.0
+PROBE_RATE = 40.0
 MAX_QUEUE = 8
 MAX_DELAY_MS = 0.0
 CLIENT = r"""

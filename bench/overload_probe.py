@@ -106,7 +106,7 @@ def probe_figures(found: dict[str, list[list[float]]]) -> dict[str, float]:
 
 def main() -> int:
     url, body_path, seconds, rate = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-    threads = int(sys.argv[5]) if len(sys.argv) > 5 else 4
+    threads = int(sys.argv[5]) if len(sys.argv) > 5 else 16
     with contextlib.suppress(OSError):
         os.nice(-10)  # a root user's probe wakes ahead of the load (else as it is)
     body = Path(body_path).read_bytes()
