@@ -7,7 +7,16 @@ builds run one after the other, ``--rounds`` times, in a rotating order.
 
 ``bench/serve_batching.py``'s overload cell alone (no peers, no other cell): its server
 serves the MLP beside MobileNetV2, its load is four times the c=32 throughput for 2 s
-(``--quick``) or 10 s: ``--beside mlp --rate 280 --seconds 2``.
+(``--quick``) or 10 s: ``--beside mlp --rate 280 --seconds 2``. The default rate here,
+120 req/s, is about 1.5x that throughput on this machine; serve_batching offers 4x
+(138-300 req/s, as the c=32 cell measured), and the 503s' p99 grows steeply with it
+(session 23, one run: 7.8-10.7 ms at 120 against 26-163 ms at 280, the probe's 2.3-2.9
+against 28-120): compare figures at one rate. ``--rate``, ``--pool`` and ``--loop-nice``
+may each be given several times: every build is run at each combination, in the
+rotation. (At 280 req/s, the server's event loop at nice -10 cut the probe's 503 p99
+from 90-119 to 17-43 ms and its wait for a core per wake-up from 418-451 to 81-116 us,
+but not the load client's p99, and served 0.78x the requests: the loop's share of the
+cores is most of the server's part, the GIL little.)
 
 Prints per build the medians over the rounds of: the p50 and p99 of the 503s (target:
 p99 at most 10 ms), the p99 of the 200s and its bound (max_queue / throughput + one
