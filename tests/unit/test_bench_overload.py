@@ -1,6 +1,7 @@
-"""``bench/overload.py``: the quantile of a histogram's growth between two scrapes (the
-bound's "one batch": the p99 of ``keepwarm_batch_run_seconds`` over the measured span),
-and the event loop's mean wait for a core (the kernel's schedstat)."""
+"""``bench/overload.py`` and ``bench/overload_metrics.py``: the quantile of a histogram's
+growth between two scrapes (the bound's "one batch": the p99 of
+``keepwarm_batch_run_seconds`` over the measured span), and the event loop's mean wait
+for a core (the kernel's schedstat)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from overload import _by_quarter, _interpolated, _waits, loop_schedstat, parse_metrics
+from overload import _by_quarter, _waits, loop_schedstat
+from overload_metrics import _interpolated, parse_metrics
 
 INF = float("inf")
 
