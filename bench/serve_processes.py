@@ -61,12 +61,13 @@ def best(figures: Mapping[str, float]) -> tuple[str, float]:
     return name, measured[name]
 
 
-def judged(figures: Mapping[str, float], unit: str = "req/s") -> str:
+def judged(figures: Mapping[str, float], unit: str = "req/s", digits: int = 0) -> str:
     """``figures`` (configuration -> value) for a target's line: the best first, named,
-    then the others, so that the line says which configuration it judged."""
+    then the others (``digits`` after the point), so that the line says which
+    configuration it judged."""
     name, value = best(figures)
-    others = "; ".join(f"{other} {x:.0f}" for other, x in figures.items() if other != name)
-    return f"{value:.0f} {unit} ({name}, the best; {others})"
+    others = "; ".join(f"{other} {x:.{digits}f}" for other, x in figures.items() if other != name)
+    return f"{value:.{digits}f} {unit} ({name}, the best; {others})"
 
 
 def pss_mb(pid: int) -> float:
