@@ -13,6 +13,10 @@ trees (each a ``keepwarm serve``, all up at once):
 
     python bench/binary_limit.py --tree main=/work/main/src --tree mine=src --rounds 5
     python bench/binary_limit.py --tree a=src --tree b=src --env b:TF_NUM_INTEROP_THREADS=2
+    python bench/binary_limit.py --tree a=src --tree b=src --env b:KEEPWARM_SERVER__PROCESSES=2
+
+A server of several processes is read whole (its supervisor and server processes' CPU,
+context switches and faults; its batch sizes from the merged ``/metrics``).
 """
 
 from __future__ import annotations
