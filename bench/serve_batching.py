@@ -25,7 +25,8 @@ process, as ``bench/serve.py`` does (its helpers are reused):
 5. The concurrency-32 cells (MLP JSON, MobileNetV2 JSON and binary) on one server
    process and on ``--processes N`` (default: one per core), both reported; the 32-client
    targets (2, 4) are judged on keepwarm's better configuration, named on each line, as
-   the peers' are on theirs (``bench/serve_processes.py``).
+   the peers' are on theirs (``bench/serve_processes.py``); their JSON runs last as long
+   as the peers' (2 s with ``--quick``, 10 s; 4 and 3 rounds).
 
 Prints a table, ``--json PATH``, exits 1 when a target is missed. Figures taken while
 other work runs are noisy.
@@ -169,8 +170,10 @@ def main() -> int:
                              **found["on" if batching else "off"]}
                         )  # fmt: skip
             if many is not None:
-                c32_rows = json_cells(servers[True], many, args.processes, files, per_round,
-                                      rounds, script)  # fmt: skip
+                # Runs as long as a peer's (``seconds``): at 32 clients a MobileNetV2 answer
+                # takes ~0.3 s, and a run counts none in its first batch's time.
+                c32_rows = json_cells(servers[True], many, args.processes, files, int(seconds),
+                                      rounds if args.quick else 3, script)  # fmt: skip
             else:
                 c32_rows = [
                     {**cell(m, True, 32), "processes": 1, "ratio_to_1": 1.0} for m in MODELS
