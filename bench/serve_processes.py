@@ -30,7 +30,7 @@ from typing import Any
 from batching_ab import interleaved
 from binary_limit import batch_sizes, new_batches
 from proc_stats import tree_pids
-from serve import MODELS, Served
+from serve import MODELS, Served, wrk
 
 C = 32
 
@@ -99,6 +99,8 @@ def json_cells(
     rows = []
     for model in MODELS:
         servers = {1: one, processes: many}
+        for served in servers.values():  # connections and first batches, as the peers'
+            wrk(served.infer_url(model), list(files[model]), C, 1.0, script)
         before = {n: batch_sizes(s.url, model) for n, s in servers.items()}
         urls = {False: one.infer_url(model), True: many.infer_url(model)}
         found = interleaved(urls, list(files[model]), C, seconds, rounds, script)
