@@ -11,13 +11,14 @@ both libraries already loaded (the same files, loaded with the flags the import 
 ``RTLD_NOW``, local), and only the Python side of the import is left.
 
 The dynamic loader holds its lock during ``dlopen``: an extension module imported on
-another thread meanwhile waits for it, holding the GIL, so that the whole process stops
-until the preload ends (``_hashlib``, imported through ``hmac``, waited 0.29 s of a 0.34 s
-preload). So the extension modules the server imports on its way to its first load
-(``SERVER_EXTENSIONS``: a few milliseconds of ``dlopen``, the packages that hold them
-needed moments later anyway) are imported first, and only pure Python runs beside the
-preload. (Importing the server's whole modules first, rather than the extensions alone,
-started the preload 0.6 s later and measured slower.)
+another thread meanwhile waits for it (GIL held). Importing the server's extension modules
+before the preload, so that only pure Python ran beside it, measured slower in an
+interleaved A/B (session 17), and was taken out. Tried again with the extension modules
+alone first (session 23: ``_hashlib``, imported through ``hmac``, had held the GIL for
+0.29 s of a 0.34 s preload): TensorFlow's import then started up to 0.15 s earlier on a
+quiet machine, but the ``dlopen`` beside the main thread's Python took up to 2.5x as long
+on a loaded one, and cold starts A/B'd 0.96-1.05x wall and 1.00-1.02x CPU (4 runs): not
+kept.
 
 Done only when it will be used: on Linux, TensorFlow installed, and the repository a local
 directory holding a SavedModel or a Keras file (scanned to three levels: ``REPO/MODEL/
@@ -45,36 +46,6 @@ TENSORFLOW_LIBRARIES = ("libtensorflow_framework.so.2", "libtensorflow_cc.so.2")
 _TENSORFLOW_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _TENSORFLOW_SUFFIXES = (".keras", ".h5", ".hdf5")
 _DEPTH = 3
-#: Extension modules the server's main thread imports between the preload's start and the
-#: first load (from a trace of a start): imported before the preload so that none of them
-#: waits for the loader's lock with the GIL held. One not installed is skipped; one that is
-#: missing from this list only costs the wait.
-SERVER_EXTENSIONS = (
-    "uvloop",
-    "_hashlib",
-    "_blake2",
-    "_pickle",
-    "_csv",
-    "_bisect",
-    "_random",
-    "_sha512",
-    "_decimal",
-    "_bz2",
-    "_lzma",
-    "resource",
-    "mmap",
-    "_multiprocessing",
-    "_uuid",
-    "unicodedata",
-    "numpy",
-    "orjson",
-    "csimdjson",
-    "httptools.parser.parser",
-    "httptools.parser.url_parser",
-    "grpc._cython.cygrpc",
-    "google._upb._message",
-    "watchfiles._rust_notify",
-)
 _MAX_ENTRIES = 10_000  # a huge directory is not scanned to the end: no preload then
 
 
@@ -147,20 +118,6 @@ def load_libraries(paths: Sequence[Path]) -> list[Path]:
     return loaded
 
 
-def import_extensions(names: Sequence[str] = SERVER_EXTENSIONS) -> list[str]:
-    """Import each of ``names`` (see ``SERVER_EXTENSIONS``); the ones that imported. One
-    that fails (not installed, or broken) is left to fail where it is used, as before."""
-    imported = []
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # an optimisation only: never a reason not to start
-            _log.debug("importing %s before the preload failed: %s", name, exc)
-            continue
-        imported.append(name)
-    return imported
-
-
 def preload_tensorflow(root: str, *, isolate: bool = False) -> threading.Thread | None:
     """Start loading TensorFlow's native libraries on a daemon thread when the repository
     at ``root`` will import TensorFlow in this process (see the module's docstring); the
@@ -177,7 +134,6 @@ def preload_tensorflow(root: str, *, isolate: bool = False) -> threading.Thread 
         except (OSError, AttributeError) as exc:  # no dlopen here: the import does it all
             _log.debug("preloading TensorFlow's libraries failed: %s", exc)
 
-    import_extensions()
     thread = threading.Thread(target=run, name="keepwarm-preload", daemon=True)
     thread.start()
     return thread
@@ -185,7 +141,6 @@ def preload_tensorflow(root: str, *, isolate: bool = False) -> threading.Thread 
 
 __all__ = [
     "holds_tensorflow_models",
-    "import_extensions",
     "load_libraries",
     "preload_tensorflow",
     "tensorflow_libraries",

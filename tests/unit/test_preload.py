@@ -87,18 +87,12 @@ def test_missing_library_stops_the_preload(tmp_path: Path) -> None:
     assert preload.load_libraries([tmp_path / "libmissing.so", tmp_path / "libnext.so"]) == []
 
 
-def _mlp_repository(example_models: Path, tmp_path: Path) -> Path:
-    """A repository holding the example MLP (a SavedModel); skips without TensorFlow."""
-    pytest.importorskip("tensorflow")
-    repo = tmp_path / "repo"
-    shutil.copytree(example_models / "mlp", repo / "mlp")
-    return repo
-
-
 def test_tensorflow_imports_and_runs_after_the_preload(
     example_models: Path, tmp_path: Path
 ) -> None:
-    repo = _mlp_repository(example_models, tmp_path)
+    pytest.importorskip("tensorflow")
+    repo = tmp_path / "repo"
+    shutil.copytree(example_models / "mlp", repo / "mlp")
     code = textwrap.dedent(
         f"""
         import sys
@@ -167,80 +161,3 @@ def test_an_unreadable_directory_is_not_scanned(tmp_path: Path) -> None:
         assert not preload.holds_tensorflow_models(tmp_path / "repo")
     finally:
         locked.chmod(0o755)
-
-
-def test_import_extensions_skips_what_is_missing_or_broken(tmp_path: Path) -> None:
-    (tmp_path / "kw_broken_ext.py").write_text("raise OSError('a broken install')\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        names = ["_csv", "kw_no_such_module", "kw_broken_ext", "json.decoder"]
-        assert preload.import_extensions(names) == ["_csv", "json.decoder"]
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("kw_broken_ext", None)
-    assert preload.import_extensions([]) == []
-
-
-def test_the_servers_extensions_are_imported_before_the_preload_starts(
-    example_models: Path, tmp_path: Path
-) -> None:
-    # An extension module imported during the preload's dlopen waits for the loader's
-    # lock holding the GIL: the whole process stops (``_hashlib`` waited 0.29 s).
-    repo = _mlp_repository(example_models, tmp_path)
-    code = textwrap.dedent(
-        f"""
-        import importlib.util, sys
-        from keepwarm import preload
-
-        load = preload.load_libraries
-        missing = []
-
-        def spy(paths):
-            missing.extend(name for name in preload.SERVER_EXTENSIONS
-                           if name not in sys.modules and _installed(name))
-            return load(paths)
-
-        def _installed(name):
-            try:
-                return importlib.util.find_spec(name) is not None
-            except ImportError:
-                return False
-
-        preload.load_libraries = spy
-        preload.preload_tensorflow({str(repo)!r}).join(120)
-        print("missing", missing, "numpy" in preload.SERVER_EXTENSIONS)
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "missing [] True"
-
-
-def test_no_other_extension_is_imported_on_the_way_to_the_first_load() -> None:
-    # Whatever ``keepwarm serve`` imports between the preload's start and its first load
-    # (the server's modules; the load thread's up to TensorFlow's import) holds no
-    # extension module that ``SERVER_EXTENSIONS`` did not import first. One added to
-    # the server's imports would wait for the preload: add it to the list.
-    code = textwrap.dedent(
-        """
-        import sys
-        import keepwarm.cli, keepwarm.server
-        from keepwarm.preload import import_extensions
-
-        import_extensions()
-        before = set(sys.modules)
-        import keepwarm.control, keepwarm.process_memory, keepwarm.repository
-        import keepwarm.service, keepwarm.sources.listing, keepwarm.workers.memory
-        import keepwarm.http, keepwarm.http.protocol, uvicorn, keepwarm.loading
-        import keepwarm.runtimes.registry, keepwarm.runtimes.savedmodel
-        try:
-            import keepwarm.grpc.server
-        except ImportError:
-            pass
-        print(sorted(m for m in set(sys.modules) - before
-                     if str(getattr(sys.modules[m], "__file__", "") or "").endswith(".so")))
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
