@@ -13,7 +13,12 @@ both libraries already loaded (the same files, loaded with the flags the import 
 The dynamic loader holds its lock during ``dlopen``: an extension module imported on
 another thread meanwhile waits for it (GIL held). Importing the server's extension modules
 before the preload, so that only pure Python ran beside it, measured slower in an
-interleaved A/B (session 17), and was taken out.
+interleaved A/B (session 17), and was taken out. Tried again with the extension modules
+alone first (session 23: ``_hashlib``, imported through ``hmac``, had held the GIL for
+0.29 s of a 0.34 s preload): TensorFlow's import then started up to 0.15 s earlier on a
+quiet machine, but the ``dlopen`` beside the main thread's Python took up to 2.5x as long
+on a loaded one, and cold starts A/B'd 0.96-1.05x wall and 1.00-1.02x CPU (4 runs): not
+kept.
 
 Done only when it will be used: on Linux, TensorFlow installed, and the repository a local
 directory holding a SavedModel or a Keras file (scanned to three levels: ``REPO/MODEL/
