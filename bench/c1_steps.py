@@ -113,6 +113,21 @@ def pieces(service: Any, calls: int) -> None:
     lease.release()
 
 
+def take_out_model(lease: Any) -> Callable[[], None]:
+    """The MLP's call in ``lease``'s path (batching on: the batcher's; off: the leased
+    model's, kept per version) answers at once with its answer to zeros; the undo."""
+    answer = lease.model.predict({"image": np.zeros((1, 784), np.float32)})
+    raw = lease.model.raw
+    owner = raw.batcher._loose if hasattr(raw, "batcher") else lease.model
+    call = owner._predict
+    owner._predict = lambda inputs: answer
+
+    def put_back() -> None:
+        owner._predict = call
+
+    return put_back
+
+
 def model_free(services: dict[str, Any], calls: int, rounds: int = 15) -> None:
     """Batching's own Python on a worker, the model taken out: ``begin`` (the worker's
     step) on each side with the model's call answering at once with a kept answer, in
@@ -125,11 +140,7 @@ def model_free(services: dict[str, Any], calls: int, rounds: int = 15) -> None:
     for name, service in services.items():
         lease, _ = service._leases.take_ready("mlp", None, None)
         taken.append(lease)
-        answer = lease.model.predict(x)
-        raw = lease.model.raw
-        owner = raw.batcher._loose if hasattr(raw, "batcher") else lease.model
-        undo.append((owner, owner._predict))
-        owner._predict = lambda inputs, answer=answer: answer
+        undo.append(take_out_model(lease))
         steps[name] = lambda model=lease.model, lease=lease: begin(model, x, None, lease)
     figures: dict[str, list[float]] = {name: [] for name in steps}
     try:
@@ -137,8 +148,8 @@ def model_free(services: dict[str, Any], calls: int, rounds: int = 15) -> None:
             for name in list(steps)[:: 1 if index % 2 else -1]:
                 figures[name].append(per_call_us(steps[name], calls // 5))
     finally:
-        for owner, call in undo:
-            owner._predict = call
+        for put_back in undo:
+            put_back()
         for lease in taken:
             lease.release()
     print("the worker's step (begin) with the model's call taken out (CPU us per call):")
@@ -150,14 +161,20 @@ def model_free(services: dict[str, Any], calls: int, rounds: int = 15) -> None:
         print(f"    {diff:+6.2f} us  on - off (median per-round difference)")
 
 
-async def compare(services: dict[str, Any], model_dir: Path, rounds: int, count: int) -> None:
+async def compare(
+    services: dict[str, Any], model_dir: Path, rounds: int, count: int, model: bool = True
+) -> None:
     """``services`` (``keepwarm-on``/``keepwarm-off``, one or both) against a bare hop,
-    in alternating blocks: per side, per request, loop and worker thread CPU and wall."""
+    in alternating blocks: per side, per request, loop and worker thread CPU and wall.
+    ``model`` false: every side's model call answers at once (``take_out_model``)."""
     import keepwarm
     from keepwarm.hop import HopPool
 
     x = {"image": np.random.default_rng(0).random((1, 784), np.float32)}
     predict = keepwarm.load(str(model_dir)).predict
+    if not model:
+        answer = predict(x)
+        predict = lambda inputs: answer  # noqa: E731
     pool = HopPool(1, "bare-hop")
     workers: dict[str, int] = {}
 
@@ -230,6 +247,9 @@ def main() -> None:
     parser.add_argument("--batching", choices=("on", "off", "both"), default="on")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=2000, help="per side per round")
+    parser.add_argument(
+        "--no-model", action="store_true", help="every side's model call answers at once"
+    )
     args = parser.parse_args()
     sys.setswitchinterval(0.0005)  # keepwarm serve's
     from keepwarm.repository import Repository
@@ -257,7 +277,12 @@ def main() -> None:
             import uvloop
 
             model_dir = Path(tmp) / modes[0] / "mlp" / "1"
-            uvloop.run(compare(services, model_dir, args.rounds, args.requests))
+            if args.no_model:
+                for service in services.values():
+                    lease, _ = service._leases.take_ready("mlp", None, None)
+                    take_out_model(lease)  # kept: the leased model is the version's
+                    lease.release()
+            uvloop.run(compare(services, model_dir, args.rounds, args.requests, not args.no_model))
             for name, service in services.items():
                 print(f"pieces, {name} (this thread's CPU per call):")
                 pieces(service, 20000)
