@@ -13,6 +13,10 @@ trees (each a ``keepwarm serve``, all up at once):
 
     python bench/binary_limit.py --tree main=/work/main/src --tree mine=src --rounds 5
     python bench/binary_limit.py --tree a=src --tree b=src --env b:TF_NUM_INTEROP_THREADS=2
+    python bench/binary_limit.py --tree a=src --tree b=src --env b:KEEPWARM_SERVER__PROCESSES=2
+
+A server of several processes is read whole (its supervisor and server processes' CPU,
+context switches and faults; its batch sizes from the merged ``/metrics``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ import numpy as np
 import orjson
 
 from peers import first_200
-from proc_stats import tree_cpu_seconds
+from proc_stats import tree_cpu_seconds, tree_pids
 from serve import LUA, ROOT, Served, inputs, v2_body, wrk
 from thread_costs import thread_stats
 
@@ -112,30 +117,50 @@ def switches(pid: int) -> int:
     return sum(t.voluntary + t.involuntary for t in thread_stats(pid).values())
 
 
-def batch_sizes(url: str) -> dict[int, float]:
-    """The server's batches run so far, by size (``keepwarm_batches_total``)."""
+def new_batches(before: dict[int, float], after: dict[int, float]) -> dict[int, int]:
+    """The batches run between two ``batch_sizes`` readings, by size."""
+    return {s: int(n - before.get(s, 0)) for s, n in after.items() if n > before.get(s, 0)}
+
+
+def tree_switches(pid: int) -> int:
+    """``switches`` over ``pid`` and its descendants (a ``--processes N`` server)."""
+    return sum(_alive(switches, p) for p in tree_pids(pid))
+
+
+def tree_faults(pid: int) -> int:
+    """``minor_faults`` over ``pid`` and its descendants."""
+    return sum(_alive(minor_faults, p) for p in tree_pids(pid))
+
+
+def _alive(count: Callable[[int], int], pid: int) -> int:
+    try:
+        return count(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0  # ended meanwhile
+
+
+def batch_sizes(url: str, model: str = MODEL) -> dict[int, float]:
+    """The server's batches of ``model`` run so far, by size (``keepwarm_batches_total``)."""
     text = subprocess.run(["curl", "-s", url + "/metrics"], capture_output=True, text=True,
                           check=True).stdout  # fmt: skip
-    pattern = r'keepwarm_batches_total\{[^}]*model="' + MODEL + r'"[^}]*size="(\d+)"[^}]*\} (\S+)'
+    pattern = r'keepwarm_batches_total\{[^}]*model="' + model + r'"[^}]*size="(\d+)"[^}]*\} (\S+)'
     return {int(m.group(1)): float(m.group(2)) for m in re.finditer(pattern, text)}
 
 
 def server_run(served: Served, bodies: list[str], seconds: int, script: Path) -> dict[str, Any]:
     """One ``wrk -c32`` run on ``served``: its figures, CPU µs per image, batch sizes."""
     pid = served.proc.pid
-    sizes, before, switched = batch_sizes(served.url), tree_cpu_seconds(pid), switches(pid)
-    faults = minor_faults(pid)
+    sizes, before, switched = batch_sizes(served.url), tree_cpu_seconds(pid), tree_switches(pid)
+    faults = tree_faults(pid)
     figures = wrk(served.infer_url(MODEL), bodies, 32, seconds, script)
-    used, switched = tree_cpu_seconds(pid) - before, switches(pid) - switched
-    faults = minor_faults(pid) - faults
+    used, switched = tree_cpu_seconds(pid) - before, tree_switches(pid) - switched
+    faults = tree_faults(pid) - faults
     after = batch_sizes(served.url)
     images = max(figures["rps"] * seconds, 1)
     figures["cpu_us"] = used / images * 1e6
     figures["switches"] = switched / images
     figures["faults"] = faults / images
-    figures["sizes"] = {
-        s: int(n - sizes.get(s, 0)) for s, n in after.items() if n > sizes.get(s, 0)
-    }
+    figures["sizes"] = new_batches(sizes, after)
     return figures
 
 

@@ -29,13 +29,16 @@ was had, its headers sent and the answer's head read (``refused_phases_ms``). A 
 large body's connection is closed ``LINGER_SECONDS`` after the answer with the body
 unread, and aiohttp keeps the connection (and its pool's place) until its body's write
 ends, there at the close: at 200 refusals a second, 64 clients' places run short and the
-next request waits for one (the ``connected`` phase).
+next request waits for one (the ``connected`` phase). Beside the load, a light probe
+(``bench/overload_probe.py``: plain sockets on threads of a process of its own, raised in
+priority when it may be) times its own 503s from its first byte written to the answer's
+first byte read (``probe_*``): the server's refusal without the load generator's loop.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 import subprocess
 import sys
 import time
@@ -45,10 +48,15 @@ from typing import Any
 import numpy as np
 import requests
 
+from overload_metrics import _interpolated, _quantile, scrape
+from overload_probe import probe_figures
 from peers import first_200
 from proc_stats import tree_cpu_seconds
 from served import Served
 
+PROBE = Path(__file__).with_name("overload_probe.py")
+#: The probe's requests per second (``bench/overload_probe.py``), beside the load's.
+PROBE_RATE = 40.0
 MAX_QUEUE = 8
 MAX_DELAY_MS = 0.0
 CLIENT = r"""
@@ -56,6 +64,7 @@ import asyncio, json, sys, time
 import aiohttp
 url, body_path, clients, seconds, rate = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
                                           float(sys.argv[4]), float(sys.argv[5]))
+pool = int(sys.argv[6]) if len(sys.argv) > 6 else clients  # 0: no limit
 body = open(body_path, "rb").read()
 out = []
 interval = clients / rate  # each client's pace: together they offer ``rate`` req/s
@@ -89,7 +98,7 @@ async def lag(stop):
         await asyncio.sleep(0.002)
         lags.append(time.perf_counter() - before - 0.002)
 async def main():
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients),
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool),
                                      trace_configs=[trace]) as s:
         start = time.perf_counter()
         print("started", flush=True)
@@ -111,10 +120,16 @@ def overload(
     rate: float,
     env: dict[str, str] | None = None,
     model: str = "mobilenet_v2",
+    pool: int = 64,
+    loop_nice: int = 0,
 ) -> dict[str, Any]:
     """The cell on the model ``repo/<model>`` (its ``model.toml`` is rewritten: MobileNetV2
     for the issue's cell, the MLP to check small bodies); ``env``: the server's
-    environment (``bench/overload_ab.py`` runs several builds)."""
+    environment (``bench/overload_ab.py`` runs several builds); ``pool``: the client's
+    connection pool's size (0: no limit, so that a refused body's lingering connection
+    never holds a later request back); ``loop_nice``: the server's event loop thread's
+    nice value during the load (a diagnostic: what the loop's share of the cores is worth;
+    0 leaves it as started)."""
     (repo / model / "model.toml").write_text(
         f"[batching]\nmax_batch_size = 32\nmax_queue = {MAX_QUEUE}\n"
         f"max_delay_ms = {MAX_DELAY_MS:g}\n"
@@ -124,14 +139,20 @@ def overload(
     try:
         warm(served.url, 32, model)
         alone = _alone(served, body, model)
+        if loop_nice:
+            os.setpriority(os.PRIO_PROCESS, served.proc.pid, loop_nice)  # its main thread
         client = workdir / "overload_client.py"
         client.write_text(CLIENT)
         process = subprocess.Popen(
             [sys.executable, str(client), served.infer_url(model), str(body), "64",
-             str(seconds), str(rate)], stdout=subprocess.PIPE, text=True,
+             str(seconds), str(rate), str(pool)], stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert process.stdout is not None
         process.stdout.readline()  # started
+        probe = subprocess.Popen(
+            [sys.executable, str(PROBE), served.infer_url(model), str(body), str(seconds),
+             str(PROBE_RATE)], stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         time.sleep(min(1.0, seconds / 4))  # the queue fills
         scrapes = [(time.perf_counter(), scrape(served.url, model))]
         cpu = [(tree_cpu_seconds(served.proc.pid), tree_cpu_seconds(process.pid))]
@@ -144,12 +165,19 @@ def overload(
         if process.returncode:
             raise SystemExit(f"the overload client failed ({process.returncode})")
         found = json.loads(out)
+        probed = probe_figures(json.loads(probe.communicate(timeout=seconds * 20 + 60)[0]))
         after = _alone(served, body, model)  # the load has stopped: served as before it?
         queued = sum(scrape(served.url, model)["depth"].values())
     finally:
         served.stop()
     recovered = {"alone_before_ms": alone, "alone_after_ms": after, "queued_after": queued}
-    return figures(found, scrapes, rate) | _cpu(found, scrapes, cpu) | _waits(*waits) | recovered
+    return (
+        figures(found, scrapes, rate)
+        | _cpu(found, scrapes, cpu)
+        | _waits(*waits)
+        | recovered
+        | probed
+    )
 
 
 def loop_schedstat(pid: int) -> tuple[int, int]:
@@ -262,6 +290,21 @@ def figures(
                 strict=False,
             )
         },
+        # a 503's answer head after its headers were sent: the client's connection wait
+        # and its own writing left out (what the server and both loops' lateness hold)
+        "p99_refused_after_sent_ms": pct(
+            [p[3] - p[2] for p in found.get("phases", []) if p[0] == 503], 99
+        ),
+        # the server's own time per refusal, from its headers parsed to its 503
+        # (``keepwarm_refusal_seconds``, over the span; none from a build without it)
+        "server_refusal_p50_ms": _interpolated(
+            before.get("refusals", {}), after.get("refusals", {}), 0.5
+        )
+        * 1000,
+        "server_refusal_p99_ms": _interpolated(
+            before.get("refusals", {}), after.get("refusals", {}), 0.99
+        )
+        * 1000,
         "refusals_by_quarter": _by_quarter(
             [(at - first, s) for code, at, s in found["results"] if code == 503]
         ),
@@ -289,84 +332,3 @@ def _cpu(
         "server_cpu_ms": (cpu[1][0] - cpu[0][0]) / answered * 1000,
         "client_cpu_ms": (cpu[1][1] - cpu[0][1]) / answered * 1000,
     }
-
-
-def scrape(url: str, model: str | None = None) -> dict[str, Any]:
-    """The batcher's counters and latency table from ``/metrics``: of ``model`` alone
-    when given (else every model's, summed; the table's last model wins)."""
-    return parse_metrics(requests.get(url + "/metrics", timeout=30).text, model)
-
-
-def parse_metrics(text: str, model: str | None = None) -> dict[str, Any]:
-    """``scrape``'s reading of one exposition."""
-    if model is not None:
-        mine = f'model="{model}"'
-        text = "\n".join(line for line in text.splitlines() if mine in line)
-    found: dict[str, Any] = {"batches": {}, "table": {}, "run": 0.0, "queued": 0.0}
-    found.update(rows=0.0, padding=0.0)
-    found.update(served=0.0, served_seconds=0.0, buckets={}, runs={}, depth={}, run_sum=0.0)
-    for line in text.splitlines():
-        if line.startswith("keepwarm_request_seconds"):
-            _request_seconds(line, found)
-        if not line.startswith("keepwarm_batch"):
-            continue
-        if line.startswith("keepwarm_batch_run_seconds_bucket{"):
-            bound = float(re.search(r'le="([^"]+)"', line).group(1))  # type: ignore[union-attr]
-            found["runs"][bound] = found["runs"].get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
-            continue
-        if line.startswith("keepwarm_batch_run_seconds_sum{"):
-            found["run_sum"] += float(line.rsplit(" ", 1)[1])
-            continue
-        value = float(line.rsplit(" ", 1)[1])
-        size = re.search(r'size="(\d+)"', line)
-        if line.startswith("keepwarm_batches_total{") and size:
-            found["batches"][int(size.group(1))] = value
-        elif line.startswith("keepwarm_batch_seconds{") and size:
-            found["table"][int(size.group(1))] = value
-        elif line.startswith("keepwarm_batch_requests_total{") and 'outcome="run"' in line:
-            found["run"] += value
-        elif line.startswith("keepwarm_batch_queue_depth{"):
-            found["depth"][line.rsplit(" ", 1)[0]] = value
-        elif line.startswith("keepwarm_batch_queue_seconds_total{"):
-            found["queued"] += value
-        elif line.startswith("keepwarm_batch_rows_total{"):
-            found["padding" if 'kind="padding"' in line else "rows"] += value
-    return found
-
-
-def _request_seconds(line: str, found: dict[str, Any]) -> None:
-    """The server's own latency histogram of answered requests (from the lease to the
-    answer: the body's reading and decoding come before it)."""
-    value = float(line.rsplit(" ", 1)[1])
-    if line.startswith("keepwarm_request_seconds_sum{"):
-        found["served_seconds"] += value
-    elif line.startswith("keepwarm_request_seconds_count{"):
-        found["served"] += value
-    elif (le := re.search(r'le="([^"]+)"', line)) and line.startswith("keepwarm_request_second"):
-        bound = float(le.group(1))
-        found["buckets"][bound] = found["buckets"].get(bound, 0.0) + value
-
-
-def _quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
-    """The upper bound of the histogram bucket holding quantile ``q`` of the span."""
-    counts = sorted((le, n - before.get(le, 0.0)) for le, n in after.items())
-    total = counts[-1][1] if counts else 0.0
-    return next((le for le, n in counts if n >= q * total), float("nan")) if total else float("nan")
-
-
-def _interpolated(before: dict[float, float], after: dict[float, float], q: float) -> float:
-    """Quantile ``q`` of a cumulative histogram's growth between two scrapes, linear
-    within the bucket that holds it (from the bucket below's bound; the last finite
-    bound when it falls past them all)."""
-    counts = sorted((le, n - before.get(le, 0.0)) for le, n in after.items())
-    total = counts[-1][1] if counts else 0.0
-    if not total:
-        return float("nan")
-    rank, low, below = q * total, 0.0, 0.0
-    for le, n in counts:
-        if n >= rank:
-            if le == float("inf"):
-                return low
-            return low + (le - low) * (rank - below) / (n - below) if n > below else le
-        low, below = le, n
-    return low

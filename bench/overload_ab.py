@@ -7,7 +7,16 @@ builds run one after the other, ``--rounds`` times, in a rotating order.
 
 ``bench/serve_batching.py``'s overload cell alone (no peers, no other cell): its server
 serves the MLP beside MobileNetV2, its load is four times the c=32 throughput for 2 s
-(``--quick``) or 10 s: ``--beside mlp --rate 280 --seconds 2``.
+(``--quick``) or 10 s: ``--beside mlp --rate 280 --seconds 2``. The default rate here,
+120 req/s, is about 1.5x that throughput on this machine; serve_batching offers 4x
+(138-300 req/s, as the c=32 cell measured), and the 503s' p99 grows steeply with it
+(session 23, one run: 7.8-10.7 ms at 120 against 26-163 ms at 280, the probe's 2.3-2.9
+against 28-120): compare figures at one rate. ``--rate``, ``--pool`` and ``--loop-nice``
+may each be given several times: every build is run at each combination, in the
+rotation. (At 280 req/s, the server's event loop at nice -10 cut the probe's 503 p99
+from 90-119 to 17-43 ms and its wait for a core per wake-up from 418-451 to 81-116 us,
+but not the load client's p99, and served 0.78x the requests: the loop's share of the
+cores is most of the server's part, the GIL little.)
 
 Prints per build the medians over the rounds of: the p50 and p99 of the 503s (target:
 p99 at most 10 ms), the p99 of the 200s and its bound (max_queue / throughput + one
@@ -31,6 +40,12 @@ from serve import ROOT, write_bodies
 KEYS = (
     "p50_refused_ms",
     "p99_refused_ms",
+    "p99_refused_after_sent_ms",
+    "probe_p50_refused_ms",
+    "probe_p99_refused_ms",
+    "probe_refused",
+    "server_refusal_p50_ms",
+    "server_refusal_p99_ms",
     "p50_ok_ms",
     "p99_ok_ms",
     "bound_ms",
@@ -56,7 +71,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", action="append", required=True, help="NAME=path/to/src")
     parser.add_argument("--models", type=Path, default=ROOT / "examples" / "models")
-    parser.add_argument("--rate", type=float, default=120.0, help="offered req/s")
+    parser.add_argument("--rate", type=float, action="append",
+                        help="offered req/s (default 120); repeatable: each build at each "
+                        "rate, in the rotation")  # fmt: skip
+    parser.add_argument("--pool", type=int, action="append",
+                        help="the client's connection pool (default 64, the clients; 0: no "
+                        "limit); repeatable as --rate")  # fmt: skip
+    parser.add_argument("--loop-nice", type=int, action="append",
+                        help="the server's event loop thread's nice value during the load "
+                        "(default 0: as started); repeatable as --rate")  # fmt: skip
     parser.add_argument("--model", default="mobilenet_v2", help="mobilenet_v2 or mlp")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -65,27 +88,36 @@ def main() -> int:
                         "bench/serve_batching.py's cell (the MLP); repeatable")  # fmt: skip
     args = parser.parse_args()
     trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
-    found: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    varied = args.rate or args.pool or args.loop_nice
+    cells = {
+        f"{name}@{rate:g}/p{pool}/n{nice}" if varied else name: (tree, rate, pool, nice)
+        for name, tree in trees.items()
+        for rate in args.rate or [120.0]
+        for pool in args.pool or [64]
+        for nice in args.loop_nice or [0]
+    }
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in cells}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         body = write_bodies(work)[args.model][0]
         repo = work / "models"
         for model in (args.model, *args.beside):
             shutil.copytree(args.models / model, repo / model)
-        names = list(trees)
+        names = list(cells)
         for round_ in range(args.rounds):
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                env = {**os.environ, "PYTHONPATH": str(trees[name])}
-                result = overload(repo, body, args.seconds, work, args.rate, env, args.model)
+                tree, rate, pool, nice = cells[name]
+                env = {**os.environ, "PYTHONPATH": str(tree)}
+                result = overload(repo, body, args.seconds, work, rate, env, args.model, pool, nice)
                 found[name].append(result)
                 print(name, {k: round(result[k], 2) for k in KEYS}, flush=True)
                 print(name, "503s over 10 ms by quarter second:", result["slow_refusals"])
                 print(name, "503s by quarter second:", result["refusals_by_quarter"])
                 print(name, "503s' phases (p50, p99 ms):", result["refused_phases_ms"])
-    print(f"\n{'build':12s}" + "".join(f"{k:>16s}" for k in KEYS))
+    print(f"\n{'build':20s}" + "".join(f"{k:>16s}" for k in KEYS))
     for name, results in found.items():
         medians = [statistics.median(r[k] for r in results) for k in KEYS]
-        print(f"{name:12s}" + "".join(f"{m:16.2f}" for m in medians))
+        print(f"{name:20s}" + "".join(f"{m:16.2f}" for m in medians))
     return 0
 
 

@@ -33,6 +33,10 @@ _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 )  # fmt: skip
+#: A refusal's own time is tens of microseconds; its target is 10 ms at p99 (issue 9).
+_REFUSAL_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+)  # fmt: skip
 _LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -51,6 +55,13 @@ class Metrics:
         self.in_flight = Gauge(
             "keepwarm_requests_in_flight", "Inference requests received and not yet answered.",
             registry=registry,
+        )  # fmt: skip
+        self.refusals = Histogram(
+            "keepwarm_refusal_seconds",
+            "Seconds from an HTTP request's headers parsed to its 503 for a full batching "
+            "queue (decided before its body is read); the event loop's lateness in reaching "
+            "the request's bytes comes before it.",
+            ("model",), buckets=_REFUSAL_BUCKETS, registry=registry,
         )  # fmt: skip
         self.load_seconds = Histogram(
             "keepwarm_load_seconds", "Time from LOADING to READY or FAILED.", ("model",),
@@ -98,6 +109,10 @@ class Metrics:
     def request(self, model: str, version: str, protocol: str, code: str, seconds: float) -> None:
         """One inference request that ended with ``code`` after ``seconds``."""
         self.requests.record(model, version, protocol, code, seconds)
+
+    def refused(self, model: str, seconds: float) -> None:
+        """A request for ``model`` refused (queue full) ``seconds`` after its headers."""
+        self.refusals.labels(model).observe(seconds)
 
     def on_event(self, event: Event) -> None:
         """A Manager event subscriber: load/unload durations, transitions, cache counts."""

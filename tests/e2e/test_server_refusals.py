@@ -211,3 +211,28 @@ def test_a_client_that_sends_its_whole_body_before_reading_gets_its_503(
             reply = requests.post(server.url + URL, data=body, timeout=30)
             assert reply.status_code == 503 and reply.headers["retry-after"]
         _drain(holding)
+
+
+def test_each_refusal_is_timed_in_the_server_from_its_headers(server: ServerProcess) -> None:
+    """``keepwarm_refusal_seconds`` counts each 503 for a full queue, on both REST
+    protocols, timed from the request's headers parsed: well under the 10 ms target
+    here (nothing else runs), however long the unread body."""
+
+    def count() -> float:
+        return metric(server, "keepwarm_refusal_seconds_count", model="slow")
+
+    def fast() -> float:
+        return metric(server, "keepwarm_refusal_seconds_bucket", model="slow", le="0.01")
+
+    before, before_fast = count(), fast()
+    tf_head = _head(len(LARGE)).replace(URL.encode(), b"/v1/models/slow:predict")
+    with _full(server) as holding:
+        for head in (_head(len(LARGE)), _head(len(LARGE)), tf_head):
+            with _connect(server) as conn:
+                conn.sendall(head)
+                status, _, body = _response(conn)
+                assert status.startswith(b"HTTP/1.1 503"), body
+        _drain(holding)
+    assert count() == before + 3  # the drained requests, served, are not counted
+    assert fast() == before_fast + 3
+    assert metric(server, "keepwarm_refusal_seconds_sum", model="slow") > 0

@@ -1,6 +1,7 @@
-"""``bench/overload.py``: the quantile of a histogram's growth between two scrapes (the
-bound's "one batch": the p99 of ``keepwarm_batch_run_seconds`` over the measured span),
-and the event loop's mean wait for a core (the kernel's schedstat)."""
+"""``bench/overload.py`` and ``bench/overload_metrics.py``: the quantile of a histogram's
+growth between two scrapes (the bound's "one batch": the p99 of
+``keepwarm_batch_run_seconds`` over the measured span), and the event loop's mean wait
+for a core (the kernel's schedstat)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from overload import _by_quarter, _interpolated, _waits, loop_schedstat, parse_metrics
+from overload import _by_quarter, _waits, loop_schedstat
+from overload_metrics import _interpolated, parse_metrics
 
 INF = float("inf")
 
@@ -69,3 +71,15 @@ def test_slow_refusals_are_counted_by_quarter_second() -> None:
         0.25: 1,
         1.0: 1,
     }
+
+
+def test_a_scrape_reads_the_server_refusal_histogram() -> None:
+    text = "\n".join([
+        'keepwarm_refusal_seconds_bucket{le="0.0001",model="mobilenet_v2"} 90.0',
+        'keepwarm_refusal_seconds_bucket{le="0.001",model="mobilenet_v2"} 100.0',
+        'keepwarm_refusal_seconds_bucket{le="+Inf",model="mobilenet_v2"} 100.0',
+        'keepwarm_refusal_seconds_bucket{le="+Inf",model="mlp"} 5.0',
+    ])  # fmt: skip
+    found = parse_metrics(text, "mobilenet_v2")["refusals"]
+    assert found == {0.0001: 90.0, 0.001: 100.0, INF: 100.0}
+    assert _interpolated({}, found, 0.99) == pytest.approx(0.0001 + 0.0009 * 9 / 10)

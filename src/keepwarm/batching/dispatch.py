@@ -1,7 +1,8 @@
 """The running side of a ``Batcher``: its lock, queue and slots; queuing a request, taking and
 running batches on callers' threads (``relay``'s leader/follower) or the executor, failing
-expired requests, and admission (places reserved in the queue). The batcher is its only
-user; what changes the queue or the slots takes the lock, and batches run outside it."""
+expired requests; admission (the full-queue rule, places reserved in the queue) is its base
+``Admission`` (``keepwarm.batching.admission``). The batcher is its only user; what changes
+the queue or the slots takes the lock, and batches run outside it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 
+from keepwarm.batching.admission import Admission
 from keepwarm.batching.batch_queue import BatchQueue, Item
 from keepwarm.batching.executor import Executor
 from keepwarm.batching.latency import LatencyTable
@@ -22,7 +24,7 @@ from keepwarm.batching.stats import BatchStats, account
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 
 
-class Dispatch:
+class Dispatch(Admission):
     """See the module docstring. ``queue`` is the batcher's ``BatchQueue``; ``runner`` runs a
     batch; ``slots`` bounds the batches running at once; ``alone`` (at least ``slots``)
     bounds the requests run at once on their callers' threads while nothing is queued (each
@@ -63,55 +65,6 @@ class Dispatch:
         self._reserved: list[None] = []  # places reserved by requests admitted, not queued
         self.followers = 0  # threads waiting in ``follow`` (written under the lock)
         self._closed = False
-
-    # ---------------------------------------------------------------- admission
-
-    def full(self) -> bool:
-        """Whether a request would be refused now (cancelled requests not counted). Read
-        without the lock unless a queued request was cancelled (it is then purged): a
-        refusal never waits for a batch thread that holds the lock, nor for the
-        interpreter lock that thread needs to let go of it (up to a switch interval)."""
-        items = self.queue.items
-        if len(items) + len(self._reserved) < self.max_queue:
-            return False  # the common case
-        try:
-            if not any(item.future.cancelled() for item in tuple(items)):  # a copy, in C
-                return True  # the refusal's case: full, nothing to purge
-        except RuntimeError:  # changed while copied (the GIL let go mid-copy: rare)
-            pass
-        with self._lock:
-            self.queue.purge(self._clock())
-            return self._full()
-
-    def _full(self) -> bool:
-        """Under the lock: the queue, with its places reserved, refuses requests."""
-        return len(self.queue.items) + len(self._reserved) >= self.max_queue
-
-    def reserve(self) -> bool:
-        """Reserve a place in the queue for a request admitted now (False: full); the
-        caller gives it back with ``unreserve`` once the request is queued or has failed.
-        No lock: ``list.append`` and ``list.pop`` are atomic (two callers at once may
-        pass a queue one place short of full: ``enqueue`` keeps the bound itself)."""
-        if self.full():
-            return False
-        self._reserved.append(None)
-        return True
-
-    def unreserve(self) -> None:
-        self._reserved.pop()
-
-    def refuse(self) -> UnavailableError:
-        """The error of a request refused for a full queue (counted as rejected, without
-        the lock, as ``expire`` counts: a refusal waits for no other thread; two counts
-        at the same instant, here and in ``enqueue``, may lose one)."""
-        self.stats.rejected += 1
-        return self._overloaded(len(self.queue.items) + len(self._reserved))
-
-    def _overloaded(self, queued: int) -> UnavailableError:
-        return UnavailableError(
-            f"model {self.name!r} is overloaded: {queued} requests are queued (max_queue); "
-            "retry later"
-        )
 
     # ---------------------------------------------------------------- requests
 

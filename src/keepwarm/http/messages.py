@@ -4,13 +4,23 @@ limit), the response, and the one place errors become status codes."""
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from keepwarm.errors import Code, InvalidInputError, KeepwarmError, PayloadTooLargeError
+from keepwarm.errors import (
+    Code,
+    InvalidInputError,
+    KeepwarmError,
+    PayloadTooLargeError,
+    UnavailableError,
+)
 from keepwarm.protocol import jsonio
+
+if TYPE_CHECKING:
+    from keepwarm.service import InferenceService
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,6 +53,10 @@ LINGER_SECONDS = 0.5
 #: The extension in a request's ``scope["extensions"]`` whose ``"collector"`` reads its
 #: body whole, when the server's protocol offers it (``http/whole_body.py``).
 WHOLE_BODY = "keepwarm.whole_body"
+#: The extension in a request's ``scope["extensions"]`` whose ``"at"`` is when the server
+#: had parsed the request's headers (``time.perf_counter``), when its protocol notes it
+#: (``http/protocol.py``): a refusal's time in the server is timed from there.
+HEADERS_READ = "keepwarm.headers_read"
 CLIENT_GONE = "the client went away before sending its body"
 
 T = TypeVar("T")
@@ -208,3 +222,18 @@ def header_timeout(request: Request) -> float | None:
             f"Keepwarm-Timeout-Ms {value!r}: expected a positive number of milliseconds"
         )
     return millis / 1000.0
+
+
+def refuse_when_overloaded(service: InferenceService, request: Request) -> None:
+    """``service.refuse_when_overloaded`` for the request's model, before its body is
+    read; a refusal's seconds since the server parsed its headers go to
+    ``keepwarm_refusal_seconds`` (the server's own share of a 503's time: the event
+    loop's lateness in reaching the request's bytes is not in it)."""
+    name = request.params["model"]
+    try:
+        service.refuse_when_overloaded(name)
+    except UnavailableError:
+        read = request.scope.get("extensions", {}).get(HEADERS_READ)
+        if read is not None:
+            service.metrics.refused(name, time.perf_counter() - read["at"])
+        raise

@@ -18,20 +18,22 @@ for ``timeout_keep_alive`` seconds or sets itself again for the rest of that tim
 Each request's scope also carries a ``Collector`` (``http/whole_body.py``): an app that
 reads the whole body gets it in one piece, read without uvicorn's pause every 64 KiB, and
 the rest of a large body of declared length is read straight into the ``bytes`` it
-becomes (``read_into``, ``http/direct_body.py``).
+becomes (``read_into``, ``http/direct_body.py``); and the instant its headers were parsed,
+from which a refusal is timed (``HEADERS_READ``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from keepwarm.http.direct_body import BodyInto
-from keepwarm.http.messages import WHOLE_BODY
+from keepwarm.http.messages import HEADERS_READ, WHOLE_BODY
 from keepwarm.http.whole_body import Collector
 
 #: A body up to this size is joined to its header block (one copy, one buffer); a larger
@@ -95,7 +97,10 @@ class OneWriteProtocol(HttpToolsProtocol):
             cycle.transport = writer  # type: ignore[assignment]
             cycle.on_response = writer.on_response
             self._collector = Collector(cycle, self.flow, self.read_into)
-            self.scope["extensions"] = {WHOLE_BODY: {"collector": self._collector}}
+            self.scope["extensions"] = {
+                WHOLE_BODY: {"collector": self._collector},
+                HEADERS_READ: {"at": perf_counter()},
+            }
 
     def read_into(self, view: memoryview, start: int, keep: bytes) -> None:
         """The rest of the current request's body read into ``view[start:]`` by a

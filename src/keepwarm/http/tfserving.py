@@ -12,6 +12,7 @@ from keepwarm.http.messages import (
     header_timeout,
     json_response,
     parse_off_loop,
+    refuse_when_overloaded,
 )
 from keepwarm.http.router import Route
 from keepwarm.protocol import tflean, tfserving
@@ -57,7 +58,7 @@ class TfServingRoutes:
         service = self.service
         if service.shutting_down:
             raise UnavailableError("the server is shutting down; retry on another server")
-        service.refuse_when_overloaded(request.params["model"])  # before reading the body
+        refuse_when_overloaded(service, request)  # before reading the body
         depth = self.max_json_depth
         body = await request.body()
         # A plain small body in one parse (``tflean``), else the usual way

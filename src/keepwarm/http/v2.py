@@ -13,6 +13,7 @@ from keepwarm.http.messages import (
     header_timeout,
     json_response,
     parse_off_loop,
+    refuse_when_overloaded,
 )
 from keepwarm.http.router import Route
 from keepwarm.protocol import jsonio, v2, v2lean, v2meta
@@ -114,7 +115,7 @@ class V2Routes:
         service = self.service
         if service.shutting_down:  # before reading the body: refuse at once
             raise UnavailableError("the server is shutting down; retry on another server")
-        service.refuse_when_overloaded(request.params["model"])  # as at once
+        refuse_when_overloaded(service, request)  # as at once
         body = await request.body()
         length = _header_length(request)
         depth = self.max_json_depth
