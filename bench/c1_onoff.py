@@ -134,9 +134,12 @@ def report(c: int, trees: list[str], runs: dict[str, list[dict[str, float]]]) ->
         ratios = [a["rps"] / b["rps"] for a, b in zip(on, off, strict=True)]
         diffs = [a["p50_ms"] - b["p50_ms"] for a, b in zip(on, off, strict=True)]
         cpu = [a["cpu_us"] / b["cpu_us"] for a, b in zip(on, off, strict=True)]
+        more = {key: statistics.median(a[key] - b[key] for a, b in zip(on, off, strict=True))
+                for key in ("cpu_us", "loop_us")}  # fmt: skip
         print(f"{tree}: on/off req/s {statistics.median(ratios):.3f}x "
               f"{[round(r, 3) for r in ratios]}; p50 on-off {statistics.median(diffs):+.3f} ms; "
-              f"CPU/req on/off {statistics.median(cpu):.3f}x")  # fmt: skip
+              f"CPU/req on/off {statistics.median(cpu):.3f}x; on-off per request: "
+              f"CPU {more['cpu_us']:+.1f} us, loop {more['loop_us']:+.1f} us")  # fmt: skip
     if len(trees) > 1:
         base, now = runs[f"{trees[0]}/on"], runs[f"{trees[-1]}/on"]
         ratios = [a["rps"] / b["rps"] for a, b in zip(now, base, strict=True)]

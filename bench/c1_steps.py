@@ -5,7 +5,11 @@ bare hop (``keepwarm.hop.HopPool`` running ``keepwarm.load``'s predict, the floo
 ``bench/c1_floor.py``'s ``bare-hop``), in alternating blocks. Per side, per request: the
 event loop's thread CPU, the worker thread's CPU (``pthread_getcpuclockid``) and the wall
 time; then the service's pieces one by one on this thread (admission, lease, the request
-book, the batching checks), each timed over many calls.
+book, the batching checks), each timed over many calls; last, the worker's step (``begin``)
+on and off with the model's call taken out (a kept answer): batching's own Python, which
+alone is steady enough to compare (the worker's per-request on-off figure above gave
++7 to +21 µs in runs of one build, on a busy machine, where this gave +1 µs). Context
+switches per request per thread are read from /proc.
 
     python bench/c1_steps.py --models .test-cache/examples/models --batching both
 
@@ -39,6 +43,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def thread_cpu(ident: int) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(ident))
+
+
+def switches(ident: int) -> int:
+    """Thread ``ident``'s context switches so far (voluntary and not), from /proc."""
+    native = next(t.native_id for t in threading.enumerate() if t.ident == ident)
+    total = 0
+    with open(f"/proc/self/task/{native}/status") as status:
+        for line in status:
+            if "ctxt_switches" in line:
+                total += int(line.split()[-1])
+    return total
 
 
 def thread_named(prefix: str) -> int:
@@ -98,14 +113,68 @@ def pieces(service: Any, calls: int) -> None:
     lease.release()
 
 
-async def compare(services: dict[str, Any], model_dir: Path, rounds: int, count: int) -> None:
+def take_out_model(lease: Any) -> Callable[[], None]:
+    """The MLP's call in ``lease``'s path (batching on: the batcher's; off: the leased
+    model's, kept per version) answers at once with its answer to zeros; the undo."""
+    answer = lease.model.predict({"image": np.zeros((1, 784), np.float32)})
+    raw = lease.model.raw
+    owner = raw.batcher._loose if hasattr(raw, "batcher") else lease.model
+    call = owner._predict
+    owner._predict = lambda inputs: answer
+
+    def put_back() -> None:
+        owner._predict = call
+
+    return put_back
+
+
+def model_free(services: dict[str, Any], calls: int, rounds: int = 15) -> None:
+    """Batching's own Python on a worker, the model taken out: ``begin`` (the worker's
+    step) on each side with the model's call answering at once with a kept answer, in
+    alternating blocks on this thread. Deterministic work only, so the on-off figure is
+    steady where the full request's (a model call's noise on top) is not."""
+    from keepwarm.batching.serving import begin
+
+    x = {"image": np.zeros((1, 784), np.float32)}
+    taken, steps, undo = [], {}, []
+    for name, service in services.items():
+        lease, _ = service._leases.take_ready("mlp", None, None)
+        taken.append(lease)
+        undo.append(take_out_model(lease))
+        steps[name] = lambda model=lease.model, lease=lease: begin(model, x, None, lease)
+    figures: dict[str, list[float]] = {name: [] for name in steps}
+    try:
+        for index in range(rounds):
+            for name in list(steps)[:: 1 if index % 2 else -1]:
+                figures[name].append(per_call_us(steps[name], calls // 5))
+    finally:
+        for put_back in undo:
+            put_back()
+        for lease in taken:
+            lease.release()
+    print("the worker's step (begin) with the model's call taken out (CPU us per call):")
+    for name, values in figures.items():
+        print(f"    {statistics.median(values):6.2f} us  {name}")
+    if len(figures) == 2:
+        on, off = figures["keepwarm-on"], figures["keepwarm-off"]
+        diff = statistics.median(a - b for a, b in zip(on, off, strict=True))
+        print(f"    {diff:+6.2f} us  on - off (median per-round difference)")
+
+
+async def compare(
+    services: dict[str, Any], model_dir: Path, rounds: int, count: int, model: bool = True
+) -> None:
     """``services`` (``keepwarm-on``/``keepwarm-off``, one or both) against a bare hop,
-    in alternating blocks: per side, per request, loop and worker thread CPU and wall."""
+    in alternating blocks: per side, per request, loop and worker thread CPU and wall.
+    ``model`` false: every side's model call answers at once (``take_out_model``)."""
     import keepwarm
     from keepwarm.hop import HopPool
 
     x = {"image": np.random.default_rng(0).random((1, 784), np.float32)}
     predict = keepwarm.load(str(model_dir)).predict
+    if not model:
+        answer = predict(x)
+        predict = lambda inputs: answer  # noqa: E731
     pool = HopPool(1, "bare-hop")
     workers: dict[str, int] = {}
 
@@ -135,22 +204,27 @@ async def compare(services: dict[str, Any], model_dir: Path, rounds: int, count:
         for side in sides.values():
             await side()
     loop_thread = threading.get_ident()
-    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
+    figures: dict[str, list[tuple[float, ...]]] = {name: [] for name in sides}
     for index in range(rounds):
         shift = index % len(sides)
         order = list(sides)[shift:] + list(sides)[:shift]
         for name in order if index % 2 == 0 else reversed(order):
             side, worker = sides[name], workers[name]
+            loop_cs0, worker_cs0 = switches(loop_thread), switches(worker)
             loop0, worker0, wall0 = thread_cpu(loop_thread), thread_cpu(worker), time.perf_counter()
             for _ in range(count):
                 await side()
             figures[name].append(((thread_cpu(loop_thread) - loop0) / count * 1e6,
                                   (thread_cpu(worker) - worker0) / count * 1e6,
-                                  (time.perf_counter() - wall0) / count * 1e6))  # fmt: skip
-    print("side           loop us  worker us  wall us   (per request, medians over rounds)")
+                                  (time.perf_counter() - wall0) / count * 1e6,
+                                  (switches(loop_thread) - loop_cs0) / count,
+                                  (switches(worker) - worker_cs0) / count))  # fmt: skip
+    print("side           loop us  worker us  wall us  loop cs  worker cs  (per request, medians)")
     for name, rows in figures.items():
-        loop, worker, wall = (statistics.median(column) for column in zip(*rows, strict=True))
-        print(f"{name:13s} {loop:8.1f} {worker:10.1f} {wall:8.1f}")
+        loop, worker, wall, loop_cs, worker_cs = (
+            statistics.median(column) for column in zip(*rows, strict=True)
+        )
+        print(f"{name:13s} {loop:8.1f} {worker:10.1f} {wall:8.1f} {loop_cs:8.2f} {worker_cs:10.2f}")
     pairs = [(name, "bare-hop") for name in services]
     if len(services) == 2:
         pairs.append(("keepwarm-on", "keepwarm-off"))
@@ -159,7 +233,9 @@ async def compare(services: dict[str, Any], model_dir: Path, rounds: int, count:
             [a - b for a, b in zip(m, f, strict=True)]
             for m, f in zip(figures[mine], figures[floor], strict=True)
         ]
-        loop, worker, wall = (statistics.median(column) for column in zip(*above, strict=True))
+        loop, worker, wall = (
+            statistics.median(column) for column in list(zip(*above, strict=True))[:3]
+        )
         print(f"{mine} - {floor}: loop {loop:+.1f}  worker {worker:+.1f}  wall {wall:+.1f} us"
               "   (median per-round difference)")  # fmt: skip
     pool.close()
@@ -171,6 +247,9 @@ def main() -> None:
     parser.add_argument("--batching", choices=("on", "off", "both"), default="on")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=2000, help="per side per round")
+    parser.add_argument(
+        "--no-model", action="store_true", help="every side's model call answers at once"
+    )
     args = parser.parse_args()
     sys.setswitchinterval(0.0005)  # keepwarm serve's
     from keepwarm.repository import Repository
@@ -198,10 +277,16 @@ def main() -> None:
             import uvloop
 
             model_dir = Path(tmp) / modes[0] / "mlp" / "1"
-            uvloop.run(compare(services, model_dir, args.rounds, args.requests))
+            if args.no_model:
+                for service in services.values():
+                    lease, _ = service._leases.take_ready("mlp", None, None)
+                    take_out_model(lease)  # kept: the leased model is the version's
+                    lease.release()
+            uvloop.run(compare(services, model_dir, args.rounds, args.requests, not args.no_model))
             for name, service in services.items():
                 print(f"pieces, {name} (this thread's CPU per call):")
                 pieces(service, 20000)
+            model_free(services, 20000)
         finally:
             for service in services.values():
                 service.close()

@@ -49,7 +49,7 @@ from batching_ab import in_process, interleaved
 from binary_limit import LUA_BINARY, Limit, write_binary_bodies
 from binary_limit import interleaved as against_limit
 from environment import environment as recorded_environment
-from overload import overload
+from overload import overload, warm
 from peer_runs import PeerResults, direct_answers, failed_peers, peer_names, run_peers
 from peers import PEERS, Batching, Peer, first_200, settle
 from serve import BODIES, LUA, MODELS, ROOT, Served, inputs, write_bodies, wrk
@@ -159,6 +159,10 @@ def main() -> int:
         servers = {batching: serve(repo, firsts) for batching, repo in repos.items()}
         many = serve(repos[True], firsts, processes=args.processes) if args.processes > 1 else None
         try:
+            # The buckets past 1 warm on a thread after READY: MobileNetV2's took ~1 core
+            # for 1.5-2 s after the first 200s, beside the MLP's first cells (on's only).
+            for model in MODELS:
+                warm(servers[True].url, 32, model)
             for model in MODELS:
                 urls = {batching: served.infer_url(model) for batching, served in servers.items()}
                 for url in urls.values():
