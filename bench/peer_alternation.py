@@ -125,7 +125,11 @@ def alternated(
             batching = best_config(peers, way, model, configs)
             print(f"peer {way} {batching or 'off'}: {model} alternated with keepwarm ...",
                   flush=True)  # fmt: skip
-            peer = start(way, versions, workdir, batching)
+            try:
+                peer = start(way, versions, workdir, batching)
+            except PeerFailed as exc:
+                peers.failed[way] = f"alternated with keepwarm: {exc}"
+                continue
             try:
                 try:
                     first_200(peer, {m: body for m, (body, _) in checks.items()})
