@@ -22,7 +22,10 @@ process, as ``bench/serve.py`` does (its helpers are reused):
    SavedModel signature at its best over ``max_batch_size`` 8, 16, 32 x delay 0, 2, 5 ms
    (``--quick``: 8, 32 x 0, 5), each cell the median of 3 wrk runs (``--quick``: 1), 32
    clients, the same bodies. Targets: MLP at least 2x PyTriton's; MobileNetV2 with JSON
-   at least 1.1x the best peer's. PyTriton with binary tensors is reported, not counted.
+   at least 1.1x the best peer's, judged on medians of rounds that alternate the peer at
+   its best configuration with keepwarm's (``bench/peer_alternation.py``): the sweep runs
+   minutes after keepwarm's cells, and the machine's speed drifts between minutes. The
+   sweep's figures are printed too. PyTriton with binary tensors is reported, not counted.
    A peer that fails to install, start or answer as the direct call fails the run.
 5. The concurrency-32 cells (MLP JSON, MobileNetV2 JSON and binary) on one server
    process and on ``--processes N`` (default: one per core), both reported; the 32-client
@@ -50,6 +53,7 @@ from binary_limit import LUA_BINARY, Limit, write_binary_bodies
 from binary_limit import interleaved as against_limit
 from environment import environment as recorded_environment
 from overload import overload, warm
+from peer_alternation import alternated, peer_targets
 from peer_runs import PeerResults, direct_answers, failed_peers, peer_names, run_peers
 from peers import PEERS, Batching, Peer, first_200, settle
 from serve import BODIES, LUA, MODELS, ROOT, Served, inputs, write_bodies, wrk
@@ -83,9 +87,13 @@ def peer_sweep(
     scripts: tuple[Path, Path],
     seconds: float,
     quick: bool,
-) -> PeerResults:
+    keepwarm: dict[str, Served],
+    rounds: int,
+) -> tuple[PeerResults, dict[str, list[dict[str, Any]]]]:
     """32 clients on each peer at its best over the batching grid: MLP and MobileNetV2 with
-    JSON, MobileNetV2 with binary tensors where the peer takes them; medians of ``runs``."""
+    JSON, MobileNetV2 with binary tensors where the peer takes them; medians of ``runs``.
+    Then each JSON target's peers (PyTriton for MLP, all for MobileNetV2) at their best,
+    alternated with ``keepwarm``'s configurations for ``rounds`` (``peer_alternation``)."""
     sizes, delays, runs = ((8, 32), (0, 5), 1) if quick else ((8, 16, 32), (0, 2, 5), 3)
     configs = [Batching(size, delay) for size in sizes for delay in delays]
     answers = direct_answers(repo, {model: inputs(model, 1)[0] for model in MODELS})
@@ -111,7 +119,10 @@ def peer_sweep(
         return cells
 
     versions = {model: repo / model / "1" for model in MODELS}
-    return run_peers(names, versions, checks, repo.parent / "peers", configs, measure)
+    peers = run_peers(names, versions, checks, repo.parent / "peers", configs, measure)
+    wanted = {"mlp": [n for n in names if n == "pytriton"], "mobilenet_v2": names}
+    return peers, alternated(wanted, peers, configs, versions, checks, repo.parent / "peers",
+                             keepwarm, files, scripts[0], int(seconds), rounds)  # fmt: skip
 
 
 def main() -> int:
@@ -131,6 +142,7 @@ def main() -> int:
     seconds = 2.0 if args.quick else 10.0
     rounds = 4 if args.quick else 6
     per_round = 1 if args.quick else 2  # seconds: wrk takes whole seconds
+    c32_rounds = rounds if args.quick else 3  # the c=32 JSON cells run ``seconds`` each
 
     def cell(model: str, batching: bool, c: int, body: str = "json") -> dict[str, Any]:
         return next(
@@ -161,8 +173,9 @@ def main() -> int:
         try:
             # The buckets past 1 warm on a thread after READY: MobileNetV2's took ~1 core
             # for 1.5-2 s after the first 200s, beside the MLP's first cells (on's only).
-            for model in MODELS:
-                warm(servers[True].url, 32, model)
+            for model in MODELS:  # (on --processes N: once one process shows it warm)
+                for served in [servers[True], *([many] if many else [])]:
+                    warm(served.url, 32, model)
             for model in MODELS:
                 urls = {batching: served.infer_url(model) for batching, served in servers.items()}
                 for url in urls.values():
@@ -179,7 +192,7 @@ def main() -> int:
                 # Runs as long as a peer's (``seconds``): at 32 clients a MobileNetV2 answer
                 # takes ~0.3 s, and a run counts none in its first batch's time.
                 c32_rows = json_cells(servers[True], many, args.processes, files, int(seconds),
-                                      rounds if args.quick else 3, script)  # fmt: skip
+                                      c32_rounds, script)  # fmt: skip
             else:
                 c32_rows = [
                     {**cell(m, True, 32), "processes": 1, "ratio_to_1": 1.0} for m in MODELS
@@ -202,8 +215,16 @@ def main() -> int:
             for served in [*servers.values(), *([many] if many else [])]:
                 served.stop()
         threads = in_process(repos[False] / "mlp", inputs("mlp", 1)[0], THREADS, per_round, rounds)
-        peers = peer_sweep(names, work / "models-False", files, binary, (script, script_binary),
-                           seconds, args.quick)  # fmt: skip
+        # keepwarm's c=32 configurations up again, alternated with each peer's best
+        sides = {label(n): serve(repos[True], firsts, processes=n)
+                 for n in sorted({1, args.processes}) if names}  # fmt: skip
+        try:
+            peers, alternation = peer_sweep(names, work / "models-False", files, binary,
+                                            (script, script_binary), seconds, args.quick, sides,
+                                            c32_rounds)  # fmt: skip
+        finally:
+            for served in sides.values():
+                served.stop()
         limit = found_limit["limit"]["rps"]
         capacity = cell("mobilenet_v2", True, 32)["rps"]
         over = overload(repos[True], files["mobilenet_v2"][0], seconds, work, 4 * capacity)
@@ -251,24 +272,7 @@ def main() -> int:
            f"{over['p99_ok_ms']:.1f} ms vs {over['bound_ms']:.1f} ms",
            over["p99_ok_ms"] <= over["bound_ms"])  # fmt: skip
 
-    def peer(model: str, way: str, body: str = "json") -> float:
-        found = [
-            x["rps"] for x in peers.cells if (x["model"], x["way"], x["body"]) == (model, way, body)
-        ]
-        return found[0] if found else float("nan")
-
-    mlp_rps = best(c32("mlp"))[1]
-    if "pytriton" in peers.cold_s:
-        triton = peer("mlp", "pytriton")
-        target("mlp c=32 >= 2x PyTriton's best (keepwarm's best configuration)",
-               f"{judged(c32('mlp'))} vs 2 x {triton:.0f}", mlp_rps >= 2 * triton)  # fmt: skip
-    if peers.cold_s:
-        best_way = max(peers.cold_s, key=lambda way: peer("mobilenet_v2", way))
-        best_peer = peer("mobilenet_v2", best_way)
-        mn_rps = best(c32("mobilenet_v2"))[1]
-        target("mobilenet_v2 c=32 JSON >= 1.1x the best peer's (keepwarm's best configuration)",
-               f"{judged(c32('mobilenet_v2'))} vs 1.1 x {best_peer:.0f} ({best_way})",
-               mn_rps >= 1.1 * best_peer)  # fmt: skip
+    targets.extend(peer_targets(alternation, peers))
     targets.extend(failed_peers(peers))
     print(f"{'model':14s}{'body':8s}{'batching':>9s}{'c':>4s}{'req/s':>9s}{'p50 ms':>9s}"
           f"{'p99 ms':>9s}")  # fmt: skip
@@ -293,6 +297,7 @@ def main() -> int:
                    "cells": cells, "ratios": [{"model": m, "c": c, **r} for (m, c), r
                                               in ratios.items()],
                    "in_process": threads, "peers": peers.cells, "peers_failed": peers.failed,
+                   "peers_alternated": alternation,
                    "limit_batch32": limit, "c32": c32_rows, "memory_mb": memory,
                    "binary_vs_limit": found_limit, "overload": over,
                    "targets": targets}  # fmt: skip

@@ -75,7 +75,8 @@ def test_a_process_tree_is_read_whole() -> None:
     code = (
         "import subprocess, sys, time\n"
         "child = subprocess.Popen([sys.executable, '-c', "
-        "'import time\\nend = time.time() + 30\\nwhile time.time() < end: pass'])\n"
+        "'import time\\nfor _ in range(3): time.sleep(0.01)\\n'\n"
+        "'end = time.time() + 30\\nwhile time.time() < end: pass'])\n"
         "print(child.pid, flush=True)\n"
         "child.wait()\n"
     )
@@ -88,12 +89,18 @@ def test_a_process_tree_is_read_whole() -> None:
             assert set(tree_pids(parent.pid)) == {parent.pid, child}
             own = tree_cpu_seconds(child)
             deadline = 200
-            while tree_cpu_seconds(parent.pid) <= own and deadline:  # the child's CPU counts
+            # The child's CPU counts; its sleeps give it switches (a busy loop alone on an idle
+            # core may never be switched out).
+            while (tree_cpu_seconds(parent.pid) <= own or not tree_switches(child)) and deadline:
                 deadline -= 1
                 subprocess.run(["sleep", "0.01"], check=True)
             assert tree_cpu_seconds(parent.pid) > 0
-            assert tree_switches(parent.pid) >= tree_switches(child) > 0
-            assert tree_faults(parent.pid) >= tree_faults(child) > 0
+            # The child's counters are read first: they only grow, so the tree's read after
+            # includes at least as many (read the other way round, the busy child's
+            # switches could pass the tree's between the two reads).
+            switches, faults = tree_switches(child), tree_faults(child)
+            assert tree_switches(parent.pid) >= switches > 0
+            assert tree_faults(parent.pid) >= faults > 0
             assert pss_mb(parent.pid) > pss_mb(child) > 0
         finally:
             os.kill(child, signal.SIGTERM)
