@@ -29,7 +29,7 @@ from typing import Any
 
 from batching_ab import interleaved
 from binary_limit import batch_sizes, new_batches
-from proc_stats import tree_pids
+from keepwarm.process_memory import tree_pss_bytes
 from serve import MODELS, Served, wrk
 
 C = 32
@@ -74,15 +74,9 @@ def judged(figures: Mapping[str, float], unit: str = "req/s", digits: int = 0) -
 
 def pss_mb(pid: int) -> float:
     """The proportional set size of ``pid``'s process tree, MB (shared pages divided among
-    the processes that map them, so the sum is what the tree holds)."""
-    total = 0
-    for current in tree_pids(pid):
-        try:
-            text = Path(f"/proc/{current}/smaps_rollup").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        total += next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:"))
-    return total / 1024
+    the processes that map them, so the sum is what the tree holds): the server's own
+    reading (``keepwarm.process_memory.tree_pss_bytes``)."""
+    return tree_pss_bytes(pid) / 2**20
 
 
 def json_cells(
