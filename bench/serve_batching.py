@@ -79,6 +79,16 @@ def serve(
     return served
 
 
+def warm_buckets(servers: list[Served]) -> None:
+    """Wait until each batching server's buckets up to 32 are warm for every model: they
+    warm on a thread after READY (MobileNetV2's took ~1 core for 1.5-2 s after the first
+    200s), beside whatever is measured then. With ``--processes N``: once one of its
+    processes shows them warm."""
+    for served in servers:
+        for model in MODELS:
+            warm(served.url, 32, model)
+
+
 def peer_sweep(
     names: list[str],
     repo: Path,
@@ -171,11 +181,7 @@ def main() -> int:
         servers = {batching: serve(repo, firsts) for batching, repo in repos.items()}
         many = serve(repos[True], firsts, processes=args.processes) if args.processes > 1 else None
         try:
-            # The buckets past 1 warm on a thread after READY: MobileNetV2's took ~1 core
-            # for 1.5-2 s after the first 200s, beside the MLP's first cells (on's only).
-            for model in MODELS:  # (on --processes N: once one process shows it warm)
-                for served in [servers[True], *([many] if many else [])]:
-                    warm(served.url, 32, model)
+            warm_buckets([servers[True], *([many] if many else [])])
             for model in MODELS:
                 urls = {batching: served.infer_url(model) for batching, served in servers.items()}
                 for url in urls.values():
@@ -219,6 +225,7 @@ def main() -> int:
         sides = {label(n): serve(repos[True], firsts, processes=n)
                  for n in sorted({1, args.processes}) if names}  # fmt: skip
         try:
+            warm_buckets(list(sides.values()))  # not beside the peers' sweep
             peers, alternation = peer_sweep(names, work / "models-False", files, binary,
                                             (script, script_binary), seconds, args.quick, sides,
                                             c32_rounds)  # fmt: skip
