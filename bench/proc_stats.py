@@ -6,22 +6,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from keepwarm.process_memory import descendants
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 def tree_pids(pid: int) -> list[int]:
     """``pid`` and its live descendants (a ``--processes N`` server's supervisor and its
-    server processes), those that end meanwhile left out."""
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        found.append(current)
-    return found
+    server processes), read as the server reads its own tree
+    (``keepwarm.process_memory.descendants``); none when ``pid`` has ended."""
+    if not Path(f"/proc/{pid}").exists():
+        return []
+    return [pid, *descendants(pid)]
 
 
 def tree_cpu_seconds(pid: int) -> float:
