@@ -2,7 +2,8 @@
 survives a shared machine whose speed drifts within minutes.
 
 Each side is a source tree (``--tree NAME=PATH/src``, the same tree twice with
-different ``--env NAME:VAR=VALUE``) or a commit (``--commit NAME=REV``,
+different ``--env NAME:VAR=VALUE``; ``--off NAME``: that side serves the model without
+its ``model.toml``, batching off) or a commit (``--commit NAME=REV``,
 checked out into a temporary worktree and removed at the end). All the servers run at
 once, on the same copy of the example models; each cell (model, concurrency) alternates
 short ``wrk`` runs over the sides, ``--rounds`` times, in a rotating order, so that the
@@ -83,6 +84,9 @@ def main() -> int:
                              "Serving (rows)")  # fmt: skip
     parser.add_argument("--env", action="append", default=[],
                         help="NAME:VAR=VALUE, an environment variable for one side")  # fmt: skip
+    parser.add_argument("--off", action="append", default=[],
+                        help="NAME: that side serves the model without its model.toml "
+                             "(batching off)")  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/ab.py needs wrk (apt-get install wrk)")
@@ -106,6 +110,9 @@ def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
     repo = scratch / "models"
     repo.mkdir()
     shutil.copytree(args.models / args.model, repo / args.model)
+    plain = scratch / "models-off"  # the same model without its [batching] table
+    shutil.copytree(args.models / args.model, plain / args.model)
+    (plain / args.model / "model.toml").unlink(missing_ok=True)
     script = scratch / "bodies.lua"
     script.write_text(LUA)
     v2 = write_bodies(scratch)[args.model]
@@ -116,7 +123,8 @@ def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
     try:
         for name, src in trees.items():
             env = side_environment(name, src, args.env)
-            servers[name] = Served(repo, env=env, extra=args.serve_args.split())
+            where = plain if name in args.off else repo
+            servers[name] = Served(where, env=env, extra=args.serve_args.split())
             first_200(servers[name], {args.model: v2[0].read_bytes()})
         names = list(servers)
         for c in (int(x) for x in args.c.split(",")):
