@@ -126,19 +126,3 @@ def run_clients(count: int, client: Callable[[int], None], timeout: float = 120)
     assert not any(t.is_alive() for t in threads), "a client did not finish"
     if errors:
         raise errors[0]
-
-
-# Latency tables (seconds per bucket): MobileNetV2-like, about the same time per row from
-# 8 rows up, 12.5 ms per row; MLP-like, a batch well under a millisecond.
-LONG_SECONDS = {1: 0.024, 2: 0.034, 4: 0.052, 8: 0.1, 16: 0.2, 32: 0.4}
-SHORT_SECONDS = {1: 0.0002, 2: 0.00021, 4: 0.00022, 8: 0.00025, 16: 0.0003, 32: 0.0004}
-
-
-def measured_table(seconds: dict[int, float]) -> Any:
-    """A ``LatencyTable`` for up to 32 rows whose buckets measured ``seconds``."""
-    from keepwarm.batching import LatencyTable
-
-    table = LatencyTable(32)
-    for bucket, value in seconds.items():
-        table.record(bucket, value)
-    return table

@@ -28,8 +28,7 @@ class Dispatch(Admission):
     """See the module docstring. ``queue`` is the batcher's ``BatchQueue``; ``runner`` runs a
     batch; ``slots`` bounds the batches running at once; ``alone`` (at least ``slots``)
     bounds the requests run at once on their callers' threads while nothing is queued (each
-    alone, as unbatched), and up to twice ``slots`` while requests are few and batches
-    short (``Pipeline.few``); once a queue builds, batches run on ``slots`` only (runs past it
+    alone, as unbatched); once a queue builds, batches run on ``slots`` only (runs past it
     give their slot back). ``loose``: ``Batcher.predict``'s callers that run alone without
     the lock (``keepwarm.batching.loose``); their runs count as running here."""
 
@@ -59,9 +58,6 @@ class Dispatch(Admission):
         self._executor = executor
         self._slots = slots
         self._alone = max(alone, slots)
-        # Runs side by side past the slots while requests are few and batches short; none
-        # for a model whose calls past its slots would wait anyway (its processes: no crowd).
-        self._side = self._alone if loose.crowd < 1 else max(self._alone, 2 * slots)
         self._loose = loose
         self._clock = clock
         self._lock = threading.Lock()
@@ -121,7 +117,7 @@ class Dispatch(Admission):
             running = self._running
             busy = running + len(self._loose.runs)
             if (
-                (busy >= self._alone and not (busy < self._side and pipeline.few(self._side)))
+                busy >= self._alone
                 or queue.items
                 or (busy and not pipeline.alone(busy))
                 or self._closed
@@ -152,15 +148,13 @@ class Dispatch(Admission):
 
     @property
     def idle(self) -> bool:
-        """Nothing is queued, and either nothing runs and lately one request came at a
-        time, or requests are few and batches short (``Pipeline.few``: each runs at once
-        beside the others, ``run_now``); a snapshot."""
-        if self.queue.items:
-            return False
-        pipeline = self.queue.pipeline
-        if not self._running and not self._loose.runs and pipeline.seen <= 1:
-            return True
-        return pipeline.few(self._side)
+        """Nothing runs or is queued, and lately one request at a time (a snapshot)."""
+        return (
+            not self._running
+            and not self._loose.runs
+            and not self.queue.items
+            and self.queue.pipeline.seen <= 1
+        )
 
     def fold(self) -> None:
         """Count the runs ``loose`` did (its outcomes kept meanwhile)."""

@@ -39,15 +39,7 @@ lately, lowered by one row per batch taken, so that it follows clients that leav
 rows up to the half: a seeded figure (a bucket's first call, at warmup: an upper bound)
 never counts, nor one bucket alone slowed once.
 
-Few requests and short batches (``few``): while the rows in the system are at most the
-requests that may run side by side, and a batch takes far less than a request's own trip
-through the server, each request runs at once beside the others, as unbatched, rather
-than queue behind a running batch: waiting for it cost a request more than the batch
-saved (MLP at 4 clients over HTTP: a third of the requests waited 0.38 ms on average
-for a batch of well under a millisecond, p50 +0.16-0.22 ms above batching off).
-
-Not thread-safe: the batcher calls every method under its lock (``few`` and ``seen``
-are also read without it, as snapshots).
+Not thread-safe: the batcher calls every method under its lock.
 """
 
 from __future__ import annotations
@@ -59,12 +51,6 @@ LONG_BATCH_SECONDS = 0.02
 #: Halves smaller than this serve a row for clearly more (MobileNetV2, CPU per image:
 #: batch 1 2.1x, 4 1.15x, 8 to 32 within 6% of each other), so they are not formed.
 MIN_HALF_ROWS = 8
-#: A batch this short (the fastest measured of the buckets that would hold the requests
-#: that may run side by side) is well under a request's trip through the server (parse,
-#: hop, encode: about a millisecond on 2 cores), so that waiting for one costs a request
-#: more than batching a few saves; MobileNetV2's batch of 1 takes 15-30 ms, the MLP's
-#: 0.1-1.5 ms (with the interpreter lock shared).
-SHORT_BATCH_SECONDS = 0.004
 
 
 class Pipeline:
@@ -132,17 +118,3 @@ class Pipeline:
     def alone(self, running: int) -> bool:
         """Whether a request may run alone, at once, beside ``running`` batches."""
         return not (self.on and running)
-
-    def few(self, side: int) -> bool:
-        """Whether requests are few and batches short (see the module docstring): at most
-        ``side`` rows in the system lately, and a measured batch of a bucket up to
-        ``side`` rows takes at most ``SHORT_BATCH_SECONDS`` (the fastest of them: one
-        slowed once does not count)."""
-        if self.on or self.seen > side:
-            return False
-        known = [
-            seconds
-            for bucket in self.latency.buckets
-            if bucket <= side and (seconds := self.latency.measured(bucket)) is not None
-        ]
-        return bool(known) and min(known) <= SHORT_BATCH_SECONDS

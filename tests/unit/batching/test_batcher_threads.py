@@ -13,7 +13,7 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from keepwarm.batching import Batcher, LatencyTable, ThreadExecutor
+from keepwarm.batching import Batcher, ThreadExecutor
 from support.batch_models import InlineExecutor, RowModel
 from support.batch_models import x_rows as _x
 from support.waiting import wait_until
@@ -28,12 +28,7 @@ def test_start_runs_on_the_callers_thread_when_a_slot_is_free(executor: ThreadEx
         threads.append(threading.get_ident())
         return inner.predict(inputs)
 
-    # Batches long enough that a request waits for a busy slot rather than run beside it
-    # (short ones, with few requests: ``test_batching_side``).
-    table = LatencyTable(32)
-    for bucket in table.buckets:
-        table.record(bucket, 0.05)
-    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0, latency=table)
+    batcher = Batcher(predict, name="m", executor=executor, max_delay_ms=0)
     gate.set()
     done = batcher.start(_x(1))
     assert done.done() and threads == [threading.get_ident()]  # no hand-off when idle
