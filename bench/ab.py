@@ -107,12 +107,7 @@ def remove_worktrees(made: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
-    repo = scratch / "models"
-    repo.mkdir()
-    shutil.copytree(args.models / args.model, repo / args.model)
-    plain = scratch / "models-off"  # the same model without its [batching] table
-    shutil.copytree(args.models / args.model, plain / args.model)
-    (plain / args.model / "model.toml").unlink(missing_ok=True)
+    repo, plain = repositories(args.models, args.model, scratch)
     script = scratch / "bodies.lua"
     script.write_text(LUA)
     v2 = write_bodies(scratch)[args.model]
@@ -149,6 +144,16 @@ def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
         for server in servers.values():
             server.stop()
     return 0
+
+
+def repositories(models: Path, model: str, scratch: Path) -> tuple[Path, Path]:
+    """Two model repositories under ``scratch`` holding a copy of ``models/model``: as
+    given, and without its ``model.toml`` (batching off: the ``--off`` sides')."""
+    repo, plain = scratch / "models", scratch / "models-off"
+    for where in (repo, plain):
+        shutil.copytree(models / model, where / model)
+    (plain / model / "model.toml").unlink(missing_ok=True)
+    return repo, plain
 
 
 def tfserving_bodies(bodies: list[Path]) -> list[Path]:
