@@ -2,7 +2,8 @@
 survives a shared machine whose speed drifts within minutes.
 
 Each side is a source tree (``--tree NAME=PATH/src``, the same tree twice with
-different ``--env NAME:VAR=VALUE``) or a commit (``--commit NAME=REV``,
+different ``--env NAME:VAR=VALUE``; ``--off NAME``: that side serves the model without
+its ``model.toml``, batching off) or a commit (``--commit NAME=REV``,
 checked out into a temporary worktree and removed at the end). All the servers run at
 once, on the same copy of the example models; each cell (model, concurrency) alternates
 short ``wrk`` runs over the sides, ``--rounds`` times, in a rotating order, so that the
@@ -83,6 +84,9 @@ def main() -> int:
                              "Serving (rows)")  # fmt: skip
     parser.add_argument("--env", action="append", default=[],
                         help="NAME:VAR=VALUE, an environment variable for one side")  # fmt: skip
+    parser.add_argument("--off", action="append", default=[],
+                        help="NAME: that side serves the model without its model.toml "
+                             "(batching off)")  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/ab.py needs wrk (apt-get install wrk)")
@@ -103,9 +107,7 @@ def remove_worktrees(made: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
-    repo = scratch / "models"
-    repo.mkdir()
-    shutil.copytree(args.models / args.model, repo / args.model)
+    repo, plain = repositories(args.models, args.model, scratch)
     script = scratch / "bodies.lua"
     script.write_text(LUA)
     v2 = write_bodies(scratch)[args.model]
@@ -116,7 +118,8 @@ def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
     try:
         for name, src in trees.items():
             env = side_environment(name, src, args.env)
-            servers[name] = Served(repo, env=env, extra=args.serve_args.split())
+            where = plain if name in args.off else repo
+            servers[name] = Served(where, env=env, extra=args.serve_args.split())
             first_200(servers[name], {args.model: v2[0].read_bytes()})
         names = list(servers)
         for c in (int(x) for x in args.c.split(",")):
@@ -141,6 +144,16 @@ def run(args: argparse.Namespace, trees: dict[str, Path], scratch: Path) -> int:
         for server in servers.values():
             server.stop()
     return 0
+
+
+def repositories(models: Path, model: str, scratch: Path) -> tuple[Path, Path]:
+    """Two model repositories under ``scratch`` holding a copy of ``models/model``: as
+    given, and without its ``model.toml`` (batching off: the ``--off`` sides')."""
+    repo, plain = scratch / "models", scratch / "models-off"
+    for where in (repo, plain):
+        shutil.copytree(models / model, where / model)
+    (plain / model / "model.toml").unlink(missing_ok=True)
+    return repo, plain
 
 
 def tfserving_bodies(bodies: list[Path]) -> list[Path]:
