@@ -6,6 +6,8 @@ as it counts runs one by one."""
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from keepwarm.batching import Batcher
 from keepwarm.batching.latency import LatencyTable
 from keepwarm.batching.loose import FOLD_EVERY
 from keepwarm.batching.pipeline import Pipeline
+from keepwarm.batching.stats import RUN_SECONDS_BOUNDS
 from keepwarm.errors import UnavailableError
 from support.batch_models import InlineExecutor, RowModel
 from support.waiting import wait_until
@@ -194,3 +197,28 @@ def test_requests_queued_beside_a_run_alone_when_the_batcher_closes_still_run() 
     assert executor.run_all() == 1 and model.calls[-1] == 2
     assert float(first.result(10)["x_echo"][0, 0]) == 4.0
     assert float(second.result(10)["x_echo"][0, 0]) == 6.0
+
+
+@given(
+    runs=st.lists(
+        st.tuples(st.sampled_from([1, 2, 4]), st.floats(min_value=0.0, max_value=0.01)),
+        min_size=1,
+        max_size=2 * FOLD_EVERY,
+    )
+)
+def test_a_fold_counts_each_run_at_its_size_and_run_time(runs: list[tuple[int, float]]) -> None:
+    """Runs alone as a fold takes them (their rows and seconds; one size or several, all
+    within the histogram's first bound or not): each counted at its size and in the
+    histogram's bucket for its time, as a batch counted alone would be."""
+    batcher = Batcher(RowModel().predict, name="m", executor=InlineExecutor(), slots=1)
+    batcher._loose._timed.extend(runs)
+    stats = batcher.stats()
+    expected = [0] * (len(RUN_SECONDS_BOUNDS) + 1)
+    for _, seconds in runs:
+        expected[bisect_left(RUN_SECONDS_BOUNDS, seconds)] += 1
+    assert stats.run_counts == expected
+    assert stats.batch_sizes == dict(Counter(rows for rows, _ in runs))
+    assert stats.requests == stats.batches == len(runs)
+    assert stats.rows == stats.padded_rows == sum(rows for rows, _ in runs)
+    assert stats.run_seconds_sum == pytest.approx(sum(seconds for _, seconds in runs))
+    assert sorted(batcher.latency.snapshot()) == sorted({rows for rows, _ in runs})
