@@ -1,6 +1,6 @@
 """The model threads' priority (``keepwarm.thread_priority``): a thread that calls
 ``lower_this_thread`` takes the configured nice value and policy, nothing happens until
-``configure``, and bad values are refused.
+``configure``, the batch executor's threads lower themselves, and bad values are refused.
 Linux only (nice and policy per thread)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TypeVar
 import pytest
 
 from keepwarm import thread_priority
+from keepwarm.batching.executor import ThreadExecutor
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import ServerSettings, Settings
 
@@ -91,6 +92,17 @@ def test_a_lowered_thread_lowered_again_stays_where_it_is() -> None:
         return lowered()
 
     assert on_new_thread(twice)[0] == min(19, own_nice() + 2)
+
+
+def test_the_batch_executors_threads_run_at_the_configured_priority() -> None:
+    base = own_nice()
+    thread_priority.configure(4, "batch")
+    executor = ThreadExecutor(2)
+    try:
+        got = executor.submit(lambda: (own_nice(), os.sched_getscheduler(0))).result(30)
+    finally:
+        executor.close()
+    assert got == (min(19, base + 4), os.SCHED_BATCH)
 
 
 @pytest.mark.parametrize(("nice", "policy"), [(-1, "normal"), (20, "normal"), ("3", "normal"),
