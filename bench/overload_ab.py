@@ -80,6 +80,9 @@ def main() -> int:
     parser.add_argument("--loop-nice", type=int, action="append",
                         help="the server's event loop thread's nice value during the load "
                         "(default 0: as started); repeatable as --rate")  # fmt: skip
+    parser.add_argument("--env", action="append", default=[],
+                        help="NAME:VAR=VALUE, an environment variable for one build (a "
+                        "--tree NAME); repeatable")  # fmt: skip
     parser.add_argument("--model", default="mobilenet_v2", help="mobilenet_v2 or mlp")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -88,9 +91,16 @@ def main() -> int:
                         "bench/serve_batching.py's cell (the MLP); repeatable")  # fmt: skip
     args = parser.parse_args()
     trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
+    extra: dict[str, dict[str, str]] = {name: {} for name in trees}
+    for item in args.env:
+        name, _, assignment = item.partition(":")
+        var, eq, value = assignment.partition("=")
+        if name not in trees or not var or not eq:
+            parser.error(f"--env {item!r}: expected NAME:VAR=VALUE with NAME a --tree")
+        extra[name][var] = value
     varied = args.rate or args.pool or args.loop_nice
     cells = {
-        f"{name}@{rate:g}/p{pool}/n{nice}" if varied else name: (tree, rate, pool, nice)
+        f"{name}@{rate:g}/p{pool}/n{nice}" if varied else name: (name, tree, rate, pool, nice)
         for name, tree in trees.items()
         for rate in args.rate or [120.0]
         for pool in args.pool or [64]
@@ -106,8 +116,8 @@ def main() -> int:
         names = list(cells)
         for round_ in range(args.rounds):
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                tree, rate, pool, nice = cells[name]
-                env = {**os.environ, "PYTHONPATH": str(tree)}
+                build, tree, rate, pool, nice = cells[name]
+                env = {**os.environ, "PYTHONPATH": str(tree), **extra[build]}
                 result = overload(repo, body, args.seconds, work, rate, env, args.model, pool, nice)
                 found[name].append(result)
                 print(name, {k: round(result[k], 2) for k in KEYS}, flush=True)

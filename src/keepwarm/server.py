@@ -20,6 +20,7 @@ from keepwarm.preload import preload_tensorflow
 from keepwarm.server_output import Progress, host_for_url, is_loopback, say
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
+from keepwarm.thread_priority import configure as configure_priority
 
 if TYPE_CHECKING:
     from keepwarm.server_child import ChildRole
@@ -36,6 +37,7 @@ def serve(
     token = management_token(settings)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
     tensorflow_threads()  # one inter-op thread per model call (see settings)
+    configure_priority(settings.server.model_nice, settings.server.model_policy)
     preload_tensorflow(root, isolate=settings.workers.isolate)
     configure_json_logs()
     stream = out if out is not None else sys.stderr

@@ -61,6 +61,8 @@ SAMPLES = {
     ("server", "model_control"): ("EXPLICIT", "explicit"),
     ("server", "strict_readiness"): ("1", True),
     ("server", "processes"): ("4", 4),
+    ("server", "model_nice"): ("7", 7),
+    ("server", "model_policy"): ("batch", "batch"),
     ("batching", "max_batch_size"): ("8", 8),
     ("batching", "max_delay_ms"): ("0.5", 0.5),
     ("batching", "max_queue"): ("16", 16),

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from keepwarm.errors import InvalidConfigError
+from keepwarm.thread_priority import lower_this_thread
 
 T = TypeVar("T")
 
@@ -58,7 +59,9 @@ class ThreadExecutor:
         self._threads = threads if threads is not None else max(2, os.cpu_count() or 1)
         if type(self._threads) is not int or self._threads < 1:
             raise InvalidConfigError(f"threads must be an integer >= 1, got {threads!r}")
-        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=name)
+        self._pool = ThreadPoolExecutor(
+            self._threads, thread_name_prefix=name, initializer=lower_this_thread
+        )
 
     @property
     def slots(self) -> int:

@@ -1,0 +1,89 @@
+"""The scheduling priority of the threads that run models, in ``keepwarm serve``.
+
+On a machine with few cores the server's event loop (which accepts, parses and answers,
+and refuses with 503 when a model's queue is full) shares the cores with the threads that
+run the models: the batch executor's, and the runtime's own pools (TensorFlow's intra-
+and inter-op threads, ONNX Runtime's). Under overload those keep every core busy, and each
+time the loop wakes it waits for one. Raising the loop's priority needs ``CAP_SYS_NICE``;
+lowering the model threads' does not: Linux keeps a nice value and a scheduling policy per
+thread, and a new thread starts with its creator's. So a thread that runs models lowers
+itself (``lower_this_thread``) before it starts work, and a model's load does so before the
+runtime makes its pools, which then inherit it.
+
+Nothing happens until ``configure`` is called (the server does, from ``Settings``): the
+library face keeps its threads as its caller made them. A lowered thread stays lowered: an
+unprivileged process cannot raise a priority again, so only threads that do nothing but
+model work are lowered (each load has a thread of its own; the executors' threads only
+run batches).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+_log = logging.getLogger("keepwarm.thread_priority")
+
+#: The highest nice value Linux has (the lowest priority).
+MAX_NICE = 19
+#: ``model_policy`` values and the scheduling policies they name (Linux).
+POLICIES = ("normal", "batch", "idle")
+
+_lock = threading.Lock()
+_target: tuple[int, str] | None = None  # (nice, policy) once configured
+_warned = False
+
+
+def configure(nice: int, policy: str = "normal") -> tuple[int, str] | None:
+    """From now on, ``lower_this_thread`` puts the calling thread at ``nice`` steps above
+    the calling process's own nice value now (at most 19) and under ``policy`` (one of
+    ``POLICIES``). ``nice=0`` with ``"normal"`` turns it off. Returns what is in force
+    (None: off, or not Linux)."""
+    global _target
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if type(nice) is not int or not 0 <= nice <= MAX_NICE:
+        raise ValueError(f"nice must be an integer from 0 to {MAX_NICE}, got {nice!r}")
+    with _lock:
+        if (nice == 0 and policy == "normal") or not sys.platform.startswith("linux"):
+            _target = None
+        else:
+            base = os.getpriority(os.PRIO_PROCESS, 0)
+            _target = (min(MAX_NICE, base + nice), policy)
+        return _target
+
+
+def configured() -> tuple[int, str] | None:
+    """What ``configure`` set: (absolute nice, policy), or None when off."""
+    return _target
+
+
+def lower_this_thread() -> None:
+    """Lower the calling thread to the configured priority (nothing when not configured,
+    and never raises it: a thread already lower stays so). A failure is logged once."""
+    target = _target
+    if target is None:
+        return
+    nice, policy = target
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        if policy != "normal":
+            chosen = os.SCHED_BATCH if policy == "batch" else os.SCHED_IDLE
+            if os.sched_getscheduler(tid) != chosen:
+                os.sched_setscheduler(tid, chosen, os.sched_param(0))
+    except OSError as exc:  # a seccomp filter, a container's rules: serve as it is
+        _warn(exc)
+
+
+def _warn(exc: OSError) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        _log.warning("could not lower the priority of a model thread: %s", exc)
+
+
+__all__ = ["MAX_NICE", "POLICIES", "configure", "configured", "lower_this_thread"]
