@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -63,6 +64,17 @@ def make_app(model_dir: str, mode: str, how: str) -> Any:
 
         def call(name: str, x: np.ndarray) -> np.ndarray:
             return predict({name: x})[output]
+    elif how == "numpy":
+        w1, b1, w2, b2 = numpy_weights(tf.saved_model.load(model_dir))
+
+        def call(name: str, x: np.ndarray) -> np.ndarray:
+            h = np.maximum(x @ w1 + b1, 0)
+            z = h @ w2 + b2
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            result: np.ndarray = e / e.sum(axis=1, keepdims=True)
+            return result
+    elif how == "session":
+        call = session_call(model_dir, output)
     else:
 
         def call(name: str, x: np.ndarray) -> np.ndarray:
@@ -79,8 +91,20 @@ def make_app(model_dir: str, mode: str, how: str) -> Any:
 
     pool = HopPool(1, "bare-hop")
 
+    timings: list[tuple[float, float]] = []
+
+    def timed(name: str, x: np.ndarray) -> np.ndarray:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        out = call(name, x)
+        timings.append((time.perf_counter() - wall, time.thread_time() - cpu))
+        return out
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
+            return
+        if scope["method"] == "GET":  # the call's own times since the last GET
+            await reply(send, stats(timings))
+            timings.clear()
             return
         chunks = []
         while True:
@@ -92,18 +116,56 @@ def make_app(model_dir: str, mode: str, how: str) -> Any:
         length = next((int(v) for k, v in scope["headers"] if k.lower() == HEADER_LENGTH), None)
         name, x = decode(body, length)
         if mode == "inline":
-            out = call(name, x)
+            out = timed(name, x)
         elif mode == "thread":
-            out = await asyncio.get_running_loop().run_in_executor(executor, call, name, x)
+            out = await asyncio.get_running_loop().run_in_executor(executor, timed, name, x)
         else:
-            out = await pool.submit(lambda: call(name, x)).waiter
-        answer = encode(output, out)
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(answer)).encode())]  # fmt: skip
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
+            out = await pool.submit(lambda: timed(name, x)).waiter
+        await reply(send, encode(output, out))
 
     return app
+
+
+async def reply(send: Any, answer: bytes) -> None:
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(answer)).encode())]  # fmt: skip
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+def stats(timings: list[tuple[float, float]]) -> bytes:
+    """The calls' count, median wall and CPU (thread) time in µs, as JSON."""
+    walls = sorted(t[0] for t in timings) or [float("nan")]
+    cpus = sorted(t[1] for t in timings) or [float("nan")]
+    return orjson.dumps({"calls": len(timings), "wall_us": walls[len(walls) // 2] * 1e6,
+                         "cpu_us": cpus[len(cpus) // 2] * 1e6})  # fmt: skip
+
+
+def session_call(model_dir: str, output: str) -> Any:
+    """The signature through a TensorFlow 1 session whose kernels run on the caller's
+    thread (``inter_op_parallelism_threads=-1``)."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=-1)
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    with graph.as_default():
+        meta = tf.compat.v1.saved_model.load(session, ["serve"], model_dir)
+    signature = meta.signature_def["serving_default"]
+    feed = next(iter(signature.inputs.values())).name
+    run = session.make_callable(signature.outputs[output].name, [feed])
+
+    def call(name: str, x: np.ndarray) -> np.ndarray:
+        result: np.ndarray = run(x)
+        return result
+
+    return call
+
+
+def numpy_weights(loaded: Any) -> list[np.ndarray]:
+    """The MLP's kernels and biases (784x256, 256, 256x10, 10) as numpy arrays."""
+    by_shape = {tuple(v.shape): v.numpy() for v in loaded.variables}
+    return [by_shape[(784, 256)], by_shape[(256,)], by_shape[(256, 10)], by_shape[(10,)]]
 
 
 async def serve(app: Any) -> None:
@@ -124,7 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
     parser.add_argument("--mode", choices=("inline", "thread", "hop"), default="inline")
-    parser.add_argument("--call", choices=("keepwarm", "keyword"), default="keepwarm")
+    parser.add_argument(
+        "--call", choices=("keepwarm", "keyword", "numpy", "session"), default="keepwarm"
+    )
     args = parser.parse_args()
     sys.setswitchinterval(0.0005)
     import uvloop

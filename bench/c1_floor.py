@@ -12,12 +12,18 @@ call), all measured in one run of interleaved rounds:
   ``run_in_executor``);
 - ``bare-hop``: the same hop through ``keepwarm.hop.HopPool``, the hand-off keepwarm's
   requests take: the floor of a server whose model never runs on the event loop;
+- ``bare-numpy``: ``bare-inline`` with the MLP computed in numpy (no TensorFlow): the HTTP
+  round trip's own floor; ``bare-session``: ``bare-inline`` with the signature run by a
+  TensorFlow 1 session whose kernels run on the calling thread (no hand-off to
+  TensorFlow's inter-op thread, which the eager call of a function always makes);
 - ``kw-on`` / ``kw-off``: ``keepwarm serve`` with the MLP's ``[batching]`` table and
   without it; with ``--base-src``, ``base-on`` / ``base-off`` the same from that tree
   (``/work/main/src``, say), so that two trees are judged against one limit;
 
 each on KServe v2 JSON and binary bodies (``wrk -t1 -c1``, 8 different bodies rotated).
-Per side: p50, req/s and the server's CPU µs per request (its process tree, ``/proc``).
+Per side: p50, req/s and the server's CPU µs per request (its process tree, ``/proc``);
+for the bare sides also the model call's own median wall and CPU time inside the server
+(``call us``, ``call CPU``: the calling thread's), to set beside ``direct``'s.
 
     python bench/c1_floor.py --models .test-cache/examples/models --rounds 5 \\
         [--base-src ../main/src]
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +62,14 @@ PAUSE = 0.0002
 class Bare:
     """``bench/bare_mlp.py`` in its own process, on a free port."""
 
-    def __init__(self, model_dir: Path, mode: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, model_dir: Path, mode: str, env: dict[str, str], call: str = "keepwarm"
+    ) -> None:
         self.name = f"bare-{mode}"
         self.started = time.perf_counter()
         here = Path(__file__).with_name("bare_mlp.py")
-        self.proc = subprocess.Popen([sys.executable, str(here), str(model_dir), "--mode", mode],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        command = [sys.executable, str(here), str(model_dir), "--mode", mode, "--call", call]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=env)  # fmt: skip
         self.lines: list[str] = []
         self.url = ""
@@ -82,6 +91,12 @@ class Bare:
 
     def infer_url(self, model: str) -> str:
         return f"{self.url}/v2/models/{model}/infer"
+
+    def call_times(self) -> dict[str, float]:
+        """The model call's median wall and CPU µs in the server since the last asking."""
+        with urllib.request.urlopen(self.url + "/", timeout=10) as answer:
+            figures: dict[str, float] = orjson.loads(answer.read())
+        return figures
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -117,9 +132,10 @@ class Direct:
             self.model.predict(self.xs[len(times) % len(self.xs)])
             times.append(time.perf_counter() - start)
         used = time.process_time() - cpu
-        return {"rps": len(times) / seconds, "p50_ms": statistics.median(times) * 1e3,
+        median = statistics.median(times)
+        return {"rps": len(times) / seconds, "p50_ms": median * 1e3,
                 "p99_ms": sorted(times)[int(len(times) * 0.99)] * 1e3, "failed": 0,
-                "cpu_us": used / len(times) * 1e6}  # fmt: skip
+                "cpu_us": used / len(times) * 1e6, "call_us": median * 1e6}  # fmt: skip
 
 
 def main() -> int:
@@ -159,6 +175,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
         servers["bare-inline"] = Bare(repos[False] / MODEL / "1", "inline", env)
         servers["bare-thread"] = Bare(repos[False] / MODEL / "1", "thread", env)
         servers["bare-hop"] = Bare(repos[False] / MODEL / "1", "hop", env)
+        servers["bare-numpy"] = Bare(repos[False] / MODEL / "1", "inline", env, "numpy")
+        servers["bare-session"] = Bare(repos[False] / MODEL / "1", "inline", env, "session")
         servers["kw-on"] = Served(repos[True], env=env)
         servers["kw-off"] = Served(repos[False], env=env)
         if args.base_src:
@@ -195,11 +213,16 @@ def measure(args: argparse.Namespace, servers: dict[str, Any], direct: dict[str,
                     runs[name].append(direct[name].run(args.seconds))
                     continue
                 server = servers[name]
+                if isinstance(server, Bare):
+                    server.call_times()  # from here on
                 before = tree_cpu_seconds(server.proc.pid)
                 figures = wrk(server.infer_url(MODEL), bodies[kind], 1, args.seconds,
                               scripts[kind])  # fmt: skip
                 used = tree_cpu_seconds(server.proc.pid) - before
                 figures["cpu_us"] = used / max(figures["rps"] * args.seconds, 1) * 1e6
+                if isinstance(server, Bare):
+                    times = server.call_times()
+                    figures["call_us"], figures["call_cpu_us"] = times["wall_us"], times["cpu_us"]
                 runs[name].append(figures)
         table[kind] = report(kind, runs)
     return table
@@ -209,16 +232,23 @@ def report(kind: str, runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]
     direct = runs["direct"]
     print(f"\nMLP c=1 v2 {kind}  (medians over {len(direct)} rounds; "
           "'above direct': median per-round p50 minus direct's)")  # fmt: skip
-    print(f"{'side':15s}{'req/s':>8s}{'p50 ms':>9s}{'above direct':>14s}{'CPU us/req':>12s}")
+    print(f"{'side':15s}{'req/s':>8s}{'p50 ms':>9s}{'above direct':>14s}{'CPU us/req':>12s}"
+          f"{'call us':>9s}{'call CPU':>10s}")  # fmt: skip
     out = {}
     for name, mine in runs.items():
         above = statistics.median(
             m["p50_ms"] - d["p50_ms"] for m, d in zip(mine, direct, strict=True)
         )
-        row = {key: statistics.median(r[key] for r in mine) for key in ("rps", "p50_ms", "cpu_us")}
+        keys = [k for k in ("rps", "p50_ms", "cpu_us", "call_us", "call_cpu_us") if k in mine[0]]
+        row = {key: statistics.median(r[key] for r in mine) for key in keys}
         row["above_direct_ms"] = above
         out[name] = row
-        print(f"{name:15s}{row['rps']:8.0f}{row['p50_ms']:9.3f}{above:14.3f}{row['cpu_us']:12.0f}")
+        call = "".join(f"{row[k]:>{w}.0f}" if k in row else " " * w
+                       for k, w in (("call_us", 9), ("call_cpu_us", 10)))  # fmt: skip
+        print(
+            f"{name:15s}{row['rps']:8.0f}{row['p50_ms']:9.3f}{above:14.3f}{row['cpu_us']:12.0f}"
+            + call
+        )
     sys.stdout.flush()
     return out
 
