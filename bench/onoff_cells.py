@@ -16,11 +16,12 @@ for both pairs, one process and two.
 So each cell here is one server serving every model three times: ``NAME`` with its
 ``[batching]`` table (on), ``NAME_off`` and ``NAME_off2`` without (off, and an identical
 control), three loads of one SavedModel. At c=1 the three take turns request by request;
-at 4 and 8 all connections move together from one to the next in phases many answers
-long. Per round each side's req/s and p50; the targets are judged on the medians of the
-per-round ratios (on/off) and p50 differences (on - off), the control's off2/off printed
-beside them as the measurement's own floor. In one process nothing differs between the
-sides but the model's batching: one event loop, one TensorFlow runtime, one allocator.
+at 4 and 8 all connections move together from one to the next in phases 5 answers long,
+a run one whole cycle of them at the least. Per round each side's req/s and p50; the
+targets are judged on the medians of the per-round ratios (on/off) and p50 differences
+(on - off), the control's off2/off printed beside them as the measurement's own floor.
+In one process nothing differs between the sides but the model's batching: one event
+loop, one TensorFlow runtime, one allocator.
 """
 
 from __future__ import annotations
@@ -57,14 +58,16 @@ def one_process_repo(models: Path, names: tuple[str, ...], dest: Path) -> Path:
 
 
 def phase_ms(c: int, p50_ms: float) -> float:
-    """0 at c=1 (request by request); else phases of 10 answers' latency at the least,
-    100 ms at the least (the switch's overlap touches one answer's time in each)."""
-    return 0.0 if c == 1 else max(100.0, 10.0 * p50_ms)
+    """0 at c=1 (request by request); else phases of 5 answers' latency, 100 ms at the
+    least (the switch's overlap touches about one answer's time in each, alike for every
+    side)."""
+    return 0.0 if c == 1 else max(100.0, 5.0 * p50_ms)
 
 
 def run_seconds(seconds: float, phase: float, sides: int) -> float:
-    """A run's length: ``seconds``, or long enough for 2 phases of every side."""
-    return max(seconds, 2 * sides * phase / 1e3)
+    """A run's length: ``seconds``, or long enough for one whole cycle of the phases'
+    order (``sides`` squared phases: each side after each side once)."""
+    return max(seconds, sides * sides * phase / 1e3)
 
 
 def paired(

@@ -48,9 +48,10 @@ def test_one_process_repo_serves_each_model_on_off_and_off_again(tmp_path: Path)
 def test_phases_are_per_request_at_c1_and_many_answers_long_beyond() -> None:
     assert phase_ms(1, 30.0) == 0
     assert phase_ms(4, 1.5) == 100  # the floor
-    assert phase_ms(8, 150.0) == 1500  # ten answers
+    assert phase_ms(8, 150.0) == 750  # five answers
     assert run_seconds(2.0, 0.0, 3) == 2.0
-    assert run_seconds(2.0, 1500.0, 3) == 9.0  # two phases of each side
+    assert run_seconds(2.0, 100.0, 3) == 2.0
+    assert run_seconds(2.0, 750.0, 3) == 6.75  # one cycle: each side after each side
 
 
 def rounds(*pairs: tuple[float, float, float]) -> list[dict[str, dict[str, float]]]:
