@@ -68,20 +68,30 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
+def serving(httpd: ThreadingHTTPServer, poll_interval: float = 0.5) -> Iterator[None]:
+    """``httpd`` serving on a thread of its own while the block runs; then shut down, its
+    socket closed and the thread joined."""
+    thread = threading.Thread(target=httpd.serve_forever, args=(poll_interval,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+@contextmanager
 def serve() -> Iterator[FakeServer]:
     """A ``FakeServer`` on 127.0.0.1 (a free port), shut down on exit."""
     fake = FakeServer()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     httpd.daemon_threads = True
     fake.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        for route in fake.routes.values():
-            if route.gate is not None:
-                route.gate.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
+    with serving(httpd, 0.05):
+        try:
+            yield fake
+        finally:  # a response waiting on a gate must not hold the shutdown up
+            for route in fake.routes.values():
+                if route.gate is not None:
+                    route.gate.set()

@@ -7,7 +7,6 @@ import http.server
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 import keepwarm
 from keepwarm.cli import main
+from support.http_server import serving
 
 MODELS = ["mlp", "mlp_onnx"]
 
@@ -178,14 +178,8 @@ def hub_server(example_hub_tarball: Path) -> Iterator[str]:
     )
     handler.log_message = lambda *args: None  # type: ignore[attr-defined]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield f"http://127.0.0.1:{server.server_port}/{example_hub_tarball.name}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_inspect_hub_handle_shows_progress(
