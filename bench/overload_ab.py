@@ -27,13 +27,13 @@ compare builds within one run.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from ab import side_environment
 from overload import overload
 from serve import ROOT, write_bodies
 
@@ -91,13 +91,11 @@ def main() -> int:
                         "bench/serve_batching.py's cell (the MLP); repeatable")  # fmt: skip
     args = parser.parse_args()
     trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
-    extra: dict[str, dict[str, str]] = {name: {} for name in trees}
     for item in args.env:
         name, _, assignment = item.partition(":")
-        var, eq, value = assignment.partition("=")
+        var, eq, _ = assignment.partition("=")
         if name not in trees or not var or not eq:
             parser.error(f"--env {item!r}: expected NAME:VAR=VALUE with NAME a --tree")
-        extra[name][var] = value
     varied = args.rate or args.pool or args.loop_nice
     cells = {
         f"{name}@{rate:g}/p{pool}/n{nice}" if varied else name: (name, tree, rate, pool, nice)
@@ -117,7 +115,7 @@ def main() -> int:
         for round_ in range(args.rounds):
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 build, tree, rate, pool, nice = cells[name]
-                env = {**os.environ, "PYTHONPATH": str(tree), **extra[build]}
+                env = side_environment(build, tree, args.env)
                 result = overload(repo, body, args.seconds, work, rate, env, args.model, pool, nice)
                 found[name].append(result)
                 print(name, {k: round(result[k], 2) for k in KEYS}, flush=True)
