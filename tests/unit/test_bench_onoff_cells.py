@@ -87,6 +87,15 @@ def test_targets_hold_at_their_bounds_and_fail_past_them() -> None:
     assert judged(math.nan, math.nan) == ["FAIL", "FAIL"]
 
 
+def test_a_request_not_answered_2xx_fails_the_cell() -> None:
+    x = summary(rounds((100, 100, 100)))
+    assert [t["status"] for t in targets({("mlp", 1): x}, {})] == ["PASS", "PASS"]
+    x["off2"]["failed"] = 3
+    rows = targets({("mlp", 1): x}, {})
+    assert [t["status"] for t in rows] == ["FAIL", "FAIL"]
+    assert all("3 requests not answered 2xx" in t["value"] for t in rows)
+
+
 def test_targets_print_the_two_server_figure_beside() -> None:
     x = summary(rounds((100, 100, 100)))
     two = {("mlp", 1): {"ratio": 0.81, "p50_diff_ms": 0.12}}
