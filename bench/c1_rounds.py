@@ -36,7 +36,8 @@ beside the value, not judged.
 First runs (``serve.py --quick --peers '' --cold-rounds 1``: 5 rounds of 1 s a side, load
 4.4-5.9 from other work on the 2 cores): +0.587 ms judged (rounds +0.404 to +0.610) beside
 the single runs' +0.513; then +0.551 (+0.437 to +0.631) beside +14.663 (the single run's
-served p50 15 ms: a stall of the machine during its 2 s). ``c1_floor.py`` minutes later
+served p50 15 ms: a stall of the machine during its 2 s); at load 2.3-2.6, +0.457 (+0.421 to
++0.665) beside +1.256 (1.5 ms). ``c1_floor.py`` minutes later
 (3 rounds of 1 s, load 5): keepwarm +0.890 above direct (JSON). Under that load the target
 is missed however it is judged; the rounds take the timing's luck out of the verdict, not
 the load.
