@@ -159,7 +159,8 @@ class Batcher(ThreadCallers):
         """The loop's call after its requests queued (``submit_from_loop``): a batch on
         each free slot that takes one (``fire`` True: a batch left, more queued). One
         call per pass, not one per request: the calls after the first found the queue
-        taken (the MLP at 4 clients: 3 calls of 4 for nothing, each with the lock)."""
+        taken (the MLP at 4 clients: 3 calls of 4 for nothing, each ~3.5 µs of the loop's:
+        ``call_soon`` 1.2, ``fire`` on an empty queue 2.2)."""
         self._kicking = None  # before the queue is read: one queued later calls again
         while self._dispatch.fire(force=False):
             pass
