@@ -116,17 +116,18 @@ class ThreadExecutor:
             self._jobs.append((job, future))
         os.eventfd_write(self._wakeup, 1)  # the interpreter lock let go for the call
 
+    def _take(self) -> tuple[Callable[[], Any], Future[Any] | None] | None:
+        """The next job, once one is posted (None: the pool closed)."""
+        while True:
+            os.eventfd_read(self._wakeup)
+            with self._lock:  # ``close`` takes the jobs not started under it too
+                if self._jobs:
+                    return self._jobs.popleft()
+            # none: the job posted was cancelled by ``close``; its stop is posted next
+
     def _work(self) -> None:
         lower_this_thread()
-        jobs, wakeup = self._jobs, self._wakeup
-        while True:
-            os.eventfd_read(wakeup)
-            try:
-                taken = jobs.popleft()
-            except IndexError:  # its job was cancelled by ``close``
-                continue
-            if taken is None:
-                return
+        while (taken := self._take()) is not None:
             job, future = taken
             if future is None:
                 try:
@@ -149,14 +150,12 @@ class ThreadExecutor:
                 return
             self._closed = True
             workers = list(self._workers)
-        while True:
-            try:
-                taken = self._jobs.popleft()
-            except IndexError:
-                break
+            left = list(self._jobs)
+            self._jobs.clear()
+            self._jobs.extend([None] * len(workers))  # one stop per thread
+        for taken in left:
             if taken is not None and taken[1] is not None:
                 taken[1].cancel()
-        self._jobs.extend([None] * len(workers))
         if workers:
             os.eventfd_write(self._wakeup, len(workers))
         me = threading.current_thread()
