@@ -33,7 +33,7 @@ from keepwarm.errors import UnavailableError
 T = TypeVar("T")
 
 
-class _Wakeup:
+class Wakeup:
     """A counter threads wait on and post to, the interpreter lock let go for both: an
     eventfd in semaphore mode (one wait per post), or a pipe (one byte per post)."""
 
@@ -46,6 +46,7 @@ class _Wakeup:
             self.read_fd, self.write_fd = os.pipe()
             os.set_blocking(self.read_fd, semaphore)
             self._event = False
+        self._semaphore = semaphore
 
     def post(self, count: int = 1) -> None:
         if self._event:
@@ -59,7 +60,7 @@ class _Wakeup:
             if self._event:
                 os.eventfd_read(self.read_fd)
             else:  # pragma: no cover
-                os.read(self.read_fd, 1 << 16)
+                os.read(self.read_fd, 1 if self._semaphore else 1 << 16)
         except BlockingIOError:
             pass
 
@@ -76,7 +77,7 @@ class _Channel:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.done: deque[Job[Any]] = deque()
-        self.wakeup = _Wakeup(semaphore=False)
+        self.wakeup = Wakeup(semaphore=False)
         loop.add_reader(self.wakeup.read_fd, self.ready)
 
     def ready(self) -> None:
@@ -201,7 +202,7 @@ class HopPool:
         self._max = max(1, workers)
         self._name = name
         self._jobs: deque[Job[Any] | None] = deque()
-        self._wakeup = _Wakeup(semaphore=True)
+        self._wakeup = Wakeup(semaphore=True)
         self._channels: dict[asyncio.AbstractEventLoop, _Channel] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from keepwarm.errors import UnavailableError
-from keepwarm.hop import HopPool
+from keepwarm.hop import HopPool, Wakeup
 
 WAIT_S = 30.0
 
@@ -177,3 +177,25 @@ def test_one_pool_serves_event_loops_one_after_another(pool: HopPool) -> None:
 
 async def _call(pool: HopPool, value: int) -> int:
     return await pool.submit(lambda: value).waiter
+
+
+@pytest.mark.parametrize("eventfd", [True, False], ids=["eventfd", "pipe"])
+def test_a_semaphore_wakeup_takes_one_post_a_wait(
+    eventfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways of waking a thread (the pipe where a platform has no eventfd) count posts:
+    a wait takes one, and the next post is still there for the next waiter."""
+    import os
+
+    if not eventfd:
+        monkeypatch.delattr(os, "eventfd")
+    wakeup = Wakeup(semaphore=True)
+    try:
+        wakeup.post(2)
+        wakeup.wait()
+        os.set_blocking(wakeup.read_fd, False)
+        assert os.read(wakeup.read_fd, 8)  # the second post is still there
+        with pytest.raises(BlockingIOError):  # and none is left
+            os.read(wakeup.read_fd, 8)
+    finally:
+        wakeup.close()

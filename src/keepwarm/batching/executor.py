@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 from keepwarm.errors import InvalidConfigError
+from keepwarm.hop import Wakeup
 from keepwarm.thread_priority import lower_this_thread
 
 _log = logging.getLogger("keepwarm.batching")
@@ -64,10 +65,11 @@ class ThreadExecutor:
     it is not the event loop, so a model never runs there.
 
     A job is handed over as ``keepwarm.hop`` hands a call: queued, then its thread woken
-    through an eventfd (a semaphore: one wake per job) written with the interpreter lock
-    let go. ``ThreadPoolExecutor.submit`` wakes its thread (``SimpleQueue.put``) lock in
-    hand: the thread woken wants the lock at once, and on a busy machine it pre-empts the
-    waker, lock held, so that neither runs. Measured through the server (MLP, 4 clients,
+    through ``keepwarm.hop.Wakeup`` (an eventfd, a pipe where there is none; a semaphore:
+    one wake per job) written with the interpreter lock let go. ``ThreadPoolExecutor``'s
+    ``submit`` wakes its thread (``SimpleQueue.put``) lock in hand: the thread woken wants
+    the lock at once, and on a busy machine it pre-empts the waker, lock held, so that
+    neither runs. Measured through the server (MLP, 4 clients,
     batching on, ``py-spy --gil``): the event loop held the lock in ``SimpleQueue.put``
     for 12.5% of all samples, the most of any line of the batched path. Against the
     ``ThreadPoolExecutor`` (``bench/ab.py``, MLP, 4 clients, two runs of 6-8 rounds):
@@ -80,7 +82,7 @@ class ThreadExecutor:
             raise InvalidConfigError(f"threads must be an integer >= 1, got {threads!r}")
         self._name = name
         self._jobs: deque[tuple[Callable[[], Any], Future[Any] | None] | None] = deque()
-        self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_SEMAPHORE)
+        self._wakeup = Wakeup(semaphore=True)
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._unfinished = 0  # jobs submitted and not yet over
@@ -114,12 +116,12 @@ class ThreadExecutor:
                 thread.start()
                 self._workers.append(thread)
             self._jobs.append((job, future))
-        os.eventfd_write(self._wakeup, 1)  # the interpreter lock let go for the call
+        self._wakeup.post()  # the interpreter lock let go for the call
 
     def _take(self) -> tuple[Callable[[], Any], Future[Any] | None] | None:
         """The next job, once one is posted (None: the pool closed)."""
         while True:
-            os.eventfd_read(self._wakeup)
+            self._wakeup.wait()
             with self._lock:  # ``close`` takes the jobs not started under it too
                 if self._jobs:
                     return self._jobs.popleft()
@@ -157,10 +159,10 @@ class ThreadExecutor:
             if taken is not None and taken[1] is not None:
                 taken[1].cancel()
         if workers:
-            os.eventfd_write(self._wakeup, len(workers))
+            self._wakeup.post(len(workers))
         me = threading.current_thread()
         for thread in workers:
             if thread is not me:
                 thread.join()
         if me not in workers:
-            os.close(self._wakeup)
+            self._wakeup.close()

@@ -101,3 +101,17 @@ def test_close_cancels_jobs_not_started_and_waits_for_the_running_one() -> None:
         queued.result(0)
     with pytest.raises(RuntimeError):
         pool.submit(lambda: None)
+
+
+def test_a_platform_without_eventfd_wakes_the_threads_through_a_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    monkeypatch.delattr(os, "eventfd")
+    pool = ThreadExecutor(2, name="kw-pipe")
+    try:
+        futures = [pool.submit(lambda i=i: i * i) for i in range(8)]
+        assert [f.result(10) for f in futures] == [i * i for i in range(8)]
+    finally:
+        pool.close()
