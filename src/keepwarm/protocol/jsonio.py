@@ -94,16 +94,23 @@ def checked_shape(shape: Any, *, tensor: str) -> tuple[list[int], int]:
     Python integers do not overflow, so a shape whose product exceeds any real tensor is
     refused here by its true size, before numpy (whose sizes are 64-bit) sees it.
     """
-    if not isinstance(shape, list) or any(type(dim) is not int or dim < 0 for dim in shape):
-        raise InvalidInputError(
-            f"input {tensor!r}: shape must be a list of non-negative integers, got {shape!r}"
-        )
+    if not isinstance(shape, list):
+        raise _bad_shape(shape, tensor)
+    for dim in shape:  # a loop, not ``any`` over a generator: on every request
+        if type(dim) is not int or dim < 0:
+            raise _bad_shape(shape, tensor)
     if len(shape) > MAX_DIMS:
         raise InvalidInputError(f"input {tensor!r}: {len(shape)} dimensions; at most {MAX_DIMS}")
     count = math.prod(shape)
     if count >= 2**62:
         raise InvalidInputError(f"input {tensor!r}: shape {shape} has too many elements")
     return shape, count
+
+
+def _bad_shape(shape: Any, tensor: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"input {tensor!r}: shape must be a list of non-negative integers, got {shape!r}"
+    )
 
 
 def array_from_json(value: Any, dtype: np.dtype[Any] | None, *, tensor: str) -> np.ndarray:
