@@ -50,11 +50,11 @@ from typing import Any
 import orjson
 
 from binary_limit import LUA_BINARY, binary_body
+from direct_call import MODEL, Direct
 from peers import first_200
 from proc_stats import tree_cpu_seconds
 from serve import LUA, ROOT, Served, inputs, write_bodies, wrk
 
-MODEL = "mlp"
 #: ``direct-paused``'s sleep before each call: about a lone HTTP client's round trip.
 PAUSE = 0.0002
 
@@ -101,41 +101,6 @@ class Bare:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=60)
-
-
-class Direct:
-    """The limit: ``keepwarm.load(model).predict`` in this process, one thread; with
-    ``pause`` (seconds) a sleep before each call, untimed: a lone client's calls come
-    that far apart (its round trip), and TensorFlow's compute thread and the caches
-    cool meanwhile (the MLP: ~70 us back to back, ~90-115 us after 0.2 ms)."""
-
-    def __init__(
-        self, model_dir: Path, options: dict[str, Any] | None = None, pause: float = 0.0
-    ) -> None:
-        import keepwarm
-
-        self.pause = pause
-        cache = keepwarm.ModelCache()  # each side its own load of the model
-        self.model = keepwarm.load(str(model_dir), options=options, cache=cache)
-        self.xs = inputs(MODEL, 8)
-        for x in self.xs:
-            self.model.predict(x)
-
-    def run(self, seconds: float) -> dict[str, float]:
-        times: list[float] = []
-        cpu = time.process_time()
-        stop = time.perf_counter() + seconds
-        while time.perf_counter() < stop:
-            if self.pause:
-                time.sleep(self.pause)
-            start = time.perf_counter()
-            self.model.predict(self.xs[len(times) % len(self.xs)])
-            times.append(time.perf_counter() - start)
-        used = time.process_time() - cpu
-        median = statistics.median(times)
-        return {"rps": len(times) / seconds, "p50_ms": median * 1e3,
-                "p99_ms": sorted(times)[int(len(times) * 0.99)] * 1e3, "failed": 0,
-                "cpu_us": used / len(times) * 1e6, "call_us": median * 1e6}  # fmt: skip
 
 
 def main() -> int:

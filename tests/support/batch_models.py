@@ -56,6 +56,9 @@ class InlineExecutor:
         self.jobs.append((job, future))
         return future
 
+    def run(self, job: Callable[[], object]) -> None:
+        self.submit(job)
+
     def run_all(self) -> int:
         ran = 0
         while self.jobs:

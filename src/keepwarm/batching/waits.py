@@ -7,7 +7,11 @@ requests waiting on it (``_Side``, one per loop):
 
 - the answers: a batch thread finishing a batch posts each request's wake-up to the loop's
   inbox, and the loop is called once for all that were posted meanwhile (one
-  ``call_soon_threadsafe`` per batch, not per request);
+  ``call_soon_threadsafe`` per batch, not per request). Waking the loop instead through
+  an eventfd written with the interpreter lock let go, once the batch's answers were all
+  given (as ``keepwarm.hop`` wakes it) was slower (MLP, 4 clients, ``bench/ab.py``: 0.875x
+  req/s, CPU per request 1.06x): the batch thread, which wants the lock back at once to
+  finish, then waits for the loop's switch interval while the loop writes the answers;
 - the client watch: a request that is still waiting after ``WATCH_AFTER_SECONDS`` (at most
   twice that) has its client watched; one timer per loop ticks while requests wait,
   instead of a timer set and cancelled per request (most are answered long before).

@@ -71,6 +71,13 @@ def test_rows_and_key_refuses_what_cannot_be_batched() -> None:
     same = rows_and_key({"x": np.ones((7, 3), np.float32)}, PadAxes())
     assert one is not None and same is not None and other_dtype and other_tail
     assert one[0] == 2 and one[1] == same[1] != other_dtype[1] != other_tail[1]
+    # Keyed by the dtype: the byte order and a string's width count, the spelling not.
+    swapped = rows_and_key({"x": np.zeros((2, 3), ">f4")}, PadAxes())
+    spelled = rows_and_key({"x": np.zeros((2, 3), "<f4")}, PadAxes())
+    narrow = rows_and_key({"x": np.zeros((2, 3), "S3")}, PadAxes())
+    wide = rows_and_key({"x": np.zeros((2, 3), "S4")}, PadAxes())
+    assert swapped and spelled and narrow and wide
+    assert swapped[1] != one[1] == spelled[1] and narrow[1] != wide[1]
     # With axis 1 padded, a different size there shares the key.
     pad = PadAxes.of([1])
     k1 = rows_and_key({"x": np.zeros((2, 3), np.float32)}, pad)
