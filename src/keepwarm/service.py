@@ -77,6 +77,7 @@ class InferenceService:
             held=self.held,
             default_timeout=default_timeout,
             load_timeout=load_timeout,
+            held_now=lambda name: self.management.held().get(name),
         )
         self._stats = Statistics()
         self._book = RequestBook(self.metrics, self._stats)

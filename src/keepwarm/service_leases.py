@@ -65,11 +65,15 @@ class Leases:
         held: Callable[[str], str | None],
         default_timeout: float | None,
         load_timeout: float,
+        held_now: Callable[[str], str | None] | None = None,
     ) -> None:
         self.repository = repository
         self.pool = pool
         self.scrubber = scrubber
         self.held = held
+        #: ``held`` without the name's check, for ``take_ready`` (a name it finds nothing
+        #: for goes on to ``take``, whose ``held`` checks it)
+        self.held_now = held if held_now is None else held_now
         self.default_timeout = default_timeout
         self.load_timeout = load_timeout
 
@@ -91,7 +95,7 @@ class Leases:
         """``take`` with no wait and no coroutine, when the version asked for is READY now
         (the repository's lock-free look); None otherwise, and ``take`` says why or waits
         (an unknown model's error included: ``take``'s own)."""
-        if self.held(name) is not None:
+        if self.held_now(name) is not None:
             return None
         try:
             lease = self.repository.try_acquire(name, parse_version(version))

@@ -141,6 +141,8 @@ class Request:
         else:
             data = await self._received(limit)
         self.read = True
+        if b"content-encoding" not in self.headers:
+            return data
         encoding = (self.header(b"content-encoding") or "identity").strip().lower()
         if encoding in ("", "identity"):
             return data

@@ -46,13 +46,19 @@ def decode(body: bytes, max_depth: int) -> InferRequest | None:
 
 def _request(document: Any) -> tuple[InferRequest, int] | None:
     # pysimdjson's keys() and iteration cost microseconds each: keys are looked up, and
-    # counted (``len`` counts duplicates too) to see that there are no others.
+    # counted (``len`` counts duplicates too) to see that there are no others. A key is
+    # looked up only where it should be (a missing one costs a C++ exception inside
+    # pysimdjson, 7-15 us): "id" only beside one other key.
     if not isinstance(document, simdjson.Object):
         return None
-    request_id = document.get("id")
-    if len(document) != 1 + (request_id is not None):
-        return None
-    if request_id is not None and not isinstance(request_id, str):
+    count = len(document)
+    request_id: str | None = None
+    if count == 2:
+        given = document.get("id")
+        if not isinstance(given, str):
+            return None
+        request_id = given
+    elif count != 1:
         return None
     listed = document.get("inputs")
     if not isinstance(listed, simdjson.Array) or len(listed) == 0:

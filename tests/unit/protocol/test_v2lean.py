@@ -141,3 +141,16 @@ def test_casts_said_not_to_overflow_never_do(
             with np.errstate(over="raise"):
                 assert np.isfinite(array.astype(want)).all()
     assert got.dtype == want
+
+
+def test_a_quiet_cast_keeps_the_rest_of_numpys_error_state() -> None:
+    """``jsonio.cast``'s overflow-quiet cast (numpy's error state set directly, not
+    through ``np.errstate``) ignores overflow only: another setting in force (here
+    ``invalid="raise"``) holds inside it, and the state in force is back after it."""
+    with np.errstate(invalid="raise", over="raise"):
+        before = np.geterr()
+        got = jsonio.cast(np.array([1e300, -1e300, 0.5]), np.dtype("f4"), tensor="x")
+        assert list(got) == [np.inf, -np.inf, 0.5]
+        assert np.geterr() == before
+        with pytest.raises(FloatingPointError):
+            jsonio._quiet_astype(np.array([np.nan]), np.dtype("i4"))  # invalid: NaN
