@@ -132,6 +132,8 @@ class OneWriteProtocol(HttpToolsProtocol):
             return
         self.flow.resume_reading()
         self._read_at = now = self.loop.time()  # a body left unread: its time runs again
+        if self._head_since is not None:  # a header block pipelined behind this answer
+            self._head_since = now
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
@@ -148,6 +150,8 @@ class OneWriteProtocol(HttpToolsProtocol):
         now = self.loop.time()
         cycle = self.cycle
         if self._head_since is not None:
+            if cycle is not None and not cycle.response_complete:  # pipelined behind it
+                self._head_since = now  # its time counts from the answer before it
             left = self._head_since + self.HEAD_SECONDS - now
             if left <= 0:
                 self._refuse(408, f"the request's header block took over {self.HEAD_SECONDS:g} s")
@@ -169,12 +173,17 @@ class OneWriteProtocol(HttpToolsProtocol):
         self._idle_timer = self.loop.call_later(left, self._idle_check)
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` with ``message`` (unless a response has started), read no
-        more, and close the connection ``LINGER_SECONDS`` later: the client can read the
-        answer before its unread bytes reset the connection."""
+        """Answer ``status`` with ``message``, read no more, and close the connection
+        ``LINGER_SECONDS`` later: the client can read the answer before its unread bytes
+        reset the connection. No answer when it would not be read as this request's: a
+        response under way, or (a header block refused) an earlier request unanswered."""
         self._refused = True
-        cycle = self.cycle
-        if cycle is None or not cycle.response_started:
+        cycle = self.cycle  # while a header block is read, the previous request's
+        if (
+            cycle is None
+            or cycle.response_complete
+            or (self._head_since is None and not cycle.response_started)
+        ):
             body = jsonio.dumps({"error": message})
             head = STATUS_LINE[status] + b"content-type: application/json\r\ncontent-length: "
             self.transport.write(head + b"%d\r\nconnection: close\r\n\r\n" % len(body) + body)

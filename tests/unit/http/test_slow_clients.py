@@ -153,6 +153,24 @@ def test_a_long_header_line_in_one_piece_is_answered_431() -> None:
     assert got[0].startswith(b"HTTP/1.1 431 "), got[0][:200]
 
 
+def test_a_header_block_stalled_behind_a_slow_answer_is_answered_after_it() -> None:
+    """A request the app answers in three limits, pipelined with the start of another
+    that stalls: the first is answered, then the 408 (its time counted from that answer)."""
+    got: list[tuple[bytes, float]] = []
+
+    async def talk(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/", b"") + b"GET / HTTP/1.1\r\nhost: x\r\n")
+        got.append((await read_response(reader), 0.0))
+        got.append(await answer_then_close(reader))
+        writer.close()
+
+    run(app_seeing([], wait=3 * LIMIT_SECONDS), talk, KEEP_ALIVE, base=Strict)
+    assert got[0][0].startswith(b"HTTP/1.1 200 ") and got[0][0].endswith(b"\r\n\r\n0")
+    assert got[1][0].startswith(b"HTTP/1.1 408 "), got[1]
+    assert LIMIT_SECONDS * 0.9 <= got[1][1] < 2 * LIMIT_SECONDS + 2.0
+
+
 @pytest.mark.parametrize(("declared", "sent"), [(1000, 100), (1024 * 1024, 200_000)])
 def test_a_body_that_stops_coming_is_answered_408_and_the_read_fails(
     declared: int, sent: int
