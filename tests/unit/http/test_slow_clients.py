@@ -226,3 +226,36 @@ def test_a_body_the_server_has_not_read_yet_is_not_the_clients_delay() -> None:
 
     run(app_seeing([], wait=3 * LIMIT_SECONDS), talk, KEEP_ALIVE, base=Strict)
     assert got[0].startswith(b"HTTP/1.1 200 ") and got[0].endswith(b"\r\n\r\n1000000")
+
+
+class Queueing(OneWriteProtocol):
+    """The protocol, noting the most requests it ever held queued (pipelined)."""
+
+    most = 0
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        Queueing.most = max(Queueing.most, len(self.pipeline))
+
+
+def test_pipelined_requests_are_parsed_no_faster_than_they_are_answered() -> None:
+    """uvicorn resumed reading after every answer, with requests still queued: each
+    answer let another read's worth of pipelined requests be parsed and queued (a client
+    that sent small requests without reading answers grew the server by 220 MB). Reading
+    now resumes when the queue is empty: at most one read's requests wait."""
+    request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+    count = 40_000
+    got: list[int] = []
+    Queueing.most = 0
+
+    async def talk(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request * count)
+        answer = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n0"
+        data = await asyncio.wait_for(reader.readexactly(len(answer) * count), 60)
+        got.append(data.count(answer))
+        writer.close()
+
+    run(app_seeing([]), talk, base=Queueing)
+    assert got == [count]
+    assert Queueing.most <= 256 * 1024 // len(request) + 1, Queueing.most
