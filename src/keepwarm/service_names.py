@@ -21,10 +21,12 @@ def check_name(name: str, what: str = "model name") -> str:
 
 
 def parse_version(version: str | None) -> int | str | None:
-    """``None`` or ``""``: the default version; digits: a version number; else a label."""
+    """``None`` or ``""``: the default version; ASCII digits: a version number; else a
+    label (``str.isdigit`` alone also says yes to "²", which ``int`` refuses, and to
+    Arabic-Indic digits, which it reads as another number)."""
     if version is None or version == "":
         return None
-    if version.isdigit():
+    if version.isascii() and version.isdigit():
         number = int(version)
         if number <= 0:
             raise InvalidInputError(f"version {version!r}: versions are positive integers")

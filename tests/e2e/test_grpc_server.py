@@ -183,6 +183,9 @@ def test_bad_requests_get_their_codes_and_the_server_keeps_serving(triton: Any) 
     assert _code(lambda: triton.infer("nope", [x])) == "StatusCode.NOT_FOUND"
     assert _code(lambda: triton.infer("mlp", [x], model_version="9")) == "StatusCode.NOT_FOUND"
     assert _code(lambda: triton.infer("../etc", [x])) == "StatusCode.INVALID_ARGUMENT"
+    for digits in ("\u00b2", "\u0661"):  # int() refused the one (INTERNAL), read 1 in the other
+        invalid = _code(lambda: triton.infer("mlp", [x], model_version=digits))  # noqa: B023
+        assert invalid == "StatusCode.INVALID_ARGUMENT"
     ints = _input("x", X.astype(np.int32), "INT32")
     assert _code(lambda: triton.infer("mlp", [ints])) == "StatusCode.INVALID_ARGUMENT"
     wide = _input("x", np.zeros((2, 5), np.float32), "FP32")

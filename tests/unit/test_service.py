@@ -36,6 +36,13 @@ def test_versions_and_labels() -> None:
         parse_version("../x")
 
 
+@pytest.mark.parametrize("text", ["\u00b2", "\u0661", "\uff11"])  # superscript, Arabic, wide
+def test_digits_other_than_ascii_are_neither_a_version_nor_a_label(text: str) -> None:
+    # str.isdigit() says yes to each; int() refused "²" (a 500) and read the others as 1.
+    with pytest.raises(InvalidInputError, match="invalid version label"):
+        parse_version(text)
+
+
 def test_error_text_names_files_relative_to_the_root(tmp_path: Path) -> None:
     root = tmp_path / "models"
     root.mkdir()

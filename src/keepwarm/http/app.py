@@ -122,7 +122,7 @@ class HttpApp:
             if key in params:
                 check_name(params[key], "model name" if key == "model" else "version label")
         version = params.get("version")
-        if version is not None and not version.isdigit():
+        if version is not None and not (version.isascii() and version.isdigit()):
             raise InvalidInputError(
                 f"version {version!r}: versions are positive integers (labels: /labels/NAME)"
             )

@@ -162,6 +162,6 @@ def _header_length(request: Request) -> int | None:
     value = request.header(HEADER_LENGTH)
     if value is None:
         return None
-    if not value.strip().isdigit():
+    if not (value.isascii() and value.strip().isdigit()):
         raise InvalidInputError(f"Inference-Header-Content-Length {value!r} is not a number")
     return int(value)

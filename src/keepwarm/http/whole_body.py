@@ -50,14 +50,19 @@ class Collector:
     reference back would make a cycle of objects per request that only the garbage
     collector frees."""
 
-    __slots__ = ("_cycle", "_flow", "_read_into", "limit", "pieces", "size")
+    __slots__ = ("_cycle", "_flow", "_read_into", "_resuming", "limit", "pieces", "size")
 
     def __init__(
-        self, cycle: RequestResponseCycle, flow: FlowControl, read_into: ReadInto | None = None
+        self,
+        cycle: RequestResponseCycle,
+        flow: FlowControl,
+        read_into: ReadInto | None = None,
+        resuming: Callable[[], None] | None = None,
     ) -> None:
         self._cycle = weakref.ref(cycle)
         self._flow = flow
         self._read_into = read_into if writable_bytes is not None else None
+        self._resuming = resuming  # told when the read starts: the body's time runs again
         self.pieces: list[bytes | bytearray] | None = None  # a read is under way: the body
         self.size = 0
         self.limit = 0
@@ -85,6 +90,8 @@ class Collector:
         if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
             cycle.transport.write(CONTINUE)
             cycle.waiting_for_100_continue = False
+        if self._resuming is not None:
+            self._resuming()
         held = cycle.body  # what was read before the app asked
         cycle.body = bytearray()
         pieces: list[bytes | bytearray] = [held] if held else []
