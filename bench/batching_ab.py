@@ -152,6 +152,15 @@ def _switches() -> int:
     return usage.ru_nvcsw + usage.ru_nivcsw
 
 
+def bare_copy(model_dir: Path, dest: Path) -> Path:
+    """A copy of ``model_dir`` in ``dest`` without its ``model.toml``: batching as
+    ``keepwarm.load`` is told only."""
+    copy = dest / model_dir.name
+    shutil.copytree(model_dir, copy)
+    (copy / "model.toml").unlink(missing_ok=True)
+    return copy
+
+
 def main() -> int:
     """The in-process cells alone (``--model``, ``--threads``), printed as a table."""
     parser = argparse.ArgumentParser(description="keepwarm.load with batching on against off")
@@ -164,9 +173,7 @@ def main() -> int:
     args = parser.parse_args()
     threads = tuple(int(n) for n in args.threads.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / args.model
-        shutil.copytree(args.models / args.model, model_dir)
-        (model_dir / "model.toml").unlink(missing_ok=True)  # batching as load() says only
+        model_dir = bare_copy(args.models / args.model, Path(tmp))
         cells = in_process(model_dir, inputs(args.model, 1)[0], threads, args.seconds, args.rounds)
     print(f"{'threads':>7} {'off/s':>8} {'on/s':>8} {'ratio':>6} {'p50 off':>8} {'p50 on':>8} "
           f"{'diff ms':>8} {'cpu off':>8} {'cpu on':>8} {'cs off':>6} {'cs on':>6}  "
