@@ -127,7 +127,9 @@ def test_phases_move_every_connection_together(server: str, tmp_path: Path) -> N
     urls = {"fast": f"{server}/fast", "slow": f"{server}/slow"}
     found = run(spec(tmp_path, urls, c=4, seconds=0.8, phase_ms=100))
     fast, slow = found["fast"], found["slow"]
-    assert slow["p50_ms"] > fast["p50_ms"] + 2.0
+    # The slow side's answers take the 3 ms sleep; the fast side's, with 4 connections on a
+    # threaded Python server, rose to 1.4 ms on a loaded machine: a 1 ms margin, not 2.
+    assert slow["p50_ms"] >= 3.0 and slow["p50_ms"] > fast["p50_ms"] + 1.0
     assert fast["requests"] > slow["requests"] > 40  # 4 connections, 3+ ms each, ~0.4 s
     assert slow["rps"] < 4 / 0.003  # at most 4 slow answers in flight
 
