@@ -70,6 +70,9 @@ def add_serve_command(commands: Any) -> None:
     limits.add_argument(
         "--max-header-bytes", metavar="SIZE", help="431 to a header block larger (64KiB)"
     )
+    limits.add_argument(
+        "--write-timeout", type=float, metavar="S", help="drop a client not reading answers (30)"
+    )
     repo = sub.add_argument_group("repository")
     repo.add_argument("--poll-seconds", type=float, metavar="S", help="scan interval (1)")
     repo.add_argument(
@@ -165,6 +168,7 @@ def serve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None =
             server__header_timeout=args.header_timeout,
             server__body_timeout=args.body_timeout,
             server__max_header_bytes=args.max_header_bytes,
+            server__write_timeout=args.write_timeout,
             server__model_control=args.model_control,
             server__strict_readiness=args.strict_readiness,
             server__processes=args.processes,

@@ -200,6 +200,7 @@ async def _start_http(
         header=cfg.header_timeout,
         body=cfg.body_timeout,
         max_header_bytes=cfg.max_header_bytes,
+        write=cfg.write_timeout,
     )
     config = uvicorn.Config(
         app,

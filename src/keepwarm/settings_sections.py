@@ -167,7 +167,9 @@ class ServerSettings:
     ``keep_alive_timeout`` seconds (also before its first request); 408 to a header block
     not whole ``header_timeout`` seconds after its first byte, or to a body from which no
     byte came for ``body_timeout`` seconds; 431 to a header block over
-    ``max_header_bytes`` (1 KiB to 16 MiB). Timeouts are above 0 and at most a day."""
+    ``max_header_bytes`` (1 KiB to 16 MiB); dropped when its answers cannot be sent (the
+    client reads none of them) for ``write_timeout`` seconds. Timeouts are above 0 and at
+    most a day."""
 
     host: str = field(default="127.0.0.1", metadata=_p(text))
     http_port: int = field(default=8501, metadata=_p(integer(0, 65535)))
@@ -193,6 +195,7 @@ class ServerSettings:
     header_timeout: float = field(default=30.0, metadata=_seconds())
     body_timeout: float = field(default=30.0, metadata=_seconds())
     max_header_bytes: int = field(default=64 * KiB, metadata=_p(size(1 * KiB, 16 * MiB)))
+    write_timeout: float = field(default=30.0, metadata=_seconds())
 
     def __post_init__(self) -> None:
         _normalise(self, "server")

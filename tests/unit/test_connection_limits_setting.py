@@ -14,13 +14,14 @@ from keepwarm.cli_serve import serve_settings
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import Settings
 
-TIMEOUTS = ("keep_alive_timeout", "header_timeout", "body_timeout")
+TIMEOUTS = ("keep_alive_timeout", "header_timeout", "body_timeout", "write_timeout")
 
 
 def test_the_defaults_are_the_limits_before_they_were_settings() -> None:
     server = Settings.load(environ={}).server
     limits = (server.keep_alive_timeout, server.header_timeout, server.body_timeout)
     assert limits == (5.0, 30.0, 30.0) and server.max_header_bytes == 64 * 1024
+    assert server.write_timeout == 30.0
 
 
 def test_flags_over_environment_over_file(tmp_path: Path) -> None:
@@ -37,8 +38,9 @@ def test_flags_over_environment_over_file(tmp_path: Path) -> None:
     from_env = serve_settings(build_parser().parse_args(args), environ).server
     assert (from_env.header_timeout, from_env.max_header_bytes) == (7.0, 4096)
     flags = [*args, "--header-timeout", "0.5", "--max-header-bytes", "2KiB"]
-    flags += ["--keep-alive-timeout", "1", "--body-timeout", "60"]
+    flags += ["--keep-alive-timeout", "1", "--body-timeout", "60", "--write-timeout", "9"]
     from_flags = serve_settings(build_parser().parse_args(flags), environ).server
+    assert from_flags.write_timeout == 9.0
     assert (from_flags.header_timeout, from_flags.max_header_bytes) == (0.5, 2048)
     assert (from_flags.keep_alive_timeout, from_flags.body_timeout) == (1.0, 60.0)
 

@@ -67,6 +67,7 @@ SAMPLES = {
     ("server", "header_timeout"): ("2", 2.0),
     ("server", "body_timeout"): ("90", 90.0),
     ("server", "max_header_bytes"): ("16KiB", 16 << 10),
+    ("server", "write_timeout"): ("1.5", 1.5),
     ("batching", "max_batch_size"): ("8", 8),
     ("batching", "max_delay_ms"): ("0.5", 0.5),
     ("batching", "max_queue"): ("16", 16),

@@ -10,14 +10,14 @@ call; the header block is sent alone when the response ends without a body write
 or the connection is closed, so nothing is ever left unsent.
 
 Each connection has one timer (``http/timers.py``): keep-alive, and the limits on slow
-or endless requests, which are ``[server]`` settings (``timers.Limits``). A limit passed
-is answered here: ``{"error": ...}`` with 408 or 431, then the connection is closed
-``LINGER_SECONDS`` later, unread. The cost per request is a few attribute writes and two
-or three reads of the loop's clock; ``bench/ab.py`` (MLP, v2 JSON, 5 rounds of 3 s,
-machine load 5-7) read req/s 1.04x and CPU per request 0.98x of the version before the
-limits at c=1, 1.00x and 1.10x at c=32 (loop time per request 1.07x), in one run with
-the sides' order rotating: the c=32 CPU figure wants a run on a quieter machine before
-it is trusted either way.
+or endless requests and on answers a client does not read, which are ``[server]``
+settings (``timers.Limits``). A request's limit passed is answered here: ``{"error":
+...}`` with 408 or 431, then the connection is closed ``LINGER_SECONDS`` later, unread.
+The cost per request is a few attribute writes and two or three reads of the loop's
+clock; ``bench/ab.py`` (MLP, v2 JSON, 5 rounds of 3 s, machine load 5-7) read req/s 1.04x
+and CPU per request 0.98x of the version before the limits at c=1, 1.00x and 1.10x at
+c=32 (loop time per request 1.07x), in one run with the sides' order rotating: the c=32
+CPU figure wants a run on a quieter machine before it is trusted either way.
 
 Each request's scope also carries a ``Collector`` (``http/whole_body.py``): an app that
 reads the whole body gets it in one piece, read without uvicorn's pause every 64 KiB, and
@@ -86,6 +86,14 @@ class OneWriteProtocol(HttpToolsProtocol):
                 f"the request's line and header fields are over {self.limits.max_header_bytes} "
                 "bytes (the server's limit)",
             )
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._timer.writing_paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._timer.writing_resumed()
 
     def note_read(self) -> None:
         """Bytes of the body arrived (``BodyInto``), or the server resumes reading it."""

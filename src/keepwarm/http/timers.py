@@ -16,16 +16,23 @@ seconds since it opened (as after a response); has 408 answered to a header bloc
 whole ``header`` seconds after its first byte (a client dripping one byte at a time is
 never idle) and to a body from which no byte came for ``body`` seconds while the server
 was reading (time during which the server itself stopped reading, a body not yet asked
-for, is not counted); and says when a header block is over ``max_header_bytes`` (counted
-from the read after the one it began in), which is answered 431. The timer is checked
-lazily, as the keep-alive one: a limit is enforced between its time and about twice that.
+for, is not counted); says when a header block is over ``max_header_bytes`` (counted
+from the read after the one it began in), which is answered 431; and drops a connection
+whose answers have not gone out for ``write`` seconds (the transport's buffer full: a
+client that sends requests and reads none of the answers held its connection, and the
+answer in its buffer, for good). The timer is checked lazily, as the keep-alive one: a
+limit is enforced between its time and about twice that; a limit shorter than the one the
+timer is set for brings it forward.
 
 The limits are ``[server]`` settings (``keep_alive_timeout``, ``header_timeout``,
-``body_timeout``, ``max_header_bytes``; ``keepwarm.settings_sections``). Moving the timer
-here from the protocol's own fields (a method call per event instead of attribute writes)
-cost nothing measurable: ``bench/ab.py`` (MLP, v2 JSON, 5 rounds of 3 s, both sides
-interleaved) read req/s 1.07x and CPU per request 0.94x of the version before at c=1,
-1.01x and 0.97x at c=32 (event loop's time per request 0.97x, 0.98x): noise.
+``body_timeout``, ``max_header_bytes``, ``write_timeout``; ``keepwarm.settings_sections``).
+Moving the timer here from the protocol's own fields (a method call per event instead of
+attribute writes) cost nothing measurable: ``bench/ab.py`` (MLP, v2 JSON, 5 rounds of
+3 s, both sides interleaved) read req/s 1.07x and CPU per request 0.94x of the version
+before at c=1, 1.01x and 0.97x at c=32 (event loop's time per request 0.97x, 0.98x):
+noise. Bringing the timer forward (two or three ``TimerHandle.when()`` per request, no
+re-arming with the default limits) and the write limit: req/s 0.94x, CPU 1.05x at c=1
+and 1.05x, 0.94x at c=32 in a run of 6 rounds; 1.04x, 0.98x at c=1 in a run of 10: noise.
 """
 
 from __future__ import annotations
@@ -40,12 +47,14 @@ class Limits:
     """A connection's limits: seconds idle before it is closed (``keep_alive``), from a
     header block's first byte to its end (``header``, 408 after), without a byte of a
     body being read (``body``, 408 after), and the bytes a header block may take
-    (``max_header_bytes``, 431 past it)."""
+    (``max_header_bytes``, 431 past it), and that answers may wait, unsent because the
+    client reads none of them, before the connection is dropped (``write``)."""
 
     keep_alive: float = 5.0
     header: float = 30.0
     body: float = 30.0
     max_header_bytes: int = 64 * 1024
+    write: float = 30.0
 
 
 class Connection(Protocol):
@@ -74,6 +83,7 @@ class ConnectionTimer:
         "head_since",
         "idle_since",
         "read_at",
+        "write_since",
     )
 
     def __init__(self, conn: Connection, limits: Limits) -> None:
@@ -85,6 +95,7 @@ class ConnectionTimer:
         self.read_at = 0.0  # the last bytes read, or the server's resumption of reading
         self.head_since: float | None = None  # a header block's first byte, until its end
         self.head_bytes = 0  # read since the read that header block began in
+        self.write_since: float | None = None  # answers stopped going out (buffer full)
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -113,13 +124,23 @@ class ConnectionTimer:
         self.read_at = self._loop.time()
 
     def head_began(self) -> None:
-        self.head_since = self._loop.time()
+        self.head_since = now = self._loop.time()
         self.head_bytes = 0
-        if self._handle is None:
-            self._arm(self._limits.header)
+        self._arm_by(now + self._limits.header)
 
     def head_ended(self) -> None:
+        """A body may follow: its limit is checked in time (from the read the header
+        block ended in: the clock is not read again)."""
         self.head_since = None
+        self._arm_by(self.read_at + self._limits.body)
+
+    def writing_paused(self) -> None:
+        """The transport's buffer is full: the client is not reading its answers."""
+        self.write_since = now = self._loop.time()
+        self._arm_by(now + self._limits.write)
+
+    def writing_resumed(self) -> None:
+        self.write_since = None
 
     def answered(self) -> None:
         """A response was sent: a body left unread, and a header block pipelined behind
@@ -131,12 +152,22 @@ class ConnectionTimer:
     def idle(self) -> None:
         """Nothing more to answer: the connection is idle from the last answer."""
         self.idle_since = self.read_at
-        if self._handle is None:
-            self._arm(self._limits.keep_alive)
+        self._arm_by(self.read_at + self._limits.keep_alive)
 
     def _arm(self, seconds: float) -> None:
         if not self._stopped:
             self._handle = self._loop.call_later(seconds, self._check)
+
+    def _arm_by(self, deadline: float) -> None:
+        """The timer set to fire by ``deadline`` at the latest (sooner if it already is):
+        a limit shorter than the one the timer was set for is checked in its time."""
+        handle = self._handle
+        if handle is not None:
+            if handle.when() <= deadline:
+                return
+            handle.cancel()
+        if not self._stopped:
+            self._handle = self._loop.call_at(deadline, self._check)
 
     def _check(self) -> None:
         """The limit of what the connection is doing, enforced or set again."""
@@ -147,7 +178,12 @@ class ConnectionTimer:
         limits = self._limits
         now = self._loop.time()
         cycle = conn.cycle
-        if self.head_since is not None:
+        if self.write_since is not None:
+            left = self.write_since + limits.write - now
+            if left <= 0:  # no answer can reach a client that reads none: dropped
+                conn.transport.abort()
+                return
+        elif self.head_since is not None:
             if cycle is not None and not cycle.response_complete:  # pipelined behind it
                 self.head_since = now  # its time counts from the answer before it
             left = self.head_since + limits.header - now
