@@ -57,6 +57,22 @@ def add_serve_command(commands: Any) -> None:
         metavar="MS",
         help="default request deadline (default: none)",
     )
+    limits = sub.add_argument_group("connection limits")
+    limits.add_argument(
+        "--keep-alive-timeout", type=float, metavar="S", help="close an idle connection (5)"
+    )
+    limits.add_argument(
+        "--header-timeout", type=float, metavar="S", help="408 to a header block slower (30)"
+    )
+    limits.add_argument(
+        "--body-timeout", type=float, metavar="S", help="408 to a body stalled this long (30)"
+    )
+    limits.add_argument(
+        "--max-header-bytes", metavar="SIZE", help="431 to a header block larger (64KiB)"
+    )
+    limits.add_argument(
+        "--write-timeout", type=float, metavar="S", help="drop a client not reading answers (30)"
+    )
     repo = sub.add_argument_group("repository")
     repo.add_argument("--poll-seconds", type=float, metavar="S", help="scan interval (1)")
     repo.add_argument(
@@ -148,6 +164,11 @@ def serve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None =
             server__tls_key=args.tls_key,
             server__max_body_bytes=args.max_body_bytes,
             server__request_timeout_ms=args.request_timeout_ms,
+            server__keep_alive_timeout=args.keep_alive_timeout,
+            server__header_timeout=args.header_timeout,
+            server__body_timeout=args.body_timeout,
+            server__max_header_bytes=args.max_header_bytes,
+            server__write_timeout=args.write_timeout,
             server__model_control=args.model_control,
             server__strict_readiness=args.strict_readiness,
             server__processes=args.processes,

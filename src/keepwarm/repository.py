@@ -34,7 +34,7 @@ from keepwarm.errors import (
     UnavailableError,
 )
 from keepwarm.repository_catalog import Catalog
-from keepwarm.repository_reconcile import Reconciler
+from keepwarm.repository_reconcile import Reconciler, log_config_changes
 from keepwarm.repository_requests import LeaseContext, RepositoryRequests, Version
 from keepwarm.repository_status import RepositoryStatus, repository_status
 from keepwarm.serving import ServingMap
@@ -271,6 +271,7 @@ class Repository:
         with catalog.lock:
             # Models gone from the listing too: their versions drain, then are forgotten.
             names = set(catalog.listing) | set(listing) | {key.name for key in catalog.specs}
+            log_config_changes(catalog.listing, listing)
             catalog.listing = listing  # replaced whole, never mutated: read without a lock
             self._serving.set_listing(listing)
             for name in sorted(names):

@@ -15,7 +15,7 @@ from keepwarm.core.states import State
 from keepwarm.core.version_policy import aspired_versions, keep_for_availability
 from keepwarm.errors import KeepwarmError
 from keepwarm.repository_catalog import Catalog
-from keepwarm.sources.listing import ModelListing
+from keepwarm.sources.listing import Listing, ModelListing
 
 log = logging.getLogger("keepwarm.repository")
 
@@ -93,3 +93,29 @@ class Reconciler:
 
     def _known(self, name: str) -> list[ModelId]:
         return [key for key in self._catalog.specs if key.name == name]
+
+
+def log_config_changes(before: Listing, after: Listing) -> None:
+    """Say, once per change, that a model's ``model.toml`` became invalid (what is served
+    goes on with its last good configuration, or nothing loads when there was none) or
+    valid again."""
+    for name, model in sorted(after.items()):
+        was = before.get(name)
+        error = model.config_error
+        if error == (was.config_error if was is not None else None):
+            continue
+        if error is None:
+            log.warning("model %r: its model.toml is valid again", name)
+        elif model.blocked:
+            log.warning(
+                "model %r: its model.toml is invalid; nothing loads until it is fixed: %s",
+                name,
+                error,
+            )
+        else:
+            log.warning(
+                "model %r: its model.toml is invalid; serving on with its last good "
+                "configuration: %s",
+                name,
+                error,
+            )

@@ -58,11 +58,13 @@ class ModelStatus:
     name: str
     config_error: str | None  # why model.toml is bad now (the last good one is in force)
     versions: dict[int, VersionStatus] = field(default_factory=dict)
+    blocked: bool = False  # model.toml was never good: no version loads until it is fixed
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "config_error": self.config_error,
+            "blocked": self.blocked,
             "versions": {str(v): s.to_dict() for v, s in self.versions.items()},
         }
 
@@ -112,6 +114,8 @@ def repository_status(catalog: Catalog, *, processes: bool = False) -> Repositor
                 versions[other.version] = VersionStatus(
                     other.version, entry.state, DiskState.GONE, entry.reason, None, None, entry
                 )
-        models[name] = ModelStatus(name, model.config_error, dict(sorted(versions.items())))
+        models[name] = ModelStatus(
+            name, model.config_error, dict(sorted(versions.items())), model.blocked
+        )
     rows = process_memory() if processes else []
     return RepositoryStatus(catalog.location, catalog.listing_error, models, rows)

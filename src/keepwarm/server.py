@@ -7,6 +7,7 @@ or the drain timeout passes. A second SIGINT exits at once."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -191,14 +192,24 @@ async def _start_http(
 
     from keepwarm.http import HttpApp
     from keepwarm.http.protocol import OneWriteProtocol
+    from keepwarm.http.timers import Limits
 
     app = HttpApp(service, max_body_bytes=cfg.max_body_bytes, max_json_depth=cfg.max_json_depth)
+    limits = Limits(
+        keep_alive=cfg.keep_alive_timeout,
+        header=cfg.header_timeout,
+        body=cfg.body_timeout,
+        max_header_bytes=cfg.max_header_bytes,
+        write=cfg.write_timeout,
+    )
     config = uvicorn.Config(
         app,
         host=cfg.host,
         port=cfg.http_port,
         loop="none",
-        http=OneWriteProtocol,  # uvicorn's httptools, one write per response
+        # uvicorn's httptools, one write per response, with the connection limits (uvicorn
+        # calls what it is given as it would call the class)
+        http=functools.partial(OneWriteProtocol, limits=limits),  # type: ignore[arg-type]
         lifespan="off",
         log_level="warning",
         access_log=False,

@@ -136,6 +136,10 @@ class InferenceService:
         the repository API holds unloaded has none (``held`` says why)."""
         return self._view.versions(name)
 
+    def model_status(self, name: str) -> tuple[list[tuple[int, str, str]], str | None]:
+        """``versions(name)``, and what is wrong with its ``model.toml`` now, or None."""
+        return self._view.model(name)
+
     def model_ready(self, name: str, version: str | None) -> bool:
         return self._view.model_ready(name, version)
 

@@ -10,7 +10,7 @@ from typing import Any
 from keepwarm.batching.registry import live_batchers
 from keepwarm.errors import ModelNotFoundError
 from keepwarm.repository import Repository
-from keepwarm.repository_status import RepositoryStatus
+from keepwarm.repository_status import ModelStatus, RepositoryStatus
 from keepwarm.service_names import check_name, parse_version
 from keepwarm.service_stats import Statistics
 
@@ -66,12 +66,21 @@ class StatusView:
     def versions(self, name: str) -> list[tuple[int, str, str]]:
         """(version, state, reason) for each version of ``name``, oldest first; a model
         the repository API holds unloaded has none (``held`` says why)."""
+        return self.model(name)[0]
+
+    def model(self, name: str) -> tuple[list[tuple[int, str, str]], str | None]:
+        """``versions(name)`` and why the model's ``model.toml`` is invalid now (its last
+        good configuration in force), or None, from one status of the repository."""
         if self.held(name) is not None:
-            return []
-        versions = self.states().get(check_name(name))
+            return [], None
+        status = self.repository.status()
+        name = check_name(name)
+        versions = model_states(status).get(name)
         if versions is None:
             raise ModelNotFoundError(f"model {name!r} not found in the repository")
-        return [(v, state, self.public(reason)) for v, (state, reason) in versions.items()]
+        rows = [(v, state, self.public(reason)) for v, (state, reason) in versions.items()]
+        model = status.models[name]
+        return rows, None if model.config_error is None else self.public(config_problem(model))
 
     def model_ready(self, name: str, version: str | None) -> bool:
         """Whether ``version`` of ``name`` (a number, a label, or None: any) is READY; an
@@ -113,16 +122,30 @@ class StatusView:
             {"name": name, "state": "UNAVAILABLE", "reason": why}
             for name, why in self.held_all().items()
         ]
-        for name, versions in self.states().items():
+        status = self.repository.status()
+        for name, versions in model_states(status).items():
+            model = status.models[name]
+            problem = "" if model.config_error is None else config_problem(model)
             if not versions:
-                out.append({"name": name, "state": "UNAVAILABLE", "reason": "no versions"})
+                reason = "; ".join(filter(None, ["no versions", problem]))
+                out.append({"name": name, "state": "UNAVAILABLE", "reason": self.public(reason)})
             for version, (state, reason) in versions.items():
                 out.append(
                     {
                         "name": name,
                         "version": str(version),
                         "state": state,
-                        "reason": self.public(reason),
+                        "reason": self.public("; ".join(filter(None, [reason, problem]))),
                     }
                 )
         return out
+
+
+def config_problem(model: ModelStatus) -> str:
+    """What status says of a model whose ``model.toml`` is invalid now."""
+    then = (
+        "no version loads until it is fixed"
+        if model.blocked
+        else "the last good configuration stays in force"
+    )
+    return f"model.toml is invalid ({model.config_error}); {then}"

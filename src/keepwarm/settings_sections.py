@@ -24,6 +24,7 @@ from keepwarm.settings_values import (
     optional_path,
     optional_text,
     parse_bool,
+    size,
     text,
 )
 
@@ -32,6 +33,13 @@ MiB = 1 << 20
 #: The most ``server.processes`` allowed anywhere (the supervisor also refuses more than
 #: four per core of the machine it runs on).
 MAX_PROCESSES = 64
+#: The longest a connection's limits (``server.*_timeout``) may be: one day.
+MAX_TIMEOUT = 86400.0
+KiB = 1 << 10
+
+
+def _seconds() -> dict[str, Any]:
+    return _p(number(0, above=True, maximum=MAX_TIMEOUT))
 
 
 def _normalise(section: Any, name: str) -> None:
@@ -153,7 +161,15 @@ class ServerSettings:
     (``normal``, ``batch``, ``idle``): the event loop then takes a core from them at once.
     Off (0, ``normal``) by default: a lowered model also yields to the machine's other work
     (MobileNetV2 under overload on 2 shared cores: 503s' p99 120 -> 84 ms at 19, but 0.73x
-    the requests served)."""
+    the requests served).
+
+    A connection's limits (``keepwarm.http.timers``): closed when idle for
+    ``keep_alive_timeout`` seconds (also before its first request); 408 to a header block
+    not whole ``header_timeout`` seconds after its first byte, or to a body from which no
+    byte came for ``body_timeout`` seconds; 431 to a header block over
+    ``max_header_bytes`` (1 KiB to 16 MiB); dropped when its answers cannot be sent (the
+    client reads none of them) for ``write_timeout`` seconds. Timeouts are above 0 and at
+    most a day."""
 
     host: str = field(default="127.0.0.1", metadata=_p(text))
     http_port: int = field(default=8501, metadata=_p(integer(0, 65535)))
@@ -175,6 +191,11 @@ class ServerSettings:
     processes: int = field(default=1, metadata=_p(integer(1, MAX_PROCESSES)))
     model_nice: int = field(default=0, metadata=_p(integer(0, 19)))
     model_policy: str = field(default="normal", metadata=_p(choice("normal", "batch", "idle")))
+    keep_alive_timeout: float = field(default=5.0, metadata=_seconds())
+    header_timeout: float = field(default=30.0, metadata=_seconds())
+    body_timeout: float = field(default=30.0, metadata=_seconds())
+    max_header_bytes: int = field(default=64 * KiB, metadata=_p(size(1 * KiB, 16 * MiB)))
+    write_timeout: float = field(default=30.0, metadata=_seconds())
 
     def __post_init__(self) -> None:
         _normalise(self, "server")

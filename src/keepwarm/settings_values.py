@@ -150,9 +150,14 @@ def integer(minimum: int, maximum: int | None = None, *, optional: bool = False)
     return parse
 
 
-def number(minimum: float, *, above: bool = False, optional: bool = False) -> Parser:
-    """A finite float ``>= minimum`` (``> minimum`` when ``above``)."""
-    expected = f"a number {'>' if above else '>='} {minimum:g}" + (", or none" if optional else "")
+def number(
+    minimum: float, *, above: bool = False, optional: bool = False, maximum: float | None = None
+) -> Parser:
+    """A finite float ``>= minimum`` (``> minimum`` when ``above``), at most ``maximum``."""
+    bound = f"{'>' if above else '>='} {minimum:g}"
+    if maximum is not None:
+        bound += f" and <= {maximum:g}"
+    expected = f"a number {bound}" + (", or none" if optional else "")
 
     def parse(value: Any) -> float | None:
         if optional and (value is None or _is_none_text(value)):
@@ -166,6 +171,8 @@ def number(minimum: float, *, above: bool = False, optional: bool = False) -> Pa
             raise Expected(expected)
         result = float(value)
         if not math.isfinite(result) or result < minimum or (above and result == minimum):
+            raise Expected(expected)
+        if maximum is not None and result > maximum:
             raise Expected(expected)
         return result
 
@@ -204,6 +211,28 @@ def optional_path(value: Any) -> Path | None:
 
 def optional_bytes(value: Any) -> int | None:
     return _bytes(value)
+
+
+def size(minimum: int, maximum: int) -> Parser:
+    """A number of bytes from ``minimum`` to ``maximum`` (an integer, or ``'64KiB'``...);
+    not a share of RAM, not none."""
+    expected = (
+        f"a size in bytes from {minimum} to {maximum} (an integer such as {minimum}, or "
+        "'64KiB', '1MiB')"
+    )
+
+    def parse(value: Any) -> int:
+        if (isinstance(value, str) and "%" in value) or (isinstance(value, float) and value < 1):
+            raise Expected(expected)
+        try:
+            nbytes = _bytes(value)
+        except Expected:
+            raise Expected(expected) from None
+        if nbytes is None or not minimum <= nbytes <= maximum:
+            raise Expected(expected)
+        return nbytes
+
+    return parse
 
 
 def _is_none_text(value: Any) -> bool:

@@ -14,6 +14,8 @@ import pytest
 from support.server_process import ServerProcess
 
 GOOD_ROW = [0.5] * 784
+WITH_TRUE = [True, *GOOD_ROW[1:]]  # JSON true first
+WITH_FALSE = [*GOOD_ROW[1:], False]  # JSON false last
 
 
 def v2(name: str = "image", datatype: str = "FP32", shape: Any = (1, 784), data: Any = None) -> Any:
@@ -39,6 +41,24 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
      "expected shape"),
     ("POST", "/v1/models/mlp:predict", {"instances": [[1.0, 2.0]]}, {}, 400, "expected shape"),
     ("POST", "/v1/models/mlp:predict", {"instances": [["a"] * 784]}, {}, 400, "got strings"),
+    # JSON's true and false in a numeric tensor: refused, not taken as 1 and 0 (on the
+    # fast decoders' bodies, and on the general ones': nested, named, all booleans).
+    ("POST", "/v2/models/mlp/infer", v2(data=WITH_TRUE), {}, 400,
+     "input 'image': expected float32 values, got a boolean"),
+    ("POST", "/v2/models/mlp/infer", v2(data=[WITH_FALSE]), {}, 400,
+     "input 'image': expected float32 values, got a boolean"),
+    ("POST", "/v2/models/mlp/infer", v2(data=[True] * 784), {}, 400,
+     "input 'image': expected float32 values, got booleans"),
+    ("POST", "/v2/models/mlp/infer", v2(datatype="INT32", data=[0] * 783 + [True]), {}, 400,
+     "input 'image': expected int32 values, got a boolean"),
+    ("POST", "/v1/models/mlp:predict", {"instances": [WITH_FALSE]}, {}, 400,
+     "input 'image': expected float32 values, got a boolean"),
+    ("POST", "/v1/models/mlp:predict", {"instances": [[False] * 784]}, {}, 400,
+     "input 'image': expected float32 values, got booleans"),
+    ("POST", "/v1/models/mlp:predict", {"inputs": {"image": [WITH_TRUE]}}, {}, 400,
+     "input 'image': expected float32 values, got a boolean"),
+    ("POST", "/v1/models/mlp:predict", {"instances": [{"image": WITH_FALSE}]}, {},
+     400, "input 'image': expected float32 values, got a boolean"),
     ("POST", "/v2/models/mlp/infer", v2(name="x"), {}, 400, "missing ['image']"),
     ("POST", "/v2/models/mlp/infer", v2(datatype="FP99"), {}, 400, "unknown datatype 'FP99'"),
     ("POST", "/v2/models/mlp/infer", v2(shape=(2**40, 2**40, 2**40)), {}, 400, "too many"),

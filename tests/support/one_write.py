@@ -4,6 +4,7 @@ recorded (a transport that passes every write on), for the protocol's tests."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import uvloop
 
 from keepwarm.http.messages import Receive, Scope, Send
 from keepwarm.http.protocol import OneWriteProtocol
+from keepwarm.http.timers import Limits
 
 App = Callable[[Scope, Receive, Send], Any]
 
@@ -51,15 +53,16 @@ async def serve(
     writes: list[bytes],
     keep_alive: float = 5.0,
     base: type[OneWriteProtocol] = OneWriteProtocol,
+    limits: Limits | None = None,
 ) -> AsyncIterator[int]:
+    given = Limits(keep_alive=keep_alive) if limits is None else limits
     config = uvicorn.Config(
         app,
         port=0,
         loop="none",
-        http=recording(writes, base),
+        http=functools.partial(recording(writes, base), limits=given),  # type: ignore[arg-type]
         lifespan="off",
         log_level="critical",
-        timeout_keep_alive=keep_alive,
     )
     config.load()
     server = uvicorn.Server(config)
@@ -112,14 +115,15 @@ def run(
     talk: Callable[[int], Awaitable[Any]],
     keep_alive: float = 5.0,
     base: type[OneWriteProtocol] = OneWriteProtocol,
+    limits: Limits | None = None,
 ) -> list[bytes]:
-    """``talk(port)`` against ``app`` served (``keep_alive``: uvicorn's
-    ``timeout_keep_alive``; ``base``: the protocol, ``OneWriteProtocol`` or a subclass);
-    the writes the server made."""
+    """``talk(port)`` against ``app`` served (``keep_alive``: the connections' keep-alive
+    time, unless ``limits`` gives all of them; ``base``: the protocol, ``OneWriteProtocol``
+    or a subclass); the writes the server made."""
     writes: list[bytes] = []
 
     async def main() -> None:
-        async for port in serve(app, writes, keep_alive, base):
+        async for port in serve(app, writes, keep_alive, base, limits):
             await talk(port)
 
     uvloop.run(main())

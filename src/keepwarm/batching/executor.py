@@ -87,6 +87,7 @@ class ThreadExecutor:
         self._workers: list[threading.Thread] = []
         self._unfinished = 0  # jobs submitted and not yet over
         self._closed = False
+        self._closer: threading.Thread | None = None  # a thread of the pool that closed it
 
     @property
     def slots(self) -> int:
@@ -144,6 +145,8 @@ class ThreadExecutor:
                     del exc
             with self._lock:
                 self._unfinished -= 1
+        if self._closer is threading.current_thread():  # the last thread: the others joined
+            self._wakeup.close()
 
     def close(self) -> None:
         """Take no more jobs; cancel those not started; wait for the running ones."""
@@ -164,5 +167,7 @@ class ThreadExecutor:
         for thread in workers:
             if thread is not me:
                 thread.join()
-        if me not in workers:
+        if me in workers:  # it still reads its stop: it closes the wake-up after that
+            self._closer = me
+        else:
             self._wakeup.close()

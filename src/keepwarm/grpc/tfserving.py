@@ -130,11 +130,11 @@ class ModelServicer:
     def GetModelStatus(self, request: Any, context: Context) -> Any:
         spec = request.model_spec
         name = spec.name
-        versions = self.service.versions(name)
+        versions, problem = self.service.model_status(name)
         wanted = parse_version(requested_version(spec))
         if isinstance(wanted, str):
             wanted = (self.service.model_info_blocking(name, wanted)).version
-        rows = tfserving.model_status(tfserving.version_states(name, versions, wanted))
+        rows = tfserving.model_status(tfserving.version_states(name, versions, wanted, problem))
         return json_format.ParseDict(
             rows, get_model_status_pb2.GetModelStatusResponse(), ignore_unknown_fields=True
         )

@@ -9,30 +9,15 @@ that holds the header block back and sends it with the first body write, in one 
 call; the header block is sent alone when the response ends without a body write (HEAD)
 or the connection is closed, so nothing is ever left unsent.
 
-uvicorn also arms a keep-alive timer at the end of each response and cancels it when the
-next request's bytes arrive (on uvloop a libuv timer made, started and closed per
-request). Here a connection keeps one timer: the end of a response notes the time, the
-next bytes clear it, and the timer, when it fires, closes a connection that has been idle
-for ``timeout_keep_alive`` seconds or sets itself again for the rest of that time.
-
-A client cannot hold a connection and its buffers forever (uvicorn, with httptools, has
-neither a limit on a request's header block nor a timeout before a response starts: a
-connection that sent nothing, or a header line without end, or half a body, was kept
-open for good, and 160 MB of header lines sent on one connection made the server 156 MB
-larger). The same timer closes a connection that has sent no request for
-``timeout_keep_alive`` seconds since it opened (as after a response); answers 408 to a
-header block not whole ``HEAD_SECONDS`` after its first byte (a client dripping one byte
-at a time is never idle) and to a body from which no byte came for ``BODY_SECONDS`` while
-the server was reading (time during which the server itself stopped reading, a body not
-yet asked for, is not counted); and a header block over ``MAX_HEAD_BYTES`` (counted from
-the read after the one it began in) is answered 431. Each answer is
-``{"error": ...}``, then the connection is closed ``LINGER_SECONDS`` later, unread. The
-timer is checked lazily, as the keep-alive one: a limit is enforced between its time and
-about twice that. The cost per request is a few attribute writes and two or three reads
-of the loop's clock; ``bench/ab.py`` (MLP, v2 JSON, 5 rounds of 3 s, machine load 5-7)
-read req/s 1.04x and CPU per request 0.98x of the version before at c=1, 1.00x and 1.10x
-at c=32 (loop time per request 1.07x), in one run with the sides' order rotating: the
-c=32 CPU figure wants a run on a quieter machine before it is trusted either way.
+Each connection has one timer (``http/timers.py``): keep-alive, and the limits on slow
+or endless requests and on answers a client does not read, which are ``[server]``
+settings (``timers.Limits``). A request's limit passed is answered here: ``{"error":
+...}`` with 408 or 431, then the connection is closed ``LINGER_SECONDS`` later, unread.
+The cost per request is a few attribute writes and two or three reads of the loop's
+clock; ``bench/ab.py`` (MLP, v2 JSON, 5 rounds of 3 s, machine load 5-7) read req/s 1.04x
+and CPU per request 0.98x of the version before the limits at c=1, 1.00x and 1.10x at
+c=32 (loop time per request 1.07x), in one run with the sides' order rotating: the c=32
+CPU figure wants a run on a quieter machine before it is trusted either way.
 
 Each request's scope also carries a ``Collector`` (``http/whole_body.py``): an app that
 reads the whole body gets it in one piece, read without uvicorn's pause every 64 KiB, and
@@ -57,12 +42,15 @@ from uvicorn.protocols.http.httptools_impl import (
 
 from keepwarm.http.direct_body import BodyInto
 from keepwarm.http.messages import HEADERS_READ, LINGER_SECONDS, WHOLE_BODY
+from keepwarm.http.timers import ConnectionTimer, Limits
 from keepwarm.http.whole_body import Collector
 from keepwarm.protocol import jsonio
 
 #: A body up to this size is joined to its header block (one copy, one buffer); a larger
 #: one is written beside it (``writelines``: one vectored system call, no copy).
 JOIN_BYTES = 64 * 1024
+#: The limits of a connection unless the server gives others (``[server]`` settings).
+DEFAULT_LIMITS = Limits()
 
 
 class OneWriteProtocol(HttpToolsProtocol):
@@ -70,63 +58,54 @@ class OneWriteProtocol(HttpToolsProtocol):
     connection (keep-alive, and the limits on slow or endless requests), and whose bodies
     can be read whole (see the module docstring); everything else is uvicorn's."""
 
-    #: Seconds from a header block's first byte to its end (408 after).
-    HEAD_SECONDS = 30.0
-    #: Seconds a body being read may go without a byte (408 after).
-    BODY_SECONDS = 30.0
-    #: Bytes a header block (request line and fields) may take (431 past it).
-    MAX_HEAD_BYTES = 64 * 1024
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: Limits = DEFAULT_LIMITS, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.limits = limits
         self._collector: Collector | None = None  # the body being parsed's, if any
-        self._idle_since: float | None = None  # the end of the last response, while idle
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._head_since: float | None = None  # a header block's first byte, until its end
-        self._head_bytes = 0  # read since the read that header block began in
-        self._read_at = 0.0  # the last bytes read, or the server's resumption of reading
+        self._timer = ConnectionTimer(self, limits)  # started with the connection
         self._refused = False  # answered 408 or 431: nothing more is read
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._idle_since = self._read_at = self.loop.time()
-        self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_check)
+        self._timer.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._collector = None  # it refers back to this protocol
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._timer.stop()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        self._read_at = self.loop.time()
-        if self._head_since is not None:
-            self._head_bytes += len(data)
+        timer = self._timer
+        timer.bytes_read(len(data))
         super().data_received(data)
-        if self._head_since is not None and self._head_bytes > self.MAX_HEAD_BYTES:
-            self._refuse(
+        if timer.head_too_large():
+            self.refuse(
                 431,
-                f"the request's line and header fields are over {self.MAX_HEAD_BYTES} bytes "
-                "(the server's limit)",
+                f"the request's line and header fields are over {self.limits.max_header_bytes} "
+                "bytes (the server's limit)",
             )
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._timer.writing_paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._timer.writing_resumed()
 
     def note_read(self) -> None:
         """Bytes of the body arrived (``BodyInto``), or the server resumes reading it."""
-        self._read_at = self.loop.time()
+        self._timer.note_read()
 
     def _unset_keepalive_if_required(self) -> None:
         """uvicorn calls this as bytes arrive: the connection is not idle now."""
-        self._idle_since = None
+        self._timer.busy()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_since = self.loop.time()
-        self._head_bytes = 0
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_later(self.HEAD_SECONDS, self._idle_check)
+        self._timer.head_began()
 
     def on_response_complete(self) -> None:
         """A response was sent: the next pipelined request starts, else the connection is
@@ -137,9 +116,8 @@ class OneWriteProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self._read_at = now = self.loop.time()  # a body left unread: its time runs again
-        if self._head_since is not None:  # a header block pipelined behind this answer
-            self._head_since = now
+        timer = self._timer
+        timer.answered()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
@@ -147,51 +125,21 @@ class OneWriteProtocol(HttpToolsProtocol):
                 self.flow.resume_reading()
             return
         self.flow.resume_reading()
-        self._idle_since = now
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_check)
+        timer.idle()
 
-    def _idle_check(self) -> None:
-        """The timer: the limit of what the connection is doing, enforced or set again."""
-        self._idle_timer = None
-        if self._refused or self.transport.is_closing():
-            return
-        now = self.loop.time()
-        cycle = self.cycle
-        if self._head_since is not None:
-            if cycle is not None and not cycle.response_complete:  # pipelined behind it
-                self._head_since = now  # its time counts from the answer before it
-            left = self._head_since + self.HEAD_SECONDS - now
-            if left <= 0:
-                self._refuse(408, f"the request's header block took over {self.HEAD_SECONDS:g} s")
-                return
-        elif cycle is not None and cycle.more_body and not cycle.disconnected:
-            if self.flow.read_paused:  # the server's delay, not the client's
-                self._read_at = now
-            left = self._read_at + self.BODY_SECONDS - now
-            if left <= 0:
-                self._refuse(408, f"no byte of the request's body came for {self.BODY_SECONDS:g} s")
-                return
-        elif self._idle_since is not None:
-            left = self._idle_since + self.timeout_keep_alive - now
-            if left <= 0:
-                self.timeout_keep_alive_handler()
-                return
-        else:  # busy: the end of its response sets the timer again
-            return
-        self._idle_timer = self.loop.call_later(left, self._idle_check)
-
-    def _refuse(self, status: int, message: str) -> None:
+    def refuse(self, status: int, message: str) -> None:
         """Answer ``status`` with ``message``, read no more, and close the connection
         ``LINGER_SECONDS`` later: the client can read the answer before its unread bytes
         reset the connection. No answer when it would not be read as this request's: a
         response under way, or (a header block refused) an earlier request unanswered."""
         self._refused = True
+        timer = self._timer
+        timer.stop()
         cycle = self.cycle  # while a header block is read, the previous request's
         if (
             cycle is None
             or cycle.response_complete
-            or (self._head_since is None and not cycle.response_started)
+            or (timer.head_since is None and not cycle.response_started)
         ):
             body = jsonio.dumps({"error": message})
             head = STATUS_LINE[status] + b"content-type: application/json\r\ncontent-length: "
@@ -203,7 +151,7 @@ class OneWriteProtocol(HttpToolsProtocol):
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def on_headers_complete(self) -> None:
-        self._head_since = None
+        self._timer.head_ended()
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle

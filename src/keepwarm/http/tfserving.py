@@ -43,11 +43,11 @@ class TfServingRoutes:
     async def status(self, request: Request) -> Response:
         name = request.params["model"]
         wanted = _which(request)
-        versions = self.service.versions(name)
+        versions, problem = self.service.model_status(name)
         if isinstance(wanted, str):
             info = await self.service.model_info(name, wanted)
             wanted = info.version
-        shown = tfserving.version_states(name, versions, wanted)
+        shown = tfserving.version_states(name, versions, wanted, problem)
         return json_response(tfserving.model_status(shown))
 
     async def metadata(self, request: Request) -> Response:

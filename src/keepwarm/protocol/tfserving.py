@@ -224,18 +224,18 @@ STATES = {
 
 
 def version_states(
-    name: str, versions: list[tuple[int, str, str]], only: int | None
+    name: str, versions: list[tuple[int, str, str]], only: int | None, problem: str | None = None
 ) -> list[tuple[int, str, str]]:
     """(version, TF Serving state, error) newest first, from the service's (version, state,
-    reason) rows; ``only``: that version (NOT_FOUND when it has none)."""
+    reason) rows; ``only``: that version (NOT_FOUND when it has none). ``problem``: what is
+    wrong with the model's configuration now, an error of every version (each serves on)."""
     if only is not None:
         versions = [v for v in versions if v[0] == only]
         if not versions:
             raise ModelNotFoundError(f"model {name!r} has no version {only}")
-    return [
-        (version, STATES.get(state, "UNKNOWN"), reason if state == "FAILED" else "")
-        for version, state, reason in reversed(versions)
-    ]
+    shown = [(v, STATES.get(state, "UNKNOWN"), reason if state == "FAILED" else "")
+             for v, state, reason in reversed(versions)]  # fmt: skip
+    return [(v, state, "; ".join(filter(None, [error, problem]))) for v, state, error in shown]
 
 
 def check_signature(wanted: str | None, signature: Signature) -> None:

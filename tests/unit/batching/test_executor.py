@@ -6,6 +6,7 @@ the running ones. Synchronised with events, never with sleeps."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import CancelledError
 
@@ -115,3 +116,26 @@ def test_a_platform_without_eventfd_wakes_the_threads_through_a_pipe(
         assert [f.result(10) for f in futures] == [i * i for i in range(8)]
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_closed_from_one_of_its_own_threads_its_wakeup_is_closed_too(threads: int) -> None:
+    """The thread that closed the pool closes the wake-up once it has read its stop (it
+    was left open for good: one descriptor lost per pool so closed)."""
+    pool = ThreadExecutor(threads)
+    together = threading.Barrier(threads)  # every thread of the pool started
+    busy = [pool.submit(lambda: together.wait(10)) for _ in range(threads)]
+    for future in busy:
+        future.result(10)
+    assert len(pool._workers) == threads
+    fd = pool._wakeup.read_fd
+    before = os.fstat(fd)
+    pool.submit(pool.close).result(10)
+    for thread in list(pool._workers):
+        thread.join(10)
+        assert not thread.is_alive()
+    try:
+        after = os.fstat(fd)
+    except OSError:  # closed
+        return
+    assert (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino), "still open"

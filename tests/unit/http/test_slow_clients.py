@@ -4,7 +4,7 @@ Each is answered (408, 431) and closed within its time or size, so that it canno
 connection and its buffers forever; a slow client that keeps sending, and a body the
 server itself has not read yet, are not cut off.
 
-A real uvicorn server on uvloop, real client sockets, the limits shrunk by a subclass.
+A real uvicorn server on uvloop, real client sockets, the limits shrunk (``Limits``).
 The clients' pauses (``asyncio.sleep``) are the slowness under test, not synchronisation.
 """
 
@@ -20,18 +20,17 @@ import pytest
 from keepwarm.errors import KeepwarmError
 from keepwarm.http.messages import Receive, Request, Scope, Send, error_response
 from keepwarm.http.protocol import OneWriteProtocol
+from keepwarm.http.timers import Limits
 from support.one_write import post, read_response, run
 
 KEEP_ALIVE = 0.3
 LIMIT_SECONDS = 0.6
 
 
-class Strict(OneWriteProtocol):
-    """The protocol with limits small enough for a test."""
-
-    HEAD_SECONDS = LIMIT_SECONDS
-    BODY_SECONDS = LIMIT_SECONDS
-    MAX_HEAD_BYTES = 16 * 1024
+#: Limits small enough for a test.
+STRICT = Limits(KEEP_ALIVE, LIMIT_SECONDS, LIMIT_SECONDS, 16 * 1024)
+#: The same with the default keep-alive time.
+STRICT_KEPT = Limits(5.0, LIMIT_SECONDS, LIMIT_SECONDS, 16 * 1024)
 
 
 def app_seeing(errors: list[str], wait: float = 0.0):  # type: ignore[no-untyped-def]
@@ -82,7 +81,7 @@ def test_a_connection_that_never_sends_a_request_is_closed() -> None:
         got.append(await answer_then_close(reader))
         writer.close()
 
-    run(app_seeing([]), talk, KEEP_ALIVE, base=Strict)
+    run(app_seeing([]), talk, limits=STRICT)
     data, took = got[0]
     assert data == b"" and KEEP_ALIVE * 0.9 <= took < KEEP_ALIVE + 2.0
 
@@ -106,7 +105,7 @@ def test_a_header_block_that_trickles_in_is_answered_408_and_closed() -> None:
             dripping.cancel()
             writer.close()
 
-    run(app_seeing([]), talk, KEEP_ALIVE, base=Strict)
+    run(app_seeing([]), talk, limits=STRICT)
     data, took = got[0]
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert b"connection: close" in data.lower()
@@ -134,7 +133,7 @@ def test_a_header_block_that_never_ends_is_answered_431() -> None:
             flooding.cancel()
             writer.close()
 
-    run(app_seeing([]), talk, base=Strict)
+    run(app_seeing([]), talk, limits=STRICT_KEPT)
     assert got[0].startswith(b"HTTP/1.1 431 "), got[0][:200]
     assert "16384 bytes" in error_of(got[0])
 
@@ -149,7 +148,7 @@ def test_a_long_header_line_in_one_piece_is_answered_431() -> None:
         got.append((await answer_then_close(reader))[0])
         writer.close()
 
-    run(app_seeing([]), talk, base=Strict)
+    run(app_seeing([]), talk, limits=STRICT_KEPT)
     assert got[0].startswith(b"HTTP/1.1 431 "), got[0][:200]
 
 
@@ -165,7 +164,7 @@ def test_a_header_block_stalled_behind_a_slow_answer_is_answered_after_it() -> N
         got.append(await answer_then_close(reader))
         writer.close()
 
-    run(app_seeing([], wait=3 * LIMIT_SECONDS), talk, KEEP_ALIVE, base=Strict)
+    run(app_seeing([], wait=3 * LIMIT_SECONDS), talk, limits=STRICT)
     assert got[0][0].startswith(b"HTTP/1.1 200 ") and got[0][0].endswith(b"\r\n\r\n0")
     assert got[1][0].startswith(b"HTTP/1.1 408 "), got[1]
     assert LIMIT_SECONDS * 0.9 <= got[1][1] < 2 * LIMIT_SECONDS + 2.0
@@ -185,7 +184,7 @@ def test_a_body_that_stops_coming_is_answered_408_and_the_read_fails(
         got.append(await answer_then_close(reader))
         writer.close()
 
-    run(app_seeing(errors), talk, KEEP_ALIVE, base=Strict)
+    run(app_seeing(errors), talk, limits=STRICT)
     data, took = got[0]
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert "body" in error_of(data)
@@ -209,7 +208,7 @@ def test_a_slow_body_that_keeps_coming_is_read_whole() -> None:
         got.append(await read_response(reader))
         writer.close()
 
-    run(app_seeing([]), talk, KEEP_ALIVE, base=Strict)
+    run(app_seeing([]), talk, limits=STRICT)
     assert got[0].startswith(b"HTTP/1.1 200 ") and got[0].endswith(b"\r\n\r\n300000")
 
 
@@ -224,7 +223,7 @@ def test_a_body_the_server_has_not_read_yet_is_not_the_clients_delay() -> None:
         got.append(await read_response(reader))
         writer.close()
 
-    run(app_seeing([], wait=3 * LIMIT_SECONDS), talk, KEEP_ALIVE, base=Strict)
+    run(app_seeing([], wait=3 * LIMIT_SECONDS), talk, limits=STRICT)
     assert got[0].startswith(b"HTTP/1.1 200 ") and got[0].endswith(b"\r\n\r\n1000000")
 
 

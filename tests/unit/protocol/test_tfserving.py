@@ -112,6 +112,23 @@ def test_metadata_and_status_shapes() -> None:
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
 
 
+def test_a_configuration_problem_is_an_error_of_every_version_shown() -> None:
+    rows = [(1, "FAILED", "bad graph"), (2, "READY", "warmup skipped"), (3, "LOADING", "")]
+    assert tfserving.version_states("m", rows, None) == [
+        (3, "LOADING", ""),
+        (2, "AVAILABLE", ""),
+        (1, "END", "bad graph"),
+    ]
+    shown = tfserving.version_states("m", rows, None, "model.toml is invalid")
+    assert shown == [
+        (3, "LOADING", "model.toml is invalid"),
+        (2, "AVAILABLE", "model.toml is invalid"),
+        (1, "END", "bad graph; model.toml is invalid"),
+    ]
+    (row,) = tfserving.model_status(shown[1:2])["model_version_status"]
+    assert row["status"] == {"error_code": "UNKNOWN", "error_message": "model.toml is invalid"}
+
+
 def test_deep_text_nesting_past_the_first_element_is_refused_not_a_crash() -> None:
     text = Signature(inputs=(TensorSpec("s", np.dtype(object), None),), outputs=())
     deep = "[" * 900 + '"x"' + "]" * 900
