@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from keepwarm.batching.serving import Holding, Queued, Ticket, begin
+from keepwarm.batching.serving import Holding, Queued, Ticket, begin, prepared
 from keepwarm.errors import KeepwarmError, UnavailableError, escaped
 from keepwarm.metrics import Metrics
 from keepwarm.service_stats import Statistics, Timing
@@ -89,11 +89,30 @@ class Record:
         return inputs
 
     def finish(self, queued: Queued, outputs: dict[str, np.ndarray], encode: Any) -> Any:
-        """The answer of a request that waited for its batch."""
+        """The answer of a request that waited for its batch: the one its batch thread
+        encoded (``answering``), else encoded here."""
         timing = self.timing
         timing.compute_infer += timing.lap()
+        made = prepared(queued)
+        if made is not None:
+            answer, seconds = made
+            timing.compute_infer -= seconds
+            timing.compute_output = seconds
+            return answer
         answer = encode(queued.name, queued.version, outputs)
         timing.compute_output = timing.lap()
+        return answer
+
+    @staticmethod
+    def answering(name: str, version: int, encode: Any) -> Any:
+        """A queued request's ``prepare`` (``batching.serving``): its answer, encoded on
+        its batch thread, and the seconds that took (``finish`` counts them as output)."""
+
+        def answer(outputs: dict[str, np.ndarray]) -> tuple[Any, float]:
+            began = time.perf_counter()
+            made = encode(name, version, outputs)
+            return made, time.perf_counter() - began
+
         return answer
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -106,6 +107,35 @@ def held_batcher(executor: Any, **kwargs: Any) -> tuple[Any, RowModel, threading
     gate = threading.Event()
     model = RowModel(gate)
     return Batcher(model.predict, name="m", executor=executor, **kwargs), model, gate
+
+
+@contextmanager
+def held_rows(max_batch_size: int, max_queue: int, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+    """A ``BatchedModel`` "rows" (version 3) over a ``RowLoaded`` whose calls wait for
+    ``gate``, on a one-thread ``ThreadExecutor`` (``kwargs``: its name): the model, and
+    ``(inner, gate)``; closed (the gate opened) at the end."""
+    from keepwarm.batching import PadAxes, ThreadExecutor
+    from keepwarm.batching.model import BatchedModel
+
+    gate = threading.Event()
+    inner = RowLoaded(gate)
+    executor = ThreadExecutor(1, **kwargs)  # one slot: a second request queues
+    model = BatchedModel(
+        inner,
+        name="rows",
+        version=3,
+        max_batch_size=max_batch_size,
+        max_delay_ms=0,
+        max_queue=max_queue,
+        pad_axes=PadAxes(),
+        executor=executor,
+    )
+    try:
+        yield model, (inner, gate)
+    finally:
+        gate.set()
+        model.close()
+        executor.close()
 
 
 def run_clients(count: int, client: Callable[[int], None], timeout: float = 120) -> None:

@@ -75,12 +75,13 @@ class Dispatch(Admission):
         follower: Follower | None,
         *,
         take: bool = True,
+        prepare: Callable[[Arrays], object] | None = None,
     ) -> tuple[Future[Arrays], list[Item]]:
-        """Register the future, queue the request, and (``take``) take a batch when a slot
-        is free (the caller launches it)."""
+        """Register the future (``prepare``: its ``Pending.prepare``), queue the request,
+        and (``take``) take a batch when a slot is free (the caller launches it)."""
         found = rows_and_key(inputs, self.pad_axes)
         rows, key = found if found is not None else (0, None)
-        future = Pending()
+        future = Pending(prepare)
         now = self._clock()
         item = Item(inputs, rows, key, future, deadline, now, follower)
         if follower is not None:
@@ -214,7 +215,10 @@ class Dispatch(Admission):
                 self.queue.pipeline.finished(sum(item.rows for item in batch))
                 done, (batch, expired) = batch, self.next_batch()
                 handed = inline and bool(batch) and hand_over(batch)
-            outcome.deliver([item.future for item in done])
+            futures = [item.future for item in done]
+            if outcome.error is None and len(outcome.results) == len(futures):
+                ready(futures, outcome.results)
+            outcome.deliver(futures)
             interrupt = interrupt or outcome.interrupt
             self.expire(expired)
             if batch and inline:
@@ -270,3 +274,12 @@ class Dispatch(Admission):
         with self._lock:
             self._closed = True
         self.fire()
+
+
+def ready(futures: list[Future[Arrays]], results: list[Arrays]) -> None:
+    """Before a batch's futures are answered: each one's ``Pending.prepare`` (the server's
+    answer encoded), here on the batch thread, for the whole batch before any is
+    answered, so that the event loop is called once for the batch and only writes."""
+    for future, outputs in zip(futures, results, strict=True):
+        if isinstance(future, Pending):
+            future.ready(outputs)

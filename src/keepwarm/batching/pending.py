@@ -10,6 +10,11 @@ caller whose request ran at once.
 It is still a ``Future`` (``asyncio.wrap_future`` and type checks take it), and
 ``concurrent.futures.wait`` works on it (``_condition`` is its lock, ``_waiters`` made on
 first use).
+
+``prepare``: what its awaiting event loop would do first with the outputs (the server's:
+encode the answer), done instead by the batch thread that answers it (``ready``), before
+the future is answered; ``prepared`` holds it (``NOT_PREPARED``: it was not done, or
+raised: the waiter does it, and sees its error).
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
+from contextlib import suppress
 from typing import Any, cast
 
 from keepwarm.batching.merge import Arrays
 
 _DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
+#: ``Pending.prepared`` before (or without) ``prepare``'s result.
+NOT_PREPARED: Any = object()
 
 
 class Pending(Future[Arrays]):
@@ -39,7 +47,11 @@ class Pending(Future[Arrays]):
     is woken after it is let go. Reads of a state (``done``, ``cancelled``, a finished
     ``result``) take no lock: one attribute read, a snapshot either way."""
 
-    def __init__(self) -> None:  # no ``Future.__init__``: no Condition
+    def __init__(
+        self, prepare: Callable[[Arrays], object] | None = None
+    ) -> None:  # no ``Future.__init__``: no Condition
+        self.prepare = prepare
+        self.prepared: Any = NOT_PREPARED
         self._lock = threading.Lock()
         self._state = PENDING
         self._result: Arrays | None = None
@@ -101,6 +113,14 @@ class Pending(Future[Arrays]):
             raise TimeoutError()
 
     # ---------------------------------------------------------------- changing
+
+    def ready(self, outputs: Arrays) -> None:
+        """Before ``set_result(outputs)``, on the answering thread: ``prepared`` made by
+        ``prepare`` (if any; one that raises is left to the waiter, which raises it)."""
+        prepare = self.prepare
+        if prepare is not None:
+            with suppress(Exception):  # the waiter prepares again, and raises there
+                self.prepared = prepare(outputs)
 
     def add_done_callback(self, fn: Callable[[Future[Arrays]], object]) -> None:
         with self._lock:

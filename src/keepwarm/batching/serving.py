@@ -16,6 +16,11 @@ event loop awaits it.
   leaves the queue, not run), or until the client goes away (it leaves the queue too),
   through callbacks (no task per request unless it waits long enough to watch its
   client); the lease is released once the request's batch no longer needs the model.
+- ``prepare`` (``submit``'s argument, or ``answer_there`` for a request a worker thread
+  queued): the request's answer is encoded by the batch thread that runs it, for all of
+  its batch before any is answered (``dispatch.ready``); ``prepared`` is that answer, for
+  the loop to write (None: not made there, as when its batch ran before the worker's
+  ``answer_there``; the loop encodes it).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from keepwarm.batching.model import BatchedModel
+from keepwarm.batching.pending import NOT_PREPARED, Pending
 from keepwarm.batching.registry import Admission, admit, refuse_when_full
 from keepwarm.batching.waits import DONE, GONE, Wait
 from keepwarm.deadline import request_deadline
@@ -181,14 +187,36 @@ def gathering(model: Any) -> bool:
     return batched(model) and not model.raw.batcher.idle
 
 
-def submit(model: Any, inputs: Arrays, deadline: float | None, lease: Holding) -> Queued:
+def submit(
+    model: Any,
+    inputs: Arrays,
+    deadline: float | None,
+    lease: Holding,
+    prepare: Callable[[Arrays], object] | None = None,
+) -> Queued:
     """From the event loop: queue ``inputs`` for leased ``model`` (``batched``); the
     ``Queued`` request takes over ``lease``. The model never runs here: the batch starts
     on a batch thread (or a waiting follower's), once the loop has queued the requests
-    it is parsing now (``Batcher.submit_from_loop``)."""
+    it is parsing now (``Batcher.submit_from_loop``). ``prepare``: see the module
+    docstring."""
     raw: BatchedModel = model.raw
-    future = raw.batcher.submit_from_loop(model.signature.coerce(inputs), deadline=deadline)
+    future = raw.batcher.submit_from_loop(
+        model.signature.coerce(inputs), deadline=deadline, prepare=prepare
+    )
     return Queued(future, model.name, model.version, lease.pop_all(), deadline)
+
+
+def answer_there(queued: Queued, prepare: Callable[[Arrays], object]) -> None:
+    """``prepare`` for a request a worker thread queued (see the module docstring)."""
+    future = queued.future
+    if isinstance(future, Pending):
+        future.prepare = prepare
+
+
+def prepared(queued: Queued) -> Any:
+    """What ``prepare`` made of ``queued``'s outputs on its batch thread; None if not."""
+    made = getattr(queued.future, "prepared", NOT_PREPARED)
+    return None if made is NOT_PREPARED else made
 
 
 async def finish(

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from keepwarm.batching import PadAxes, ThreadExecutor
 from keepwarm.batching.model import BatchedModel
 from keepwarm.batching.registry import admit, live_batchers, refuse_when_full
 from keepwarm.batching.serving import (
@@ -28,28 +27,13 @@ from keepwarm.batching.serving import (
 )
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 from keepwarm.model import LeasedModel
-from support.batch_models import RowLoaded
+from support.batch_models import RowLoaded, held_rows
 
 
 @pytest.fixture
 def held() -> Iterator[tuple[BatchedModel, RowLoaded, threading.Event]]:
-    gate = threading.Event()
-    inner = RowLoaded(gate)
-    executor = ThreadExecutor(1)  # one slot: a second request queues
-    model = BatchedModel(
-        inner,
-        name="rows",
-        version=3,
-        max_batch_size=4,
-        max_delay_ms=0,
-        max_queue=2,
-        pad_axes=PadAxes(),
-        executor=executor,
-    )
-    yield model, inner, gate
-    gate.set()
-    model.close()
-    executor.close()
+    with held_rows(max_batch_size=4, max_queue=2) as (model, (inner, gate)):
+        yield model, inner, gate
 
 
 def _x(value: float) -> dict[str, np.ndarray]:

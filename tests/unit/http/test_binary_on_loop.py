@@ -16,15 +16,11 @@ import numpy as np
 import orjson
 import pytest
 
-from keepwarm import service_infer, signature
-from keepwarm.batching.serving import batched
+from keepwarm import signature
 from keepwarm.http import HttpApp
 from keepwarm.http.messages import INLINE_DECODE_BYTES, Message
-from keepwarm.repository import Repository
-from keepwarm.service import InferenceService
-from support.repo_builders import place_python, write_model_toml
+from support.echo_app import always_gathering, echo_app
 
-READY_S = 30.0
 ROWS = INLINE_DECODE_BYTES // 16 + 1  # float32 rows of 4: more than INLINE_DECODE_BYTES
 
 
@@ -40,16 +36,8 @@ class Recording(ThreadPoolExecutor):
 
 @pytest.fixture(params=["", "[batching]\nmax_batch_size = 8\n"], ids=["plain", "batched"])
 def app(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[HttpApp]:
-    place_python(tmp_path / "echo", 1, "EchoVersion")
-    write_model_toml(tmp_path / "echo", request.param)
-    with Repository(tmp_path, allow_unsafe=True, poll_seconds=60) as repository:
-        repository.wait_ready("echo", timeout=READY_S)
-        service = InferenceService(repository)
-        service.started()
-        try:
-            yield HttpApp(service, max_body_bytes=1 << 24, max_json_depth=8)
-        finally:
-            service.close()
+    with echo_app(tmp_path, request.param) as app:
+        yield app
 
 
 def _infer(app: HttpApp, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, int, Any]:
@@ -101,8 +89,7 @@ def test_a_large_tensor_to_convert_is_converted_on_a_thread(
     """FP64 sent to an FP32 input: the conversion (O(size)) never runs on the event loop,
     even when the batcher is gathering a batch (the request would be queued from the loop)."""
     threads: list[str] = []
-    busy = service_infer.gathering
-    monkeypatch.setattr(service_infer, "gathering", lambda model: busy(model) or batched(model))
+    always_gathering(monkeypatch)
     convert = signature._coerce_one
 
     def recorded(spec: Any, value: Any) -> Any:

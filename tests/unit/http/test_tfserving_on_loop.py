@@ -16,37 +16,23 @@ import orjson
 import pytest
 
 from keepwarm import service_infer
-from keepwarm.batching.serving import batched
 from keepwarm.http import HttpApp
 from keepwarm.http.messages import INLINE_DECODE_BYTES, Message
 from keepwarm.protocol import tfserving
-from keepwarm.repository import Repository
-from keepwarm.service import InferenceService
-from support.repo_builders import place_python, write_model_toml
-
-READY_S = 30.0
+from support.echo_app import always_gathering, echo_app
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[HttpApp]:
-    place_python(tmp_path / "echo", 1, "EchoVersion")
-    write_model_toml(tmp_path / "echo", "[batching]\nmax_batch_size = 8\n")
-    with Repository(tmp_path, allow_unsafe=True, poll_seconds=60) as repository:
-        repository.wait_ready("echo", timeout=READY_S)
-        service = InferenceService(repository)
-        service.started()
-        try:
-            yield HttpApp(service, max_body_bytes=1 << 24, max_json_depth=8)
-        finally:
-            service.close()
+    with echo_app(tmp_path, "[batching]\nmax_batch_size = 8\n") as app:
+        yield app
 
 
 @pytest.fixture
 def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The threads that built a request's tensors; the batcher is always gathering."""
     threads: list[str] = []
-    busy = service_infer.gathering
-    monkeypatch.setattr(service_infer, "gathering", lambda model: busy(model) or batched(model))
+    always_gathering(monkeypatch)
     inputs = tfserving.PredictRequest.inputs
 
     def recorded(self: tfserving.PredictRequest, signature: Any) -> Any:
