@@ -16,14 +16,18 @@ on [1, 784] FP32, 0.2 ms between calls as a lone HTTP client's, 8 interleaved ro
 1500 calls, machine load ~3 on 2 vCPUs): p50 631 → 465 µs (every round faster, by 52 to
 254 µs) and the worker's CPU per call 241 → 182 µs. ``keepwarm serve`` against the
 version before (``bench/ab.py``, MLP, v2 JSON, concurrency 1, 8 interleaved rounds of 3 s,
-load ~2): req/s 1.11x, p50 1.056 → 0.954 ms, CPU per request 0.92x.
+load ~2): req/s 1.11x, p50 1.056 → 0.954 ms, CPU per request 0.92x; TF Serving rows at
+concurrency 1 (8 rounds): 1.13x, p50 0.735 → 0.665 ms, CPU 0.88x; v2 JSON at 32 (batched,
+5 rounds): 1.01x, CPU 1.00x (no change).
 
 A slot belongs to one thread (``threading.local``), which runs one call at a time, so no
-two calls share an array. Only numeric inputs of at most ``SLOT_BYTES`` take a slot (a
-large input is aliased as it is, where copying would cost more than converting); at most
-``SLOTS`` shapes (by input) per thread are kept (a batch thread sees one per batch size): the slots
-are dropped when a new one would pass that. Outputs never alias a slot: the flat call
-copies each output out (``numpy()``), as it must for the caller's own arrays.
+two calls share an array; each input of a call has its own (two inputs of one shape
+too). Only numeric inputs of at most ``SLOT_BYTES`` take a slot: a large input is handed
+over as it is (aliased when aligned), where a copy would grow with its size; the 64 KiB
+bound was not measured, only the MLP's 3 KiB. At most ``SLOTS`` slots per thread are
+kept (a batch thread sees one per batch size): they are all dropped when a new one would
+pass that. An output may be a slot's tensor (an identity) or share its memory; the flat
+call copies each output out (``numpy()``), as it must for a caller's own aligned arrays.
 """
 
 from __future__ import annotations
