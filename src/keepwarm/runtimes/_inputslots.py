@@ -18,7 +18,11 @@ on [1, 784] FP32, 0.2 ms between calls as a lone HTTP client's, 8 interleaved ro
 version before (``bench/ab.py``, MLP, v2 JSON, concurrency 1, 8 interleaved rounds of 3 s,
 load ~2): req/s 1.11x, p50 1.056 → 0.954 ms, CPU per request 0.92x; TF Serving rows at
 concurrency 1 (8 rounds): 1.13x, p50 0.735 → 0.665 ms, CPU 0.88x; v2 JSON at 32 (batched,
-5 rounds): 1.01x, CPU 1.00x (no change).
+5 rounds): 1.01x, CPU 1.00x (no change). Again at concurrency 1, v2 JSON, with batching
+off too (8 rounds, load 5-7): on 1.08x, p50 0.799 → 0.704 ms, CPU 0.92x; off 1.03x,
+0.725 → 0.710 ms, CPU 0.94x. Above the direct call (``bench/c1_floor.py --base-src``, 5
+rounds of 2 s, load ~3; the direct call itself with the slots): v2 JSON +0.509 → +0.517
+ms batching on, +0.545 → +0.446 off; binary +0.548 → +0.506 on, +0.565 → +0.410 off.
 
 A slot belongs to one thread (``threading.local``), which runs one call at a time, so no
 two calls share an array; each input of a call has its own (two inputs of one shape
