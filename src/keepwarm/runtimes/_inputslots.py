@@ -27,11 +27,13 @@ ms batching on, +0.545 → +0.446 off; binary +0.548 → +0.506 on, +0.565 → +
 A slot belongs to one thread (``threading.local``), which runs one call at a time, so no
 two calls share an array; each input of a call has its own (two inputs of one shape
 too). Only numeric inputs of at most ``SLOT_BYTES`` take a slot: a large input is handed
-over as it is (aliased when aligned), where a copy would grow with its size; the 64 KiB
+over as it is (aliased when aligned), where a copy would grow with its size; the 16 KiB
 bound was not measured, only the MLP's 3 KiB. At most ``SLOTS`` slots per thread are
 kept (a batch thread sees one per batch size): they are all dropped when a new one would
-pass that. An output may be a slot's tensor (an identity) or share its memory; the flat
-call copies each output out (``numpy()``), as it must for a caller's own aligned arrays.
+pass that. So a model holds at most 64 KiB per thread that called it (a server's workers
+and batch threads), freed with the model. An output may be a slot's tensor (an
+identity) or share its memory; the flat call copies each output out (``numpy()``), as
+it must for a caller's own aligned arrays.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ from typing import Any
 import numpy as np
 
 #: The largest input (bytes) refilled into a kept tensor; larger ones are converted.
-SLOT_BYTES = 64 * 1024
+SLOT_BYTES = 16 * 1024
 #: Slots (an input's place, shape, dtype and device) kept per thread.
-SLOTS = 8
+SLOTS = 4
 #: The alignment at which TensorFlow aliases an array's memory (``EIGEN_MAX_ALIGN_BYTES``
 #: at most).
 ALIGN = 64
