@@ -12,6 +12,18 @@ the same way as the last thing it does: whichever side is woken finds the lock f
 At concurrency 1 on the MLP (a bare app, ``wrk -c1``, loaded machine) this took the
 hand-off from 0.73 to 0.45 ms at p50 and server CPU per request 0.70x.
 
+Tried and not faster (the MLP's flat call handed over from uvloop in one process, 0.2 ms
+between calls, 6 rounds of 1500 interleaved, load ~3 on 2 vCPUs; p50 of the hand-off and
+call, against 382 µs here): the loop and the worker pinned to one CPU
+(``os.sched_setaffinity``) 460 µs (faster in 2 rounds of 6); pinned to different CPUs
+780 µs (slower in every round); a pipe's wake-ups (the kernel's synchronous wake-up,
+which prefers the waker's CPU) 554 µs (slower in 5 rounds of 6). Nor, at concurrency 1,
+one TensorFlow intra-op thread instead of two (``TF_NUM_INTRAOP_THREADS=1``;
+``bench/ab.py``, v2 JSON, 6 rounds): p50 0.650 against 0.645 ms, CPU per request 0.96x:
+the MLP's kernels do not wake a second thread at batch 1. What did help was the call
+itself: each input's tensor made anew per call cost as much as the model in the
+server (``runtimes/_inputslots.py``).
+
 ``HopPool(workers, name)``: ``job = pool.submit(fn)`` on an event loop, ``await job.waiter``
 for ``fn()``'s result or exception; ``job.cancel()`` (True: it had not started and never
 will); ``job.then(callback)``: ``callback(result)`` once a job whose waiter was cancelled

@@ -38,6 +38,7 @@ import numpy as np
 
 from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.runtimes._executor import SINGLE_THREADED, FirstCallChooses
+from keepwarm.runtimes._inputslots import InputSlots
 from keepwarm.signature import Signature
 
 Call = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -127,6 +128,7 @@ class FlatCall:
         "_order",
         "_outputs",
         "_raise_status",
+        "_slots",
     )
 
     def __init__(self, fn: Any, order: Sequence[str], outputs: Sequence[tuple[str, int]]) -> None:
@@ -164,6 +166,7 @@ class FlatCall:
             raise NotFlat("the function captures values that are not plain tensors")
         if expected != self._count + len(captures):
             raise NotFlat(f"the function takes {expected} tensors, not {self._count} + captures")
+        self._slots = InputSlots(self._convert)  # shared by ``with_executor``'s copies
         self._op = op.decode() if isinstance(op, bytes) else str(op)
         self._captures = captures
         self._attrs = tuple(x for item in options.items() for x in item)
@@ -188,11 +191,11 @@ class FlatCall:
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         device = self._context.device_name
-        convert = self._convert
+        tensor = self._slots.tensor  # small inputs refill a kept tensor: ``_inputslots``
         try:
             if len(inputs) != self._count:
                 raise KeyError
-            args = [convert(inputs[name], device, None) for name in self._order]
+            args = [tensor(inputs[name], device, i) for i, name in enumerate(self._order)]
         except (KeyError, ValueError, TypeError):
             raise self._explain(inputs) from None
         args += self._captures
