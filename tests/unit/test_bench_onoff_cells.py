@@ -124,6 +124,8 @@ def test_cells_measure_each_concurrency_through_the_client(server: str, tmp_path
         assert x["on"]["p50_ms"] >= 5.0  # the slow side is the on side
         assert x["p50_diff_ms"] > 2.0
         assert x["ratio"] < 1 and len(x["ratios"]) == 2
-        assert abs(x["control_p50_diff_ms"]) < 1.5
+        # off2 against off, both unslept: near zero, and well under the on side's 5 ms
+        # sleep (three suites at once on 2 cores put it at 3.0 ms once: 1.5 was too tight).
+        assert abs(x["control_p50_diff_ms"]) < 4.0
     statuses = [t["status"] for t in targets(found, {})]
     assert statuses.count("FAIL") == 6
