@@ -139,6 +139,8 @@ def test_a_client_that_reads_none_of_its_answers_is_dropped(server: ServerProces
                 sock.send(request)
             except BlockingIOError:
                 break
+            except (ConnectionResetError, BrokenPipeError):  # dropped while still sending:
+                break  # a slow machine's sends took the limit (the state check says so)
             sent += 1
             stalled = time.monotonic()
         deadline = stalled + WITHIN + LIMIT

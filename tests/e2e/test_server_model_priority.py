@@ -17,10 +17,14 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 
 
 def threads(pid: int) -> dict[int, tuple[str, int]]:
-    """Each thread of ``pid``: its name and nice value, from ``/proc``."""
+    """Each thread of ``pid``: its name and nice value, from ``/proc`` (a thread that
+    ended between the listing and the read is left out)."""
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        stat = (task / "stat").read_text()
+        try:
+            stat = (task / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         nice = int(stat[stat.rindex(")") + 2 :].split()[16])
         found[int(task.name)] = (name, nice)
