@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +53,7 @@ from overload_metrics import _interpolated, _quantile, scrape
 from overload_probe import probe_figures
 from peers import first_200
 from proc_stats import tree_cpu_seconds
+from serve import write_bodies
 from served import Served
 
 PROBE = Path(__file__).with_name("overload_probe.py")
@@ -178,6 +180,18 @@ def overload(
         | recovered
         | probed
     )
+
+
+def mobilenet_repo(models: Path, work: Path) -> tuple[Path, Path]:
+    """A repository under ``work`` holding ``models``' MobileNetV2 batched as the cell
+    serves it, and a v2 JSON body for it: (the repository, the body's file)."""
+    body = write_bodies(work)["mobilenet_v2"][0]
+    repo = work / "models"
+    shutil.copytree(models / "mobilenet_v2", repo / "mobilenet_v2")
+    (repo / "mobilenet_v2" / "model.toml").write_text(
+        f"[batching]\nmax_batch_size = 32\nmax_queue = {MAX_QUEUE}\nmax_delay_ms = 0\n"
+    )
+    return repo, body
 
 
 def loop_schedstat(pid: int) -> tuple[int, int]:

@@ -53,10 +53,19 @@ def status_of(head: bytes) -> int:
     return int(parts[1]) if whole else 0
 
 
-def one(host: str, port: int, head: bytes, body: bytes) -> tuple[int, float, float]:
+#: One probe request's connection port, status, and its connect's start, first byte
+#: written and answer's first byte read (``time.perf_counter``).
+Detail = tuple[int, int, float, float, float]
+
+
+def one(
+    host: str, port: int, head: bytes, body: bytes, detail: list[Detail] | None = None
+) -> tuple[int, float, float]:
     """Send one request on a new connection; return its status, when its first byte was
     written and the seconds until the answer's first bytes were read. A 503 is left at
-    its head (the connection closed); any other answer is read to its end."""
+    its head (the connection closed); any other answer is read to its end. ``detail``
+    gets its ``Detail`` (``bench/overload_segments.py`` joins it to the server's times)."""
+    connecting = time.perf_counter()
     sock = socket.create_connection((host, port), timeout=30)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -80,9 +89,28 @@ def one(host: str, port: int, head: bytes, body: bytes) -> tuple[int, float, flo
                 answer += piece
                 if not piece or (status_of(answer) == 503 and b"\r\n" in answer):
                     break
-        return status_of(answer), began, head_at - began
+        status = status_of(answer)
+        if detail is not None:
+            detail.append((sock.getsockname()[1], status, connecting, began, head_at))
+        return status, began, head_at - began
     finally:
         sock.close()
+
+
+def thread_waits() -> dict[str, float]:
+    """This process's threads' mean wait for a core per time put on one (microseconds,
+    from the kernel's schedstat) and their p-largest: what of a probe's figure is the
+    probe waiting for a core."""
+    waits = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            _, wait, runs = (task / "schedstat").read_text().split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(runs):
+            waits.append(int(wait) / int(runs) / 1000)
+    waits.sort()
+    return {"mean_us": sum(waits) / len(waits) if waits else 0.0, "max_us": max(waits, default=0.0)}
 
 
 def probe_figures(found: dict[str, list[list[float]]]) -> dict[str, float]:
@@ -112,6 +140,7 @@ def main() -> int:
     body = Path(body_path).read_bytes()
     host, port, head = request_bytes(url, body)
     out: list[tuple[int, float, float]] = []
+    detail: list[Detail] = []
     start = time.perf_counter()
     interval = threads / rate
 
@@ -120,7 +149,7 @@ def main() -> int:
         while due < start + seconds:
             time.sleep(max(0.0, due - time.perf_counter()))
             try:
-                out.append(one(host, port, head, body))
+                out.append(one(host, port, head, body, detail))
             except OSError:
                 out.append((0, time.perf_counter(), 0.0))
             due += interval
@@ -130,7 +159,7 @@ def main() -> int:
         worker.start()
     for worker in workers:
         worker.join()
-    print(json.dumps({"results": out}))
+    print(json.dumps({"results": out, "detail": detail, "waits": thread_waits()}))
     return 0
 
 

@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from overload import CLIENT
-from serve import ROOT, write_bodies
+from overload import CLIENT, mobilenet_repo
+from serve import ROOT
 from serve_batching import serve
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -67,12 +67,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(Path(args.tree).resolve())}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        body = write_bodies(work)["mobilenet_v2"][0]
-        repo = work / "models"
-        shutil.copytree(args.models / "mobilenet_v2", repo / "mobilenet_v2")
-        (repo / "mobilenet_v2" / "model.toml").write_text(
-            "[batching]\nmax_batch_size = 32\nmax_queue = 8\nmax_delay_ms = 0\n"
-        )
+        repo, body = mobilenet_repo(args.models, work)
         served = serve(repo, {"mobilenet_v2": body.read_bytes()}, env)
         pid = served.proc.pid
         raw = work / "spy.txt"

@@ -207,9 +207,11 @@ async def _start_http(
         host=cfg.host,
         port=cfg.http_port,
         loop="none",
-        # uvicorn's httptools, one write per response, with the connection limits (uvicorn
-        # calls what it is given as it would call the class)
-        http=functools.partial(OneWriteProtocol, limits=limits),  # type: ignore[arg-type]
+        # uvicorn's httptools, one write per response, with the connection limits and the
+        # app's answers on headers alone (uvicorn calls what it is given as the class)
+        http=functools.partial(  # type: ignore[arg-type]
+            OneWriteProtocol, limits=limits, early=app.early_answer
+        ),
         lifespan="off",
         log_level="warning",
         access_log=False,

@@ -121,6 +121,7 @@ def _closed(conn: socket.socket) -> bool:
 def test_a_large_refused_body_is_never_read_and_the_connection_closes(
     server: ServerProcess,
 ) -> None:
+    timed = metric(server, "keepwarm_refusal_seconds_count", model="slow")
     with _full(server) as holding:
         with _connect(server) as conn:
             conn.sendall(_head(len(LARGE)))  # headers only: the body is never sent
@@ -130,6 +131,8 @@ def test_a_large_refused_body_is_never_read_and_the_connection_closes(
             assert headers[b"connection"] == b"close"
             assert _closed(conn)  # without waiting for the 2 MB it was promised
         _drain(holding)
+    # timed in the server, answered on its headers by the protocol or by its handler
+    assert metric(server, "keepwarm_refusal_seconds_count", model="slow") == timed + 1
     with _connect(server) as conn:  # a new connection is served as usual
         _served(conn)
     assert metric(server, "keepwarm_batch_queue_depth", model="slow") == 0

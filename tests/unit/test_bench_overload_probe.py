@@ -57,9 +57,15 @@ def test_the_request_names_the_path_and_the_length() -> None:
 def test_a_503_is_timed_at_its_head_its_body_unread(refusing: tuple[str, int]) -> None:
     host, port = refusing
     _, _, head = request_bytes(f"http://{host}:{port}/x", BODY)
-    status, began, seconds = one(host, port, head, BODY)
+    detail: list[tuple[int, int, float, float, float]] = []
+    status, began, seconds = one(host, port, head, BODY, detail)
     assert status == 503
     assert began > 0 and 0 < seconds < 5
+    # its port, status and times, for bench/overload_segments.py to join to the server's
+    [(local, code, connecting, written, read)] = detail
+    assert local > 0 and code == 503
+    assert connecting <= written == began < read
+    assert read - began == pytest.approx(seconds)
 
 
 def test_a_200_is_read_to_its_end() -> None:

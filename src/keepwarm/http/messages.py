@@ -112,12 +112,7 @@ class Request:
     def leaves_body(self) -> bool:
         """Whether an answer now would leave a body of more than ``DROP_BODY_BYTES`` (or
         of unknown length) unread: then the answer closes the connection."""
-        if self.read:
-            return False
-        declared = self.headers.get(b"content-length")
-        if declared is None:
-            return b"transfer-encoding" in self.headers
-        return not declared.isdigit() or int(declared) > DROP_BODY_BYTES
+        return not self.read and body_left(self.headers)
 
     async def disconnected(self) -> None:
         """Returns when the client goes away (after the body was read)."""
@@ -169,6 +164,15 @@ class Request:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def body_left(headers: dict[bytes, bytes]) -> bool:
+    """Whether a request of these header fields (names lowercased) has a body of more
+    than ``DROP_BODY_BYTES`` or of unknown length: left unread, its connection closes."""
+    declared = headers.get(b"content-length")
+    if declared is None:
+        return b"transfer-encoding" in headers
+    return not declared.isdigit() or int(declared) > DROP_BODY_BYTES
 
 
 async def answer_and_close(send: Send, start: Message, body: bytes) -> None:

@@ -19,6 +19,12 @@ and CPU per request 0.98x of the version before the limits at c=1, 1.00x and 1.1
 c=32 (loop time per request 1.07x), in one run with the sides' order rotating: the c=32
 CPU figure wants a run on a quieter machine before it is trusted either way.
 
+A request the app answers on its headers alone (``early``, the app's ``early_answer``: a
+large body refused for a full queue) is answered in the callback that parsed them, with no
+task made for it: the answer written with ``Connection: close``, the body left unread, the
+connection closed ``LINGER_SECONDS`` later, as ``refuse`` does. Through a task, the 503
+waited for the loop's next pass over its ready tasks after the headers were parsed.
+
 Each request's scope also carries a ``Collector`` (``http/whole_body.py``): an app that
 reads the whole body gets it in one piece, read without uvicorn's pause every 64 KiB, and
 the rest of a large body of declared length is read straight into the ``bytes`` it
@@ -29,7 +35,7 @@ from which a refusal is timed (``HEADERS_READ``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
 
@@ -51,6 +57,9 @@ from keepwarm.protocol import jsonio
 JOIN_BYTES = 64 * 1024
 #: The limits of a connection unless the server gives others (``[server]`` settings).
 DEFAULT_LIMITS = Limits()
+#: An app's ``early_answer(scope)``: the status, header fields and body of its answer to
+#: a request on its headers alone (the connection then closes), or None: the app's task.
+Early = Callable[[Mapping[str, object]], "tuple[int, list[tuple[bytes, bytes]], bytes] | None"]
 
 
 class OneWriteProtocol(HttpToolsProtocol):
@@ -58,12 +67,15 @@ class OneWriteProtocol(HttpToolsProtocol):
     connection (keep-alive, and the limits on slow or endless requests), and whose bodies
     can be read whole (see the module docstring); everything else is uvicorn's."""
 
-    def __init__(self, *args: Any, limits: Limits = DEFAULT_LIMITS, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, limits: Limits = DEFAULT_LIMITS, early: Early | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
         self._collector: Collector | None = None  # the body being parsed's, if any
         self._timer = ConnectionTimer(self, limits)  # started with the connection
-        self._refused = False  # answered 408 or 431: nothing more is read
+        self._refused = False  # answered 408, 431 or early: nothing more is read
+        self._early = early  # the app's answer to a request on its headers alone, if any
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -132,10 +144,9 @@ class OneWriteProtocol(HttpToolsProtocol):
         ``LINGER_SECONDS`` later: the client can read the answer before its unread bytes
         reset the connection. No answer when it would not be read as this request's: a
         response under way, or (a header block refused) an earlier request unanswered."""
-        self._refused = True
         timer = self._timer
-        timer.stop()
         cycle = self.cycle  # while a header block is read, the previous request's
+        answer = None
         if (
             cycle is None
             or cycle.response_complete
@@ -143,19 +154,45 @@ class OneWriteProtocol(HttpToolsProtocol):
         ):
             body = jsonio.dumps({"error": message})
             head = STATUS_LINE[status] + b"content-type: application/json\r\ncontent-length: "
-            self.transport.write(head + b"%d\r\nconnection: close\r\n\r\n" % len(body) + body)
+            answer = head + b"%d\r\nconnection: close\r\n\r\n" % len(body) + body
+        self._close_after(answer, cycle)
+
+    def _close_after(self, answer: bytes | None, cycle: RequestResponseCycle | None) -> None:
+        """Write ``answer`` (if any), read no more, and close ``LINGER_SECONDS`` later;
+        ``cycle``'s app, if it is still answering, is told the client is gone."""
+        self._refused = True
+        self._timer.stop()
+        if answer is not None:
+            self.transport.write(answer)
         if cycle is not None and not cycle.response_complete:  # its app: the client is gone
             cycle.disconnected = True
             cycle.message_event.set()
         self.transport.pause_reading()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """The request's app task, unless the app answers it on its headers alone
+        (``early``: a large body refused for a full queue): then the answer is written
+        now, in the callback that parsed the headers, and no task is made (see the
+        module docstring)."""
+        early = self._early
+        if early is not None:
+            response = early(cycle.scope)
+            if response is not None:
+                status, headers, body = response
+                head = STATUS_LINE[status] + b"".join(b"%s: %s\r\n" % h for h in headers)
+                cycle.response_complete = True  # the parser drops the body's bytes
+                self.server_state.total_requests += 1
+                self._close_after(head + b"connection: close\r\n\r\n" + body, None)
+                return
+        super()._start_asgi_task(cycle, app)
+
     def on_headers_complete(self) -> None:
         self._timer.head_ended()
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is not before:  # a request's cycle (not an upgrade)
+        if cycle is not before and not self._refused:  # a request's cycle (not an upgrade)
             writer = HeldHead(self.transport, cycle, cycle.on_response)
             cycle.transport = writer  # type: ignore[assignment]
             cycle.on_response = writer.on_response
