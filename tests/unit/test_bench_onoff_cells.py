@@ -1,7 +1,8 @@
 """``bench/onoff_cells.py``: serve_batching's c=1/4/8 cells in one server process. The
 repository it builds (each model on, off and off again), the phases' length, the medians
-of per-round ratios and differences with the control beside them, the targets' bounds
-(met at the bound, missed past it and on NaN), and a whole cell against a real server."""
+of per-round ratios and differences with the control beside them, c=1's per-cycle shift,
+the targets' bounds (met at the bound, missed past it and on NaN), and a whole cell
+against a real server."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from support.paced_server import paced_server
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from onoff_cells import (
+    C1_CYCLES,
     SIDES,
+    c1_seconds,
     cells,
+    cycle_shift,
     one_process_repo,
     phase_ms,
     run_seconds,
@@ -127,5 +131,35 @@ def test_cells_measure_each_concurrency_through_the_client(server: str, tmp_path
         # off2 against off, both unslept: near zero, and well under the on side's 5 ms
         # sleep (three suites at once on 2 cores put it at 3.0 ms once: 1.5 was too tight).
         assert abs(x["control_p50_diff_ms"]) < 4.0
+    assert found[("mlp", 1)]["cycle_diff_ms"] > 2.0  # c=1: per cycle, from the latencies
+    assert "cycle_diff_ms" not in found[("mlp", 4)]
     statuses = [t["status"] for t in targets(found, {})]
     assert statuses.count("FAIL") == 6
+
+
+def test_cycle_shift_takes_the_drift_out_of_each_cycle() -> None:
+    # Two rounds of 2 cycles each (3 sides: 3 requests per side a cycle); the machine's
+    # speed doubles from one cycle to the next, the on side 1 ms slower throughout.
+    slow, fast = [0.010] * 3, [0.020] * 3
+    run = {"on": [x + 0.001 for x in slow + fast], "off": slow + fast, "off2": slow + fast}
+    shift, se, n = cycle_shift([run, run], "on", "off")
+    assert (shift, se, n) == (pytest.approx(1.0), pytest.approx(0.0), 4)
+    assert cycle_shift([run, run], "off2", "off")[0] == pytest.approx(0.0)
+    partial = {side: x[:5] for side, x in run.items()}  # the last cycle cut short
+    assert cycle_shift([partial], "on", "off")[2] == 1
+    assert math.isnan(cycle_shift([partial], "on", "off")[0])
+
+
+def test_c1_p50_is_judged_per_cycle_when_the_latencies_are_there() -> None:
+    latencies = [{"on": [0.010] * 6, "off": [0.010] * 6, "off2": [0.010] * 6}]
+    x = summary(rounds((90, 100, 100)), latencies)  # per round: p50 +1.1 ms
+    assert x["cycle_diff_ms"] == pytest.approx(0.0) and x["cycles"] == 2
+    rows = targets({("mlp", 1): x}, {})
+    assert [t["status"] for t in rows] == ["FAIL", "PASS"]
+    assert "per cycle +- 0.000, 2 cycles" in rows[1]["value"]
+    assert "per round +1.111" in rows[1]["value"]
+    assert "cycle_diff_ms" not in summary(rounds((90, 100, 100)))
+
+
+def test_c1_rounds_last_long_enough_for_the_cycles() -> None:
+    assert c1_seconds(45.0, 3, 6) == pytest.approx(C1_CYCLES * 9 * 0.045 / 6)
