@@ -222,3 +222,20 @@ def test_a_fold_counts_each_run_at_its_size_and_run_time(runs: list[tuple[int, f
     assert stats.rows == stats.padded_rows == sum(rows for rows, _ in runs)
     assert stats.run_seconds_sum == pytest.approx(sum(seconds for _, seconds in runs))
     assert sorted(batcher.latency.snapshot()) == sorted({rows for rows, _ in runs})
+
+
+def test_a_scalar_input_run_alone_runs_as_it_came_unbatched() -> None:
+    """A 0-d input has no rows (``len`` of it raises): it runs alone as it came, counted
+    at size 0 (not a bucket), untimed."""
+    seen: list[Arrays] = []
+
+    def echo(inputs: Arrays) -> Arrays:
+        seen.append(inputs)
+        return {"y": inputs["x"] * 2}
+
+    batcher = Batcher(echo, name="m", executor=InlineExecutor(), slots=1, crowd=4)
+    out = batcher.predict({"x": np.array(3.0, np.float32)})
+    assert float(out["y"]) == 6.0 and seen[0]["x"].shape == ()
+    stats = batcher.stats()
+    assert stats.batch_sizes == {0: 1} and stats.requests == 1
+    assert sum(stats.run_counts) == 0
