@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from keepwarm.batching.batch_queue import BatchQueue, Item
+from keepwarm.batching.batch_queue import BatchQueue
 from keepwarm.batching.stats import BatchStats
 from keepwarm.errors import UnavailableError
 
@@ -26,7 +26,6 @@ class Admission:
     _lock: threading.Lock
     _clock: Callable[[], float]
     _reserved: list[None]
-    _closed: bool
 
     def full(self) -> bool:
         """Whether a request would be refused now (cancelled requests not counted). Read
@@ -44,19 +43,6 @@ class Admission:
         with self._lock:
             self.queue.purge(self._clock())
             return self._full()
-
-    def _append(self, item: Item) -> None:
-        """Under the lock: queue ``item``, or refuse it (closing; the queue full, once
-        the cancelled requests are purged)."""
-        queue = self.queue
-        if self._closed:
-            raise UnavailableError(f"model {self.name!r} is unloading; retry")
-        if len(queue.items) >= self.max_queue:
-            queue.purge(item.queued_at)
-            if len(queue.items) >= self.max_queue:
-                self.stats.rejected += 1
-                raise self._overloaded(len(queue.items))
-        queue.append(item)
 
     def _full(self) -> bool:
         """Under the lock: the queue, with its places reserved, refuses requests."""

@@ -92,6 +92,7 @@ class Batcher(ThreadCallers):
         # pool, so that a full batch can still gather behind them.
         self._follow_limit = 2 * slots
         self._follow_seconds = follow_seconds
+        self._kicking: asyncio.AbstractEventLoop | None = None  # a loop whose call is due
         self._clock = clock
         self._waker = Waker(self._fire, name=name, clock=clock)
         stats = BatchStats()
@@ -149,16 +150,27 @@ class Batcher(ThreadCallers):
         deadline: float | None = None,
         prepare: Callable[[Arrays], object] | None = None,
     ) -> Future[Arrays]:
-        """``submit`` from an event loop: the request is queued, and a batch thread is
-        called when a slot is free and none is called already; that thread takes the
-        batch itself once it runs, with what the loop queued meanwhile (the requests it
-        parses in the same pass, at the least): ``keepwarm.batching.loop_feed``, where
-        what it saves the loop was measured.
+        """``submit`` from an event loop: the request is queued now and dispatched once the
+        loop has run the callbacks already due (``call_soon``), so that requests the loop
+        is parsing in the same pass join one batch instead of each taking a free slot
+        alone (a loop that feeds requests one at a time otherwise makes batches of 1).
         ``prepare``: done with the outputs on the batch thread (``Pending.prepare``)."""
-        future, call = self._dispatch.enqueue_from_loop(inputs, deadline, prepare)
-        if call:  # the thread is called after the loop's pass: its requests join one batch
-            asyncio.get_running_loop().call_soon(self._dispatch.call)
+        future, _ = self._dispatch.enqueue(inputs, deadline, None, take=False, prepare=prepare)
+        loop = asyncio.get_running_loop()
+        if self._kicking is not loop:  # one call per loop pass, for all it queues
+            self._kicking = loop
+            loop.call_soon(self._kick_queued)
         return future
+
+    def _kick_queued(self) -> None:
+        """The loop's call after its requests queued (``submit_from_loop``): a batch on
+        each free slot that takes one (``fire`` True: a batch left, more queued). One
+        call per pass, not one per request: the calls after the first found the queue
+        taken (the MLP at 4 clients: 3 calls of 4 for nothing, each ~3.5 µs of the loop's:
+        ``call_soon`` 1.2, ``fire`` on an empty queue 2.2)."""
+        self._kicking = None  # before the queue is read: one queued later calls again
+        while self._dispatch.fire(force=False):
+            pass
 
     def _kick(self) -> None:
         self._dispatch.fire(force=False)

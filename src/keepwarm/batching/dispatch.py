@@ -1,9 +1,8 @@
 """The running side of a ``Batcher``: its lock, queue and slots; queuing a request, taking and
 running batches on callers' threads (``relay``'s leader/follower) or the executor, failing
-expired requests. Its bases: ``Admission`` (``keepwarm.batching.admission``: the full-queue
-rule, places reserved in the queue) and ``LoopFeed`` (``keepwarm.batching.loop_feed``: an
-event loop's requests queued, a batch thread taking their batch). The batcher is its only
-user; what changes the queue or the slots takes the lock, and batches run outside it."""
+expired requests; admission (the full-queue rule, places reserved in the queue) is its base
+``Admission`` (``keepwarm.batching.admission``). The batcher is its only user; what changes
+the queue or the slots takes the lock, and batches run outside it."""
 
 from __future__ import annotations
 
@@ -16,17 +15,16 @@ from keepwarm.batching.admission import Admission
 from keepwarm.batching.batch_queue import BatchQueue, Item
 from keepwarm.batching.executor import Executor
 from keepwarm.batching.latency import LatencyTable
-from keepwarm.batching.loop_feed import LoopFeed
 from keepwarm.batching.loose import Loose
 from keepwarm.batching.merge import Arrays, PadAxes, rows_and_key, rows_of
-from keepwarm.batching.pending import Pending, ready
+from keepwarm.batching.pending import Pending
 from keepwarm.batching.relay import Follower, hand_over
 from keepwarm.batching.runner import BatchRunner, Outcome
 from keepwarm.batching.stats import BatchStats, account
-from keepwarm.errors import DeadlineExceededError
+from keepwarm.errors import DeadlineExceededError, UnavailableError
 
 
-class Dispatch(LoopFeed, Admission):
+class Dispatch(Admission):
     """See the module docstring. ``queue`` is the batcher's ``BatchQueue``; ``runner`` runs a
     batch; ``slots`` bounds the batches running at once; ``alone`` (at least ``slots``)
     bounds the requests run at once on their callers' threads while nothing is queued (each
@@ -66,7 +64,6 @@ class Dispatch(LoopFeed, Admission):
         self._running = 0
         self._reserved: list[None] = []  # places reserved by requests admitted, not queued
         self.followers = 0  # threads waiting in ``follow`` (written under the lock)
-        self._calling = False  # a ``gather`` is on its way to a batch thread, not begun
         self._closed = False
 
     # ---------------------------------------------------------------- requests
@@ -76,40 +73,38 @@ class Dispatch(LoopFeed, Admission):
         inputs: Arrays,
         deadline: float | None,
         follower: Follower | None,
+        *,
+        take: bool = True,
+        prepare: Callable[[Arrays], object] | None = None,
     ) -> tuple[Future[Arrays], list[Item]]:
-        """Register the future, queue the request, and take a batch when a slot is free
-        (the caller launches it)."""
-        item = self._item(inputs, deadline, follower, None)
-        future, now = item.future, item.queued_at
+        """Register the future (``prepare``: its ``Pending.prepare``), queue the request,
+        and (``take``) take a batch when a slot is free (the caller launches it)."""
+        found = rows_and_key(inputs, self.pad_axes)
+        rows, key = found if found is not None else (0, None)
+        future = Pending(prepare)
+        now = self._clock()
+        item = Item(inputs, rows, key, future, deadline, now, follower)
         if follower is not None:
             future.add_done_callback(follower.done)
-        loose = self._loose
+        queue, loose = self.queue, self._loose
         with self._lock:
-            self._append(item)
+            if self._closed:
+                raise UnavailableError(f"model {self.name!r} is unloading; retry")
+            if len(queue.items) >= self.max_queue:
+                queue.purge(now)
+                if len(queue.items) >= self.max_queue:
+                    self.stats.rejected += 1
+                    raise self._overloaded(len(queue.items))
             if loose.unfolded:  # the queue's choices below read the latency table
                 loose.fold(self.stats)
-            free = self._running + len(loose.runs) < self._slots
+            queue.append(item)
+            free = take and self._running + len(loose.runs) < self._slots
             full = free and self._full()
-            batch, expired = (
-                self.queue.take(now, others=self._running, full=full) if free else ([], [])
-            )
+            batch, expired = queue.take(now, others=self._running, full=full) if free else ([], [])
             if batch:
                 self._running += 1
         self.expire(expired)
         return future, batch
-
-    def _item(
-        self,
-        inputs: Arrays,
-        deadline: float | None,
-        follower: Follower | None,
-        prepare: Callable[[Arrays], object] | None,
-    ) -> Item:
-        """A request's queue item, with its future (a ``Pending``), queued at now."""
-        found = rows_and_key(inputs, self.pad_axes)
-        rows, key = found if found is not None else (0, None)
-        now = self._clock()
-        return Item(inputs, rows, key, Pending(prepare), deadline, now, follower)
 
     def run_now(self, inputs: Arrays, deadline: float | None) -> Outcome | None:
         """The fast path of a thread caller: when a slot is free and nothing is queued, run
@@ -279,3 +274,12 @@ class Dispatch(LoopFeed, Admission):
         with self._lock:
             self._closed = True
         self.fire()
+
+
+def ready(futures: list[Future[Arrays]], results: list[Arrays]) -> None:
+    """Before a batch's futures are answered: each one's ``Pending.prepare`` (the server's
+    answer encoded), here on the batch thread, for the whole batch before any is
+    answered, so that the event loop is called once for the batch and only writes."""
+    for future, outputs in zip(futures, results, strict=True):
+        if isinstance(future, Pending):
+            future.ready(outputs)

@@ -192,12 +192,3 @@ class Pending(Future[Arrays]):
             fn(self)
         except Exception:
             LOGGER.exception("exception calling callback for %r", self)
-
-
-def ready(futures: list[Future[Arrays]], results: list[Arrays]) -> None:
-    """Before a batch's futures are answered: each one's ``Pending.prepare`` (the server's
-    answer encoded), here on the batch thread, for the whole batch before any is
-    answered, so that the event loop is called once for the batch and only writes."""
-    for future, outputs in zip(futures, results, strict=True):
-        if isinstance(future, Pending):
-            future.ready(outputs)

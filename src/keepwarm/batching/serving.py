@@ -18,7 +18,7 @@ event loop awaits it.
   client); the lease is released once the request's batch no longer needs the model.
 - ``prepare`` (``submit``'s argument, or ``answer_there`` for a request a worker thread
   queued): the request's answer is encoded by the batch thread that runs it, for all of
-  its batch before any is answered (``pending.ready``); ``prepared`` is that answer, for
+  its batch before any is answered (``dispatch.ready``); ``prepared`` is that answer, for
   the loop to write (None: not made there, as when its batch ran before the worker's
   ``answer_there``; the loop encodes it).
 """
@@ -195,9 +195,10 @@ def submit(
     prepare: Callable[[Arrays], object] | None = None,
 ) -> Queued:
     """From the event loop: queue ``inputs`` for leased ``model`` (``batched``); the
-    ``Queued`` request takes over ``lease``. The model never runs here: a batch thread
-    takes the batch, with what the loop queued meanwhile (``Batcher.submit_from_loop``).
-    ``prepare``: see the module docstring."""
+    ``Queued`` request takes over ``lease``. The model never runs here: the batch starts
+    on a batch thread (or a waiting follower's), once the loop has queued the requests
+    it is parsing now (``Batcher.submit_from_loop``). ``prepare``: see the module
+    docstring."""
     raw: BatchedModel = model.raw
     future = raw.batcher.submit_from_loop(
         model.signature.coerce(inputs), deadline=deadline, prepare=prepare
