@@ -133,7 +133,7 @@ class OneWriteProtocol(HttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-            if not self.pipeline:
+            if not self.pipeline and not self._refused:  # answered early: read no more
                 self.flow.resume_reading()
             return
         self.flow.resume_reading()

@@ -92,3 +92,46 @@ def test_a_pipelined_request_answered_early_waits_for_the_one_before_it() -> Non
     assert got[0].endswith(b"ok")
     assert got[1].startswith(b"HTTP/1.1 503")
     assert app.called == ["/first"]
+
+
+def test_a_pipelined_request_answered_early_leaves_reading_stopped() -> None:
+    """Once the early answer behind an earlier request is written, the connection reads
+    no more (its body is left unread until the close), as when it is the only request:
+    the earlier answer's completion does not turn reading back on."""
+    made: list[OneWriteProtocol] = []
+    reading: list[bool] = []
+    second_head = asyncio.Event()  # the refused request's headers parsed: pipelined
+
+    class Held(Refusing):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                return
+            self.called.append(scope["path"])
+            await second_head.wait()  # the first answer waits for the second's head
+            headers = [(b"content-length", b"2")]  # answered unread: its body is empty
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    app = Held()
+
+    class Recorded(early(app)):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            made.append(self)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            if self.pipeline:
+                second_head.set()
+
+    async def talk(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/first", b"{}") + post("/full", BODY)[:-50_000])
+        assert (await read_response(reader)).endswith(b"ok")
+        assert (await read_response(reader)).startswith(b"HTTP/1.1 503")
+        reading.append(made[0].transport.is_reading())  # type: ignore[attr-defined]
+        writer.close()
+
+    run(app, talk, base=Recorded)
+    assert reading == [False]
+    assert app.called == ["/first"]
