@@ -15,6 +15,23 @@ library face keeps its threads as its caller made them. A lowered thread stays l
 unprivileged process cannot raise a priority again, so only threads that do nothing but
 model work are lowered (each load has a thread of its own; the executors' threads only
 run batches).
+
+Measured and not kept (session 28, ``bench/overload_ab.py``, MobileNetV2 JSON at 40 req/s
+offered, ``bench/serve_batching.py``'s overload cell's rate, rounds alternated; the loop's
+stalls there are waits for a core, not for the lock: ``bench/overload_stalls.py``):
+
+- The loop's thread raised instead, ten nice values above the process, its later threads
+  at the default (``SCHED_RESET_ON_FORK``; needs ``CAP_SYS_NICE``). Set from outside
+  during the load, 3 rounds: load client's 503 p99 15.4 against 28.0 ms, served 35.5
+  against 34.8 req/s. Built in, from the start, against main: 4 rounds of 6 s, p99 28.5
+  against 21.0 ms (rounds 16.1 / 37.2 / 19.8 / 61.0 against 40.0 / 21.6 / 20.4 / 12.2),
+  the probe's 20.8 against 29.6, the loop's wait for a core per wake-up 0.17-0.36 against
+  0.36-0.55 ms, but served 18.5 against 28.4 req/s (medians); 3 rounds of 12 s while
+  other work held the machine: p99 232 against 37 ms, served 18.5 against 20.0. The load
+  client's own wait for a core (its 2 ms sleep late by 9-19 ms at p99) is in its figure,
+  and the loop's priority does not shorten it.
+- A short scheduler slice for the loop (EEVDF's ``sched_runtime``, 0.1 ms, no privilege
+  needed, Linux 6.12+), 4 rounds each: p99 28.1 against 16.1 ms, served 28.5 against 34.2.
 """
 
 from __future__ import annotations
