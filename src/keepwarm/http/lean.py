@@ -1,0 +1,201 @@
+"""The inference routes' lean path: a request answered without uvicorn's request cycle.
+
+Through uvicorn each request gets a ``RequestResponseCycle`` (an ``asyncio.Event``, a scope,
+ASGI ``receive`` and ``send`` coroutines, two messages out and one or more in, a
+``HeldHead`` and a ``Collector``) around the app's handler. For a request whose path the
+app has resolved before to ``v2.infer`` or ``tfserving.predict`` (``HttpApp.lean``), a
+POST over HTTP/1.1 with a declared body of at most ``LEAN_BODY_BYTES`` and no
+Transfer-Encoding, Content-Encoding or Expect, none of it is made: ``OneWriteProtocol``
+puts a ``LeanCycle`` where uvicorn's cycle would be, collects the body's pieces into it,
+and when the message is complete runs ``run``: the same handler with a ``Request`` whose
+body is there already, the same error mapping (``HttpApp.respond``), and the answer
+(status line, header fields and body) written in one write. Everything else still goes
+through uvicorn.
+
+The ``LeanCycle`` has the fields of uvicorn's cycle that the protocol, its timer
+(``http/timers.py``) and uvicorn's own connection handling read or set (``more_body``,
+``disconnected``, ``response_complete``, ``keep_alive``, ``message_event.set()``), so
+that keep-alive and body timers, graceful shutdown (``keep_alive`` cleared: the answer
+then closes the connection), a pipelined request (queued behind it by uvicorn, reading
+paused, started when it is answered) and a client gone while the request waits for its
+batch (``receive`` returns ``http.disconnect``: the request leaves the queue) behave as on
+the handler path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from keepwarm.http.messages import (
+    DROP_BODY_BYTES,
+    HEADERS_READ,
+    INLINE_DECODE_BYTES,
+    WHOLE_BODY,
+    Message,
+    Request,
+    Response,
+)
+
+#: A body of at most this many bytes may take the lean path (larger ones are parsed off
+#: the loop, or read in place, through uvicorn's cycle); an answer before it is read would
+#: keep the connection (``DROP_BODY_BYTES``) as on the handler path.
+LEAN_BODY_BYTES = min(INLINE_DECODE_BYTES, DROP_BODY_BYTES)
+#: Request header fields that send a request the usual way.
+_NOT_LEAN = frozenset((b"transfer-encoding", b"content-encoding", b"expect"))
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class LeanApp(Protocol):
+    """What the lean path needs of the app (``HttpApp``)."""
+
+    max_body_bytes: int
+
+    def lean(self, raw_path: bytes) -> tuple[Handler, dict[str, str]] | None: ...
+    async def respond(self, handler: Handler, request: Request) -> Response: ...
+
+
+class Wake:
+    """The cycle's ``message_event``: set when the client goes (uvicorn's
+    ``connection_lost``) or the request is refused, waking ``receive``."""
+
+    __slots__ = ("waiter",)
+
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Ready:
+    """The request's ``WHOLE_BODY`` collector: the body was read before the handler ran."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def read(self, limit: int, declared: int | None = None) -> bytes:
+        return self.body
+
+
+class LeanCycle:
+    """One lean request: its route, header fields and body, and the fields of uvicorn's
+    cycle that the connection reads (see the module docstring)."""
+
+    __slots__ = (
+        "at",
+        "disconnected",
+        "handler",
+        "headers",
+        "keep_alive",
+        "message_event",
+        "more_body",
+        "params",
+        "pieces",
+        "response_complete",
+        "response_started",
+        "waiting_for_100_continue",
+    )
+
+    def __init__(
+        self,
+        handler: Handler,
+        params: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
+        at: float,
+    ) -> None:
+        self.handler = handler
+        self.params = params
+        self.headers = headers
+        self.at = at  # when its headers were parsed (``HEADERS_READ``)
+        self.pieces: list[bytes] = []
+        self.more_body = True
+        self.disconnected = False
+        self.response_started = False
+        self.response_complete = False
+        self.keep_alive = True
+        self.waiting_for_100_continue = False
+        self.message_event = Wake()
+
+    async def receive(self) -> Message:
+        """uvicorn's ``receive`` once the body was read: returns when the client goes."""
+        wake = self.message_event
+        while not self.disconnected:
+            wake.waiter = asyncio.get_running_loop().create_future()
+            await wake.waiter
+        wake.waiter = None
+        return _DISCONNECT
+
+
+def lean_cycle(
+    app: LeanApp, url: bytes, headers: list[tuple[bytes, bytes]], at: float
+) -> LeanCycle | None:
+    """The lean request of a POST to ``url`` with these header fields (names lowercased),
+    or None: the request goes through uvicorn (see the module docstring)."""
+    found = app.lean(url)
+    if found is None:
+        return None
+    length = None
+    for name, value in headers:
+        if name == b"content-length":
+            length = value
+        elif name in _NOT_LEAN:
+            return None
+    if length is None or not length.isdigit() or int(length) > LEAN_BODY_BYTES:
+        return None
+    return LeanCycle(found[0], dict(found[1]), headers, at)
+
+
+class Answering(Protocol):
+    """What ``run`` needs of the connection (``OneWriteProtocol``)."""
+
+    def lean_answered(self, cycle: LeanCycle, data: bytes) -> None: ...
+
+
+async def run(
+    conn: Answering,
+    app: LeanApp,
+    cycle: LeanCycle,
+    default_headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Answer ``cycle``'s request (its body whole) through its handler; the connection
+    writes the answer."""
+    pieces = cycle.pieces
+    body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    cycle.pieces = []
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "POST",
+        "headers": cycle.headers,
+        "extensions": {WHOLE_BODY: {"collector": Ready(body)}, HEADERS_READ: {"at": cycle.at}},
+    }
+    request = Request(scope, cycle.receive, cycle.params, app.max_body_bytes)
+    response = await app.respond(cycle.handler, request)
+    conn.lean_answered(cycle, answer_bytes(response, default_headers, cycle.keep_alive))
+
+
+def answer_bytes(
+    response: Response, default_headers: list[tuple[bytes, bytes]], keep_alive: bool
+) -> bytes:
+    """The response as uvicorn writes it: status line, the server's default header fields,
+    content type and length, the response's own, ``connection: close`` when the
+    connection is not kept, the body."""
+    body = response.body
+    head = [STATUS_LINE[response.status]]
+    head += [b"%s: %s\r\n" % field for field in default_headers]
+    head.append(b"content-type: %s\r\ncontent-length: %d\r\n" % (response.content_type, len(body)))
+    head += [b"%s: %s\r\n" % field for field in response.headers]
+    if not keep_alive:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    head.append(body)
+    return b"".join(head)
