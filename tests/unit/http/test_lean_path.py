@@ -219,3 +219,37 @@ def test_a_waiting_lean_request_hears_its_client_go() -> None:
         return await asyncio.wait_for(waiting, 5)
 
     assert asyncio.run(scenario()) == {"type": "http.disconnect"}
+
+
+def test_a_shutdown_while_a_lean_request_runs_lets_it_finish_then_closes(
+    app: HttpApp,
+) -> None:
+    """uvicorn's graceful shutdown reaching a connection whose lean request runs: the
+    request is answered, with ``connection: close``, and the connection closes."""
+    made: list[OneWriteProtocol] = []
+    got: list[bytes] = []
+
+    class ShutDown(OneWriteProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, early=app.early_answer, lean=app, **kwargs)
+            made.append(self)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            if self.lean_requests:
+                self.shutdown()  # as uvicorn's server does to every connection
+
+    async def talk(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):
+            writer.write(post(V2, GOOD))
+            got.append(await read_response(reader))
+        got.append(await asyncio.wait_for(reader.read(), 5))
+        writer.close()
+
+    run(app, talk, base=ShutDown)
+    assert sum(p.lean_requests for p in made) == 1
+    assert b"connection: close" not in got[0]
+    assert got[1].startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in got[1]
+    assert got[1].partition(b"\r\n\r\n")[2] == got[0].partition(b"\r\n\r\n")[2]
+    assert got[2] == b""
