@@ -6,11 +6,13 @@ ASGI ``receive`` and ``send`` coroutines, two messages out and one or more in, a
 app has resolved before to ``v2.infer`` or ``tfserving.predict`` (``HttpApp.lean``), a
 POST over HTTP/1.1 with a declared body of at most ``LEAN_BODY_BYTES`` and no
 Transfer-Encoding, Content-Encoding or Expect, none of it is made: ``OneWriteProtocol``
-puts a ``LeanCycle`` where uvicorn's cycle would be, collects the body's pieces into it,
-and when the message is complete runs ``run``: the same handler with a ``Request`` whose
-body is there already, the same error mapping (``HttpApp.respond``), and the answer
-(status line, header fields and body) written in one write. Everything else still goes
-through uvicorn.
+puts a ``LeanCycle`` where uvicorn's cycle would be and starts ``run`` at once, as
+uvicorn starts its task (a request still sending its body is admitted, or refused for a
+full queue, on its headers, as on the handler path): the same handler with a ``Request``
+whose body the cycle collects (its ``WHOLE_BODY`` collector: usually whole before the task
+first runs, the bytes having come in the same read), the same error mapping
+(``HttpApp.respond``), and the answer (status line, header fields and body) written in one
+write. Everything else still goes through uvicorn.
 
 The ``LeanCycle`` has the fields of uvicorn's cycle that the protocol, its timer
 (``http/timers.py``) and uvicorn's own connection handling read or set (``more_body``,
@@ -29,11 +31,15 @@ loop 0.937x. TF Serving JSON (6 rounds): p50 0.726 against 0.843 ms, loop 0.840x
 Batching off (6 rounds): p50 0.619 against 0.710 ms (per-round ratios req/s 0.977x, loop
 0.998x: noise there). ``bench/c1_floor.py`` (4 rounds of 2 s): above the direct call
 +0.386 ms against +0.482 (batching on), +0.441 against +0.459 (off): issue 7's 0.3 ms not
-yet met. ``py-spy`` of the loop thread on the lean path: the handler's own Python is now
-a small part; the hop's wake-up (``Wakeup.post``, the GIL taken back from the worker) and
-the socket write dominate what remains of the request in Python. Not tried: a flat
-callback path without the task (the batching admission keeps its place in the task's
-context and releases it from the task's done callback, so the task stays).
+yet met. Those runs started the task once the body was whole; started on the headers
+(as now, so that a request still sending its body holds its place in the queue, which
+``tests/e2e/test_server_refusals.py`` checks), 6 rounds on a busier machine: c=1 per-round
+req/s 1.067x, CPU per request 0.918x, loop 0.862x (p50 0.964 ms both); c=32 1.063x,
+0.915x, 0.900x. ``py-spy`` of the loop thread on the lean path: the handler's own
+Python is now a small part; the hop's wake-up (``Wakeup.post``, the GIL taken back from
+the worker) and the socket write dominate what remains of the request in Python. Not
+tried: a flat callback path without the task (the batching admission keeps its place in
+the task's context and releases it from the task's done callback, so the task stays).
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
+from keepwarm.errors import InvalidInputError
 from keepwarm.http.messages import (
+    CLIENT_GONE,
     DROP_BODY_BYTES,
     HEADERS_READ,
     INLINE_DECODE_BYTES,
@@ -75,8 +83,9 @@ class LeanApp(Protocol):
 
 
 class Wake:
-    """The cycle's ``message_event``: set when the client goes (uvicorn's
-    ``connection_lost``) or the request is refused, waking ``receive``."""
+    """The cycle's ``message_event``: set when the body is whole, the client goes
+    (uvicorn's ``connection_lost``) or the request is refused, waking ``read`` or
+    ``receive``."""
 
     __slots__ = ("waiter",)
 
@@ -87,18 +96,6 @@ class Wake:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-
-class Ready:
-    """The request's ``WHOLE_BODY`` collector: the body was read before the handler ran."""
-
-    __slots__ = ("body",)
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    async def read(self, limit: int, declared: int | None = None) -> bytes:
-        return self.body
 
 
 class LeanCycle:
@@ -139,6 +136,20 @@ class LeanCycle:
         self.keep_alive = True
         self.waiting_for_100_continue = False
         self.message_event = Wake()
+
+    async def read(self, limit: int, declared: int | None = None) -> bytes:
+        """The whole body (the request's ``WHOLE_BODY`` collector; its declared length is
+        within ``limit``, checked by ``Request.body``); ``InvalidInputError`` when the
+        client went away first."""
+        wake = self.message_event
+        while self.more_body and not self.disconnected:
+            wake.waiter = asyncio.get_running_loop().create_future()
+            await wake.waiter
+        wake.waiter = None
+        if self.disconnected:
+            raise InvalidInputError(CLIENT_GONE)
+        pieces, self.pieces = self.pieces, []
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def receive(self) -> Message:
         """uvicorn's ``receive`` once the body was read: returns when the client goes."""
@@ -181,16 +192,13 @@ async def run(
     cycle: LeanCycle,
     default_headers: list[tuple[bytes, bytes]],
 ) -> None:
-    """Answer ``cycle``'s request (its body whole) through its handler; the connection
-    writes the answer."""
-    pieces = cycle.pieces
-    body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-    cycle.pieces = []
+    """Answer ``cycle``'s request through its handler; the connection writes the
+    answer."""
     scope: dict[str, Any] = {
         "type": "http",
         "method": "POST",
         "headers": cycle.headers,
-        "extensions": {WHOLE_BODY: {"collector": Ready(body)}, HEADERS_READ: {"at": cycle.at}},
+        "extensions": {WHOLE_BODY: {"collector": cycle}, HEADERS_READ: {"at": cycle.at}},
     }
     request = Request(scope, cycle.receive, cycle.params, app.max_body_bytes)
     response = await app.respond(cycle.handler, request)

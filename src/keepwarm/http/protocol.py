@@ -213,6 +213,11 @@ class OneWriteProtocol(HttpToolsProtocol):
                 if lean is not None:
                     self.cycle = lean  # type: ignore[assignment]
                     self.lean_requests += 1
+                    task = self.loop.create_task(
+                        run(self, self._lean, lean, self.server_state.default_headers)
+                    )
+                    self.tasks.add(task)
+                    task.add_done_callback(self._lean_done)
                     return
         super().on_headers_complete()
         cycle = self.cycle
@@ -244,7 +249,8 @@ class OneWriteProtocol(HttpToolsProtocol):
         KiB."""
         cycle: Any = self.cycle
         if type(cycle) is LeanCycle:
-            cycle.pieces.append(body)
+            if not cycle.response_complete:  # else answered before its body: dropped
+                cycle.pieces.append(body)
             return
         collector = self._collector
         if collector is not None and collector.pieces is not None:
@@ -255,13 +261,9 @@ class OneWriteProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         cycle: Any = self.cycle
-        if type(cycle) is LeanCycle:  # the body whole: its handler runs
+        if type(cycle) is LeanCycle:  # the body whole: its handler reads it
             cycle.more_body = False
-            task = self.loop.create_task(
-                run(self, self._lean, cycle, self.server_state.default_headers)  # type: ignore[arg-type]
-            )
-            self.tasks.add(task)
-            task.add_done_callback(self._lean_done)
+            cycle.message_event.set()
             return
         super().on_message_complete()
 
