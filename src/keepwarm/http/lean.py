@@ -35,11 +35,14 @@ yet met. Those runs started the task once the body was whole; started on the hea
 (as now, so that a request still sending its body holds its place in the queue, which
 ``tests/e2e/test_server_refusals.py`` checks), 6 rounds on a busier machine: c=1 per-round
 req/s 1.067x, CPU per request 0.918x, loop 0.862x (p50 0.964 ms both); c=32 1.063x,
-0.915x, 0.900x. ``py-spy`` of the loop thread on the lean path: the handler's own
-Python is now a small part; the hop's wake-up (``Wakeup.post``, the GIL taken back from
-the worker) and the socket write dominate what remains of the request in Python. Not
-tried: a flat callback path without the task (the batching admission keeps its place in
-the task's context and releases it from the task's done callback, so the task stays).
+0.915x, 0.900x; ``bench/c1_floor.py`` (4 rounds of 2 s, direct's p50 0.211 ms), above
+direct against the version before: v2 JSON +0.501 against +0.598 ms (batching on), +0.438
+against +0.478 (off); v2 binary +0.405 against +0.422, +0.397 against +0.454. ``py-spy``
+of the loop thread on the lean path: the handler's own Python is now a small part; the
+hop's wake-up (``Wakeup.post``, the GIL taken back from the worker) and the socket write
+dominate what remains of the request in Python. Not tried: a flat callback path without
+the task (the batching admission keeps its place in the task's context and releases it
+from the task's done callback, so the task stays).
 """
 
 from __future__ import annotations
