@@ -210,7 +210,7 @@ async def _start_http(
         # uvicorn's httptools, one write per response, with the connection limits and the
         # app's answers on headers alone (uvicorn calls what it is given as the class)
         http=functools.partial(  # type: ignore[arg-type]
-            OneWriteProtocol, limits=limits, early=app.early_answer
+            OneWriteProtocol, limits=limits, early=app.early_answer, lean=app
         ),
         lifespan="off",
         log_level="warning",

@@ -77,19 +77,14 @@ class HttpApp:
         request: Request | None = None
         try:
             found = self._route(scope, receive)
+        except Exception as exc:
+            response = _failed(exc)
+        else:
             if isinstance(found, Response):
                 response = found
             else:
                 handler, request = found
-                response = await handler(request)
-        except KeepwarmError as exc:
-            response = error_response(exc, RETRY_AFTER_SECONDS)
-        except Exception:
-            log.exception("a request failed")
-            response = error_response(
-                InternalError("internal error; the server log has the details"),
-                RETRY_AFTER_SECONDS,
-            )
+                response = await self.respond(handler, request)
         headers = [
             (b"content-type", response.content_type),
             (b"content-length", str(len(response.body)).encode()),
@@ -103,6 +98,21 @@ class HttpApp:
             return
         await send(start)
         await send({"type": "http.response.body", "body": body})
+
+    async def respond(self, handler: Handler, request: Request) -> Response:
+        """``handler``'s answer to ``request``, an error mapped (``error_response``)."""
+        try:
+            return await handler(request)
+        except Exception as exc:
+            return _failed(exc)
+
+    def lean(self, raw_path: bytes) -> tuple[Handler, dict[str, str]] | None:
+        """The handler and parameters of a POST to ``raw_path`` when it is an inference
+        route resolved before, which may take the lean path (``http/lean.py``)."""
+        found = self._resolved.get(("POST", raw_path))
+        if found is None or found[0].handler not in self._refusing:
+            return None
+        return found[0].handler, found[1]
 
     def early_answer(self, scope: Mapping[str, Any]) -> EarlyAnswer | None:
         """The answer to a request on its headers alone, which the protocol writes as it
@@ -189,6 +199,16 @@ class HttpApp:
 
     async def openapi(self, request: Request) -> Response:
         return Response(200, OPENAPI.read_bytes())
+
+
+def _failed(exc: Exception) -> Response:
+    """The answer to a request whose handling raised ``exc``."""
+    if isinstance(exc, KeepwarmError):
+        return error_response(exc, RETRY_AFTER_SECONDS)
+    log.exception("a request failed", exc_info=exc)
+    return error_response(
+        InternalError("internal error; the server log has the details"), RETRY_AFTER_SECONDS
+    )
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -30,6 +30,10 @@ reads the whole body gets it in one piece, read without uvicorn's pause every 64
 the rest of a large body of declared length is read straight into the ``bytes`` it
 becomes (``read_into``, ``http/direct_body.py``); and the instant its headers were parsed,
 from which a refusal is timed (``HEADERS_READ``).
+
+A resolved inference request with a small declared body takes the lean path instead
+(``http/lean.py``): no uvicorn cycle, no ASGI messages; a ``LeanCycle`` stands where the
+cycle would, and the answer is written once its handler returns (``lean_answered``).
 """
 
 from __future__ import annotations
@@ -47,14 +51,13 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from keepwarm.http.direct_body import BodyInto
+from keepwarm.http.held_head import HeldHead
+from keepwarm.http.lean import LeanApp, LeanCycle, lean_cycle, run
 from keepwarm.http.messages import HEADERS_READ, LINGER_SECONDS, WHOLE_BODY
 from keepwarm.http.timers import ConnectionTimer, Limits
 from keepwarm.http.whole_body import Collector
 from keepwarm.protocol import jsonio
 
-#: A body up to this size is joined to its header block (one copy, one buffer); a larger
-#: one is written beside it (``writelines``: one vectored system call, no copy).
-JOIN_BYTES = 64 * 1024
 #: The limits of a connection unless the server gives others (``[server]`` settings).
 DEFAULT_LIMITS = Limits()
 #: An app's ``early_answer(scope)``: the status, header fields and body of its answer to
@@ -68,7 +71,12 @@ class OneWriteProtocol(HttpToolsProtocol):
     can be read whole (see the module docstring); everything else is uvicorn's."""
 
     def __init__(
-        self, *args: Any, limits: Limits = DEFAULT_LIMITS, early: Early | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        limits: Limits = DEFAULT_LIMITS,
+        early: Early | None = None,
+        lean: LeanApp | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
@@ -76,6 +84,9 @@ class OneWriteProtocol(HttpToolsProtocol):
         self._timer = ConnectionTimer(self, limits)  # started with the connection
         self._refused = False  # answered 408, 431 or early: nothing more is read
         self._early = early  # the app's answer to a request on its headers alone, if any
+        # the app's inference routes, for the lean path (``http/lean.py``), if any
+        self._lean = lean if self.root_path == "" and self.limit_concurrency is None else None
+        self.lean_requests = 0  # how many requests took the lean path
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -190,6 +201,24 @@ class OneWriteProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._timer.head_ended()
         before = self.cycle
+        if self._lean is not None and (before is None or before.response_complete):
+            parser = self.parser
+            if (
+                parser.get_method() == b"POST"
+                and parser.get_http_version() == "1.1"
+                and parser.should_keep_alive()
+                and not self._refused
+            ):
+                lean = lean_cycle(self._lean, self.url, self.headers, perf_counter())
+                if lean is not None:
+                    self.cycle = lean  # type: ignore[assignment]
+                    self.lean_requests += 1
+                    task = self.loop.create_task(
+                        run(self, self._lean, lean, self.server_state.default_headers)
+                    )
+                    self.tasks.add(task)
+                    task.add_done_callback(self._lean_done)
+                    return
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not before and not self._refused:  # a request's cycle (not an upgrade)
@@ -215,8 +244,14 @@ class OneWriteProtocol(HttpToolsProtocol):
         self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
-        """A piece of the body: to the app's collector while it reads the whole body,
-        else into uvicorn's buffer, its reading paused past 64 KiB."""
+        """A piece of the body: to a lean request's pieces; to the app's collector while
+        it reads the whole body, else into uvicorn's buffer, its reading paused past 64
+        KiB."""
+        cycle: Any = self.cycle
+        if type(cycle) is LeanCycle:
+            if not cycle.response_complete:  # else answered before its body: dropped
+                cycle.pieces.append(body)
+            return
         collector = self._collector
         if collector is not None and collector.pieces is not None:
             if not self.cycle.response_complete:
@@ -224,61 +259,32 @@ class OneWriteProtocol(HttpToolsProtocol):
             return
         super().on_body(body)
 
+    def on_message_complete(self) -> None:
+        cycle: Any = self.cycle
+        if type(cycle) is LeanCycle:  # the body whole: its handler reads it
+            cycle.more_body = False
+            cycle.message_event.set()
+            return
+        super().on_message_complete()
 
-class HeldHead:
-    """The transport of one request's cycle: the first write after its response started
-    (uvicorn's header block) is held and sent with the next write, at the response's end,
-    or before the transport closes; any other write goes straight through.
+    def lean_answered(self, cycle: LeanCycle, data: bytes) -> None:
+        """A lean request's answer, written unless its client is gone; then the
+        connection goes on as after any answer (``on_response_complete``)."""
+        if cycle.disconnected or self.transport.is_closing():
+            return
+        cycle.response_started = True
+        self.transport.write(data)
+        cycle.response_complete = True
+        if not cycle.keep_alive:  # the server shuts down
+            self.transport.close()
+        self.on_response_complete()
 
-    It lets go of its cycle once the header block is seen: the two refer to each other
-    until then, and a request's objects in a reference cycle are freed only by the
-    garbage collector (a pass over every young object, paid per request)."""
-
-    __slots__ = ("_cycle", "_head", "_then", "_transport")
-
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        cycle: RequestResponseCycle,
-        then: Callable[[], None],
-    ) -> None:
-        self._transport = transport
-        self._cycle: RequestResponseCycle | None = cycle  # None: the header block was seen
-        self._then = then  # the cycle's own end-of-response callback
-        self._head: bytes | None = None
-
-    def write(self, data: bytes) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            if len(data) <= JOIN_BYTES:
-                self._transport.write(head + data)
-            else:
-                self._transport.writelines((head, data))
-        elif self._cycle is not None and self._cycle.response_started:
-            self._cycle = None  # held once, at most
-            self._head = data
-        else:
-            self._transport.write(data)
-
-    def flush(self) -> None:
-        """Send the header block if it is still held."""
-        head = self._head
-        if head is not None:
-            self._head = None
-            self._transport.write(head)
-
-    def on_response(self) -> None:
-        """The cycle's end-of-response callback: the header block sent, then its own."""
-        self.flush()
-        self._then()
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+    def _lean_done(self, task: asyncio.Task[None]) -> None:
+        """A lean request's task ended: one that raised (cancelled at the end of a
+        graceful shutdown) has its connection closed, as uvicorn's cycle does."""
+        self.tasks.discard(task)
+        if task.cancelled():
+            self.transport.close()
+        elif (exc := task.exception()) is not None:
+            self.logger.error("Exception in a lean request", exc_info=exc)
+            self.transport.close()

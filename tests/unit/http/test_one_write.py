@@ -10,8 +10,8 @@ import gc
 
 import pytest
 
+from keepwarm.http.held_head import JOIN_BYTES
 from keepwarm.http.messages import Message, Receive, Scope, Send
-from keepwarm.http.protocol import JOIN_BYTES
 from support.one_write import exchange, post, read_response, run
 
 
