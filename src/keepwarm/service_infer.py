@@ -156,7 +156,7 @@ class Requests:
             check_deadline(deadline)
             inputs = record.decode(model, decode)
             prepare = record.answering(model.name, model.version, encode)
-            queued = submit(model, inputs, deadline, held, prepare)
+            queued = submit(model, inputs, deadline, held, prepare, admission)
         except BaseException:
             held.close()
             raise

@@ -97,7 +97,7 @@ class Admission:
         self.name = name
         self._batcher = batcher
         self._token = [True]  # list.pop is atomic: one release wins
-        #: The task whose end releases it (``serving.admit_request``), until disowned.
+        #: The task whose end releases it (``serving.admit_request``), until released.
         self.task: asyncio.Task[Any] | None = None
 
     def release(self, _task: object = None) -> None:
@@ -107,6 +107,7 @@ class Admission:
             self._token.pop()
         except IndexError:  # another thread's release won the race
             return
+        self.task = None  # no cycle (its task's context holds it) left to the collector
         self._batcher.unreserve()
 
 
