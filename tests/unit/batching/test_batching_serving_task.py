@@ -17,17 +17,6 @@ from keepwarm.model import LeasedModel
 from support.batch_models import held_rows
 
 
-class Lease:
-    def __init__(self) -> None:
-        self.released = threading.Event()
-
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.released.set()
-
-
 def test_a_request_queued_with_its_admission_waits_on_its_tasks_loop() -> None:
     with held_rows(max_batch_size=4, max_queue=2) as (model, (_inner, gate)):
         gate.set()
@@ -36,15 +25,15 @@ def test_a_request_queued_with_its_admission_waits_on_its_tasks_loop() -> None:
             admit_request("rows")
             admission = admitted("rows")
             assert admission is not None and admission.task is asyncio.current_task()
-            stack = ExitStack()
-            lease = stack.enter_context(Lease())
+            stack, released = ExitStack(), threading.Event()
+            stack.callback(released.set)  # the lease's release
             x = {"x": np.full((1, 3), 1.0, np.float32)}
             queued = submit(LeasedModel(model, "rows", 3), x, None, stack, None, admission)
             assert queued.loop is asyncio.get_running_loop()
             admission.release()
             assert admission.task is None  # given back: the task let go of
             outputs = await finish(queued)
-            assert lease.released.is_set()
+            assert released.is_set()
             return outputs["x_echo"].tolist()  # type: ignore[no-any-return]
 
         async def scenario() -> list[list[float]]:
