@@ -54,7 +54,7 @@ from keepwarm.hop import Job
 from keepwarm.service_blocking import Call, Slots, wait_queued
 from keepwarm.service_book import Gone, Record, RequestBook
 from keepwarm.service_errors import Scrubber
-from keepwarm.service_leases import Leases, check_deadline
+from keepwarm.service_leases import Held, Leases, check_deadline
 from keepwarm.signature import Signature
 
 T = TypeVar("T")
@@ -111,22 +111,26 @@ class Requests:
                     taken = await self._leases.take(name, version, timeout)
                 lease, deadline = taken
                 if decoded and gathering(lease.model) and as_is(lease.model.signature, decode):
-                    queued = self._submit(record, lease, deadline, decode, encode, admission)
-                else:  # the hop awaited here, not in a coroutine of its own
-                    job, ticket = self._start(record, lease, deadline, decode, encode, admission)
-                    try:
-                        result = await job.waiter
-                    except BaseException as exc:
-                        raised = self._leases.ended(name, lease, job, exc, _abandon)
-                        if raised is not exc:
-                            raise raised from None
-                        if isinstance(exc, asyncio.CancelledError):
-                            ticket.cancel()  # a request waiting for its batch leaves
-                        raise
-                    if not isinstance(result, Queued):
-                        return result
-                    queued = result
-                    answer_there(queued, record.answering(queued.name, queued.version, encode))
+                    with self._scrubber.mapped(name):  # one block for both
+                        queued = self._submit(record, lease, deadline, decode, encode, admission)
+                        admission = None  # released: queued, counted there now
+                        outputs = await finish(queued, disconnected)
+                    return record.finish(queued, outputs, encode)  # type: ignore[no-any-return]
+                # the hop awaited here, not in a coroutine of its own
+                job, ticket = self._start(record, lease, deadline, decode, encode, admission)
+                try:
+                    result = await job.waiter
+                except BaseException as exc:
+                    raised = self._leases.ended(name, lease, job, exc, _abandon)
+                    if raised is not exc:
+                        raise raised from None
+                    if isinstance(exc, asyncio.CancelledError):
+                        ticket.cancel()  # a request waiting for its batch leaves
+                    raise
+                if not isinstance(result, Queued):
+                    return result
+                queued = result
+                answer_there(queued, record.answering(queued.name, queued.version, encode))
             finally:
                 if admission is not None:
                     admission.release()  # one that failed before it was queued
@@ -134,8 +138,8 @@ class Requests:
                 outputs = await finish(queued, disconnected)
             return record.finish(queued, outputs, encode)  # type: ignore[no-any-return]
 
+    @staticmethod
     def _submit(
-        self,
         record: Record,
         lease: Any,
         deadline: float | None,
@@ -143,17 +147,22 @@ class Requests:
         encode: Encode[T],
         admission: Admission | None,
     ) -> Queued:
-        """Queue the request from the loop (see the module docstring)."""
+        """Queue the request from the loop (see the module docstring), inside the
+        caller's ``Scrubber.mapped`` block; the lease is given back if it fails, else the
+        queued request holds it (``Held``: no ``ExitStack``)."""
         model = lease.model
-        with self._scrubber.mapped(model.name), ExitStack() as stack:
-            stack.callback(lease.release)  # unless the queued request takes it
+        held = Held(lease)
+        try:
             check_deadline(deadline)
             inputs = record.decode(model, decode)
             prepare = record.answering(model.name, model.version, encode)
-            queued = submit(model, inputs, deadline, stack, prepare)
-            if admission is not None:
-                admission.release()  # queued: counted there now
-            return queued
+            queued = submit(model, inputs, deadline, held, prepare, admission)
+        except BaseException:
+            held.close()
+            raise
+        if admission is not None:
+            admission.release()  # queued: counted there now
+        return queued
 
     def _start(
         self,

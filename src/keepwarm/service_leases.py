@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from typing import Any, TypeVar
 
 from keepwarm.batching.serving import Holding
@@ -24,21 +23,19 @@ T = TypeVar("T")
 
 class Held:
     """A lease held by a request's work on a worker thread: ``close()`` gives it back,
-    once; ``pop_all()`` hands it on, as an ``ExitStack`` that gives it back (a request
-    queued for its batch takes it over). What ``ExitStack`` does for this, without its
-    cost on every request (a callback list, a context manager)."""
+    once; ``pop_all()`` hands it on, as another ``Held`` (a request queued for its batch
+    takes it over). What ``ExitStack`` does for this, without its cost on every request
+    (a callback list, a context manager; ``pop_all`` and ``close`` through an
+    ``ExitStack`` were 2.6% of the event loop's samples at 4 clients, batching on)."""
 
     __slots__ = ("_lease",)
 
     def __init__(self, lease: Any) -> None:
         self._lease = lease
 
-    def pop_all(self) -> ExitStack:
-        stack = ExitStack()
+    def pop_all(self) -> Held:
         lease, self._lease = self._lease, None
-        if lease is not None:
-            stack.callback(lease.release)
-        return stack
+        return Held(lease)
 
     def close(self) -> None:
         lease, self._lease = self._lease, None

@@ -149,14 +149,17 @@ class Batcher(ThreadCallers):
         *,
         deadline: float | None = None,
         prepare: Callable[[Arrays], object] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> Future[Arrays]:
         """``submit`` from an event loop: the request is queued now and dispatched once the
         loop has run the callbacks already due (``call_soon``), so that requests the loop
         is parsing in the same pass join one batch instead of each taking a free slot
         alone (a loop that feeds requests one at a time otherwise makes batches of 1).
-        ``prepare``: done with the outputs on the batch thread (``Pending.prepare``)."""
+        ``prepare``: done with the outputs on the batch thread (``Pending.prepare``);
+        ``loop``: the running loop, when the caller has it already."""
         future, _ = self._dispatch.enqueue(inputs, deadline, None, take=False, prepare=prepare)
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         if self._kicking is not loop:  # one call per loop pass, for all it queues
             self._kicking = loop
             loop.call_soon(self._kick_queued)

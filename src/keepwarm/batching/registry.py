@@ -8,11 +8,13 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keepwarm.batching.stats import BatchStats
 
 if TYPE_CHECKING:
+    import asyncio
+
     from keepwarm.batching.batcher import Batcher
     from keepwarm.batching.model import BatchedModel
 
@@ -89,12 +91,14 @@ class Admission:
     ``release`` takes (and ignores) one argument, so that it can be a task's done callback
     as it is."""
 
-    __slots__ = ("_batcher", "_token", "name")
+    __slots__ = ("_batcher", "_token", "name", "task")
 
     def __init__(self, name: str, batcher: Batcher) -> None:
         self.name = name
         self._batcher = batcher
         self._token = [True]  # list.pop is atomic: one release wins
+        #: The task whose end releases it (``serving.admit_request``), until released.
+        self.task: asyncio.Task[Any] | None = None
 
     def release(self, _task: object = None) -> None:
         if not self._token:  # released already (the usual second call): no exception
@@ -103,6 +107,7 @@ class Admission:
             self._token.pop()
         except IndexError:  # another thread's release won the race
             return
+        self.task = None  # no cycle (its task's context holds it) left to the collector
         self._batcher.unreserve()
 
 

@@ -47,9 +47,13 @@ class Wait:
     __slots__ = ("_disconnected", "_future", "_side", "_woken", "watch")
 
     def __init__(
-        self, future: Future[Any], disconnected: Callable[[], Awaitable[None]] | None
+        self,
+        future: Future[Any],
+        disconnected: Callable[[], Awaitable[None]] | None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        self._side = _side(asyncio.get_running_loop())
+        """``loop``: the running loop, when the caller has it already."""
+        self._side = _side(asyncio.get_running_loop() if loop is None else loop)
         self._woken: asyncio.Future[str] = self._side.loop.create_future()
         self._disconnected = disconnected
         self._future: Future[Any] | None = future
