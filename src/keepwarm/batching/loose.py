@@ -26,6 +26,20 @@ running where the batcher asks whether a slot is free, as ``run_now``'s runs do;
 that ends while requests are queued lets a free slot take them (``Dispatch.fire``).
 About 110 bytecodes per call on top of batching off's 258 on the MLP (against 260 when
 each run was timed into the table at once and folded one by one).
+
+What that Python costs once the model runs between calls is ~10x what it costs warm.
+One thread, the MLP, this ``predict`` alternated call by call with the model's own
+(15,000 calls each, p50 of a call's wall time): +11 to +16 µs a call, all of it outside
+the model's call (timed inside: +2 µs, noise), where the same code back to back on a
+model that returns at once costs 1.9 µs: after ~200 µs of TensorFlow the code and the
+objects it touches are out of the caches. Split into wrappers of their own: the crowd
+gate +3.3 µs, the rows (``values``, ``shape``, ``sizes``) +3.9, the clock reads and the
+append +1.2; a gate on one list alone (append, ``len``, pop) +4, a bare wrapper +0.1. So
+timing 1 run in 8 (every run still counted: rows in a list of ints) was no faster in the
+in-process cell (one process, 10 ms alternated phases, 8 rounds, this against that:
+0.994 at 4 threads, 0.972 at 8; each against batching off 0.915 / 0.914 and 0.935 /
+0.961, the control 1.024 / 1.016) and was not kept: a check for a crowd on every call
+costs this model ~2% alone, before any bookkeeping, and 2-3x that at 4-8 threads.
 """
 
 from __future__ import annotations
