@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,6 +53,21 @@ def in_flight(server: ServerProcess) -> float:
     raise AssertionError("no keepwarm_requests_in_flight in /metrics")
 
 
+def held_report(server: ServerProcess, held: list[Future[requests.Response]]) -> str:
+    """What each held request came to, and the server's last lines: a failure says where
+    a request that never arrived went."""
+    states = []
+    for future in held:
+        if not future.done():
+            states.append("pending")
+        elif future.exception() is not None:
+            states.append(f"raised {future.exception()!r}")
+        else:
+            answer = future.result()
+            states.append(f"{answer.status_code} {answer.text[:200]!r}")
+    return f"held requests: {states}; server output: {server.lines[-30:]}"
+
+
 def test_sigterm_completes_requests_in_flight_refuses_new_ones_and_exits_0(
     tmp_path: Path,
 ) -> None:
@@ -66,7 +81,7 @@ def test_sigterm_completes_requests_in_flight_refuses_new_ones_and_exits_0(
             deadline = time.monotonic() + WAIT_S
             while in_flight(server) < 3 and time.monotonic() < deadline:
                 threading.Event().wait(0.01)
-            assert in_flight(server) == 3
+            assert in_flight(server) == 3, held_report(server, held)
             server.terminate()
             server.wait_for_line("^shutting down")
             assert server.get("/v2/health/ready").status_code == 503
