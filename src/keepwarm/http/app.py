@@ -130,8 +130,8 @@ class HttpApp:
         load 3-3.5): the server's own refusal p99 7-21 ms -> 0.5-2.8 ms; the probe's 503
         p99 0.70x and the load client's 0.53x (geometric means of the six paired rounds,
         better in four: rounds swung 34-594 ms), served req/s medians 25.1 and 24.7."""
-        found = self._resolved.get((scope["method"], scope.get("raw_path") or b""))
-        if found is None or found[0].handler not in self._refusing:
+        found = self.lean(scope.get("raw_path") or b"") if scope["method"] == "POST" else None
+        if found is None:
             return None
         service = self.service
         if service.shutting_down or not body_left(dict(scope["headers"])):
