@@ -161,7 +161,8 @@ class ServerSettings:
     (``normal``, ``batch``, ``idle``): the event loop then takes a core from them at once.
     Off (0, ``normal``) by default: a lowered model also yields to the machine's other work
     (MobileNetV2 under overload on 2 shared cores: 503s' p99 120 -> 84 ms at 19, but 0.73x
-    the requests served).
+    the requests served; at the issue's overload cell's rate, 19, ``idle`` and ``batch`` +
+    19 cut it in one run of two and cost 0.6-0.9x of its throughput at 32 clients).
 
     A connection's limits (``keepwarm.http.timers``): closed when idle for
     ``keep_alive_timeout`` seconds (also before its first request); 408 to a header block

@@ -35,6 +35,25 @@ stalls there are waits for a core, not for the lock: ``bench/overload_stalls.py`
 - This module's own lever at that rate, ``model_nice`` 5 against off, 3 rounds of 8 s:
   p99 14.0 against 16.5 ms (rounds 12.0 / 34.8 / 14.0 against 25.3 / 16.5 / 12.5), the
   probe's 30.5 against 29.5, served 34.5 against 38.7 req/s: within the rounds' spread.
+- The strongest settings of this lever as the default (session 29, same cell at 40 req/s
+  beside the idle MLP, rounds of 8 s alternated; two runs while other work shared the
+  machine, load 2-4). ``model_policy = "idle"`` (SCHED_IDLE) and ``model_nice = 19``
+  against off, 4 rounds: the 503s' p99 15.4 and 15.3 against 36.2 ms (rounds 16.2 / 9.7 /
+  19.2 / 14.5 and 10.7 / 16.6 / 18.7 / 14.0 against 21.6 / 48.6 / 23.7 / 88.9), the loop's
+  wait for a core per wake-up 150-199 and 198-259 against 413-934 us, served 24.4 and 30.6
+  against 19.3 req/s. The second run, 3 rounds, ``model_nice = 19`` and ``batch`` + 19
+  against off: p99 14.4 and 9.4 against 14.4 ms (rounds 14.4 / 8.4 / 16.1 and 9.4 / 21.4 /
+  9.4 against 11.3 / 14.4 / 27.9), the probe's 32.4 and 20.3 against 19.8, but served 33.0
+  and 25.9 against 39.1 req/s; the 200s' p99 over its bound 1.13 and 1.20 against 1.18
+  (idle in the first run 1.22, rounds up to 1.40, against 1.00). Throughput, the servers
+  up at once, runs alternated: MobileNetV2 JSON at 32 clients (``bench/ab.py``, 5 rounds)
+  0.82x idle and 0.89x at 19 (CPU per request 1.12x and 1.07x); the MLP 0.92x and 1.09x;
+  MobileNetV2 binary at 32 clients (``bench/binary_limit.py``, 4 rounds) 17.0 (idle) and
+  26.0 (19) against 28.8 img/s, and in the second run 31.5 (19) and 35.5 (batch + 19)
+  against 42.5, CPU per image 1.58x, 1.27x and 1.09x: the lowered executor gets a core
+  late, and its batches, 16 images each when off, became runs of single images between
+  batches of 32. So the 503s' p99 fell in one run of two (every round off above every
+  round lowered) and not in the other, and throughput fell 0.6-0.9x: no default changed.
 """
 
 from __future__ import annotations
