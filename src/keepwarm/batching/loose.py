@@ -40,6 +40,28 @@ in-process cell (one process, 10 ms alternated phases, 8 rounds, this against th
 0.994 at 4 threads, 0.972 at 8; each against batching off 0.915 / 0.914 and 0.935 /
 0.961, the control 1.024 / 1.016) and was not kept: a check for a crowd on every call
 costs this model ~2% alone, before any bookkeeping, and 2-3x that at 4-8 threads.
+
+What did cost: the fold. Split out in one process (the MLP, ``Loose.predict``'s body
+copied into variants called with coerced inputs beside the runtime's own ``predict``, 10
+ms alternated phases of ``bench/inproc_pairs.measure``, 8 rounds; req/s against the
+runtime's, 4 / 8 threads): the whole body 0.91 / 0.90; the gate, rows and clock reads
+with the fold replaced by clearing the list 0.985 / 0.978 (again: 0.965 / 1.003); a fold
+every 32 with no clock reads 0.953 / 0.931, and 1-2 more context switches per 10 calls.
+A fold timed there took 62 µs at the median (p90 89, p99 150): on the caller's thread,
+holding the GIL and the batcher's lock, while the other callers come back from
+TensorFlow. So ``predict``'s own callers fold every ``PREDICT_FOLD_EVERY`` (256) runs
+(the body without the rows, folding at 32 against 256, side by side in one run: 0.977
+against 0.993 at 4 threads, 0.950 against 0.993 at 8; through ``keepwarm.load``'s model,
+one process, off, on and on folding at 32 alternated, 10 rounds: on/off 0.963 against
+0.931 at 4 threads, 0.926 against 0.923 at 8, CPU per call 193 against 200 µs and 204
+against 208; this on against that on 1.040 and 1.011); a server
+thread's run alone still folds at ``FOLD_EVERY`` (``Batcher.idle`` reads the pipeline's
+count unfolded, see ``FOLD_EVERY``). No batch forms in this cell at 4 or 8 threads (the
+crowd is 4 per slot, 8 on 2 cores: every call runs alone), so batches past the crowd,
+the queued callers' wake-ups and a leader-follower hand-off do not enter it. A frame
+more (a bare wrapper around the runtime's ``predict``) measured 0.998 / 1.007 of the
+runtime's own: calling its flat call directly, skipping that ``predict`` (a frame and a
+try), could save no more than that; not done.
 """
 
 from __future__ import annotations
@@ -68,6 +90,10 @@ class Predicting(Protocol):
 #: requests in the system, which ``Batcher.idle`` reads unfolded, then lags further:
 #: MLP c8 through the server served 0.86-0.98x with 128 in the 3 quieter of 5 A/B runs.)
 FOLD_EVERY = 32
+#: Runs kept before a fold when the run that adds one is ``Batcher.predict``'s own caller
+#: (a library's thread): nothing reads the pipeline's count unfolded there (only the
+#: server's ``Batcher.idle`` does), and every read of the counters or the table folds first.
+PREDICT_FOLD_EVERY = 256
 #: The histogram's first bound: a fold counts the runs that took at most this (the MLP's
 #: alone, ~0.1 ms) at once, and searches the bounds only for the others (~0.5 µs a run).
 #: The others alone, not every run of a fold with one of them (``Counter`` over a search
@@ -177,7 +203,9 @@ class Loose:
                 else:
                     timed = self._timed  # timed into the latency table at the fold
                     timed.append((rows, perf_counter() - began))
-                    if len(timed) >= FOLD_EVERY:
+                    if len(timed) >= FOLD_EVERY and (
+                        slow is not None or len(timed) >= PREDICT_FOLD_EVERY
+                    ):
                         self._fold()
                     return outputs
             else:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from keepwarm.batching import Batcher
 from keepwarm.batching.latency import LatencyTable
-from keepwarm.batching.loose import FOLD_EVERY
+from keepwarm.batching.loose import FOLD_EVERY, PREDICT_FOLD_EVERY
 from keepwarm.batching.pipeline import Pipeline
 from keepwarm.batching.stats import RUN_SECONDS_BOUNDS
 from keepwarm.errors import UnavailableError
@@ -120,6 +120,30 @@ def test_runs_alone_are_in_the_latency_table_before_a_request_queues() -> None:
     assert batcher.latency.get(2) is not None  # the three runs, folded as it queued
     assert done.result(10)["x_echo"].shape == (4, 3) and executor.jobs == []
     assert batcher.stats().batch_sizes == {2: 3, 4: 1}
+
+
+def test_predicts_own_callers_fold_less_often_than_a_servers_threads() -> None:
+    """``Batcher.predict``'s callers (a library's threads) leave their runs unfolded up to
+    ``PREDICT_FOLD_EVERY`` (a fold cost them 2-7% of the MLP's calls at 4-8 threads); a
+    server thread's run alone (``run_alone``, whose ``Batcher.idle`` reads the pipeline
+    unfolded) folds at ``FOLD_EVERY``; a read of the counters folds every run either way."""
+    assert FOLD_EVERY < PREDICT_FOLD_EVERY
+    batcher = Batcher(RowModel().predict, name="m", executor=InlineExecutor(), slots=1, crowd=4)
+    loose = batcher._loose
+    for _ in range(FOLD_EVERY):
+        batcher.predict(_x(1))
+    assert len(loose._timed) == FOLD_EVERY  # not folded at FOLD_EVERY
+    for _ in range(PREDICT_FOLD_EVERY - FOLD_EVERY):
+        batcher.predict(_x(1))
+    assert not loose.unfolded  # folded at PREDICT_FOLD_EVERY
+    for _ in range(FOLD_EVERY - 1):
+        batcher.predict(_x(1))
+    assert batcher.run_alone(_x(1)) is not None
+    assert not loose.unfolded  # the server's thread made it FOLD_EVERY: folded
+    batcher.predict(_x(1))
+    stats = batcher.stats()
+    assert stats.batch_sizes == {1: PREDICT_FOLD_EVERY + FOLD_EVERY + 1}
+    assert stats.requests == sum(stats.run_counts) == PREDICT_FOLD_EVERY + FOLD_EVERY + 1
 
 
 def test_a_run_alone_that_fails_raises_and_is_counted_as_failed() -> None:
