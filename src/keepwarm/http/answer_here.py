@@ -40,7 +40,14 @@ of the per-round medians: c=1 req/s 1.094x, server CPU per request 0.924x, the l
 0.839x. ``bench/c1_floor.py`` (4 rounds of 2 s, same machine, direct's p50 0.39 ms JSON
 and 0.34 ms binary, twice the usual), above direct, this against the version before: v2
 JSON +0.501 against +0.555 ms (batching on), +0.526 against +0.625 (off); v2 binary
-+0.383 against +0.360, +0.341 against +0.363.
++0.383 against +0.360, +0.341 against +0.363. Again, 6 rounds on a quieter machine
+(direct 0.25 ms): JSON +0.378 against +0.414 (on), +0.333 against +0.398 (off); binary
++0.431 against +0.401, +0.371 against +0.364; binary alone, 10 rounds (direct 0.24 ms):
++0.377 against +0.393 (req/s 1.08x), +0.352 against +0.365 (1.06x). So JSON gains
+0.04-0.10 ms and binary 0.01-0.02 ms (within a run's scatter, which is about 0.03 ms):
+issue 7's 0.3 ms is still not met. Not profiled since; the likely remainder is the loop's
+own turn for the next request (its read, parse and task), which now often arrives while
+the loop still ends the one before, and waits behind it.
 """
 
 from __future__ import annotations
