@@ -70,7 +70,7 @@ class Live:
         self.protocols: list[OneWriteProtocol] = []
         self.cycles: list[LeanCycle] = []
         self.answered: list[tuple[int, int]] = []  # per lean answer: bytes sent off, left
-        self.answered_event = threading.Event()
+        self.answered_one = threading.Semaphore(0)  # released per lean answer
         self.loop: asyncio.AbstractEventLoop | None = None
         live = self
 
@@ -94,7 +94,7 @@ class Live:
             def lean_answered(self, cycle: LeanCycle, data: bytes) -> None:
                 sent = 0 if cycle.here is None else cycle.here.sent
                 live.answered.append((sent, len(data)))
-                live.answered_event.set()
+                live.answered_one.release()
                 super().lean_answered(cycle, data)
 
         self._protocol = Tracked
@@ -166,8 +166,10 @@ class Live:
             release.set()
 
 
-def read_answer(sock: socket.socket) -> bytes:
-    data = b""
+def read_answer(sock: socket.socket, left: bytearray | None = None) -> bytes:
+    """One answer; ``left``: bytes read before it, and after it on return (the next
+    pipelined answer's), else more bytes than one answer fail."""
+    data = bytes(left or b"")
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         assert chunk, f"the connection closed after {data!r}"
@@ -178,8 +180,10 @@ def read_answer(sock: socket.socket) -> bytes:
         chunk = sock.recv(65536)
         assert chunk
         body += chunk
-    assert len(body) == length, "more bytes than one answer"
-    return head + b"\r\n\r\n" + body
+    if left is not None:
+        left[:] = body[length:]
+    assert len(body) == length or left is not None, "more bytes than one answer"
+    return head + b"\r\n\r\n" + body[:length]
 
 
 def at_eof(sock: socket.socket) -> bool:
@@ -205,7 +209,10 @@ def talk(live: Live, requests: list[bytes], *, together: bool = False) -> list[b
     with live.connect() as sock:
         if together:
             sock.sendall(b"".join(requests))
-            return [read_answer(sock) for _ in requests]
+            left = bytearray()
+            answers = [read_answer(sock, left) for _ in requests]
+            assert not left
+            return answers
         answers = []
         for request in requests:
             sock.sendall(request)
@@ -222,6 +229,8 @@ def test_answers_written_off_the_loop_are_the_loops_byte_for_byte(app: HttpApp) 
         assert {sent for sent, _ in live.answered} == {0}
     with Live(app) as live:
         now = talk(live, requests)
+        for _ in requests:  # each ended by the loop (after its client had it)
+            assert live.answered_one.acquire(timeout=WAIT_S)
         answered = live.answered
     assert now == before
     assert now[0].startswith(b"HTTP/1.1 200 OK\r\n") and now[5].startswith(b"HTTP/1.1 400")
@@ -311,9 +320,9 @@ def test_an_answer_the_socket_cannot_take_is_finished_by_the_loop(app: HttpApp) 
     with Live(app, sndbuf=4096) as live, live.connect(rcvbuf=4096) as sock:
         sock.sendall(post(GATED_V2, rows(1)))
         read_answer(sock)
-        live.answered_event.clear()
+        assert live.answered_one.acquire(timeout=WAIT_S)  # that request ended
         sock.sendall(big)
-        assert live.answered_event.wait(WAIT_S)  # the worker's write over, none read
+        assert live.answered_one.acquire(timeout=WAIT_S)  # the worker's write over, none read
         now = read_answer(sock)
         sent, left = live.answered[-1]
     assert now == before[1]
