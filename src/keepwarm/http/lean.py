@@ -42,7 +42,9 @@ of the loop thread on the lean path: the handler's own Python is now a small par
 hop's wake-up (``Wakeup.post``, the GIL taken back from the worker) and the socket write
 dominate what remains of the request in Python. Not tried: a flat callback path without
 the task (the batching admission keeps its place in the task's context and releases it
-from the task's done callback, so the task stays).
+from the task's done callback, so the task stays). Since then a successful answer is sent
+by the thread that encodes it, the loop ending the request after (``http/answer_here.py``,
+with its measurements).
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
-
 from keepwarm.errors import InvalidInputError
+from keepwarm.http.answer_here import AnswerHere, answer_bytes
 from keepwarm.http.messages import (
+    ANSWER_HERE,
     CLIENT_GONE,
     DROP_BODY_BYTES,
     HEADERS_READ,
@@ -110,6 +112,7 @@ class LeanCycle:
         "disconnected",
         "handler",
         "headers",
+        "here",
         "keep_alive",
         "message_event",
         "more_body",
@@ -139,6 +142,7 @@ class LeanCycle:
         self.keep_alive = True
         self.waiting_for_100_continue = False
         self.message_event = Wake()
+        self.here: AnswerHere | None = None  # its answer sent by the encoding thread
 
     async def read(self, limit: int, declared: int | None = None) -> bytes:
         """The whole body (the request's ``WHOLE_BODY`` collector; its declared length is
@@ -203,24 +207,16 @@ async def run(
         "headers": cycle.headers,
         "extensions": {WHOLE_BODY: {"collector": cycle}, HEADERS_READ: {"at": cycle.at}},
     }
+    here = cycle.here
+    if here is not None:
+        scope["extensions"][ANSWER_HERE] = {"send": here}
     request = Request(scope, cycle.receive, cycle.params, app.max_body_bytes)
     response = await app.respond(cycle.handler, request)
-    conn.lean_answered(cycle, answer_bytes(response, default_headers, cycle.keep_alive))
-
-
-def answer_bytes(
-    response: Response, default_headers: list[tuple[bytes, bytes]], keep_alive: bool
-) -> bytes:
-    """The response as uvicorn writes it: status line, the server's default header fields,
-    content type and length, the response's own, ``connection: close`` when the
-    connection is not kept, the body."""
-    body = response.body
-    head = [STATUS_LINE[response.status]]
-    head += [b"%s: %s\r\n" % field for field in default_headers]
-    head.append(b"content-type: %s\r\ncontent-length: %d\r\n" % (response.content_type, len(body)))
-    head += [b"%s: %s\r\n" % field for field in response.headers]
-    if not keep_alive:
-        head.append(b"connection: close\r\n")
-    head.append(b"\r\n")
-    head.append(body)
-    return b"".join(head)
+    if here is None or here.response is None:
+        data = answer_bytes(response, default_headers, cycle.keep_alive)
+    elif response is here.response:
+        data = here.data[here.sent :]  # what the socket did not take
+    else:  # another answer after the one sent (``http/answer_here.py``): none written
+        cycle.keep_alive = False
+        data = b""
+    conn.lean_answered(cycle, data)

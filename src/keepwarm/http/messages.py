@@ -57,6 +57,9 @@ WHOLE_BODY = "keepwarm.whole_body"
 #: had parsed the request's headers (``time.perf_counter``), when its protocol notes it
 #: (``http/protocol.py``): a refusal's time in the server is timed from there.
 HEADERS_READ = "keepwarm.headers_read"
+#: The extension whose ``"send"`` writes a request's answer from the thread that encodes
+#: it, when its connection can (the lean path: ``http/answer_here.py``).
+ANSWER_HERE = "keepwarm.answer_here"
 CLIENT_GONE = "the client went away before sending its body"
 
 T = TypeVar("T")
@@ -113,6 +116,12 @@ class Request:
         """Whether an answer now would leave a body of more than ``DROP_BODY_BYTES`` (or
         of unknown length) unread: then the answer closes the connection."""
         return not self.read and body_left(self.headers)
+
+    def answer_here(self) -> Callable[[Response], None] | None:
+        """The connection's ``send(response)`` for the handler's encode: the answer
+        written from the thread that encodes it (``ANSWER_HERE``), or None."""
+        found = self.scope.get("extensions", {}).get(ANSWER_HERE)
+        return None if found is None else found["send"]
 
     async def disconnected(self) -> None:
         """Returns when the client goes away (after the body was read)."""

@@ -33,13 +33,17 @@ from which a refusal is timed (``HEADERS_READ``).
 
 A resolved inference request with a small declared body takes the lean path instead
 (``http/lean.py``): no uvicorn cycle, no ASGI messages; a ``LeanCycle`` stands where the
-cycle would, and the answer is written once its handler returns (``lean_answered``).
+cycle would, and the answer is written once its handler returns (``lean_answered``), or
+sent by the thread that encoded it, the loop writing what the socket did not take
+(``http/answer_here.py``). A lean request pipelined behind another is queued as uvicorn
+queues one, and started on the lean path once the one before it is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from time import perf_counter
 from typing import Any
 
@@ -50,6 +54,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from keepwarm.http.answer_here import AnswerHere, SocketWriter
 from keepwarm.http.direct_body import BodyInto
 from keepwarm.http.held_head import HeldHead
 from keepwarm.http.lean import LeanApp, LeanCycle, lean_cycle, run
@@ -87,6 +92,8 @@ class OneWriteProtocol(HttpToolsProtocol):
         # the app's inference routes, for the lean path (``http/lean.py``), if any
         self._lean = lean if self.root_path == "" and self.limit_concurrency is None else None
         self.lean_requests = 0  # how many requests took the lean path
+        self._writer: SocketWriter | None = None  # for answers sent off the loop
+        self._writer_made = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -96,6 +103,8 @@ class OneWriteProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         self._collector = None  # it refers back to this protocol
         self._timer.stop()
+        if self._writer is not None:
+            self._writer.close()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -143,7 +152,10 @@ class OneWriteProtocol(HttpToolsProtocol):
         timer.answered()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
+            if isinstance(cycle, LeanCycle):
+                self._start_lean(cycle)
+            else:
+                self._start_asgi_task(cycle, app)
             if not self.pipeline and not self._refused:  # answered early: read no more
                 self.flow.resume_reading()
             return
@@ -158,15 +170,16 @@ class OneWriteProtocol(HttpToolsProtocol):
         timer = self._timer
         cycle = self.cycle  # while a header block is read, the previous request's
         answer = None
-        if (
-            cycle is None
-            or cycle.response_complete
-            or (timer.head_since is None and not cycle.response_started)
-        ):
-            body = jsonio.dumps({"error": message})
-            head = STATUS_LINE[status] + b"content-type: application/json\r\ncontent-length: "
-            answer = head + b"%d\r\nconnection: close\r\n\r\n" % len(body) + body
-        self._close_after(answer, cycle)
+        with self._locked():  # no answer sent off the loop meanwhile (``answer_here``)
+            if (
+                cycle is None
+                or cycle.response_complete
+                or (timer.head_since is None and not cycle.response_started)
+            ):
+                body = jsonio.dumps({"error": message})
+                head = STATUS_LINE[status] + b"content-type: application/json\r\ncontent-length: "
+                answer = head + b"%d\r\nconnection: close\r\n\r\n" % len(body) + body
+            self._close_after(answer, cycle)
 
     def _close_after(self, answer: bytes | None, cycle: RequestResponseCycle | None) -> None:
         """Write ``answer`` (if any), read no more, and close ``LINGER_SECONDS`` later;
@@ -201,7 +214,7 @@ class OneWriteProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._timer.head_ended()
         before = self.cycle
-        if self._lean is not None and (before is None or before.response_complete):
+        if self._lean is not None:
             parser = self.parser
             if (
                 parser.get_method() == b"POST"
@@ -213,11 +226,11 @@ class OneWriteProtocol(HttpToolsProtocol):
                 if lean is not None:
                     self.cycle = lean  # type: ignore[assignment]
                     self.lean_requests += 1
-                    task = self.loop.create_task(
-                        run(self, self._lean, lean, self.server_state.default_headers)
-                    )
-                    self.tasks.add(task)
-                    task.add_done_callback(self._lean_done)
+                    if before is None or before.response_complete:
+                        self._start_lean(lean)
+                    else:  # pipelined: started once the one before is answered
+                        self.flow.pause_reading()
+                        self.pipeline.appendleft((lean, None))  # type: ignore[arg-type]
                     return
         super().on_headers_complete()
         cycle = self.cycle
@@ -230,6 +243,30 @@ class OneWriteProtocol(HttpToolsProtocol):
                 WHOLE_BODY: {"collector": self._collector},
                 HEADERS_READ: {"at": perf_counter()},
             }
+
+    def _start_lean(self, cycle: LeanCycle) -> None:
+        """A lean request's task; its answer sent by the thread that encodes it where the
+        connection allows (``http/answer_here.py``)."""
+        if not self._writer_made:
+            self._writer_made = True
+            self._writer = SocketWriter.of(self.transport)
+        default_headers = self.server_state.default_headers
+        if self._writer is not None:
+            cycle.here = AnswerHere(self._writer, self.transport, cycle, default_headers)
+        assert self._lean is not None
+        task = self.loop.create_task(run(self, self._lean, cycle, default_headers))
+        self.tasks.add(task)
+        task.add_done_callback(self._lean_done)
+
+    def shutdown(self) -> None:
+        """uvicorn's, under the writer's lock (see ``http/answer_here.py``)."""
+        with self._locked():
+            super().shutdown()
+
+    def _locked(self) -> AbstractContextManager[object]:
+        """The lock under which a lean answer is sent off the loop, if there is one."""
+        writer = self._writer
+        return writer.lock if writer is not None else nullcontext()
 
     def read_into(self, view: memoryview, start: int, keep: bytes) -> None:
         """The rest of the current request's body read into ``view[start:]`` by a
@@ -273,7 +310,8 @@ class OneWriteProtocol(HttpToolsProtocol):
         if cycle.disconnected or self.transport.is_closing():
             return
         cycle.response_started = True
-        self.transport.write(data)
+        if data:
+            self.transport.write(data)
         cycle.response_complete = True
         if not cycle.keep_alive:  # the server shuts down
             self.transport.close()

@@ -78,10 +78,15 @@ class TfServingRoutes:
             memo[:] = (signature, inputs)
             return inputs
 
-        def encode(name: str, version: int, outputs: dict[str, Any]) -> bytes:
-            return tfserving.encode_predict(found, outputs)
+        send = request.answer_here()
 
-        data = await service.infer(
+        def encode(name: str, version: int, outputs: dict[str, Any]) -> Response:
+            response = Response(200, tfserving.encode_predict(found, outputs))
+            if send is not None:
+                send(response)  # written from this thread (``http/answer_here.py``)
+            return response
+
+        return await service.infer(
             request.params["model"],
             _version_text(request),
             decode,
@@ -94,7 +99,6 @@ class TfServingRoutes:
             # so a batched model's queue takes it from here
             decoded=lean is not None,
         )
-        return Response(200, data)
 
 
 def _version_text(request: Request) -> str | None:

@@ -134,10 +134,20 @@ class V2Routes:
             )
         timeout = v2.request_timeout(decoded.parameters, header_timeout(request))
 
-        def encode(name: str, version: int, outputs: dict[str, Any]) -> tuple[bytes, int | None]:
-            return v2.encode_response(decoded, name, version, outputs)
+        send = request.answer_here()
 
-        data, json_length = await service.infer(
+        def encode(name: str, version: int, outputs: dict[str, Any]) -> Response:
+            data, json_length = v2.encode_response(decoded, name, version, outputs)
+            if json_length is None:
+                response = Response(200, data)
+            else:
+                length = [(HEADER_LENGTH, str(json_length).encode())]
+                response = Response(200, data, b"application/octet-stream", length)
+            if send is not None:
+                send(response)  # written from this thread (``http/answer_here.py``)
+            return response
+
+        return await service.infer(
             request.params["model"],
             request.params.get("version"),
             lambda signature: decoded.inputs,
@@ -147,14 +157,6 @@ class V2Routes:
             disconnected=request.disconnected,
             # inputs decoded here: a batched model's queue takes them here
             decoded=inline,
-        )
-        if json_length is None:
-            return Response(200, data)
-        return Response(
-            200,
-            data,
-            b"application/octet-stream",
-            [(HEADER_LENGTH, str(json_length).encode())],
         )
 
 
