@@ -44,6 +44,19 @@ nice 0 under SCHED_OTHER (``keepwarm.thread_priority`` is off by default). A 0.0
 bound on a ~45 ms answer is past what minutes of this machine can resolve: so at c=1 the
 rounds hold ``C1_CYCLES`` cycles, and the p50 target is judged on the per-cycle shift,
 its standard error and the control's printed beside it.
+
+Session 29 (``onoff_run.py --rounds 20 --seconds 8``, 466 cycles, load ~2): per cycle
++0.293 +- 0.243 ms, control +0.172 +- 0.227. Other statistics of the same latencies
+(standard errors by resampling whole cycles): the difference of the sides' pooled p50s
++0.199 +- 0.219 (control -0.040 +- 0.162); the median of every within-cycle on - off pair
++0.253 +- 0.167 (control +0.101 +- 0.140), the tightest, yet 0.05 ms would take ~20,000
+cycles (~40 minutes). Where the on path's cost is: outside the model's call, which
+``bench/onoff_c1_service.py`` resolves to +- 0.003 ms in 800 cycles (MobileNetV2:
++0.028 ms, control +0.008; ``batching.serving``'s docstring), while the call itself,
+the same ``predict`` on the same input, differs only by the machine's scatter and by
+the load (two loads both off: +0.38 +- 0.12 ms in one process). So a MobileNetV2 c=1
+p50 judged to 0.05 ms is best judged on that outside-the-call difference, not on the
+answers' latency.
 """
 
 from __future__ import annotations

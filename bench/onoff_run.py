@@ -12,6 +12,7 @@ p50 differences and req/s ratios, and at c=1 the per-cycle shift (``cycle_shift`
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,7 @@ def main() -> int:
     parser.add_argument("--c", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--dump", type=Path, help="write the rounds' figures and latencies here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="onoff-") as tmp:
         work = Path(tmp)
@@ -76,6 +78,9 @@ def main() -> int:
             for served in servers:
                 served.stop()
             remove_worktrees(made)
+    if args.dump is not None:
+        args.dump.write_text(json.dumps({"figures": [f for f, _ in found],
+                                         "latencies": [x for _, x in found]}))  # fmt: skip
     show([f for f, _ in found], [x for _, x in found] if args.c == 1 else [], list(trees))
     return 0
 

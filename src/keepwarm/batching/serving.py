@@ -35,6 +35,18 @@ identical trees read 0.979x); ``bench/ab.py`` over HTTP, 8 rounds: loop CPU per 
 and 1.101x; ``bench/onoff_run.py --c 4`` (12 rounds): on against off req/s 1.072x, p50
 -0.300 ms (its control 1.073x, -0.046 ms), the version before 1.032x, -0.132 ms
 (control 0.982x, +0.128 ms), on against the version before's on 1.081x, -0.019 ms.
+
+A lone client (``gathering`` false: a worker thread, ``begin``, ``Batcher.run_alone``)
+costs batching ~0.03 ms a request whatever the input's size: no copy, no padding, the
+same thread and ``predict`` (``tests/unit/batching/test_batching_alone.py``). Session 29,
+MobileNetV2 ([1, 224, 224, 3] FP32, ~40 ms), per request paired with its cycle's off
+request, load 2-8: ``bench/onoff_c1_service.py`` (``service.infer`` as the v2 route calls
+it, 800 cycles): outside the model +0.028 +- 0.003 ms (control +0.008 +- 0.004): the
+loop's admission and hop +0.012, the worker before the call +0.011, after +0.005; the
+model's call +0.14 +- 0.23. ``bench/onoff_c1_inproc.py`` (``begin``, 1000 cycles):
+outside +0.015 +- 0.0004 ms; the call on this load against its own model unbatched
++0.014 +- 0.157 ms, two loads both off +0.38 +- 0.12 and -0.27 +- 0.15. So the served
+cell's +0.3 to +0.7 ms (``bench/onoff_cells.py``) is the model's scatter.
 """
 
 from __future__ import annotations
