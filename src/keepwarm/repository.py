@@ -271,9 +271,11 @@ class Repository:
         with catalog.lock:
             # Models gone from the listing too: their versions drain, then are forgotten.
             names = set(catalog.listing) | set(listing) | {key.name for key in catalog.specs}
-            log_config_changes(catalog.listing, listing)
+            before = catalog.listing
             catalog.listing = listing  # replaced whole, never mutated: read without a lock
             self._serving.set_listing(listing)
+            # said once status reads the new listing: a reader who saw the line sees it
+            log_config_changes(before, listing)
             for name in sorted(names):
                 self._reconciler.reconcile(name)
         self.manager.changed()  # requests waiting for a version look again
