@@ -78,10 +78,10 @@ def main() -> int:
             for served in servers:
                 served.stop()
             remove_worktrees(made)
+    figures, latencies = [f for f, _ in found], [x for _, x in found]
     if args.dump is not None:
-        args.dump.write_text(json.dumps({"figures": [f for f, _ in found],
-                                         "latencies": [x for _, x in found]}))  # fmt: skip
-    show([f for f, _ in found], [x for _, x in found] if args.c == 1 else [], list(trees))
+        args.dump.write_text(json.dumps({"figures": figures, "latencies": latencies}))
+    show(figures, latencies if args.c == 1 else [], list(trees))
     return 0
 
 
