@@ -6,6 +6,7 @@ larger than the budget. Many threads loading and unloading: ``test_repository_ra
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -182,6 +183,39 @@ def test_bad_model_toml_keeps_the_last_good_config_and_the_serving_version(
         assert traffic.wait_all_served(2)
     assert traffic.failures == []
     assert traffic.runs == [[1, 2]] * 4
+
+
+def test_a_model_toml_change_is_logged_only_once_status_says_it(
+    root: Path, echo_models: dict[int, Path]
+) -> None:
+    """Whoever reads the log line and then the status finds the status saying it too: the
+    status each of the repository's model.toml lines was logged with, read by the handler
+    at the moment of the record, already names the change (written after the listing)."""
+    seen: list[tuple[str, object]] = []
+
+    with serving_v1(root, echo_models) as repo:
+
+        class Reader(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "model.toml" in record.getMessage():
+                    error = repo.status().models["echo"].config_error
+                    seen.append((record.getMessage(), error))
+
+        handler = Reader(level=logging.WARNING)
+        logger = logging.getLogger("keepwarm.repository")
+        logger.addHandler(handler)
+        try:
+            write_model_toml(root / "echo", "[lables]\nstable = 1\n")
+            repo.refresh()
+            assert wait_until(lambda: len(seen) == 1, WAIT_S)
+            write_model_toml(root / "echo", "")
+            repo.refresh()
+            assert wait_until(lambda: len(seen) == 2, WAIT_S)
+        finally:
+            logger.removeHandler(handler)
+    (invalid, error), (valid, cleared) = seen
+    assert "is invalid" in invalid and "'lables'" in str(error)
+    assert "valid again" in valid and cleared is None
 
 
 def test_new_model_with_a_bad_model_toml_loads_nothing_until_fixed(
