@@ -74,9 +74,12 @@ and clock reads 0.93-0.97 / 0.87-0.98, the whole 0.92-0.98 / 0.91-0.95 (CPU +5 t
 but the sum. So the rows are read by ``len`` of the input under the name seen last (no
 view, no shape tuple), and a run's seconds go to its bucket's list (no tuple a run; the
 fold sums each list: 256 runs folded in 7 µs warm, against 33). Tree against tree
-(``bench/inproc_pairs.py``, on/off within each tree, 2 runs of 5 rounds a tree,
-alternated, load 2.5-4.4): on/off 0.930 before, 0.951 now at 4 threads (median of the 10
-rounds), 0.934 and 0.965 at 8; the control off2/off 0.96-1.06.
+(``bench/inproc_pairs.py``, on/off within each tree, 4 runs of 5 rounds a tree,
+alternated, load 1.7-4.4; medians of the 20 rounds): at 4 threads 0.936 before, 0.944
+now (each half: 0.930 / 0.951, 0.946 / 0.929: no change); at 8, 0.934 before, 0.967 now
+(0.933 / 0.964, 0.934 / 0.976); the control off2/off 1.00. The len and bucket lists
+without the lookup by name measured no change (0.921 / 0.934 and 0.934 / 0.936 at 4,
+0.903 / 0.907 and 0.940 / 0.921 at 8, 22 rounds a tree). Still short of 0.97 at 4.
 """
 
 from __future__ import annotations
