@@ -16,9 +16,9 @@ gives the GIL up) met at the lock; the MLP served 0.75-0.92x the calls of batchi
 at 4 and 8 threads. Here it costs ~0.8 µs.
 
 Here the runs under way, and the callers in that do not run alone, are counted in lists
-(``append`` and ``pop`` are atomic under the GIL), and each run's rows and time (or, for
-the rare run that failed or was not at a bucket, its outcome) are put in a list (a
-deque), ``append`` being atomic too, so none is lost; the batcher's counters, arrival
+(``append`` and ``pop`` are atomic under the GIL), and each run's time is put in its
+bucket's list (or, for the rare run that failed or was not at a bucket, its outcome in
+a deque), ``append`` being atomic too, so none is lost; the batcher's counters, arrival
 rate, pipeline and latency table take them under its lock ``FOLD_EVERY`` at a time, in
 a few calls into C rather than a loop per run, and before anyone reads the counters or
 queues a request (``fold``: the queue's choices read the table). These runs count as
@@ -62,12 +62,30 @@ the queued callers' wake-ups and a leader-follower hand-off do not enter it. A f
 more (a bare wrapper around the runtime's ``predict``) measured 0.998 / 1.007 of the
 runtime's own: calling its flat call directly, skipping that ``predict`` (a frame and a
 try), could save no more than that; not done.
+
+Where the rest goes (session 30, 8 threads): sampled by ``py-spy --gil`` (12 s a side),
+this ``predict`` held the GIL in 5.9% of the callers' GIL-held samples, most of them on
+``(array,) = inputs.values()`` (18 of 83: a view and its iterator made), the time's
+append (11) and the gate (13). Variants of the body in one process
+(``bench/inproc_variants.py``, 10-14 rounds, req/s against off, 4 / 8 threads): a bare
+frame 0.985-1.015 / 0.95-1.016, the gate alone 0.972-0.983 / 0.936-0.988, with the rows
+and clock reads 0.93-0.97 / 0.87-0.98, the whole 0.92-0.98 / 0.91-0.95 (CPU +5 to +10
+µs a call, +0.1 to +0.9 context switches); rounds move +-5-10%, so no piece stands out
+but the sum. So the rows are read by ``len`` of the input under the name seen last (no
+view, no shape tuple), and a run's seconds go to its bucket's list (no tuple a run; the
+fold sums each list: 256 runs folded in 7 µs warm, against 33). Tree against tree
+(``bench/inproc_pairs.py``, on/off within each tree, 4 runs of 5 rounds a tree,
+alternated, load 1.7-4.4; medians of the 20 rounds): at 4 threads 0.936 before, 0.944
+now (each half: 0.930 / 0.951, 0.946 / 0.929: no change); at 8, 0.934 before, 0.967 now
+(0.933 / 0.964, 0.934 / 0.976); the control off2/off 1.00. The len and bucket lists
+without the lookup by name measured no change (0.921 / 0.934 and 0.934 / 0.936 at 4,
+0.903 / 0.907 and 0.940 / 0.921 at 8, 22 rounds a tree). Still short of 0.97 at 4.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from time import perf_counter
 from typing import Protocol
@@ -126,11 +144,13 @@ class Loose:
     batcher's, calls ``fold`` under its lock."""
 
     __slots__ = (
+        "_at",
         "_clock",
         "_done",
         "_fire",
         "_fold",
         "_latency",
+        "_name",
         "_predict",
         "_queue",
         "_runner",
@@ -139,7 +159,6 @@ class Loose:
         "callers",
         "crowd",
         "runs",
-        "sizes",
     )
 
     def __init__(
@@ -163,12 +182,14 @@ class Loose:
         self._fire = fire
         self._fold = fold
         self.crowd = crowd
-        self.sizes = frozenset(b for b in runner.buckets if b <= latency.cap)
         self.callers: list[None] = []
         self.runs: list[None] = []
-        # Runs not counted yet: (rows, seconds) of those at their bucket (``_timed``), the
+        self._name = ""  # a single-input request's input name, the last seen
+        # Runs not counted yet: per bucket the seconds of those that ran at it
+        # (``_timed``; ``_at``: the buckets a run alone may run at, up to the cap), the
         # outcome of the others (failed, or not at a bucket: ``_done``).
-        self._timed: list[tuple[int, float]] = []
+        self._timed: dict[int, list[float]] = {b: [] for b in sorted(runner.buckets)}
+        self._at = {b: runs for b, runs in self._timed.items() if b <= latency.cap}
         self._done: deque[Outcome] = deque()
 
     def predict(
@@ -189,20 +210,21 @@ class Loose:
             return (self._slow if slow is None else slow)(inputs, timeout)
         try:
             if len(inputs) == 1:  # the common case: rows_of's, in line
-                (array,) = inputs.values()
-                shape = array.shape
-                rows = shape[0] if shape else 0
+                array = inputs.get(self._name)  # by the name seen last: no view made
+                if array is None:
+                    ((self._name, array),) = inputs.items()
+                rows = len(array) if array.ndim else 0  # no shape tuple made
             else:
                 rows = rows_of(inputs)
-            if rows in self.sizes:  # the common case: at a bucket, and a warm one
+            timed = self._at.get(rows)  # the common case: at a bucket, and a warm one
+            if timed is not None:
                 began = perf_counter()
                 try:
                     outputs = self._predict(inputs)
                 except BaseException as exc:
                     outcome = self._runner.failed(rows, rows, exc)
                 else:
-                    timed = self._timed  # timed into the latency table at the fold
-                    timed.append((rows, perf_counter() - began))
+                    timed.append(perf_counter() - began)  # into the table at the fold
                     if len(timed) >= FOLD_EVERY and (
                         slow is not None or len(timed) >= PREDICT_FOLD_EVERY
                     ):
@@ -223,7 +245,7 @@ class Loose:
     def cap(self, rows: int) -> None:
         """Runs alone at their bucket only up to ``rows`` rows (the latency table's cap:
         larger buckets still warm); past it, in pieces (``BatchRunner.run_one``)."""
-        self.sizes = frozenset(b for b in self._runner.buckets if b <= rows)
+        self._at = {b: runs for b, runs in self._timed.items() if b <= rows}
 
     def close(self) -> None:
         """No caller runs alone any more (each goes to ``slow``, which refuses it)."""
@@ -232,49 +254,41 @@ class Loose:
     @property
     def unfolded(self) -> bool:
         """Whether runs wait to be folded (a fold would change the counters or the table)."""
-        return bool(self._timed or self._done)
+        return bool(self._done) or any(self._timed.values())
 
     def fold(self, stats: BatchStats) -> None:
         """Under the batcher's lock: count the runs done since the last fold, as
         ``run_now`` counts each of its runs (a batch of one request), and time them into
-        the latency table (per bucket, their mean, weighted as that many figures)."""
-        timed, done = self._timed, self._done
-        if not (timed or done):
-            return
-        taken = timed[:]  # a copy and a cut, each one operation: a run's append between
-        del timed[: len(taken)]  # the two lands past the cut, for the next fold
-        arrived = 0
-        if taken:
-            rows, seconds = zip(*taken, strict=True)
-            counts = stats.run_counts
-            slow = [s for s in seconds if s > FIRST_BOUND]  # few: a small model's runs
-            counts[0] += len(seconds) - len(slow)  # at most the first bound: one count
+        the latency table (per bucket, their mean, weighted as that many figures). The
+        order of runs at different buckets is not kept: the pipeline is told of the
+        last two runs as if those at the largest bucket ran last."""
+        done = self._done
+        runs = arrived = 0
+        last = previous = -1
+        counts, sizes, latency = stats.run_counts, stats.batch_sizes, self._latency
+        for size, timed in self._timed.items():
+            if not timed:
+                continue
+            taken = timed[:]  # a copy and a cut, each one operation: a run's append between
+            del timed[: len(taken)]  # the two lands past the cut, for the next fold
+            n = len(taken)
+            slow = [s for s in taken if s > FIRST_BOUND]  # few: a small model's runs
+            counts[0] += n - len(slow)  # at most the first bound: one count
             for run_seconds in slow:
                 counts[bisect_left(RUN_SECONDS_BOUNDS, run_seconds)] += 1
-            total = sum(rows)
-            timed_sum = sum(seconds)
+            timed_sum = sum(taken)
             stats.run_seconds_sum += timed_sum
-            stats.batches += len(taken)
-            stats.requests += len(taken)
-            stats.rows += total
-            stats.padded_rows += total
-            sizes, latency = stats.batch_sizes, self._latency
-            first = rows[0]
-            if rows.count(first) == len(rows):  # the common case: one size
-                latency.record_many(first, timed_sum / len(taken), len(taken))
-                sizes[first] = sizes.get(first, 0) + len(taken)
-            else:
-                by_size = Counter(rows)
-                sums = dict.fromkeys(by_size, 0.0)
-                for size, run_seconds in taken:
-                    sums[size] += run_seconds
-                for size, count in by_size.items():
-                    latency.record_many(size, sums[size] / count, count)
-                    sizes[size] = sizes.get(size, 0) + count
-            arrived = total
-        runs = len(taken)
-        last = taken[-1][0] if taken else -1
-        previous = taken[-2][0] if len(taken) > 1 else -1
+            stats.batches += n
+            stats.requests += n
+            stats.rows += n * size
+            stats.padded_rows += n * size
+            latency.record_many(size, timed_sum / n, n)
+            sizes[size] = sizes.get(size, 0) + n
+            arrived += n * size
+            runs += n
+            previous, last = (size if n > 1 else last), size
+        if not (runs or done):
+            return
         while done:  # rare: failed runs, and rows past a bucket (or past the cap)
             ran = done.popleft()
             account(stats, self._latency, ran, 1)

@@ -132,7 +132,7 @@ def test_predicts_own_callers_fold_less_often_than_a_servers_threads() -> None:
     loose = batcher._loose
     for _ in range(FOLD_EVERY):
         batcher.predict(_x(1))
-    assert len(loose._timed) == FOLD_EVERY  # not folded at FOLD_EVERY
+    assert len(loose._timed[1]) == FOLD_EVERY  # not folded at FOLD_EVERY
     for _ in range(PREDICT_FOLD_EVERY - FOLD_EVERY):
         batcher.predict(_x(1))
     assert not loose.unfolded  # folded at PREDICT_FOLD_EVERY
@@ -235,7 +235,8 @@ def test_a_fold_counts_each_run_at_its_size_and_run_time(runs: list[tuple[int, f
     within the histogram's first bound or not): each counted at its size and in the
     histogram's bucket for its time, as a batch counted alone would be."""
     batcher = Batcher(RowModel().predict, name="m", executor=InlineExecutor(), slots=1)
-    batcher._loose._timed.extend(runs)
+    for rows, seconds in runs:
+        batcher._loose._timed[rows].append(seconds)
     stats = batcher.stats()
     expected = [0] * (len(RUN_SECONDS_BOUNDS) + 1)
     for _, seconds in runs:
@@ -263,3 +264,17 @@ def test_a_scalar_input_run_alone_runs_as_it_came_unbatched() -> None:
     stats = batcher.stats()
     assert stats.batch_sizes == {0: 1} and stats.requests == 1
     assert sum(stats.run_counts) == 0
+
+
+def test_a_run_alone_reads_the_rows_of_whichever_single_input_it_is_given() -> None:
+    """The only input is found by the name seen last (no view of the dict made); a
+    request under another name is read by its own (the rows counted are its own)."""
+    model = RowModel()
+    batcher = Batcher(model.predict, name="m", executor=InlineExecutor(), slots=1, crowd=4)
+    first = batcher.predict({"x": np.full((2, 3), 1.0, np.float32)})
+    other = batcher.predict({"z": np.full((4, 3), 2.0, np.float32)})
+    again = batcher.predict({"x": np.full((1, 3), 3.0, np.float32)})
+    assert first["x_sum"].tolist() == [3.0, 3.0] and other["z_sum"].tolist() == [6.0] * 4
+    assert again["x_sum"].tolist() == [9.0] and model.calls == [2, 4, 1]
+    stats = batcher.stats()
+    assert stats.batch_sizes == {1: 1, 2: 1, 4: 1} and stats.rows == 7
