@@ -2,6 +2,30 @@
 task that answers each, and the answer's end on the loop, whether the loop wrote it or the
 thread that encoded it sent it (``http/answer_here.py``). ``OneWriteProtocol``
 (``http/protocol.py``) is this with uvicorn's cycle for every other request.
+
+Measured at concurrency 1 (MLP, v2 JSON, batching on, 2 vCPUs; ``bench/c1_floor.py``, 4
+rounds of 2 s, load 1.6-4): above the direct call, keepwarm +0.33 ms (JSON and binary)
+where ``bare-hop`` (the floor of a server whose model runs off the loop) is +0.26-0.30 and
+``bare-inline`` +0.20-0.26; without HTTP, ``bench/c1_steps.py`` put the service's own cost
+over a bare hop at +12 µs of loop CPU and +9 µs of the worker's per request. What is left
+is mostly the hop itself. ``strace -f`` of one request: the next request, sent by the
+client as soon as the worker's send reached it, is often read before the loop has ended
+the one before (the hop's eventfd), so it is queued behind it (a pause and a resumption
+of reading: two ``epoll_ctl``, batched by libuv through ``io_uring_enter``) and its hand-off
+waits for that end.
+
+Tried and rejected (``bench/ab.py`` against the version before, 6 rounds of 3 s each):
+
+- starting that request at once when the answer before it was sent whole by the worker
+  (the one before ended later, counted only): c=1 req/s 0.943x and 0.915x in two runs,
+  CPU per request 1.11x and 1.16x; c=4 0.852x, CPU 1.46x (requests handed off one by one
+  instead of gathered into a batch); c=4 came back to 0.97x (CPU 0.99x) when this was
+  done only while no other lean request ran in the process, but c=1 stayed slower. The
+  loop's end of the request before then runs while the worker runs the next, and the two
+  take the interpreter lock from each other; ending it first, then handing off, is
+  cheaper;
+- queueing that request without pausing reading (no ``epoll_ctl``): c=1 req/s 0.951x, CPU
+  1.04x; c=4 1.049x, 1.003x: nothing seen beyond the scatter.
 """
 
 from __future__ import annotations
