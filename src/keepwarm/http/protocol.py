@@ -32,32 +32,31 @@ becomes (``read_into``, ``http/direct_body.py``); and the instant its headers we
 from which a refusal is timed (``HEADERS_READ``).
 
 A resolved inference request with a small declared body takes the lean path instead
-(``http/lean.py``): no uvicorn cycle, no ASGI messages; a ``LeanCycle`` stands where the
-cycle would, and the answer is written once its handler returns (``lean_answered``), or
-sent by the thread that encoded it, the loop writing what the socket did not take
-(``http/answer_here.py``). A lean request pipelined behind another is queued as uvicorn
-queues one, and started on the lean path once the one before it is answered.
+(``http/lean.py``; the connection's side in ``http/lean_conn.py``): no uvicorn cycle, no
+ASGI messages; a ``LeanCycle`` stands where the cycle would, and the answer is written
+once its handler returns (``lean_answered``), or sent by the thread that encoded it, the
+loop writing what the socket did not take (``http/answer_here.py``). A lean request
+pipelined behind another is queued as uvicorn queues one, and started on the lean path
+once the one before it is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from time import perf_counter
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
-    HttpToolsProtocol,
     RequestResponseCycle,
 )
 
-from keepwarm.http.answer_here import AnswerHere, SocketWriter
 from keepwarm.http.direct_body import BodyInto
 from keepwarm.http.held_head import HeldHead
-from keepwarm.http.lean import LeanApp, LeanCycle, lean_cycle, run
+from keepwarm.http.lean import LeanCycle
+from keepwarm.http.lean_conn import LeanConnection
 from keepwarm.http.messages import HEADERS_READ, LINGER_SECONDS, WHOLE_BODY
 from keepwarm.http.timers import ConnectionTimer, Limits
 from keepwarm.http.whole_body import Collector
@@ -70,7 +69,7 @@ DEFAULT_LIMITS = Limits()
 Early = Callable[[Mapping[str, object]], "tuple[int, list[tuple[bytes, bytes]], bytes] | None"]
 
 
-class OneWriteProtocol(HttpToolsProtocol):
+class OneWriteProtocol(LeanConnection):
     """``HttpToolsProtocol`` whose responses each go out in one write, with one timer per
     connection (keep-alive, and the limits on slow or endless requests), and whose bodies
     can be read whole (see the module docstring); everything else is uvicorn's."""
@@ -80,7 +79,6 @@ class OneWriteProtocol(HttpToolsProtocol):
         *args: Any,
         limits: Limits = DEFAULT_LIMITS,
         early: Early | None = None,
-        lean: LeanApp | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -89,11 +87,6 @@ class OneWriteProtocol(HttpToolsProtocol):
         self._timer = ConnectionTimer(self, limits)  # started with the connection
         self._refused = False  # answered 408, 431 or early: nothing more is read
         self._early = early  # the app's answer to a request on its headers alone, if any
-        # the app's inference routes, for the lean path (``http/lean.py``), if any
-        self._lean = lean if self.root_path == "" and self.limit_concurrency is None else None
-        self.lean_requests = 0  # how many requests took the lean path
-        self._writer: SocketWriter | None = None  # for answers sent off the loop
-        self._writer_made = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -103,8 +96,6 @@ class OneWriteProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         self._collector = None  # it refers back to this protocol
         self._timer.stop()
-        if self._writer is not None:
-            self._writer.close()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -214,24 +205,8 @@ class OneWriteProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._timer.head_ended()
         before = self.cycle
-        if self._lean is not None:
-            parser = self.parser
-            if (
-                parser.get_method() == b"POST"
-                and parser.get_http_version() == "1.1"
-                and parser.should_keep_alive()
-                and not self._refused
-            ):
-                lean = lean_cycle(self._lean, self.url, self.headers, perf_counter())
-                if lean is not None:
-                    self.cycle = lean  # type: ignore[assignment]
-                    self.lean_requests += 1
-                    if before is None or before.response_complete:
-                        self._start_lean(lean)
-                    else:  # pipelined: started once the one before is answered
-                        self.flow.pause_reading()
-                        self.pipeline.appendleft((lean, None))  # type: ignore[arg-type]
-                    return
+        if not self._refused and self.take_lean(before):
+            return
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not before and not self._refused:  # a request's cycle (not an upgrade)
@@ -243,30 +218,6 @@ class OneWriteProtocol(HttpToolsProtocol):
                 WHOLE_BODY: {"collector": self._collector},
                 HEADERS_READ: {"at": perf_counter()},
             }
-
-    def _start_lean(self, cycle: LeanCycle) -> None:
-        """A lean request's task; its answer sent by the thread that encodes it where the
-        connection allows (``http/answer_here.py``)."""
-        if not self._writer_made:
-            self._writer_made = True
-            self._writer = SocketWriter.of(self.transport)
-        default_headers = self.server_state.default_headers
-        if self._writer is not None:
-            cycle.here = AnswerHere(self._writer, self.transport, cycle, default_headers)
-        assert self._lean is not None
-        task = self.loop.create_task(run(self, self._lean, cycle, default_headers))
-        self.tasks.add(task)
-        task.add_done_callback(self._lean_done)
-
-    def shutdown(self) -> None:
-        """uvicorn's, under the writer's lock (see ``http/answer_here.py``)."""
-        with self._locked():
-            super().shutdown()
-
-    def _locked(self) -> AbstractContextManager[object]:
-        """The lock under which a lean answer is sent off the loop, if there is one."""
-        writer = self._writer
-        return writer.lock if writer is not None else nullcontext()
 
     def read_into(self, view: memoryview, start: int, keep: bytes) -> None:
         """The rest of the current request's body read into ``view[start:]`` by a
@@ -303,26 +254,3 @@ class OneWriteProtocol(HttpToolsProtocol):
             cycle.message_event.set()
             return
         super().on_message_complete()
-
-    def lean_answered(self, cycle: LeanCycle, data: bytes) -> None:
-        """A lean request's answer, written unless its client is gone; then the
-        connection goes on as after any answer (``on_response_complete``)."""
-        if cycle.disconnected or self.transport.is_closing():
-            return
-        cycle.response_started = True
-        if data:
-            self.transport.write(data)
-        cycle.response_complete = True
-        if not cycle.keep_alive:  # the server shuts down
-            self.transport.close()
-        self.on_response_complete()
-
-    def _lean_done(self, task: asyncio.Task[None]) -> None:
-        """A lean request's task ended: one that raised (cancelled at the end of a
-        graceful shutdown) has its connection closed, as uvicorn's cycle does."""
-        self.tasks.discard(task)
-        if task.cancelled():
-            self.transport.close()
-        elif (exc := task.exception()) is not None:
-            self.logger.error("Exception in a lean request", exc_info=exc)
-            self.transport.close()
