@@ -110,10 +110,16 @@ def signature_from_table(table: Any, where: str, name: str) -> Signature | None:
 
 
 def _forget_foreign(top: str, directory: Path) -> None:
-    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
-        file = getattr(sys.modules[name], "__file__", None)
+    """Drop ``top`` and its submodules from ``sys.modules`` unless they come from
+    ``directory``. Other threads import meanwhile (a server loads several models at once):
+    the names are copied in one step (``tuple`` of a dict runs in C, holding the
+    interpreter lock) before they are filtered, and an entry gone since is passed over."""
+    for name in tuple(sys.modules):
+        if name != top and not name.startswith(top + "."):
+            continue
+        file = getattr(sys.modules.get(name), "__file__", None)
         if file is None or not Path(file).resolve().is_relative_to(directory):
-            del sys.modules[name]
+            sys.modules.pop(name, None)
 
 
 def resolve_class(target: Any, directory: Path) -> Any:

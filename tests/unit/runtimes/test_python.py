@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import textwrap
+import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +220,37 @@ def test_an_unknown_signature_name_is_not_found_for_a_pickle(tmp_path: Path) -> 
         PICKLE.load(tmp_path, signature="other", options=ALLOW)
     model = PICKLE.load(tmp_path, signature="serving_default", options=ALLOW)
     assert model.signature.name == "serving_default"
+
+
+def test_loads_while_other_threads_import(tmp_path: Path) -> None:
+    """A server loads several models at once: while one thread imports a model's module,
+    others add to ``sys.modules`` and take from it; the load must not trip over that
+    (it once failed with 'dictionary changed size during iteration')."""
+    root = _model_dir(tmp_path / "m", 2.0, "kw_churn")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            names = [f"kw_churn_other_{i}" for i in range(64)]
+            while not stop.is_set():
+                for name in names:
+                    sys.modules[name] = types.ModuleType(name)
+                for name in names:
+                    sys.modules.pop(name, None)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    other = threading.Thread(target=churn, daemon=True)
+    other.start()
+    try:
+        for _ in range(200):
+            model = RUNTIME.load(root, signature=None, options=ALLOW)
+            assert model.predict({"x": np.ones((1, 2), np.float32)})["y"].tolist() == [[2, 2]]
+    finally:
+        stop.set()
+        other.join(10)
+        sys.setswitchinterval(switch)
+    assert not other.is_alive() and errors == []
