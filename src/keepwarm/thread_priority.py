@@ -69,23 +69,35 @@ _log = logging.getLogger("keepwarm.thread_priority")
 MAX_NICE = 19
 #: ``model_policy`` values and the scheduling policies they name (Linux).
 POLICIES = ("normal", "batch", "idle")
+#: ``model_priority_scope`` values: which model threads are lowered. ``"all"``: the
+#: runtime's pools (made by a load's thread) and the batch executor's threads;
+#: ``"runtime"``: the runtime's pools only (the executor's threads run Python: stacking,
+#: splitting, encoding, holding the interpreter lock).
+SCOPES = ("all", "runtime")
+#: The parts of the server that call ``lower_this_thread``.
+PARTS = ("runtime", "executor")
 
 _lock = threading.Lock()
 _target: tuple[int, str] | None = None  # (nice, policy) once configured
+_parts: frozenset[str] = frozenset(PARTS)  # the parts lowered (``scope``)
 _warned = False
 
 
-def configure(nice: int, policy: str = "normal") -> tuple[int, str] | None:
+def configure(nice: int, policy: str = "normal", scope: str = "all") -> tuple[int, str] | None:
     """From now on, ``lower_this_thread`` puts the calling thread at ``nice`` steps above
     the calling process's own nice value now (at most 19) and under ``policy`` (one of
-    ``POLICIES``). ``nice=0`` with ``"normal"`` turns it off. Returns what is in force
-    (None: off, or not Linux)."""
-    global _target
+    ``POLICIES``), when it is one of the parts ``scope`` (one of ``SCOPES``) names.
+    ``nice=0`` with ``"normal"`` turns it off. Returns what is in force (None: off, or
+    not Linux)."""
+    global _target, _parts
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if type(nice) is not int or not 0 <= nice <= MAX_NICE:
         raise ValueError(f"nice must be an integer from 0 to {MAX_NICE}, got {nice!r}")
     with _lock:
+        _parts = frozenset(PARTS) if scope == "all" else frozenset({scope})
         if (nice == 0 and policy == "normal") or not sys.platform.startswith("linux"):
             _target = None
         else:
@@ -99,14 +111,21 @@ def configured() -> tuple[int, str] | None:
     return _target
 
 
-def lower_this_thread() -> None:
-    """Lower the calling thread to the configured priority (nothing when not configured,
-    and never raises it: a thread already lower stays so). A failure is logged once."""
+def lower_this_thread(part: str) -> None:
+    """Lower the calling thread, which runs ``part`` (one of ``PARTS``: a load's thread,
+    whose runtime pools inherit it, or a batch executor's), to the configured priority
+    (nothing when not configured or when the scope leaves ``part`` out, and never raises
+    it: a thread already lower stays so). A failure is logged once."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     target = _target
-    if target is None:
+    if target is None or part not in _parts:
         return
-    nice, policy = target
-    tid = threading.get_native_id()
+    _lower(threading.get_native_id(), *target)
+
+
+def _lower(tid: int, nice: int, policy: str) -> None:
+    """Lower thread ``tid`` (never raises it); a failure is logged once."""
     try:
         if os.getpriority(os.PRIO_PROCESS, tid) < nice:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
@@ -125,4 +144,12 @@ def _warn(exc: OSError) -> None:
         _log.warning("could not lower the priority of a model thread: %s", exc)
 
 
-__all__ = ["MAX_NICE", "POLICIES", "configure", "configured", "lower_this_thread"]
+__all__ = [
+    "MAX_NICE",
+    "PARTS",
+    "POLICIES",
+    "SCOPES",
+    "configure",
+    "configured",
+    "lower_this_thread",
+]
