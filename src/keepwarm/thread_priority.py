@@ -64,11 +64,11 @@ Throughput at 32 clients, the servers up at once, alternated, load 3.5-4.6: JSON
 (``bench/ab.py``, 5 rounds) 0.94x at 19 ``runtime`` (``"all"`` 0.98x in the same run);
 binary (``bench/binary_limit.py``, 4 rounds) 0.90x of the in-process limit against
 0.98x off (rounds 0.97 / 0.91 / 0.83 / 0.90 against 0.96 / 1.02 / 1.01 / 0.96), batches
-of 16 in both. THROUGHPUT2
-So the runtime's pools lowered halve the 503s' p99 at the issue's rate (and the
-executor's threads are not the part that gains it), but the model then yields its cores
-to the machine's other work too: at 32 clients on the shared machine it served
-0.90-0.94x. No default changed; ``model_nice = 19`` with ``model_priority_scope =
+of 16 in both (the ``"all"`` figure, above ``"runtime"``'s, is within this machine's
+spread: session 29 read 0.89x for it).
+So the runtime's pools lowered, the executor's threads left alone, halve the 503s' p99
+at the issue's rate, but the model then yields its cores to the machine's other work
+too: at 32 clients on the shared machine it served 0.90-0.94x. No default changed; ``model_nice = 19`` with ``model_priority_scope =
 "runtime"`` is the setting for a machine that serves and does little else.
 """
 
