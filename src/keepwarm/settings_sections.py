@@ -166,7 +166,7 @@ class ServerSettings:
     ``model_priority_scope``: which model threads are lowered: ``all`` (the runtime's
     pools and the batch executor's threads) or ``runtime`` (the runtime's pools only; the
     executor's threads, which run Python between the runtime's calls, keep the server's;
-    at 19, the overload cell's 503s' p99 22 -> 11 ms at 4x, 0.90-0.94x the throughput at
+    at 19, the overload cell's 503s' p99 22 -> 11 ms at 4x, 0.92-0.98x the throughput at
     32 clients on the shared machine).
 
     A connection's limits (``keepwarm.http.timers``): closed when idle for

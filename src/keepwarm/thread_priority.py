@@ -60,15 +60,17 @@ round lower (10.2 / 11.1 / 13.2 / 11.1 and 15.9 / 12.2 / 9.9 / 12.6 against 28.6
 and 105-123 against 251-294 us, the load client's own lateness (p99) 2.7-4.0 and
 2.2-3.7 against 4.4-7.2 ms, served 56.9 and 53.7 against 57.5 req/s, over the bound 1.18
 and 1.33 against 1.15. The server's own time from headers to 503 stayed 0.1-1.0 ms p99.
-Throughput at 32 clients, the servers up at once, alternated, load 3.5-4.6: JSON
-(``bench/ab.py``, 5 rounds) 0.94x at 19 ``runtime`` (``"all"`` 0.98x in the same run);
-binary (``bench/binary_limit.py``, 4 rounds) 0.90x of the in-process limit against
-0.98x off (rounds 0.97 / 0.91 / 0.83 / 0.90 against 0.96 / 1.02 / 1.01 / 0.96), batches
-of 16 in both (the ``"all"`` figure, above ``"runtime"``'s, is within this machine's
-spread: session 29 read 0.89x for it).
+Throughput at 32 clients, the servers up at once, alternated, three runs (load 2.0-4.6),
+nice 19 ``runtime`` against off: JSON (``bench/ab.py``, 5-6 rounds) 0.94x, 0.96x and
+0.98x (CPU per request 1.01x, 1.00x, 1.09x; ``"all"`` 0.98x in the first run, within
+the spread: session 29 read 0.89x); binary (``bench/binary_limit.py``, 4 rounds) 0.90,
+0.91 and 0.77x of the in-process limit against 0.98, 0.84 and 0.82x off (0.92x, 1.08x,
+0.94x; rounds 0.70-1.12), the lowered side's batches in two rounds of the last run runs
+of single images between batches of 32, as in session 29 with the executor lowered too.
 So the runtime's pools lowered, the executor's threads left alone, halve the 503s' p99
 at the issue's rate, but the model then yields its cores to the machine's other work
-too: at 32 clients on the shared machine it served 0.90-0.94x. No default changed; ``model_nice = 19`` with ``model_priority_scope =
+too: at 32 clients on the shared machine it served 0.92-0.98x (not clearly at least
+0.97x). No default changed; ``model_nice = 19`` with ``model_priority_scope =
 "runtime"`` is the setting for a machine that serves and does little else.
 """
 
