@@ -67,6 +67,13 @@ the spread: session 29 read 0.89x); binary (``bench/binary_limit.py``, 4 rounds)
 0.91 and 0.77x of the in-process limit against 0.98, 0.84 and 0.82x off (0.92x, 1.08x,
 0.94x; rounds 0.70-1.12), the lowered side's batches in two rounds of the last run runs
 of single images between batches of 32, as in session 29 with the executor lowered too.
+A third overload run at 200 req/s, 3 rounds, the machine busier (load 3.2-3.3; off
+served 35 req/s in two rounds): nice 10 and 19 ``runtime`` against off, p99 32.8 and
+15.6 against 87.6 ms (rounds in rotated order 54.9 / 30.2 / 32.8 and 10.3 / 18.6 / 15.6
+against 388 / 35.5 / 87.6), the probe's 27.2 and 12.8 against 41.9, the loop's wait
+176-340 and 162-192 against 287-669 us, served 47.6 and 52.1 against 35.2 req/s; JSON
+at 32 clients (5 rounds) nice 10 0.99x: the middle value keeps the throughput but not
+the 503s' gain.
 So the runtime's pools lowered, the executor's threads left alone, halve the 503s' p99
 at the issue's rate, but the model then yields its cores to the machine's other work
 too: at 32 clients on the shared machine it served 0.92-0.98x (not clearly at least
