@@ -7,7 +7,9 @@ builds run one after the other, ``--rounds`` times, in a rotating order.
     python bench/overload_ab.py --tree off=src --tree idle=src \\
         --env idle:KEEPWARM_SERVER__MODEL_POLICY=idle --rate 40 --beside mlp
 
-(a server setting per build through its ``KEEPWARM_SERVER__...`` variable).
+(a server setting per build through its ``KEEPWARM_SERVER__...`` variable; the figures
+of ``model_nice``, ``model_policy`` and ``model_priority_scope`` measured so are in
+``keepwarm.thread_priority``'s docstring).
 
 ``bench/serve_batching.py``'s overload cell alone (no peers, no other cell): its server
 serves the MLP beside MobileNetV2, its load is four times the c=32 throughput for 2 s

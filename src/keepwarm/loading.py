@@ -202,7 +202,7 @@ class RuntimeSpec:
         from keepwarm.sources import held
         from keepwarm.thread_priority import lower_this_thread
 
-        lower_this_thread()  # the runtime's pools, made now, inherit it (thread_priority)
+        lower_this_thread("runtime")  # the runtime's pools, made now, inherit it (thread_priority)
 
         described = self.load_description
         # A download cache entry is held (not evicted) while its model is loaded; its

@@ -38,7 +38,8 @@ def serve(
     token = management_token(settings)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
     tensorflow_threads()  # one inter-op thread per model call (see settings)
-    configure_priority(settings.server.model_nice, settings.server.model_policy)
+    server = settings.server
+    configure_priority(server.model_nice, server.model_policy, server.model_priority_scope)
     preload_tensorflow(root, isolate=settings.workers.isolate)
     configure_json_logs()
     stream = out if out is not None else sys.stderr

@@ -63,6 +63,7 @@ SAMPLES = {
     ("server", "processes"): ("4", 4),
     ("server", "model_nice"): ("7", 7),
     ("server", "model_policy"): ("batch", "batch"),
+    ("server", "model_priority_scope"): ("runtime", "runtime"),
     ("server", "keep_alive_timeout"): ("0.5", 0.5),
     ("server", "header_timeout"): ("2", 2.0),
     ("server", "body_timeout"): ("90", 90.0),

@@ -1,6 +1,7 @@
 """The model threads' priority (``keepwarm.thread_priority``): a thread that calls
 ``lower_this_thread`` takes the configured nice value and policy, nothing happens until
-``configure``, the batch executor's threads lower themselves, and bad values are refused.
+``configure``, the batch executor's threads lower themselves unless the scope is the
+runtime's alone, and bad values are refused.
 Linux only (nice and policy per thread)."""
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def own_nice() -> int:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
-def lowered() -> tuple[int, int]:
-    thread_priority.lower_this_thread()
+def lowered(part: str = "runtime") -> tuple[int, int]:
+    thread_priority.lower_this_thread(part)
     tid = threading.get_native_id()
     return os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)
 
@@ -105,6 +106,34 @@ def test_the_batch_executors_threads_run_at_the_configured_priority() -> None:
     assert got == (min(19, base + 4), os.SCHED_BATCH)
 
 
+def test_the_runtime_scope_lowers_the_loads_thread_and_not_the_executors() -> None:
+    base = own_nice()
+    thread_priority.configure(5, "batch", "runtime")
+    assert on_new_thread(lowered) == (min(19, base + 5), os.SCHED_BATCH)
+    assert on_new_thread(lambda: lowered("executor")) == (base, os.SCHED_OTHER)
+    executor = ThreadExecutor(2)
+    try:
+        got = executor.submit(lambda: (own_nice(), os.sched_getscheduler(0))).result(30)
+    finally:
+        executor.close()
+    assert got == (base, os.SCHED_OTHER)
+    thread_priority.configure(5, "batch", "all")  # both parts again
+    assert on_new_thread(lambda: lowered("executor")) == (min(19, base + 5), os.SCHED_BATCH)
+
+
+def test_a_thread_made_by_a_lowered_thread_starts_lowered() -> None:
+    """What the runtime scope rests on: a load's thread, once lowered, passes its
+    priority on to the threads it makes (the runtime's pools)."""
+    base = own_nice()
+    thread_priority.configure(3, "idle", "runtime")
+
+    def lower_then_spawn() -> tuple[int, int]:
+        lowered()
+        return on_new_thread(lambda: (own_nice(), os.sched_getscheduler(0)))
+
+    assert on_new_thread(lower_then_spawn) == (min(19, base + 3), os.SCHED_IDLE)
+
+
 @pytest.mark.parametrize(("nice", "policy"), [(-1, "normal"), (20, "normal"), ("3", "normal"),
                                               (True, "normal"), (1.5, "normal"), (0, "fast"),
                                               (0, ""), (0, None)])  # fmt: skip
@@ -114,13 +143,26 @@ def test_bad_values_are_refused(nice: object, policy: object) -> None:
     assert thread_priority.configured() is None
 
 
+def test_a_bad_scope_or_part_is_refused() -> None:
+    with pytest.raises(ValueError, match="scope"):
+        thread_priority.configure(3, "normal", "pools")
+    assert thread_priority.configured() is None
+    thread_priority.configure(3)
+    with pytest.raises(ValueError, match="part"):
+        thread_priority.lower_this_thread("loop")
+
+
 def test_the_settings_fields_parse_and_refuse() -> None:
     assert ServerSettings().model_nice == 0
     assert ServerSettings().model_policy == "normal"
-    env = {"KEEPWARM_SERVER__MODEL_NICE": "7", "KEEPWARM_SERVER__MODEL_POLICY": "batch"}
+    assert ServerSettings().model_priority_scope == "all"
+    env = {"KEEPWARM_SERVER__MODEL_NICE": "7", "KEEPWARM_SERVER__MODEL_POLICY": "batch",
+           "KEEPWARM_SERVER__MODEL_PRIORITY_SCOPE": "runtime"}  # fmt: skip
     loaded = Settings.load(environ=env)
-    assert (loaded.server.model_nice, loaded.server.model_policy) == (7, "batch")
+    server = loaded.server
+    assert (server.model_nice, server.model_policy, server.model_priority_scope) == (
+        7, "batch", "runtime")  # fmt: skip
     for bad in ({"model_nice": 20}, {"model_nice": -1}, {"model_nice": "x"},
-                {"model_policy": "fifo"}):  # fmt: skip
+                {"model_policy": "fifo"}, {"model_priority_scope": "pools"}):  # fmt: skip
         with pytest.raises(InvalidConfigError):
             ServerSettings(**bad)  # type: ignore[arg-type]

@@ -129,7 +129,7 @@ class ThreadExecutor:
             # none: the job posted was cancelled by ``close``; its stop is posted next
 
     def _work(self) -> None:
-        lower_this_thread()
+        lower_this_thread("executor")
         while (taken := self._take()) is not None:
             job, future = taken
             if future is None:
