@@ -10,8 +10,10 @@ check around it), ``rows`` (the gate and the rows), ``timed`` (those and the clo
 and the append, the list cleared instead of folded), ``lean`` (``timed`` with the rows
 by ``len`` and the seconds appended to their bucket's list: no tuple, no shape),
 ``folded`` (``lean`` folding into the batcher's counters at 256 runs, as
-``Loose.predict`` does; needs ``Loose._at``). Session 30's figures: see the docstring of
-``keepwarm.batching.loose`` (rounds move +-5-10%: only the sum of the pieces stands out).
+``Loose.predict`` does; needs ``Loose._at``). Each variant is written out whole, not built
+from the one before: a shared helper would add a call a request, the cost being measured.
+Session 30's figures: see the docstring of ``keepwarm.batching.loose`` (rounds move
++-5-10%: only the sum of the pieces stands out).
 
     python bench/inproc_variants.py --threads 4,8 --rounds 8 --sides off,on,bare,timed
 """
@@ -36,6 +38,7 @@ def variants(loose: Any) -> dict[str, Callable[..., Any]]:
     """The variants' ``predict`` over ``loose`` (a ``Loose``)."""
     run = loose._predict
     runs, callers, queue = loose.runs, loose.callers, loose._queue
+    sizes = frozenset(getattr(loose, "sizes", None) or loose._at)  # the buckets
 
     def bare(inputs: Any, *, timeout: float | None = None, slow: Any = None) -> Any:
         return run(inputs)
@@ -60,7 +63,7 @@ def variants(loose: Any) -> dict[str, Callable[..., Any]]:
         try:
             (array,) = inputs.values()
             shape = array.shape
-            if (shape[0] if shape else 0) not in loose.sizes:
+            if (shape[0] if shape else 0) not in sizes:
                 raise RuntimeError("not at a bucket")
             return run(inputs)
         finally:
@@ -79,7 +82,7 @@ def variants(loose: Any) -> dict[str, Callable[..., Any]]:
             (array,) = inputs.values()
             shape = array.shape
             n = shape[0] if shape else 0
-            if n not in loose.sizes:
+            if n not in sizes:
                 raise RuntimeError("not at a bucket")
             began = perf_counter()
             outputs = run(inputs)
@@ -92,7 +95,7 @@ def variants(loose: Any) -> dict[str, Callable[..., Any]]:
             if queue.items:
                 raise RuntimeError("queued")
 
-    at = {size: [] for size in getattr(loose, "sizes", None) or loose._at}  # per bucket
+    at: dict[int, list[float]] = {size: [] for size in sizes}  # per bucket
 
     def lean(inputs: Any, *, timeout: float | None = None, slow: Any = None) -> Any:
         runs.append(None)
