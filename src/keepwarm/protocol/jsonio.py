@@ -92,7 +92,9 @@ def checked_shape(shape: Any, *, tensor: str) -> tuple[list[int], int]:
     """``shape`` (a list of non-negative integers) and its number of elements, checked.
 
     Python integers do not overflow, so a shape whose product exceeds any real tensor is
-    refused here by its true size, before numpy (whose sizes are 64-bit) sees it.
+    refused here by its true size, before numpy (whose sizes are 64-bit) sees it. A shape
+    with a zero dimension has no elements, but numpy still refuses one whose other
+    dimensions' product, in bytes, is past 2**63 (``[2**32, 2**32, 0]``): refused here too.
     """
     if not isinstance(shape, list):
         raise _bad_shape(shape, tensor)
@@ -102,7 +104,7 @@ def checked_shape(shape: Any, *, tensor: str) -> tuple[list[int], int]:
     if len(shape) > MAX_DIMS:
         raise InvalidInputError(f"input {tensor!r}: {len(shape)} dimensions; at most {MAX_DIMS}")
     count = math.prod(shape)
-    if count >= 2**62:
+    if count >= 2**62 or (not count and math.prod(filter(None, shape)) >= 2**59):
         raise InvalidInputError(f"input {tensor!r}: shape {shape} has too many elements")
     return shape, count
 
@@ -167,7 +169,7 @@ def cast(array: np.ndarray, dtype: np.dtype[Any], *, tensor: str) -> np.ndarray:
     if want in TEXT_KINDS:
         if have not in TEXT_KINDS and array.size:
             raise _mismatch(tensor, dtype, array)
-        return text_array(array)
+        return text_array(array, tensor=tensor)
     # JSON's true and false are no numbers: booleans are refused by a numeric tensor
     compatible = have == want or (want == "f" and have in "iu") or (want in "iu" and have in "iu")
     if not compatible and (array.size or have not in "fiub"):
@@ -227,7 +229,7 @@ def _may_overflow(have: np.dtype[Any], want: np.dtype[Any]) -> bool:
     return want.kind == "f" and (want.itemsize == 2 or have.itemsize > want.itemsize)
 
 
-def text_array(array: np.ndarray) -> np.ndarray:
+def text_array(array: np.ndarray, *, tensor: str) -> np.ndarray:
     """Strings as an object array of UTF-8 bytes (what TF and ONNX string inputs take)."""
     if array.dtype == OBJECT:
         out = np.empty(array.shape, dtype=OBJECT)
@@ -238,7 +240,9 @@ def text_array(array: np.ndarray) -> np.ndarray:
             elif isinstance(item, bytes):
                 flat[i] = item
             else:
-                raise InvalidInputError(f"expected strings, got {type(item).__name__}")
+                raise InvalidInputError(
+                    f"input {tensor!r}: expected strings, got {json_kind(item)}"
+                )
         return out
     if array.dtype.kind == "U":
         return np.char.encode(array, "utf-8").astype(OBJECT)
@@ -248,6 +252,9 @@ def text_array(array: np.ndarray) -> np.ndarray:
 def _mismatch(tensor: str, dtype: np.dtype[Any], array: np.ndarray) -> InvalidInputError:
     got = "strings" if array.dtype.kind in TEXT_KINDS else array.dtype.name
     got = "booleans" if array.dtype.kind == "b" else got
+    if dtype.kind in TEXT_KINDS:  # a BYTES (string) tensor: said in JSON's words
+        got = "numbers" if array.dtype.kind in "iuf" else got
+        return InvalidInputError(f"input {tensor!r}: expected strings, got {got}")
     if array.dtype == OBJECT:  # strings, or what JSON gave that is no tensor value
         odd = [v for v in array.reshape(-1)[:1000] if not isinstance(v, str | bytes)][:1]
         got = json_kind(odd[0]) if odd else got

@@ -118,6 +118,9 @@ HOSTILE = [
     (body({"name": "x", "datatype": "FP32", "shape": "3", "data": [1]}), "list of non-negative"),
     (body({"name": "x", "datatype": "FP32", "shape": [2**40, 2**40], "data": [1]}), "too many"),
     (body({"name": "x", "datatype": "FP32", "shape": [1] * 65, "data": [1]}), "at most 64"),
+    # no elements, but dimensions whose product is past any array numpy can make
+    (body({"name": "x", "datatype": "FP32", "shape": [2**32, 2**32, 0], "data": []}), "too many"),
+    (body({"name": "x", "datatype": "FP32", "shape": [2**62, 0], "data": []}), "too many"),
     (body({"name": "x", "datatype": "INT32", "shape": [1], "data": [1.5]}), "expected int32"),
     (body({"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}), "got strings"),
     (body({"name": "x", "datatype": "UINT8", "shape": [1], "data": [300]}), "out of range"),
@@ -128,6 +131,9 @@ HOSTILE = [
     (body({"name": "x", "datatype": "FP32", "shape": [1], "data": {"a": 1}}), "got an object"),
     (body({"name": "x", "datatype": "FP32", "shape": [2], "data": ["a", None]}), "got null"),
     (body({"name": "x", "datatype": "FP32", "shape": [1]}), "no 'data'"),
+    (body({"name": "x", "datatype": "BYTES", "shape": [1], "data": [None]}), "'x'.* got null"),
+    (body({"name": "x", "datatype": "BYTES", "shape": [2], "data": ["a", {}]}), "'x'.*an object"),
+    (body({"name": "x", "datatype": "BYTES", "shape": [1], "data": [1]}), "'x': expected strings"),
     (
         body(
             {"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": "4"}}
@@ -186,6 +192,11 @@ def test_hostile_binary_sections() -> None:
         v2.decode_request(data, header_length=length)
     with pytest.raises(InvalidInputError, match="outside the body"):
         v2.decode_request(data, header_length=len(data) + 1)
+    tensor = {"name": "x", "datatype": "FP32", "shape": [2**32, 2**32, 0], "parameters": {}}
+    tensor["parameters"] = {"binary_data_size": 0}
+    data, length = binary_body({"inputs": [tensor]})
+    with pytest.raises(InvalidInputError, match="too many elements"):
+        v2.decode_request(data, header_length=length)
     tensor = {"name": "s", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}
     data, length = binary_body({"inputs": [tensor]}, struct.pack("<I", 99) + b"ab")
     with pytest.raises(InvalidInputError, match="runs past"):
