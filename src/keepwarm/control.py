@@ -38,6 +38,7 @@ class ControlledSource:
         self._lock = threading.Lock()
         self._loaded: set[str] = set()  # explicit: what the API loaded
         self._unloaded: set[str] = set()  # poll: what the API unloaded
+        self._loading: dict[str, str] = {}  # loaded by the API, not yet listed: held why
         self._on_disk: frozenset[str] = frozenset()
 
     # The rest of a repository source, the wrapped source's own.
@@ -69,12 +70,23 @@ class ControlledSource:
         return name not in self._unloaded
 
     def load(self, name: str) -> None:
-        """Serve ``name`` again (from the next scan)."""
+        """Serve ``name`` again (from the next scan). A name held until now stays held
+        (``held``) until ``listed(name)``: until the repository has scanned, it does not
+        know the name, and a request let through meanwhile would be its 404."""
         with self._lock:
             if name not in self._on_disk:
                 raise ModelNotFoundError(f"model {name!r} is not in the repository")
+            if not self._serves(name):
+                self._loading[name] = self._why(name)
             self._loaded.add(name)
             self._unloaded.discard(name)
+
+    def listed(self, name: str) -> bool:
+        """The repository has scanned since ``load(name)``: ``name`` is held no more.
+        Whether the scan found it on disk."""
+        with self._lock:
+            self._loading.pop(name, None)
+            return name in self._on_disk
 
     def unload(self, name: str) -> None:
         """Stop serving ``name`` (from the next scan) until ``load``."""
@@ -87,11 +99,11 @@ class ControlledSource:
     def held(self) -> dict[str, str]:
         """Models on disk that the API keeps unloaded, and why."""
         with self._lock:
-            return {
-                name: UNLOADED_BY_API if name in self._unloaded else NOT_LOADED_EXPLICIT
-                for name in sorted(self._on_disk)
-                if not self._serves(name)
-            }
+            held = {name: self._why(name) for name in self._on_disk if not self._serves(name)}
+            return dict(sorted({**held, **self._loading}.items()))
+
+    def _why(self, name: str) -> str:
+        return UNLOADED_BY_API if name in self._unloaded else NOT_LOADED_EXPLICIT
 
 
 class Management:
@@ -136,9 +148,16 @@ class Management:
         await asyncio.to_thread(self.unload_blocking, name, presented)
 
     def load_blocking(self, name: str, presented: str | None) -> None:
-        """Serve ``name`` again; returns once it can serve (or the load timeout)."""
-        self.authorize(presented).load(name)
-        self._repository.refresh()
+        """Serve ``name`` again; returns once it can serve (or the load timeout). A model
+        the repository's scan does not find (deleted since the last one) is not found."""
+        control = self.authorize(presented)
+        control.load(name)
+        try:
+            self._repository.refresh()
+        finally:
+            found = control.listed(name)
+        if not found:
+            raise ModelNotFoundError(f"model {name!r} is not in the repository")
         self._repository.wait_ready(name, None, self._load_timeout)
 
     def unload_blocking(self, name: str, presented: str | None) -> None:
