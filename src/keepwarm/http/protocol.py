@@ -43,6 +43,7 @@ once the one before it is answered.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
@@ -87,6 +88,7 @@ class OneWriteProtocol(LeanConnection):
         self._timer = ConnectionTimer(self, limits)  # started with the connection
         self._refused = False  # answered 408, 431 or early: nothing more is read
         self._early = early  # the app's answer to a request on its headers alone, if any
+        self._bad: tuple[int, str] | None = None  # not HTTP: answered after those before
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -139,6 +141,9 @@ class OneWriteProtocol(LeanConnection):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
+        if self._bad is not None and not self.pipeline:  # the requests before it answered
+            self.refuse(*self._bad)
+            return
         timer = self._timer
         timer.answered()
         if self.pipeline:
@@ -171,6 +176,31 @@ class OneWriteProtocol(LeanConnection):
                 head = STATUS_LINE[status] + b"content-type: application/json\r\ncontent-length: "
                 answer = head + b"%d\r\nconnection: close\r\n\r\n" % len(body) + body
             self._close_after(answer, cycle)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes the parser refuses (``msg``: "Invalid HTTP request
+        received.", as text, the connection closed at once, ahead of the answers to the
+        requests before them, which were lost): ``{"error": ...}`` with the parser's
+        reason, 414 for a URL past the 65535 bytes it takes, after the answers to the
+        requests before it (``on_response_complete``); a body's fault is answered now."""
+        exc = sys.exc_info()[1]  # called in uvicorn's ``except HttpParserError``
+        if isinstance(exc, httptools.HttpParserCallbackError):  # raised in a callback
+            inner = exc.__cause__ or exc.__context__
+            exc = inner if isinstance(inner, httptools.HttpParserError) else exc
+        reason = str(exc)[:200] if exc is not None else msg
+        if isinstance(exc, httptools.HttpParserInvalidURLError) and len(self.url) > 65535:
+            status, message = 414, f"the URL is {len(self.url)} bytes; at most 65535 bytes"
+        else:
+            status, message = 400, f"the request is not valid HTTP/1.1: {reason}"
+        cycle = self.cycle
+        if self.pipeline or (
+            cycle is not None and not cycle.response_complete and not cycle.more_body
+        ):
+            self._bad = (status, message)
+            self._refused = True  # nothing more is read
+            self.transport.pause_reading()
+            return
+        self.refuse(status, message)
 
     def _close_after(self, answer: bytes | None, cycle: RequestResponseCycle | None) -> None:
         """Write ``answer`` (if any), read no more, and close ``LINGER_SECONDS`` later;
