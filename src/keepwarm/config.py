@@ -28,7 +28,7 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
                                 # TensorFlow's executor for each call (below)
 
     [batching]                  # turns batching on; every key optional
-    max_batch_size = 32         # rows in one batch; a request's own rows count
+    max_batch_size = 32         # rows in one batch (1 to 65536); a request's own rows count
     max_delay_ms = 2.0          # the longest a partial batch is held (only under load)
     max_queue = 1024            # requests waiting; past it, UNAVAILABLE (503) at once
     pad_axes = [1]              # non-batch axes padded (with zeros) so that requests of

@@ -143,6 +143,7 @@ def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
         ("[options]\nallow_unsafe = true", ["options.allow_unsafe:", "server setting"]),
         ('[options]\nclass = "m:Model"', ["options.class:", "server setting", "run code"]),
         ("[batching]\nmax_batch_size = 0", ["batching.max_batch_size:", ">= 1", "0"]),
+        ("[batching]\nmax_batch_size = 65537", ["batching.max_batch_size:", "65536", "65537"]),
         ("[batching]\nmax_delay_ms = -1", ["batching.max_delay_ms:", ">= 0", "-1"]),
         ('[batching]\nmax_delay_ms = "2"', ["batching.max_delay_ms:", "'2'"]),
         ("[batching]\nmax_queue = 0", ["batching.max_queue:", ">= 1"]),

@@ -1,0 +1,45 @@
+"""The library face used carelessly or with hostility: ``keepwarm.load`` with settings
+and models that cannot be served as given gets a typed error naming what was wrong and
+what was expected, never a silent wrong answer or a machine's memory spent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keepwarm import InvalidConfigError, ModelCache
+from keepwarm.settings import BatchingSettings, Settings
+from support.misbehaving_models import Doubles
+
+
+@pytest.fixture
+def cache() -> Iterator[ModelCache]:
+    cache = ModelCache()
+    yield cache
+    cache.close()
+
+
+@pytest.mark.parametrize("size", [65_537, 2**40, 2**70])
+def test_a_max_batch_size_past_the_bound_is_refused(
+    tmp_path: Path, cache: ModelCache, size: int
+) -> None:
+    """Every bucket up to max_batch_size is warmed with generated rows: 2**40 allocated
+    terabytes on a thread (MemoryError there, or the machine's memory gone) and loaded."""
+    with pytest.raises(InvalidConfigError, match=rf"max_batch_size.*65536.*{size}"):
+        cache.load(tmp_path, options={"class": Doubles}, batching={"max_batch_size": size})
+    served = cache.load(tmp_path, options={"class": Doubles}, batching={"max_batch_size": 65_536})
+    assert served.predict(np.ones((3, 2), np.float32))["y"].tolist() == [[2.0, 2.0]] * 3
+
+
+def test_a_settings_max_batch_size_past_the_bound_is_refused(tmp_path: Path) -> None:
+    """The server-wide default reaches the batcher through ``batching=True``."""
+    settings = Settings(batching=BatchingSettings(max_batch_size=2**40))
+    cache = ModelCache(settings=settings)
+    try:
+        with pytest.raises(InvalidConfigError, match=r"max_batch_size.*65536"):
+            cache.load(tmp_path, options={"class": Doubles}, batching=True)
+    finally:
+        cache.close()
