@@ -43,7 +43,8 @@ the smallest at load, the others just after). A model is batched
 only when every input's first axis is the batch (unknown size in the signature). An axis
 is padded only where ``pad_axes`` lists it; outputs that carry the padded size on that
 axis are cropped back to each request's own size, so list an axis only when padding it
-with zeros does not change the other values (a masked or summed sequence).
+with zeros does not change the other values (a masked or summed sequence) An input or an axis
+the model's signature lacks fails the load (``InvalidConfigError``).
 
     [optimize]                  # serve a faster graph converted at load (see below)
     to = "onnx"                 # required in the table: the only target

@@ -43,3 +43,21 @@ def test_a_settings_max_batch_size_past_the_bound_is_refused(tmp_path: Path) -> 
             cache.load(tmp_path, options={"class": Doubles}, batching=True)
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize(
+    ("pad_axes", "expected"),
+    [
+        ([5], r"pad_axes: axis 5 .*no input has one.*'x': 2 axes"),
+        ({"x": [2]}, r"pad_axes\['x'\]: axis 2 .*'x' has 2 axes"),
+        ({"nope": [1]}, r"pad_axes\['nope'\]: .*no input 'nope'.*inputs: x"),
+    ],
+)
+def test_pad_axes_the_signature_lacks_are_refused(
+    tmp_path: Path, cache: ModelCache, pad_axes: object, expected: str
+) -> None:
+    """Such a table loaded and batched nothing across sizes, silently."""
+    with pytest.raises(InvalidConfigError, match=expected):
+        cache.load(tmp_path, options={"class": Doubles}, batching={"pad_axes": pad_axes})
+    padded = cache.load(tmp_path, options={"class": Doubles}, batching={"pad_axes": {"x": [1]}})
+    assert padded.predict(np.ones((1, 2), np.float32))["y"].tolist() == [[2.0, 2.0]]
