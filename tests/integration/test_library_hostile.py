@@ -11,8 +11,18 @@ import numpy as np
 import pytest
 
 from keepwarm import InvalidConfigError, ModelCache
+from keepwarm.errors import InternalError
 from keepwarm.settings import BatchingSettings, Settings
-from support.misbehaving_models import Doubles
+from support.misbehaving_models import (
+    AddsOutput,
+    AnswersFloat64,
+    AnswersFloatsAsIntegers,
+    AnswersScalar,
+    AnswersText,
+    AnswersWiderRows,
+    Doubles,
+    RenamesOutput,
+)
 
 
 @pytest.fixture
@@ -61,3 +71,34 @@ def test_pad_axes_the_signature_lacks_are_refused(
         cache.load(tmp_path, options={"class": Doubles}, batching={"pad_axes": pad_axes})
     padded = cache.load(tmp_path, options={"class": Doubles}, batching={"pad_axes": {"x": [1]}})
     assert padded.predict(np.ones((1, 2), np.float32))["y"].tolist() == [[2.0, 2.0]]
+
+
+@pytest.mark.parametrize("batching", [False, True])
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (RenamesOutput, r"missing \['y'\], unexpected \['z'\]"),
+        (AddsOutput, r"missing \[\], unexpected \['extra'\]"),
+        (AnswersText, r"'y' .*str.*expected y: float32\[-1, 2\]"),
+        (AnswersWiderRows, r"'y' .*\[\d, 3\].*expected y: float32\[-1, 2\]"),
+        (AnswersScalar, r"'y' .*\[\].*expected y: float32\[-1, 2\]"),
+        (AnswersFloatsAsIntegers, r"'y' .*int64.*expected y: float32\[-1, 2\]"),
+    ],
+)
+def test_a_python_model_answering_off_its_signature_fails(
+    tmp_path: Path, cache: ModelCache, cls: type, expected: str, batching: bool
+) -> None:
+    """Each was handed to the caller as it came (without batching; with it, those whose
+    rows still split), an answer the model's signature never promised."""
+    model = cache.load(tmp_path, options={"class": cls}, batching=batching)
+    with pytest.raises(InternalError, match=expected) as info:
+        model.predict(np.ones((3, 2), np.float32))
+    assert cls.__qualname__ in str(info.value)
+
+
+def test_a_python_model_answering_float64_for_float32_is_cast(
+    tmp_path: Path, cache: ModelCache
+) -> None:
+    model = cache.load(tmp_path, options={"class": AnswersFloat64})
+    answer = model.predict(np.ones((3, 2), np.float32))["y"]
+    assert answer.dtype == np.float32 and answer.tolist() == [[2.0, 2.0]] * 3

@@ -23,3 +23,40 @@ class Doubles:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> Any:
         return {"y": inputs["x"] * 2}
+
+
+class RenamesOutput(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"z": inputs["x"] * 2}
+
+
+class AddsOutput(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": inputs["x"] * 2, "extra": inputs["x"]}
+
+
+class AnswersText(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return "hello"
+
+
+class AnswersWiderRows(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": np.zeros((len(inputs["x"]), 3), F32)}
+
+
+class AnswersScalar(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": np.float32(1.0)}
+
+
+class AnswersFloatsAsIntegers(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": (inputs["x"] * 2).astype(np.int64)}
+
+
+class AnswersFloat64(Doubles):
+    """Plain numpy code often widens to float64: the values fit the float32 output."""
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": inputs["x"].astype(np.float64) * 2}
