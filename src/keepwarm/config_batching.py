@@ -82,7 +82,7 @@ def batching_argument(value: Any, defaults: BatchingSettings) -> BatchingConfig 
 def _batching_table(table: TomlTable) -> BatchingConfig:
     defaults = BatchingConfig()
     delay = table.get("max_delay_ms", (int, float), "a number of milliseconds >= 0")
-    if delay is not None and delay < 0:
+    if delay is not None and not delay >= 0:  # TOML's nan too: it failed the load only
         raise table.fail("max_delay_ms", "a number of milliseconds >= 0", delay)
     size = table.integer("max_batch_size", 1)
     if size is not None and size > MAX_BATCH_SIZE:

@@ -145,6 +145,7 @@ def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
         ("[batching]\nmax_batch_size = 0", ["batching.max_batch_size:", ">= 1", "0"]),
         ("[batching]\nmax_batch_size = 65537", ["batching.max_batch_size:", "65536", "65537"]),
         ("[batching]\nmax_delay_ms = -1", ["batching.max_delay_ms:", ">= 0", "-1"]),
+        ("[batching]\nmax_delay_ms = nan", ["batching.max_delay_ms:", ">= 0", "nan"]),
         ('[batching]\nmax_delay_ms = "2"', ["batching.max_delay_ms:", "'2'"]),
         ("[batching]\nmax_queue = 0", ["batching.max_queue:", ">= 1"]),
         ("[batching]\nrun_alone = 0", ["batching.run_alone:", ">= 1"]),
