@@ -4,7 +4,8 @@ what was expected, never a silent wrong answer or a machine's memory spent."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,44 @@ def test_a_python_model_answering_float64_for_float32_is_cast(
     model = cache.load(tmp_path, options={"class": AnswersFloat64})
     answer = model.predict(np.ones((3, 2), np.float32))["y"]
     assert answer.dtype == np.float32 and answer.tolist() == [[2.0, 2.0]] * 3
+
+
+def test_an_access_hook_that_raises_leaks_no_lease(tmp_path: Path) -> None:
+    """``on_access`` is the caller's code, run on every hit: when it raised, the hit's
+    count on the model was never given back, so the model could never unload."""
+    failing = threading.Event()
+
+    def hook(key: Hashable, hit: bool) -> None:
+        if failing.is_set():
+            raise RuntimeError("the hook broke")
+
+    cache = ModelCache(on_access=hook)
+    try:
+        model = cache.load(tmp_path, options={"class": Doubles})
+        failing.set()
+        with pytest.raises(RuntimeError, match="the hook broke"):
+            model.predict(np.ones((1, 2), np.float32))
+        (status,) = cache.stats()["models"].values()
+        assert status["leases"] == 0
+        failing.clear()
+        assert cache.evict(tmp_path)
+        (status,) = cache.stats()["models"].values()
+        assert status["state"] == "UNLOADED"
+    finally:
+        cache.close(1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"policy": "lru"}, r"policy='lru': expected an EvictionPolicy"),
+        ({"on_access": 5}, r"on_access=5: expected a callable"),
+    ],
+)
+def test_a_cache_refuses_a_policy_or_hook_of_the_wrong_kind(
+    kwargs: dict[str, object], expected: str
+) -> None:
+    """Both were taken, and failed later inside a load or a predict (AttributeError,
+    TypeError: 'int' object is not callable)."""
+    with pytest.raises(InvalidConfigError, match=expected):
+        ModelCache(max_models=1, **kwargs)  # type: ignore[arg-type]
