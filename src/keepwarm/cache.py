@@ -54,6 +54,17 @@ class ModelCache:
     ) -> None:
         if warmup is not None and not isinstance(warmup, bool):
             raise InvalidConfigError(f"warmup={warmup!r}: expected True, False or None")
+        if policy is not None and not all(
+            callable(getattr(policy, name, None)) for name in ("record", "victim", "prefer_keeping")
+        ):
+            raise InvalidConfigError(
+                f"policy={policy!r}: expected an EvictionPolicy (record, victim and "
+                "prefer_keeping methods; keepwarm.core.policy), or None"
+            )
+        if on_access is not None and not callable(on_access):
+            raise InvalidConfigError(
+                f"on_access={on_access!r}: expected a callable on_access(key, hit), or None"
+            )
         self.settings = Settings.given(
             settings,
             max_models=max_models,

@@ -28,7 +28,7 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
                                 # TensorFlow's executor for each call (below)
 
     [batching]                  # turns batching on; every key optional
-    max_batch_size = 32         # rows in one batch; a request's own rows count
+    max_batch_size = 32         # rows in one batch (1 to 65536); a request's own rows count
     max_delay_ms = 2.0          # the longest a partial batch is held (only under load)
     max_queue = 1024            # requests waiting; past it, UNAVAILABLE (503) at once
     pad_axes = [1]              # non-batch axes padded (with zeros) so that requests of
@@ -43,7 +43,8 @@ the smallest at load, the others just after). A model is batched
 only when every input's first axis is the batch (unknown size in the signature). An axis
 is padded only where ``pad_axes`` lists it; outputs that carry the padded size on that
 axis are cropped back to each request's own size, so list an axis only when padding it
-with zeros does not change the other values (a masked or summed sequence).
+with zeros does not change the other values (a masked or summed sequence) An input or an axis
+the model's signature lacks fails the load (``InvalidConfigError``).
 
     [optimize]                  # serve a faster graph converted at load (see below)
     to = "onnx"                 # required in the table: the only target

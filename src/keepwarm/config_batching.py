@@ -12,6 +12,21 @@ from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import BatchingSettings
 
 BATCHING_KEYS = ("max_batch_size", "max_delay_ms", "max_queue", "pad_axes", "run_alone")
+#: The largest ``max_batch_size``: every bucket up to it is run once with generated rows at
+#: load, so 2**40 asked for terabytes on the warmup thread (a MemoryError there, or the
+#: machine's memory spent) while the load itself succeeded. A request with more rows than
+#: this still runs, in pieces.
+MAX_BATCH_SIZE = 65_536
+
+
+def check_max_batch_size(value: object, where: str = "max_batch_size") -> int:
+    """``value`` when it is an integer from 1 to ``MAX_BATCH_SIZE``, else InvalidConfigError
+    naming ``where`` and the range."""
+    if type(value) is not int or not 1 <= value <= MAX_BATCH_SIZE:
+        raise InvalidConfigError(
+            f"{where}: expected an integer from 1 to {MAX_BATCH_SIZE}, got {value!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -67,9 +82,11 @@ def batching_argument(value: Any, defaults: BatchingSettings) -> BatchingConfig 
 def _batching_table(table: TomlTable) -> BatchingConfig:
     defaults = BatchingConfig()
     delay = table.get("max_delay_ms", (int, float), "a number of milliseconds >= 0")
-    if delay is not None and delay < 0:
+    if delay is not None and not delay >= 0:  # TOML's nan too: it failed the load only
         raise table.fail("max_delay_ms", "a number of milliseconds >= 0", delay)
     size = table.integer("max_batch_size", 1)
+    if size is not None and size > MAX_BATCH_SIZE:
+        raise table.fail("max_batch_size", f"an integer from 1 to {MAX_BATCH_SIZE}", size)
     queue = table.integer("max_queue", 1)
     alone = table.integer("run_alone", 1)
     return BatchingConfig(

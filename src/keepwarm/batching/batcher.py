@@ -38,6 +38,7 @@ from keepwarm.batching.merge import NO_PADDING, Arrays, PadAxes
 from keepwarm.batching.runner import BatchRunner, Predict
 from keepwarm.batching.stats import BatchStats
 from keepwarm.batching.waker import Waker
+from keepwarm.config_batching import check_max_batch_size
 from keepwarm.errors import DeadlineExceededError, InvalidConfigError, UnavailableError
 
 #: How long a server's worker thread waits as a follower before it hands its request to
@@ -75,9 +76,9 @@ class Batcher(ThreadCallers):
         clock: Callable[[], float] = time.monotonic,
         follow_seconds: float = FOLLOW_SECONDS,
     ) -> None:
-        for what, value in (("max_batch_size", max_batch_size), ("max_queue", max_queue)):
-            if type(value) is not int or value < 1:
-                raise InvalidConfigError(f"{what} must be an integer >= 1, got {value!r}")
+        check_max_batch_size(max_batch_size)  # the server's default too (Settings.batching)
+        if type(max_queue) is not int or max_queue < 1:
+            raise InvalidConfigError(f"max_queue must be an integer >= 1, got {max_queue!r}")
         if isinstance(max_delay_ms, bool) or not max_delay_ms >= 0:
             raise InvalidConfigError(f"max_delay_ms must be a number >= 0, got {max_delay_ms!r}")
         self.name = name

@@ -16,11 +16,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from keepwarm.errors import InternalError, InvalidConfigError
+
+if TYPE_CHECKING:
+    from keepwarm.signature import Signature
 
 Arrays = dict[str, np.ndarray]
 ALL_INPUTS = "*"  # the pad_axes key that applies to every input
@@ -62,6 +65,32 @@ class PadAxes:
             return value
         table: dict[str, Any] = dict(value) if isinstance(value, Mapping) else {ALL_INPUTS: value}
         return cls(table)  # checked in __post_init__
+
+    def check(self, signature: Signature) -> None:
+        """InvalidConfigError when an entry names an input the signature lacks or an axis
+        past its rank (for ``"*"``: past every input's): padding there never happens, and
+        such a table loaded and batched nothing across sizes, silently."""
+        ranks = {s.name: None if s.shape is None else len(s.shape) for s in signature.inputs}
+        have = ", ".join(f"{name!r}: {rank} axes" for name, rank in ranks.items())
+        for name, axes in self.axes.items():
+            if name == ALL_INPUTS:
+                if None in ranks.values():
+                    continue  # an input of unknown rank may have any axis
+                top = max(r for r in ranks.values() if r is not None)
+                if axes and axes[-1] >= top:
+                    raise InvalidConfigError(
+                        f"pad_axes: axis {axes[-1]} to pad, but no input has one ({have})"
+                    )
+            elif name not in ranks:
+                raise InvalidConfigError(
+                    f"pad_axes[{name!r}]: the model has no input {name!r} (inputs: "
+                    f"{', '.join(ranks)})"
+                )
+            elif (rank := ranks[name]) is not None and axes and axes[-1] >= rank:
+                raise InvalidConfigError(
+                    f"pad_axes[{name!r}]: axis {axes[-1]} to pad, but input {name!r} has "
+                    f"{rank} axes (0 is the batch)"
+                )
 
     def for_input(self, name: str) -> tuple[int, ...]:
         return self.axes.get(name, self.axes.get(ALL_INPUTS, ()))

@@ -107,6 +107,8 @@ class BatchedModel:
         self.nbytes = model.nbytes
         self.nbytes_source = model.nbytes_source
         self.why_not = unbatchable(model.signature)
+        if self.why_not is None:
+            pad_axes.check(model.signature)  # no axis to pad that the inputs lack
         executor = executor if executor is not None else shared_executor()
         cores = os.cpu_count() or 1
         # At least two batches at once: one's Python work (merge, split, the callers'

@@ -60,7 +60,12 @@ class Requests:
         if entry.state is _READY:
             self._hit()
             if self._tracked:
-                self._track(entry)
+                try:
+                    self._track(entry)
+                except BaseException:  # the caller's hook or policy: the count goes back
+                    holders.pop()
+                    self._released(entry)
+                    raise
             return True
         holders.pop()
         self._released(entry)
@@ -183,10 +188,10 @@ class Requests:
         table = self._table
         entry = table.get(key)
         if entry is not None and entry.state is State.READY:
+            if not ticket.counted:
+                self._count(key, hit=True)  # first: a hook that raises leaves no count
             entry.holders.append(None)
             entry.last_used = time.monotonic()
-            if not ticket.counted:
-                self._count(key, hit=True)
             return Lease(entry, entry.model, self.give)
         if spec is None:
             raise _not_serving(key, entry)

@@ -23,7 +23,8 @@ A class the caller names in ``options["class"]`` is the caller's own code and is
 The class is built with no arguments, then ``load(path)`` gets the model directory;
 ``close()`` is called on unload if defined. ``predict`` receives a dict of name to array
 (already checked against the signature) and returns a dict of name to array, or one array
-for a one-output model.
+for a one-output model; the answer is checked against the signature's outputs
+(``keepwarm.runtimes._outputs``: names, dtypes cast where no value changes, shapes).
 
 A signature is required: the instance's ``signature`` attribute (a
 ``keepwarm.signature.Signature``, checked after ``load``) wins, else ``[python.signature]``;
@@ -55,6 +56,7 @@ from keepwarm.errors import (
     UnsafeFormatError,
 )
 from keepwarm.runtimes._common import DEFAULT_SIGNATURE, OBJECT, check_signature, closed
+from keepwarm.runtimes._outputs import checked_outputs
 from keepwarm.runtimes.base import files_nbytes
 from keepwarm.signature import Signature, TensorSpec
 
@@ -248,15 +250,17 @@ class PythonModel:
         self._instance = instance
         self._predict = instance.predict
         self._names = [spec.name for spec in signature.outputs]
+        self._outputs = signature.outputs
+        self._what = f"the Python model {type(instance).__qualname__!r}"
         self.signature = signature
         self.nbytes = nbytes
         self.nbytes_source = "files"
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self._predict(inputs)
-        if type(result) is dict and all(type(v) is np.ndarray for v in result.values()):
-            return result
-        return wrap_outputs(result, self._names)
+        if type(result) is not dict or not all(type(v) is np.ndarray for v in result.values()):
+            result = wrap_outputs(result, self._names)
+        return checked_outputs(result, self._outputs, self._what)
 
     def close(self) -> None:
         instance, self._instance, self._predict = self._instance, None, closed

@@ -1,0 +1,146 @@
+"""The library face used carelessly or with hostility: ``keepwarm.load`` with settings
+and models that cannot be served as given gets a typed error naming what was wrong and
+what was expected, never a silent wrong answer or a machine's memory spent."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keepwarm import InvalidConfigError, ModelCache
+from keepwarm.errors import InternalError
+from keepwarm.settings import BatchingSettings, Settings
+from support.misbehaving_models import (
+    AddsOutput,
+    AnswersFloat64,
+    AnswersFloatsAsIntegers,
+    AnswersScalar,
+    AnswersText,
+    AnswersWiderRows,
+    Doubles,
+    RenamesOutput,
+)
+
+
+@pytest.fixture
+def cache() -> Iterator[ModelCache]:
+    cache = ModelCache()
+    yield cache
+    cache.close()
+
+
+@pytest.mark.parametrize("size", [65_537, 2**40, 2**70])
+def test_a_max_batch_size_past_the_bound_is_refused(
+    tmp_path: Path, cache: ModelCache, size: int
+) -> None:
+    """Every bucket up to max_batch_size is warmed with generated rows: 2**40 allocated
+    terabytes on a thread (MemoryError there, or the machine's memory gone) and loaded."""
+    with pytest.raises(InvalidConfigError, match=rf"max_batch_size.*65536.*{size}"):
+        cache.load(tmp_path, options={"class": Doubles}, batching={"max_batch_size": size})
+    served = cache.load(tmp_path, options={"class": Doubles}, batching={"max_batch_size": 65_536})
+    assert served.predict(np.ones((3, 2), np.float32))["y"].tolist() == [[2.0, 2.0]] * 3
+
+
+def test_a_settings_max_batch_size_past_the_bound_is_refused(tmp_path: Path) -> None:
+    """The server-wide default reaches the batcher through ``batching=True``."""
+    settings = Settings(batching=BatchingSettings(max_batch_size=2**40))
+    cache = ModelCache(settings=settings)
+    try:
+        with pytest.raises(InvalidConfigError, match=r"max_batch_size.*65536"):
+            cache.load(tmp_path, options={"class": Doubles}, batching=True)
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize(
+    ("pad_axes", "expected"),
+    [
+        ([5], r"pad_axes: axis 5 .*no input has one.*'x': 2 axes"),
+        ({"x": [2]}, r"pad_axes\['x'\]: axis 2 .*'x' has 2 axes"),
+        ({"nope": [1]}, r"pad_axes\['nope'\]: .*no input 'nope'.*inputs: x"),
+    ],
+)
+def test_pad_axes_the_signature_lacks_are_refused(
+    tmp_path: Path, cache: ModelCache, pad_axes: object, expected: str
+) -> None:
+    """Such a table loaded and batched nothing across sizes, silently."""
+    with pytest.raises(InvalidConfigError, match=expected):
+        cache.load(tmp_path, options={"class": Doubles}, batching={"pad_axes": pad_axes})
+    padded = cache.load(tmp_path, options={"class": Doubles}, batching={"pad_axes": {"x": [1]}})
+    assert padded.predict(np.ones((1, 2), np.float32))["y"].tolist() == [[2.0, 2.0]]
+
+
+@pytest.mark.parametrize("batching", [False, True])
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (RenamesOutput, r"missing \['y'\], unexpected \['z'\]"),
+        (AddsOutput, r"missing \[\], unexpected \['extra'\]"),
+        (AnswersText, r"'y' .*str.*expected y: float32\[-1, 2\]"),
+        (AnswersWiderRows, r"'y' .*\[\d, 3\].*expected y: float32\[-1, 2\]"),
+        (AnswersScalar, r"'y' .*\[\].*expected y: float32\[-1, 2\]"),
+        (AnswersFloatsAsIntegers, r"'y' .*int64.*expected y: float32\[-1, 2\]"),
+    ],
+)
+def test_a_python_model_answering_off_its_signature_fails(
+    tmp_path: Path, cache: ModelCache, cls: type, expected: str, batching: bool
+) -> None:
+    """Each was handed to the caller as it came (without batching; with it, those whose
+    rows still split), an answer the model's signature never promised."""
+    model = cache.load(tmp_path, options={"class": cls}, batching=batching)
+    with pytest.raises(InternalError, match=expected) as info:
+        model.predict(np.ones((3, 2), np.float32))
+    assert cls.__qualname__ in str(info.value)
+
+
+def test_a_python_model_answering_float64_for_float32_is_cast(
+    tmp_path: Path, cache: ModelCache
+) -> None:
+    model = cache.load(tmp_path, options={"class": AnswersFloat64})
+    answer = model.predict(np.ones((3, 2), np.float32))["y"]
+    assert answer.dtype == np.float32 and answer.tolist() == [[2.0, 2.0]] * 3
+
+
+def test_an_access_hook_that_raises_leaks_no_lease(tmp_path: Path) -> None:
+    """``on_access`` is the caller's code, run on every hit: when it raised, the hit's
+    count on the model was never given back, so the model could never unload."""
+    failing = threading.Event()
+
+    def hook(key: Hashable, hit: bool) -> None:
+        if failing.is_set():
+            raise RuntimeError("the hook broke")
+
+    cache = ModelCache(on_access=hook)
+    try:
+        model = cache.load(tmp_path, options={"class": Doubles})
+        failing.set()
+        with pytest.raises(RuntimeError, match="the hook broke"):
+            model.predict(np.ones((1, 2), np.float32))
+        (status,) = cache.stats()["models"].values()
+        assert status["leases"] == 0
+        failing.clear()
+        assert cache.evict(tmp_path)
+        (status,) = cache.stats()["models"].values()
+        assert status["state"] == "UNLOADED"
+    finally:
+        cache.close(1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"policy": "lru"}, r"policy='lru': expected an EvictionPolicy"),
+        ({"on_access": 5}, r"on_access=5: expected a callable"),
+    ],
+)
+def test_a_cache_refuses_a_policy_or_hook_of_the_wrong_kind(
+    kwargs: dict[str, object], expected: str
+) -> None:
+    """Both were taken, and failed later inside a load or a predict (AttributeError,
+    TypeError: 'int' object is not callable)."""
+    with pytest.raises(InvalidConfigError, match=expected):
+        ModelCache(max_models=1, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,62 @@
+"""Plain Python models for the library's hostile-use tests (``keepwarm.load(...,
+options={"class": ...})``): ``Doubles`` answers as its signature says (``y = 2 * x``); the
+others break that promise one way each (a row too many or too few, an output of another
+name, dtype or shape, a text where an array belongs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from keepwarm.signature import Signature, TensorSpec
+
+F32 = np.dtype("float32")
+SIGNATURE = Signature((TensorSpec("x", F32, (None, 2)),), (TensorSpec("y", F32, (None, 2)),))
+
+
+class Doubles:
+    signature = SIGNATURE
+
+    def load(self, path: Any) -> None:
+        del path
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": inputs["x"] * 2}
+
+
+class RenamesOutput(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"z": inputs["x"] * 2}
+
+
+class AddsOutput(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": inputs["x"] * 2, "extra": inputs["x"]}
+
+
+class AnswersText(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return "hello"
+
+
+class AnswersWiderRows(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": np.zeros((len(inputs["x"]), 3), F32)}
+
+
+class AnswersScalar(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": np.float32(1.0)}
+
+
+class AnswersFloatsAsIntegers(Doubles):
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": (inputs["x"] * 2).astype(np.int64)}
+
+
+class AnswersFloat64(Doubles):
+    """Plain numpy code often widens to float64: the values fit the float32 output."""
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": inputs["x"].astype(np.float64) * 2}
