@@ -36,6 +36,7 @@ def serve(
     """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code.
     ``child``: this is one process of several (``keepwarm.server_child``)."""
     token = management_token(settings)
+    check_tls(settings.server)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
     tensorflow_threads()  # one inter-op thread per model call (see settings)
     server = settings.server
@@ -80,6 +81,24 @@ def management_token(settings: Settings) -> str | None:
     return token
 
 
+def check_tls(server: ServerSettings) -> None:
+    """The TLS files, read as the servers will read them: a bad one is an error naming
+    both files before anything starts, not a traceback from the first server to use it."""
+    if server.tls_cert is None or server.tls_key is None:
+        return
+    import ssl
+
+    files = f"server.tls_cert {server.tls_cert} and server.tls_key {server.tls_key}"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(server.tls_cert, server.tls_key)
+    except ssl.SSLError as exc:
+        raise InvalidConfigError(
+            f"{files}: expected a PEM certificate and its private key ({exc})"
+        ) from None
+    except OSError as exc:
+        raise InvalidConfigError(f"{files}: cannot be read ({exc})") from None
+
+
 async def _serve(
     root: str, settings: Settings, token: str | None, out: TextIO, child: ChildRole | None
 ) -> int:
@@ -111,8 +130,6 @@ async def _serve(
     # A process restarted among several starts serving once ready (its connections wait).
     late = child is not None and child.spec.late
     server = None if late else await _start_http(service, cfg, token, out, child)
-    if server is None and not late:  # the port could not be bound; uvicorn logged why
-        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals: list[int] = []
@@ -142,12 +159,13 @@ async def _serve(
         assert child is not None
         service.started()
         await child.until_ready(service, stop)
-        server = await _start_http(service, cfg, token, out, child)
-        if server is None:
+        try:
+            server = await _start_http(service, cfg, token, out, child)
+        except BaseException:
             await _close(repository, service, unsubscribers)
-            return 1
+            raise
     try:
-        grpc_server = await _start_grpc(service, settings, out)
+        grpc_server = await _start_grpc(service, settings, out, share_port=child is not None)
     except BaseException:
         await _close(repository, service, unsubscribers)
         raise
@@ -188,7 +206,7 @@ async def _start_http(
     service: Any, cfg: ServerSettings, token: str | None, out: TextIO, child: ChildRole | None
 ) -> Any:
     """uvicorn serving the REST app on ``server.http_port`` (a child's given socket), started
-    (its URL said), or None when the port could not be bound (uvicorn logged why)."""
+    (its URL said); an address that cannot be bound is an ``InvalidConfigError``."""
     import uvicorn
 
     from keepwarm.http import HttpApp
@@ -230,10 +248,16 @@ async def _start_http(
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    level = uvicorn_log.level
+    uvicorn_log.setLevel(logging.CRITICAL)  # a bind error is said once, by ours
     try:
         await server.startup(sockets=None if child is None else child.sockets)
-    except SystemExit:  # uvicorn's way to say it could not bind (it logged why)
-        return None
+    except SystemExit as exc:  # uvicorn's way to say it could not bind
+        reason = exc.__context__ or "cannot be bound"  # the OSError (or gaierror)
+        raise InvalidConfigError(f"REST port {cfg.http_port} on {cfg.host}: {reason}") from None
+    finally:
+        uvicorn_log.setLevel(level)
     scheme = "https" if cfg.tls_cert is not None else "http"
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"{scheme}://{host_for_url(cfg.host)}:{port}"
@@ -249,9 +273,10 @@ async def _start_http(
     return server
 
 
-async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:
+async def _start_grpc(service: Any, settings: Settings, out: TextIO, *, share_port: bool) -> Any:
     """The gRPC server on ``server.grpc_port`` (both services, TLS as REST), or None when
-    the ``grpc`` extra is not installed (said once)."""
+    the ``grpc`` extra is not installed (said once). ``share_port``: one process of several
+    (``SO_REUSEPORT``); otherwise a port in use is an error."""
     cfg = settings.server
     try:
         from keepwarm.grpc.server import GrpcServer, Tls
@@ -267,6 +292,7 @@ async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:
         port=cfg.grpc_port,
         max_message_bytes=cfg.max_body_bytes,
         tls=tls,
+        share_port=share_port,
     )
     try:
         await grpc_server.start()
