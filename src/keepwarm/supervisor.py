@@ -95,9 +95,7 @@ def check_processes(settings: Settings) -> None:
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` TCP sockets listening on ``host:port`` with ``SO_REUSEPORT`` (port 0: the
     first picks a free port, the others take the same)."""
-    family, _, _, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    family, address = _address(host, port, "http_port")
     if port != 0:
         _check_free(family, address, f"server.http_port {port} on {host}")
     sockets: list[socket.socket] = []
@@ -116,6 +114,18 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
             sock.close()
         raise InvalidConfigError(f"server.http_port {port} on {host}: {exc}") from None
     return sockets
+
+
+def _address(host: str, port: int, setting: str) -> tuple[socket.AddressFamily, Any]:
+    """The family and socket address to bind ``host:port``; a host that does not resolve
+    is an error naming it."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as exc:
+        raise InvalidConfigError(f"server.{setting} {port} on {host}: {exc}") from None
+    return family, address
 
 
 def _check_free(family: socket.AddressFamily, address: Any, what: str) -> None:
@@ -137,9 +147,7 @@ def hold_grpc_port(host: str, port: int) -> tuple[socket.socket | None, int]:
     """Port 0: a free port, held by a bound (not listening) ``SO_REUSEPORT`` socket until
     the supervisor exits, so that every process binds the same one. A port given is
     checked free first (the processes bind it with ``SO_REUSEPORT``)."""
-    family, _, _, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    family, address = _address(host, port, "grpc_port")
     if port != 0:
         _check_free(family, address, f"server.grpc_port {port} on {host}")
         return None, port

@@ -81,6 +81,13 @@ def test_a_port_in_use_is_a_clear_error() -> None:
             listening_sockets("127.0.0.1", port, 2)
 
 
+def test_a_host_that_does_not_resolve_is_a_clear_error() -> None:
+    with pytest.raises(InvalidConfigError, match=r"server\.http_port 0 on nowhere\.invalid: "):
+        listening_sockets("nowhere.invalid", 0, 2)
+    with pytest.raises(InvalidConfigError, match=r"server\.grpc_port 0 on nowhere\.invalid: "):
+        hold_grpc_port("nowhere.invalid", 0)
+
+
 def test_a_port_another_server_shares_is_refused_too() -> None:
     # SO_REUSEPORT lets every socket that sets it bind the port: a second server started
     # by mistake would take half of the first one's connections
