@@ -148,6 +148,9 @@ def run_serve(args: argparse.Namespace) -> int:
     except KeepwarmError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the server's own handlers are in place
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def serve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

@@ -38,19 +38,21 @@ def serve(
     token = management_token(settings)
     check_tls(settings.server)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
-    tensorflow_threads()  # one inter-op thread per model call (see settings)
-    server = settings.server
-    configure_priority(server.model_nice, server.model_policy, server.model_priority_scope)
-    preload_tensorflow(root, isolate=settings.workers.isolate)
-    configure_json_logs()
-    stream = out if out is not None else sys.stderr
-    import uvloop
+    try:  # file descriptor 2 given back whatever ends the start (Ctrl-C: its message shown)
+        tensorflow_threads()  # one inter-op thread per model call (see settings)
+        server = settings.server
+        configure_priority(server.model_nice, server.model_policy, server.model_priority_scope)
+        preload_tensorflow(root, isolate=settings.workers.isolate)
+        configure_json_logs()
+        stream = out if out is not None else sys.stderr
+        import uvloop
 
-    untune = tune_interpreter()  # the GIL switch interval (see service_process)
-    try:
-        return uvloop.run(_serve(root, settings, token, stream, child))
+        untune = tune_interpreter()  # the GIL switch interval (see service_process)
+        try:
+            return uvloop.run(_serve(root, settings, token, stream, child))
+        finally:
+            untune()
     finally:
-        untune()
         restore()
 
 

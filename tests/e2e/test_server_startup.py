@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,3 +128,37 @@ def test_a_second_server_on_a_served_grpc_port_is_refused(tmp_path: Path) -> Non
         assert "ready at" not in output
     finally:
         assert first.stop() == 0
+
+
+def _preloading(pid: int) -> bool:
+    """Whether ``keepwarm serve`` has begun: its TensorFlow preload is mapping the library
+    (on a thread, while the main thread imports the server, before its signal handlers)."""
+    return "libtensorflow_framework" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(
+    tmp_path: Path, example_models: Path
+) -> None:
+    # Python's KeyboardInterrupt lands in whatever the start-up is doing (imports, the
+    # repository's first scan), before the server's own handlers are in place
+    root = _root(tmp_path, example_models)
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": src}
+    command = [sys.executable, "-m", "keepwarm", "serve", str(root), "--port", "0"]
+    proc = subprocess.Popen(
+        [*command, "--grpc-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=env,
+    )  # fmt: skip
+    try:
+        for _ in range(2000):  # at most 20 s
+            if _preloading(proc.pid):
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=EXIT_S)
+    finally:
+        proc.kill()
+    assert "Traceback" not in output, output
+    if "shutting down (SIGINT)" not in output:  # not the server's own handler's answer
+        assert proc.returncode == 130, output
+        assert "interrupted" in output.splitlines(), output
