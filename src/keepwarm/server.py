@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.preload import preload_tensorflow
+from keepwarm.server_checks import check_tls, management_token
 from keepwarm.server_output import Progress, host_for_url, is_loopback, say
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
@@ -54,51 +55,6 @@ def serve(
             untune()
     finally:
         restore()
-
-
-def management_token(settings: Settings) -> str | None:
-    """The repository API's token: ``KEEPWARM_MANAGEMENT_TOKEN`` or the token file's
-    first line. None when the API is off; an error when it is on without a token."""
-    server = settings.server
-    if not server.management_api:
-        if server.model_control == "explicit":
-            raise InvalidConfigError(
-                "--model-control explicit loads only what the repository API asks for: "
-                "turn the API on (--management-api, with a token)"
-            )
-        return None
-    token = server.management_token
-    if server.token_file is not None:
-        try:
-            token = server.token_file.read_text().strip().splitlines()[0].strip()
-        except (OSError, IndexError) as exc:
-            raise InvalidConfigError(
-                f"server.token_file {server.token_file}: cannot read a token ({exc})"
-            ) from None
-    if not token:
-        raise InvalidConfigError(
-            "the management API is on but has no token: set KEEPWARM_MANAGEMENT_TOKEN or "
-            "--token-file (never a flag: command lines are visible to every user)"
-        )
-    return token
-
-
-def check_tls(server: ServerSettings) -> None:
-    """The TLS files, read as the servers will read them: a bad one is an error naming
-    both files before anything starts, not a traceback from the first server to use it."""
-    if server.tls_cert is None or server.tls_key is None:
-        return
-    import ssl
-
-    files = f"server.tls_cert {server.tls_cert} and server.tls_key {server.tls_key}"
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(server.tls_cert, server.tls_key)
-    except ssl.SSLError as exc:
-        raise InvalidConfigError(
-            f"{files}: expected a PEM certificate and its private key ({exc})"
-        ) from None
-    except OSError as exc:
-        raise InvalidConfigError(f"{files}: cannot be read ({exc})") from None
 
 
 async def _serve(
