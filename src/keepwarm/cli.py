@@ -102,6 +102,8 @@ def read_inputs(path: Path) -> Inputs:
     of input name to nested list, or ``{"inputs": ...}`` holding either."""
     import numpy as np
 
+    if path.is_dir():
+        raise InvalidInputError(f"input file {path} is a directory; expected a file")
     if not path.is_file():
         raise InvalidInputError(f"input file {path} does not exist")
     suffix = path.suffix.lower()
@@ -137,12 +139,15 @@ def cmd_predict(args: argparse.Namespace, cache: keepwarm.ModelCache) -> None:
         print(text)
         return
     target = Path(args.output)
-    if target.suffix.lower() == ".npz":
-        np.savez(target, **outputs)  # type: ignore[arg-type]
-    elif target.suffix.lower() == ".json":
-        target.write_text(text)
-    else:
-        raise InvalidInputError(f"output file {target}: expected a .npz or .json name")
+    try:
+        if target.suffix.lower() == ".npz":
+            np.savez(target, **outputs)  # type: ignore[arg-type]
+        elif target.suffix.lower() == ".json":
+            target.write_text(text)
+        else:
+            raise InvalidInputError(f"output file {target}: expected a .npz or .json name")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write output file {target}: {exc}") from exc
     print(f"wrote {', '.join(outputs)} to {target}", file=sys.stderr)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.preload import preload_tensorflow
+from keepwarm.server_checks import check_tls, management_token
 from keepwarm.server_output import Progress, host_for_url, is_loopback, say
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
@@ -36,48 +37,24 @@ def serve(
     """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code.
     ``child``: this is one process of several (``keepwarm.server_child``)."""
     token = management_token(settings)
+    check_tls(settings.server)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
-    tensorflow_threads()  # one inter-op thread per model call (see settings)
-    server = settings.server
-    configure_priority(server.model_nice, server.model_policy, server.model_priority_scope)
-    preload_tensorflow(root, isolate=settings.workers.isolate)
-    configure_json_logs()
-    stream = out if out is not None else sys.stderr
-    import uvloop
+    try:  # file descriptor 2 given back whatever ends the start (Ctrl-C: its message shown)
+        tensorflow_threads()  # one inter-op thread per model call (see settings)
+        server = settings.server
+        configure_priority(server.model_nice, server.model_policy, server.model_priority_scope)
+        preload_tensorflow(root, isolate=settings.workers.isolate)
+        configure_json_logs()
+        stream = out if out is not None else sys.stderr
+        import uvloop
 
-    untune = tune_interpreter()  # the GIL switch interval (see service_process)
-    try:
-        return uvloop.run(_serve(root, settings, token, stream, child))
-    finally:
-        untune()
-        restore()
-
-
-def management_token(settings: Settings) -> str | None:
-    """The repository API's token: ``KEEPWARM_MANAGEMENT_TOKEN`` or the token file's
-    first line. None when the API is off; an error when it is on without a token."""
-    server = settings.server
-    if not server.management_api:
-        if server.model_control == "explicit":
-            raise InvalidConfigError(
-                "--model-control explicit loads only what the repository API asks for: "
-                "turn the API on (--management-api, with a token)"
-            )
-        return None
-    token = server.management_token
-    if server.token_file is not None:
+        untune = tune_interpreter()  # the GIL switch interval (see service_process)
         try:
-            token = server.token_file.read_text().strip().splitlines()[0].strip()
-        except (OSError, IndexError) as exc:
-            raise InvalidConfigError(
-                f"server.token_file {server.token_file}: cannot read a token ({exc})"
-            ) from None
-    if not token:
-        raise InvalidConfigError(
-            "the management API is on but has no token: set KEEPWARM_MANAGEMENT_TOKEN or "
-            "--token-file (never a flag: command lines are visible to every user)"
-        )
-    return token
+            return uvloop.run(_serve(root, settings, token, stream, child))
+        finally:
+            untune()
+    finally:
+        restore()
 
 
 async def _serve(
@@ -111,8 +88,6 @@ async def _serve(
     # A process restarted among several starts serving once ready (its connections wait).
     late = child is not None and child.spec.late
     server = None if late else await _start_http(service, cfg, token, out, child)
-    if server is None and not late:  # the port could not be bound; uvicorn logged why
-        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals: list[int] = []
@@ -142,12 +117,13 @@ async def _serve(
         assert child is not None
         service.started()
         await child.until_ready(service, stop)
-        server = await _start_http(service, cfg, token, out, child)
-        if server is None:
+        try:
+            server = await _start_http(service, cfg, token, out, child)
+        except BaseException:
             await _close(repository, service, unsubscribers)
-            return 1
+            raise
     try:
-        grpc_server = await _start_grpc(service, settings, out)
+        grpc_server = await _start_grpc(service, settings, out, share_port=child is not None)
     except BaseException:
         await _close(repository, service, unsubscribers)
         raise
@@ -188,7 +164,7 @@ async def _start_http(
     service: Any, cfg: ServerSettings, token: str | None, out: TextIO, child: ChildRole | None
 ) -> Any:
     """uvicorn serving the REST app on ``server.http_port`` (a child's given socket), started
-    (its URL said), or None when the port could not be bound (uvicorn logged why)."""
+    (its URL said); an address that cannot be bound is an ``InvalidConfigError``."""
     import uvicorn
 
     from keepwarm.http import HttpApp
@@ -230,10 +206,16 @@ async def _start_http(
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    level = uvicorn_log.level
+    uvicorn_log.setLevel(logging.CRITICAL)  # a bind error is said once, by ours
     try:
         await server.startup(sockets=None if child is None else child.sockets)
-    except SystemExit:  # uvicorn's way to say it could not bind (it logged why)
-        return None
+    except SystemExit as exc:  # uvicorn's way to say it could not bind
+        reason = exc.__context__ or "cannot be bound"  # the OSError (or gaierror)
+        raise InvalidConfigError(f"REST port {cfg.http_port} on {cfg.host}: {reason}") from None
+    finally:
+        uvicorn_log.setLevel(level)
     scheme = "https" if cfg.tls_cert is not None else "http"
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"{scheme}://{host_for_url(cfg.host)}:{port}"
@@ -249,9 +231,10 @@ async def _start_http(
     return server
 
 
-async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:
+async def _start_grpc(service: Any, settings: Settings, out: TextIO, *, share_port: bool) -> Any:
     """The gRPC server on ``server.grpc_port`` (both services, TLS as REST), or None when
-    the ``grpc`` extra is not installed (said once)."""
+    the ``grpc`` extra is not installed (said once). ``share_port``: one process of several
+    (``SO_REUSEPORT``); otherwise a port in use is an error."""
     cfg = settings.server
     try:
         from keepwarm.grpc.server import GrpcServer, Tls
@@ -267,6 +250,7 @@ async def _start_grpc(service: Any, settings: Settings, out: TextIO) -> Any:
         port=cfg.grpc_port,
         max_message_bytes=cfg.max_body_bytes,
         tls=tls,
+        share_port=share_port,
     )
     try:
         await grpc_server.start()

@@ -46,7 +46,7 @@ def supervise(root: str, settings: Settings) -> int:
     check_processes(settings)
     count = settings.server.processes
     listeners = listening_sockets(settings.server.host, settings.server.http_port, count)
-    grpc_hold, grpc_port = _grpc_port(settings.server.host, settings.server.grpc_port)
+    grpc_hold, grpc_port = hold_grpc_port(settings.server.host, settings.server.grpc_port)
     each = child_settings(settings, listeners[0].getsockname()[1], grpc_port)
     tensorflow_intra_threads(count)  # the cores divided among the processes' TensorFlow
     with tempfile.TemporaryDirectory(prefix="keepwarm-peers-") as peers:
@@ -95,9 +95,9 @@ def check_processes(settings: Settings) -> None:
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` TCP sockets listening on ``host:port`` with ``SO_REUSEPORT`` (port 0: the
     first picks a free port, the others take the same)."""
-    family, _, _, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    family, address = _address(host, port, "http_port")
+    if port != 0:
+        _check_free(family, address, f"server.http_port {port} on {host}")
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -116,14 +116,41 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def _grpc_port(host: str, port: int) -> tuple[socket.socket | None, int]:
+def _address(host: str, port: int, setting: str) -> tuple[socket.AddressFamily, Any]:
+    """The family and socket address to bind ``host:port``; a host that does not resolve
+    is an error naming it."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as exc:
+        raise InvalidConfigError(f"server.{setting} {port} on {host}: {exc}") from None
+    return family, address
+
+
+def _check_free(family: socket.AddressFamily, address: Any, what: str) -> None:
+    """Refuse a port another socket holds, also one bound with ``SO_REUSEPORT``: the
+    sockets of this server set it too, and would share the port with a second server
+    started by mistake (which would take half of the connections). A socket without it
+    cannot bind a port held by any other."""
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+        probe.bind(address)
+    except OSError as exc:
+        raise InvalidConfigError(f"{what}: {exc}") from None
+    finally:
+        probe.close()
+
+
+def hold_grpc_port(host: str, port: int) -> tuple[socket.socket | None, int]:
     """Port 0: a free port, held by a bound (not listening) ``SO_REUSEPORT`` socket until
-    the supervisor exits, so that every process binds the same one."""
+    the supervisor exits, so that every process binds the same one. A port given is
+    checked free first (the processes bind it with ``SO_REUSEPORT``)."""
+    family, address = _address(host, port, "grpc_port")
     if port != 0:
+        _check_free(family, address, f"server.grpc_port {port} on {host}")
         return None, port
-    family, _, _, _, address = socket.getaddrinfo(
-        host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
     hold = socket.socket(family, socket.SOCK_STREAM)
     hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     hold.bind(address)
@@ -234,4 +261,10 @@ class _Supervisor:
         return None
 
 
-__all__ = ["check_processes", "child_settings", "listening_sockets", "supervise"]
+__all__ = [
+    "check_processes",
+    "child_settings",
+    "hold_grpc_port",
+    "listening_sockets",
+    "supervise",
+]

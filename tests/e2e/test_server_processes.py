@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from test_server_lifecycle import GATE_MODULE, GATE_TOML  # y = 2x; x[0] = 12345
 
 from support.repo_builders import place
 from support.server_process import ServerProcess
+from support.tls import self_signed
 
 WAIT_S = 60.0
 PATH = "/v2/models/gate/infer"
@@ -156,20 +156,21 @@ def test_sigterm_drains_every_process_and_exits_0(tmp_path: Path) -> None:
 
 
 def test_a_process_that_fails_at_start_stops_the_server(tmp_path: Path) -> None:
-    """A start-up error in the processes (here the gRPC port is taken) ends the whole
-    server with that process's exit code, its sibling stopped too: no half a server."""
+    """A start-up error in the processes (here the TLS key is not a key: each process reads
+    its TLS files) ends the whole server with that process's exit code, its sibling
+    stopped too: no half a server."""
     root = tmp_path / "models"
     place(root / "gate", 1, files={"keepwarm.toml": GATE_TOML, "gate_model.py": GATE_MODULE})
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        command = [sys.executable, "-m", "keepwarm", "serve", str(root), "--port", "0"]
-        command += ["--grpc-port", str(port), "--processes", "2", "--allow-unsafe"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=WAIT_S)
+    cert, _ = self_signed(tmp_path)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key\n")
+    command = [sys.executable, "-m", "keepwarm", "serve", str(root), "--port", "0"]
+    command += ["--grpc-port", "0", "--processes", "2", "--allow-unsafe"]
+    command += ["--tls-cert", str(cert), "--tls-key", str(junk)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=WAIT_S)
     assert done.returncode == 2, done.stderr
-    assert f"gRPC port {port}" in done.stderr
+    assert f"server.tls_key {junk}" in done.stderr
     started = re.findall(r"started \(pid (\d+)\)", done.stderr)
     assert len(started) == 2
     for pid in started:  # both gone (reaped by the supervisor)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +76,89 @@ def test_a_rest_port_in_use_ends_the_start_before_any_load(
 ) -> None:
     root = _root(tmp_path, example_models)
     code, output = _serve(root, "--port", str(held_port), "--grpc-port", "0")
-    assert code == 1, output
+    assert code == 2, output  # as a gRPC port in use: the start-up error's exit code
+    assert f"error: REST port {held_port} on 127.0.0.1: " in output
     assert "address already in use" in output.lower()
     assert "loading" not in output
+
+
+def test_a_host_that_does_not_resolve_is_named(tmp_path: Path) -> None:
+    code, output = _serve(tmp_path, "--host", "nowhere.invalid", "--port", "0")
+    assert code == 2, output
+    assert "error: REST port 0 on nowhere.invalid: " in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("broken", ["cert", "key", "missing", "swapped"])
+def test_unusable_tls_files_are_named_without_a_traceback(tmp_path: Path, broken: str) -> None:
+    from support.tls import self_signed
+
+    cert, key = self_signed(tmp_path)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a PEM file\n")
+    given = {
+        "cert": (junk, key),
+        "key": (cert, junk),
+        "missing": (tmp_path / "absent.pem", key),
+        "swapped": (key, cert),
+    }[broken]
+    root = tmp_path / "models"
+    root.mkdir()
+    code, output = _serve(
+        root, "--port", "0", "--tls-cert", str(given[0]), "--tls-key", str(given[1])
+    )
+    assert code == 2, output
+    assert output.startswith("error: server.tls_cert "), output
+    assert str(given[0]) in output and str(given[1]) in output
+    assert "Traceback" not in output
+
+
+def test_a_second_server_on_a_served_grpc_port_is_refused(tmp_path: Path) -> None:
+    # grpcio binds with SO_REUSEPORT unless told otherwise: a second server would share the
+    # port, and the kernel would hand it half of the first one's connections
+    first_root, second_root = tmp_path / "first", tmp_path / "second"
+    first_root.mkdir()
+    second_root.mkdir()
+    first = ServerProcess(first_root)
+    try:
+        port = first.grpc_address.rsplit(":", 1)[1]
+        code, output = _serve(second_root, "--port", "0", "--grpc-port", port)
+        assert code == 2, output
+        assert f"error: gRPC port {port} on 127.0.0.1" in output
+        assert "ready at" not in output
+    finally:
+        assert first.stop() == 0
+
+
+def _preloading(pid: int) -> bool:
+    """Whether ``keepwarm serve`` has begun: its TensorFlow preload is mapping the library
+    (on a thread, while the main thread imports the server, before its signal handlers)."""
+    return "libtensorflow_framework" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(
+    tmp_path: Path, example_models: Path
+) -> None:
+    # Python's KeyboardInterrupt lands in whatever the start-up is doing (imports, the
+    # repository's first scan), before the server's own handlers are in place
+    root = _root(tmp_path, example_models)
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": src}
+    command = [sys.executable, "-m", "keepwarm", "serve", str(root), "--port", "0"]
+    proc = subprocess.Popen(
+        [*command, "--grpc-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=env,
+    )  # fmt: skip
+    try:
+        for _ in range(2000):  # at most 20 s
+            if _preloading(proc.pid):
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=EXIT_S)
+    finally:
+        proc.kill()
+    assert "Traceback" not in output, output
+    if "shutting down (SIGINT)" not in output:  # not the server's own handler's answer
+        assert proc.returncode == 130, output
+        assert "interrupted" in output.splitlines(), output

@@ -239,6 +239,16 @@ def test_a_failing_conversion_reports_the_childs_error(tmp_path: Path) -> None:
         run_conversion(request, timeout=60)
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_converting(
+    example_models: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "missing" / "model.onnx"  # was a FileNotFoundError after the work
+    with pytest.raises(InvalidInputError, match=f"output {target}: "):
+        optimize(example_models / "mlp_onnx", output=target)
+    with pytest.raises(InvalidInputError, match=f"output {tmp_path}: "):
+        optimize(example_models / "mlp_onnx", output=tmp_path)  # a directory
+
+
 def test_bad_requests_are_refused_before_converting(example_models: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="--quantize 'int4'"):
         optimize(example_models / "mlp", quantize="int4")

@@ -160,6 +160,29 @@ def test_missing_or_unknown_input_file(
     assert code == 2 and ".npy, .npz or .json" in err
 
 
+@pytest.mark.parametrize("suffix", ["json", "npz"])
+def test_an_output_file_that_cannot_be_written_is_a_clean_error(
+    suffix: str, example_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((1, 784), np.float32))
+    target = tmp_path / "missing" / f"y.{suffix}"
+    code, out, err = run(
+        capsys, "predict", str(example_models / "mlp_onnx"), "-i", str(tmp_path / "x.npy"),
+        "-o", str(target), "-q",
+    )  # fmt: skip
+    assert code == 2, err
+    assert err.startswith(f"error: cannot write output file {target}: "), err
+    assert out == "" and "Traceback" not in err
+
+
+def test_an_input_directory_is_not_said_to_be_missing(
+    example_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "predict", str(example_models / "mlp_onnx"), "-i", str(tmp_path))
+    assert code == 2
+    assert f"error: input file {tmp_path} is a directory" in err
+
+
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as raised:
         main([])

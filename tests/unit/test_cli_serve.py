@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,51 @@ def test_grpc_port_flag_over_environment() -> None:
     environ = {"KEEPWARM_SERVER__GRPC_PORT": "9500"}
     assert settings_for(environ=environ).server.grpc_port == 9500
     assert settings_for("--grpc-port", "0", environ=environ).server.grpc_port == 0
+
+
+def test_an_empty_token_file_is_said_to_be_empty(tmp_path: Path) -> None:
+    from keepwarm.server import management_token
+
+    token_file = tmp_path / "token"
+    token_file.write_text("\n  \n")  # was "cannot read a token (list index out of range)"
+    settings = settings_for("--management-api", "--token-file", str(token_file))
+    with pytest.raises(InvalidConfigError, match=f"server.token_file {token_file}: it is empty"):
+        management_token(settings)
+
+
+def test_a_token_file_other_users_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from keepwarm.server import management_token
+
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    settings = settings_for("--management-api", "--token-file", str(token_file))
+    token_file.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="keepwarm.server"):
+        assert management_token(settings) == "s3cret"  # served (a mounted secret is 0644)
+    assert f"server.token_file {token_file} can be read by other users" in caplog.text
+    caplog.clear()
+    token_file.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="keepwarm.server"):
+        assert management_token(settings) == "s3cret"
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--http-port", "70000"], "--http-port 70000 (server.http_port): expected an integer"),
+        (["--grpc-port", "-1"], "--grpc-port -1 (server.grpc_port): expected an integer"),
+        (["--poll-seconds", "nan"], "--poll-seconds nan (repository.poll_seconds): expected"),
+        (["--max-bytes", "lots"], "--max-bytes 'lots' (budget.max_bytes): expected bytes"),
+    ],
+)
+def test_a_bad_flag_is_named_as_it_was_typed(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keepwarm.cli import main
+
+    # was "server__http_port=70000", a spelling the user never typed
+    assert main(["serve", ".", *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {said}")

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from keepwarm.errors import InvalidConfigError
 from keepwarm.metrics_merge import merge_expositions
 from keepwarm.settings import Settings, tensorflow_intra_threads
-from keepwarm.supervisor import check_processes, child_settings, listening_sockets
+from keepwarm.supervisor import check_processes, child_settings, hold_grpc_port, listening_sockets
 
 
 @pytest.mark.parametrize("value", [0, -1, "two", 2.5, "", True, 65, "1e3"])
@@ -79,6 +79,38 @@ def test_a_port_in_use_is_a_clear_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(InvalidConfigError, match=f"server.http_port {port}"):
             listening_sockets("127.0.0.1", port, 2)
+
+
+def test_a_host_that_does_not_resolve_is_a_clear_error() -> None:
+    with pytest.raises(InvalidConfigError, match=r"server\.http_port 0 on nowhere\.invalid: "):
+        listening_sockets("nowhere.invalid", 0, 2)
+    with pytest.raises(InvalidConfigError, match=r"server\.grpc_port 0 on nowhere\.invalid: "):
+        hold_grpc_port("nowhere.invalid", 0)
+
+
+def test_a_port_another_server_shares_is_refused_too() -> None:
+    # SO_REUSEPORT lets every socket that sets it bind the port: a second server started
+    # by mistake would take half of the first one's connections
+    first = listening_sockets("127.0.0.1", 0, 2)
+    try:
+        port = first[0].getsockname()[1]
+        with pytest.raises(InvalidConfigError, match=f"server.http_port {port}"):
+            listening_sockets("127.0.0.1", port, 2)
+    finally:
+        for sock in first:
+            sock.close()
+
+
+def test_a_grpc_port_another_server_shares_is_refused() -> None:
+    with socket.socket() as grpc_server:  # as grpcio binds: SO_REUSEPORT
+        grpc_server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        grpc_server.bind(("127.0.0.1", 0))
+        grpc_server.listen()
+        port = grpc_server.getsockname()[1]
+        with pytest.raises(InvalidConfigError, match=f"server.grpc_port {port}"):
+            hold_grpc_port("127.0.0.1", port)
+    hold, free = hold_grpc_port("127.0.0.1", port)  # given back: free again
+    assert (hold, free) == (None, port)
 
 
 PROCESS_0 = b"""# HELP keepwarm_requests_total Inference requests by outcome.

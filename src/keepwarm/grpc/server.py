@@ -59,7 +59,8 @@ class Tls:
 
 
 class GrpcServer:
-    """``await start()`` binds ``host:port`` (0: a free port, see ``port``),
+    """``await start()`` binds ``host:port`` (0: a free port, see ``port``; a port another
+    socket holds is refused unless ``share_port``, for the processes of one server),
     ``follow_readiness()`` turns health on, ``stop()`` ends it after ``grace`` seconds for
     the calls in flight."""
 
@@ -72,6 +73,7 @@ class GrpcServer:
         max_message_bytes: int = 64 * 1024 * 1024,
         tls: Tls | None = None,
         threads: int = DEFAULT_THREADS,
+        share_port: bool = False,
     ) -> None:
         self.service = service
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -87,6 +89,9 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                # grpcio's default is SO_REUSEPORT: a second server would bind the same
+                # port and take half of the connections; only a supervisor's processes share
+                ("grpc.so_reuseport", int(share_port)),
             ],
         )
         server = self._server

@@ -77,6 +77,8 @@ def optimize(
         raise InvalidInputError(f"runs: expected an integer >= 1, got {runs!r}")
     if gate is not None and not isinstance(gate, Gate):
         raise InvalidInputError(f"gate: expected a keepwarm.optimize.Gate, got {gate!r}")
+    if output is not None:
+        _check_output(Path(output))
     path = select_version(resolve_uri(os.fspath(source), downloads=downloads), version)
     runtime = detect_runtime(path).name
     if runtime not in CONVERTIBLE:
@@ -118,7 +120,10 @@ def optimize(
             written = None
             if output is not None:
                 written = Path(output)
-                shutil.copyfile(graph, written)
+                try:
+                    shutil.copyfile(graph, written)
+                except OSError as exc:  # checked at the start; a permission, a full disk
+                    raise InvalidInputError(f"output {written}: cannot be written ({exc})") from exc
             if publish_to is None:
                 return OptimizeResult(report, written, None)
             if not report.passed:
@@ -189,3 +194,11 @@ def _check(
         )
     finally:
         result.close()
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an ``output`` that cannot be written before the conversion, not after it."""
+    if output.is_dir():
+        raise InvalidInputError(f"output {output}: is a directory; expected a file name")
+    if not output.parent.is_dir():
+        raise InvalidInputError(f"output {output}: directory {output.parent} does not exist")

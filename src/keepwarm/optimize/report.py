@@ -9,8 +9,11 @@ top-1 agreement (outputs with a class axis), and accuracy when labels are given.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from keepwarm.errors import InvalidInputError
 
 # The default gate: an unquantized conversion must give the same answers to float
 # rounding; a quantized one must keep the same top-1 answer on 99% of the samples.
@@ -26,6 +29,23 @@ class Gate:
     max_abs_diff: float | None = None
     min_agreement: float | None = None
     max_accuracy_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        """A limit no result could meet (NaN, a negative difference, an agreement above
+        1) is refused here, before minutes of conversion end in a failed gate."""
+        bounds = {
+            "max_abs_diff": (0.0, math.inf, "a number >= 0"),
+            "min_agreement": (0.0, 1.0, "a share from 0 to 1"),
+            "max_accuracy_drop": (-math.inf, math.inf, "a number of points"),
+        }
+        for name, (low, high, expected) in bounds.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or math.isnan(value) or not low <= value <= high:
+                flag = "--" + name.replace("_", "-")
+                raise InvalidInputError(f"{flag} {value!r}: expected {expected}")
 
     @classmethod
     def default(cls, quantize: str | None) -> Gate:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from keepwarm.errors import InvalidInputError
 from keepwarm.optimize.report import Gate, Latency, OutputChange, Report, Side
 
 
@@ -65,3 +70,26 @@ def test_figures_derived_from_the_measurements() -> None:
     assert data["passed"] is True and data["latency"][1]["speedup"] == 2.0
     text = report.format()
     assert "latency batch 32 (ms)" in text and "drop 1.00 points" in text
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [{"max_abs_diff": float("nan")}, {"max_abs_diff": -1.0}, {"min_agreement": 1.5},
+     {"min_agreement": float("nan")}, {"max_accuracy_drop": float("nan")}, {"max_abs_diff": "1"}],
+)  # fmt: skip
+def test_a_limit_that_no_result_could_meet_is_refused_up_front(limit: dict[str, Any]) -> None:
+    # ``--max-abs-diff nan`` used to convert for minutes, then fail "over the limit nan"
+    name = next(iter(limit))
+    with pytest.raises(InvalidInputError, match=f"--{name.replace('_', '-')}"):
+        Gate(**limit)
+
+
+def test_the_command_refuses_a_bad_limit_before_converting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keepwarm.cli import main
+
+    # the source does not exist: a limit checked first is the error said
+    code = main(["optimize", str(tmp_path / "absent"), "--max-abs-diff", "nan"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: --max-abs-diff nan: expected ")

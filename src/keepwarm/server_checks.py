@@ -1,0 +1,72 @@
+"""What ``keepwarm serve`` checks before it starts anything: the repository API's token
+and the TLS files. Each problem is an ``InvalidConfigError`` naming the setting."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+from keepwarm.errors import InvalidConfigError
+from keepwarm.settings import ServerSettings, Settings
+
+log = logging.getLogger("keepwarm.server")
+
+
+def management_token(settings: Settings) -> str | None:
+    """The repository API's token: ``KEEPWARM_MANAGEMENT_TOKEN`` or the token file's
+    first line. None when the API is off; an error when it is on without a token."""
+    server = settings.server
+    if not server.management_api:
+        if server.model_control == "explicit":
+            raise InvalidConfigError(
+                "--model-control explicit loads only what the repository API asks for: "
+                "turn the API on (--management-api, with a token)"
+            )
+        return None
+    token = server.management_token
+    if server.token_file is not None:
+        token = _read_token(server.token_file)
+    if not token:
+        raise InvalidConfigError(
+            "the management API is on but has no token: set KEEPWARM_MANAGEMENT_TOKEN or "
+            "--token-file (never a flag: command lines are visible to every user)"
+        )
+    return token
+
+
+def check_tls(server: ServerSettings) -> None:
+    """The TLS files, read as the servers will read them: a bad one is an error naming
+    both files before anything starts, not a traceback from the first server to use it."""
+    if server.tls_cert is None or server.tls_key is None:
+        return
+    import ssl
+
+    files = f"server.tls_cert {server.tls_cert} and server.tls_key {server.tls_key}"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(server.tls_cert, server.tls_key)
+    except ssl.SSLError as exc:
+        raise InvalidConfigError(
+            f"{files}: expected a PEM certificate and its private key ({exc})"
+        ) from None
+    except OSError as exc:
+        raise InvalidConfigError(f"{files}: cannot be read ({exc})") from None
+
+
+def _read_token(path: Path) -> str:
+    """The token file's first non-blank line; a warning when other users can read it (not
+    an error: a Kubernetes secret is mounted 0644 unless told otherwise)."""
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidConfigError(f"server.token_file {path}: cannot read a token ({exc})") from None
+    if not lines:
+        raise InvalidConfigError(f"server.token_file {path}: it is empty; expected the token")
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning(
+            "server.token_file %s can be read by other users (mode %03o): chmod 600 it",
+            path,
+            stat.S_IMODE(mode),
+        )
+    return lines[0]
