@@ -51,7 +51,9 @@ class TfServingRoutes:
         return json_response(tfserving.model_status(shown))
 
     async def metadata(self, request: Request) -> Response:
-        info = await self.service.model_info(request.params["model"], _version_text(request))
+        info = await self.service.model_info(
+            request.params["model"], _version_text(request), header_timeout(request)
+        )
         return json_response(tfserving.model_metadata(info.name, info.version, info.signature))
 
     async def predict(self, request: Request) -> Response:

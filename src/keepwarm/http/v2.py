@@ -65,11 +65,17 @@ class V2Routes:
         return json_response({"name": params["model"], "ready": ready}, 200 if ready else 503)
 
     async def model_metadata(self, request: Request) -> Response:
-        info = await self.service.model_info(request.params["model"], request.params.get("version"))
+        params = request.params
+        info = await self.service.model_info(
+            params["model"], params.get("version"), header_timeout(request)
+        )
         return json_response(v2meta.model_metadata(info.name, info.versions, info.signature))
 
     async def model_config(self, request: Request) -> Response:
-        info = await self.service.model_info(request.params["model"], request.params.get("version"))
+        params = request.params
+        info = await self.service.model_info(
+            params["model"], params.get("version"), header_timeout(request)
+        )
         return json_response(v2meta.model_config(info.name, info.signature))
 
     async def stats(self, request: Request) -> Response:
