@@ -171,5 +171,7 @@ def _header_length(request: Request) -> int | None:
     if value is None:
         return None
     if not (value.isascii() and value.strip().isdigit()):
-        raise InvalidInputError(f"Inference-Header-Content-Length {value!r} is not a number")
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length {value!r} is not a number of bytes, at least 0"
+        )
     return int(value)
