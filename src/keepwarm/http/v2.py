@@ -97,25 +97,32 @@ class V2Routes:
         return json_response(self.service.index())
 
     async def load(self, request: Request) -> Response:
-        await self._parameters(request, "load")
-        await self.service.load(request.params["model"], bearer(request.header(b"authorization")))
+        token = await self._parameters(request, "load")
+        await self.service.load(request.params["model"], token)
         return json_response({})
 
     async def unload(self, request: Request) -> Response:
-        await self._parameters(request, "unload")
-        await self.service.unload(request.params["model"], bearer(request.header(b"authorization")))
+        token = await self._parameters(request, "unload")
+        await self.service.unload(request.params["model"], token)
         return json_response({})
 
-    async def _parameters(self, request: Request, action: str) -> None:
-        """A load or unload body: none, or an object whose ``parameters`` keepwarm honours."""
+    async def _parameters(self, request: Request, action: str) -> str | None:
+        """The token presented, once the API and the token are checked (401 and 403 before
+        the body is read); a load or unload body: none, or an object whose ``parameters``
+        keepwarm honours."""
+        token = bearer(request.header(b"authorization"))
+        self.service.management.authorize(token)
         body = await request.body()
         if not body.strip():
-            return
+            return token
         options = jsonio.loads(body, max_depth=self.max_json_depth)
-        found = options.get("parameters", {}) if isinstance(options, dict) else None
-        if not isinstance(found, dict):
+        if not isinstance(options, dict):
             raise InvalidInputError(f"the {action} request body must be a JSON object")
+        found = options.get("parameters", {})
+        if not isinstance(found, dict):
+            raise InvalidInputError(f"'parameters' of the {action} request must be an object")
         check_parameters(action, found)
+        return token
 
     async def infer(self, request: Request) -> Response:
         service = self.service
