@@ -201,7 +201,7 @@ def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
         return None
     if not isinstance(value, list):
         raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
-    wanted = []
+    wanted: list[RequestedOutput] = []
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
@@ -213,6 +213,8 @@ def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
             raise InvalidInputError(
                 f"output {item['name']!r}: binary_data must be true or false, got {binary!r}"
             )
+        if any(seen.name == item["name"] for seen in wanted):
+            raise InvalidInputError(f"requested output {item['name']!r} is given twice")
         wanted.append(RequestedOutput(item["name"], binary))
     return tuple(wanted)
 
