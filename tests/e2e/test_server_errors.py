@@ -4,6 +4,7 @@ server keeps serving; no error body names the repository's absolute path."""
 from __future__ import annotations
 
 import gzip
+import socket
 import zlib
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,19 @@ def test_deflate_and_gzip_bodies_are_accepted(server: ServerProcess) -> None:
     for encoding, data in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
         answer = server.post("/v2/models/mlp/infer", data, headers={"Content-Encoding": encoding})
         assert answer.status_code == 200, answer.text
+
+
+def test_bytes_that_are_not_http_are_a_json_400_and_a_json_log_line(server: ServerProcess) -> None:
+    """The parser's refusal: answered as every error, and logged as every record is (one
+    JSON line), not as uvicorn's own logging configuration prints it."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(b"FOO / HTTP/1.1\r\nhost: x\r\n\r\n")
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert "not valid HTTP/1.1" in orjson.loads(body)["error"]
+    line = server.wait_for_line("Invalid HTTP request received")
+    assert orjson.loads(line)["logger"] == "uvicorn.error", line
