@@ -45,7 +45,7 @@ class TfServingRoutes:
         wanted = _which(request)
         versions, problem = self.service.model_status(name)
         if isinstance(wanted, str):
-            info = await self.service.model_info(name, wanted)
+            info = await self.service.model_info(name, wanted, header_timeout(request))
             wanted = info.version
         shown = tfserving.version_states(name, versions, wanted, problem)
         return json_response(tfserving.model_status(shown))
