@@ -148,8 +148,9 @@ class Management:
         await asyncio.to_thread(self.unload_blocking, name, presented)
 
     def load_blocking(self, name: str, presented: str | None) -> None:
-        """Serve ``name`` again; returns once it can serve (or the load timeout). A model
-        the repository's scan does not find (deleted since the last one) is not found."""
+        """Serve ``name`` again; returns once it can serve (a version that fails to load:
+        its error; one still loading: up to the load timeout). A model the repository's
+        scan does not find (deleted since the last one) is not found."""
         control = self.authorize(presented)
         control.load(name)
         try:
@@ -158,7 +159,10 @@ class Management:
             found = control.listed(name)
         if not found:
             raise ModelNotFoundError(f"model {name!r} is not in the repository")
-        self._repository.wait_ready(name, None, self._load_timeout)
+        # A lease, as a request's: a version loading is waited for, one that failed to
+        # load is its error at once (``wait_ready`` waited out the load timeout, 300 s,
+        # for a retry, and then said so with the model's status as Python)
+        self._repository.acquire(name, None, timeout=self._load_timeout).release()
 
     def unload_blocking(self, name: str, presented: str | None) -> None:
         """Stop serving ``name`` until it is loaded again."""

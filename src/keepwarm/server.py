@@ -190,6 +190,7 @@ async def _start_http(
             OneWriteProtocol, limits=limits, early=app.early_answer, lean=app
         ),
         lifespan="off",
+        log_config=None,  # keepwarm's JSON lines (``configure_json_logs``), not uvicorn's
         log_level="warning",
         access_log=False,
         server_header=False,

@@ -143,11 +143,14 @@ class InferenceService:
     def model_ready(self, name: str, version: str | None) -> bool:
         return self._view.model_ready(name, version)
 
-    async def model_info(self, name: str, version: str | None) -> ModelInfo:
-        """The signature of the version a request for ``name``/``version`` would get."""
-
+    async def model_info(
+        self, name: str, version: str | None, timeout: float | None = None
+    ) -> ModelInfo:
+        """The signature of the version a request for ``name``/``version`` would get (a
+        version still loading waited for up to ``timeout`` seconds, else the default)."""
+        seconds = self.default_timeout if timeout is None else timeout
         return await self._leases.run(
-            name, version, self.default_timeout, lambda model, _d, _s: self._info(model)
+            name, version, seconds, lambda model, _d, _s: self._info(model)
         )
 
     def model_info_blocking(self, name: str, version: str | None) -> ModelInfo:

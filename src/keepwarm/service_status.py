@@ -109,6 +109,8 @@ class StatusView:
                 for v, _, _ in self.versions(name)
                 if number is None or (isinstance(number, int) and v == number)
             ]
+            if isinstance(number, int) and not wanted:
+                raise ModelNotFoundError(f"model {name!r} has no version {number}")
         return self.statistics_table.rows(wanted)
 
     def index(self, *, ready_only: bool = False) -> list[dict[str, Any]]:

@@ -15,6 +15,11 @@ Inputs = Mapping[str, np.ndarray] | np.ndarray
 Outputs = dict[str, np.ndarray]
 
 
+def dtype_text(dtype: np.dtype[Any]) -> str:
+    """A dtype's name in messages: a string tensor's is "string", not numpy's "object"."""
+    return "string" if dtype.kind == "O" else dtype.name
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -27,7 +32,7 @@ class TensorSpec:
             if self.shape is None
             else "[" + ", ".join("-1" if d is None else str(d) for d in self.shape) + "]"
         )
-        return f"{self.name}: {self.dtype.name}{dims}"
+        return f"{self.name}: {dtype_text(self.dtype)}{dims}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,5 +246,5 @@ def _cast(spec: TensorSpec, array: np.ndarray, from_list: bool) -> np.ndarray:
     if have.kind == "f" and want.kind in "iu":
         hint = f" (floats are not rounded into integers: round and cast them to {want.name})"
     raise InvalidInputError(
-        f"input {spec.name!r}: expected dtype {want.name}, got {have.name}{hint}"
+        f"input {spec.name!r}: expected dtype {dtype_text(want)}, got {dtype_text(have)}{hint}"
     )

@@ -4,6 +4,7 @@ server keeps serving; no error body names the repository's absolute path."""
 from __future__ import annotations
 
 import gzip
+import socket
 import zlib
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,12 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
     ("POST", "/v2/models/mlp/infer", v2(datatype="FP99"), {}, 400, "unknown datatype 'FP99'"),
     ("POST", "/v2/models/mlp/infer", v2(shape=(2**40, 2**40, 2**40)), {}, 400, "too many"),
     ("POST", "/v2/models/mlp/infer", v2(shape=(2, 784)), {}, 400, "needs 1568 elements"),
+    ("POST", "/v2/models/mlp/infer", v2(shape=(2**32, 2**32, 0), data=[]), {}, 400, "too many"),
+    ("POST", "/v2/models/mlp/infer", {**v2(), "parameters": {"binary_data_output": "yes"}}, {},
+     400, "binary_data_output must be true or false, got 'yes'"),
+    ("GET", "/v2/models/mlp/versions/7/stats", None, {}, 404, "model 'mlp' has no version 7"),
+    ("POST", "/v2/models/mlp/infer", v2(), {"Inference-Header-Content-Length": "-1"}, 400,
+     "a number of bytes, at least 0"),
     ("POST", "/v2/models/nope/infer", v2(), {}, 404, "model 'nope' not found"),
     ("POST", "/v1/models/nope:predict", {"instances": [GOOD_ROW]}, {}, 404, "'nope' not found"),
     ("POST", "/v2/models/mlp/versions/7/infer", v2(), {}, 404, "version 7"),
@@ -167,3 +174,19 @@ def test_deflate_and_gzip_bodies_are_accepted(server: ServerProcess) -> None:
     for encoding, data in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
         answer = server.post("/v2/models/mlp/infer", data, headers={"Content-Encoding": encoding})
         assert answer.status_code == 200, answer.text
+
+
+def test_bytes_that_are_not_http_are_a_json_400_and_a_json_log_line(server: ServerProcess) -> None:
+    """The parser's refusal: answered as every error, and logged as every record is (one
+    JSON line), not as uvicorn's own logging configuration prints it."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(b"FOO / HTTP/1.1\r\nhost: x\r\n\r\n")
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert "not valid HTTP/1.1" in orjson.loads(body)["error"]
+    line = server.wait_for_line("Invalid HTTP request received")
+    assert orjson.loads(line)["logger"] == "uvicorn.error", line

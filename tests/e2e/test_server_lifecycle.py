@@ -222,6 +222,7 @@ def test_a_request_for_a_loading_model_waits_up_to_its_deadline(tmp_path: Path) 
     root = tmp_path / "models"
     toml = GATE_TOML.replace("gate_model:Gate", "slow_model:SlowLoad")
     place(root / "slow", 1, files={"keepwarm.toml": toml, "slow_model.py": SLOW_MODULE})
+    (root / "slow" / "model.toml").write_text("[labels]\nstable = 1\n")
     release = tmp_path / "release"
     server = ServerProcess(
         root, "--allow-unsafe", env={"SLOW_RELEASE": str(release)}, wait_ready=False
@@ -232,6 +233,15 @@ def test_a_request_for_a_loading_model_waits_up_to_its_deadline(tmp_path: Path) 
         late = server.post("/v2/models/slow/infer", body, headers={"Keepwarm-Timeout-Ms": "200"})
         assert late.status_code == 504, late.text
         assert "model 'slow'" in late.text and "LOADING" in late.text, late.text
+        for path in (
+            "/v2/models/slow",
+            "/v2/models/slow/config",
+            "/v1/models/slow/metadata",
+            "/v1/models/slow/labels/stable",  # a label's status: the version it names
+        ):
+            # the metadata wait has the same deadline (it waited for the load, up to 300 s)
+            late = server.get(path, headers={"Keepwarm-Timeout-Ms": "200"}, timeout=20)
+            assert late.status_code == 504 and "'slow'" in late.text, (path, late.text)
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(server.post, "/v2/models/slow/infer", body)
             deadline = time.monotonic() + WAIT_S

@@ -34,6 +34,10 @@ def test_repository_api_is_off_by_default(server: ServerProcess) -> None:
     assert answer.status_code == 403
     assert "repository API is off" in answer.json()["error"]
     assert server.post("/v1/models/mlp:predict", {"instances": [[0.5] * 784]}).status_code == 200
+    # the API's refusal comes before its body is read: a garbage body changes nothing
+    for body in (b"garbage", {"parameters": {"config": "{}"}}):
+        answer = server.post("/v2/repository/models/mlp/load", body, headers=AUTH)
+        assert answer.status_code == 403, answer.text
 
 
 def test_token_required_and_poll_mode_unload_holds_until_load(
@@ -49,6 +53,8 @@ def test_token_required_and_poll_mode_unload_holds_until_load(
     try:
         no_token = server.post("/v2/repository/models/other/unload")
         assert no_token.status_code == 401 and "Bearer" in no_token.json()["error"]
+        no_token = server.post("/v2/repository/models/other/load", b"garbage")
+        assert no_token.status_code == 401, no_token.text
         wrong = server.post(
             "/v2/repository/models/other/unload", headers={"Authorization": "Bearer nope"}
         )
@@ -58,6 +64,7 @@ def test_token_required_and_poll_mode_unload_holds_until_load(
         for body, words in (  # a body keepwarm would ignore is refused, not ignored
             (b"garbage", "malformed JSON"),
             ([1], "must be a JSON object"),
+            ({"parameters": 5}, "'parameters' of the load request must be an object"),
             ({"parameters": {"config": "{}"}}, "['config'] are not supported"),
         ):
             refused = server.post("/v2/repository/models/other/load", body, headers=AUTH)

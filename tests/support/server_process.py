@@ -87,7 +87,7 @@ class ServerProcess:
         return found[0]
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.get(self.url + path, timeout=60, **kwargs)
+        return requests.get(self.url + path, **{"timeout": 60, **kwargs})
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
         data = body if isinstance(body, bytes | str) or body is None else orjson.dumps(body)

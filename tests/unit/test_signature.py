@@ -160,3 +160,11 @@ def test_one_array_is_accepted_exactly_when_its_shape_matches(
         else:
             with pytest.raises(InvalidInputError):
                 signature.coerce(x)
+
+
+def test_a_string_input_is_named_string_in_messages_not_numpy_object() -> None:
+    signature = one_input("object")
+    assert signature.inputs[0].describe() == "x: string[-1]"
+    message = refused(signature, np.array([[b"a"]], dtype=object))
+    assert "expected shape string[-1]" in message and "object" not in message
+    assert "expected dtype string, got float32" in refused(signature, np.ones(1, np.float32))

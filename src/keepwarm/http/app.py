@@ -176,9 +176,11 @@ class HttpApp:
             raise InvalidInputError("the path is not valid UTF-8 after percent-decoding") from None
         if route is None:
             if other:
-                return error_response(
+                refused = error_response(
                     InvalidInputError(f"method {scope['method']} is not allowed here"), 0
                 ).with_status(405)
+                refused.headers.append((b"allow", ", ".join(other).encode()))
+                return refused
             raise ModelNotFoundError(f"no route for {scope['method']} {scope['path']}")
         for key in ("model", "label"):
             if key in params:

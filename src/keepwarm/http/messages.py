@@ -151,9 +151,9 @@ class Request:
         if encoding in ("", "identity"):
             return data
         if encoding in ("gzip", "x-gzip"):
-            return _inflate(zlib.decompressobj(16 + zlib.MAX_WBITS), data, limit)
+            return _inflate(data, limit, gzip=True)
         if encoding == "deflate":
-            return _inflate(zlib.decompressobj(), data, limit)
+            return _inflate(data, limit, gzip=False)
         raise InvalidInputError(
             f"Content-Encoding {encoding!r} is not supported (gzip, deflate or identity)"
         )
@@ -195,16 +195,29 @@ async def answer_and_close(send: Send, start: Message, body: bytes) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def _inflate(inflater: Any, data: bytes, limit: int) -> bytes:
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInputError(f"the body is not valid compressed data: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise too_large(limit, "more after decompression")
-    if not inflater.eof:
-        raise InvalidInputError("the compressed body is truncated")
-    return bytes(out)
+def _inflate(data: bytes, limit: int, *, gzip: bool) -> bytes:
+    """``data`` decompressed, at most ``limit`` bytes of it. A gzip body of several members
+    (RFC 1952) is their contents joined; other bytes after the compressed data are refused."""
+    wbits = 16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS
+    pieces: list[bytes] = []
+    size = 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(data, limit - size + 1)
+        except zlib.error as exc:
+            raise InvalidInputError(f"the body is not valid compressed data: {exc}") from None
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
+            raise too_large(limit, "more after decompression")
+        if not inflater.eof:
+            raise InvalidInputError("the compressed body is truncated")
+        pieces.append(out)
+        data = inflater.unused_data
+        if not data:
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if not (gzip and data.startswith(b"\x1f\x8b")):  # not another gzip member
+            raise InvalidInputError(f"the body has {len(data)} bytes after the compressed data")
 
 
 def too_large(limit: int, got: str) -> PayloadTooLargeError:

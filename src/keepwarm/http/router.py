@@ -35,19 +35,22 @@ class Router:
             segments = route.segments
             self._by_length.setdefault(len(segments), []).append((route, segments))
 
-    def match(self, method: str, raw_path: bytes) -> tuple[Route | None, dict[str, str], bool]:
-        """The route, its parameters, and whether the path exists for another method."""
+    def match(
+        self, method: str, raw_path: bytes
+    ) -> tuple[Route | None, dict[str, str], tuple[str, ...]]:
+        """The route and its parameters; without one, the methods the path takes (a 405's
+        ``Allow``; HEAD beside GET), if any."""
         parts = _split(raw_path.decode("latin-1"))
         segments = [unquote(p, errors="strict") if "%" in p else p for p in parts]
-        other_method = False
+        allowed: list[str] = []
         for route, pattern in self._by_length.get(len(segments), ()):
             params = _bind(pattern, segments)
             if params is None:
                 continue
             if route.method == method or (method == "HEAD" and route.method == "GET"):
-                return route, params, False
-            other_method = True
-        return None, {}, other_method
+                return route, params, ()
+            allowed += ["GET", "HEAD"] if route.method == "GET" else [route.method]
+        return None, {}, tuple(dict.fromkeys(allowed))
 
 
 def _split(path: str) -> list[str]:

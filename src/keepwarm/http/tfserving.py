@@ -45,13 +45,15 @@ class TfServingRoutes:
         wanted = _which(request)
         versions, problem = self.service.model_status(name)
         if isinstance(wanted, str):
-            info = await self.service.model_info(name, wanted)
+            info = await self.service.model_info(name, wanted, header_timeout(request))
             wanted = info.version
         shown = tfserving.version_states(name, versions, wanted, problem)
         return json_response(tfserving.model_status(shown))
 
     async def metadata(self, request: Request) -> Response:
-        info = await self.service.model_info(request.params["model"], _version_text(request))
+        info = await self.service.model_info(
+            request.params["model"], _version_text(request), header_timeout(request)
+        )
         return json_response(tfserving.model_metadata(info.name, info.version, info.signature))
 
     async def predict(self, request: Request) -> Response:

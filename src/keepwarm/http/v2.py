@@ -65,11 +65,17 @@ class V2Routes:
         return json_response({"name": params["model"], "ready": ready}, 200 if ready else 503)
 
     async def model_metadata(self, request: Request) -> Response:
-        info = await self.service.model_info(request.params["model"], request.params.get("version"))
+        params = request.params
+        info = await self.service.model_info(
+            params["model"], params.get("version"), header_timeout(request)
+        )
         return json_response(v2meta.model_metadata(info.name, info.versions, info.signature))
 
     async def model_config(self, request: Request) -> Response:
-        info = await self.service.model_info(request.params["model"], request.params.get("version"))
+        params = request.params
+        info = await self.service.model_info(
+            params["model"], params.get("version"), header_timeout(request)
+        )
         return json_response(v2meta.model_config(info.name, info.signature))
 
     async def stats(self, request: Request) -> Response:
@@ -91,25 +97,32 @@ class V2Routes:
         return json_response(self.service.index())
 
     async def load(self, request: Request) -> Response:
-        await self._parameters(request, "load")
-        await self.service.load(request.params["model"], bearer(request.header(b"authorization")))
+        token = await self._parameters(request, "load")
+        await self.service.load(request.params["model"], token)
         return json_response({})
 
     async def unload(self, request: Request) -> Response:
-        await self._parameters(request, "unload")
-        await self.service.unload(request.params["model"], bearer(request.header(b"authorization")))
+        token = await self._parameters(request, "unload")
+        await self.service.unload(request.params["model"], token)
         return json_response({})
 
-    async def _parameters(self, request: Request, action: str) -> None:
-        """A load or unload body: none, or an object whose ``parameters`` keepwarm honours."""
+    async def _parameters(self, request: Request, action: str) -> str | None:
+        """The token presented, once the API and the token are checked (401 and 403 before
+        the body is read); a load or unload body: none, or an object whose ``parameters``
+        keepwarm honours."""
+        token = bearer(request.header(b"authorization"))
+        self.service.management.authorize(token)
         body = await request.body()
         if not body.strip():
-            return
+            return token
         options = jsonio.loads(body, max_depth=self.max_json_depth)
-        found = options.get("parameters", {}) if isinstance(options, dict) else None
-        if not isinstance(found, dict):
+        if not isinstance(options, dict):
             raise InvalidInputError(f"the {action} request body must be a JSON object")
+        found = options.get("parameters", {})
+        if not isinstance(found, dict):
+            raise InvalidInputError(f"'parameters' of the {action} request must be an object")
         check_parameters(action, found)
+        return token
 
     async def infer(self, request: Request) -> Response:
         service = self.service
@@ -165,5 +178,7 @@ def _header_length(request: Request) -> int | None:
     if value is None:
         return None
     if not (value.isascii() and value.strip().isdigit()):
-        raise InvalidInputError(f"Inference-Header-Content-Length {value!r} is not a number")
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length {value!r} is not a number of bytes, at least 0"
+        )
     return int(value)

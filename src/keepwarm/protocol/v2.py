@@ -105,6 +105,11 @@ def _decoded(request: dict[str, Any], binary: memoryview) -> InferRequest:
             f"the binary section holds {len(binary)} bytes but the inputs' "
             f"binary_data_size add up to {offset}"
         )
+    binary_out = parameters.get("binary_data_output")
+    if binary_out is not None and not isinstance(binary_out, bool):
+        raise InvalidInputError(
+            f"parameters.binary_data_output must be true or false, got {binary_out!r}"
+        )
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInputError("'id' must be a string")
@@ -112,7 +117,7 @@ def _decoded(request: dict[str, Any], binary: memoryview) -> InferRequest:
         inputs=inputs,
         id=request_id,
         outputs=_requested_outputs(request.get("outputs")),
-        binary_outputs=parameters.get("binary_data_output") is True,
+        binary_outputs=binary_out is True,
         parameters=parameters,
     )
 
@@ -196,7 +201,7 @@ def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
         return None
     if not isinstance(value, list):
         raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
-    wanted = []
+    wanted: list[RequestedOutput] = []
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
@@ -208,6 +213,8 @@ def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
             raise InvalidInputError(
                 f"output {item['name']!r}: binary_data must be true or false, got {binary!r}"
             )
+        if any(seen.name == item["name"] for seen in wanted):
+            raise InvalidInputError(f"requested output {item['name']!r} is given twice")
         wanted.append(RequestedOutput(item["name"], binary))
     return tuple(wanted)
 

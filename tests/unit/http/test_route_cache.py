@@ -16,6 +16,12 @@ from keepwarm.http.app import RESOLVED_PATHS
 
 def call(app: HttpApp, method: str, raw_path: bytes) -> tuple[int, Any]:
     """One request through the ASGI app: its status and JSON body."""
+    sent = call_messages(app, method, raw_path)
+    return sent[0]["status"], orjson.loads(sent[1]["body"])
+
+
+def call_messages(app: HttpApp, method: str, raw_path: bytes) -> list[dict[str, Any]]:
+    """One request through the ASGI app: the messages it sent."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -28,7 +34,7 @@ def call(app: HttpApp, method: str, raw_path: bytes) -> tuple[int, Any]:
     scope = {"type": "http", "method": method, "path": path, "raw_path": raw_path,
              "query_string": b"", "headers": []}  # fmt: skip
     asyncio.run(app(scope, receive, send))
-    return sent[0]["status"], orjson.loads(sent[1]["body"])
+    return sent
 
 
 def missing(name: str) -> dict[str, str]:
@@ -59,6 +65,19 @@ def test_a_path_for_another_method_is_405_every_time(app: HttpApp) -> None:
     for _ in range(3):
         assert call(app, "POST", b"/v2/models/m/ready")[0] == 405
     assert call(app, "GET", b"/v2/models/m/ready") == (404, missing("m"))
+
+
+def test_a_405_names_the_methods_the_path_takes(app: HttpApp) -> None:
+    """RFC 9110: a 405 carries ``Allow`` (HEAD with GET: the app answers it)."""
+    for method, path, allowed in (
+        ("POST", b"/v2/models/m/ready", b"GET, HEAD"),
+        ("OPTIONS", b"/v2/models/m/infer", b"POST"),
+        ("DELETE", b"/v1/models/m:predict", b"POST"),
+    ):
+        sent = call_messages(app, method, path)
+        assert sent[0]["status"] == 405
+        assert dict(sent[0]["headers"]).get(b"allow") == allowed
+        assert f"method {method} is not allowed" in orjson.loads(sent[1]["body"])["error"]
 
 
 def test_escaped_and_plain_spellings_name_the_same_model_each_time(app: HttpApp) -> None:

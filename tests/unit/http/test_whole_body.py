@@ -13,6 +13,7 @@ import gc
 import gzip
 import hashlib
 import os
+import zlib
 
 import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -187,6 +188,30 @@ def test_a_gzip_body_over_the_limit_once_decompressed_is_refused() -> None:
     assert got[0].startswith(b"HTTP/1.1 413 ")
     assert b"after decompression" in got[0]
     assert got[1].endswith(b"\r\n\r\n" + digest(BIG[: LIMIT // 2]))
+
+
+def test_gzip_members_are_one_body_and_bytes_after_the_data_are_refused() -> None:
+    """RFC 1952: a gzip body of several members is their contents joined (the first
+    member alone was taken, the rest dropped unread); bytes that are no member after the
+    compressed data are a 400 (they were dropped), as in a deflate body."""
+    first, second = BIG[:1000], BIG[1000:3000]
+    members = gzip.compress(first) + gzip.compress(second)
+    got: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        got.append(await one(port, post("/", members, b"content-encoding: gzip")))
+        tailed = gzip.compress(first) + b"garbage"
+        got.append(await one(port, post("/", tailed, b"content-encoding: gzip")))
+        tailed = zlib.compress(first) + b"garbage"
+        got.append(await one(port, post("/", tailed, b"content-encoding: deflate")))
+        over = members + gzip.compress(b"0" * LIMIT)  # the members' sum is over the limit
+        got.append(await one(port, post("/", over, b"content-encoding: gzip")))
+
+    run(app_with(LIMIT), talk, base=Counting)
+    assert got[0].endswith(b"\r\n\r\n" + digest(first + second)), got[0]
+    for answer in got[1:3]:
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"after the compressed data" in answer
+    assert got[3].startswith(b"HTTP/1.1 413 ") and b"after decompression" in got[3]
 
 
 def test_a_client_that_closes_mid_body_fails_the_read() -> None:

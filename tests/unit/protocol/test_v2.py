@@ -158,6 +158,13 @@ HOSTILE = [
         "given twice",
     ),
     (orjson.dumps({"inputs": [{"name": "x"}], "outputs": "y"}), "unknown datatype None"),
+    (
+        body(
+            {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},
+            outputs=[{"name": "y"}, {"name": "y", "parameters": {"binary_data": True}}],
+        ),
+        "requested output 'y' is given twice",
+    ),
 ]
 
 
