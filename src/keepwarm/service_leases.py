@@ -205,6 +205,12 @@ class Leases:
     def _refuse_held(self, name: str) -> None:
         why = self.held(name)
         if why is not None:
-            raise UnavailableError(
-                f"model {name!r} is {why}; load it with POST /v2/repository/models/{name}/load"
-            )
+            raise held_error(name, why)
+
+
+def held_error(name: str, why: str) -> UnavailableError:
+    """What a request for a model the repository API holds unloaded gets (``why``: the
+    reason it is held), its status too."""
+    return UnavailableError(
+        f"model {name!r} is {why}; load it with POST /v2/repository/models/{name}/load"
+    )

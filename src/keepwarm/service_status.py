@@ -11,6 +11,7 @@ from keepwarm.batching.registry import live_batchers
 from keepwarm.errors import ModelNotFoundError
 from keepwarm.repository import Repository
 from keepwarm.repository_status import ModelStatus, RepositoryStatus
+from keepwarm.service_leases import held_error
 from keepwarm.service_names import check_name, parse_version
 from keepwarm.service_stats import Statistics
 
@@ -70,9 +71,12 @@ class StatusView:
 
     def model(self, name: str) -> tuple[list[tuple[int, str, str]], str | None]:
         """``versions(name)`` and why the model's ``model.toml`` is invalid now (its last
-        good configuration in force), or None, from one status of the repository."""
-        if self.held(name) is not None:
-            return [], None
+        good configuration in force), or None, from one status of the repository; a model
+        the repository API holds unloaded is ``UnavailableError`` saying so, as a request
+        for it is (an empty list of versions told a TF Serving client nothing)."""
+        why = self.held(name)
+        if why is not None:
+            raise held_error(name, why)
         status = self.repository.status()
         name = check_name(name)
         versions = model_states(status).get(name)

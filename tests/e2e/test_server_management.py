@@ -74,6 +74,8 @@ def test_token_required_and_poll_mode_unload_holds_until_load(
         assert index(server)["other"]["reason"] == "unloaded by API"
         refused = server.post("/v2/models/other/infer", BODY)
         assert refused.status_code == 503 and "unloaded by API" in refused.json()["error"]
+        status = server.get("/v1/models/other")  # TF Serving's status says so too
+        assert status.status_code == 503 and "unloaded by API" in status.json()["error"]
         # New versions of both models land: the scan loads the first's, not the other's.
         place(onnx_root / "other", 2, example_models / "mlp_onnx" / "1")
         place(onnx_root / "first", 2, example_models / "mlp_onnx" / "1")
