@@ -8,8 +8,10 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import InvalidConfigError, KeepwarmError
 from keepwarm.settings import Settings
+from keepwarm.settings_sections import FIELDS
+from keepwarm.settings_values import Expected
 
 
 def add_serve_command(commands: Any) -> None:
@@ -153,37 +155,51 @@ def run_serve(args: argparse.Namespace) -> int:
         return 130
 
 
+#: Each ``serve`` flag's ``Settings`` key (``section__field``), by its argparse ``dest``.
+SETTINGS_OF_FLAGS = {
+    "host": "server__host",
+    "http_port": "server__http_port",
+    "grpc_port": "server__grpc_port",
+    "tls_cert": "server__tls_cert",
+    "tls_key": "server__tls_key",
+    "max_body_bytes": "server__max_body_bytes",
+    "request_timeout_ms": "server__request_timeout_ms",
+    "keep_alive_timeout": "server__keep_alive_timeout",
+    "header_timeout": "server__header_timeout",
+    "body_timeout": "server__body_timeout",
+    "max_header_bytes": "server__max_header_bytes",
+    "write_timeout": "server__write_timeout",
+    "model_control": "server__model_control",
+    "strict_readiness": "server__strict_readiness",
+    "processes": "server__processes",
+    "management_api": "server__management_api",
+    "token_file": "server__token_file",
+    "poll_seconds": "repository__poll_seconds",
+    "watch": "repository__watch",
+    "on_demand": "repository__on_demand",
+    "max_bytes": "budget__max_bytes",
+    "max_models": "budget__max_models",
+    "load_timeout": "loading__load_timeout",
+    "drain_timeout": "loading__drain_timeout",
+    "allow_unsafe": "loading__allow_unsafe",
+}
+
+
 def serve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Flags over ``KEEPWARM_*`` (the process's variables unless given) over ``--config`` over the
-    defaults; a flag not given is None, which leaves the setting to the layers below."""
-    return Settings.load(
-        file=args.config,
-        environ=environ,
-        overrides=dict(
-            server__host=args.host,
-            server__http_port=args.http_port,
-            server__grpc_port=args.grpc_port,
-            server__tls_cert=args.tls_cert,
-            server__tls_key=args.tls_key,
-            server__max_body_bytes=args.max_body_bytes,
-            server__request_timeout_ms=args.request_timeout_ms,
-            server__keep_alive_timeout=args.keep_alive_timeout,
-            server__header_timeout=args.header_timeout,
-            server__body_timeout=args.body_timeout,
-            server__max_header_bytes=args.max_header_bytes,
-            server__write_timeout=args.write_timeout,
-            server__model_control=args.model_control,
-            server__strict_readiness=args.strict_readiness,
-            server__processes=args.processes,
-            server__management_api=args.management_api,
-            server__token_file=args.token_file,
-            repository__poll_seconds=args.poll_seconds,
-            repository__watch=args.watch,
-            repository__on_demand=args.on_demand,
-            budget__max_bytes=args.max_bytes,
-            budget__max_models=args.max_models,
-            loading__load_timeout=args.load_timeout,
-            loading__drain_timeout=args.drain_timeout,
-            loading__allow_unsafe=args.allow_unsafe,
-        ),
-    )
+    defaults; a flag not given is None, which leaves the setting to the layers below. A bad
+    flag is an error naming it as typed (``--http-port 70000``) and the setting it sets."""
+    overrides = {key: getattr(args, dest) for dest, key in SETTINGS_OF_FLAGS.items()}
+    for dest, key in SETTINGS_OF_FLAGS.items():
+        value = overrides[key]
+        if value is not None:
+            _check_flag("--" + dest.replace("_", "-"), key, value)
+    return Settings.load(file=args.config, environ=environ, overrides=overrides)
+
+
+def _check_flag(flag: str, key: str, value: Any) -> None:
+    section, _, name = key.partition("__")
+    try:
+        FIELDS[section][name].metadata["parse"](value)
+    except Expected as exc:
+        raise InvalidConfigError(f"{flag} {value!r} ({section}.{name}): expected {exc}") from None

@@ -99,3 +99,22 @@ def test_a_token_file_other_users_can_read_is_warned_about(
     with caplog.at_level(logging.WARNING, logger="keepwarm.server"):
         assert management_token(settings) == "s3cret"
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--http-port", "70000"], "--http-port 70000 (server.http_port): expected an integer"),
+        (["--grpc-port", "-1"], "--grpc-port -1 (server.grpc_port): expected an integer"),
+        (["--poll-seconds", "nan"], "--poll-seconds nan (repository.poll_seconds): expected"),
+        (["--max-bytes", "lots"], "--max-bytes 'lots' (budget.max_bytes): expected bytes"),
+    ],
+)
+def test_a_bad_flag_is_named_as_it_was_typed(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keepwarm.cli import main
+
+    # was "server__http_port=70000", a spelling the user never typed
+    assert main(["serve", ".", *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {said}")
