@@ -177,3 +177,17 @@ def test_sigterm_while_starting_exits_0(tmp_path: Path, example_models: Path) ->
     assert code == 0, output
     assert "Traceback" not in output, output
     assert "stopped" in output.splitlines(), output
+
+
+def test_a_body_limit_beyond_grpcs_largest_message_still_serves(tmp_path: Path) -> None:
+    # gRPC's message limit is a C int: 3 GiB was an OverflowError traceback at start
+    root = tmp_path / "models"
+    root.mkdir()
+    server = ServerProcess(root, "--max-body-bytes", "3GiB")
+    try:
+        assert server.get("/v2/health/ready").status_code == 200
+        from support.grpc_repo import wait_serving
+
+        wait_serving(server.grpc_address)
+    finally:
+        assert server.stop() == 0
