@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -137,7 +138,19 @@ def serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM before the server's own handlers are in place (a BaseException, as
+    KeyboardInterrupt: start-up code that catches Exception lets it through)."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    # Until the server (or the supervisor) puts its own handlers in place: nothing is
+    # served yet, so SIGTERM ends the start and exits 0, as a drained server does.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         settings = serve_settings(args)
         if settings.server.processes > 1:
@@ -153,6 +166,41 @@ def run_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the server's own handlers are in place
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("stopped", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+#: Each ``serve`` flag's ``Settings`` key (``section__field``), by its argparse ``dest``.
+SETTINGS_OF_FLAGS = {
+    "host": "server__host",
+    "http_port": "server__http_port",
+    "grpc_port": "server__grpc_port",
+    "tls_cert": "server__tls_cert",
+    "tls_key": "server__tls_key",
+    "max_body_bytes": "server__max_body_bytes",
+    "request_timeout_ms": "server__request_timeout_ms",
+    "keep_alive_timeout": "server__keep_alive_timeout",
+    "header_timeout": "server__header_timeout",
+    "body_timeout": "server__body_timeout",
+    "max_header_bytes": "server__max_header_bytes",
+    "write_timeout": "server__write_timeout",
+    "model_control": "server__model_control",
+    "strict_readiness": "server__strict_readiness",
+    "processes": "server__processes",
+    "management_api": "server__management_api",
+    "token_file": "server__token_file",
+    "poll_seconds": "repository__poll_seconds",
+    "watch": "repository__watch",
+    "on_demand": "repository__on_demand",
+    "max_bytes": "budget__max_bytes",
+    "max_models": "budget__max_models",
+    "load_timeout": "loading__load_timeout",
+    "drain_timeout": "loading__drain_timeout",
+    "allow_unsafe": "loading__allow_unsafe",
+}
 
 
 #: Each ``serve`` flag's ``Settings`` key (``section__field``), by its argparse ``dest``.

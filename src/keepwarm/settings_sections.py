@@ -213,6 +213,11 @@ class ServerSettings:
                 "server.tls_cert and server.tls_key: expected both or neither, got only "
                 + ("tls_cert" if self.tls_key is None else "tls_key")
             )
+        if self.http_port == self.grpc_port != 0:
+            raise InvalidConfigError(
+                f"server.http_port and server.grpc_port are both {self.http_port}: expected "
+                "two different ports (or 0 for any free one)"
+            )
 
 
 @dataclass(frozen=True)

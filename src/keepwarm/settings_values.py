@@ -150,10 +150,17 @@ def integer(minimum: int, maximum: int | None = None, *, optional: bool = False)
     return parse
 
 
+#: The most any number setting (durations all, in seconds or milliseconds) may be without
+#: a maximum of its own: about 31 years. Threads wait in C types: a poll interval of 1e300
+#: s killed the poll thread with an OverflowError.
+MAX_NUMBER = 1e9
+
+
 def number(
     minimum: float, *, above: bool = False, optional: bool = False, maximum: float | None = None
 ) -> Parser:
-    """A finite float ``>= minimum`` (``> minimum`` when ``above``), at most ``maximum``."""
+    """A finite float ``>= minimum`` (``> minimum`` when ``above``), at most ``maximum``
+    (``MAX_NUMBER`` when not given)."""
     bound = f"{'>' if above else '>='} {minimum:g}"
     if maximum is not None:
         bound += f" and <= {maximum:g}"
@@ -174,6 +181,8 @@ def number(
             raise Expected(expected)
         if maximum is not None and result > maximum:
             raise Expected(expected)
+        if result > MAX_NUMBER:
+            raise Expected(f"{expected} (at most {MAX_NUMBER:g})")
         return result
 
     return parse

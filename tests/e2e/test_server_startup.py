@@ -136,12 +136,9 @@ def _preloading(pid: int) -> bool:
     return "libtensorflow_framework" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_ctrl_c_while_starting_exits_130_without_a_traceback(
-    tmp_path: Path, example_models: Path
-) -> None:
-    # Python's KeyboardInterrupt lands in whatever the start-up is doing (imports, the
-    # repository's first scan), before the server's own handlers are in place
-    root = _root(tmp_path, example_models)
+def _signal_while_starting(root: Path, signum: int) -> tuple[int, str]:
+    """``keepwarm serve root`` given ``signum`` early in its start (before its own handlers
+    are in place): its exit code and output."""
     src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": src}
     command = [sys.executable, "-m", "keepwarm", "serve", str(root), "--port", "0"]
@@ -154,11 +151,43 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(
             if _preloading(proc.pid):
                 break
             time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         output, _ = proc.communicate(timeout=EXIT_S)
     finally:
         proc.kill()
+    return proc.returncode, output
+
+
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(
+    tmp_path: Path, example_models: Path
+) -> None:
+    # Python's KeyboardInterrupt lands in whatever the start-up is doing (imports, the
+    # repository's first scan), before the server's own handlers are in place
+    code, output = _signal_while_starting(_root(tmp_path, example_models), signal.SIGINT)
     assert "Traceback" not in output, output
     if "shutting down (SIGINT)" not in output:  # not the server's own handler's answer
-        assert proc.returncode == 130, output
+        assert code == 130, output
         assert "interrupted" in output.splitlines(), output
+
+
+def test_sigterm_while_starting_exits_0(tmp_path: Path, example_models: Path) -> None:
+    # nothing is served yet, so nothing is left to finish: exit 0 as a drained server does
+    # (was the default action: killed by the signal, exit status -15, nothing said)
+    code, output = _signal_while_starting(_root(tmp_path, example_models), signal.SIGTERM)
+    assert code == 0, output
+    assert "Traceback" not in output, output
+    assert "stopped" in output.splitlines(), output
+
+
+def test_a_body_limit_beyond_grpcs_largest_message_still_serves(tmp_path: Path) -> None:
+    # gRPC's message limit is a C int: 3 GiB was an OverflowError traceback at start
+    root = tmp_path / "models"
+    root.mkdir()
+    server = ServerProcess(root, "--max-body-bytes", "3GiB")
+    try:
+        assert server.get("/v2/health/ready").status_code == 200
+        from support.grpc_repo import wait_serving
+
+        wait_serving(server.grpc_address)
+    finally:
+        assert server.stop() == 0

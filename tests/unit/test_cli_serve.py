@@ -118,3 +118,13 @@ def test_a_bad_flag_is_named_as_it_was_typed(
     # was "server__http_port=70000", a spelling the user never typed
     assert main(["serve", ".", *argv]) == 2
     assert capsys.readouterr().err.startswith(f"error: {said}")
+
+
+def test_one_port_for_rest_and_grpc_is_refused() -> None:
+    # was: REST bound, then "gRPC port 9000: Failed to bind ...; set GRPC_VERBOSITY=debug"
+    with pytest.raises(InvalidConfigError, match=r"http_port and server\.grpc_port are both 9000"):
+        settings_for("--port", "9000", "--grpc-port", "9000")
+    environ = {"KEEPWARM_SERVER__GRPC_PORT": "8501"}
+    with pytest.raises(InvalidConfigError, match="both 8501"):
+        settings_for(environ=environ)  # the default REST port
+    assert settings_for("--port", "0", "--grpc-port", "0").server.grpc_port == 0  # any two

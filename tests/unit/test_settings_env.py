@@ -123,6 +123,10 @@ def test_legacy_share_of_ram_and_the_old_error() -> None:
         ("KEEPWARM_LOADING__LOAD_TIMEOUT", "-1", "a number > 0"),
         ("KEEPWARM_LOADING__LOAD_TIMEOUT", "nan", "a number > 0"),
         ("KEEPWARM_REPOSITORY__POLL_SECONDS", "soon", "a number > 0"),
+        # waits in C types overflowed: the poll thread died of an OverflowError
+        ("KEEPWARM_REPOSITORY__POLL_SECONDS", "1e300", "a number > 0 (at most 1e+09)"),
+        ("KEEPWARM_LOADING__LOAD_TIMEOUT", "1e300", "a number > 0 (at most 1e+09)"),
+        ("KEEPWARM_SERVER__REQUEST_TIMEOUT_MS", "1e300", "(at most 1e+09)"),
         ("KEEPWARM_CACHE_MAX_BYTES", "-5GB", "expected bytes"),
     ],
 )

@@ -44,6 +44,9 @@ SERVICES = (
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+#: The largest message grpcio takes a limit for (its channel arguments are C ints): a
+#: ``server.max_body_bytes`` above it bounds REST bodies alone.
+MAX_MESSAGE_BYTES = 2**31 - 1
 #: Handler threads: RPCs beyond them wait for one. A request waiting for its batch holds
 #: one, as does a health watch; at most the service's ``workers`` run a model at once.
 DEFAULT_THREADS = 64
@@ -83,6 +86,7 @@ class GrpcServer:
         self._ready: bool | None = None
         self._unsubscribe: Any = None
         self._health_lock = threading.Lock()
+        max_message_bytes = min(max_message_bytes, MAX_MESSAGE_BYTES)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="keepwarm-grpc")
         self._server = grpc.server(
             self._pool,
