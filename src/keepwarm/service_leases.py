@@ -212,5 +212,6 @@ def held_error(name: str, why: str) -> UnavailableError:
     """What a request for a model the repository API holds unloaded gets (``why``: the
     reason it is held), its status too."""
     return UnavailableError(
-        f"model {name!r} is {why}; load it with POST /v2/repository/models/{name}/load"
+        f"model {name!r} is {why}; load it through the repository API (REST: POST "
+        f"/v2/repository/models/{name}/load; gRPC: RepositoryModelLoad)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,18 @@ def test_a_copy_evicted_from_the_download_cache_is_copied_again(
     listing = source.scan()["mlp"].versions[1]
     assert listing.complete and listing.path == local and local.exists()
     assert entry_of(local, downloads) is not None
+
+
+def test_a_store_that_cannot_be_reached_is_a_failed_scan_not_an_empty_repository() -> None:
+    # fsspec's find omits listing errors: this listed as {} and a server stood ready, empty
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    url = f"http://127.0.0.1:{port}/models"
+    with pytest.raises(keepwarm.DownloadError, match=f"listing the model repository {url}"):
+        RemoteSource(url).scan()
+
+
+def test_an_empty_store_is_an_empty_repository(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    assert RemoteSource((tmp_path / "models").as_uri()).scan() == {}

@@ -6,12 +6,16 @@ taken is copied into the verified local cache (``sources.remote.copy_to_cache``)
 format checked there; the manager then loads the local copy.
 
 A store that cannot be listed fails the scan with a ``ModelNotFoundError`` (it does not
-exist) or a ``DownloadError`` naming the URL; a ``model.toml`` that cannot be read is that
+exist) or a ``DownloadError`` naming the URL (fsspec's ``find`` walks with listing errors
+omitted, so an empty result is listed again with ``ls``, which raises them: an HTTP store
+that could not be reached listed as an empty repository, and the server stood ready with
+no models); a ``model.toml`` that cannot be read is that
 model's ``config_error``, and its last good configuration stays in force.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -96,6 +100,9 @@ class RemoteSource:
         try:
             fs.invalidate_cache()
             found: dict[str, Any] = fs.find(root, withdirs=False, detail=True)
+            if not found:  # ``find`` walks with errors omitted: an unreachable store is empty
+                with contextlib.suppress(FileNotFoundError):  # nothing there: empty
+                    fs.ls(root, detail=False)  # raises what the walk swallowed
         except FileNotFoundError as exc:
             raise ModelNotFoundError(f"model repository {self.url} does not exist: {exc}") from exc
         except OSError as exc:
