@@ -66,7 +66,10 @@ class RepositoryRequests:
 
     def route(self, name: str, version: Version) -> Target | None:
         """The serving map's READY target for a request (no lock), or None."""
-        route = self.serving.routes.get(name)
+        try:
+            route = self.serving.routes.get(name)
+        except TypeError:  # an unhashable name: the slow path says what is wrong
+            return None
         if route is None:
             return None
         return route.default if version is None else route.find(version)

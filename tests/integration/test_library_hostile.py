@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keepwarm import InvalidConfigError, ModelCache
+from keepwarm import InvalidConfigError, InvalidInputError, ModelCache, Repository
 from keepwarm.errors import InternalError
 from keepwarm.settings import BatchingSettings, Settings
 from support.misbehaving_models import (
@@ -144,3 +144,63 @@ def test_a_cache_refuses_a_policy_or_hook_of_the_wrong_kind(
     TypeError: 'int' object is not callable)."""
     with pytest.raises(InvalidConfigError, match=expected):
         ModelCache(max_models=1, **kwargs)  # type: ignore[arg-type]
+
+
+def _two_versions(root: Path) -> Path:
+    """Model ``m``, versions 1 and 2 of ``Doubles``, both served (a Python model:
+    allow_unsafe)."""
+    for version in (1, 2):
+        directory = root / "m" / str(version)
+        directory.mkdir(parents=True)
+        (directory / "keepwarm.toml").write_text(
+            '[python]\nclass = "support.misbehaving_models:Doubles"\n'
+        )
+        (directory / ".keepwarm-ready").touch()
+    (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    return root
+
+
+@pytest.mark.parametrize("version", [1.0, 2.5, b"1", [1], object()])
+def test_a_version_of_another_type_is_refused_not_served_as_the_default(
+    tmp_path: Path, version: object
+) -> None:
+    """It fell through every check to the default version: lease("m", 1.0) answered from
+    version 2."""
+    with Repository(_two_versions(tmp_path), allow_unsafe=True, poll_seconds=0.2) as repo:
+        assert repo.wait_ready("m", 1, timeout=30) == 1
+        assert repo.wait_ready("m", 2, timeout=30) == 2
+        for ask in (repo.try_acquire, repo.acquire):
+            with pytest.raises(InvalidInputError, match=r"version .* of model 'm': expected"):
+                ask("m", version)  # type: ignore[arg-type]
+        with repo.lease("m", 1) as model:
+            assert model.version == 1
+
+
+@pytest.mark.parametrize("name", [None, 5, b"m", ["m"]])
+def test_a_model_name_of_another_type_is_refused(tmp_path: Path, name: object) -> None:
+    with Repository(_two_versions(tmp_path), allow_unsafe=True, poll_seconds=0.2) as repo:
+        assert repo.wait_ready("m", 2, timeout=30) == 2
+        for ask in (repo.try_acquire, repo.acquire):
+            with pytest.raises(InvalidInputError, match=r"model name .*expected a string"):
+                ask(name)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"root": None}, r"repository root None: expected"),
+        ({"root": 5}, r"repository root 5: expected"),
+        ({"root": b"models"}, r"repository root b'models': expected"),
+        ({"root": ""}, r"repository root '': expected"),  # was the working directory
+        ({"root": "models", "allow_unsafe": "yes"}, r"allow_unsafe='yes': expected True"),
+        ({"root": "models", "on_demand": 1}, r"on_demand=1: expected True"),
+        ({"root": "models", "watch": "no"}, r"watch='no': expected True"),
+    ],
+)
+def test_a_repository_refuses_a_root_or_switch_of_the_wrong_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, object], expected: str
+) -> None:
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInputError, match=expected):
+        Repository(**kwargs)  # type: ignore[arg-type]
