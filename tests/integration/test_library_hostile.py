@@ -4,6 +4,7 @@ what was expected, never a silent wrong answer or a machine's memory spent."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Hashable, Iterator
 from pathlib import Path
@@ -204,3 +205,38 @@ def test_a_repository_refuses_a_root_or_switch_of_the_wrong_kind(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidInputError, match=expected):
         Repository(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [
+        ("5", r"timeout='5' \(str\): expected a number of seconds"),  # TypeError
+        (True, r"timeout=True \(bool\): expected a number of seconds"),  # taken as 1 s
+        (float("nan"), r"timeout=nan \(float\): expected a number of seconds"),
+    ],
+)
+def test_a_wait_for_a_load_refuses_a_timeout_that_is_not_a_number(
+    tmp_path: Path, cache: ModelCache, timeout: object, expected: str
+) -> None:
+    model = cache.handle(tmp_path, options={"class": Doubles})  # not loaded: acquire waits
+    with pytest.raises(InvalidInputError, match=expected):
+        model.acquire(timeout=timeout)  # type: ignore[arg-type]
+    repo = Repository(_two_versions(tmp_path / "repo"), on_demand=True, allow_unsafe=True)
+    with repo, pytest.raises(InvalidInputError, match=expected):
+        repo.acquire("m", timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_an_infinite_timeout_waits_without_bound(tmp_path: Path, cache: ModelCache) -> None:
+    """It raised OverflowError from the condition's wait."""
+    with cache.handle(tmp_path, options={"class": Doubles}).acquire(timeout=math.inf) as model:
+        assert model.predict(np.ones((1, 2), np.float32))["y"].tolist() == [[2.0, 2.0]]
+    repo = Repository(_two_versions(tmp_path / "repo"), on_demand=True, allow_unsafe=True)
+    with repo, repo.lease("m", 1, timeout=math.inf) as leased:
+        assert leased.version == 1
+
+
+def test_a_subscriber_that_is_not_callable_is_refused(tmp_path: Path) -> None:
+    """It was taken, and every event then logged a TypeError."""
+    repo = Repository(_two_versions(tmp_path), allow_unsafe=True)
+    with repo, pytest.raises(InvalidInputError, match=r"subscriber 5: expected a callable"):
+        repo.subscribe(5)  # type: ignore[arg-type]
