@@ -29,6 +29,7 @@ from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
 from keepwarm.errors import (
     DeadlineExceededError,
+    InvalidConfigError,
     InvalidInputError,
     KeepwarmError,
     ModelNotFoundError,
@@ -60,7 +61,7 @@ def _root(root: object) -> str:
 def _check_switch(name: str, value: object) -> None:
     """A keyword switch is a bool or None ('yes' was taken as the settings' text)."""
     if value is not None and type(value) is not bool:
-        raise InvalidInputError(f"{name}={value!r}: expected True, False or None")
+        raise InvalidConfigError(f"{name}={value!r}: expected true or false (or None)")
 
 
 class Repository:

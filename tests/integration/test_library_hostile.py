@@ -193,18 +193,31 @@ def test_a_model_name_of_another_type_is_refused(tmp_path: Path, name: object) -
         ({"root": 5}, r"repository root 5: expected"),
         ({"root": b"models"}, r"repository root b'models': expected"),
         ({"root": ""}, r"repository root '': expected"),  # was the working directory
-        ({"root": "models", "allow_unsafe": "yes"}, r"allow_unsafe='yes': expected True"),
-        ({"root": "models", "on_demand": 1}, r"on_demand=1: expected True"),
-        ({"root": "models", "watch": "no"}, r"watch='no': expected True"),
     ],
 )
-def test_a_repository_refuses_a_root_or_switch_of_the_wrong_kind(
+def test_a_repository_refuses_a_root_of_the_wrong_kind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, object], expected: str
 ) -> None:
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidInputError, match=expected):
         Repository(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"allow_unsafe": "yes"}, r"allow_unsafe='yes': expected true or false"),
+        ({"on_demand": 1}, r"on_demand=1: expected true or false"),
+        ({"watch": "no"}, r"watch='no': expected true or false"),
+    ],
+)
+def test_a_repository_refuses_a_switch_that_is_not_a_bool(
+    tmp_path: Path, kwargs: dict[str, object], expected: str
+) -> None:
+    """'yes' was taken as the settings take the environment's text."""
+    with pytest.raises(InvalidConfigError, match=expected):
+        Repository(tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
