@@ -99,7 +99,7 @@ from typing import Any
 
 from keepwarm.config_batching import BatchingConfig, batching_config, batching_section
 from keepwarm.config_optimize import OptimizeConfig, optimize_section
-from keepwarm.config_table import EMPTY, TomlTable
+from keepwarm.config_table import EMPTY, TomlTable, read_config_file
 from keepwarm.config_workers import WorkersConfig, workers_section
 from keepwarm.errors import InvalidConfigError
 from keepwarm.runtimes._executor import CHOICES as TF_EXECUTORS
@@ -285,11 +285,9 @@ def parse_model_config(text: str, *, source: str) -> ModelConfig:
 def load_model_config(path: Path) -> ModelConfig:
     """The configuration in ``path`` (a ``model.toml``); the defaults when it does not exist."""
     try:
-        raw = path.read_bytes()
+        raw = read_config_file(path)  # a regular file of at most 1 MiB
     except FileNotFoundError:
         return ModelConfig()
-    except OSError as exc:
-        raise InvalidConfigError(f"{path}: cannot be read: {exc}") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
