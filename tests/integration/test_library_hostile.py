@@ -24,6 +24,8 @@ from support.misbehaving_models import (
     AnswersWiderRows,
     Doubles,
     RenamesOutput,
+    TwoInputsNamedX,
+    TwoOutputsNamedY,
 )
 
 
@@ -253,3 +255,18 @@ def test_a_subscriber_that_is_not_callable_is_refused(tmp_path: Path) -> None:
     repo = Repository(_two_versions(tmp_path), allow_unsafe=True)
     with repo, pytest.raises(InvalidInputError, match=r"subscriber 5: expected a callable"):
         repo.subscribe(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (TwoInputsNamedX, r"TwoInputsNamedX.*input name 'x' twice"),
+        (TwoOutputsNamedY, r"TwoOutputsNamedY.*output name 'y' twice"),
+    ],
+)
+def test_a_python_signature_naming_a_tensor_twice_fails_the_load(
+    tmp_path: Path, cache: ModelCache, cls: type, expected: str
+) -> None:
+    """Such a model loaded, then refused every request (no dict matches both inputs)."""
+    with pytest.raises(InvalidConfigError, match=expected):
+        cache.load(tmp_path, options={"class": cls})

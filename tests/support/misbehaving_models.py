@@ -60,3 +60,19 @@ class AnswersFloat64(Doubles):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> Any:
         return {"y": inputs["x"].astype(np.float64) * 2}
+
+
+class TwoInputsNamedX(Doubles):
+    """Two inputs of one name: no dict of inputs can match both."""
+
+    signature = Signature(
+        (TensorSpec("x", F32, (None, 2)), TensorSpec("x", F32, (None, 3))),
+        (TensorSpec("y", F32, (None, 2)),),
+    )
+
+
+class TwoOutputsNamedY(Doubles):
+    signature = Signature(
+        (TensorSpec("x", F32, (None, 2)),),
+        (TensorSpec("y", F32, (None, 2)), TensorSpec("y", F32, (None, 2))),
+    )
