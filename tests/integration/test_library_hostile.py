@@ -270,3 +270,23 @@ def test_a_python_signature_naming_a_tensor_twice_fails_the_load(
     """Such a model loaded, then refused every request (no dict matches both inputs)."""
     with pytest.raises(InvalidConfigError, match=expected):
         cache.load(tmp_path, options={"class": cls})
+
+
+def test_a_handle_reloaded_at_a_new_version_tells_that_version_s_signature(
+    tmp_path: Path, cache: ModelCache
+) -> None:
+    """A handle on a versioned directory loads its highest version again after an
+    eviction; its signature stayed the one first loaded (rows of two), while the model
+    answering took rows of three."""
+    for version, cls in ((1, "Doubles"), (2, "DoublesThree")):
+        directory = tmp_path / str(version)
+        directory.mkdir()
+        (directory / "keepwarm.toml").write_text(
+            f'[python]\nclass = "support.misbehaving_models:{cls}"\n'
+        )
+        if version == 1:
+            model = cache.load(tmp_path, options={"allow_unsafe": True})
+            assert model.signature.inputs[0].shape == (None, 2)
+    assert cache.evict(tmp_path)
+    assert model.predict(np.ones((1, 3), np.float32))["y"].tolist() == [[2.0] * 3]
+    assert model.signature.inputs[0].shape == (None, 3)

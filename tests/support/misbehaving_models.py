@@ -76,3 +76,9 @@ class TwoOutputsNamedY(Doubles):
         (TensorSpec("x", F32, (None, 2)),),
         (TensorSpec("y", F32, (None, 2)), TensorSpec("y", F32, (None, 2))),
     )
+
+
+class DoublesThree(Doubles):
+    """``Doubles`` over rows of three."""
+
+    signature = Signature((TensorSpec("x", F32, (None, 3)),), (TensorSpec("y", F32, (None, 3)),))
