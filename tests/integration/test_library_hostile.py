@@ -290,3 +290,23 @@ def test_a_handle_reloaded_at_a_new_version_tells_that_version_s_signature(
     assert cache.evict(tmp_path)
     assert model.predict(np.ones((1, 3), np.float32))["y"].tolist() == [[2.0] * 3]
     assert model.signature.inputs[0].shape == (None, 3)
+
+
+@pytest.mark.parametrize("timeout", ["5", True, float("nan")])
+def test_wait_ready_refuses_a_timeout_that_is_not_a_number(tmp_path: Path, timeout: object) -> None:
+    """'5' raised TypeError; nan never timed out."""
+    repo = Repository(tmp_path, allow_unsafe=True, poll_seconds=0.05)
+    with repo, pytest.raises(InvalidInputError, match=r"timeout=.*expected a number"):
+        repo.wait_ready("m", timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_wait_ready_without_bound_waits_for_a_model_listed_later(tmp_path: Path) -> None:
+    """math.inf: OverflowError from the condition's wait, once the model was not listed."""
+    repo = Repository(tmp_path, allow_unsafe=True, poll_seconds=0.05)
+    with repo:
+        placing = threading.Timer(0.3, _two_versions, (tmp_path,))
+        placing.start()
+        try:
+            assert repo.wait_ready("m", 2, timeout=math.inf) == 2
+        finally:
+            placing.join()
