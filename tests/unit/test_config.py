@@ -139,6 +139,7 @@ def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
         ('[labels]\nstable = "3"', ["labels.stable:", "'3'"]),
         ("[warmup]\nruns = -1", ["warmup.runs:", ">= 0", "-1"]),
         ("[warmup]\nruns = 1.5", ["warmup.runs:", "integer", "1.5"]),
+        ("[warmup]\nruns = 1000000000", ["warmup.runs:", "0 to 1000", "1000000000"]),
         ('[warmup]\nsamples = "../w.npz"', ["warmup.samples:", "relative path"]),
         ('[warmup]\nsamples = "/tmp/w.npz"', ["warmup.samples:", "relative path"]),
         ('[warmup]\nsamples = "w.txt"', ["warmup.samples:", ".json or .npz", "'w.txt'"]),
