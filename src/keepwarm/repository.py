@@ -30,12 +30,11 @@ from keepwarm.core.states import State
 from keepwarm.core.timeouts import check_timeout
 from keepwarm.errors import (
     DeadlineExceededError,
-    InvalidConfigError,
-    InvalidInputError,
     KeepwarmError,
     ModelNotFoundError,
     UnavailableError,
 )
+from keepwarm.repository_args import check_root, check_switch
 from keepwarm.repository_catalog import Catalog
 from keepwarm.repository_reconcile import Reconciler, log_config_changes
 from keepwarm.repository_requests import LeaseContext, RepositoryRequests, Version
@@ -45,24 +44,6 @@ from keepwarm.settings import Settings
 from keepwarm.sources.listing import Source, open_source
 
 log = logging.getLogger("keepwarm.repository")
-
-
-def _root(root: object) -> str:
-    """``root`` as text, else InvalidInputError: an empty one named the working directory
-    (``Path("")`` is ``.``), None or bytes raised TypeError."""
-    text = root if type(root) is str else os.fspath(root) if isinstance(root, os.PathLike) else None
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInputError(
-            f"repository root {root!r}: expected a directory path or URL such as 'models', "
-            "'file:///srv/models' or 's3://bucket/models'"
-        )
-    return text
-
-
-def _check_switch(name: str, value: object) -> None:
-    """A keyword switch is a bool or None ('yes' was taken as the settings' text)."""
-    if value is not None and type(value) is not bool:
-        raise InvalidConfigError(f"{name}={value!r}: expected true or false (or None)")
 
 
 class Repository:
@@ -97,10 +78,10 @@ class Repository:
         source: Source | None = None,
         allow_unsafe: bool | None = None,
     ) -> None:
-        self.root = _root(root)
+        self.root = check_root(root)
         for switch, value in (("on_demand", on_demand), ("watch", watch)):
-            _check_switch(switch, value)
-        _check_switch("allow_unsafe", allow_unsafe)  # it lets model directories run code
+            check_switch(switch, value)
+        check_switch("allow_unsafe", allow_unsafe)  # it lets model directories run code
         self.settings = Settings.given(
             settings,
             poll_seconds=poll_seconds,  # (the names are each one section's field)

@@ -26,6 +26,7 @@ from support.misbehaving_models import (
     RenamesOutput,
     TwoInputsNamedX,
     TwoOutputsNamedY,
+    two_versions,
 )
 
 
@@ -149,79 +150,6 @@ def test_a_cache_refuses_a_policy_or_hook_of_the_wrong_kind(
         ModelCache(max_models=1, **kwargs)  # type: ignore[arg-type]
 
 
-def _two_versions(root: Path) -> Path:
-    """Model ``m``, versions 1 and 2 of ``Doubles``, both served (a Python model:
-    allow_unsafe)."""
-    for version in (1, 2):
-        directory = root / "m" / str(version)
-        directory.mkdir(parents=True)
-        (directory / "keepwarm.toml").write_text(
-            '[python]\nclass = "support.misbehaving_models:Doubles"\n'
-        )
-        (directory / ".keepwarm-ready").touch()
-    (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n')
-    return root
-
-
-@pytest.mark.parametrize("version", [1.0, 2.5, b"1", [1], object()])
-def test_a_version_of_another_type_is_refused_not_served_as_the_default(
-    tmp_path: Path, version: object
-) -> None:
-    """It fell through every check to the default version: lease("m", 1.0) answered from
-    version 2."""
-    with Repository(_two_versions(tmp_path), allow_unsafe=True, poll_seconds=0.2) as repo:
-        assert repo.wait_ready("m", 1, timeout=30) == 1
-        assert repo.wait_ready("m", 2, timeout=30) == 2
-        for ask in (repo.try_acquire, repo.acquire):
-            with pytest.raises(InvalidInputError, match=r"version .* of model 'm': expected"):
-                ask("m", version)  # type: ignore[arg-type]
-        with repo.lease("m", 1) as model:
-            assert model.version == 1
-
-
-@pytest.mark.parametrize("name", [None, 5, b"m", ["m"]])
-def test_a_model_name_of_another_type_is_refused(tmp_path: Path, name: object) -> None:
-    with Repository(_two_versions(tmp_path), allow_unsafe=True, poll_seconds=0.2) as repo:
-        assert repo.wait_ready("m", 2, timeout=30) == 2
-        for ask in (repo.try_acquire, repo.acquire):
-            with pytest.raises(InvalidInputError, match=r"model name .*expected a string"):
-                ask(name)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "expected"),
-    [
-        ({"root": None}, r"repository root None: expected"),
-        ({"root": 5}, r"repository root 5: expected"),
-        ({"root": b"models"}, r"repository root b'models': expected"),
-        ({"root": ""}, r"repository root '': expected"),  # was the working directory
-    ],
-)
-def test_a_repository_refuses_a_root_of_the_wrong_kind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, object], expected: str
-) -> None:
-    (tmp_path / "models").mkdir()
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(InvalidInputError, match=expected):
-        Repository(**kwargs)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "expected"),
-    [
-        ({"allow_unsafe": "yes"}, r"allow_unsafe='yes': expected true or false"),
-        ({"on_demand": 1}, r"on_demand=1: expected true or false"),
-        ({"watch": "no"}, r"watch='no': expected true or false"),
-    ],
-)
-def test_a_repository_refuses_a_switch_that_is_not_a_bool(
-    tmp_path: Path, kwargs: dict[str, object], expected: str
-) -> None:
-    """'yes' was taken as the settings take the environment's text."""
-    with pytest.raises(InvalidConfigError, match=expected):
-        Repository(tmp_path, **kwargs)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize(
     ("timeout", "expected"),
     [
@@ -236,7 +164,7 @@ def test_a_wait_for_a_load_refuses_a_timeout_that_is_not_a_number(
     model = cache.handle(tmp_path, options={"class": Doubles})  # not loaded: acquire waits
     with pytest.raises(InvalidInputError, match=expected):
         model.acquire(timeout=timeout)  # type: ignore[arg-type]
-    repo = Repository(_two_versions(tmp_path / "repo"), on_demand=True, allow_unsafe=True)
+    repo = Repository(two_versions(tmp_path / "repo"), on_demand=True, allow_unsafe=True)
     with repo, pytest.raises(InvalidInputError, match=expected):
         repo.acquire("m", timeout=timeout)  # type: ignore[arg-type]
 
@@ -245,16 +173,9 @@ def test_an_infinite_timeout_waits_without_bound(tmp_path: Path, cache: ModelCac
     """It raised OverflowError from the condition's wait."""
     with cache.handle(tmp_path, options={"class": Doubles}).acquire(timeout=math.inf) as model:
         assert model.predict(np.ones((1, 2), np.float32))["y"].tolist() == [[2.0, 2.0]]
-    repo = Repository(_two_versions(tmp_path / "repo"), on_demand=True, allow_unsafe=True)
+    repo = Repository(two_versions(tmp_path / "repo"), on_demand=True, allow_unsafe=True)
     with repo, repo.lease("m", 1, timeout=math.inf) as leased:
         assert leased.version == 1
-
-
-def test_a_subscriber_that_is_not_callable_is_refused(tmp_path: Path) -> None:
-    """It was taken, and every event then logged a TypeError."""
-    repo = Repository(_two_versions(tmp_path), allow_unsafe=True)
-    with repo, pytest.raises(InvalidInputError, match=r"subscriber 5: expected a callable"):
-        repo.subscribe(5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -290,23 +211,3 @@ def test_a_handle_reloaded_at_a_new_version_tells_that_version_s_signature(
     assert cache.evict(tmp_path)
     assert model.predict(np.ones((1, 3), np.float32))["y"].tolist() == [[2.0] * 3]
     assert model.signature.inputs[0].shape == (None, 3)
-
-
-@pytest.mark.parametrize("timeout", ["5", True, float("nan")])
-def test_wait_ready_refuses_a_timeout_that_is_not_a_number(tmp_path: Path, timeout: object) -> None:
-    """'5' raised TypeError; nan never timed out."""
-    repo = Repository(tmp_path, allow_unsafe=True, poll_seconds=0.05)
-    with repo, pytest.raises(InvalidInputError, match=r"timeout=.*expected a number"):
-        repo.wait_ready("m", timeout=timeout)  # type: ignore[arg-type]
-
-
-def test_wait_ready_without_bound_waits_for_a_model_listed_later(tmp_path: Path) -> None:
-    """math.inf: OverflowError from the condition's wait, once the model was not listed."""
-    repo = Repository(tmp_path, allow_unsafe=True, poll_seconds=0.05)
-    with repo:
-        placing = threading.Timer(0.3, _two_versions, (tmp_path,))
-        placing.start()
-        try:
-            assert repo.wait_ready("m", 2, timeout=math.inf) == 2
-        finally:
-            placing.join()
