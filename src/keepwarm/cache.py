@@ -223,7 +223,7 @@ def _frozen(table: Any, what: str = "batching") -> Any:
     if not isinstance(table, Mapping):
         keys = BATCHING_KEYS if what == "batching" else WORKERS_KEYS
         raise refused_argument(what, table, keys)
-    return freeze_options(table)
+    return freeze_options(table, what)
 
 
 def _absolute(text: str) -> bool:

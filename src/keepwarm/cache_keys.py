@@ -86,17 +86,33 @@ def canonical_uri(uri: str | os.PathLike[str]) -> str:
     return os.fspath(uri) if local is None else os.path.abspath(local)
 
 
-def freeze_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
-    """A hashable form of ``options`` (the cache key includes it)."""
-    if not options:
+def freeze_options(
+    options: Mapping[str, Any] | None, what: str = "options"
+) -> tuple[tuple[str, Any], ...]:
+    """A hashable form of ``options`` (the cache key includes it); ``what`` names the
+    argument in errors. Values are frozen with their types, lists and tables recursively
+    (tables in key order): keyed by ``repr``, a list ``[1]`` and the text ``"[1]"`` shared
+    one key, and so one ``Model``, as did ``True`` and ``1``."""
+    if options is None:
         return ()
+    if not isinstance(options, Mapping):
+        raise InvalidConfigError(
+            f"{what}={options!r} ({type(options).__name__}): expected a table (a dict of "
+            "names to values), or None"
+        )
     if not all(isinstance(name, str) for name in options):
-        raise InvalidConfigError(f"options keys must be strings, got {list(options)}")
-    frozen = []
-    for name, value in sorted(options.items()):
-        try:
-            hash(value)
-        except TypeError:
-            value = repr(value)
-        frozen.append((name, value))
-    return tuple(frozen)
+        raise InvalidConfigError(f"{what} keys must be strings, got {list(options)}")
+    return tuple((name, _frozen(value)) for name, value in sorted(options.items()))
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda item: repr(item[0]))
+        return ("table", tuple((repr(key), _frozen(item)) for key, item in items))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_frozen(item) for item in value))
+    try:
+        hash(value)
+    except TypeError:
+        return (type(value).__name__, repr(value))
+    return (type(value).__name__, value)

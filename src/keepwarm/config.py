@@ -19,7 +19,7 @@ version, the runtime detected from its files, ``Settings.warmup.runs`` warmup ru
     canary = 4
 
     [warmup]
-    runs = 3                    # 0 turns warmup off (default: Settings.warmup.runs)
+    runs = 3                    # 0 turns warmup off, at most 1000 (default: Settings.warmup.runs)
     samples = "warmup.npz"      # sample inputs (.json or .npz), a path inside each version
 
     [options]                   # passed to the runtime as they are
@@ -99,7 +99,7 @@ from typing import Any
 
 from keepwarm.config_batching import BatchingConfig, batching_config, batching_section
 from keepwarm.config_optimize import OptimizeConfig, optimize_section
-from keepwarm.config_table import EMPTY, TomlTable
+from keepwarm.config_table import EMPTY, TomlTable, read_config_file
 from keepwarm.config_workers import WorkersConfig, workers_section
 from keepwarm.errors import InvalidConfigError
 from keepwarm.runtimes._executor import CHOICES as TF_EXECUTORS
@@ -141,6 +141,7 @@ _TOP = (
 )
 _VERSIONS = ("policy", "latest", "specific")
 _WARMUP = ("runs", "samples")
+MAX_WARMUP_RUNS = 1000
 _SERVER_ONLY_OPTIONS = ("allow_unsafe", "class")
 
 
@@ -266,6 +267,8 @@ def parse_model_config(text: str, *, source: str) -> ModelConfig:
     labels = _labels(top.get("labels", dict, "a table of name = version") or {}, source)
     warmup = top.table_at("warmup", _WARMUP)
     runs = warmup.integer("runs", 0)
+    if runs is not None and runs > MAX_WARMUP_RUNS:  # 10**9 ran each load to its timeout
+        raise warmup.fail("runs", f"an integer from 0 to {MAX_WARMUP_RUNS}", runs)
     return ModelConfig(
         runtime=top.text("runtime"),
         signature=top.text("signature"),
@@ -285,11 +288,9 @@ def parse_model_config(text: str, *, source: str) -> ModelConfig:
 def load_model_config(path: Path) -> ModelConfig:
     """The configuration in ``path`` (a ``model.toml``); the defaults when it does not exist."""
     try:
-        raw = path.read_bytes()
+        raw = read_config_file(path)  # a regular file of at most 1 MiB
     except FileNotFoundError:
         return ModelConfig()
-    except OSError as exc:
-        raise InvalidConfigError(f"{path}: cannot be read: {exc}") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from keepwarm.errors import InvalidConfigError
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
+#: The largest configuration file read (model.toml is a few hundred bytes).
+MAX_FILE_BYTES = 1 << 20
+
+
+def read_config_file(path: Path) -> bytes:
+    """The bytes of the regular file ``path``, at most ``MAX_FILE_BYTES``; else
+    InvalidConfigError ("cannot be read: ..."). Opened without blocking and checked before
+    it is read: whoever writes a repository could make it a FIFO (the scan waited for a
+    writer) or a link to ``/dev/zero`` (read until memory ran out).
+    ``FileNotFoundError`` when it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InvalidConfigError(f"{path}: cannot be read: {exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidConfigError(f"{path}: cannot be read: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidConfigError(f"{path}: cannot be read: {exc}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+    return data
 
 
 class TomlTable:

@@ -84,11 +84,22 @@ class Model:
 
     @property
     def signature(self) -> Signature:
-        """The inputs and outputs (name, dtype, shape)."""
-        if self._loaded_signature is None:
-            self.ensure_loaded()
-        assert self._loaded_signature is not None
-        return self._loaded_signature
+        """The inputs and outputs (name, dtype, shape) of the model loaded now, loading it
+        if needed: a versioned directory loads its highest version again after an eviction,
+        whose signature may differ from the first one's."""
+        entry = self._get(self._key)
+        if entry is not None and self._take(entry):
+            try:
+                signature: Signature = entry.model.signature
+                return signature
+            finally:
+                self._give(entry)
+        lease = self._manager.acquire(self._key, self._spec)
+        try:
+            self._loaded_signature = lease.model.signature
+            return self._loaded_signature
+        finally:
+            lease.release()
 
     @property
     def nbytes(self) -> int:

@@ -27,12 +27,14 @@ from keepwarm.core.ids import ModelId
 from keepwarm.core.lease import Lease
 from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
+from keepwarm.core.timeouts import check_timeout
 from keepwarm.errors import (
     DeadlineExceededError,
     KeepwarmError,
     ModelNotFoundError,
     UnavailableError,
 )
+from keepwarm.repository_args import check_root, check_switch
 from keepwarm.repository_catalog import Catalog
 from keepwarm.repository_reconcile import Reconciler, log_config_changes
 from keepwarm.repository_requests import LeaseContext, RepositoryRequests, Version
@@ -76,7 +78,10 @@ class Repository:
         source: Source | None = None,
         allow_unsafe: bool | None = None,
     ) -> None:
-        self.root = os.fspath(root)
+        self.root = check_root(root)
+        for switch, value in (("on_demand", on_demand), ("watch", watch)):
+            check_switch(switch, value)
+        check_switch("allow_unsafe", allow_unsafe)  # it lets model directories run code
         self.settings = Settings.given(
             settings,
             poll_seconds=poll_seconds,  # (the names are each one section's field)
@@ -135,26 +140,28 @@ class Repository:
         """``with repo.lease(name, version) as model:`` holds that version for the block."""
         return LeaseContext(self._requests, name, version, timeout)
 
-    def wait_ready(self, name: str, version: Version = None, timeout: float = 60.0) -> int:
+    def wait_ready(self, name: str, version: Version = None, timeout: float | None = 60.0) -> int:
         """Wait until ``name`` (that version, or its default) can serve; return the version.
 
         In on-demand mode this loads the version (as a request would); a model or version
         not listed yet is waited for too."""
-        deadline = time.monotonic() + timeout
+        bound = check_timeout(timeout)  # None (or math.inf): no bound
+        deadline = None if bound is None else time.monotonic() + bound
         while True:
             try:
-                lease = self._requests.acquire(
-                    name, version, timeout=max(0.0, deadline - time.monotonic())
-                )
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                lease = self._requests.acquire(name, version, timeout=left)
                 break
             except (ModelNotFoundError, UnavailableError, DeadlineExceededError) as exc:
                 # Not listed yet, or failed for now (a retry after its backoff may still
                 # load it): wait for a change that could make it serve.
-                left = deadline - time.monotonic()
+                left = None if deadline is None else deadline - time.monotonic()
                 test = self._listed if isinstance(exc, ModelNotFoundError) else self._servable
-                if left <= 0 or not self.manager.wait_for(partial(test, name, version), left):
+                if (left is not None and left <= 0) or not self.manager.wait_for(
+                    partial(test, name, version), left
+                ):
                     raise UnavailableError(
-                        f"model {name!r} (version {version}) was not ready within {timeout:g} s "
+                        f"model {name!r} (version {version}) was not ready within {timeout} s "
                         f"({exc.message}); status: {self._model_status(name)}"
                     ) from None
         with lease as model:

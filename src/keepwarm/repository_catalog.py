@@ -15,7 +15,7 @@ from keepwarm.core.ids import ModelId
 from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
 from keepwarm.core.version_policy import resolve_version
-from keepwarm.errors import ModelNotFoundError, UnavailableError
+from keepwarm.errors import InvalidInputError, ModelNotFoundError, UnavailableError
 from keepwarm.load_description import LoadDescription
 from keepwarm.loading import RuntimeSpec
 from keepwarm.settings import Settings
@@ -41,6 +41,10 @@ class Catalog:
         """The version a request gets, and whether it must be loaded on demand. Takes no
         lock (it runs inside the manager's waits). ``ModelNotFoundError`` when it does not
         exist; ``UnavailableError`` when it exists but cannot serve yet."""
+        if type(name) is not str:  # None, 5 and b"m" raised TypeError from the look-up
+            raise InvalidInputError(
+                f"model name {name!r} ({type(name).__name__}): expected a string"
+            )
         listing = self.listing
         model = listing.get(name)
         if model is None:

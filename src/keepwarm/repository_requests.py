@@ -19,6 +19,7 @@ from keepwarm.core.ids import ModelId
 from keepwarm.core.lease import Lease
 from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
+from keepwarm.core.timeouts import check_timeout
 from keepwarm.errors import DeadlineExceededError, KeepwarmError, UnavailableError
 from keepwarm.loading import RuntimeSpec
 from keepwarm.model import LeasedModel
@@ -66,7 +67,10 @@ class RepositoryRequests:
 
     def route(self, name: str, version: Version) -> Target | None:
         """The serving map's READY target for a request (no lock), or None."""
-        route = self.serving.routes.get(name)
+        try:
+            route = self.serving.routes.get(name)
+        except TypeError:  # an unhashable name: the slow path says what is wrong
+            return None
         if route is None:
             return None
         return route.default if version is None else route.find(version)
@@ -95,6 +99,7 @@ class RepositoryRequests:
         lease = self.fast(name, version)
         if lease is not None:
             return lease
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for looks in itertools.count(1):
             step = self._next(name, version, deadline, looks, timeout)
@@ -113,6 +118,7 @@ class RepositoryRequests:
         lease = self.fast(name, version)
         if lease is not None:
             return lease
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for looks in itertools.count(1):
             step = self._next(name, version, deadline, looks, timeout)

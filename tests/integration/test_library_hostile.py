@@ -4,6 +4,7 @@ what was expected, never a silent wrong answer or a machine's memory spent."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Hashable, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keepwarm import InvalidConfigError, ModelCache
+from keepwarm import InvalidConfigError, InvalidInputError, ModelCache, Repository
 from keepwarm.errors import InternalError
 from keepwarm.settings import BatchingSettings, Settings
 from support.misbehaving_models import (
@@ -23,6 +24,9 @@ from support.misbehaving_models import (
     AnswersWiderRows,
     Doubles,
     RenamesOutput,
+    TwoInputsNamedX,
+    TwoOutputsNamedY,
+    two_versions,
 )
 
 
@@ -144,3 +148,66 @@ def test_a_cache_refuses_a_policy_or_hook_of_the_wrong_kind(
     TypeError: 'int' object is not callable)."""
     with pytest.raises(InvalidConfigError, match=expected):
         ModelCache(max_models=1, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [
+        ("5", r"timeout='5' \(str\): expected a number of seconds"),  # TypeError
+        (True, r"timeout=True \(bool\): expected a number of seconds"),  # taken as 1 s
+        (float("nan"), r"timeout=nan \(float\): expected a number of seconds"),
+    ],
+)
+def test_a_wait_for_a_load_refuses_a_timeout_that_is_not_a_number(
+    tmp_path: Path, cache: ModelCache, timeout: object, expected: str
+) -> None:
+    model = cache.handle(tmp_path, options={"class": Doubles})  # not loaded: acquire waits
+    with pytest.raises(InvalidInputError, match=expected):
+        model.acquire(timeout=timeout)  # type: ignore[arg-type]
+    repo = Repository(two_versions(tmp_path / "repo"), on_demand=True, allow_unsafe=True)
+    with repo, pytest.raises(InvalidInputError, match=expected):
+        repo.acquire("m", timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_an_infinite_timeout_waits_without_bound(tmp_path: Path, cache: ModelCache) -> None:
+    """It raised OverflowError from the condition's wait."""
+    with cache.handle(tmp_path, options={"class": Doubles}).acquire(timeout=math.inf) as model:
+        assert model.predict(np.ones((1, 2), np.float32))["y"].tolist() == [[2.0, 2.0]]
+    repo = Repository(two_versions(tmp_path / "repo"), on_demand=True, allow_unsafe=True)
+    with repo, repo.lease("m", 1, timeout=math.inf) as leased:
+        assert leased.version == 1
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (TwoInputsNamedX, r"TwoInputsNamedX.*input name 'x' twice"),
+        (TwoOutputsNamedY, r"TwoOutputsNamedY.*output name 'y' twice"),
+    ],
+)
+def test_a_python_signature_naming_a_tensor_twice_fails_the_load(
+    tmp_path: Path, cache: ModelCache, cls: type, expected: str
+) -> None:
+    """Such a model loaded, then refused every request (no dict matches both inputs)."""
+    with pytest.raises(InvalidConfigError, match=expected):
+        cache.load(tmp_path, options={"class": cls})
+
+
+def test_a_handle_reloaded_at_a_new_version_tells_that_version_s_signature(
+    tmp_path: Path, cache: ModelCache
+) -> None:
+    """A handle on a versioned directory loads its highest version again after an
+    eviction; its signature stayed the one first loaded (rows of two), while the model
+    answering took rows of three."""
+    for version, cls in ((1, "Doubles"), (2, "DoublesThree")):
+        directory = tmp_path / str(version)
+        directory.mkdir()
+        (directory / "keepwarm.toml").write_text(
+            f'[python]\nclass = "support.misbehaving_models:{cls}"\n'
+        )
+        if version == 1:
+            model = cache.load(tmp_path, options={"allow_unsafe": True})
+            assert model.signature.inputs[0].shape == (None, 2)
+    assert cache.evict(tmp_path)
+    assert model.predict(np.ones((1, 3), np.float32))["y"].tolist() == [[2.0] * 3]
+    assert model.signature.inputs[0].shape == (None, 3)

@@ -5,6 +5,7 @@ name, dtype or shape, a text where an array belongs)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,3 +61,39 @@ class AnswersFloat64(Doubles):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> Any:
         return {"y": inputs["x"].astype(np.float64) * 2}
+
+
+class TwoInputsNamedX(Doubles):
+    """Two inputs of one name: no dict of inputs can match both."""
+
+    signature = Signature(
+        (TensorSpec("x", F32, (None, 2)), TensorSpec("x", F32, (None, 3))),
+        (TensorSpec("y", F32, (None, 2)),),
+    )
+
+
+class TwoOutputsNamedY(Doubles):
+    signature = Signature(
+        (TensorSpec("x", F32, (None, 2)),),
+        (TensorSpec("y", F32, (None, 2)), TensorSpec("y", F32, (None, 2))),
+    )
+
+
+class DoublesThree(Doubles):
+    """``Doubles`` over rows of three."""
+
+    signature = Signature((TensorSpec("x", F32, (None, 3)),), (TensorSpec("y", F32, (None, 3)),))
+
+
+def two_versions(root: Path) -> Path:
+    """Model ``m`` under ``root``: versions 1 and 2 of ``Doubles``, both served (a Python model:
+    allow_unsafe)."""
+    for version in (1, 2):
+        directory = root / "m" / str(version)
+        directory.mkdir(parents=True)
+        (directory / "keepwarm.toml").write_text(
+            '[python]\nclass = "support.misbehaving_models:Doubles"\n'
+        )
+        (directory / ".keepwarm-ready").touch()
+    (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    return root

@@ -41,7 +41,7 @@ def test_relative_handle_follows_the_working_directory(
 def test_options_keys_must_be_strings() -> None:
     with pytest.raises(InvalidConfigError, match="options keys must be strings"):
         freeze_options({1: "a", "b": 2})  # type: ignore[dict-item]
-    assert freeze_options({"b": [1], "a": 2}) == (("a", 2), ("b", "[1]"))
+    assert freeze_options({"b": [1], "a": 2}) == (("a", ("int", 2)), ("b", ("list", (("int", 1),))))
 
 
 def test_an_empty_or_non_path_uri_is_refused(
@@ -81,3 +81,42 @@ def _message(call: Callable[[], object]) -> str:
     with pytest.raises(InvalidInputError) as info:
         call()
     return info.value.message
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"a": [1]}, {"a": "[1]"}),  # the list was keyed by its repr: one Model for both
+        ({"a": {"b": [1]}}, {"a": {"b": "[1]"}}),
+        ({"a": True}, {"a": 1}),  # True == 1: one key
+        ({"a": 1.0}, {"a": 1}),
+    ],
+)
+def test_options_that_differ_are_keyed_apart(
+    first: dict[str, object], second: dict[str, object]
+) -> None:
+    assert freeze_options(first) != freeze_options(second)
+    cache = keepwarm.ModelCache()
+    assert cache.handle("m", options=first) is not cache.handle("m", options=second)
+
+
+def test_equal_options_share_a_key_whatever_their_order() -> None:
+    cache = keepwarm.ModelCache()
+    one = cache.handle("m", options={"a": {"b": 1, "c": [2, 3]}, "d": 4})
+    assert cache.handle("m", options={"d": 4, "a": {"c": [2, 3], "b": 1}}) is one
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"options": "abc"}, r"options='abc' \(str\): expected a table"),  # AttributeError
+        ({"options": [("a", 1)]}, r"options=\[\('a', 1\)\] \(list\): expected a table"),
+        ({"batching": {1: 2}}, r"batching keys must be strings"),  # said 'options'
+        ({"workers": {1: 2}}, r"workers keys must be strings"),
+    ],
+)
+def test_a_table_argument_of_the_wrong_kind_names_itself(
+    kwargs: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(InvalidConfigError, match=expected):
+        keepwarm.ModelCache().handle("m", **kwargs)  # type: ignore[arg-type]

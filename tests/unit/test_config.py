@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -136,6 +139,7 @@ def test_default_may_be_a_version_and_batching_keys_are_optional() -> None:
         ('[labels]\nstable = "3"', ["labels.stable:", "'3'"]),
         ("[warmup]\nruns = -1", ["warmup.runs:", ">= 0", "-1"]),
         ("[warmup]\nruns = 1.5", ["warmup.runs:", "integer", "1.5"]),
+        ("[warmup]\nruns = 1000000000", ["warmup.runs:", "0 to 1000", "1000000000"]),
         ('[warmup]\nsamples = "../w.npz"', ["warmup.samples:", "relative path"]),
         ('[warmup]\nsamples = "/tmp/w.npz"', ["warmup.samples:", "relative path"]),
         ('[warmup]\nsamples = "w.txt"', ["warmup.samples:", ".json or .npz", "'w.txt'"]),
@@ -246,3 +250,42 @@ def test_optimize_mistakes_are_named(text: str, expected: str) -> None:
     with pytest.raises(InvalidConfigError, match=r"^m\.toml: ") as caught:
         parse_model_config(f"[optimize]\n{text}\n", source="m.toml")
     assert expected in caught.value.message
+
+
+def test_a_model_toml_that_is_not_a_regular_file_is_refused_without_waiting(
+    tmp_path: Path,
+) -> None:
+    """A FIFO held the scan's read (the whole repository's updates) until a writer came;
+    a link to /dev/zero read until memory ran out."""
+    fifo = tmp_path / "model.toml"
+    os.mkfifo(fifo)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            load_model_config(fifo)
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    try:
+        assert not reader.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], InvalidConfigError)
+        assert "cannot be read: not a regular file" in str(errors[0])
+    finally:
+        with contextlib.suppress(OSError):  # a reader still blocked in open() is let go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    link = tmp_path / "zero.toml"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(InvalidConfigError, match="not a regular file"):
+        load_model_config(link)
+
+
+def test_a_model_toml_past_a_mebibyte_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.toml"
+    with path.open("wb") as file:
+        file.truncate(2 << 20)  # sparse: nothing written
+    with pytest.raises(InvalidConfigError, match=r"model\.toml: larger than 1048576 bytes"):
+        load_model_config(path)

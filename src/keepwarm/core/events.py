@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from keepwarm.core.states import State
+from keepwarm.errors import InvalidInputError
 
 log = logging.getLogger("keepwarm.events")
 
@@ -38,6 +39,8 @@ class EventBus:
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(event)`` for every later event; returns the unsubscribe function."""
+        if not callable(callback):  # taken, it logged a TypeError at every event
+            raise InvalidInputError(f"subscriber {callback!r}: expected a callable")
         with self._lock:
             self._subscribers.append(callback)
             if self._thread is None:

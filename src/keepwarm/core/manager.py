@@ -181,7 +181,7 @@ class Manager:
         self.wait_for(lambda: self.state(key) in states, timeout)
         return self.state(key)
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Wait until ``predicate()`` (re-checked at every change) is true."""
         with self._table.cond:
             return self._table.cond.wait_for(predicate, timeout)

@@ -21,6 +21,7 @@ from keepwarm.core.lease import Lease
 from keepwarm.core.loader import Loader
 from keepwarm.core.states import State
 from keepwarm.core.table import Table
+from keepwarm.core.timeouts import check_timeout
 from keepwarm.errors import (
     DeadlineExceededError,
     KeepwarmError,
@@ -106,6 +107,7 @@ class Requests:
         lease = self.try_acquire(key)
         if lease is not None:
             return lease
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         ticket = _Ticket()
         with self._table.lock:
@@ -132,6 +134,7 @@ class Requests:
         if lease is not None:
             return lease
         loop = asyncio.get_running_loop()
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         table = self._table
         ticket = _Ticket()

@@ -10,9 +10,15 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from numbers import Integral
 
 from keepwarm.config import ModelConfig, VersionPolicy
-from keepwarm.errors import InvalidConfigError, ModelNotFoundError, UnavailableError
+from keepwarm.errors import (
+    InvalidConfigError,
+    InvalidInputError,
+    ModelNotFoundError,
+    UnavailableError,
+)
 
 
 def aspired_versions(
@@ -112,8 +118,8 @@ def resolve_version(
         raise ModelNotFoundError(
             f"version {requested!r} of {_model(model)}: expected a version number or a label name"
         )
-    if isinstance(requested, int):
-        return _check(requested, f"version {requested}", ready, pending, model)
+    if isinstance(requested, Integral):  # an int, or numpy's
+        return _check(int(requested), f"version {requested}", ready, pending, model)
     if isinstance(requested, str):
         if requested not in config.labels:
             hint = " (to ask for a version, give a number)" if requested.isdigit() else ""
@@ -123,6 +129,11 @@ def resolve_version(
             )
         version = config.labels[requested]
         return _check(version, f"version {version} (label {requested!r})", ready, pending, model)
+    if requested is not None:  # 1.0, b"1", [1]: it fell through to the default version
+        raise InvalidInputError(
+            f"version {requested!r} ({type(requested).__name__}) of {_model(model)}: "
+            "expected a version number (int), a label name (str) or None for the default"
+        )
     found = default_version(ready, config)
     if found is not None:
         return found

@@ -230,6 +230,12 @@ class PythonRuntime:
                 f"and outputs to {directory / CONFIG}"
             )
         check_signature(signature, sig.name, f"the Python model {target!r}")
+        for kind, specs in (("input", sig.inputs), ("output", sig.outputs)):
+            names = [spec.name for spec in specs]
+            for name in sorted({n for n in names if names.count(n) > 1}):
+                raise InvalidConfigError(  # loaded, it refused every request
+                    f"the Python model {target!r} declares the {kind} name {name!r} twice"
+                )
         return PythonModel(instance, sig, files_nbytes(directory))
 
 
