@@ -104,6 +104,7 @@ from keepwarm.config_workers import WorkersConfig, workers_section
 from keepwarm.errors import InvalidConfigError
 from keepwarm.runtimes._executor import CHOICES as TF_EXECUTORS
 from keepwarm.runtimes._executor import OPTION as TF_EXECUTOR
+from keepwarm.settings_sections import MAX_WARMUP_RUNS
 
 # Parsed by their own modules; named here as the types of ModelConfig's fields.
 __all__ = [
@@ -141,7 +142,6 @@ _TOP = (
 )
 _VERSIONS = ("policy", "latest", "specific")
 _WARMUP = ("runs", "samples")
-MAX_WARMUP_RUNS = 1000
 _SERVER_ONLY_OPTIONS = ("allow_unsafe", "class")
 
 

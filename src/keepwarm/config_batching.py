@@ -10,13 +10,9 @@ from typing import Any
 from keepwarm.config_table import EMPTY, TomlTable, call_argument
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import BatchingSettings
+from keepwarm.settings_sections import MAX_BATCH_SIZE
 
 BATCHING_KEYS = ("max_batch_size", "max_delay_ms", "max_queue", "pad_axes", "run_alone")
-#: The largest ``max_batch_size``: every bucket up to it is run once with generated rows at
-#: load, so 2**40 asked for terabytes on the warmup thread (a MemoryError there, or the
-#: machine's memory spent) while the load itself succeeded. A request with more rows than
-#: this still runs, in pieces.
-MAX_BATCH_SIZE = 65_536
 
 
 def check_max_batch_size(value: object, where: str = "max_batch_size") -> int:

@@ -97,11 +97,21 @@ class LoadingSettings:
             )
 
 
+#: The largest ``max_batch_size`` (Settings and a model's ``[batching]``): every bucket up
+#: to it is run once with generated rows at load, so 2**40 asked for terabytes on the
+#: warmup thread (a MemoryError there, or the machine's memory spent) while the load
+#: itself succeeded. A request with more rows than this still runs, in pieces.
+MAX_BATCH_SIZE = 65_536
+#: The most warmup runs (Settings and a model's ``[warmup]``): 10**9 kept each load
+#: warming until its load timeout, then again after each backoff.
+MAX_WARMUP_RUNS = 1000
+
+
 @dataclass(frozen=True)
 class WarmupSettings:
     """``runs``: warmup runs of a model whose own configuration does not say; 0 is off."""
 
-    runs: int = field(default=3, metadata=_p(integer(0)))
+    runs: int = field(default=3, metadata=_p(integer(0, MAX_WARMUP_RUNS)))
 
     def __post_init__(self) -> None:
         _normalise(self, "warmup")
@@ -224,7 +234,7 @@ class ServerSettings:
 class BatchingSettings:
     """Defaults for every model's batching; a model's ``[batching]`` table overrides them."""
 
-    max_batch_size: int = field(default=32, metadata=_p(integer(1)))
+    max_batch_size: int = field(default=32, metadata=_p(integer(1, MAX_BATCH_SIZE)))
     max_delay_ms: float = field(default=5.0, metadata=_p(number(0)))
     max_queue: int = field(default=256, metadata=_p(integer(1)))
 

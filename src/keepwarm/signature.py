@@ -199,6 +199,11 @@ def _shape_ok(want: Shape | None, got: tuple[int, ...]) -> bool:
 
 
 def _coerce_one(spec: TensorSpec, value: Any) -> np.ndarray:
+    if isinstance(value, np.ma.MaskedArray):  # its mask was dropped without a word
+        raise InvalidInputError(
+            f"input {spec.name!r}: a masked array, whose mask no model reads; pass "
+            "value.filled(fill_value) with the value masked entries should have"
+        )
     if isinstance(value, np.ndarray):
         array, from_list = value, False
     else:

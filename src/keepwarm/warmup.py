@@ -110,6 +110,8 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     a ``.json`` list of ``{input name: nested list}`` requests."""
     if not path.exists():
         raise ModelNotFoundError(f"warmup samples file {path} not found")
+    if not path.is_file():  # a FIFO held the load thread until a writer came; /dev/zero
+        raise InvalidConfigError(f"{path}: the warmup samples must be a regular file")
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             return [{name: data[name] for name in data.files}]

@@ -128,6 +128,9 @@ def test_legacy_share_of_ram_and_the_old_error() -> None:
         ("KEEPWARM_LOADING__LOAD_TIMEOUT", "1e300", "a number > 0 (at most 1e+09)"),
         ("KEEPWARM_SERVER__REQUEST_TIMEOUT_MS", "1e300", "(at most 1e+09)"),
         ("KEEPWARM_CACHE_MAX_BYTES", "-5GB", "expected bytes"),
+        # every bucket up to it is warmed at load; 10**9 warmup runs kept a load busy
+        ("KEEPWARM_BATCHING__MAX_BATCH_SIZE", "1000000", "an integer from 1 to 65536"),
+        ("KEEPWARM_WARMUP__RUNS", "1000000000", "an integer from 0 to 1000"),
     ],
 )
 def test_bad_environment_values_name_the_variable(variable: str, raw: str, expected: str) -> None:

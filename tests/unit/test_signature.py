@@ -168,3 +168,12 @@ def test_a_string_input_is_named_string_in_messages_not_numpy_object() -> None:
     message = refused(signature, np.array([[b"a"]], dtype=object))
     assert "expected shape string[-1]" in message and "object" not in message
     assert "expected dtype string, got float32" in refused(signature, np.ones(1, np.float32))
+
+
+def test_a_masked_array_is_refused_not_read_without_its_mask() -> None:
+    signature = one_input("float32", (None, 2))
+    masked = np.ma.masked_array(np.ones((1, 2), np.float32), mask=[[True, False]])
+    for given in (masked, {"x": masked}):  # the mask was dropped: the model read the 1.0
+        with pytest.raises(InvalidInputError, match=r"'x': a masked array.*filled"):
+            signature.coerce(given)
+    assert signature.coerce(masked.filled(0.0))["x"].tolist() == [[0.0, 1.0]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,13 @@ def test_a_warm_run_that_calls_sys_exit_is_a_failed_warm_run() -> None:
         warmup(_Exits(GeneratorExit()), [{"x": np.zeros((1, 2), np.float32)}], what="exits")
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C during a load is never swallowed
         warmup(_Exits(KeyboardInterrupt()), what="exits")
+
+
+def test_samples_that_are_not_a_regular_file_are_refused_without_a_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "warmup.json"
+    os.mkfifo(fifo)  # opened for reading, it waited for a writer: the load thread hung
+    with pytest.raises(keepwarm.InvalidConfigError, match="must be a regular file"):
+        read_samples(fifo)
+    (tmp_path / "zero.npz").symlink_to("/dev/zero")
+    with pytest.raises(keepwarm.InvalidConfigError, match="must be a regular file"):
+        read_samples(tmp_path / "zero.npz")
