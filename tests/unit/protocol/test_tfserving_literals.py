@@ -207,6 +207,12 @@ def test_non_finite_outputs_are_written_as_the_literals() -> None:
     finite = np.array([[0.1, 1e-30, 3.4e38]], dtype=F32)  # written by orjson alone
     body = tfserving.encode_predict(request(True), {"y": finite})
     assert body == orjson.dumps({"predictions": finite}, option=orjson.OPT_SERIALIZE_NUMPY)
+    text = np.array([b"null"], dtype=object)  # a "null" in a string: written the same
+    body = tfserving.encode_predict(request(False), {"y": finite, "s": text})
+    want = {"outputs": {"y": finite, "s": ["null"]}}
+    assert body == orjson.dumps(want, option=orjson.OPT_SERIALIZE_NUMPY)
+    body = tfserving.encode_predict(request(False), {"y": odd_array(), "s": text})
+    assert json.loads(body)["outputs"]["s"] == ["null"] and b"NaN" in body
 
 
 def test_b64_without_its_padding_is_read_as_tf_serving_reads_it() -> None:
