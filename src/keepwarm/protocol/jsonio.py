@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from keepwarm.errors import InvalidInputError
-from keepwarm.protocol import jsonfast
+from keepwarm.protocol import jsonfast, jsonnonfinite
 from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS
 
 MAX_DIMS = 64  # numpy's own limit on the number of axes
@@ -22,12 +22,18 @@ _COUNTED_BYTES = 4096
 
 
 def loads(
-    body: bytes | bytearray | memoryview | str, *, max_depth: int, arrays: bool = False
+    body: bytes | bytearray | memoryview | str,
+    *,
+    max_depth: int,
+    arrays: bool = False,
+    literals: bool = False,
 ) -> Any:
     """Parse ``body``; nesting deeper than ``max_depth`` (objects and arrays) is refused.
 
     ``arrays``: flat arrays of numbers in a large body may come back as numpy arrays,
     parsed with no Python object per element (``keepwarm.protocol.jsonfast``).
+    ``literals``: TF Serving's ``NaN``, ``Infinity`` and ``-Infinity`` are read as floats
+    (``jsonnonfinite``), only once orjson has refused the body.
 
     orjson itself refuses depths over 1024 without recursing further; below that, the
     depth is measured along the first element of each array (a tensor's spine) and every
@@ -41,19 +47,25 @@ def loads(
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if "depth limit" in str(exc):
-            raise InvalidInputError(
-                f"malformed JSON: nested deeper than {max_depth} levels (the limit)"
-            ) from None
-        raise InvalidInputError(f"malformed JSON: {exc}") from None
+        if literals and jsonnonfinite.has_literal(body):
+            return jsonnonfinite.loads(body, exc, max_depth)
+        raise malformed(exc, max_depth) from None
     if _shallow(body, max_depth):
         return value
-    depth = _depth(value, max_depth)
-    if depth > max_depth:
-        raise InvalidInputError(
-            f"malformed JSON: nested deeper than {max_depth} levels (the limit)"
-        )
+    if nesting(value, max_depth) > max_depth:
+        raise too_deep(max_depth)
     return value
+
+
+def malformed(exc: orjson.JSONDecodeError, max_depth: int) -> InvalidInputError:
+    """orjson's refusal of a body, said as the API says it."""
+    if "depth limit" in str(exc):
+        return too_deep(max_depth)
+    return InvalidInputError(f"malformed JSON: {exc}")
+
+
+def too_deep(max_depth: int) -> InvalidInputError:
+    return InvalidInputError(f"malformed JSON: nested deeper than {max_depth} levels (the limit)")
 
 
 def _shallow(body: bytes | bytearray | memoryview | str, limit: int) -> bool:
@@ -64,7 +76,7 @@ def _shallow(body: bytes | bytearray | memoryview | str, limit: int) -> bool:
     return body.count(b"[") + body.count(b"{") <= limit
 
 
-def _depth(value: Any, limit: int) -> int:
+def nesting(value: Any, limit: int) -> int:
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -173,18 +185,35 @@ def cast(array: np.ndarray, dtype: np.dtype[Any], *, tensor: str) -> np.ndarray:
     # JSON's true and false are no numbers: booleans are refused by a numeric tensor
     compatible = have == want or (want == "f" and have in "iu") or (want in "iu" and have in "iu")
     if not compatible and (array.size or have not in "fiub"):
+        if want in "iu" and have == "f" and _integers_beyond(array, np.iinfo(dtype)):
+            raise _out_of_range(tensor, dtype)
         raise _mismatch(tensor, dtype, array)
     if want in "iu" and have in "iu" and array.size:
         info = np.iinfo(dtype)
         if array.min() < info.min or array.max() > info.max:
-            raise InvalidInputError(
-                f"input {tensor!r}: values out of range for {dtype.name} ([{info.min}, {info.max}])"
-            )
+            raise _out_of_range(tensor, dtype)
     if array.dtype == dtype:
         return array
     if not _may_overflow(array.dtype, dtype):
         return array.astype(dtype)
     return _quiet_astype(array, dtype)  # 1e300 as float32 is inf, as numpy says
+
+
+def _integers_beyond(array: np.ndarray, info: np.iinfo[Any]) -> bool:
+    """Whether floats meant for an integer tensor are all whole numbers, some past its
+    range: integers past 64 bits, which JSON parsers read as floats (orjson does). The
+    float nearest -2**63 - 1 is -2**63: at int64's low end, the bound is past too."""
+    with np.errstate(invalid="ignore"):
+        whole = bool((np.floor(array) == array).all())
+    low = array <= info.min if info.bits == 64 and info.min else array < info.min
+    return whole and bool((low | (array >= info.max + 1)).any())
+
+
+def _out_of_range(tensor: str, dtype: np.dtype[Any]) -> InvalidInputError:
+    info = np.iinfo(dtype)
+    return InvalidInputError(
+        f"input {tensor!r}: values out of range for {dtype.name} ([{info.min}, {info.max}])"
+    )
 
 
 def _errstate_astype(array: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
@@ -256,7 +285,9 @@ def _mismatch(tensor: str, dtype: np.dtype[Any], array: np.ndarray) -> InvalidIn
         got = "numbers" if array.dtype.kind in "iuf" else got
         return InvalidInputError(f"input {tensor!r}: expected strings, got {got}")
     if array.dtype == OBJECT:  # strings, or what JSON gave that is no tensor value
-        odd = [v for v in array.reshape(-1)[:1000] if not isinstance(v, str | bytes)][:1]
+        flat = array.reshape(-1)[:1000]
+        odd = [v for v in flat if type(v) not in (int, float, str, bytes)][:1]
+        odd = odd or [v for v in flat if type(v) not in (int, float)][:1]  # a null first
         got = json_kind(odd[0]) if odd else got
     return InvalidInputError(f"input {tensor!r}: expected {dtype.name} values, got {got}")
 

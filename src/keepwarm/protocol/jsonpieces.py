@@ -120,18 +120,21 @@ def _find(body: bytes, what: bytes, start: int) -> int:
     return len(body) if at < 0 else at
 
 
-def marked(body: bytes, spans: list[tuple[int, int]], max_depth: int) -> tuple[Any, list[str]]:
-    """``body`` parsed (``jsonio.loads``) with a marker string in place of each span, and
-    the markers. A marker holds a random word drawn when the process starts: a client
-    cannot send one, say as a duplicate key that would stand in for an array orjson
-    dropped (the caller checks where each one is, too)."""
+def marked(
+    body: bytes, spans: list[tuple[int, int]], max_depth: int, *, literals: bool = False
+) -> tuple[Any, list[str]]:
+    """``body`` parsed (``jsonio.loads``, with TF Serving's ``literals`` if asked) with a
+    marker string in place of each span, and the markers. A marker holds a random word
+    drawn when the process starts: a client cannot send one, say as a duplicate key that
+    would stand in for an array orjson dropped (the caller checks where each one is,
+    too)."""
     markers = [f"\0keepwarm array {_SALT} {i}" for i in range(len(spans))]
     parts, last = [], 0
     for (start, end), marker in zip(spans, markers, strict=True):
         parts += [body[last:start], orjson.dumps(marker)]
         last = end
     parts.append(body[last:])
-    return jsonio.loads(b"".join(parts), max_depth=max_depth), markers
+    return jsonio.loads(b"".join(parts), max_depth=max_depth, literals=literals), markers
 
 
 def _loads(

@@ -34,7 +34,7 @@ import numpy as np
 import simdjson
 
 from keepwarm.errors import InvalidInputError
-from keepwarm.protocol import jsonfast, jsonio, jsonpieces
+from keepwarm.protocol import jsonfast, jsonio, jsonnonfinite, jsonpieces
 
 #: Arrays shorter than this (in bytes of JSON) are parsed with the rest of the body.
 MIN_ARRAY_BYTES = 64 * 1024
@@ -42,8 +42,9 @@ MIN_ARRAY_BYTES = 64 * 1024
 PIECE_BYTES = 64 * 1024
 #: Any key whose value is an array (the places are checked after the skeleton's parse).
 _KEYED_ARRAY = re.compile(rb'"(?:[^"\\]|\\.)*"\s*:\s*\[')
-#: What a number is made of, and JSON's whitespace: deleted to leave the skeleton.
-_NUMBERS = b"0123456789+-.eE \t\n\r"
+#: What a number is made of (TF Serving's NaN, Infinity and -Infinity too), and JSON's
+#: whitespace: deleted to leave the skeleton (the numbers' parse refuses other letters).
+_NUMBERS = b"0123456789+-.eE \t\n\rNaInfity"
 _BRACKETS = b"[]"
 
 
@@ -62,7 +63,7 @@ def loads(body: bytes, *, max_depth: int) -> Any:
                 found = None
             if found is not None:
                 return found
-    return jsonio.loads(body, max_depth=max_depth)
+    return jsonio.loads(body, max_depth=max_depth, literals=True)
 
 
 def _spans(body: bytes, min_bytes: int) -> list[tuple[int, int]]:
@@ -88,13 +89,13 @@ def _find(body: bytes, what: bytes, start: int) -> int:
 
 
 def _loads(body: bytes, spans: list[tuple[int, int]], max_depth: int, piece_bytes: int) -> Any:
-    skeleton, markers = jsonpieces.marked(body, spans, max_depth)
+    skeleton, markers = jsonpieces.marked(body, spans, max_depth, literals=True)
     places = _places(skeleton, markers)
     if places is None:
         return None
     for (start, end), marker in zip(spans, markers, strict=True):
         holder, key, depth = places[marker]
-        array = numbers_array(body, start, end, piece_bytes)
+        array = numbers_array(body, start, end, piece_bytes, literals=True)
         if array is None or depth + array.ndim > max_depth:
             return None  # the plain parse says what is wrong
         holder[key] = array
@@ -121,19 +122,23 @@ def _places(skeleton: Any, markers: list[str]) -> dict[str, tuple[Any, str, int]
     return places if len(places) == len(markers) else None
 
 
-def numbers_array(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
+def numbers_array(
+    body: bytes, start: int, end: int, size: int, *, literals: bool = False
+) -> np.ndarray | None:
     """The rectangular array of numbers ``body[start:end]`` (``[`` to ``]``) holds, parsed
     piece by piece; None if it holds anything else. One piece is parsed at once, without
     waiting for a turn (a small body is decoded on the event loop, which must not wait).
     The array's text is read where it is: a copy of it whole (3 MB for an image) cost
-    more than a millisecond whenever it touched fresh memory."""
+    more than a millisecond whenever it touched fresh memory. ``literals``: TF Serving's
+    ``NaN``, ``Infinity`` and ``-Infinity`` are read, in a piece that simdjson refused
+    (``jsonnonfinite.numbers``)."""
     if end - start <= size:
-        return _pieces(body, start, end, size)
+        return _pieces(body, start, end, size, literals)
     with jsonpieces.DECODERS:  # one large array per core at once
-        return _pieces(body, start, end, size)
+        return _pieces(body, start, end, size, literals)
 
 
-def _pieces(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
+def _pieces(body: bytes, start: int, end: int, size: int, literals: bool) -> np.ndarray | None:
     numbers, skeleton = [], []
     opening = start
     while opening < end:
@@ -141,11 +146,7 @@ def _pieces(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
         closing = end if cut < 0 else cut
         piece = body[opening:closing]
         skeleton.append(piece.translate(None, _NUMBERS))
-        document = jsonfast.parser_for(len(piece)).parse(
-            b"[" + piece.translate(None, _BRACKETS) + b"]"
-        )
-        array = jsonfast.flat_numbers(document) if isinstance(document, simdjson.Array) else None
-        del document  # the parser is reused for the next piece (flat_numbers copied out)
+        array = _numbers(piece.translate(None, _BRACKETS), literals)
         if array is None:
             return None
         numbers.append(array)
@@ -157,6 +158,18 @@ def _pieces(body: bytes, start: int, end: int, size: int) -> np.ndarray | None:
     if shape is None or flat.size != math.prod(shape):
         return None
     return flat.reshape(shape)
+
+
+def _numbers(text: bytes, literals: bool) -> np.ndarray | None:
+    """The numbers of ``text`` (an array's interior), as ``jsonfast.flat_numbers`` reads
+    them; with ``literals``, one that simdjson refused as ``jsonnonfinite.numbers``."""
+    try:
+        document = jsonfast.parser_for(len(text)).parse(b"[" + text + b"]")
+    except ValueError:  # invalid (a literal, say); RuntimeErrors are the caller's
+        return jsonnonfinite.numbers(text) if literals else None
+    array = jsonfast.flat_numbers(document) if isinstance(document, simdjson.Array) else None
+    del document  # the parser is reused for the next piece (flat_numbers copied out)
+    return array
 
 
 def _shape(skeleton: bytes) -> tuple[int, ...] | None:

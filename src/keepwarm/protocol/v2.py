@@ -269,6 +269,11 @@ def encode_response(
 
 
 def _to_json(array: np.ndarray, name: str) -> Any:
+    """A tensor's ``data``. The v2 API keeps to standard JSON: NaN and infinities in a
+    float output are written as ``null`` (orjson's way; TF Serving's ``NaN`` and
+    ``Infinity`` literals are no JSON, ``jsonnonfinite``), and a ``null`` in a request's
+    data is refused ("got null"): a client that needs them asks for the output in binary
+    (``"binary_data": true``), whose bytes hold every float as it is."""
     flat = array.reshape(-1)
     if array.dtype.kind in TEXT_KINDS:
         try:

@@ -56,12 +56,15 @@ def assert_same(got: Any, want: Any) -> None:
 
 
 def check(body: bytes, signature: Signature) -> None:
-    """``tfpieces.loads`` and ``parse_predict(...).inputs`` against the plain parse."""
+    """``tfpieces.loads`` and ``parse_predict(...).inputs`` against the plain parse (with
+    TF Serving's NaN and Infinity literals, as TF Serving's plain parse reads them)."""
     assert_same(
         outcome(lambda: tfpieces.loads(body, max_depth=64)),
-        outcome(lambda: jsonio.loads(body, max_depth=64)),
+        outcome(lambda: jsonio.loads(body, max_depth=64, literals=True)),
     )
-    plain = outcome(lambda: tfserving._parse(body, 64, jsonio.loads(body, max_depth=64)))
+    plain = outcome(
+        lambda: tfserving._parse(body, 64, jsonio.loads(body, max_depth=64, literals=True))
+    )
     if isinstance(plain, tuple):  # the body itself is refused
         assert_same(outcome(lambda: tfserving.parse_predict(body)), plain)
         return
