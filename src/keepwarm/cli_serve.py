@@ -203,36 +203,6 @@ SETTINGS_OF_FLAGS = {
 }
 
 
-#: Each ``serve`` flag's ``Settings`` key (``section__field``), by its argparse ``dest``.
-SETTINGS_OF_FLAGS = {
-    "host": "server__host",
-    "http_port": "server__http_port",
-    "grpc_port": "server__grpc_port",
-    "tls_cert": "server__tls_cert",
-    "tls_key": "server__tls_key",
-    "max_body_bytes": "server__max_body_bytes",
-    "request_timeout_ms": "server__request_timeout_ms",
-    "keep_alive_timeout": "server__keep_alive_timeout",
-    "header_timeout": "server__header_timeout",
-    "body_timeout": "server__body_timeout",
-    "max_header_bytes": "server__max_header_bytes",
-    "write_timeout": "server__write_timeout",
-    "model_control": "server__model_control",
-    "strict_readiness": "server__strict_readiness",
-    "processes": "server__processes",
-    "management_api": "server__management_api",
-    "token_file": "server__token_file",
-    "poll_seconds": "repository__poll_seconds",
-    "watch": "repository__watch",
-    "on_demand": "repository__on_demand",
-    "max_bytes": "budget__max_bytes",
-    "max_models": "budget__max_models",
-    "load_timeout": "loading__load_timeout",
-    "drain_timeout": "loading__drain_timeout",
-    "allow_unsafe": "loading__allow_unsafe",
-}
-
-
 def serve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Flags over ``KEEPWARM_*`` (the process's variables unless given) over ``--config`` over the
     defaults; a flag not given is None, which leaves the setting to the layers below. A bad
