@@ -32,10 +32,10 @@ from keepwarm.settings_sections import (
     DownloadSettings,
     LoadingSettings,
     RepositorySettings,
-    ServerSettings,
     WarmupSettings,
     WorkerSettings,
 )
+from keepwarm.settings_server import ServerSettings
 from keepwarm.settings_sources import (
     ALIASES,
     PREFIX,

@@ -1,7 +1,7 @@
 """The sections of ``Settings``, one frozen dataclass per concern, and every default;
-``ServerSettings`` is ``keepwarm.settings_server``'s (re-exported here).
+``ServerSettings`` is ``keepwarm.settings_server``'s (listed here in ``SECTIONS``).
 
-Each field carries its parser (``keepwarm.settings_values``); a section parses its fields
+Each field carries its parser (``keepwarm.settings_fields``); a section parses its fields
 when built, so ``BudgetSettings(max_bytes="50%")`` holds bytes, and a bad value raises
 ``InvalidConfigError`` naming ``section.field``. ``keepwarm.settings`` reads them from
 files, the environment and arguments.
@@ -14,36 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from keepwarm.errors import InvalidConfigError
-from keepwarm.settings_server import MAX_PROCESSES, MAX_TIMEOUT, ServerSettings
+from keepwarm.settings_fields import GiB, MiB, normalise, parsed_by
+from keepwarm.settings_server import ServerSettings
 from keepwarm.settings_values import (
-    GiB,
-    MiB,
     integer,
     invalid,
-    normalise,
     number,
     optional_bytes,
     optional_path,
     parse_bool,
-    parsed_by,
 )
-
-__all__ = [
-    "FIELDS",
-    "MAX_BATCH_SIZE",
-    "MAX_PROCESSES",
-    "MAX_TIMEOUT",
-    "MAX_WARMUP_RUNS",
-    "SECTIONS",
-    "BatchingSettings",
-    "BudgetSettings",
-    "DownloadSettings",
-    "LoadingSettings",
-    "RepositorySettings",
-    "ServerSettings",
-    "WarmupSettings",
-    "WorkerSettings",
-]
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from keepwarm.errors import InvalidConfigError
+from keepwarm.settings_fields import KiB, MiB, normalise, parsed_by
 from keepwarm.settings_values import (
-    KiB,
-    MiB,
     choice,
     integer,
     invalid,
-    normalise,
     number,
     optional_bytes,
     optional_path,
     optional_text,
     parse_bool,
-    parsed_by,
     size,
     text,
 )

@@ -1,5 +1,4 @@
-"""How a setting's value is read: one parser per kind, the same from every source, and how
-a section's fields carry their parsers (``parsed_by``) and are parsed (``normalise``).
+"""How a setting's value is read: one parser per kind, the same from every source.
 
 A parser takes what was given (a keyword argument, a TOML value, or an environment
 variable's text) and returns the value, or raises ``Expected`` saying what it wanted; the
@@ -13,17 +12,12 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from keepwarm.errors import InvalidConfigError
 
 Parser = Callable[[Any], Any]
-
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -252,19 +246,3 @@ def size(minimum: int, maximum: int) -> Parser:
 
 def _is_none_text(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in _NONE
-
-
-def parsed_by(parse: Parser, *, secret: bool = False) -> dict[str, Any]:
-    """A section field's metadata: its parser, and whether it is a secret (never shown)."""
-    return {"parse": parse, "secret": secret}
-
-
-def normalise(section: Any, name: str) -> None:
-    """Parse every field of a freshly built section in place (frozen: via ``object``)."""
-    for f in fields(section):
-        value = getattr(section, f.name)
-        try:
-            parsed = f.metadata["parse"](value)
-        except Expected as exc:
-            raise invalid(f"{name}.{f.name}", value, str(exc)) from None
-        object.__setattr__(section, f.name, parsed)
