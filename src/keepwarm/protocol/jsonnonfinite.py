@@ -24,7 +24,7 @@ the bench lock, load 0.9): an MLP body (784 numbers, 16 KB) with one NaN decodes
 only the three documented tokens are read.
 
 ``float_output`` writes a float array holding non-finite values with the literals, where
-orjson would write ``null`` (as the KServe v2 API's JSON does: ``v2._to_json``).
+orjson would write ``null`` (as the KServe v2 API's JSON does: ``v2response._to_json``).
 """
 
 from __future__ import annotations

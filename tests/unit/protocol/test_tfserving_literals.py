@@ -15,7 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keepwarm.errors import InvalidInputError
-from keepwarm.protocol import jsonio, jsonnonfinite, jsonpieces, tflean, tfpieces, tfserving, v2
+from keepwarm.protocol import (
+    jsonio,
+    jsonnonfinite,
+    jsonpieces,
+    tflean,
+    tfpieces,
+    tfserving,
+    v2,
+    v2response,
+)
 from keepwarm.signature import Signature, TensorSpec
 
 F32, F64, I64, TEXT = (np.dtype(t) for t in (np.float32, np.float64, np.int64, object))
@@ -137,7 +146,7 @@ def test_the_kserve_v2_api_stays_standard_json() -> None:
     assert math.isnan(jsonio.loads(b"[NaN]", max_depth=64, literals=True)[0])
     # v2 writes non-finite floats as null (its docstring says so), and refuses a null
     y = np.array([math.nan, math.inf, 1.5], dtype=F32)
-    assert jsonio.dumps(v2._to_json(y, "y")) == b"[null,null,1.5]"
+    assert jsonio.dumps(v2response._to_json(y, "y")) == b"[null,null,1.5]"
     sent = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1.5, None]}]}
     with pytest.raises(InvalidInputError, match="expected float32 values, got null"):
         v2.decode_request(orjson.dumps(sent))
