@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+
 from keepwarm.settings import WorkerSettings
 from keepwarm.workers.memory import RecyclePolicy, WorkerMemory, memory_hook
 
@@ -60,7 +62,9 @@ def test_worker_memory_reads_the_hooks_figures() -> None:
 def test_the_hook_reports_this_process_around_loads_and_unloads() -> None:
     assert memory_hook("before_unload", "m") is None
     before = memory_hook("before_load", "m")
-    block = bytearray(32 * MB)
+    # fresh pages of their own (a bytearray may reuse heap pages already resident from
+    # earlier tests: the full suite once saw 22.4 MB of 32 grow)
+    block = mmap.mmap(-1, 32 * MB)
     block[::4096] = b"x" * (len(block) // 4096)
     loaded = memory_hook("after_load", "m")
     assert before is not None and loaded is not None
