@@ -4,7 +4,10 @@ what was expected, never a silent wrong answer or a machine's memory spent."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import shutil
 import threading
 from collections.abc import Hashable, Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ import pytest
 
 from keepwarm import InvalidConfigError, InvalidInputError, ModelCache, Repository
 from keepwarm.errors import InternalError
+from keepwarm.logs import JsonLines
 from keepwarm.settings import BatchingSettings, Settings
 from support.misbehaving_models import (
     AddsOutput,
@@ -28,6 +32,7 @@ from support.misbehaving_models import (
     TwoOutputsNamedY,
     two_versions,
 )
+from support.waiting import wait_until
 
 
 @pytest.fixture
@@ -207,3 +212,28 @@ def test_a_handle_reloaded_at_a_new_version_tells_that_version_s_signature(
     assert cache.evict(tmp_path)
     assert model.predict(np.ones((1, 3), np.float32))["y"].tolist() == [[2.0] * 3]
     assert model.signature.inputs[0].shape == (None, 3)
+
+
+@pytest.mark.parametrize("workers", [False, True])
+def test_a_close_that_exits_is_logged_and_the_unloader_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: bool
+) -> None:
+    """A Python model's ``close()`` calling ``sys.exit()`` ended the thread that closes
+    unloaded models, with no log line: later unloads were never closed. In a worker
+    process, it ended the worker as it stopped, unheard of."""
+    root = two_versions(tmp_path, "ExitsOnClose")
+    if workers:
+        with (root / "m" / "model.toml").open("a") as toml:
+            toml.write("\n[workers]\nprocesses = 1\n")
+    caplog.set_level(logging.ERROR, logger="keepwarm.manager")
+    with Repository(root, allow_unsafe=True, poll_seconds=60) as repo:
+        assert repo.wait_ready("m", 2, timeout=30) == 2
+        for version in (1, 2):  # the second shows the unloader still closes models
+            shutil.rmtree(root / "m" / str(version))
+            repo.refresh()
+            assert wait_until(lambda n=version: len(caplog.records) == n, timeout=10)
+            entry = json.loads(JsonLines().format(caplog.records[-1]))
+            assert entry["level"] == "error"
+            assert f"model 'm' version {version}" in entry["message"]
+            assert "SystemExit: 3" in entry["message"]
+            assert "SystemExit: 3" in entry["exception"]

@@ -85,14 +85,21 @@ class DoublesThree(Doubles):
     signature = Signature((TensorSpec("x", F32, (None, 3)),), (TensorSpec("y", F32, (None, 3)),))
 
 
-def two_versions(root: Path) -> Path:
-    """Model ``m`` under ``root``: versions 1 and 2 of ``Doubles``, both served (a Python model:
-    allow_unsafe)."""
+class ExitsOnClose(Doubles):
+    """``Doubles`` whose ``close()`` calls ``sys.exit(3)``."""
+
+    def close(self) -> None:
+        raise SystemExit(3)
+
+
+def two_versions(root: Path, cls: str = "Doubles") -> Path:
+    """Model ``m`` under ``root``: versions 1 and 2 of ``cls`` (``Doubles``), both served (a
+    Python model: allow_unsafe)."""
     for version in (1, 2):
         directory = root / "m" / str(version)
         directory.mkdir(parents=True)
         (directory / "keepwarm.toml").write_text(
-            '[python]\nclass = "support.misbehaving_models:Doubles"\n'
+            f'[python]\nclass = "support.misbehaving_models:{cls}"\n'
         )
         (directory / ".keepwarm-ready").touch()
     (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n')
