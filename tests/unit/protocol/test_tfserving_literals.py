@@ -239,3 +239,17 @@ def test_an_integer_past_64_bits_is_out_of_range_for_the_dtype() -> None:
     signature = Signature(inputs=(TensorSpec("x", I64, (None,)),), outputs=())
     edge = b'{"instances": [-9223372036854775808, 9223372036854775807]}'
     assert tfserving.parse_predict(edge).inputs(signature)["x"].tolist() == [-(2**63), 2**63 - 1]
+
+
+def test_uint64_takes_every_integer_below_2_64_exactly() -> None:
+    """[1, 2**63] was refused as float64; [1, 2**64 - 1] was called out of range."""
+    signature = Signature(inputs=(TensorSpec("x", np.dtype(np.uint64), (None,)),), outputs=())
+    for values in ([1, 2**63], [1, 2**64 - 1], [2**64 - 1, 0, 2**63 + 1]):
+        for document in ({"instances": values}, {"inputs": {"x": values}}):
+            for body in (orjson.dumps(document), json.dumps(document).encode()):
+                x = tfserving.parse_predict(body).inputs(signature)["x"]
+                assert x.dtype == np.uint64 and x.tolist() == values
+    for literal in (b"-1", b"18446744073709551616"):
+        body = b'{"instances": [9223372036854775808, ' + literal + b"]}"
+        with pytest.raises(InvalidInputError, match=r"'x': values out of range for uint64 \(\[0,"):
+            tfserving.parse_predict(body).inputs(signature)
