@@ -85,6 +85,20 @@ class DoublesThree(Doubles):
     signature = Signature((TensorSpec("x", F32, (None, 3)),), (TensorSpec("y", F32, (None, 3)),))
 
 
+class WideRows(Doubles):
+    """Rows of 1 MiB (float32 ``[-1, 262144]``) that ``predict`` never reads: a zero per
+    row. Generated inputs of many rows are allocated (zeros, never touched) and nothing
+    more; past the machine's memory, their allocation raises MemoryError."""
+
+    ROW_BYTES = 1 << 20
+    signature = Signature(
+        (TensorSpec("x", F32, (None, ROW_BYTES // 4)),), (TensorSpec("y", F32, (None, 1)),)
+    )
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": np.zeros((len(inputs["x"]), 1), F32)}
+
+
 class ExitsOnClose(Doubles):
     """``Doubles`` whose ``close()`` calls ``sys.exit(3)``."""
 

@@ -205,7 +205,9 @@ class BatchedModel:
         if self.why_not is not None:
             return f"batching off: {self.why_not}"
         sizes = buckets(self.batcher.max_batch_size)
-        first = self._bucket_inputs(sizes[0], samples)
+        first, failure = self._inputs(sizes[0], samples)
+        if failure is not None:  # batches as if unwarmed: no bucket is warm to cap at
+            return f"batch sizes not warmed: {failure}"
         if first is None:
             return "buckets not warmed: no inputs can be generated (an unknown rank)"
         self.batcher.cap_batches(sizes[0])
@@ -232,8 +234,9 @@ class BatchedModel:
             for bucket in sizes:
                 if self._closing.is_set():
                     return
-                inputs = self._bucket_inputs(bucket, samples)
-                failure = None if inputs is None else self._warm(bucket, inputs)
+                inputs, failure = self._inputs(bucket, samples)
+                if inputs is not None:
+                    failure = self._warm(bucket, inputs)
                 if failure is not None:
                     if not self._closing.is_set():  # not a run the unload cut short
                         self.warm_failure = (
@@ -255,8 +258,18 @@ class BatchedModel:
             self.inner.predict(inputs)  # the first call at a size pays for it, once
             self.batcher.latency.seed(bucket, time.perf_counter() - began)
         except FAILURES as exc:
-            return f"{bucket}: {type(exc).__name__}: {str(exc)[:120]}"
+            return _failed(bucket, exc)
         return None
+
+    def _inputs(
+        self, bucket: int, samples: Sequence[Mapping[str, np.ndarray]]
+    ) -> tuple[dict[str, np.ndarray] | None, str | None]:
+        """``bucket``'s warm inputs, or why they could not be made (a MemoryError past the
+        machine's memory is the bucket's failure, as its run's; it escaped the thread)."""
+        try:
+            return self._bucket_inputs(bucket, samples), None
+        except FAILURES as exc:
+            return None, _failed(bucket, exc)
 
     def wait_warm(self, timeout: float | None = None) -> bool:
         """Wait until every bucket is warm (or warming stopped); whether that happened
@@ -288,6 +301,10 @@ class BatchedModel:
                     self._close_wait,
                 )
         self.inner.close()
+
+
+def _failed(bucket: int, exc: BaseException) -> str:
+    return f"{bucket}: {type(exc).__name__}: {str(exc)[:120]}"
 
 
 def _rows(array: np.ndarray, rows: int) -> np.ndarray:
