@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from keepwarm import InvalidConfigError, InvalidInputError, ModelCache, Repository
-from keepwarm.errors import InternalError
+from keepwarm.errors import InternalError, KeepwarmError
 from keepwarm.logs import JsonLines
 from keepwarm.settings import BatchingSettings, Settings
 from support.misbehaving_models import (
@@ -27,6 +27,8 @@ from support.misbehaving_models import (
     AnswersText,
     AnswersWiderRows,
     Doubles,
+    ModelsOwnError,
+    RaisesItsOwn,
     RenamesOutput,
     TwoInputsNamedX,
     TwoOutputsNamedY,
@@ -237,3 +239,17 @@ def test_a_close_that_exits_is_logged_and_the_unloader_goes_on(
             assert f"model 'm' version {version}" in entry["message"]
             assert "SystemExit: 3" in entry["message"]
             assert "SystemExit: 3" in entry["exception"]
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_a_model_s_own_exception_reaches_the_caller_as_it_was_raised(
+    tmp_path: Path, cache: ModelCache, batching: bool
+) -> None:
+    """The documented contract (README, Errors): keepwarm does not wrap a model's own
+    exception; a caller's ``except`` written for the model keeps working, batched or not."""
+    model = cache.load(tmp_path, options={"class": RaisesItsOwn}, batching=batching)
+    with pytest.raises(ModelsOwnError, match="no negative inputs") as caught:
+        model.predict(-np.ones((1, 2), np.float32))
+    assert not isinstance(caught.value, KeepwarmError)
+    assert any(entry.path.name == "misbehaving_models.py" for entry in caught.traceback)
+    assert model.predict(np.ones((1, 2), np.float32))["y"].tolist() == [[2.0, 2.0]]

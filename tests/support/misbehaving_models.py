@@ -99,6 +99,19 @@ class WideRows(Doubles):
         return {"y": np.zeros((len(inputs["x"]), 1), F32)}
 
 
+class ModelsOwnError(Exception):
+    """An exception type of the model's own."""
+
+
+class RaisesItsOwn(Doubles):
+    """``Doubles`` that refuses a negative input with an exception of its own type."""
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        if (inputs["x"] < 0).any():
+            raise ModelsOwnError("no negative inputs")
+        return {"y": inputs["x"] * 2}
+
+
 class ExitsOnClose(Doubles):
     """``Doubles`` whose ``close()`` calls ``sys.exit(3)``."""
 
