@@ -1,6 +1,7 @@
 """TF Serving's JSON conformance: ``NaN``, ``Infinity`` and ``-Infinity`` read in requests
-(whole bodies and large tensors in pieces) and written in responses; the KServe v2 API
-stays standard JSON. Also ``b64`` without its padding and integers past 64 bits."""
+(whole bodies and large tensors in pieces) and written in responses (the KServe v2 API
+reads and writes them too, as Triton's does: ``test_v2_nonfinite``). Also ``b64`` without
+its padding and integers past 64 bits."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keepwarm.errors import InvalidInputError
-from keepwarm.protocol import jsonio, jsonnonfinite, jsonpieces, tflean, tfpieces, tfserving, v2
+from keepwarm.protocol import jsonio, jsonnonfinite, tflean, tfpieces, tfserving
 from keepwarm.signature import Signature, TensorSpec
 
 F32, F64, I64, TEXT = (np.dtype(t) for t in (np.float32, np.float64, np.int64, object))
@@ -121,26 +122,6 @@ def test_large_tensors_with_literals_are_read_in_pieces() -> None:
         body = b'{"instances": [' + b"NaN, 1.0, " * 8 + odd + b"]}"
         with pytest.raises(InvalidInputError):
             tfserving.parse_predict(body).inputs(Signature((TensorSpec("x", F32, None),), ()))
-
-
-@pytest.mark.usefixtures("small_pieces")
-def test_the_kserve_v2_api_stays_standard_json() -> None:
-    x = np.random.default_rng(1).random((30, 3))
-    x[2, 1] = math.nan
-    for data in (x.tolist(), x.reshape(-1).tolist()):
-        body = json.dumps({"inputs": [{"name": "x", "shape": [30, 3], "data": data}]}).encode()
-        for min_bytes in (16, 1 << 20):  # pieces, and the plain parse
-            with pytest.raises(InvalidInputError, match="malformed JSON"):
-                jsonpieces.loads(body, max_depth=64, within="inputs", min_bytes=min_bytes)
-    with pytest.raises(InvalidInputError, match="malformed JSON"):
-        jsonio.loads(b"[NaN]", max_depth=64)
-    assert math.isnan(jsonio.loads(b"[NaN]", max_depth=64, literals=True)[0])
-    # v2 writes non-finite floats as null (its docstring says so), and refuses a null
-    y = np.array([math.nan, math.inf, 1.5], dtype=F32)
-    assert jsonio.dumps(v2._to_json(y, "y")) == b"[null,null,1.5]"
-    sent = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1.5, None]}]}
-    with pytest.raises(InvalidInputError, match="expected float32 values, got null"):
-        v2.decode_request(orjson.dumps(sent))
 
 
 finite = st.floats(-1e300, 1e300) | st.integers(-(2**63), 2**64 - 1)

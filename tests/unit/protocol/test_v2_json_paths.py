@@ -25,8 +25,9 @@ PAD = " " * jsonpieces.MIN_ARRAY_BYTES  # whitespace in an array: over the cut-o
 
 
 def reference(body: bytes) -> Any:
-    """The orjson-only path: no simdjson anywhere."""
-    return v2._decoded(jsonio.loads(body, max_depth=64), memoryview(b""))
+    """The orjson-only path: no simdjson anywhere (with the NaN and Infinity literals, as
+    Triton reads them: ``test_v2_nonfinite``)."""
+    return v2._decoded(jsonio.loads(body, max_depth=64, literals=True), memoryview(b""))
 
 
 def outcome(decode: Callable[[], v2.InferRequest]) -> Any:
@@ -218,7 +219,7 @@ def test_the_depth_limit_counts_a_nested_arrays_axes(max_depth: int, dims: int) 
     assert len(jsonpieces._spans(body, jsonpieces.MIN_ARRAY_BYTES)) == 1
 
     def plain() -> v2.InferRequest:
-        return v2._decoded(jsonio.loads(body, max_depth=max_depth), memoryview(b""))
+        return v2._decoded(jsonio.loads(body, max_depth=max_depth, literals=True), memoryview(b""))
 
     assert outcome(lambda: v2.decode_request(body, max_depth=max_depth)) == outcome(plain)
 
