@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -138,19 +137,13 @@ def serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Terminated(BaseException):
-    """SIGTERM before the server's own handlers are in place (a BaseException, as
-    KeyboardInterrupt: start-up code that catches Exception lets it through)."""
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise _Terminated
-
-
 def run_serve(args: argparse.Namespace) -> int:
     # Until the server (or the supervisor) puts its own handlers in place: nothing is
-    # served yet, so SIGTERM ends the start and exits 0, as a drained server does.
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    # served yet, so SIGINT ends the start as Ctrl-C does (130) and SIGTERM exits 0, as a
+    # drained server does (``keepwarm.early_signals``: a swallowed one is raised again).
+    from keepwarm import early_signals
+
+    restore = early_signals.install()
     try:
         settings = serve_settings(args)
         if settings.server.processes > 1:
@@ -166,11 +159,11 @@ def run_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the server's own handlers are in place
         print("interrupted", file=sys.stderr)
         return 130
-    except _Terminated:
+    except early_signals.Terminated:
         print("stopped", file=sys.stderr)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore()
 
 
 #: Each ``serve`` flag's ``Settings`` key (``section__field``), by its argparse ``dest``.

@@ -139,7 +139,20 @@ def preload_tensorflow(root: str, *, isolate: bool = False) -> threading.Thread 
     return thread
 
 
+def finish_preload(thread: threading.Thread | None) -> None:
+    """Wait for the preload started by :func:`preload_tensorflow` (``thread``; None: none
+    was) to end, before the process may exit. The exit runs the libraries' static
+    destructors (registered as their initialisers ran), then takes the dynamic loader's
+    lock to unload them: with a ``dlopen`` still running the initialisers, these work on
+    destroyed tables (a spin was seen) and the lock is never given back, and the process
+    hangs with its last line printed. Seen 1 run in 6 with a Ctrl-C early in the start
+    (``tests/e2e/test_server_early_signals.py``). A ``dlopen`` ends in seconds."""
+    if thread is not None:
+        thread.join()
+
+
 __all__ = [
+    "finish_preload",
     "holds_tensorflow_models",
     "load_libraries",
     "preload_tensorflow",

@@ -9,7 +9,8 @@ unloaded. A scan that fails keeps the last good listing in force (and says why i
 ``status()`` and the log); only a listing that succeeds and lacks a model removes it.
 
 The parts: ``Catalog`` (listing, specs, version choice), ``ServingMap`` (the lock-free
-routing table requests read), ``RepositoryRequests`` (leases), ``repository_status``.
+routing table requests read), ``RepositoryRequests`` (leases), ``repository_status``,
+``repository_wait`` (``wait_ready``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from keepwarm.core.events import Event
@@ -27,18 +26,13 @@ from keepwarm.core.ids import ModelId
 from keepwarm.core.lease import Lease
 from keepwarm.core.manager import Manager
 from keepwarm.core.states import State
-from keepwarm.core.timeouts import check_timeout
-from keepwarm.errors import (
-    DeadlineExceededError,
-    KeepwarmError,
-    ModelNotFoundError,
-    UnavailableError,
-)
+from keepwarm.errors import KeepwarmError
 from keepwarm.repository_args import check_root, check_switch
 from keepwarm.repository_catalog import Catalog
 from keepwarm.repository_reconcile import Reconciler, log_config_changes
 from keepwarm.repository_requests import LeaseContext, RepositoryRequests, Version
 from keepwarm.repository_status import RepositoryStatus, repository_status
+from keepwarm.repository_wait import wait_ready
 from keepwarm.serving import ServingMap
 from keepwarm.settings import Settings
 from keepwarm.sources.listing import Source, open_source
@@ -145,49 +139,7 @@ class Repository:
 
         In on-demand mode this loads the version (as a request would); a model or version
         not listed yet is waited for too."""
-        bound = check_timeout(timeout)  # None (or math.inf): no bound
-        deadline = None if bound is None else time.monotonic() + bound
-        while True:
-            try:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                lease = self._requests.acquire(name, version, timeout=left)
-                break
-            except (ModelNotFoundError, UnavailableError, DeadlineExceededError) as exc:
-                # Not listed yet, or failed for now (a retry after its backoff may still
-                # load it): wait for a change that could make it serve.
-                left = None if deadline is None else deadline - time.monotonic()
-                test = self._listed if isinstance(exc, ModelNotFoundError) else self._servable
-                if (left is not None and left <= 0) or not self.manager.wait_for(
-                    partial(test, name, version), left
-                ):
-                    raise UnavailableError(
-                        f"model {name!r} (version {version}) was not ready within {timeout} s "
-                        f"({exc.message}); status: {self._model_status(name)}"
-                    ) from None
-        with lease as model:
-            return int(model.version)
-
-    def _model_status(self, name: str) -> dict[str, Any] | None:
-        model = self.status().models.get(name)
-        return model.to_dict() if model is not None else None
-
-    def _servable(self, name: str, version: Version) -> bool:
-        try:
-            self._catalog.choose(name, version)
-        except UnavailableError:
-            return self._catalog.settling(name, version if isinstance(version, int) else None)
-        except KeepwarmError:
-            return True
-        return True
-
-    def _listed(self, name: str, version: Version) -> bool:
-        try:
-            self._catalog.choose(name, version)
-        except ModelNotFoundError:
-            return False
-        except KeepwarmError:
-            return True
-        return True
+        return wait_ready(self._requests, self._catalog, name, version, timeout)
 
     def status(self, *, processes: bool = False) -> RepositoryStatus:
         """Every model and version (``keepwarm.repository_status``): the manager's state

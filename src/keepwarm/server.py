@@ -15,9 +15,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from keepwarm.early_signals import raise_pending
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
-from keepwarm.preload import preload_tensorflow
+from keepwarm.preload import finish_preload, preload_tensorflow
 from keepwarm.server_checks import check_tls, management_token
 from keepwarm.server_output import Progress, host_for_url, is_loopback, say
 from keepwarm.service_process import tune_interpreter
@@ -39,11 +40,12 @@ def serve(
     token = management_token(settings)
     check_tls(settings.server)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
+    preloading = None
     try:  # file descriptor 2 given back whatever ends the start (Ctrl-C: its message shown)
         tensorflow_threads()  # one inter-op thread per model call (see settings)
         server = settings.server
         configure_priority(server.model_nice, server.model_policy, server.model_priority_scope)
-        preload_tensorflow(root, isolate=settings.workers.isolate)
+        preloading = preload_tensorflow(root, isolate=settings.workers.isolate)
         configure_json_logs()
         stream = out if out is not None else sys.stderr
         import uvloop
@@ -54,12 +56,28 @@ def serve(
         finally:
             untune()
     finally:
+        finish_preload(preloading)  # an exit during the preload's dlopen hangs
         restore()
 
 
 async def _serve(
     root: str, settings: Settings, token: str | None, out: TextIO, child: ChildRole | None
 ) -> int:
+    # The server's own handlers first: a signal from here on stops it gracefully (below,
+    # once started), and one that start-up code swallowed before is raised again here.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if signals and signum == signal.SIGINT:
+            os._exit(130)
+        signals.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    raise_pending()
     from keepwarm.control import ControlledSource
     from keepwarm.process_memory import server_ledger
     from keepwarm.repository import Repository
@@ -88,18 +106,6 @@ async def _serve(
     # A process restarted among several starts serving once ready (its connections wait).
     late = child is not None and child.spec.late
     server = None if late else await _start_http(service, cfg, token, out, child)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        if signals and signum == signal.SIGINT:
-            os._exit(130)
-        signals.append(signum)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
     progress = Progress(out, service.ready)
     unsubscribers: list[Callable[[], Any]] = [
         repository.subscribe(progress.on_event),

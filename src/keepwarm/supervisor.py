@@ -33,6 +33,7 @@ import time
 from dataclasses import replace
 from typing import IO, Any
 
+from keepwarm.early_signals import raise_pending
 from keepwarm.errors import InvalidConfigError
 from keepwarm.server_child import CHILD_COMMAND, ChildSpec
 from keepwarm.settings import Settings, tensorflow_intra_threads
@@ -220,6 +221,7 @@ class _Supervisor:
     def run(self) -> int:
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
+            raise_pending()  # a signal that start-up code swallowed before these handlers
             for child in self.children:
                 child.start(self.output)
             failed = self._watch()

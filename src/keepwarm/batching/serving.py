@@ -3,9 +3,8 @@ version's batcher, on a worker thread or from the event loop; if it had to queue
 event loop awaits it.
 
 - ``admit_request`` (event loop, before the body is read): refuses at once when the
-  model's queue is full, else reserves a place for the request, held in its task's
-  context until ``admitted`` takes it (the request is about to be queued) or, at the
-  latest, until the task ends.
+  model's queue is full, else reserves a place for the request until ``admitted`` takes
+  it (``keepwarm.batching.task_admission``, re-exported here).
 
 - ``begin`` (worker thread, under the request's lease): runs the request at once when
   the model is free (on that thread, as without batching), else queues it and returns a
@@ -54,7 +53,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,62 +60,30 @@ import numpy as np
 
 from keepwarm.batching.model import BatchedModel
 from keepwarm.batching.pending import NOT_PREPARED, Pending
-from keepwarm.batching.registry import Admission, admit, refuse_when_full
+from keepwarm.batching.registry import Admission
+from keepwarm.batching.task_admission import admit_request, admitted
 from keepwarm.batching.waits import DONE, GONE, Wait
 from keepwarm.deadline import request_deadline
 from keepwarm.errors import DeadlineExceededError, UnavailableError
 
+__all__ = [
+    "Arrays",
+    "Holding",
+    "Queued",
+    "Ticket",
+    "abandon",
+    "admit_request",
+    "admitted",
+    "answer_there",
+    "batched",
+    "begin",
+    "finish",
+    "gathering",
+    "prepared",
+    "submit",
+]
+
 Arrays = dict[str, np.ndarray]
-#: The place in a batching queue reserved for the request its task serves.
-#: A model's name instead: it was admitted and is not batched.
-_admission: ContextVar[Admission | str | None] = ContextVar("keepwarm_admission", default=None)
-
-
-def admit_request(name: str) -> None:
-    """From the request's task: ``UnavailableError`` when every batched version of model
-    ``name`` has a full queue; else a place reserved (see the module docstring)."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # a blocking caller (no event loop): refused or not, no place kept
-        refuse_when_full(name)
-        return
-    admission = admit(name)
-    if admission is None:
-        if task is not None:
-            _admission.set(name)  # not batched: ``admitted`` need not look again
-        return
-    if task is None:
-        admission.release()
-        return
-    _admission.set(admission)
-    admission.task = task  # ``_disown`` takes its callback off without looking it up again
-    task.add_done_callback(admission.release)
-
-
-def admitted(name: str) -> Admission | None:
-    """The place this task reserved for model ``name`` (admitting it now if it had not:
-    ``UnavailableError`` when full); the caller releases it once the request is queued
-    or has failed (its task no longer does). None: ``name`` is not batched."""
-    found = _admission.get()
-    if found is not None:
-        _admission.set(None)
-        if found == name:  # admitted just now, and not batched
-            return None
-        if isinstance(found, Admission) and found.name == name:
-            _disown(found)
-            return found
-    return admit(name)  # the caller releases it: no task callback to add and take off
-
-
-def _disown(admission: Admission) -> None:
-    """The caller of ``admitted`` releases ``admission`` now: its task need not (a done
-    callback less to run at the task's end). The task ``admit_request`` found, not looked
-    up again: ``asyncio.current_task`` costs a ``getpid`` system call (Python 3.11's
-    running-loop check), ~0.45 µs, and showed at 2.4% of the loop's samples at 4 clients
-    (``py-spy --gil``)."""
-    task = admission.task  # kept: ``submit`` takes its loop from it
-    if task is not None:
-        task.remove_done_callback(admission.release)
 
 
 class Holding(Protocol):
@@ -233,8 +199,8 @@ def submit(
     on a batch thread (or a waiting follower's), once the loop has queued the requests
     it is parsing now (``Batcher.submit_from_loop``). ``prepare``: see the module
     docstring. ``admission``: the request's, whose task gives the running loop without a
-    look-up (a ``getpid`` system call, see ``_disown``: 1.6% of the loop's samples at
-    4 clients)."""
+    look-up (a ``getpid`` system call, see ``task_admission._disown``: 1.6% of the loop's
+    samples at 4 clients)."""
     raw: BatchedModel = model.raw
     task = None if admission is None else admission.task
     loop = asyncio.get_running_loop() if task is None else task.get_loop()

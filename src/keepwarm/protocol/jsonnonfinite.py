@@ -26,7 +26,7 @@ the bench lock, load 0.9): an MLP body (784 numbers, 16 KB) with one NaN decodes
 only the three documented tokens are read.
 
 ``float_output`` writes a float array holding non-finite values with the literals, where
-orjson would write ``null`` (for TF Serving's answers and, through ``v2._literal_data``,
+orjson would write ``null`` (for TF Serving's answers and, through ``v2response._literal_data``,
 the KServe v2 API's).
 """
 

@@ -1,5 +1,7 @@
 """KServe v2 / Open Inference Protocol REST bodies <-> numpy, with the binary tensor
-extension (``Inference-Header-Content-Length``: a JSON header followed by raw tensors)."""
+extension (``Inference-Header-Content-Length``: a JSON header followed by raw tensors).
+Requests are decoded here; responses are encoded by ``keepwarm.protocol.v2response``
+(re-exported here)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,23 @@ from typing import Any
 import numpy as np
 
 from keepwarm.errors import InvalidInputError
-from keepwarm.protocol import jsonio, jsonnonfinite, jsonpieces
-from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS, numpy_dtype, v2_datatype
+from keepwarm.protocol import jsonio, jsonpieces
+from keepwarm.protocol.dtypes import OBJECT, numpy_dtype
+from keepwarm.protocol.v2response import chosen_outputs, encode_response, to_binary
 
-_LENGTH = struct.Struct("<I")
+__all__ = [
+    "InferRequest",
+    "RequestedOutput",
+    "chosen_outputs",
+    "decode_request",
+    "decode_small",
+    "encode_response",
+    "from_binary",
+    "request_timeout",
+    "to_binary",
+]
+
+_LENGTH = struct.Struct("<I")  # a BYTES element's length, before its bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,104 +232,6 @@ def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...] | None:
             raise InvalidInputError(f"requested output {item['name']!r} is given twice")
         wanted.append(RequestedOutput(item["name"], binary))
     return tuple(wanted)
-
-
-def chosen_outputs(
-    request: InferRequest, outputs: Mapping[str, np.ndarray]
-) -> list[tuple[str, bool]]:
-    """(name, binary) of each output to send: the requested ones, else all of them."""
-    if request.outputs is None:
-        return [(name, request.binary_outputs) for name in outputs]
-    chosen = []
-    for wanted in request.outputs:
-        if wanted.name not in outputs:
-            raise InvalidInputError(
-                f"requested output {wanted.name!r} is not an output of the model "
-                f"(outputs: {', '.join(outputs)})"
-            )
-        binary = request.binary_outputs if wanted.binary is None else wanted.binary
-        chosen.append((wanted.name, binary))
-    return chosen
-
-
-def encode_response(
-    request: InferRequest, model_name: str, version: int, outputs: Mapping[str, np.ndarray]
-) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when binary tensors follow it."""
-    chosen = chosen_outputs(request, outputs)
-    tensors: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
-    floats: list[tuple[dict[str, Any], np.ndarray]] = []  # float outputs written as JSON
-    for name, binary in chosen:
-        array = outputs[name]
-        tensor: dict[str, Any] = {
-            "name": name,
-            "datatype": v2_datatype(array.dtype),
-            "shape": list(array.shape),
-        }
-        if binary:
-            data = to_binary(array)
-            tensor["parameters"] = {"binary_data_size": len(data)}
-            chunks.append(data)
-        else:
-            tensor["data"] = _to_json(array, name)
-            if array.dtype.kind == "f":
-                floats.append((tensor, array))
-        tensors.append(tensor)
-    body: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
-    if request.id is not None:
-        body["id"] = request.id
-    body["outputs"] = tensors
-    header = jsonio.dumps(body)
-    if floats and header.find(b"null") >= 0:  # orjson's NaN or infinity, maybe
-        for tensor, array in floats:
-            tensor["data"] = _literal_data(array)
-        header = jsonio.dumps(body)
-    if not chunks:
-        return header, None
-    return b"".join([header, *chunks]), len(header)
-
-
-def _to_json(array: np.ndarray, name: str) -> Any:
-    """A tensor's ``data``, as orjson writes it: NaN and infinities in a float output as
-    ``null``, which ``encode_response`` finds and writes again (``_literal_data``)."""
-    flat = array.reshape(-1)
-    if array.dtype.kind in TEXT_KINDS:
-        try:
-            return [v.decode() if isinstance(v, bytes) else str(v) for v in flat.tolist()]
-        except UnicodeDecodeError:
-            raise InvalidInputError(
-                f"output {name!r} holds bytes that are not UTF-8 text: ask for it with "
-                '"parameters": {"binary_data": true}'
-            ) from None
-    if array.dtype == np.float16 or not array.dtype.isnative:
-        return flat.tolist()
-    return np.ascontiguousarray(flat)
-
-
-def _literal_data(array: np.ndarray) -> Any:
-    """A float output's ``data`` with NaN and infinities written as Triton's HTTP API
-    writes them (its JSON writer sets rapidjson's NaN-and-Inf flag): ``NaN``,
-    ``Infinity``, ``-Infinity``, which ``tritonclient.http`` parses (python-rapidjson)
-    and Python's ``json`` too; ``null`` (orjson's), which tritonclient read as NaN, lost
-    an infinity. Asked only for a body orjson wrote with a ``null``; as TF Serving's
-    (``tfserving.encode_predict``), the search costs about 0.4 us per answer. float16
-    is written as float32 (each value exact), like a non-native order, natively."""
-    flat = array.reshape(-1)
-    if array.dtype == np.float16 or not array.dtype.isnative:
-        wide = np.float32 if array.dtype.itemsize == 2 else array.dtype.newbyteorder("=")
-        flat = flat.astype(wide)
-    return jsonnonfinite.float_output(np.ascontiguousarray(flat))
-
-
-def to_binary(array: np.ndarray) -> bytes:
-    if array.dtype.kind in TEXT_KINDS:
-        parts = []
-        for item in array.reshape(-1).tolist():
-            data = item if isinstance(item, bytes) else str(item).encode()
-            parts += [_LENGTH.pack(len(data)), data]
-        return b"".join(parts)
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def request_timeout(parameters: Mapping[str, Any], other: float | None) -> float | None:

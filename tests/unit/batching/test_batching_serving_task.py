@@ -12,7 +12,8 @@ from contextlib import ExitStack
 import numpy as np
 
 from keepwarm.batching.registry import Admission, admit
-from keepwarm.batching.serving import _admission, admit_request, admitted, finish, submit
+from keepwarm.batching.serving import admit_request, admitted, finish, submit
+from keepwarm.batching.task_admission import _admission
 from keepwarm.model import LeasedModel
 from support.batch_models import held_rows
 

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from keepwarm.protocol import jsonio, v2lean
+from keepwarm.protocol import jsonarrays, v2lean
 from keepwarm.protocol.dtypes import V2_TO_NUMPY
 from unit.protocol.test_v2_json_paths import check
 
@@ -127,7 +127,7 @@ DTYPES = [
 def test_casts_said_not_to_overflow_never_do(
     have: np.dtype[object], want: np.dtype[object]
 ) -> None:
-    """``jsonio.cast`` skips ``np.errstate`` for them: the extremes of ``have`` cast to
+    """``jsonarrays.cast`` skips ``np.errstate`` for them: the extremes of ``have`` cast to
     ``want`` without an overflow; the others cast under it, quietly, to inf."""
     extremes = (
         [np.finfo(have).min, np.finfo(have).max] if have.kind == "f"
@@ -136,21 +136,21 @@ def test_casts_said_not_to_overflow_never_do(
     array = np.array(extremes, dtype=have)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = jsonio.cast(array, want, tensor="x")  # never a warning
-        if not jsonio._may_overflow(have, want):
+        got = jsonarrays.cast(array, want, tensor="x")  # never a warning
+        if not jsonarrays._may_overflow(have, want):
             with np.errstate(over="raise"):
                 assert np.isfinite(array.astype(want)).all()
     assert got.dtype == want
 
 
 def test_a_quiet_cast_keeps_the_rest_of_numpys_error_state() -> None:
-    """``jsonio.cast``'s overflow-quiet cast (numpy's error state set directly, not
+    """``jsonarrays.cast``'s overflow-quiet cast (numpy's error state set directly, not
     through ``np.errstate``) ignores overflow only: another setting in force (here
     ``invalid="raise"``) holds inside it, and the state in force is back after it."""
     with np.errstate(invalid="raise", over="raise"):
         before = np.geterr()
-        got = jsonio.cast(np.array([1e300, -1e300, 0.5]), np.dtype("f4"), tensor="x")
+        got = jsonarrays.cast(np.array([1e300, -1e300, 0.5]), np.dtype("f4"), tensor="x")
         assert list(got) == [np.inf, -np.inf, 0.5]
         assert np.geterr() == before
         with pytest.raises(FloatingPointError):
-            jsonio._quiet_astype(np.array([np.nan]), np.dtype("i4"))  # invalid: NaN
+            jsonarrays._quiet_astype(np.array([np.nan]), np.dtype("i4"))  # invalid: NaN

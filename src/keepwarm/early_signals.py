@@ -1,0 +1,70 @@
+"""SIGINT and SIGTERM while ``keepwarm serve`` starts, before the server (or the supervisor)
+puts its own handlers in place.
+
+Until then nothing is served, so a signal ends the start: SIGINT as Python's Ctrl-C
+(``KeyboardInterrupt``: "interrupted", exit 130), SIGTERM as a drained server (``Terminated``:
+"stopped", exit 0). Python raises the signal's exception in whatever the main thread is
+running then, which may be a library's import or start-up code that catches
+``BaseException`` and goes on: the signal is lost and the server starts anyway (one
+fresh-clone test run saw a SIGINT sent around the first loads leave the server running).
+So each signal is recorded before its exception is raised; where the server puts its own
+handlers in place it calls :func:`raise_pending`, which raises a recorded signal's exception
+again, before anything has started. A second Ctrl-C during the start ends the process at
+once, whatever the first one became.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(BaseException):
+    """SIGTERM before the server's own handlers are in place (a BaseException, as
+    KeyboardInterrupt: start-up code that catches Exception lets it through)."""
+
+
+_received: list[int] = []
+_stderr: list[int] = []  # standard error as it was at ``install`` (the start redirects fd 2)
+
+
+def _raise_for(signum: int) -> None:
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    if signum == signal.SIGINT and signal.SIGINT in _received:  # Ctrl-C again: now
+        os.write(_stderr[0] if _stderr else 2, b"interrupted\n")
+        os._exit(130)
+    _received.append(signum)
+    _raise_for(signum)
+
+
+def install() -> Callable[[], None]:
+    """Record and raise SIGINT and SIGTERM (the main thread only); returns ``restore``,
+    which puts the previous handlers back and forgets what was received."""
+    _received.clear()
+    _stderr[:] = [os.dup(2)]
+    previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _received.clear()
+        os.close(_stderr.pop())
+
+    return restore
+
+
+def raise_pending() -> None:
+    """Raise the first recorded signal's exception (one that start-up code swallowed), if
+    any: called where the server's own handlers have just been put in place."""
+    if _received:
+        _raise_for(_received[0])
+
+
+__all__ = ["SIGNALS", "Terminated", "install", "raise_pending"]
