@@ -170,6 +170,18 @@ class Management:
         self._repository.refresh()
 
 
+def check_repository(name: str) -> None:
+    """``ModelNotFoundError`` for a repository name: a server serves one repository, and a
+    client addresses it with no name (as Triton's clients do: Triton refuses any name).
+    A name that is not the server's own is never served from its repository (the index
+    would list models of another than the one asked for, an unload unload one)."""
+    if name:
+        raise ModelNotFoundError(
+            f"repository {name!r} is not served here: this server serves one repository, "
+            "addressed with no name (POST /v2/repository/index, or an empty repository_name)"
+        )
+
+
 def bearer(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer TOKEN`` value (REST header or gRPC metadata)."""
     if authorization is None:

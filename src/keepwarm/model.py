@@ -49,7 +49,8 @@ class Model:
         """Run the model: a numpy array (single-input models) or a dict of name to array.
 
         Returns a dict of output name to numpy array. Raises ``InvalidInputError`` naming
-        the input when a dtype or shape does not match the signature.
+        the input when a dtype or shape does not match the signature. An exception the
+        model itself raises is raised as it was, not wrapped (README, Errors).
         """
         entry = self._get(self._key)
         if entry is not None and self._take(entry):  # READY: a count, no lock, no Lease

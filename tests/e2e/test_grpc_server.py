@@ -215,3 +215,30 @@ def test_repository_parameters_keepwarm_would_ignore_are_refused(triton: Any) ->
     assert failed == "StatusCode.INVALID_ARGUMENT"
     triton.unload_model("spare", headers=headers, unload_dependents=True)
     triton.load_model("spare", headers=headers)
+
+
+def test_a_repository_name_not_its_own_is_not_found(grpc_served: ServerProcess) -> None:
+    """It was ignored: a named index listed this server's models, a named unload unloaded
+    one. A load or unload checks the token first, as every repository API call."""
+    good = (("authorization", f"Bearer {TOKEN}"),)
+    with grpc.insecure_channel(grpc_served.grpc_address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        spare = {"model_name": "spare"}
+        calls = [
+            (stub.RepositoryIndex, service_pb2.RepositoryIndexRequest, {}),
+            (stub.RepositoryModelLoad, service_pb2.RepositoryModelLoadRequest, spare),
+            (stub.RepositoryModelUnload, service_pb2.RepositoryModelUnloadRequest, spare),
+        ]
+        for call, message, fields in calls:
+            request = message(repository_name="elsewhere", **fields)
+            if fields:
+                with pytest.raises(grpc.RpcError) as caught:
+                    call(request, timeout=30)
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as caught:
+                call(request, timeout=30, metadata=good)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "repository 'elsewhere' is not served here" in str(caught.value.details())
+        ready = stub.ModelReady(service_pb2.ModelReadyRequest(name="spare"), timeout=30)
+        assert ready.ready
+        assert stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(), timeout=30).models

@@ -118,3 +118,22 @@ def test_explicit_mode_loads_only_through_the_api(onnx_root: Path, tmp_path: Pat
 def test_explicit_mode_without_the_api_is_refused_at_start(onnx_root: Path) -> None:
     with pytest.raises(AssertionError, match="explicit loads only what the repository API"):
         ServerProcess(onnx_root, "--model-control", "explicit")
+
+
+def test_a_repository_name_not_its_own_is_not_found(grpc_served: ServerProcess) -> None:
+    """The server serves one repository, addressed with no name (as Triton's); a named
+    index, load or unload was served from it (gRPC ignored the name), or had no route
+    (REST). A load or unload checks the token first, as every repository API call."""
+    from support.grpc_repo import TOKEN as GRPC_TOKEN
+
+    named = "repository 'elsewhere' is not served here"
+    answer = grpc_served.post("/v2/repository/elsewhere/index", {"ready": True})
+    assert answer.status_code == 404 and named in answer.json()["error"], answer.text
+    good = {"Authorization": f"Bearer {GRPC_TOKEN}"}
+    for action in ("load", "unload"):
+        path = f"/v2/repository/elsewhere/models/spare/{action}"
+        assert grpc_served.post(path).status_code == 401
+        answer = grpc_served.post(path, b"garbage", headers=good)  # before the body is read
+        assert answer.status_code == 404 and named in answer.json()["error"], answer.text
+    assert grpc_served.get("/v2/models/spare/ready").status_code == 200
+    assert [row["name"] for row in grpc_served.post("/v2/repository/index").json()]

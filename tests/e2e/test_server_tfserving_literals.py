@@ -1,7 +1,8 @@
 """TF Serving's JSON conformance through a real server: ``NaN``, ``Infinity`` and
 ``-Infinity`` in request bodies (row and columnar, small and large) reach the model as
-those values, and come back as those literals (Python's ``json`` reads them); ``b64``
-without its padding; an integer past 64 bits refused as out of range."""
+those values, and come back as those literals (Python's ``json`` reads them); the KServe
+v2 API the same, as Triton's, round-tripped by ``tritonclient.http``; ``b64`` without its
+padding; an integer past 64 bits refused as out of range."""
 
 from __future__ import annotations
 
@@ -113,14 +114,29 @@ def test_an_integer_past_64_bits_is_out_of_range(served: ServerProcess) -> None:
     assert "out of range for int64" in answer.json()["error"], answer.text
 
 
-def test_the_v2_api_stays_standard_json(served: ServerProcess) -> None:
-    """KServe v2 is no part of TF Serving's conformance: NaN is malformed JSON there."""
+def test_tritonclient_http_round_trips_nan_and_infinities(served: ServerProcess) -> None:
+    """As with Triton, whose JSON writer and parser take the literals: tritonclient.http
+    sends NaN and infinities in JSON (binary_data=False) and parses them in answers.
+    The v2 API refused the request as malformed JSON and answered ``null`` (NaN for
+    tritonclient: an infinity lost)."""
+    httpclient = pytest.importorskip("tritonclient.http")
+    x = np.array(ODD, dtype=np.float32)
+    client = httpclient.InferenceServerClient(served.url.removeprefix("http://"))
+    try:
+        for binary in (False, True):
+            sent = httpclient.InferInput("x", list(x.shape), "FP32")
+            sent.set_data_from_numpy(x, binary_data=binary)
+            wanted = [httpclient.InferRequestedOutput("y", binary_data=binary)]
+            result = client.infer("ident", [sent], outputs=wanted)
+            same(result.as_numpy("y"), x)
+            if not binary:
+                assert b"-Infinity" in json.dumps(result.get_response()).encode()
+    finally:
+        client.close()
     body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], '
-    body += b'"data": [NaN, 1, 2, 3]}]}'
-    answer = served.post("/v2/models/ident/infer", body)
-    assert answer.status_code == 400 and "malformed JSON" in answer.json()["error"]
-    answer = served.post("/v1/models/ident:predict", b'{"instances": [[NaN, 1, 2, 3]]}')
-    assert answer.status_code == 200 and answer.content.startswith(b'{"predictions":[[NaN,')
+    answer = served.post("/v2/models/ident/infer", body + b'"data": [NaN, 1, 2, Infinity]}]}')
+    assert answer.status_code == 200, answer.text
+    assert b'"data":[NaN,1.0,2.0,Infinity]' in answer.content
 
 
 def test_b64_without_its_padding(server: ServerProcess) -> None:

@@ -4,7 +4,10 @@ what was expected, never a silent wrong answer or a machine's memory spent."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import shutil
 import threading
 from collections.abc import Hashable, Iterator
 from pathlib import Path
@@ -13,7 +16,8 @@ import numpy as np
 import pytest
 
 from keepwarm import InvalidConfigError, InvalidInputError, ModelCache, Repository
-from keepwarm.errors import InternalError
+from keepwarm.errors import InternalError, KeepwarmError
+from keepwarm.logs import JsonLines
 from keepwarm.settings import BatchingSettings, Settings
 from support.misbehaving_models import (
     AddsOutput,
@@ -23,11 +27,14 @@ from support.misbehaving_models import (
     AnswersText,
     AnswersWiderRows,
     Doubles,
+    ModelsOwnError,
+    RaisesItsOwn,
     RenamesOutput,
     TwoInputsNamedX,
     TwoOutputsNamedY,
     two_versions,
 )
+from support.waiting import wait_until
 
 
 @pytest.fixture
@@ -207,3 +214,42 @@ def test_a_handle_reloaded_at_a_new_version_tells_that_version_s_signature(
     assert cache.evict(tmp_path)
     assert model.predict(np.ones((1, 3), np.float32))["y"].tolist() == [[2.0] * 3]
     assert model.signature.inputs[0].shape == (None, 3)
+
+
+@pytest.mark.parametrize("workers", [False, True])
+def test_a_close_that_exits_is_logged_and_the_unloader_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: bool
+) -> None:
+    """A Python model's ``close()`` calling ``sys.exit()`` ended the thread that closes
+    unloaded models, with no log line: later unloads were never closed. In a worker
+    process, it ended the worker as it stopped, unheard of."""
+    root = two_versions(tmp_path, "ExitsOnClose")
+    if workers:
+        with (root / "m" / "model.toml").open("a") as toml:
+            toml.write("\n[workers]\nprocesses = 1\n")
+    caplog.set_level(logging.ERROR, logger="keepwarm.manager")
+    with Repository(root, allow_unsafe=True, poll_seconds=60) as repo:
+        assert [repo.wait_ready("m", v, timeout=30) for v in (1, 2)] == [1, 2]
+        for version in (1, 2):  # the second shows the unloader still closes models
+            shutil.rmtree(root / "m" / str(version))
+            repo.refresh()
+            assert wait_until(lambda n=version: len(caplog.records) == n, timeout=10)
+            entry = json.loads(JsonLines().format(caplog.records[-1]))
+            assert entry["level"] == "error"
+            assert f"model 'm' version {version}" in entry["message"]
+            assert "SystemExit: 3" in entry["message"]
+            assert "SystemExit: 3" in entry["exception"]
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_a_model_s_own_exception_reaches_the_caller_as_it_was_raised(
+    tmp_path: Path, cache: ModelCache, batching: bool
+) -> None:
+    """The documented contract (README, Errors): keepwarm does not wrap a model's own
+    exception; a caller's ``except`` written for the model keeps working, batched or not."""
+    model = cache.load(tmp_path, options={"class": RaisesItsOwn}, batching=batching)
+    with pytest.raises(ModelsOwnError, match="no negative inputs") as caught:
+        model.predict(-np.ones((1, 2), np.float32))
+    assert not isinstance(caught.value, KeepwarmError)
+    assert any(entry.path.name == "misbehaving_models.py" for entry in caught.traceback)
+    assert model.predict(np.ones((1, 2), np.float32))["y"].tolist() == [[2.0, 2.0]]

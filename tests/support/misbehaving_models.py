@@ -85,14 +85,48 @@ class DoublesThree(Doubles):
     signature = Signature((TensorSpec("x", F32, (None, 3)),), (TensorSpec("y", F32, (None, 3)),))
 
 
-def two_versions(root: Path) -> Path:
-    """Model ``m`` under ``root``: versions 1 and 2 of ``Doubles``, both served (a Python model:
-    allow_unsafe)."""
+class WideRows(Doubles):
+    """Rows of 1 MiB (float32 ``[-1, 262144]``) that ``predict`` never reads: a zero per
+    row. Generated inputs of many rows are allocated (zeros, never touched) and nothing
+    more; past the machine's memory, their allocation raises MemoryError."""
+
+    ROW_BYTES = 1 << 20
+    signature = Signature(
+        (TensorSpec("x", F32, (None, ROW_BYTES // 4)),), (TensorSpec("y", F32, (None, 1)),)
+    )
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        return {"y": np.zeros((len(inputs["x"]), 1), F32)}
+
+
+class ModelsOwnError(Exception):
+    """An exception type of the model's own."""
+
+
+class RaisesItsOwn(Doubles):
+    """``Doubles`` that refuses a negative input with an exception of its own type."""
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        if (inputs["x"] < 0).any():
+            raise ModelsOwnError("no negative inputs")
+        return {"y": inputs["x"] * 2}
+
+
+class ExitsOnClose(Doubles):
+    """``Doubles`` whose ``close()`` calls ``sys.exit(3)``."""
+
+    def close(self) -> None:
+        raise SystemExit(3)
+
+
+def two_versions(root: Path, cls: str = "Doubles") -> Path:
+    """Model ``m`` under ``root``: versions 1 and 2 of ``cls`` (``Doubles``), both served (a
+    Python model: allow_unsafe)."""
     for version in (1, 2):
         directory = root / "m" / str(version)
         directory.mkdir(parents=True)
         (directory / "keepwarm.toml").write_text(
-            '[python]\nclass = "support.misbehaving_models:Doubles"\n'
+            f'[python]\nclass = "support.misbehaving_models:{cls}"\n'
         )
         (directory / ".keepwarm-ready").touch()
     (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n')

@@ -34,9 +34,10 @@ from keepwarm.batching.executor import Executor, ThreadExecutor, pool_size, thre
 from keepwarm.batching.merge import PadAxes, buckets
 from keepwarm.batching.registry import register, unregister
 from keepwarm.batching.stats import BatchStats
+from keepwarm.batching.warm_inputs import failed, warm_inputs
 from keepwarm.runtimes.base import LoadedModel
 from keepwarm.signature import Signature
-from keepwarm.warmup import FAILURES, sample_inputs
+from keepwarm.warmup import FAILURES
 
 _log = logging.getLogger("keepwarm.batching")
 _shared_lock = threading.Lock()
@@ -205,7 +206,9 @@ class BatchedModel:
         if self.why_not is not None:
             return f"batching off: {self.why_not}"
         sizes = buckets(self.batcher.max_batch_size)
-        first = self._bucket_inputs(sizes[0], samples)
+        first, failure = warm_inputs(self.signature, sizes[0], samples)
+        if failure is not None:  # batches as if unwarmed: no bucket is warm to cap at
+            return f"batch sizes not warmed: {failure}"
         if first is None:
             return "buckets not warmed: no inputs can be generated (an unknown rank)"
         self.batcher.cap_batches(sizes[0])
@@ -232,8 +235,9 @@ class BatchedModel:
             for bucket in sizes:
                 if self._closing.is_set():
                     return
-                inputs = self._bucket_inputs(bucket, samples)
-                failure = None if inputs is None else self._warm(bucket, inputs)
+                inputs, failure = warm_inputs(self.signature, bucket, samples)
+                if inputs is not None:
+                    failure = self._warm(bucket, inputs)
                 if failure is not None:
                     if not self._closing.is_set():  # not a run the unload cut short
                         self.warm_failure = (
@@ -255,21 +259,13 @@ class BatchedModel:
             self.inner.predict(inputs)  # the first call at a size pays for it, once
             self.batcher.latency.seed(bucket, time.perf_counter() - began)
         except FAILURES as exc:
-            return f"{bucket}: {type(exc).__name__}: {str(exc)[:120]}"
+            return failed(bucket, exc)
         return None
 
     def wait_warm(self, timeout: float | None = None) -> bool:
         """Wait until every bucket is warm (or warming stopped); whether that happened
         within ``timeout`` seconds. True at once when no warmup was started."""
         return self._warmer is None or self._warm_done.wait(timeout)
-
-    def _bucket_inputs(
-        self, bucket: int, samples: Sequence[Mapping[str, np.ndarray]]
-    ) -> dict[str, np.ndarray] | None:
-        if samples:
-            first = self.signature.coerce(self.signature.widen_json(samples[0]))
-            return {name: _rows(array, bucket) for name, array in first.items()}
-        return sample_inputs(self.signature, batch=bucket)
 
     def close(self) -> None:
         """Stop warming, unregister, stop taking requests; once the warmup's run under way
@@ -288,12 +284,3 @@ class BatchedModel:
                     self._close_wait,
                 )
         self.inner.close()
-
-
-def _rows(array: np.ndarray, rows: int) -> np.ndarray:
-    """``rows`` rows made from ``array``'s (repeated as needed)."""
-    have = array.shape[0]
-    if have == 0:
-        return array
-    taken: np.ndarray = np.take(array, np.arange(rows) % have, axis=0)
-    return taken

@@ -1,5 +1,10 @@
 """Closes unloaded models on a thread of its own, gives memory back, and measures it.
 
+A model's ``close()`` that raises, ``sys.exit()`` and other ``BaseException``s included, is
+logged (an error record naming the model and version, with the traceback) and the closing
+goes on: the thread never ends on a model's failure. A ``KeyboardInterrupt`` raised while
+closing on the caller's own thread (after ``stop``) is logged too, then raised again there.
+
 A full garbage collection stops every thread (about 150 ms once TensorFlow is imported),
 so closes are batched: at most one collection (and ``malloc_trim``) per ``min_interval``
 seconds, however many models were unloaded in between.
@@ -16,6 +21,7 @@ from typing import Any
 
 from keepwarm.core.entry import Entry
 from keepwarm.core.events import Event, EventBus
+from keepwarm.core.ids import ModelId
 from keepwarm.core.memory import release_memory, rss_bytes
 
 log = logging.getLogger("keepwarm.manager")
@@ -49,7 +55,7 @@ class Reaper:
                 self._pending += 1
                 self.idle.clear()
         if inline:
-            self._close((model, entry, reason, then))
+            self._close((model, entry, reason, then), inline=True)
             return
         with self._lock:
             if self._thread is None:
@@ -105,15 +111,34 @@ class Reaper:
                 if self._pending == 0:
                     self.idle.set()
 
-    def _close(self, job: _Job) -> tuple[Entry, str, int]:
+    def _close(self, job: _Job, inline: bool = False) -> tuple[Entry, str, int]:
         model, entry, reason, then = job
         held = int(getattr(model, "nbytes", 0) or 0)
+        interrupt: KeyboardInterrupt | None = None
         try:
             if model is not None:
                 model.close()
-        except Exception:
-            log.exception("closing %s failed", entry.key)
+        except BaseException as exc:  # sys.exit() in a model's close(): logged, never the end
+            log.error(  # of this thread
+                "closing %s (%s) failed: %s: %s",
+                _named(entry.key),
+                reason,
+                getattr(exc, "type_name", None) or type(exc).__name__,  # a worker's, by name
+                exc,
+                exc_info=exc,
+            )
+            if inline and isinstance(exc, KeyboardInterrupt):
+                interrupt = exc
         del model, job
         if then is not None:
             then(entry)
+        if interrupt is not None:
+            raise interrupt
         return entry, reason, held
+
+
+def _named(key: object) -> str:
+    """``model 'm' version 1`` for a repository's key; a cache's key as it prints."""
+    if isinstance(key, ModelId):
+        return f"model {key.name!r} version {key.version}"
+    return str(key)

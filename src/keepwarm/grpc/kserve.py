@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 import numpy as np
 from google.protobuf import json_format
 
-from keepwarm.control import bearer, check_parameters
+from keepwarm.control import bearer, check_parameters, check_repository
 from keepwarm.errors import UnavailableError
 from keepwarm.grpc.errors import leaving, mapped
 from keepwarm.grpc.protos.inference import grpc_service_pb2 as pb
@@ -89,20 +89,28 @@ class KServeServicer:
 
     @mapped
     def RepositoryIndex(self, request: Any, context: Context) -> Any:
+        check_repository(request.repository_name)
         rows = self.service.index(ready_only=request.ready)
         return _message(pb.RepositoryIndexResponse(), {"models": rows})
 
     @mapped
     def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
-        check_parameters("load", request.parameters)
+        self._checked(request, "load", token(context))
         self.service.load_blocking(request.model_name, token(context))
         return pb.RepositoryModelLoadResponse()
 
     @mapped
     def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
-        check_parameters("unload", request.parameters)
+        self._checked(request, "unload", token(context))
         self.service.unload_blocking(request.model_name, token(context))
         return pb.RepositoryModelUnloadResponse()
+
+    def _checked(self, request: Any, action: str, presented: str | None) -> None:
+        """A load or unload checked as over REST: the token first, then the repository
+        named (none: see ``check_repository``), then the parameters."""
+        self.service.management.authorize(presented)
+        check_repository(request.repository_name)
+        check_parameters(action, request.parameters)
 
     @mapped
     def ModelInfer(self, request: Any, context: Context) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keepwarm.control import bearer, check_parameters
+from keepwarm.control import bearer, check_parameters, check_repository
 from keepwarm.errors import InvalidInputError, UnavailableError
 from keepwarm.http.messages import (
     INLINE_DECODE_BYTES,
@@ -35,10 +35,13 @@ class V2Routes:
             Route("GET", "/v2/health/ready", self.ready, "v2"),
             Route("GET", "/v2", self.server_metadata, "v2"),
             Route("GET", "/v2/models/stats", self.stats, "v2"),
-            Route("POST", "/v2/repository/index", self.index, "v2"),
-            Route("POST", "/v2/repository/models/{model}/load", self.load, "v2"),
-            Route("POST", "/v2/repository/models/{model}/unload", self.unload, "v2"),
         ]
+        for repository in ("/v2/repository", "/v2/repository/{repository}"):  # Triton's both
+            routes += [
+                Route("POST", repository + "/index", self.index, "v2"),
+                Route("POST", repository + "/models/{model}/load", self.load, "v2"),
+                Route("POST", repository + "/models/{model}/unload", self.unload, "v2"),
+            ]
         for prefix in (model, version):
             routes += [
                 Route("GET", prefix, self.model_metadata, "v2"),
@@ -85,6 +88,7 @@ class V2Routes:
         )
 
     async def index(self, request: Request) -> Response:
+        check_repository(request.params.get("repository", ""))
         body = await request.body()
         if body.strip():
             options = jsonio.loads(body, max_depth=self.max_json_depth)
@@ -108,10 +112,11 @@ class V2Routes:
 
     async def _parameters(self, request: Request, action: str) -> str | None:
         """The token presented, once the API and the token are checked (401 and 403 before
-        the body is read); a load or unload body: none, or an object whose ``parameters``
-        keepwarm honours."""
+        the body is read), then the repository named (none: see ``check_repository``); a
+        load or unload body: none, or an object whose ``parameters`` keepwarm honours."""
         token = bearer(request.header(b"authorization"))
         self.service.management.authorize(token)
+        check_repository(request.params.get("repository", ""))
         body = await request.body()
         if not body.strip():
             return token

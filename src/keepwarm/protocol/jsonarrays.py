@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from keepwarm.errors import InvalidInputError
+from keepwarm.protocol import jsonwide
 from keepwarm.protocol.dtypes import OBJECT, TEXT_KINDS
 
 MAX_DIMS = 64  # numpy's own limit on the number of axes
@@ -61,6 +62,11 @@ def array_from_json(value: Any, dtype: np.dtype[Any] | None, *, tensor: str) -> 
         return array
     if array.dtype.kind in "iuf" and _holds_booleans(value, array):
         raise InvalidInputError(f"input {tensor!r}: expected {dtype.name} values, got a boolean")
+    if dtype == jsonwide.U64 and array.dtype.kind == "f" and jsonwide.only_integers(value):
+        exact = jsonwide.uint64_array(value)  # integers past int64's, made float64
+        if exact is None:
+            raise _out_of_range(tensor, dtype)
+        return exact
     return cast(array, dtype, tensor=tensor)
 
 

@@ -2,8 +2,10 @@
 
 TF Serving's REST API reads and writes these three tokens where a float goes (its
 documentation's "JSON conformance" section; JavaScript and Python's ``json`` module know
-them, standard JSON does not). orjson, simdjson and the KServe v2 API keep to standard
-JSON, so these are read only where a standard parser has refused a TF Serving body:
+them, standard JSON does not); Triton's KServe v2 API does the same (its rapidjson writer
+and parser set the NaN-and-Inf flags), and so does keepwarm's (``v2``, ``jsonpieces``).
+orjson and simdjson keep to standard JSON, so these are read only where a standard parser
+has refused a body:
 
 - ``loads``: a whole body. The literals (outside strings) are first replaced by a stand-in
   of the same length (``" 0"`` and spaces), which orjson parses: its errors, and the depth
@@ -24,7 +26,8 @@ the bench lock, load 0.9): an MLP body (784 numbers, 16 KB) with one NaN decodes
 only the three documented tokens are read.
 
 ``float_output`` writes a float array holding non-finite values with the literals, where
-orjson would write ``null`` (as the KServe v2 API's JSON does: ``v2response._to_json``).
+orjson would write ``null`` (for TF Serving's answers and, through ``v2response._literal_data``,
+the KServe v2 API's).
 """
 
 from __future__ import annotations

@@ -193,7 +193,19 @@ class WorkerGroup:
         return self._slots.infos(self.key)
 
     def close(self) -> None:
-        """Stop every worker (each unloads its model first); idempotent. Calls already
-        running finish first (a version is closed once its leases end)."""
+        """Unload the model in every worker, then stop them; idempotent. Calls already
+        running finish first (a version is closed once its leases end). The model's own
+        ``close()`` failing in a worker (``sys.exit()`` included) is raised here once every
+        worker has stopped, for the closer to log; a worker that died or does not answer
+        within the stop timeout is stopped (killed) all the same."""
+        failure: Exception | None = None
         for worker in self._slots.close(_STOP_TIMEOUT):
+            try:
+                worker.unload(self.key, timeout=_STOP_TIMEOUT)
+            except (WorkerDied, Unanswered):
+                pass
+            except Exception as exc:
+                failure = failure or exc
             worker.stop(_STOP_TIMEOUT)
+        if failure is not None:
+            raise failure

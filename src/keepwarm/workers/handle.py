@@ -145,8 +145,8 @@ class WorkerProcess:
         self.figures.update(reply.figures)
         return reply
 
-    def unload(self, key: str) -> Figures:
-        reply = self._call(Unload(key))
+    def unload(self, key: str, timeout: float | None = None) -> Figures:
+        reply = self._call(Unload(key), timeout=timeout)
         assert isinstance(reply, Unloaded)
         self.figures.update(reply.figures)
         return reply.figures

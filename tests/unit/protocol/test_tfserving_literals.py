@@ -1,6 +1,7 @@
 """TF Serving's JSON conformance: ``NaN``, ``Infinity`` and ``-Infinity`` read in requests
-(whole bodies and large tensors in pieces) and written in responses; the KServe v2 API
-stays standard JSON. Also ``b64`` without its padding and integers past 64 bits."""
+(whole bodies and large tensors in pieces) and written in responses (the KServe v2 API
+reads and writes them too, as Triton's does: ``test_v2_nonfinite``). Also ``b64`` without
+its padding and integers past 64 bits."""
 
 from __future__ import annotations
 
@@ -15,16 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keepwarm.errors import InvalidInputError
-from keepwarm.protocol import (
-    jsonio,
-    jsonnonfinite,
-    jsonpieces,
-    tflean,
-    tfpieces,
-    tfserving,
-    v2,
-    v2response,
-)
+from keepwarm.protocol import jsonio, jsonnonfinite, tflean, tfpieces, tfserving
 from keepwarm.signature import Signature, TensorSpec
 
 F32, F64, I64, TEXT = (np.dtype(t) for t in (np.float32, np.float64, np.int64, object))
@@ -132,26 +124,6 @@ def test_large_tensors_with_literals_are_read_in_pieces() -> None:
             tfserving.parse_predict(body).inputs(Signature((TensorSpec("x", F32, None),), ()))
 
 
-@pytest.mark.usefixtures("small_pieces")
-def test_the_kserve_v2_api_stays_standard_json() -> None:
-    x = np.random.default_rng(1).random((30, 3))
-    x[2, 1] = math.nan
-    for data in (x.tolist(), x.reshape(-1).tolist()):
-        body = json.dumps({"inputs": [{"name": "x", "shape": [30, 3], "data": data}]}).encode()
-        for min_bytes in (16, 1 << 20):  # pieces, and the plain parse
-            with pytest.raises(InvalidInputError, match="malformed JSON"):
-                jsonpieces.loads(body, max_depth=64, within="inputs", min_bytes=min_bytes)
-    with pytest.raises(InvalidInputError, match="malformed JSON"):
-        jsonio.loads(b"[NaN]", max_depth=64)
-    assert math.isnan(jsonio.loads(b"[NaN]", max_depth=64, literals=True)[0])
-    # v2 writes non-finite floats as null (its docstring says so), and refuses a null
-    y = np.array([math.nan, math.inf, 1.5], dtype=F32)
-    assert jsonio.dumps(v2response._to_json(y, "y")) == b"[null,null,1.5]"
-    sent = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1.5, None]}]}
-    with pytest.raises(InvalidInputError, match="expected float32 values, got null"):
-        v2.decode_request(orjson.dumps(sent))
-
-
 finite = st.floats(-1e300, 1e300) | st.integers(-(2**63), 2**64 - 1)
 odd = st.sampled_from([math.nan, math.inf, -math.inf])
 
@@ -248,3 +220,17 @@ def test_an_integer_past_64_bits_is_out_of_range_for_the_dtype() -> None:
     signature = Signature(inputs=(TensorSpec("x", I64, (None,)),), outputs=())
     edge = b'{"instances": [-9223372036854775808, 9223372036854775807]}'
     assert tfserving.parse_predict(edge).inputs(signature)["x"].tolist() == [-(2**63), 2**63 - 1]
+
+
+def test_uint64_takes_every_integer_below_2_64_exactly() -> None:
+    """[1, 2**63] was refused as float64; [1, 2**64 - 1] was called out of range."""
+    signature = Signature(inputs=(TensorSpec("x", np.dtype(np.uint64), (None,)),), outputs=())
+    for values in ([1, 2**63], [1, 2**64 - 1], [2**64 - 1, 0, 2**63 + 1]):
+        for document in ({"instances": values}, {"inputs": {"x": values}}):
+            for body in (orjson.dumps(document), json.dumps(document).encode()):
+                x = tfserving.parse_predict(body).inputs(signature)["x"]
+                assert x.dtype == np.uint64 and x.tolist() == values
+    for literal in (b"-1", b"18446744073709551616"):
+        body = b'{"instances": [9223372036854775808, ' + literal + b"]}"
+        with pytest.raises(InvalidInputError, match=r"'x': values out of range for uint64 \(\[0,"):
+            tfserving.parse_predict(body).inputs(signature)

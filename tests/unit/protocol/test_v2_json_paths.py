@@ -25,8 +25,9 @@ PAD = " " * jsonpieces.MIN_ARRAY_BYTES  # whitespace in an array: over the cut-o
 
 
 def reference(body: bytes) -> Any:
-    """The orjson-only path: no simdjson anywhere."""
-    return v2._decoded(jsonio.loads(body, max_depth=64), memoryview(b""))
+    """The orjson-only path: no simdjson anywhere (with the NaN and Infinity literals, as
+    Triton reads them: ``test_v2_nonfinite``)."""
+    return v2._decoded(jsonio.loads(body, max_depth=64, literals=True), memoryview(b""))
 
 
 def outcome(decode: Callable[[], v2.InferRequest]) -> Any:
@@ -218,7 +219,7 @@ def test_the_depth_limit_counts_a_nested_arrays_axes(max_depth: int, dims: int) 
     assert len(jsonpieces._spans(body, jsonpieces.MIN_ARRAY_BYTES)) == 1
 
     def plain() -> v2.InferRequest:
-        return v2._decoded(jsonio.loads(body, max_depth=max_depth), memoryview(b""))
+        return v2._decoded(jsonio.loads(body, max_depth=max_depth, literals=True), memoryview(b""))
 
     assert outcome(lambda: v2.decode_request(body, max_depth=max_depth)) == outcome(plain)
 
@@ -235,3 +236,32 @@ def test_strings_and_other_values_are_not_cut_out() -> None:
         body = flat_body("[ " + ",".join([first] * 600) + "]")
         assert len(jsonpieces._spans(body, jsonpieces.MIN_ARRAY_BYTES)) == 1
         check(body)
+
+
+@pytest.mark.parametrize("pad", ["", PAD])
+def test_uint64_takes_every_integer_below_2_64_exactly(pad: str) -> None:
+    """numpy makes float64 of a list holding an integer past int64's range: [1, 2**63]
+    was refused (float64 for a UINT64 tensor), [1, 2**64 - 1] called out of range."""
+    for values in ([1, 2**63], [1, 2**64 - 1], [2**64 - 1, 0, 2**63 + 1], [[2**63], [5]]):
+        rows = len(values) if isinstance(values[0], list) else None
+        flat = [v for row in values for v in row] if rows else values
+        text = render([str(v) for v in flat], rows, pad)
+        body = flat_body(text, "UINT64", [len(flat)] if rows is None else [rows, 1])
+        x = v2.decode_request(body).inputs["x"]
+        assert x.dtype == np.uint64 and x.reshape(-1).tolist() == flat
+        check(body)
+
+
+@pytest.mark.parametrize("pad", ["", PAD])
+def test_uint64_refuses_what_is_past_its_range_naming_the_input_and_range(pad: str) -> None:
+    for values in (["-1", str(2**63)], ["1", str(2**64)], [str(2**63), str(2**70)], ["-1"]):
+        body = flat_body(render(values, None, pad), "UINT64", [len(values)])
+        with pytest.raises(
+            InvalidInputError,
+            match=r"input 'x': values out of range for uint64 \(\[0, 18446744073709551615\]\)",
+        ):
+            v2.decode_request(body)
+        check(body)
+    body = flat_body(render(["1", str(2**63), "0.5"], None, pad), "UINT64", [3])
+    with pytest.raises(InvalidInputError, match=r"expected uint64 values, got float64"):
+        v2.decode_request(body)  # a fraction stays a type error
