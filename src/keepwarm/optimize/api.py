@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -71,8 +72,11 @@ def optimize(
         raise InvalidInputError(
             f"--quantize {quantize!r}: expected one of {', '.join(QUANTIZE_MODES)}"
         )
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise InvalidInputError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
+    seconds_given = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    if not seconds_given or not 0 < timeout < math.inf:  # inf: an OverflowError in subprocess
+        raise InvalidInputError(
+            f"timeout: expected a finite number of seconds > 0, got {timeout!r}"
+        )
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise InvalidInputError(f"runs: expected an integer >= 1, got {runs!r}")
     if gate is not None and not isinstance(gate, Gate):

@@ -13,6 +13,7 @@ from keepwarm.errors import ConversionError, DeadlineExceededError
 from keepwarm.optimize.child import ConversionRequest, OptimizeRequest
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds ``keepwarm/``
+_NO_LIMIT_SECONDS = 365 * 86400.0
 _CHILD = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from keepwarm.optimize.child import main; sys.exit(main(sys.argv[2:]))"
@@ -47,7 +48,8 @@ def _run_child(mode: str, request: str, result_file: Path, timeout: float, what:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=timeout,
+            # past a year: no limit (subprocess overflows on a timeout near 1e300 s)
+            timeout=None if timeout > _NO_LIMIT_SECONDS else timeout,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:

@@ -1,0 +1,79 @@
+"""``keepwarm optimize`` given what a careless or hostile user gives: models whose inputs
+are not what generated samples assume (a fixed batch size, a scalar), a source that fails
+on its samples, samples whose answers are NaN, labels that name no class, timeouts that
+are no number of seconds. Each ends in an answer or in one error naming what was wrong,
+never in a framework's traceback. Real SavedModels, built here; conversions in a child."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keepwarm.cli import main
+from keepwarm.errors import InvalidInputError
+from keepwarm.optimize import optimize
+from support.optimize_models import tf_function_model
+
+
+def test_a_model_with_a_fixed_batch_size_is_checked_on_that_many_rows(tmp_path: Path) -> None:
+    """Generated samples came in requests of 32 rows: the source's TensorFlow took them,
+    the converted graph refused them (ONNX Runtime's InvalidArgument, a traceback)."""
+    source = tf_function_model(tmp_path / "m" / "1", [("x", (64, 3), "float32")], '{"y": x * 2}')
+    report = optimize(source, output=tmp_path / "m.onnx", runs=1).report
+    assert report.passed, report.failures
+    assert report.samples == 64 and report.outputs[0].max_abs_diff == 0.0
+
+
+def test_a_scalar_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was ``TypeError: len() of unsized object`` and exit 1."""
+    source = tf_function_model(tmp_path / "m" / "1", [("t", (), "float32")], '{"y": t * 2}')
+    assert main(["optimize", str(source), "--runs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "error: input 't' is a scalar (shape [])" in err and "Traceback" not in err
+
+
+def test_a_source_that_fails_on_its_samples_is_named(tmp_path: Path) -> None:
+    """The source's own error (here an assertion the generated inputs break) is said as
+    the source's, with the samples' origin, not a traceback out of the check."""
+    fn = '{"y": tf.identity(x) if tf.debugging.assert_less(x, -1.0) is None else x}'
+    source = tf_function_model(tmp_path / "m" / "1", [("x", (None, 4), "float32")], fn)
+    with pytest.raises(InvalidInputError, match=r"^the source model fails on the samples \(64 "):
+        optimize(source, runs=1)
+
+
+def test_nan_answers_both_models_give_are_no_difference(
+    example_models: Path, tmp_path: Path
+) -> None:
+    """Samples holding NaN make both models answer NaN: the gate failed with "differs by
+    up to nan" though the converted graph answers exactly as its source."""
+    x = np.random.default_rng(0).random((8, 784), dtype=np.float32)
+    x[3, 5] = np.nan
+    np.savez(tmp_path / "nan.npz", image=x)
+    report = optimize(example_models / "mlp_onnx", calibration=tmp_path / "nan.npz", runs=1).report
+    assert report.passed, report.failures
+    (probs,) = report.outputs
+    assert probs.max_abs_diff <= 1e-4 and probs.mean_abs_diff <= 1e-4
+
+
+def test_labels_that_name_no_class_are_refused(example_models: Path, tmp_path: Path) -> None:
+    """Labels -1 (or past the classes) scored 0% on both sides: accuracy reported, a drop
+    of 0 points, the gate passed, on labels that meant nothing."""
+    x = np.random.default_rng(0).random((8, 784), dtype=np.float32)
+    for bad in (-1, 10):
+        np.savez(tmp_path / "l.npz", image=x, labels=np.full(8, bad))
+        with pytest.raises(InvalidInputError, match=f"from {bad} to {bad}; output 'probs' has 10"):
+            optimize(example_models / "mlp_onnx", calibration=tmp_path / "l.npz", runs=1)
+
+
+def test_timeouts_that_are_no_number_of_seconds(
+    example_models: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--timeout inf was subprocess's OverflowError (exit 1); 1e300 overflowed too."""
+    model = str(example_models / "mlp_onnx")
+    assert main(["optimize", model, "--timeout", "inf"]) == 2
+    assert "error: timeout: expected a finite number of seconds > 0, got inf" in (
+        capsys.readouterr().err
+    )
+    assert main(["optimize", model, "--timeout", "1e300", "--runs", "1"]) == 0
