@@ -22,12 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keepwarm.cli_serve import _Terminated, _terminated
 from keepwarm.settings import Settings
 
 PEER_TIMEOUT_SECONDS = 5.0
 #: Run by the supervisor with ``sys.executable`` (not ``-m``: the pickled ``ChildSpec``
-#: must be this module's class, not ``__main__``'s).
-CHILD_COMMAND = ("-c", "from keepwarm.server_child import main; raise SystemExit(main())")
+#: must be this module's class, not ``__main__``'s). SIGINT kills it quietly until
+#: ``main`` has its handlers in place (the supervisor counts that as stopped): Python's
+#: own handler would print a KeyboardInterrupt traceback from the middle of an import.
+CHILD_COMMAND = (
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "from keepwarm.server_child import main; raise SystemExit(main())",
+)
 
 
 @dataclass(frozen=True)
@@ -127,14 +134,26 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main() -> int:
-    spec = pickle.loads(sys.stdin.buffer.read())
-    assert isinstance(spec, ChildSpec)
-    _die_with_parent(spec.parent)
-    from keepwarm.errors import KeepwarmError
-    from keepwarm.server import serve
-
+    # The supervisor passes SIGTERM and SIGINT on at once, also while this process starts:
+    # until the server's own handlers are in place they end the start as a single
+    # server's do (SIGTERM: exit 0, SIGINT: 130), not with a traceback.
     try:
-        return serve(spec.root, spec.settings, child=ChildRole(spec))
-    except KeepwarmError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminated)
+        spec = pickle.loads(sys.stdin.buffer.read())
+        assert isinstance(spec, ChildSpec)
+        _die_with_parent(spec.parent)
+        from keepwarm.errors import KeepwarmError
+        from keepwarm.server import serve
+
+        try:
+            return serve(spec.root, spec.settings, child=ChildRole(spec))
+        except KeepwarmError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print("stopped", file=sys.stderr)
+        return 0
