@@ -6,6 +6,7 @@ never in a framework's traceback. Real SavedModels, built here; conversions in a
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,27 @@ def test_timeouts_that_are_no_number_of_seconds(
         capsys.readouterr().err
     )
     assert main(["optimize", model, "--timeout", "1e300", "--runs", "1"]) == 0
+
+
+def test_an_output_that_is_the_source_model_is_refused(
+    example_models: Path, tmp_path: Path
+) -> None:
+    """``-o`` naming the source's own file rewrote the model in place (a version a
+    repository serves changed under it, copied over non-atomically)."""
+    model = tmp_path / "m"
+    shutil.copytree(example_models / "mlp_onnx", model)
+    graph = model / "1" / "model.onnx"
+    before = graph.read_bytes()
+    for target in (graph, model / "1" / "other.onnx"):
+        with pytest.raises(InvalidInputError, match=f"output {target}: is .*the source model"):
+            optimize(model, quantize="dynamic", output=target, runs=1)
+    assert graph.read_bytes() == before
+    assert sorted(p.name for p in (model / "1").iterdir()) == ["model.onnx"]
+
+
+def test_an_existing_output_is_replaced_whole(example_models: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"old")
+    optimize(example_models / "mlp_onnx", output=target, runs=1)
+    assert target.read_bytes()[:2] != b"ol" and target.stat().st_size > 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]  # no temporary file left

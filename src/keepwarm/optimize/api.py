@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -84,6 +86,8 @@ def optimize(
     if output is not None:
         _check_output(Path(output))
     path = select_version(resolve_uri(os.fspath(source), downloads=downloads), version)
+    if output is not None:
+        _check_not_source(Path(output), path)
     runtime = detect_runtime(path).name
     if runtime not in CONVERTIBLE:
         raise InvalidInputError(
@@ -124,10 +128,7 @@ def optimize(
             written = None
             if output is not None:
                 written = Path(output)
-                try:
-                    shutil.copyfile(graph, written)
-                except OSError as exc:  # checked at the start; a permission, a full disk
-                    raise InvalidInputError(f"output {written}: cannot be written ({exc})") from exc
+                _write(graph, written)
             if publish_to is None:
                 return OptimizeResult(report, written, None)
             if not report.passed:
@@ -206,3 +207,28 @@ def _check_output(output: Path) -> None:
         raise InvalidInputError(f"output {output}: is a directory; expected a file name")
     if not output.parent.is_dir():
         raise InvalidInputError(f"output {output}: directory {output.parent} does not exist")
+
+
+def _check_not_source(output: Path, source: Path) -> None:
+    """Refuse an ``output`` that is the source model's file or inside its directory: the
+    copy rewrote a model, maybe one a repository serves, in place."""
+    target, model = output.resolve(), source.resolve()
+    if target == model or model in target.parents:
+        raise InvalidInputError(
+            f"output {output}: is {'inside ' if target != model else ''}the source model "
+            f"{source}; write it elsewhere (or --publish it as the model's next version)"
+        )
+
+
+def _write(graph: Path, output: Path) -> None:
+    """Copy ``graph`` to ``output`` whole or not at all: an existing file there is replaced
+    by a rename, never left half written by a failed copy (a full disk)."""
+    temporary = output.with_name(f".{output.name}.keepwarm-{uuid.uuid4().hex[:8]}")
+    try:
+        shutil.copyfile(graph, temporary)
+        os.replace(temporary, output)
+    except OSError as exc:  # checked at the start; a permission, a full disk
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise InvalidInputError(f"output {output}: cannot be written ({exc})") from exc
+
