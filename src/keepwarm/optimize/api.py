@@ -231,4 +231,3 @@ def _write(graph: Path, output: Path) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise InvalidInputError(f"output {output}: cannot be written ({exc})") from exc
-
