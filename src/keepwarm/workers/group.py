@@ -50,6 +50,7 @@ class WorkerGroup:
         self.settings = settings
         self._new_id, self._hook, self._on_restart = new_id, hook, on_restart
         self._slots = Slots(name, settings.start_timeout)
+        self._killed_in_call: set[WorkerProcess] = set()  # by close(), in a call
         self.loaded: Loaded | None = None
         spawned: list[WorkerProcess] = []
         try:
@@ -76,6 +77,11 @@ class WorkerGroup:
             outputs = worker.predict(self.key, inputs)
         except WorkerDied as died:
             self._slots.lost(slot, worker)
+            if worker in self._killed_in_call:  # by close(): the model is gone, no restart
+                raise UnavailableError(
+                    f"model {self.name!r} was unloaded while this request ran (its worker "
+                    "process was stopped in the call)"
+                ) from None
             raise UnavailableError(
                 f"model {self.name!r}: its {died}; the request was lost, the worker is "
                 "restarted: retry"
@@ -194,6 +200,14 @@ class WorkerGroup:
 
     def close(self) -> None:
         """Stop every worker (each unloads its model first); idempotent. Calls already
-        running finish first (a version is closed once its leases end)."""
-        for worker in self._slots.close(_STOP_TIMEOUT):
-            worker.stop(_STOP_TIMEOUT)
+        running finish first (a version is closed once its leases end), waited for up to
+        ``_STOP_TIMEOUT``; a worker still in its call then is killed at once: it reads no
+        stop message until its model returns, and asking cost a second timeout (a server
+        with a hung model exited 20 s per such model after its drain timeout, not 10)."""
+        workers, busy = self._slots.close(_STOP_TIMEOUT)
+        self._killed_in_call.update(busy)  # before the kill: their callers' errors say so
+        for worker in busy:
+            worker.kill()
+        for worker in workers:
+            if worker not in busy:
+                worker.stop(_STOP_TIMEOUT)
