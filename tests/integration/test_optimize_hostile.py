@@ -102,3 +102,10 @@ def test_an_existing_output_is_replaced_whole(example_models: Path, tmp_path: Pa
     optimize(example_models / "mlp_onnx", output=target, runs=1)
     assert target.read_bytes()[:2] != b"ol" and target.stat().st_size > 1000
     assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]  # no temporary file left
+
+
+def test_a_number_of_runs_past_the_bound_is_refused_first(tmp_path: Path) -> None:
+    """--runs 1000000000 was taken: days of timed calls after the conversion. Refused
+    before the source is looked for (here it does not exist)."""
+    with pytest.raises(InvalidInputError, match=r"runs: expected an integer from 1 to 10000"):
+        optimize(tmp_path / "nothing", runs=10**9)
