@@ -1,12 +1,14 @@
 """The ``keepwarm`` command: turns flags into library calls, nothing else.
 
 Exit codes: 0 success; 2 a usage error or a ``KeepwarmError`` (one ``error: ...`` line on
-stderr); 130 interrupted. Anything else is a bug and keeps its traceback."""
+stderr); 130 interrupted; 143 terminated (SIGTERM). Anything else is a bug and keeps its
+traceback."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import keepwarm
 from keepwarm.cli_progress import Progress, size_text
-from keepwarm.cli_serve import add_serve_command, run_serve, serve_parser
+from keepwarm.cli_serve import _Terminated, _terminated, add_serve_command, run_serve, serve_parser
 from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.settings import Settings
 
@@ -216,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return run_serve(args)
     cache: keepwarm.ModelCache | None = None
+    # SIGTERM runs the cleanups, as Ctrl-C does: a conversion child killed, its temporary
+    # directory removed (the default action left both behind)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         cache = keepwarm.ModelCache(settings=settings_from_args(args))
         args.func(args, cache)
@@ -225,9 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
         if cache is not None:
             cache.close(drain_timeout=5.0)
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

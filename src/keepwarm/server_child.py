@@ -121,9 +121,10 @@ class ChildRole:
             return None
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM this process when the supervisor dies (killed with SIGKILL it cannot stop
-    its children), so no server is left holding the port."""
+def die_with_parent(parent: int) -> None:
+    """SIGTERM this process when the process ``parent`` (the supervisor; the one running
+    a conversion) dies, also killed with SIGKILL, which cannot stop its children: no
+    server is left holding the port, no conversion left running for no one."""
     import ctypes
 
     pr_set_pdeathsig = 1
@@ -142,7 +143,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _terminated)
         spec = pickle.loads(sys.stdin.buffer.read())
         assert isinstance(spec, ChildSpec)
-        _die_with_parent(spec.parent)
+        die_with_parent(spec.parent)
         from keepwarm.errors import KeepwarmError
         from keepwarm.server import serve
 

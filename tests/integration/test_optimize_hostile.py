@@ -6,7 +6,11 @@ never in a framework's traceback. Real SavedModels, built here; conversions in a
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,9 @@ from keepwarm.cli import main
 from keepwarm.errors import InvalidInputError
 from keepwarm.optimize import optimize
 from support.optimize_models import tf_function_model
+from support.waiting import process_alive, wait_until
+
+WAIT_S = 120.0
 
 
 def test_a_model_with_a_fixed_batch_size_is_checked_on_that_many_rows(tmp_path: Path) -> None:
@@ -109,3 +116,37 @@ def test_a_number_of_runs_past_the_bound_is_refused_first(tmp_path: Path) -> Non
     before the source is looked for (here it does not exist)."""
     with pytest.raises(InvalidInputError, match=r"runs: expected an integer from 1 to 10000"):
         optimize(tmp_path / "nothing", runs=10**9)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_command_leaves_no_conversion_running(
+    example_models: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGTERM (or SIGKILL) to ``keepwarm optimize`` while its child converted: the child
+    ran on for no one and the temporary directory stayed. SIGTERM now ends the command
+    through its cleanups (exit 143, "terminated"); the child dies with its parent."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**os.environ, "TMPDIR": str(temporary), "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "keepwarm", "optimize", str(example_models / "mlp")]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert wait_until(lambda: _children(proc.pid) or proc.poll() is not None)
+        (child,) = _children(proc.pid)
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=WAIT_S)[1]
+        assert wait_until(lambda: not process_alive(child)), "the conversion ran on"
+        # it was stopped in its work, not left to finish it (its result is written last)
+        assert list(temporary.rglob("result.json")) == [], "the conversion ran on"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and err.rstrip().endswith("terminated"), err
+        assert list(temporary.iterdir()) == []

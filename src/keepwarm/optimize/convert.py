@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,11 +41,13 @@ def _run_child(mode: str, request: str, result_file: Path, timeout: float, what:
     request_file = result_file.with_name(f"{mode}-request.json")
     request_file.write_text(request)
     started = time.monotonic()
+    parent = str(os.getpid())
     try:
         done = subprocess.run(
             # -c, not -m: the child imports this very keepwarm, wherever it is installed or
             # checked out (its environment is this process's, as it is)
-            [sys.executable, "-c", _CHILD, str(_PACKAGE_ROOT), mode, str(request_file)],
+            # the last argument: this process's id (the child ends when this process does)
+            [sys.executable, "-c", _CHILD, str(_PACKAGE_ROOT), mode, str(request_file), parent],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
