@@ -1,13 +1,16 @@
 """The ``keepwarm`` command: turns flags into library calls, nothing else.
 
 Exit codes: 0 success; 2 a usage error or a ``KeepwarmError`` (one ``error: ...`` line on
-stderr); 130 interrupted. Anything else is a bug and keeps its traceback."""
+stderr); 130 interrupted; 143 terminated (SIGTERM). Anything else is a bug and keeps its
+traceback."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import keepwarm
 from keepwarm.cli_progress import Progress, size_text
 from keepwarm.cli_serve import add_serve_command, run_serve, serve_parser
+from keepwarm.early_signals import Terminated, terminated
 from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.settings import Settings
 
@@ -104,15 +108,19 @@ def read_inputs(path: Path) -> Inputs:
 
     if path.is_dir():
         raise InvalidInputError(f"input file {path} is a directory; expected a file")
-    if not path.is_file():
+    if not path.exists():
         raise InvalidInputError(f"input file {path} does not exist")
+    if not path.is_file():  # a FIFO would hold the command for a writer
+        raise InvalidInputError(f"input file {path}: not a regular file; expected a file")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".npy":
-            return np.asarray(np.load(path, allow_pickle=False))
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return {name: data[name] for name in data.files}
+        if suffix in (".npy", ".npz"):
+            # opened here: np.load leaves its own file open when the archive is bad
+            with path.open("rb") as file:
+                if suffix == ".npy":
+                    return np.asarray(np.load(file, allow_pickle=False))
+                with np.load(file, allow_pickle=False) as data:
+                    return {name: data[name] for name in data.files}
         if suffix == ".json":
             body = json.loads(path.read_text())
             if isinstance(body, dict) and set(body) == {"inputs"}:
@@ -120,8 +128,11 @@ def read_inputs(path: Path) -> Inputs:
             if isinstance(body, dict):
                 return {str(name): np.asarray(value) for name, value in body.items()}
             return np.asarray(body)
-    except (ValueError, OSError) as exc:
-        raise InvalidInputError(f"cannot read input file {path}: {exc}") from exc
+    except (ValueError, OSError, EOFError, RecursionError, zipfile.BadZipFile) as exc:
+        # not an archive, truncated, not JSON, nested past the parser's depth
+        raise InvalidInputError(
+            f"cannot read input file {path}: {type(exc).__name__}: {exc}"
+        ) from None
     raise InvalidInputError(f"input file {path}: expected a .npy, .npz or .json file")
 
 
@@ -130,25 +141,34 @@ def cmd_predict(args: argparse.Namespace, cache: keepwarm.ModelCache) -> None:
 
     source = Path(args.input)
     inputs = read_inputs(source)
+    target = None if args.output is None else _output_file(Path(args.output))
     model, _ = _open_model(args, cache)
     if source.suffix.lower() == ".json":
         inputs = model.signature.widen_json(inputs)
     outputs = model.predict(inputs)
     text = json.dumps({"outputs": {name: value.tolist() for name, value in outputs.items()}})
-    if args.output is None:
+    if target is None:
         print(text)
         return
-    target = Path(args.output)
     try:
         if target.suffix.lower() == ".npz":
             np.savez(target, **outputs)  # type: ignore[arg-type]
-        elif target.suffix.lower() == ".json":
-            target.write_text(text)
         else:
-            raise InvalidInputError(f"output file {target}: expected a .npz or .json name")
+            target.write_text(text)
     except OSError as exc:
         raise InvalidInputError(f"cannot write output file {target}: {exc}") from exc
     print(f"wrote {', '.join(outputs)} to {target}", file=sys.stderr)
+
+
+def _output_file(target: Path) -> Path:
+    """``--output`` checked before the model loads and runs, not after."""
+    if target.suffix.lower() not in (".npz", ".json") or target.is_dir():
+        raise InvalidInputError(f"output file {target}: expected a .npz or .json file name")
+    if not target.parent.is_dir():
+        raise InvalidInputError(
+            f"cannot write output file {target}: directory {target.parent} does not exist"
+        )
+    return target
 
 
 # ---------------------------------------------------------------- parser
@@ -199,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return run_serve(args)
     cache: keepwarm.ModelCache | None = None
+    # SIGTERM runs the cleanups, as Ctrl-C does: a conversion child killed, its temporary
+    # directory removed (the default action left both behind)
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         cache = keepwarm.ModelCache(settings=settings_from_args(args))
         args.func(args, cache)
@@ -208,9 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
         if cache is not None:
             cache.close(drain_timeout=5.0)
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

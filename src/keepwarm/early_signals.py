@@ -28,6 +28,11 @@ class Terminated(BaseException):
     KeyboardInterrupt: start-up code that catches Exception lets it through)."""
 
 
+def terminated(signum: int, frame: Any) -> None:
+    """A SIGTERM handler raising :class:`Terminated` (commands other than ``serve``)."""
+    raise Terminated
+
+
 _received: list[int] = []
 _stderr: list[int] = []  # standard error as it was at ``install`` (the start redirects fd 2)
 
@@ -67,4 +72,4 @@ def raise_pending() -> None:
         _raise_for(_received[0])
 
 
-__all__ = ["SIGNALS", "Terminated", "install", "raise_pending"]
+__all__ = ["SIGNALS", "Terminated", "install", "raise_pending", "terminated"]

@@ -22,12 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keepwarm import early_signals
 from keepwarm.settings import Settings
 
 PEER_TIMEOUT_SECONDS = 5.0
 #: Run by the supervisor with ``sys.executable`` (not ``-m``: the pickled ``ChildSpec``
-#: must be this module's class, not ``__main__``'s).
-CHILD_COMMAND = ("-c", "from keepwarm.server_child import main; raise SystemExit(main())")
+#: must be this module's class, not ``__main__``'s). SIGINT kills it quietly until
+#: ``main`` has its handlers in place (the supervisor counts that as stopped): Python's
+#: own handler would print a KeyboardInterrupt traceback from the middle of an import.
+CHILD_COMMAND = (
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "from keepwarm.server_child import main; raise SystemExit(main())",
+)
 
 
 @dataclass(frozen=True)
@@ -114,9 +121,10 @@ class ChildRole:
             return None
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM this process when the supervisor dies (killed with SIGKILL it cannot stop
-    its children), so no server is left holding the port."""
+def die_with_parent(parent: int) -> None:
+    """SIGTERM this process when the process ``parent`` (the supervisor; the one running
+    a conversion) dies, also killed with SIGKILL, which cannot stop its children: no
+    server is left holding the port, no conversion left running for no one."""
     import ctypes
 
     pr_set_pdeathsig = 1
@@ -127,14 +135,28 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main() -> int:
-    spec = pickle.loads(sys.stdin.buffer.read())
-    assert isinstance(spec, ChildSpec)
-    _die_with_parent(spec.parent)
-    from keepwarm.errors import KeepwarmError
-    from keepwarm.server import serve
-
+    # The supervisor passes SIGTERM and SIGINT on at once, also while this process starts:
+    # until the server's own handlers are in place they end the start as a single
+    # server's do (SIGTERM: exit 0, SIGINT: 130), not with a traceback.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    restore = early_signals.install()  # a swallowed one raised again (keepwarm.server)
     try:
-        return serve(spec.root, spec.settings, child=ChildRole(spec))
-    except KeepwarmError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        spec = pickle.loads(sys.stdin.buffer.read())
+        assert isinstance(spec, ChildSpec)
+        die_with_parent(spec.parent)
+        from keepwarm.errors import KeepwarmError
+        from keepwarm.server import serve
+
+        try:
+            return serve(spec.root, spec.settings, child=ChildRole(spec))
+        except KeepwarmError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except early_signals.Terminated:
+        print("stopped", file=sys.stderr)
+        return 0
+    finally:
+        restore()

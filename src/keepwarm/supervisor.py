@@ -166,6 +166,8 @@ class _Child:
         self.restart_at = 0.0
         self.backoff = BACKOFF_FIRST
         self.signalled = False
+        self.sent: int | None = None  # the first signal passed on to this process, if any
+        self.starting = False  # it was not yet ready when the signal was passed on
         self.relay: threading.Thread | None = None
 
     def start(self, output: Output) -> None:
@@ -179,6 +181,7 @@ class _Child:
         )
         self.started = time.monotonic()
         self.signalled = False
+        self.sent = None
         output.started(self.spec.index, self.proc.pid)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.relay = _relay(output, self.spec.index, self.proc.pid, self.proc.stdout)
@@ -188,10 +191,22 @@ class _Child:
         except BrokenPipeError:  # it died at once: seen as an exit
             pass
 
-    def signal(self, signum: int) -> None:
+    def signal(self, signum: int, output: Output) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.signalled = True
+            if self.sent is None:
+                self.sent = signum
+                self.starting = self.spec.index not in output.ready
             self.proc.send_signal(signum)
+
+    def exit_code(self, code: int) -> int:
+        """``code`` as the server's. A process the signal reached while it started (killed
+        by it before its handlers were in place, or, SIGINT in its interpreter's own
+        start-up, a fatal error) stopped as a server stopped by it does: SIGTERM 0, SIGINT
+        130 (the supervisor exited 241 for -15, 254 for -2)."""
+        if self.sent is not None and (code == -self.sent or (self.starting and code != 0)):
+            return 130 if self.sent == signal.SIGINT else 0
+        return code
 
 
 def _relay(output: Output, index: int, pid: int, stream: IO[bytes]) -> threading.Thread:
@@ -216,7 +231,7 @@ class _Supervisor:
         self.signals.append(signum)
         self.stop.set()
         for child in self.children:  # a second SIGINT: the processes exit at once
-            child.signal(signum)
+            child.signal(signum, self.output)
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -227,8 +242,8 @@ class _Supervisor:
             failed = self._watch()
             for child in self.children:
                 if not child.signalled:  # started while the signal was being passed on
-                    child.signal(signal.SIGTERM)
-            codes = [c.proc.wait() for c in self.children if c.proc is not None]
+                    child.signal(signal.SIGTERM, self.output)
+            codes = [c.exit_code(c.proc.wait()) for c in self.children if c.proc is not None]
             for child in self.children:  # their last lines before ours
                 if child.relay is not None:
                     child.relay.join(timeout=5)
@@ -246,11 +261,13 @@ class _Supervisor:
         while not self.stop.wait(0.1):
             now = time.monotonic()
             for child in self.children:
+                if self.stop.is_set():  # a signal came: an exit now is its work, no failure
+                    return None
                 proc = child.proc
                 if proc is not None and (code := proc.poll()) is not None:
                     if not self.output.all_ready_once:
                         self.stop.set()
-                        return code or 1
+                        return code if code > 0 else 1  # killed by a signal: -9 exited 247
                     lived = now - child.started
                     child.backoff = BACKOFF_FIRST if lived > STEADY_SECONDS else child.backoff
                     child.restart_at = now + child.backoff

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,23 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():  # a FIFO held the load thread until a writer came; /dev/zero
         raise InvalidConfigError(f"{path}: the warmup samples must be a regular file")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return [{name: data[name] for name in data.files}]
-    requests = json.loads(path.read_text())
+        try:
+            # opened here: np.load leaves its own file open when the archive is bad
+            with path.open("rb") as file, np.load(file, allow_pickle=False) as data:
+                return [{name: data[name] for name in data.files}]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            # numpy calls any file that is not an archive "pickled (object) data"
+            raise InvalidConfigError(
+                f"{path}: expected a .npz archive of input arrays, but it cannot be read "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+    try:
+        requests = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep
+        raise InvalidConfigError(
+            f"{path}: expected JSON sample requests, but it cannot be read "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     if isinstance(requests, dict):
         requests = [requests]
     if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):

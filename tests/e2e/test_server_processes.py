@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 from test_server_lifecycle import GATE_MODULE, GATE_TOML  # y = 2x; x[0] = 12345 waits
 
@@ -174,4 +175,38 @@ def test_a_process_that_fails_at_start_stops_the_server(tmp_path: Path) -> None:
     started = re.findall(r"started \(pid (\d+)\)", done.stderr)
     assert len(started) == 2
     for pid in started:  # both gone (reaped by the supervisor)
+        assert not Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_a_signal_while_the_processes_start_ends_the_start_as_one_servers_does(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """Signalled as soon as the supervisor said the second process started (it is still
+    in its interpreter's start-up, its handlers not in place), the server exits as a
+    single server does (SIGTERM 0, SIGINT 130): it exited 241 and 254, the processes'
+    deaths by the signal (-15, -2) taken for its exit code, with no process left."""
+    root = tmp_path / "models"
+    place(root / "gate", 1, files={"keepwarm.toml": GATE_TOML, "gate_model.py": GATE_MODULE})
+    command = [sys.executable, "-m", "keepwarm", "serve", str(root), "--port", "0"]
+    command += ["--grpc-port", "0", "--processes", "2", "--allow-unsafe"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    lines = []
+    try:
+        for line in proc.stderr:  # bounded: the server prints a few lines, then stops
+            lines.append(line)
+            if line.startswith("process 1: started"):
+                proc.send_signal(sig)
+                break
+        rest = proc.communicate(timeout=WAIT_S)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(lines) + rest
+    assert proc.returncode == code, output
+    assert output.rstrip().endswith("stopped"), output
+    for pid in re.findall(r"started \(pid (\d+)\)", output):
         assert not Path(f"/proc/{pid}").exists()

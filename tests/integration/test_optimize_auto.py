@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -173,3 +174,37 @@ def test_options_reach_the_onnx_runtime_and_a_graph_that_does_not_load_falls_bac
     assert reason.startswith("optimize: the converted graph does not load: onnx option ")
     assert "graph_optimization_level" in reason and "'fastest'" in reason
     assert reason.endswith("; serving the savedmodel source")
+
+
+def test_a_version_written_in_place_while_it_converts_keeps_no_graph(
+    example_models: Path, tmp_path: Path
+) -> None:
+    """A file added to the version while its conversion ran: the graph was cached under
+    the key of the files as they were before (the next load of that content would take a
+    graph made from other files). Now nothing is cached and the source serves, saying
+    why."""
+    root = tmp_path / "repo"
+    version = root / "mlp" / "1"
+    shutil.copytree(example_models / "mlp" / "1", version)
+    (version / MARKER).touch()
+    (root / "mlp" / "model.toml").write_text('[optimize]\nto = "onnx"\n')
+    staging = Path(os.environ["KEEPWARM_CACHE_DIR"]) / "optimized"
+    with Repository(root, poll_seconds=3600, watch=False) as repo:
+        ready: list[int] = []
+        waiter = threading.Thread(
+            target=lambda: ready.append(repo.wait_ready("mlp", timeout=WAIT_S))
+        )
+        waiter.start()  # the load (and its conversion) starts on demand
+        # the conversion has started once its staging directory exists (mlp: seconds)
+        deadline = time.monotonic() + WAIT_S
+        while not list(staging.glob(".tmp-*")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert list(staging.glob(".tmp-*")), "the conversion did not start"
+        (version / "notes.txt").write_text("written in place")
+        waiter.join(WAIT_S)
+        assert ready == [1]
+        reason = _reason(repo, "mlp")
+        with repo.lease("mlp") as model:
+            assert isinstance(model.raw, SavedModel), reason
+    assert "changed while it was converted" in reason and reason.endswith("savedmodel source")
+    assert _cached() == []

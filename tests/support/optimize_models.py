@@ -41,3 +41,23 @@ def svd_model(path: Path) -> None:
 
     module = Svd()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+def tf_function_model(
+    path: Path, specs: list[tuple[str, tuple[int | None, ...], str]], fn: str
+) -> Path:
+    """A SavedModel serving ``fn`` (a Python expression over ``tf`` and the inputs, by name,
+    giving a dict of outputs) on inputs ``(name, shape, dtype)``."""
+    import tensorflow as tf
+
+    names = [name for name, _, _ in specs]
+    signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in specs]
+
+    def serve(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        scope = {"tf": tf, **dict(zip(names, tensors, strict=True))}
+        return eval(fn, scope)  # the tests' own expressions
+
+    module = tf.Module()
+    module.serve = tf.function(serve, input_signature=signature)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path

@@ -232,3 +232,46 @@ def test_version_flag_in_a_subprocess() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"keepwarm {keepwarm.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("garbage.npz", b"PK\x03\x04garbage", "BadZipFile"),
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000, "RecursionError"),
+        ("cut.npy", b"\x93NUMPY\x01\x00v\x00{'descr'", "cannot read input file"),
+    ],
+)
+def test_a_malformed_input_file_is_a_clean_error(
+    name: str,
+    content: bytes,
+    expected: str,
+    example_models: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bad zip and a too-deep JSON were tracebacks (exit 1)."""
+    (tmp_path / name).write_bytes(content)
+    code, _, err = run(
+        capsys, "predict", str(example_models / "mlp_onnx"), "-i", str(tmp_path / name)
+    )
+    assert code == 2, err
+    assert err.startswith(f"error: cannot read input file {tmp_path / name}: ") and expected in err
+
+
+def test_an_input_that_is_no_regular_file_and_a_bad_output_name_before_loading(
+    example_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/dev/null was said not to exist; an output name that cannot be written was refused
+    only after the model had loaded and run."""
+    uri = str(example_models / "mlp_onnx")
+    code, _, err = run(capsys, "predict", uri, "-i", "/dev/null")
+    assert code == 2 and "input file /dev/null: not a regular file" in err
+    np.save(tmp_path / "x.npy", np.zeros((1, 784), np.float32))
+    for target in (tmp_path / "y.txt", tmp_path):
+        code, out, err = run(
+            capsys, "predict", uri, "-i", str(tmp_path / "x.npy"), "-o", str(target)
+        )
+        assert code == 2 and out == ""
+        assert f"error: output file {target}: expected a .npz or .json file name" in err
+        assert "loading" not in err  # refused before the model loaded

@@ -128,3 +128,19 @@ def test_samples_that_are_not_a_regular_file_are_refused_without_a_read(tmp_path
     (tmp_path / "zero.npz").symlink_to("/dev/zero")
     with pytest.raises(keepwarm.InvalidConfigError, match="must be a regular file"):
         read_samples(tmp_path / "zero.npz")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("bad.json", b"{not json"), ("deep.json", b"[" * 100_000), ("bad.npz", b"PK\x03\x04x")],
+)
+def test_a_malformed_sample_file_is_a_config_error_naming_it(
+    tmp_path: Path, name: str, content: bytes
+) -> None:
+    """Bad JSON, JSON past the parser's depth and a bad zip were JSONDecodeError,
+    RecursionError and BadZipFile: no file named, and not a keepwarm error."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(keepwarm.InvalidConfigError, match=f"^{path}: expected ") as caught:
+        read_samples(path)
+    assert "cannot be read" in caught.value.message

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import KeepwarmError, ModelLoadError
 from keepwarm.optimize.child import OptimizeRequest
 from keepwarm.optimize.convert import run_optimize
 from keepwarm.optimize.report import Gate
@@ -91,7 +91,8 @@ def _converted(
     """The cache entry (graph and report) for this source and plan; True when it existed."""
     root = cache_dir / "optimized"
     what = {**{k: v for k, v in plan.items() if k != "timeout"}, "signature": signature}
-    entry = root / _key(path, what, samples)
+    key = _key(path, what, samples)
+    entry = root / key
     if (entry / REPORT).is_file():
         return entry, True
     root.mkdir(parents=True, exist_ok=True)
@@ -111,6 +112,11 @@ def _converted(
             result=str(staging / "result.json"),
         )
         run_optimize(request, timeout)  # converts and checks: no TensorFlow here
+        if _key(path, what, samples) != key:  # its entry would be another content's graph
+            raise ModelLoadError(
+                f"the files of {path} changed while it was converted (a version must not be "
+                "written in place); the graph is not kept"
+            )
         try:
             staging.rename(entry)
         except OSError:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from keepwarm.errors import ConversionError
+from keepwarm.errors import ConversionError, InvalidInputError
 from keepwarm.optimize.report import Latency, OutputChange, Side
-from keepwarm.optimize.samples import Samples
+from keepwarm.optimize.samples import LABELS, Samples
 from keepwarm.runtimes.base import LoadedModel, files_nbytes
 
 LATENCY_BATCHES = (1, 32)
+_ERROR_CHARS = 1000  # of a framework's message
 
 
 def side(model: LoadedModel, path: Path, format: str) -> Side:
@@ -35,9 +36,9 @@ def compare(
     expected: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
     got: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
     for request in samples.requests:
-        for name, value in source.predict(request).items():
+        for name, value in _answer(source, request, samples, "source").items():
             expected[name].append(np.asarray(value))
-        for name, value in result.predict(request).items():
+        for name, value in _answer(result, request, samples, "converted").items():
             got[name].append(np.asarray(value))
     changes = []
     accuracy: tuple[float | None, float | None] = (None, None)
@@ -50,7 +51,7 @@ def compare(
                 f"the source {list(a.shape)}",
                 format="onnx",
             )
-        diff = np.abs(a - b)
+        diff = _differences(a, b)
         classes = a.ndim >= 2 and a.shape[-1] >= 2
         agreement = float(np.mean(a.argmax(-1) == b.argmax(-1))) if classes else None
         changes.append(
@@ -63,11 +64,51 @@ def compare(
         )
         labels = samples.labels
         if classes and accuracy[0] is None and labels is not None and a.ndim == 2:
+            if labels.min() < 0 or labels.max() >= a.shape[-1]:
+                raise InvalidInputError(
+                    f"{samples.origin}: {LABELS!r} holds class indices from "
+                    f"{labels.min()} to {labels.max()}; output {name!r} has "
+                    f"{a.shape[-1]} classes: expected indices from 0 to {a.shape[-1] - 1}"
+                )
             accuracy = (
                 float(np.mean(a.argmax(-1) == labels)),
                 float(np.mean(b.argmax(-1) == labels)),
             )
     return tuple(changes), accuracy[0], accuracy[1]
+
+
+def _differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``|a - b|`` where equal non-finite answers (NaN and NaN, inf and inf: the converted
+    model gives what its source gives) count as no difference, and a non-finite answer on
+    one side only as an infinite one (NaN would fail every limit, naming no value)."""
+    with np.errstate(invalid="ignore"):
+        diff: np.ndarray = np.abs(a - b)
+    diff[(a == b) | (np.isnan(a) & np.isnan(b))] = 0.0
+    diff[np.isnan(diff)] = np.inf
+    return diff
+
+
+def _answer(
+    model: LoadedModel, request: dict[str, np.ndarray], samples: Samples, which: str
+) -> dict[str, np.ndarray]:
+    """The model's answer to one request of the samples; its failure names the model and
+    the samples (a source that refuses them, a converted graph that fails where its source
+    answers) instead of a framework's traceback."""
+    try:
+        return model.predict(request)
+    except Exception as exc:
+        shapes = ", ".join(f"{n}: {list(np.shape(v))}" for n, v in request.items())
+        what = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
+        if which == "source":
+            raise InvalidInputError(
+                f"the source model fails on the samples ({samples.origin}; a request of "
+                f"{shapes}): {what}"
+            ) from None
+        raise ConversionError(
+            f"the converted model fails on samples its source answers ({samples.origin}; a "
+            f"request of {shapes}): {what}",
+            format="onnx",
+        ) from None
 
 
 def latencies(

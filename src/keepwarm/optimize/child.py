@@ -110,7 +110,11 @@ def convert(request: ConversionRequest) -> None:
 
 
 def main(argv: list[str]) -> int:
-    mode, file = argv
+    mode, file, *parent = argv
+    if parent:  # killed (SIGKILL too) or stopped by SIGTERM, its parent leaves no orphan
+        from keepwarm.server_child import die_with_parent
+
+        die_with_parent(int(parent[0]))
     data = json.loads(Path(file).read_text())
     kind = ConversionRequest if mode == "convert" else OptimizeRequest
     request: ConversionRequest | OptimizeRequest = kind(**data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from keepwarm.errors import ConversionError, DeadlineExceededError
 from keepwarm.optimize.child import ConversionRequest, OptimizeRequest
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds ``keepwarm/``
+_NO_LIMIT_SECONDS = 365 * 86400.0
 _CHILD = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from keepwarm.optimize.child import main; sys.exit(main(sys.argv[2:]))"
@@ -39,15 +41,18 @@ def _run_child(mode: str, request: str, result_file: Path, timeout: float, what:
     request_file = result_file.with_name(f"{mode}-request.json")
     request_file.write_text(request)
     started = time.monotonic()
+    parent = str(os.getpid())
     try:
         done = subprocess.run(
             # -c, not -m: the child imports this very keepwarm, wherever it is installed or
             # checked out (its environment is this process's, as it is)
-            [sys.executable, "-c", _CHILD, str(_PACKAGE_ROOT), mode, str(request_file)],
+            # the last argument: this process's id (the child ends when this process does)
+            [sys.executable, "-c", _CHILD, str(_PACKAGE_ROOT), mode, str(request_file), parent],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=timeout,
+            # past a year: no limit (subprocess overflows on a timeout near 1e300 s)
+            timeout=None if timeout > _NO_LIMIT_SECONDS else timeout,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:

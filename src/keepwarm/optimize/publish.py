@@ -26,6 +26,11 @@ _ATTEMPTS = 100  # versions taken by concurrent writers before giving up
 def check_target(model_dir: Path, source: Path) -> list[Path]:
     """Refuse, before any conversion, a target where an ONNX version could not serve;
     return the files of ``source`` the new version must carry (its warmup samples)."""
+    if model_dir.resolve().parent == model_dir.resolve():  # "/": versions /1, /2 ...
+        raise InvalidInputError(
+            f"--publish {model_dir}: expected a model directory inside a repository, "
+            "not the file system's root"
+        )
     if model_dir.exists() and not model_dir.is_dir():
         raise InvalidInputError(f"--publish {model_dir}: expected a model directory, found a file")
     if not model_dir.parent.is_dir():

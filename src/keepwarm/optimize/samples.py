@@ -8,13 +8,14 @@ a ``.json`` warmup file (a ``{input: nested list}`` request or a list of them).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from keepwarm.config import FILENAME, load_model_config
-from keepwarm.errors import InvalidInputError
+from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.signature import TEXT_KINDS, Signature
 from keepwarm.warmup import read_samples
 
@@ -51,17 +52,30 @@ def _rows(request: dict[str, np.ndarray]) -> int:
 
 def from_file(path: Path, signature: Signature) -> Samples:
     """The samples in a calibration file (``.npz`` with optional ``labels``, or ``.json``)."""
-    if not path.is_file():
+    if not path.exists():
         raise InvalidInputError(f"calibration file {path} does not exist")
-    if path.suffix.lower() == ".json":
-        return _checked(read_samples(path), None, f"calibration file {path}", signature)
-    if path.suffix.lower() != ".npz":
+    if not path.is_file():  # a directory; a FIFO would hold the command for a writer
+        raise InvalidInputError(
+            f"calibration file {path}: not a regular file; expected a .npz or .json file"
+        )
+    if path.suffix.lower() not in (".npz", ".json"):
         raise InvalidInputError(f"calibration file {path}: expected a .npz or .json file")
+    if path.suffix.lower() == ".json":
+        try:
+            read = read_samples(path)
+        except KeepwarmError as exc:  # not JSON, not requests: named by read_samples
+            raise InvalidInputError(f"calibration file {exc.message}") from exc
+        return _checked(read, None, f"calibration file {path}", signature)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # opened here: np.load leaves its own file open when the archive is bad
+        with path.open("rb") as file, np.load(file, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read calibration file {path}: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # numpy calls any file that is not an archive "pickled (object) data"
+        raise InvalidInputError(
+            f"calibration file {path}: expected a .npz archive of input arrays, but it "
+            f"cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     inputs = {spec.name for spec in signature.inputs}
     labels = arrays.pop(LABELS) if LABELS in arrays and LABELS not in inputs else None
     counts = {name: len(value) if value.ndim else 0 for name, value in arrays.items()}
@@ -73,9 +87,16 @@ def from_file(path: Path, signature: Signature) -> Samples:
             f"{LABELS!r} one label per row); got rows {counts}"
         )
     total = next(iter(counts.values()))
+    fixed = fixed_rows(signature)
+    if fixed is not None and total % fixed:
+        raise InvalidInputError(
+            f"calibration file {path}: the model takes exactly {fixed} rows per call (its "
+            f"inputs' first axis); the file has {total}: expected a multiple of {fixed}"
+        )
+    step = BATCH if fixed is None else fixed
     requests = [
-        {name: value[start : start + BATCH] for name, value in arrays.items()}
-        for start in range(0, total, BATCH)
+        {name: value[start : start + step] for name, value in arrays.items()}
+        for start in range(0, total, step)
     ]
     if labels is not None and labels.dtype.kind not in "iu":
         raise InvalidInputError(
@@ -96,14 +117,22 @@ def warmup_samples(version: Path, signature: Signature) -> Samples | None:
 
 def generated(signature: Signature, rows: int = GENERATED_ROWS, seed: int = 0) -> Samples:
     """Seeded random inputs of the signature's dtypes and shapes (free sizes: ``rows`` on
-    the first axis, 1 elsewhere); floats uniform in [0, 1)."""
+    the first axis, or the size the signature fixes there; 1 elsewhere); floats uniform
+    in [0, 1)."""
     rng = np.random.default_rng(seed)
+    fixed = fixed_rows(signature)
+    rows = rows if fixed is None else fixed
     request: dict[str, np.ndarray] = {}
     for spec in signature.inputs:
         if spec.shape is None:
             raise InvalidInputError(
                 f"input {spec.name!r} has no known rank: inputs cannot be generated; "
                 "pass a calibration file"
+            )
+        if not spec.shape:  # the samples are rows: a scalar has none
+            raise InvalidInputError(
+                f"input {spec.name!r} is a scalar (shape []): keepwarm optimize checks a "
+                "model on rows of samples, which a scalar input does not have"
             )
         shape = tuple(
             (rows if axis == 0 else 1) if dim is None else dim
@@ -120,9 +149,23 @@ def generated(signature: Signature, rows: int = GENERATED_ROWS, seed: int = 0) -
         else:
             raise InvalidInputError(f"input {spec.name!r}: cannot generate {spec.dtype.name}")
     count = _rows(request)
-    step = BATCH if count > BATCH else count
+    step = count if fixed is not None or count <= BATCH else BATCH
     requests = [{n: v[i : i + step] for n, v in request.items()} for i in range(0, count, step)]
     return Samples(tuple(requests), None, f"{count} generated rows (seed {seed})", generated=True)
+
+
+def fixed_rows(signature: Signature) -> int | None:
+    """The rows per call the signature fixes on its inputs' first axis (a model exported
+    with a fixed batch size), or None when it is free; inputs that fix different sizes
+    have no rows in common to sample, and are refused."""
+    sizes = {s.shape[0] for s in signature.inputs if s.shape and s.shape[0] is not None}
+    if len(sizes) > 1:
+        named = ", ".join(f"{s.name!r}: {s.shape[0]}" for s in signature.inputs if s.shape)
+        raise InvalidInputError(
+            f"the model's inputs fix different sizes on their first axis ({named}): "
+            "keepwarm optimize checks a model on rows of samples, one per input and row"
+        )
+    return next(iter(sizes), None)
 
 
 def _checked(

@@ -50,6 +50,7 @@ class WorkerGroup:
         self.settings = settings
         self._new_id, self._hook, self._on_restart = new_id, hook, on_restart
         self._slots = Slots(name, settings.start_timeout)
+        self._killed_in_call: set[WorkerProcess] = set()  # by close(), in a call
         self.loaded: Loaded | None = None
         spawned: list[WorkerProcess] = []
         try:
@@ -76,6 +77,11 @@ class WorkerGroup:
             outputs = worker.predict(self.key, inputs)
         except WorkerDied as died:
             self._slots.lost(slot, worker)
+            if worker in self._killed_in_call:  # by close(): the model is gone, no restart
+                raise UnavailableError(
+                    f"model {self.name!r} was unloaded while this request ran (its worker "
+                    "process was stopped in the call)"
+                ) from None
             raise UnavailableError(
                 f"model {self.name!r}: its {died}; the request was lost, the worker is "
                 "restarted: retry"
@@ -194,12 +200,21 @@ class WorkerGroup:
 
     def close(self) -> None:
         """Unload the model in every worker, then stop them; idempotent. Calls already
-        running finish first (a version is closed once its leases end). The model's own
-        ``close()`` failing in a worker (``sys.exit()`` included) is raised here once every
-        worker has stopped, for the closer to log; a worker that died or does not answer
-        within the stop timeout is stopped (killed) all the same."""
+        running finish first (a version is closed once its leases end), waited for up to
+        ``_STOP_TIMEOUT``; a worker still in its call then is killed at once: it reads no
+        stop message until its model returns, and asking cost a second timeout (a server
+        with a hung model exited 20 s per such model after its drain timeout, not 10). The
+        model's own ``close()`` failing in a worker (``sys.exit()`` included) is raised
+        here once every worker has stopped, for the closer to log; a worker that died or
+        does not answer within the stop timeout is stopped (killed) all the same."""
+        workers, busy = self._slots.close(_STOP_TIMEOUT)
+        self._killed_in_call.update(busy)  # before the kill: their callers' errors say so
+        for worker in busy:
+            worker.kill()
         failure: Exception | None = None
-        for worker in self._slots.close(_STOP_TIMEOUT):
+        for worker in workers:
+            if worker in busy:
+                continue
             try:
                 worker.unload(self.key, timeout=_STOP_TIMEOUT)
             except (WorkerDied, Unanswered):

@@ -236,17 +236,18 @@ class Slots:
             ]
             return found
 
-    def close(self, timeout: float) -> list[WorkerProcess]:
+    def close(self, timeout: float) -> tuple[list[WorkerProcess], list[WorkerProcess]]:
         """No more calls; waits up to ``timeout`` for calls running to end. Returns every
-        worker (the caller stops them)."""
+        worker (the caller stops them), and those still in a call then."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
             self._cond.wait_for(lambda: not any(s.in_call for s in self._slots), timeout)
             workers = [s.worker for s in self._slots if s.worker is not None]
             workers += self._retiring
+            busy = [s.in_call for s in self._slots if s.in_call is not None]
             for slot in self._slots:
                 slot.worker = None
             self._idle.clear()
             self._retiring = []
-            return workers
+            return workers, busy

@@ -101,3 +101,11 @@ def test_target_that_is_a_file_or_has_no_repository(tmp_path: Path) -> None:
         check_target(tmp_path / "file", tmp_path)
     with pytest.raises(InvalidInputError, match="does not exist"):
         check_target(tmp_path / "no" / "such" / "m", tmp_path)
+
+
+def test_the_file_systems_root_is_not_a_model_directory(tmp_path: Path) -> None:
+    """``--publish /`` published the graph as /1 (the root's parent is itself, a
+    directory, so the check that the repository exists held)."""
+    with pytest.raises(InvalidInputError, match="not the file system's root"):
+        check_target(Path("/"), tmp_path)
+    assert not Path("/1").exists()

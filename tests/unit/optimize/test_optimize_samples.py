@@ -56,7 +56,7 @@ def test_missing_wrong_suffix_and_corrupt_files(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"expected a \.npz or \.json"):
         from_file(tmp_path / "x.csv", SIG)
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(InvalidInputError, match="cannot read"):
+    with pytest.raises(InvalidInputError, match="cannot be read"):
         from_file(tmp_path / "bad.npz", SIG)
 
 
@@ -97,3 +97,62 @@ def test_generated_inputs_follow_the_signature() -> None:
     unknown = Signature(inputs=(TensorSpec("x", F32, None),), outputs=())
     with pytest.raises(InvalidInputError, match="no known rank"):
         generated(unknown)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("bad.json", b"{not json", "expected JSON sample requests, but it cannot be read"),
+        ("empty.json", b"", "JSONDecodeError"),
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000, "RecursionError"),
+        ("latin.json", b'{"image": "\xff"}', "cannot be read"),
+        ("garbage.npz", b"PK\x03\x04garbage", "BadZipFile"),
+        ("text.npz", b"hello", "expected a .npz archive of input arrays"),
+    ],
+)
+def test_a_malformed_calibration_file_is_a_clean_error(
+    tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    """Each was a traceback (JSONDecodeError, RecursionError, BadZipFile: exit 1)."""
+    file = tmp_path / name
+    file.write_bytes(content)
+    with pytest.raises(InvalidInputError, match=f"^calibration file {file}: ") as caught:
+        from_file(file, SIG)
+    assert expected in caught.value.message
+
+
+def test_a_calibration_path_that_is_not_a_file_is_not_said_to_be_missing(
+    tmp_path: Path,
+) -> None:
+    for path in (tmp_path, Path("/dev/null")):
+        with pytest.raises(InvalidInputError, match="not a regular file") as caught:
+            from_file(path, SIG)
+        assert "does not exist" not in caught.value.message
+
+
+def test_a_scalar_input_is_refused_with_its_name() -> None:
+    """Generating rows for a scalar input was a TypeError (len() of unsized object)."""
+    scalar = Signature(inputs=(TensorSpec("t", F32, ()),), outputs=())
+    with pytest.raises(InvalidInputError, match=r"input 't' is a scalar"):
+        generated(scalar)
+
+
+def test_a_fixed_batch_size_is_kept_by_generated_and_file_samples(tmp_path: Path) -> None:
+    """A model exported with a fixed batch size (first axis 64) was given requests of 32
+    rows, and inputs with a free first axis beside one fixed at 4 were given 64 rows
+    (then none): ONNX Runtime's InvalidArgument as a traceback."""
+    fixed = Signature(inputs=(TensorSpec("x", F32, (64, 3)),), outputs=())
+    assert [r["x"].shape for r in generated(fixed).requests] == [(64, 3)]
+    mixed = Signature(
+        inputs=(TensorSpec("a", F32, (None,)), TensorSpec("x", F32, (4, 3))), outputs=()
+    )
+    (request,) = generated(mixed).requests
+    assert request["a"].shape == (4,) and request["x"].shape == (4, 3)
+    np.savez(tmp_path / "128.npz", x=np.zeros((128, 3), np.float32))
+    assert [len(r["x"]) for r in from_file(tmp_path / "128.npz", fixed).requests] == [64, 64]
+    np.savez(tmp_path / "100.npz", x=np.zeros((100, 3), np.float32))
+    with pytest.raises(InvalidInputError, match=r"exactly 64 rows per call.*has 100"):
+        from_file(tmp_path / "100.npz", fixed)
+    both = Signature(inputs=(TensorSpec("a", F32, (2,)), TensorSpec("x", F32, (4, 3))), outputs=())
+    with pytest.raises(InvalidInputError, match=r"fix different sizes .*'a': 2, 'x': 4"):
+        generated(both)

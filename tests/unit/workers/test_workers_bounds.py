@@ -176,3 +176,44 @@ def test_a_request_waiting_for_a_busy_worker_ends_at_its_deadline(
         np.testing.assert_array_equal(first["y"], X + 1)  # the busy call was not disturbed
     finally:
         gate.close()
+
+
+def test_closing_kills_a_worker_still_in_its_call_at_once(
+    no_retry_cache: Callable[[int], ModelCache], tmp_path: Path
+) -> None:
+    """A model closed while its call hangs (a server past its drain timeout unloads it):
+    after the group's wait for running calls, the worker still in its call is killed at
+    once. It was sent a stop it could not read before its model returned and waited for
+    10 s more: a server with a hung model exited 20 s per such model after its drain
+    timeout (47 s with --drain-timeout 2 and two models)."""
+    cache = no_retry_cache(3)
+    gate = Gate(tmp_path)
+    try:
+        model = cache.load(tmp_path, options={"class": "support.worker_models:Gated"}, workers=True)
+        with model.acquire() as leased:
+            worker_model = getattr(leased.raw, "inner", leased.raw)
+        calls: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                calls["answer"] = worker_model.predict({"x": X})
+            except Exception as exc:
+                calls["error"] = exc
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        pid = gate.wait_started()
+        closing = threading.Thread(target=worker_model.group.close)
+        closing.start()
+        assert wait_until(lambda: worker_model.workers() == [], BOUND_S)  # its wait ended
+        gone = wait_until(lambda: not process_alive(pid), 5.0)  # within the 10 s a stop took
+        gate.let_one_finish()  # what a hung model that returned late would do
+        closing.join(BOUND_S)
+        thread.join(BOUND_S)
+        assert gone, "the worker still in its call was asked to stop, not killed"
+        assert "answer" not in calls
+        error = calls["error"]
+        assert isinstance(error, UnavailableError), calls
+        assert "was unloaded while this request ran" in error.message  # not "restarted"
+    finally:
+        gate.close()
