@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import keepwarm
 from keepwarm.cli_progress import Progress, size_text
 from keepwarm.cli_serve import add_serve_command, run_serve, serve_parser
-from keepwarm.early_signals import Terminated, terminated
+from keepwarm.early_signals import exit_code, terminated
 from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.settings import Settings
 
@@ -218,27 +218,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(given)
     if args.command == "serve":
         return run_serve(args)
-    cache: keepwarm.ModelCache | None = None
+    caches: list[keepwarm.ModelCache] = []
+
+    def run() -> int:
+        caches.append(keepwarm.ModelCache(settings=settings_from_args(args)))
+        args.func(args, caches[0])
+        return 0
+
     # SIGTERM runs the cleanups, as Ctrl-C does: a conversion child killed, its temporary
     # directory removed (the default action left both behind)
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        cache = keepwarm.ModelCache(settings=settings_from_args(args))
-        args.func(args, cache)
-    except KeepwarmError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return exit_code(run, terminated=(128 + signal.SIGTERM, "terminated"))
     finally:
-        if cache is not None:
+        for cache in caches:
             cache.close(drain_timeout=5.0)
         signal.signal(signal.SIGTERM, previous)
-    return 0
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Mapping
 from typing import Any
 
-from keepwarm.errors import InvalidConfigError, KeepwarmError
+from keepwarm.errors import InvalidConfigError
 from keepwarm.settings import Settings
 from keepwarm.settings_sections import FIELDS
 from keepwarm.settings_values import Expected
@@ -145,25 +144,20 @@ def run_serve(args: argparse.Namespace) -> int:
 
     restore = early_signals.install()
     try:
-        settings = serve_settings(args)
-        if settings.server.processes > 1:
-            from keepwarm.supervisor import supervise
-
-            return supervise(args.repo, settings)
-        from keepwarm.server import serve
-
-        return serve(args.repo, settings)
-    except KeepwarmError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C before the server's own handlers are in place
-        print("interrupted", file=sys.stderr)
-        return 130
-    except early_signals.Terminated:
-        print("stopped", file=sys.stderr)
-        return 0
+        return early_signals.exit_code(lambda: _serve(args))
     finally:
         restore()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = serve_settings(args)
+    if settings.server.processes > 1:
+        from keepwarm.supervisor import supervise
+
+        return supervise(args.repo, settings)
+    from keepwarm.server import serve
+
+    return serve(args.repo, settings)
 
 
 #: Each ``serve`` flag's ``Settings`` key (``section__field``), by its argparse ``dest``.

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
+
+from keepwarm.errors import KeepwarmError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -72,4 +75,22 @@ def raise_pending() -> None:
         _raise_for(_received[0])
 
 
-__all__ = ["SIGNALS", "Terminated", "install", "raise_pending", "terminated"]
+def exit_code(run: Callable[[], int], *, terminated: tuple[int, str] = (0, "stopped")) -> int:
+    """``run()``'s exit code, or the one for what ended it, said in one line: a
+    ``KeepwarmError`` (``error: ...``, 2), Ctrl-C (``interrupted``, 130) or SIGTERM
+    (``terminated``: the code and the word; a server's start: 0, ``stopped``)."""
+    try:
+        return run()
+    except KeepwarmError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        code, word = terminated
+        print(word, file=sys.stderr)
+        return code
+
+
+__all__ = ["SIGNALS", "Terminated", "exit_code", "install", "raise_pending", "terminated"]

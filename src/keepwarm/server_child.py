@@ -141,22 +141,15 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     restore = early_signals.install()  # a swallowed one raised again (keepwarm.server)
     try:
-        spec = pickle.loads(sys.stdin.buffer.read())
-        assert isinstance(spec, ChildSpec)
-        die_with_parent(spec.parent)
-        from keepwarm.errors import KeepwarmError
-        from keepwarm.server import serve
-
-        try:
-            return serve(spec.root, spec.settings, child=ChildRole(spec))
-        except KeepwarmError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except early_signals.Terminated:
-        print("stopped", file=sys.stderr)
-        return 0
+        return early_signals.exit_code(_serve)
     finally:
         restore()
+
+
+def _serve() -> int:
+    spec = pickle.loads(sys.stdin.buffer.read())
+    assert isinstance(spec, ChildSpec)
+    die_with_parent(spec.parent)
+    from keepwarm.server import serve
+
+    return serve(spec.root, spec.settings, child=ChildRole(spec))
