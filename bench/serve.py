@@ -245,6 +245,7 @@ def served_cells(
     served = Served(repo)
     try:
         first_200(served, firsts)
+        served.until_warm()  # measured warm, as the peers are
         for model in MODELS:
             url = served.infer_url(model)
             wrk(url, files[model], 1, 1.0, script)  # warm the connection path

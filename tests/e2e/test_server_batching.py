@@ -258,3 +258,18 @@ def test_32_concurrent_http_clients_get_the_direct_results(
         np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
     batched = metric(server, "keepwarm_batch_rows_total", model="mlp", kind="request")
     assert batched >= sum(len(x) for x in requests_)
+
+
+def test_the_batch_sizes_warm_after_the_version_serves_and_metrics_say_so(
+    server: ServerProcess,
+) -> None:
+    # the larger buckets warm on a thread once the version serves: keepwarm_batch_warm_rows
+    # climbs to max_batch_size (32 in the MLP's model.toml), then stays
+    assert metric(server, "keepwarm_batch_max_rows", model="mlp") == 32
+    for _ in range(600):  # at most 60 s
+        warm = metric(server, "keepwarm_batch_warm_rows", model="mlp")
+        assert 1 <= warm <= 32
+        if warm == 32:
+            break
+        time.sleep(0.1)
+    assert warm == 32

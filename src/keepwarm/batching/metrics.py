@@ -68,6 +68,16 @@ class BatchingCollector(Collector):
             "moving average since).",
             labels=[*labels, "size"],
         )
+        warm = GaugeMetricFamily(
+            "keepwarm_batch_warm_rows",
+            "The largest batch formed now: the batch sizes warmed so far (they warm on a "
+            "thread after the version serves, smallest first; keepwarm_batch_max_rows once "
+            "all are).",
+            labels=labels,
+        )
+        most = GaugeMetricFamily(
+            "keepwarm_batch_max_rows", "max_batch_size: the largest batch.", labels=labels
+        )
         runs = HistogramMetricFamily(
             "keepwarm_batch_run_seconds",
             "Seconds each batch took in the model, every size (its high quantiles: what a "
@@ -90,8 +100,10 @@ class BatchingCollector(Collector):
             bound.add_metric(key, view.max_queue)
             for size, value in sorted(view.batch_seconds.items()):
                 seconds.add_metric([*key, str(size)], value)
+            warm.add_metric(key, view.warm_rows)
+            most.add_metric(key, view.max_batch_size)
             runs.add_metric(key, _cumulative(stats.run_counts), stats.run_seconds_sum)
-        return [batches, rows, requests, queued, longest, depth, bound, seconds, runs]
+        return [batches, rows, requests, queued, longest, depth, bound, seconds, warm, most, runs]
 
 
 def _cumulative(counts: list[int]) -> list[tuple[str, float]]:

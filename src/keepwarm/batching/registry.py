@@ -65,6 +65,8 @@ class BatcherView:
     max_queue: int
     batch_seconds: Mapping[int, float]  # the latency table: bucket -> seconds per batch
     warm_failure: str | None = None  # why buckets past the cap were not warmed
+    warm_rows: int = 0  # the largest batch formed now: the buckets warm so far
+    max_batch_size: int = 0
 
 
 def live_batchers() -> list[BatcherView]:
@@ -80,6 +82,8 @@ def live_batchers() -> list[BatcherView]:
             m.batcher.max_queue,
             m.batcher.latency.snapshot(),
             m.warm_failure,
+            m.batcher.latency.cap,
+            m.batcher.max_batch_size,
         )
         for m in models
     ]

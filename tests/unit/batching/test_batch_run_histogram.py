@@ -51,3 +51,12 @@ def test_the_collector_renders_cumulative_buckets() -> None:
     assert f'keepwarm_batch_run_seconds_bucket{{le="{at!r}",model="m",version="3"}} 3.0' in text
     assert 'keepwarm_batch_run_seconds_bucket{le="+Inf",model="m",version="3"} 4.0' in text
     assert 'keepwarm_batch_run_seconds_count{model="m",version="3"} 4.0' in text
+
+
+def test_the_collector_says_how_far_the_batch_sizes_are_warm() -> None:
+    view = BatcherView("m", 3, BatchStats(), 0, 8, {}, None, 4, 32)
+    registry = CollectorRegistry()
+    registry.register(BatchingCollector(lambda: [view]))
+    text = generate_latest(registry).decode()
+    assert 'keepwarm_batch_warm_rows{model="m",version="3"} 4.0' in text
+    assert 'keepwarm_batch_max_rows{model="m",version="3"} 32.0' in text
