@@ -163,7 +163,8 @@ class WorkerSettings:
     its PSS after its load (None, the default: TensorFlow keeps the memory of the largest
     batch it ran, about 480 MB for MobileNetV2 at 32, and would be replaced again and
     again; set it for a model that leaks while it serves). ``memory_check_seconds``: how
-    often these are checked (reading a worker's PSS costs about 20 ms with TensorFlow)."""
+    often these are checked, at least every 0.1 s (reading a worker's PSS costs about 20 ms
+    with TensorFlow: 1e-9 was accepted, a thread then reading them back to back)."""
 
     isolate: bool = field(default=False, metadata=parsed_by(parse_bool))
     max_restarts: int = field(default=3, metadata=parsed_by(integer(0)))
@@ -177,7 +178,7 @@ class WorkerSettings:
         default=256 * MiB, metadata=parsed_by(optional_bytes)
     )
     recycle_growth_bytes: int | None = field(default=None, metadata=parsed_by(optional_bytes))
-    memory_check_seconds: float = field(default=10.0, metadata=parsed_by(number(0, above=True)))
+    memory_check_seconds: float = field(default=10.0, metadata=parsed_by(number(0.1)))
 
     def __post_init__(self) -> None:
         normalise(self, "workers")

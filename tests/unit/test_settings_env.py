@@ -131,6 +131,9 @@ def test_legacy_share_of_ram_and_the_old_error() -> None:
         # every bucket up to it is warmed at load; 10**9 warmup runs kept a load busy
         ("KEEPWARM_BATCHING__MAX_BATCH_SIZE", "1000000", "an integer from 1 to 65536"),
         ("KEEPWARM_WARMUP__RUNS", "1000000000", "an integer from 0 to 1000"),
+        # each check reads every worker's PSS (about 20 ms with TensorFlow): 1e-9 kept a
+        # thread reading them back to back
+        ("KEEPWARM_WORKERS__MEMORY_CHECK_SECONDS", "1e-9", "a number >= 0.1"),
     ],
 )
 def test_bad_environment_values_name_the_variable(variable: str, raw: str, expected: str) -> None:
