@@ -10,7 +10,6 @@ import argparse
 import json
 import signal
 import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,15 +111,16 @@ def read_inputs(path: Path) -> Inputs:
         raise InvalidInputError(f"input file {path} does not exist")
     if not path.is_file():  # a FIFO would hold the command for a writer
         raise InvalidInputError(f"input file {path}: not a regular file; expected a file")
+    from keepwarm.warmup import NPZ_ERRORS, read_npz
+
     suffix = path.suffix.lower()
     try:
-        if suffix in (".npy", ".npz"):
-            # opened here: np.load leaves its own file open when the archive is bad
+        if suffix == ".npy":
+            # opened here: np.load leaves its own file open when the file is bad
             with path.open("rb") as file:
-                if suffix == ".npy":
-                    return np.asarray(np.load(file, allow_pickle=False))
-                with np.load(file, allow_pickle=False) as data:
-                    return {name: data[name] for name in data.files}
+                return np.asarray(np.load(file, allow_pickle=False))
+        if suffix == ".npz":
+            return read_npz(path)
         if suffix == ".json":
             body = json.loads(path.read_text())
             if isinstance(body, dict) and set(body) == {"inputs"}:
@@ -128,7 +128,7 @@ def read_inputs(path: Path) -> Inputs:
             if isinstance(body, dict):
                 return {str(name): np.asarray(value) for name, value in body.items()}
             return np.asarray(body)
-    except (ValueError, OSError, EOFError, RecursionError, zipfile.BadZipFile) as exc:
+    except (*NPZ_ERRORS, RecursionError) as exc:
         # not an archive, truncated, not JSON, nested past the parser's depth
         raise InvalidInputError(
             f"cannot read input file {path}: {type(exc).__name__}: {exc}"
@@ -218,11 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(given)
     if args.command == "serve":
         return run_serve(args)
-    caches: list[keepwarm.ModelCache] = []
 
     def run() -> int:
-        caches.append(keepwarm.ModelCache(settings=settings_from_args(args)))
-        args.func(args, caches[0])
+        cache = keepwarm.ModelCache(settings=settings_from_args(args))
+        try:
+            args.func(args, cache)
+        finally:
+            cache.close(drain_timeout=5.0)
         return 0
 
     # SIGTERM runs the cleanups, as Ctrl-C does: a conversion child killed, its temporary
@@ -231,8 +233,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return exit_code(run, terminated=(128 + signal.SIGTERM, "terminated"))
     finally:
-        for cache in caches:
-            cache.close(drain_timeout=5.0)
         signal.signal(signal.SIGTERM, previous)
 
 

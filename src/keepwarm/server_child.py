@@ -137,9 +137,9 @@ def die_with_parent(parent: int) -> None:
 def main() -> int:
     # The supervisor passes SIGTERM and SIGINT on at once, also while this process starts:
     # until the server's own handlers are in place they end the start as a single
-    # server's do (SIGTERM: exit 0, SIGINT: 130), not with a traceback.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    restore = early_signals.install()  # a swallowed one raised again (keepwarm.server)
+    # server's do (SIGTERM: exit 0, SIGINT: 130), not with a traceback; a swallowed one is
+    # raised again there (keepwarm.early_signals, keepwarm.server).
+    restore = early_signals.install()
     try:
         return early_signals.exit_code(_serve)
     finally:

@@ -106,6 +106,18 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+#: What reading a ``.npz`` archive raises for a file that is not one (numpy calls any such
+#: file "pickled (object) data"), a truncated one, or one that cannot be read.
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` archive at ``path``; raises one of ``NPZ_ERRORS``. The
+    file is opened here: ``np.load`` leaves its own file open when the archive is bad."""
+    with path.open("rb") as file, np.load(file, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
 def read_samples(path: Path) -> list[dict[str, Any]]:
     """Sample requests stored with a version: an ``.npz`` of input arrays (one request), or
     a ``.json`` list of ``{input name: nested list}`` requests."""
@@ -115,11 +127,8 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
         raise InvalidConfigError(f"{path}: the warmup samples must be a regular file")
     if path.suffix == ".npz":
         try:
-            # opened here: np.load leaves its own file open when the archive is bad
-            with path.open("rb") as file, np.load(file, allow_pickle=False) as data:
-                return [{name: data[name] for name in data.files}]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            # numpy calls any file that is not an archive "pickled (object) data"
+            return [read_npz(path)]
+        except NPZ_ERRORS as exc:
             raise InvalidConfigError(
                 f"{path}: expected a .npz archive of input arrays, but it cannot be read "
                 f"({type(exc).__name__}: {exc})"

@@ -8,7 +8,6 @@ a ``.json`` warmup file (a ``{input: nested list}`` request or a list of them).
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from keepwarm.config import FILENAME, load_model_config
 from keepwarm.errors import InvalidInputError, KeepwarmError
 from keepwarm.signature import TEXT_KINDS, Signature
-from keepwarm.warmup import read_samples
+from keepwarm.warmup import NPZ_ERRORS, read_npz, read_samples
 
 LABELS = "labels"
 BATCH = 32  # rows per request when a file holds more
@@ -67,11 +66,8 @@ def from_file(path: Path, signature: Signature) -> Samples:
             raise InvalidInputError(f"calibration file {exc.message}") from exc
         return _checked(read, None, f"calibration file {path}", signature)
     try:
-        # opened here: np.load leaves its own file open when the archive is bad
-        with path.open("rb") as file, np.load(file, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        # numpy calls any file that is not an archive "pickled (object) data"
+        arrays = read_npz(path)
+    except NPZ_ERRORS as exc:
         raise InvalidInputError(
             f"calibration file {path}: expected a .npz archive of input arrays, but it "
             f"cannot be read ({type(exc).__name__}: {exc})"
