@@ -34,8 +34,11 @@ def optimize_section(top: TomlTable) -> OptimizeConfig | None:
         return None
     table = top.table_at("optimize", OPTIMIZE_KEYS)
     to = table.text("to")
+    targets = " or ".join(repr(t) for t in OPTIMIZE_TARGETS)
+    if to is None:
+        raise table.missing("to", f"{targets}, the runtime to convert to")
     if to not in OPTIMIZE_TARGETS:
-        raise table.fail("to", " or ".join(repr(t) for t in OPTIMIZE_TARGETS), to)
+        raise table.fail("to", targets, to)
     quantize = table.text("quantize")
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise table.fail("quantize", " or ".join(repr(q) for q in QUANTIZE_MODES), quantize)

@@ -62,6 +62,11 @@ class TomlTable:
             f"{self.source}: {self.prefix}{key}: expected {expected}, got {given!r}"
         )
 
+    def missing(self, key: str, expected: str) -> InvalidConfigError:
+        """A required key left out."""
+        where = f"{self.source}: {self.prefix}{key}"
+        return InvalidConfigError(f"{where}: missing; expected {expected}")
+
     def get(self, key: str, kind: type | tuple[type, ...], expected: str) -> Any:
         value = self.table.get(key)
         if value is None:

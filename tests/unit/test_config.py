@@ -236,7 +236,7 @@ def test_optimize_table() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('quantize = "dynamic"', "optimize.to: expected 'onnx', got None"),
+        ('quantize = "dynamic"', "optimize.to: missing; expected 'onnx'"),
         ('to = "tflite"', "optimize.to: expected 'onnx', got 'tflite'"),
         ('to = "onnx"\nquantize = "int4"', "optimize.quantize: expected 'dynamic' or"),
         ('to = "onnx"\nmin_agreement = 1.5', "optimize.min_agreement: expected a number >= 0"),
