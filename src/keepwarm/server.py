@@ -147,6 +147,9 @@ async def _serve(
     drained = await service.wait_idle(settings.loading.drain_timeout)
     if not drained:
         log.warning("requests still in flight after the drain timeout; exiting anyway")
+        from keepwarm.workers.pool import default_pool
+
+        default_pool().hurry()  # a worker still in a call is killed, not waited for
     server.should_exit = True
     await main_loop
     await server.shutdown()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,28 @@ def test_a_killed_worker_gives_503_then_the_model_answers_again(tmp_path: Path) 
         server.stop()
         gate.close()
     assert wait_until(lambda: not process_alive(pids[-1]))
+
+
+def test_sigterm_past_the_drain_timeout_kills_a_hung_worker_at_once(tmp_path: Path) -> None:
+    """A request whose model hangs in its worker outlives ``--drain-timeout 1``: the server
+    then kills that worker instead of waiting 10 s more for its call, and exits 0."""
+    gate_dir = tmp_path / "gate"
+    gate_dir.mkdir()
+    gate = Gate(gate_dir)
+    _place(tmp_path / "models", gate_dir)
+    server = ServerProcess(tmp_path / "models", "--allow-unsafe", "--drain-timeout", "1")
+    try:
+        hung: dict[str, Any] = {}
+        thread = _infer(server, hung)
+        pid = gate.wait_started()
+        started = time.monotonic()
+        server.terminate()
+        code = server.proc.wait(60)
+        took = time.monotonic() - started
+        thread.join(60)
+        assert code == 0, server.output
+        assert not process_alive(pid)
+        assert took < 8.0, f"exit took {took:.1f} s after SIGTERM (drain timeout 1 s)"
+    finally:
+        server.stop()
+        gate.close()

@@ -198,15 +198,21 @@ class WorkerGroup:
     def infos(self) -> list[WorkerInfo]:
         return self._slots.infos(self.key)
 
+    def hurry(self) -> None:
+        """Closing (now or later) waits for no running call: a worker in one is killed at
+        once (a server past its drain timeout, whose requests were given their time)."""
+        self._slots.hurry()
+
     def close(self) -> None:
         """Unload the model in every worker, then stop them; idempotent. Calls already
         running finish first (a version is closed once its leases end), waited for up to
-        ``_STOP_TIMEOUT``; a worker still in its call then is killed at once: it reads no
-        stop message until its model returns, and asking cost a second timeout (a server
-        with a hung model exited 20 s per such model after its drain timeout, not 10). The
-        model's own ``close()`` failing in a worker (``sys.exit()`` included) is raised
-        here once every worker has stopped, for the closer to log; a worker that died or
-        does not answer within the stop timeout is stopped (killed) all the same."""
+        ``_STOP_TIMEOUT`` (not at all after ``hurry``); a worker still in its call then is
+        killed at once: it reads no stop message until its model returns, and asking cost
+        a second timeout (a server with a hung model exited 20 s per such model after its
+        drain timeout, not 10; now none: the server hurries its workers then). The
+        model's own ``close()`` failing in a worker (``sys.exit()`` included) is raised here
+        once every worker has stopped, for the closer to log; a worker that died or does
+        not answer within the stop timeout is stopped (killed) all the same."""
         workers, busy = self._slots.close(_STOP_TIMEOUT)
         self._killed_in_call.update(busy)  # before the kill: their callers' errors say so
         for worker in busy:

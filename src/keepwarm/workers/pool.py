@@ -85,6 +85,15 @@ class WorkerPool:
                 n: {"restarts": self._restarts[n], "recycles": self._recycles[n]} for n in names
             }
 
+    def hurry(self) -> None:
+        """Calls still running in workers are abandoned: unloading a model now kills its
+        workers still in a call at once instead of waiting for them (``keepwarm serve``
+        past its drain timeout). Models started after this wait as before."""
+        with self._lock:
+            groups = list(self._groups)
+        for group in groups:
+            group.hurry()
+
     def close(self) -> None:
         """Stop every worker of every model."""
         with self._lock:

@@ -57,6 +57,7 @@ class Slots:
         self._idle: list[Slot] = []
         self._retiring: list[WorkerProcess] = []  # replaced while in a call
         self._closed = False
+        self._hurried = False  # close() waits for no running call
         self.broken: str | None = None
         self._on_broken: list[Callable[[str], None]] = []
 
@@ -236,13 +237,22 @@ class Slots:
             ]
             return found
 
+    def hurry(self) -> None:
+        """``close`` (now or later) waits for no running call."""
+        with self._cond:
+            self._hurried = True
+            self._cond.notify_all()
+
     def close(self, timeout: float) -> tuple[list[WorkerProcess], list[WorkerProcess]]:
-        """No more calls; waits up to ``timeout`` for calls running to end. Returns every
-        worker (the caller stops them), and those still in a call then."""
+        """No more calls; waits up to ``timeout`` for calls running to end (not at all once
+        ``hurry`` was called). Returns every worker (the caller stops them), and those still
+        in a call then."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            self._cond.wait_for(lambda: not any(s.in_call for s in self._slots), timeout)
+            self._cond.wait_for(
+                lambda: self._hurried or not any(s.in_call for s in self._slots), timeout
+            )
             workers = [s.worker for s in self._slots if s.worker is not None]
             workers += self._retiring
             busy = [s.in_call for s in self._slots if s.in_call is not None]

@@ -217,3 +217,42 @@ def test_closing_kills_a_worker_still_in_its_call_at_once(
         assert "was unloaded while this request ran" in error.message  # not "restarted"
     finally:
         gate.close()
+
+
+def test_a_hurried_pool_kills_a_worker_in_its_call_without_waiting(
+    no_retry_cache: Callable[[int], ModelCache], tmp_path: Path
+) -> None:
+    """``keepwarm serve`` past its drain timeout hurries the pool: unloading a model whose
+    call hangs then kills its worker at once, where it waited 10 s for the call first (a
+    server with a hung model took 10 s more per model to exit)."""
+    cache = no_retry_cache(3)
+    gate = Gate(tmp_path)
+    try:
+        model = cache.load(tmp_path, options={"class": "support.worker_models:Gated"}, workers=True)
+        with model.acquire() as leased:
+            worker_model = getattr(leased.raw, "inner", leased.raw)
+        errors: list[Exception] = []
+
+        def call() -> None:
+            try:
+                worker_model.predict({"x": X})
+            except Exception as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        pid = gate.wait_started()
+        default_pool().hurry()
+        started = time.monotonic()
+        closing = threading.Thread(target=worker_model.group.close)
+        closing.start()
+        closing.join(BOUND_S)
+        took = time.monotonic() - started
+        gate.let_one_finish()
+        thread.join(BOUND_S)
+        assert not closing.is_alive() and not process_alive(pid)
+        assert took < 5.0, f"close waited {took:.1f} s for the hung call (10 s unhurried)"
+        assert len(errors) == 1 and isinstance(errors[0], UnavailableError), errors
+        assert "was unloaded while this request ran" in errors[0].message
+    finally:
+        gate.close()
