@@ -192,20 +192,31 @@ class _Child:
             pass
 
     def signal(self, signum: int, output: Output) -> None:
+        """Pass ``signum`` on. To a process not yet ready, SIGINT goes as SIGTERM, and a
+        second signal as SIGKILL: in its interpreter's own start-up a SIGINT is a
+        KeyboardInterrupt raised inside the initialisation ("Fatal Python error" printed
+        under the supervisor's lines), where SIGTERM ends it quietly at any point and its
+        handlers, once in place, stop it as they stop a server; ``exit_code`` reports it
+        as stopped by the SIGINT the supervisor was given."""
         if self.proc is not None and self.proc.poll() is None:
             self.signalled = True
-            if self.sent is None:
+            first = self.sent is None
+            if first:
                 self.sent = signum
                 self.starting = self.spec.index not in output.ready
+            if self.starting:
+                signum = signal.SIGKILL if not first else signal.SIGTERM
             self.proc.send_signal(signum)
 
     def exit_code(self, code: int) -> int:
         """``code`` as the server's. A process the signal reached while it started (killed
-        by it before its handlers were in place, or, SIGINT in its interpreter's own
-        start-up, a fatal error) stopped as a server stopped by it does: SIGTERM 0, SIGINT
-        130 (the supervisor exited 241 for -15, 254 for -2)."""
+        by it before its handlers were in place, or stopped by the SIGTERM sent for a
+        SIGINT) stopped as a server stopped by the signal given does: SIGTERM 0, SIGINT 130
+        (the supervisor exited 241 for -15, 254 for -2)."""
         if self.sent is not None and (code == -self.sent or (self.starting and code != 0)):
             return 130 if self.sent == signal.SIGINT else 0
+        if self.starting and self.sent == signal.SIGINT:  # its SIGTERM handler: exit 0
+            return 130
         return code
 
 

@@ -208,5 +208,6 @@ def test_a_signal_while_the_processes_start_ends_the_start_as_one_servers_does(
     output = "".join(lines) + rest
     assert proc.returncode == code, output
     assert output.rstrip().endswith("stopped"), output
+    assert "Fatal Python error" not in output and "Traceback" not in output, output
     for pid in re.findall(r"started \(pid (\d+)\)", output):
         assert not Path(f"/proc/{pid}").exists()
