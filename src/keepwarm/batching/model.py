@@ -19,6 +19,7 @@ is, and its warmup note says why.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
@@ -32,7 +33,7 @@ import numpy as np
 from keepwarm.batching.batcher import Batcher
 from keepwarm.batching.executor import Executor, ThreadExecutor, pool_size, threads_per_call
 from keepwarm.batching.merge import PadAxes, buckets
-from keepwarm.batching.registry import register, unregister
+from keepwarm.batching.registry import register, stop_all_warming, unregister
 from keepwarm.batching.stats import BatchStats
 from keepwarm.batching.warm_inputs import failed, warm_inputs
 from keepwarm.runtimes.base import LoadedModel
@@ -45,6 +46,16 @@ _shared: ThreadExecutor | None = None
 #: How long ``BatchedModel.close`` waits for a bucket's warm run under way to end before
 #: it closes the model anyway (the run keeps what it uses alive until it returns).
 CLOSE_WAIT_SECONDS = 10.0
+
+
+@atexit.register
+def _stop_warming_at_exit() -> None:
+    """At interpreter exit: every live model starts no further warm run, and exit waits
+    for the runs under way (``CLOSE_WAIT_SECONDS`` in all). The interpreter ends a daemon
+    thread inside a native runtime's call otherwise: a script that only loaded the example
+    ONNX MLP (batched) aborted, ``terminate called without an active exception``, exit
+    134, in 4 of 8 runs."""
+    stop_all_warming(CLOSE_WAIT_SECONDS)
 
 
 def shared_executor() -> ThreadExecutor:
@@ -267,6 +278,14 @@ class BatchedModel:
         within ``timeout`` seconds. True at once when no warmup was started."""
         return self._warmer is None or self._warm_done.wait(timeout)
 
+    def stop_warming(self, timeout: float) -> bool:
+        """Start no further bucket's warm run and wait up to ``timeout`` seconds for the
+        one under way; whether none is running."""
+        self._closing.set()
+        if self._warmer is not None:
+            self._warmer.join(timeout)
+        return self._warmer is None or not self._warmer.is_alive()
+
     def close(self) -> None:
         """Stop warming, unregister, stop taking requests; once the warmup's run under way
         (if any) has ended, or after ``close_wait`` seconds (logged), close the inner
@@ -274,13 +293,11 @@ class BatchedModel:
         self._closing.set()
         unregister(self)
         self.batcher.close()
-        if self._warmer is not None:
-            self._warmer.join(self._close_wait)
-            if self._warmer.is_alive():
-                _log.warning(
-                    "model %r: a bucket's warm run did not end within %g s of the unload; "
-                    "closing the model anyway (the run ends on its own, its result unused)",
-                    self.name,
-                    self._close_wait,
-                )
+        if not self.stop_warming(self._close_wait):
+            _log.warning(
+                "model %r: a bucket's warm run did not end within %g s of the unload; "
+                "closing the model anyway (the run ends on its own, its result unused)",
+                self.name,
+                self._close_wait,
+            )
         self.inner.close()

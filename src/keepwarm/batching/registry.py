@@ -5,6 +5,7 @@ registers itself when made and leaves when closed."""
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,18 @@ def unregister(model: BatchedModel) -> None:
     with _live_lock:
         _live.discard(model)
         _reindex()
+
+
+def stop_all_warming(timeout: float) -> None:
+    """Every live model starts no further warm run; wait up to ``timeout`` seconds in all
+    for the runs under way (at interpreter exit: ``keepwarm.batching.model``)."""
+    with _live_lock:
+        models = list(_live)
+    deadline = time.monotonic() + timeout
+    for m in models:  # all stop first, then each is waited for
+        m.stop_warming(0.0)
+    for m in models:
+        m.stop_warming(max(0.0, deadline - time.monotonic()))
 
 
 def _reindex() -> None:
