@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from keepwarm.errors import (
     DeadlineExceededError,
     DownloadError,
+    InternalError,
     InvalidConfigError,
     InvalidInputError,
     KeepwarmError,
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DeadlineExceededError",
     "DownloadError",
+    "InternalError",
     "InvalidConfigError",
     "InvalidInputError",
     "KeepwarmError",
