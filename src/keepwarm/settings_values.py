@@ -97,7 +97,7 @@ def _bytes(value: Any) -> int | None:
     if not unit:
         return _number_of_bytes(int(number) if number.isdigit() else float(number))
     nbytes = float(number) * _UNITS[unit]
-    if nbytes < 1:
+    if nbytes < 1 or (unit == "b" and not nbytes.is_integer()):  # '1.5b' was 1 byte
         raise Expected(BYTES_EXPECTED)
     return int(nbytes)
 

@@ -85,7 +85,7 @@ def test_parse_bytes_accepts(given: object, nbytes: int | None) -> None:
 @pytest.mark.parametrize(
     "given",
     [-1, 0, True, False, "lots", 1.5, 1.0, "1.0", "1.5", "0", "-3", "0%", "150%", "GiB", "8XB",
-     float("nan"), float("inf"), -0.5, [1], "", "0.0001B", "1e9", "lots%"],
+     float("nan"), float("inf"), -0.5, [1], "", "0.0001B", "1e9", "lots%", "1.5b", "2.5 B"],
 )  # fmt: skip
 def test_parse_bytes_refuses(given: object) -> None:
     with pytest.raises(InvalidConfigError) as info:
