@@ -266,9 +266,7 @@ def parse_model_config(text: str, *, source: str) -> ModelConfig:
     pinned = top.get("pinned", bool, "true or false")
     labels = _labels(top.get("labels", dict, "a table of name = version") or {}, source)
     warmup = top.table_at("warmup", _WARMUP)
-    runs = warmup.integer("runs", 0)
-    if runs is not None and runs > MAX_WARMUP_RUNS:  # 10**9 ran each load to its timeout
-        raise warmup.fail("runs", f"an integer from 0 to {MAX_WARMUP_RUNS}", runs)
+    runs = warmup.integer("runs", 0, MAX_WARMUP_RUNS)  # 10**9 ran each load to its timeout
     return ModelConfig(
         runtime=top.text("runtime"),
         signature=top.text("signature"),

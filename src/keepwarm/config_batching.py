@@ -80,9 +80,7 @@ def _batching_table(table: TomlTable) -> BatchingConfig:
     delay = table.get("max_delay_ms", (int, float), "a number of milliseconds >= 0")
     if delay is not None and not delay >= 0:  # TOML's nan too: it failed the load only
         raise table.fail("max_delay_ms", "a number of milliseconds >= 0", delay)
-    size = table.integer("max_batch_size", 1)
-    if size is not None and size > MAX_BATCH_SIZE:
-        raise table.fail("max_batch_size", f"an integer from 1 to {MAX_BATCH_SIZE}", size)
+    size = table.integer("max_batch_size", 1, MAX_BATCH_SIZE)
     queue = table.integer("max_queue", 1)
     alone = table.integer("run_alone", 1)
     return BatchingConfig(

@@ -82,10 +82,13 @@ class TomlTable:
             raise self.fail(key, "a non-empty string", value)
         return value
 
-    def integer(self, key: str, minimum: int) -> int | None:
-        expected = f"an integer >= {minimum}"
+    def integer(self, key: str, minimum: int, maximum: int | None = None) -> int | None:
+        """``key``'s integer (None: absent), ``minimum`` to ``maximum``; one message for
+        both bounds (0 processes was told ``>= 1``, 65 then ``from 1 to 64``)."""
+        bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        expected = f"an integer {bound}"
         value: int | None = self.get(key, int, expected)
-        if value is not None and value < minimum:
+        if value is not None and (value < minimum or (maximum is not None and value > maximum)):
             raise self.fail(key, expected, value)
         return value
 

@@ -70,9 +70,7 @@ def workers_argument(value: Any, defaults: WorkerSettings) -> WorkersConfig | No
 
 
 def _workers_table(table: TomlTable) -> WorkersConfig:
-    processes = table.integer("processes", 1)
-    if processes is not None and processes > MAX_PROCESSES:
-        raise table.fail("processes", f"an integer from 1 to {MAX_PROCESSES}", processes)
+    processes = table.integer("processes", 1, MAX_PROCESSES)
     isolate = table.get("isolate", bool, "true or false")
     return WorkersConfig(
         processes=1 if processes is None else processes,

@@ -63,7 +63,7 @@ def test_load_batches_only_when_asked(tmp_path: Path, cache: ModelCache) -> None
     ("batching", "match"),
     [
         ("yes", "batching='yes': expected True, False, None or a table"),
-        ({"max_batch_size": 0}, "max_batch_size: expected an integer >= 1"),
+        ({"max_batch_size": 0}, "max_batch_size: expected an integer from 1 to 65536, got 0"),
         ({"max_batch": 3}, "unknown key 'batching.max_batch'"),
         ({"pad_axes": [0]}, "pad_axes"),
         (3, "expected True, False, None or a table"),

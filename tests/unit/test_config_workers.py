@@ -34,11 +34,11 @@ def test_the_table_is_read_and_isolate_follows_the_settings_when_left_out() -> N
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("processes = 0", "workers.processes: expected an integer >= 1, got 0"),
+        ("processes = 0", "workers.processes: expected an integer from 1 to 64, got 0"),
         ("processes = 65", "workers.processes: expected an integer from 1 to 64, got 65"),
-        ("processes = 1.5", "workers.processes: expected an integer >= 1, got 1.5"),
-        ("processes = true", "workers.processes: expected an integer >= 1, got True"),
-        ('processes = "2"', "workers.processes: expected an integer >= 1, got '2'"),
+        ("processes = 1.5", "workers.processes: expected an integer from 1 to 64, got 1.5"),
+        ("processes = true", "workers.processes: expected an integer from 1 to 64, got True"),
+        ('processes = "2"', "workers.processes: expected an integer from 1 to 64, got '2'"),
         ('isolate = "yes"', "workers.isolate: expected true or false, got 'yes'"),
         ("threads = 2", "unknown key 'workers.threads' in [workers]"),
     ],
