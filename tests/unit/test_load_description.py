@@ -118,6 +118,15 @@ def test_a_class_that_cannot_be_imported_there_is_a_clear_load_error(
         RuntimeSpec(described).load()
 
 
+def test_a_class_of_the_script_run_as_main_is_named_as_such(tmp_path: Path) -> None:
+    """A script's own class travels as '__main__:Name', which a worker's __main__ lacks:
+    the error said only "'__main__' has no attribute", of a class the user could see."""
+    described = LoadDescription(str(tmp_path), python_class="__main__:ScriptsOwnModel")
+    with pytest.raises(ModelLoadError, match="defined in the script being run") as caught:
+        RuntimeSpec(described).load()
+    assert "'__main__:ScriptsOwnModel'" in str(caught.value)
+
+
 def test_options_class_and_allow_unsafe_still_work_through_keepwarm_load(tmp_path: Path) -> None:
     (tmp_path / "model.pkl").write_bytes(pickle.dumps(Doubler()))
     cache = keepwarm.ModelCache(warmup=False)

@@ -154,12 +154,17 @@ def resolve_class(target: Any, directory: Path) -> Any:
     found: Any = module
     for part in qualname.split("."):
         if not hasattr(found, part):
-            hint = (
-                ": a class defined inside a function has no importable name; define it at "
-                "module level"
-                if "<locals>" in qualname
-                else ""
-            )
+            hint = ""
+            if "<locals>" in qualname:
+                hint = (
+                    ": a class defined inside a function has no importable name; define it "
+                    "at module level"
+                )
+            elif module_name == "__main__":  # the script's, not this process's __main__
+                hint = (
+                    ": a class defined in the script being run is not there in a worker "
+                    "process; define it in a module the script imports"
+                )
             raise ModelLoadError(
                 f"cannot import {target!r}: {module_name!r} has no attribute {qualname!r}{hint}",
                 format=FORMAT,
