@@ -121,7 +121,9 @@ def _download_into(
     archive = entry.temp_file(".tar.gz")
     try:
         with archive.open("wb") as out:
-            size, digest = _get(target, out, progress, settings.http_timeout)
+            size, digest = _get(
+                target, out, progress, settings.http_timeout, _extract_limit(settings)
+            )
         if expected_sha is not None and digest != expected_sha:
             raise DownloadError(
                 f"sha256 mismatch for {redact_url(url)}: expected {expected_sha}, got {digest}"
@@ -142,6 +144,13 @@ def _download_into(
             )
     finally:
         archive.unlink(missing_ok=True)
+
+
+def _too_large(shown: str, size: str, bound: dict[str, Any]) -> DownloadError:
+    return DownloadError(
+        f"archive from {shown} {size} more than {bound['max_bytes']} bytes ({bound['limit']}): "
+        "refused as it comes, never written whole"
+    )
 
 
 def _extract_limit(settings: DownloadSettings) -> dict[str, Any]:
@@ -167,8 +176,14 @@ def _model_root(work: Path) -> str:
     return "."
 
 
-def _get(url: str, out: IO[bytes], progress: Progress | None, timeout: float) -> tuple[int, str]:
-    """Stream ``url`` into ``out``; return (bytes, sha256 hex). Checks Content-Length."""
+def _get(
+    url: str, out: IO[bytes], progress: Progress | None, timeout: float, bound: dict[str, Any]
+) -> tuple[int, str]:
+    """Stream ``url`` into ``out``; return (bytes, sha256 hex). Checks Content-Length. An
+    archive of more than ``bound["max_bytes"]`` (``_extract_limit``) is refused from its
+    Content-Length before a byte is written, else once that much has come. (It was written
+    whole, then refused as it expanded: a 743 KB archive under a 500 KB cache bound came
+    in full, so an archive larger than the disk filled it.)"""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     shown = redact_url(url)
     digest = hashlib.sha256()
@@ -177,9 +192,13 @@ def _get(url: str, out: IO[bytes], progress: Progress | None, timeout: float) ->
         with urllib.request.urlopen(request, timeout=timeout) as response:
             header = response.headers.get("Content-Length")
             total = int(header) if header and header.isdigit() else None
+            if total is not None and total > bound["max_bytes"]:
+                raise _too_large(shown, f"is {total} bytes (Content-Length),", bound)
             if progress is not None:
                 progress(0, total)
             while chunk := response.read(CHUNK):
+                if done + len(chunk) > bound["max_bytes"]:
+                    raise _too_large(shown, "is", bound)
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)

@@ -5,6 +5,7 @@ dropped. Real archives over a loopback HTTP server; real models."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -262,6 +263,22 @@ def test_an_archive_larger_than_the_whole_bound_is_refused(
     expected = r"more than 10485760 bytes \(the download cache's bound, KEEPWARM_CACHE_MAX_BYTES"
     with pytest.raises(DownloadError, match=expected):
         fetch_archive(url, downloads=settings(cache_dir, 10 * MiB))
+    assert cached(cache_dir) == set()
+    assert [p for p in cache_dir.iterdir() if p.is_dir() or p.stat().st_size] == []
+
+
+def test_an_archive_itself_larger_than_the_bound_is_refused_before_it_is_written(
+    http_server: FakeServer, cache_dir: Path
+) -> None:
+    """Incompressible bytes: the archive is larger than the bound. It was downloaded whole
+    into the cache directory, then refused as it expanded."""
+    url = http_server.add("/big.tar.gz", targz({"weights.bin": os.urandom(2 * MiB)}))
+    expected = (
+        r"is \d+ bytes \(Content-Length\), more than 1048576 bytes \(the download cache's "
+        r"bound, KEEPWARM_CACHE_MAX_BYTES\): refused as it comes"
+    )
+    with pytest.raises(DownloadError, match=expected):
+        fetch_archive(url, downloads=settings(cache_dir, 1 * MiB))
     assert cached(cache_dir) == set()
     assert [p for p in cache_dir.iterdir() if p.is_dir() or p.stat().st_size] == []
 
