@@ -63,6 +63,12 @@ def read_file(file: str | os.PathLike[str]) -> Values:
         raise InvalidConfigError(f"settings file {path} is not valid TOML: {exc}") from exc
     values: Values = {name: {} for name in SECTIONS}
     for name, table in data.items():
+        if name not in SECTIONS and len(_OWNERS.get(name, ())) == 1:  # a key with no table
+            section = _OWNERS[name][0]
+            raise InvalidConfigError(
+                f"{name} = {table!r} in {path} is outside any section: expected it under "
+                f"[{section}] ({section}.{name})"
+            )
         if name not in SECTIONS:
             raise _unknown("section", name, list(SECTIONS), f" in {path}")
         if not isinstance(table, dict):

@@ -64,7 +64,8 @@ def test_a_file_holds_every_kind_of_value(tmp_path: Path) -> None:
     [
         ("[budget]\nmax_byts = 1", ["unknown key 'budget.max_byts'", "budget.max_bytes"]),
         ("[budgets]\nmax_bytes = 1", ["unknown section 'budgets'", "budget"]),
-        ("max_bytes = 1", ["unknown section 'max_bytes'"]),
+        ("max_bytes = 1", ["max_bytes = 1", "outside any section", "under [budget]"]),
+        ("max_byts = 1", ["unknown section 'max_byts'"]),
         ("budget = 3", ["budget = 3", "expected a table [budget]"]),
         ("[server]\nhttp_port = '80'x", ["not valid TOML"]),
         ('[server]\nhttp_port = "eighty"', ["server.http_port in", "'eighty'", "an integer"]),
