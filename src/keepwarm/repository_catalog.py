@@ -59,7 +59,13 @@ class Catalog:
             raise UnavailableError(f"model {name!r} cannot be served: {self.why_not_ready(model)}")
         if self.on_demand and not config.pinned:
             available = {v for v, found in model.versions.items() if found.complete}
-            return ModelId(name, resolve_version(version, available, config, model=name)), True
+            waiting = set(model.versions) - available  # files not taken yet: worth a wait
+            if version is None and not available and waiting:
+                raise UnavailableError(
+                    f"model {name!r} has no version ready yet: {self.why_not_ready(model)}"
+                )
+            chosen = resolve_version(version, available, config, model=name, pending=waiting)
+            return ModelId(name, chosen), True
         ready = self.ready(model)
         if not ready and version is None:
             if not model.versions:
