@@ -34,7 +34,8 @@ from keepwarm.errors import (
 from keepwarm.settings import DownloadSettings
 from keepwarm.sources.layout import MARKER, check_model_name, judge, version_number
 from keepwarm.sources.listing import Listing, ModelListing, VersionListing
-from keepwarm.sources.remote import _filesystem, copy_to_cache, fingerprint
+from keepwarm.sources.remote import _cause, _filesystem, copy_to_cache, fingerprint
+from keepwarm.sources.resolve import redact_url
 
 log = logging.getLogger("keepwarm.sources")
 _WAITING = "waiting: its listing must stay unchanged across two scans (or hold the marker)"
@@ -105,9 +106,12 @@ class RemoteSource:
                     fs.ls(root, detail=False)  # raises what the walk swallowed
         except FileNotFoundError as exc:
             raise ModelNotFoundError(f"model repository {self.url} does not exist: {exc}") from exc
-        except OSError as exc:
+        except KeepwarmError:
+            raise
+        except Exception as exc:  # OSError; botocore's NoCredentialsError is none (it passed raw)
             raise DownloadError(
-                f"listing the model repository {self.url} failed: {type(exc).__name__}: {exc}"
+                f"listing the model repository {redact_url(self.url)} failed: "
+                f"{_cause(exc, self.url)}"
             ) from exc
         return found
 
