@@ -37,6 +37,7 @@ def serve(
 ) -> int:
     """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code.
     ``child``: this is one process of several (``keepwarm.server_child``)."""
+    configure_json_logs()  # before the token file's check: its warning was a bare line
     token = management_token(settings)
     check_tls(settings.server)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
@@ -46,7 +47,6 @@ def serve(
         server = settings.server
         configure_priority(server.model_nice, server.model_policy, server.model_priority_scope)
         preloading = preload_tensorflow(root, isolate=settings.workers.isolate)
-        configure_json_logs()
         stream = out if out is not None else sys.stderr
         import uvloop
 
