@@ -19,7 +19,7 @@ from keepwarm.early_signals import raise_pending
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.preload import finish_preload, preload_tensorflow
-from keepwarm.server_checks import check_tls, management_token
+from keepwarm.server_checks import bind_error, check_tls, management_token
 from keepwarm.server_output import Progress, host_for_url, is_loopback, say
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
@@ -264,8 +264,9 @@ async def _start_grpc(service: Any, settings: Settings, out: TextIO, *, share_po
     )
     try:
         await grpc_server.start()
-    except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
-        raise InvalidConfigError(f"gRPC port {cfg.grpc_port} on {cfg.host}: {exc}") from None
+    except RuntimeError as exc:  # grpc: "Failed to bind to address ...", not why
+        why = bind_error(cfg.host, cfg.grpc_port) or exc
+        raise InvalidConfigError(f"gRPC port {cfg.grpc_port} on {cfg.host}: {why}") from None
     say(
         out,
         f"  gRPC  {host_for_url(cfg.host)}:{grpc_server.port}  (TF Serving: "
