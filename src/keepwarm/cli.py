@@ -19,6 +19,7 @@ from keepwarm.cli_progress import Progress, size_text
 from keepwarm.cli_serve import add_serve_command, run_serve, serve_parser
 from keepwarm.early_signals import exit_code, terminated
 from keepwarm.errors import InvalidInputError, KeepwarmError
+from keepwarm.logs import quiet_native_chatter
 from keepwarm.settings import Settings
 
 if TYPE_CHECKING:
@@ -220,11 +221,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_serve(args)
 
     def run() -> int:
-        cache = keepwarm.ModelCache(settings=settings_from_args(args))
+        # TensorFlow's start-up lines (oneDNN, the CUDA probe's "E... failed call to
+        # cuInit" on a machine without a GPU) filtered out, as the server does: every
+        # inspect or predict of a SavedModel printed three of them, -q or not
+        restore = quiet_native_chatter()
         try:
-            args.func(args, cache)
+            cache = keepwarm.ModelCache(settings=settings_from_args(args))
+            try:
+                args.func(args, cache)
+            finally:
+                cache.close(drain_timeout=5.0)
         finally:
-            cache.close(drain_timeout=5.0)
+            restore()
         return 0
 
     # SIGTERM runs the cleanups, as Ctrl-C does: a conversion child killed, its temporary

@@ -88,6 +88,7 @@ def build_examples(dest: Path, only: Sequence[str] | None = None, force: bool = 
         if not force and is_up_to_date(dest, families):
             print(f"examples up to date in {dest}")
             return dest / "models"
+        _check_replaceable(dest)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=dest, prefix=".build-") as tmp:
             work = Path(tmp)
@@ -101,6 +102,36 @@ def build_examples(dest: Path, only: Sequence[str] | None = None, force: bool = 
         (dest / STAMP).write_text(json.dumps(stamp) + "\n")
         print(f"examples built in {dest} in {time.perf_counter() - started:.1f} s")
     return dest / "models"
+
+
+class ExamplesError(ValueError):
+    """DIR cannot take a build: what is there would be lost, or it is not a directory."""
+
+
+def built_names() -> dict[str, set[str]]:
+    """What a build writes into ``DIR/models`` and ``DIR/hub`` (replaced whole)."""
+    models = {f"{family}{suffix}" for family in FAMILIES for suffix in ("", "_keras", "_onnx")}
+    return {"models": (models - {"digits_keras", "digits_onnx"}), "hub": {"mlp.tar.gz"}}
+
+
+def _check_replaceable(dest: Path) -> None:
+    """Refuse a ``dest`` whose ``models/`` or ``hub/`` holds what no build wrote (hidden
+    names aside): the build replaces both whole, and a user's own ``DIR/models/<name>``
+    was deleted with the old tree."""
+    for part, names in built_names().items():
+        target = dest / part
+        if not target.exists():
+            continue
+        if not target.is_dir():
+            raise ExamplesError(f"{target} is not a directory; choose another DIR")
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in names)
+        foreign = [name for name in foreign if not name.startswith(".")]
+        if foreign:
+            raise ExamplesError(
+                f"{target} holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}, "
+                f"which no example build wrote: a build replaces {target} whole; choose "
+                "another DIR, or move them out"
+            )
 
 
 def _swap_in(new: Path, target: Path) -> None:
@@ -245,7 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
-    build_examples(args.dir, only=args.only, force=args.force)
+    try:
+        build_examples(args.dir, only=args.only, force=args.force)
+    except (ExamplesError, OSError) as exc:  # a file named DIR, no permission
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

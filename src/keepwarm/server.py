@@ -19,7 +19,7 @@ from keepwarm.early_signals import raise_pending
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.preload import finish_preload, preload_tensorflow
-from keepwarm.server_checks import check_tls, management_token
+from keepwarm.server_checks import bind_error, check_tls, management_token
 from keepwarm.server_output import Progress, host_for_url, is_loopback, say
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
@@ -37,6 +37,7 @@ def serve(
 ) -> int:
     """Serve the repository at ``root`` until SIGTERM or SIGINT; returns the exit code.
     ``child``: this is one process of several (``keepwarm.server_child``)."""
+    configure_json_logs()  # before the token file's check: its warning was a bare line
     token = management_token(settings)
     check_tls(settings.server)
     restore = quiet_native_chatter()  # TensorFlow's start-up chatter
@@ -46,7 +47,6 @@ def serve(
         server = settings.server
         configure_priority(server.model_nice, server.model_policy, server.model_priority_scope)
         preloading = preload_tensorflow(root, isolate=settings.workers.isolate)
-        configure_json_logs()
         stream = out if out is not None else sys.stderr
         import uvloop
 
@@ -264,8 +264,9 @@ async def _start_grpc(service: Any, settings: Settings, out: TextIO, *, share_po
     )
     try:
         await grpc_server.start()
-    except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
-        raise InvalidConfigError(f"gRPC port {cfg.grpc_port} on {cfg.host}: {exc}") from None
+    except RuntimeError as exc:  # grpc: "Failed to bind to address ...", not why
+        why = bind_error(cfg.host, cfg.grpc_port) or exc
+        raise InvalidConfigError(f"gRPC port {cfg.grpc_port} on {cfg.host}: {why}") from None
     say(
         out,
         f"  gRPC  {host_for_url(cfg.host)}:{grpc_server.port}  (TF Serving: "

@@ -1,9 +1,11 @@
 """What ``keepwarm serve`` checks before it starts anything: the repository API's token
-and the TLS files. Each problem is an ``InvalidConfigError`` naming the setting."""
+and the TLS files. Each problem is an ``InvalidConfigError`` naming the setting. And why
+a port could not be bound, as the system says it."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import stat
 from pathlib import Path
 
@@ -70,3 +72,18 @@ def _read_token(path: Path) -> str:
             stat.S_IMODE(mode),
         )
     return lines[0]
+
+
+def bind_error(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (``[Errno 98] Address already in use``), or None
+    when a probe binds it: grpcio's own error says only "Failed to bind to address ...;
+    set GRPC_VERBOSITY=debug ...". The probe sets ``SO_REUSEADDR`` as grpcio does, so a
+    listening socket is what it finds, not connections closing."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return str(exc)
+    return None

@@ -16,7 +16,9 @@ from keepwarm.core.states import State
 
 class Progress:
     """A line per load (started, READY with its time, FAILED with its reason), and one
-    line when the server first becomes ready."""
+    line when the server first becomes ready, after the line of every load it waited for:
+    events come on their own thread, after the state changed, so the server could be
+    ready while a READY line was still to come (``ready at`` was printed above it)."""
 
     def __init__(self, out: TextIO, ready: Callable[[], bool]) -> None:
         self.out = out
@@ -40,11 +42,13 @@ class Progress:
                 say(self.out, f"loaded {what} in {took:.1f} s{note}")
             else:
                 say(self.out, f"FAILED {what} after {took:.1f} s: {event.reason}")
+        elif event.state not in (State.NEW, State.WARMING):
+            self.started.pop(key, None)  # a load that ended otherwise (its files gone)
         self.check()
 
     def check(self) -> None:
         with self.lock:
-            if self.said_ready or not self.ready():
+            if self.said_ready or self.started or not self.ready():
                 return
             self.said_ready = True
         say(self.out, f"ready at {time.strftime('%H:%M:%S')}")

@@ -17,8 +17,8 @@ from keepwarm.errors import InvalidConfigError
 from keepwarm.settings_fields import GiB, MiB, normalise, parsed_by
 from keepwarm.settings_server import ServerSettings
 from keepwarm.settings_values import (
+    bounded_bytes,
     integer,
-    invalid,
     number,
     optional_bytes,
     optional_path,
@@ -112,13 +112,11 @@ class DownloadSettings:
     cache_dir: Path | None = field(default=None, metadata=parsed_by(optional_path))
     offline: bool = field(default=False, metadata=parsed_by(parse_bool))
     cache_max_bytes: int | None = field(default=None, metadata=parsed_by(optional_bytes))
-    max_extract_bytes: int = field(default=8 * GiB, metadata=parsed_by(optional_bytes))
+    max_extract_bytes: int = field(default=8 * GiB, metadata=parsed_by(bounded_bytes))
     http_timeout: float = field(default=60.0, metadata=parsed_by(number(0, above=True)))
 
     def __post_init__(self) -> None:
         normalise(self, "downloads")
-        if self.max_extract_bytes is None:
-            raise invalid("downloads.max_extract_bytes", None, "a size in bytes")
 
     def directory(self) -> Path:
         """``cache_dir``, else the platform's user cache directory for keepwarm."""
@@ -168,8 +166,8 @@ class WorkerSettings:
 
     isolate: bool = field(default=False, metadata=parsed_by(parse_bool))
     max_restarts: int = field(default=3, metadata=parsed_by(integer(0)))
-    buffer_bytes: int = field(default=4 * MiB, metadata=parsed_by(optional_bytes))
-    max_buffer_bytes: int = field(default=2 * GiB, metadata=parsed_by(optional_bytes))
+    buffer_bytes: int = field(default=4 * MiB, metadata=parsed_by(bounded_bytes))
+    max_buffer_bytes: int = field(default=2 * GiB, metadata=parsed_by(bounded_bytes))
     start_timeout: float = field(default=60.0, metadata=parsed_by(number(0, above=True)))
     ready_timeout: float = field(
         default=LoadingSettings.load_timeout, metadata=parsed_by(number(0, above=True))
@@ -182,9 +180,6 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         normalise(self, "workers")
-        for name in ("buffer_bytes", "max_buffer_bytes"):
-            if getattr(self, name) is None:
-                raise invalid(f"workers.{name}", None, "a size in bytes")
         if self.max_buffer_bytes < self.buffer_bytes:
             raise InvalidConfigError(
                 f"workers.max_buffer_bytes={self.max_buffer_bytes} is below "

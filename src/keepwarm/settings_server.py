@@ -12,11 +12,10 @@ from typing import Any
 from keepwarm.errors import InvalidConfigError
 from keepwarm.settings_fields import KiB, MiB, normalise, parsed_by
 from keepwarm.settings_values import (
+    bounded_bytes,
     choice,
     integer,
-    invalid,
     number,
-    optional_bytes,
     optional_path,
     optional_text,
     parse_bool,
@@ -65,7 +64,7 @@ class ServerSettings:
     host: str = field(default="127.0.0.1", metadata=parsed_by(text))
     http_port: int = field(default=8501, metadata=parsed_by(integer(0, 65535)))
     grpc_port: int = field(default=8500, metadata=parsed_by(integer(0, 65535)))
-    max_body_bytes: int = field(default=64 * MiB, metadata=parsed_by(optional_bytes))
+    max_body_bytes: int = field(default=64 * MiB, metadata=parsed_by(bounded_bytes))
     max_json_depth: int = field(default=64, metadata=parsed_by(integer(1)))
     request_timeout_ms: float | None = field(
         default=None, metadata=parsed_by(number(0, above=True, optional=True))
@@ -93,8 +92,6 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         normalise(self, "server")
-        if self.max_body_bytes is None:
-            raise invalid("server.max_body_bytes", None, "a size in bytes")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidConfigError(
                 "server.tls_cert and server.tls_key: expected both or neither, got only "

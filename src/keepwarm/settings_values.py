@@ -222,6 +222,25 @@ def optional_bytes(value: Any) -> int | None:
     return _bytes(value)
 
 
+#: What a size that must be bounded takes: ``BYTES_EXPECTED`` without ``'none'``.
+BOUNDED_BYTES_EXPECTED = BYTES_EXPECTED.replace(", or 'none' for no bound", "").replace(
+    "), a share", ") or a share"
+)
+
+
+def bounded_bytes(value: Any) -> int:
+    """A size as ``optional_bytes`` reads it, but never none: a limit that must hold (a
+    body, an archive, a buffer). ``'none'`` was named as accepted by the error these
+    settings gave, then refused without naming the flag or variable it came from."""
+    try:
+        nbytes = _bytes(value)
+    except Expected as exc:
+        raise Expected(str(exc).replace(BYTES_EXPECTED, BOUNDED_BYTES_EXPECTED)) from None
+    if nbytes is None:
+        raise Expected(BOUNDED_BYTES_EXPECTED)
+    return nbytes
+
+
 def size(minimum: int, maximum: int) -> Parser:
     """A number of bytes from ``minimum`` to ``maximum`` (an integer, or ``'64KiB'``...);
     not a share of RAM, not none."""

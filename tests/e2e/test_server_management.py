@@ -137,3 +137,24 @@ def test_a_repository_name_not_its_own_is_not_found(grpc_served: ServerProcess) 
         assert answer.status_code == 404 and named in answer.json()["error"], answer.text
     assert grpc_served.get("/v2/models/spare/ready").status_code == 200
     assert [row["name"] for row in grpc_served.post("/v2/repository/index").json()]
+
+
+def test_the_token_files_warning_is_a_json_log_line(tmp_path: Path) -> None:
+    # was a bare line (logged before the JSON logs were set up), no level, no time
+    import json
+
+    root = tmp_path / "models"
+    root.mkdir()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o644)
+    server = ServerProcess(root, "--management-api", "--token-file", str(token_file))
+    try:
+        line = server.wait_for_line("can be read by other users")
+    finally:
+        assert server.stop() == 0
+    entry = json.loads(line)
+    assert entry["level"] == "warning" and entry["logger"] == "keepwarm.server", line
+    assert entry["message"] == (
+        f"server.token_file {token_file} can be read by other users (mode 644): chmod 600 it"
+    )

@@ -4,6 +4,7 @@ ends the process at once with its own error, with no load left behind."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -124,7 +125,9 @@ def test_a_second_server_on_a_served_grpc_port_is_refused(tmp_path: Path) -> Non
         port = first.grpc_address.rsplit(":", 1)[1]
         code, output = _serve(second_root, "--port", "0", "--grpc-port", port)
         assert code == 2, output
-        assert f"error: gRPC port {port} on 127.0.0.1" in output
+        in_use = f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}"
+        assert f"error: gRPC port {port} on 127.0.0.1: {in_use}" in output
+        assert "GRPC_VERBOSITY" not in output  # was grpcio's "Failed to bind", not why
         assert "ready at" not in output
     finally:
         assert first.stop() == 0

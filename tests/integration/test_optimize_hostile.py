@@ -18,7 +18,7 @@ import pytest
 
 from keepwarm.cli import main
 from keepwarm.errors import InvalidInputError
-from keepwarm.optimize import optimize
+from keepwarm.optimize import Gate, optimize
 from support.optimize_models import tf_function_model
 from support.waiting import process_alive, wait_until
 
@@ -101,6 +101,32 @@ def test_an_output_that_is_the_source_model_is_refused(
             optimize(model, quantize="dynamic", output=target, runs=1)
     assert graph.read_bytes() == before
     assert sorted(p.name for p in (model / "1").iterdir()) == ["model.onnx"]
+
+
+def test_an_output_inside_another_version_of_the_source_model_is_refused(
+    example_models: Path, tmp_path: Path
+) -> None:
+    """Once ``m/2`` (the highest version) was the source, ``-o m/1/x.onnx`` was written
+    into version 1, a version a repository may serve."""
+    model = tmp_path / "m"
+    shutil.copytree(example_models / "mlp_onnx", model)
+    shutil.copytree(model / "1", model / "2")
+    for target in (model / "1" / "x.onnx", model / "x.onnx"):
+        with pytest.raises(InvalidInputError, match=f"output {target}: is inside the source"):
+            optimize(model, output=target, runs=1)
+    assert sorted(p.name for p in model.rglob("*.onnx")) == ["model.onnx", "model.onnx"]
+
+
+def test_an_accuracy_limit_without_labels_is_refused_before_converting(
+    example_models: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The gate could only fail (no labels, no accuracy): it did, after the conversion
+    (minutes for a large SavedModel), with the report printed above the error."""
+    with pytest.raises(InvalidInputError, match=r"--max-accuracy-drop needs labels; the samp"):
+        optimize(example_models / "mlp_onnx", gate=Gate(max_accuracy_drop=1.0), runs=1)
+    assert main(["optimize", str(example_models / "mlp_onnx"), "--max-accuracy-drop", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: --max-accuracy-drop needs labels"), err
 
 
 def test_an_existing_output_is_replaced_whole(example_models: Path, tmp_path: Path) -> None:

@@ -275,3 +275,25 @@ def test_an_input_that_is_no_regular_file_and_a_bad_output_name_before_loading(
         assert code == 2 and out == ""
         assert f"error: output file {target}: expected a .npz or .json file name" in err
         assert "loading" not in err  # refused before the model loaded
+
+
+def test_tensorflows_start_up_lines_are_filtered_out(example_models: Path) -> None:
+    # was: every inspect or predict of a SavedModel printed TensorFlow's oneDNN notice and,
+    # on a machine without a GPU, "E... failed call to cuInit: INTERNAL: CUDA error", -q
+    # or not (the server filtered them already)
+    import os
+
+    from keepwarm.logs import is_native_chatter
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "keepwarm", "inspect", str(example_models / "mlp"), "-q"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env=environ,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"format:     savedmodel" in done.stdout
+    chatter = [line for line in done.stderr.splitlines() if is_native_chatter(line)]
+    assert chatter == [], done.stderr

@@ -128,3 +128,27 @@ def test_one_port_for_rest_and_grpc_is_refused() -> None:
     with pytest.raises(InvalidConfigError, match="both 8501"):
         settings_for(environ=environ)  # the default REST port
     assert settings_for("--port", "0", "--grpc-port", "0").server.grpc_port == 0  # any two
+
+
+@pytest.mark.parametrize(
+    ("flag", "variable"),
+    [
+        ("--max-body-bytes", "KEEPWARM_SERVER__MAX_BODY_BYTES"),
+        (None, "KEEPWARM_DOWNLOADS__MAX_EXTRACT_BYTES"),
+        (None, "KEEPWARM_WORKERS__BUFFER_BYTES"),
+        (None, "KEEPWARM_WORKERS__MAX_BUFFER_BYTES"),
+    ],
+)
+def test_a_limit_that_must_hold_names_the_source_of_none(flag: str | None, variable: str) -> None:
+    # was "server.max_body_bytes=None: expected a size in bytes" (neither the flag nor the
+    # variable named), after an error for 'lots' that listed 'none' as accepted
+    for argv, environ, source in [
+        ([flag, "none"] if flag else [], {} if flag else {variable: "none"}, flag or variable),
+        ([], {variable: "lots"}, variable),
+    ]:
+        with pytest.raises(InvalidConfigError) as info:
+            settings_for(*argv, environ=environ)
+        said = str(info.value)
+        assert said.startswith(source) and "expected bytes" in said, said
+        assert "none" not in said.partition("expected")[2], said
+    assert settings_for(environ={variable: "8MiB"}) is not None

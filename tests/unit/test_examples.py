@@ -6,9 +6,18 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import keepwarm
-from keepwarm.examples import DIGITS_TEST, FAMILIES, LABELS, builder_hash, is_up_to_date
+from keepwarm.examples import (
+    DIGITS_TEST,
+    FAMILIES,
+    LABELS,
+    builder_hash,
+    built_names,
+    is_up_to_date,
+    main,
+)
 
 EXPECTED = {
     "mlp/1/saved_model.pb",
@@ -80,3 +89,26 @@ def test_digits_is_trained_and_keeps_its_test_split(example_models: Path) -> Non
     predicted = np.argmax(outputs["probs"], axis=1)
     accuracy = float(np.mean(predicted == labels))
     assert accuracy >= 0.93, accuracy  # about 0.97; random weights give about 0.10
+
+
+def test_a_dir_holding_what_no_build_wrote_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # was: the build replaced DIR/models whole, and DIR/models/mine went with the old tree
+    mine = tmp_path / "models" / "mine" / "1" / "model.onnx"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"not built here")
+    assert main([str(tmp_path), "--only", "digits"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith(f"error: {tmp_path / 'models'} holds mine, which no example build")
+    assert mine.read_bytes() == b"not built here"
+    assert not (tmp_path / "models" / "digits").exists()
+    # a file where DIR should be: one error line, not a traceback
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    assert main([str(taken)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_what_a_build_writes_is_what_it_may_replace() -> None:
+    assert built_names()["models"] == {p.split("/")[0] for p in EXPECTED}

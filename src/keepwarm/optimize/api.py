@@ -88,9 +88,12 @@ def optimize(
         raise InvalidInputError(f"gate: expected a keepwarm.optimize.Gate, got {gate!r}")
     if output is not None:
         _check_output(Path(output))
-    path = select_version(resolve_uri(os.fspath(source), downloads=downloads), version)
+    resolved = resolve_uri(os.fspath(source), downloads=downloads)
+    path = select_version(resolved, version)
     if output is not None:
         _check_not_source(Path(output), path)
+        if resolved.is_dir() and path.parent == resolved:  # a model directory's version
+            _check_not_source(Path(output), resolved)
     runtime = detect_runtime(path).name
     if runtime not in CONVERTIBLE:
         raise InvalidInputError(
@@ -101,6 +104,11 @@ def optimize(
     source_model = get_runtime(runtime).load(path, signature=signature, options={})
     try:
         samples = _samples(path, source_model, calibration)
+        if gate is not None and gate.max_accuracy_drop is not None and samples.labels is None:
+            raise InvalidInputError(  # the gate could only fail, after the conversion
+                f"--max-accuracy-drop needs labels; the samples ({samples.origin}) have "
+                "none: pass --calibration FILE, an .npz with a 'labels' array"
+            )
         if quantize == "static" and samples.generated:
             raise InvalidInputError(
                 "--quantize static calibrates on real inputs: pass --calibration FILE "
@@ -213,8 +221,10 @@ def _check_output(output: Path) -> None:
 
 
 def _check_not_source(output: Path, source: Path) -> None:
-    """Refuse an ``output`` that is the source model's file or inside its directory: the
-    copy rewrote a model, maybe one a repository serves, in place."""
+    """Refuse an ``output`` that is the source model's file or inside its directory (and,
+    for a model directory, inside any of its versions: ``-o digits/1/x.onnx`` wrote into
+    a served version once ``digits/2`` was the source): the copy rewrote a model, maybe
+    one a repository serves, in place."""
     target, model = output.resolve(), source.resolve()
     if target == model or model in target.parents:
         raise InvalidInputError(
