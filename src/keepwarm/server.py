@@ -147,9 +147,7 @@ async def _serve(
     drained = await service.wait_idle(settings.loading.drain_timeout)
     if not drained:
         log.warning("requests still in flight after the drain timeout; exiting anyway")
-        from keepwarm.workers.pool import default_pool
-
-        default_pool().hurry()  # a worker still in a call is killed, not waited for
+        await asyncio.to_thread(_stop_worker_calls)
     server.should_exit = True
     await main_loop
     await server.shutdown()
@@ -158,6 +156,18 @@ async def _serve(
     await _close(repository, service, unsubscribers)
     say(out, "stopped")
     return 0
+
+
+def _stop_worker_calls() -> None:
+    """Past the drain timeout: every worker process still in a model call is killed now,
+    its request answered 503 saying why, and the other workers stopped; the calls have had
+    their time (a hung model's request got uvicorn's bare 500 three seconds later, and the
+    exit waited 10 s more per model for the call)."""
+    from keepwarm.workers.pool import default_pool
+
+    pool = default_pool()
+    pool.hurry("was still running when the server's drain timeout passed")
+    pool.close()
 
 
 async def _close(repository: Any, service: Any, unsubscribers: list[Callable[[], Any]]) -> None:

@@ -82,7 +82,8 @@ def test_a_killed_worker_gives_503_then_the_model_answers_again(tmp_path: Path) 
 
 def test_sigterm_past_the_drain_timeout_kills_a_hung_worker_at_once(tmp_path: Path) -> None:
     """A request whose model hangs in its worker outlives ``--drain-timeout 1``: the server
-    then kills that worker instead of waiting 10 s more for its call, and exits 0."""
+    then kills that worker instead of waiting 10 s more for its call, the request gets a
+    503 saying why, and the server exits 0."""
     gate_dir = tmp_path / "gate"
     gate_dir.mkdir()
     gate = Gate(gate_dir)
@@ -100,6 +101,9 @@ def test_sigterm_past_the_drain_timeout_kills_a_hung_worker_at_once(tmp_path: Pa
         assert code == 0, server.output
         assert not process_alive(pid)
         assert took < 8.0, f"exit took {took:.1f} s after SIGTERM (drain timeout 1 s)"
+        response = hung["response"]  # answered, saying why (was uvicorn's bare 500)
+        assert response.status_code == 503, response.text
+        assert "still running when the server's drain timeout passed" in response.json()["error"]
     finally:
         server.stop()
         gate.close()

@@ -51,6 +51,7 @@ class WorkerGroup:
         self._new_id, self._hook, self._on_restart = new_id, hook, on_restart
         self._slots = Slots(name, settings.start_timeout)
         self._killed_in_call: set[WorkerProcess] = set()  # by close(), in a call
+        self._killed_why = "was unloaded while this request ran"  # their callers are told
         self.loaded: Loaded | None = None
         spawned: list[WorkerProcess] = []
         try:
@@ -79,8 +80,8 @@ class WorkerGroup:
             self._slots.lost(slot, worker)
             if worker in self._killed_in_call:  # by close(): the model is gone, no restart
                 raise UnavailableError(
-                    f"model {self.name!r} was unloaded while this request ran (its worker "
-                    "process was stopped in the call)"
+                    f"model {self.name!r} {self._killed_why} (its worker process was stopped "
+                    "in the call)"
                 ) from None
             raise UnavailableError(
                 f"model {self.name!r}: its {died}; the request was lost, the worker is "
@@ -198,9 +199,12 @@ class WorkerGroup:
     def infos(self) -> list[WorkerInfo]:
         return self._slots.infos(self.key)
 
-    def hurry(self) -> None:
+    def hurry(self, why: str | None = None) -> None:
         """Closing (now or later) waits for no running call: a worker in one is killed at
-        once (a server past its drain timeout, whose requests were given their time)."""
+        once (a server past its drain timeout, whose requests were given their time);
+        ``why`` is what their callers are told happened to the model."""
+        if why is not None:
+            self._killed_why = why
         self._slots.hurry()
 
     def close(self) -> None:

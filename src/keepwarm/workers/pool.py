@@ -85,14 +85,15 @@ class WorkerPool:
                 n: {"restarts": self._restarts[n], "recycles": self._recycles[n]} for n in names
             }
 
-    def hurry(self) -> None:
+    def hurry(self, why: str | None = None) -> None:
         """Calls still running in workers are abandoned: unloading a model now kills its
-        workers still in a call at once instead of waiting for them (``keepwarm serve``
-        past its drain timeout). Models started after this wait as before."""
+        workers still in a call at once instead of waiting for them, their callers told
+        the model ``why`` (``keepwarm serve`` past its drain timeout). Models started
+        after this wait as before."""
         with self._lock:
             groups = list(self._groups)
         for group in groups:
-            group.hurry()
+            group.hurry(why)
 
     def close(self) -> None:
         """Stop every worker of every model."""
