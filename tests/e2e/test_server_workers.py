@@ -19,11 +19,12 @@ from support.worker_models import Gate
 BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 
 
-def _place(root: Path, gate_dir: Path) -> None:
+def _place(root: Path, gate_dir: Path, *, workers: bool = True) -> None:
     model = root / "gated"
     version = model / "1"
     version.mkdir(parents=True)
-    (model / "model.toml").write_text("[workers]\nprocesses = 1\n\n[warmup]\nruns = 0\n")
+    table = "[workers]\nprocesses = 1\n\n" if workers else ""
+    (model / "model.toml").write_text(table + "[warmup]\nruns = 0\n")
     (version / "keepwarm.toml").write_text('[python]\nclass = "support.worker_models:Gated"\n')
     (version / "gate").write_text(str(gate_dir))
 
@@ -104,6 +105,33 @@ def test_sigterm_past_the_drain_timeout_kills_a_hung_worker_at_once(tmp_path: Pa
         response = hung["response"]  # answered, saying why (was uvicorn's bare 500)
         assert response.status_code == 503, response.text
         assert "still running when the server's drain timeout passed" in response.json()["error"]
+    finally:
+        server.stop()
+        gate.close()
+
+
+def test_a_request_hung_in_process_past_the_drain_timeout_gets_503(tmp_path: Path) -> None:
+    """A request whose model hangs in the server's own process (no workers) outlives
+    ``--drain-timeout 1`` and uvicorn's grace: it is answered 503 saying the server shut
+    down before it was answered (it got uvicorn's bare 500), and the server exits 0 once
+    the call returns."""
+    gate_dir = tmp_path / "gate"
+    gate_dir.mkdir()
+    gate = Gate(gate_dir)
+    _place(tmp_path / "models", gate_dir, workers=False)
+    server = ServerProcess(tmp_path / "models", "--allow-unsafe", "--drain-timeout", "1")
+    try:
+        hung: dict[str, Any] = {}
+        thread = _infer(server, hung)
+        gate.wait_started()
+        server.terminate()
+        thread.join(60)
+        response = hung["response"]
+        assert response.status_code == 503, response.text
+        assert "shut down before this request was answered" in response.json()["error"]
+        assert "Retry-After" in response.headers
+        gate.let_one_finish()  # the call returns: the process can end
+        assert server.proc.wait(60) == 0, server.output
     finally:
         server.stop()
         gate.close()

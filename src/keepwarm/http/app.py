@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -105,6 +106,13 @@ class HttpApp:
             return await handler(request)
         except Exception as exc:
             return _failed(exc)
+        except asyncio.CancelledError:
+            if not self.service.shutting_down:
+                raise
+            # uvicorn cancels what still runs once its shutdown's grace has passed (after
+            # the drain timeout): the request gets an answer that says so, not a bare 500
+            # (uvicorn's) or a closed connection (the lean path's).
+            return _failed(UnavailableError(SHUT_DOWN_UNANSWERED))
 
     def lean(self, raw_path: bytes) -> tuple[Handler, dict[str, str]] | None:
         """The handler and parameters of a POST to ``raw_path`` when it is an inference
@@ -201,6 +209,12 @@ class HttpApp:
 
     async def openapi(self, request: Request) -> Response:
         return Response(200, OPENAPI.read_bytes())
+
+
+#: A request still running when the server's shutdown ended (past the drain timeout).
+SHUT_DOWN_UNANSWERED = (
+    "the server shut down before this request was answered (it ran past the drain timeout)"
+)
 
 
 def _failed(exc: Exception) -> Response:
