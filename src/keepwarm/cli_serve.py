@@ -152,7 +152,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from keepwarm.server_checks import check_repository_root
+
     settings = serve_settings(args)
+    check_repository_root(args.repo)
     if settings.server.processes > 1:
         from keepwarm.supervisor import supervise
 
