@@ -69,7 +69,9 @@ def add_serve_command(commands: Any) -> None:
         "--body-timeout", type=float, metavar="S", help="408 to a body stalled this long (30)"
     )
     limits.add_argument(
-        "--max-header-bytes", metavar="SIZE", help="431 to a header block larger (64KiB)"
+        "--max-header-bytes",
+        metavar="SIZE",
+        help="431 to a header block still growing past this after its first read (64KiB)",
     )
     limits.add_argument(
         "--write-timeout", type=float, metavar="S", help="drop a client not reading answers (30)"
@@ -150,7 +152,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from keepwarm.server_checks import check_repository_root
+
     settings = serve_settings(args)
+    check_repository_root(args.repo)
     if settings.server.processes > 1:
         from keepwarm.supervisor import supervise
 

@@ -1,6 +1,7 @@
 """What ``keepwarm serve`` checks before it starts anything: the repository API's token
-and the TLS files. Each problem is an ``InvalidConfigError`` naming the setting. And why
-a port could not be bound, as the system says it."""
+and the TLS files, and that the repository is not one model's directory. Each problem is
+an ``InvalidConfigError`` naming the setting. And why a port could not be bound, as the
+system says it."""
 
 from __future__ import annotations
 
@@ -87,3 +88,40 @@ def bind_error(host: str, port: int) -> str | None:
     except OSError as exc:
         return str(exc)
     return None
+
+
+#: What makes a directory a model's version, as the runtimes detect it (by name alone:
+#: importing the runtimes here would delay the server's start).
+_MODEL_NAMES = ("saved_model.pb", "saved_model.pbtxt", "keepwarm.toml")
+_MODEL_SUFFIXES = (".onnx", ".keras", ".h5", ".pkl", ".pickle", ".joblib")
+
+
+def check_repository_root(root: str) -> None:
+    """Refuse a model's own directory given as the repository (TF Serving's
+    ``--model_base_path`` names that one): its versions were taken as models without
+    versions, ``1: no versions``, and the server started ready, serving nothing."""
+    path = Path(root)
+    if "://" in root or not path.is_dir():
+        return  # a remote store, or a path the repository itself reports
+    try:
+        versions = sorted(
+            int(entry.name)
+            for entry in path.iterdir()
+            if entry.name.isdigit() and entry.is_dir() and _holds_a_model(entry)
+        )
+    except OSError:
+        return
+    if versions:
+        parent = path.absolute().parent
+        raise InvalidConfigError(
+            f"{root} is a model's directory (versions {', '.join(map(str, versions[:5]))}), "
+            f"not a repository: serve the directory that holds <model>/<version>/, here "
+            f"{parent}, where it is the model {path.absolute().name!r}"
+        )
+
+
+def _holds_a_model(directory: Path) -> bool:
+    return any(
+        entry.name in _MODEL_NAMES or entry.name.lower().endswith(_MODEL_SUFFIXES)
+        for entry in directory.iterdir()
+    )

@@ -177,7 +177,9 @@ def number(
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise Expected(expected)
         result = float(value)
-        if not math.isfinite(result) or result < minimum or (above and result == minimum):
+        if not math.isfinite(result):  # 'inf' was told "expected a number >= 0"
+            raise Expected(f"{expected} (a finite one)")
+        if result < minimum or (above and result == minimum):
             raise Expected(expected)
         if maximum is not None and result > maximum:
             raise Expected(expected)

@@ -90,6 +90,31 @@ def test_a_host_that_does_not_resolve_is_named(tmp_path: Path) -> None:
     assert "Traceback" not in output
 
 
+def test_a_models_own_directory_is_refused_as_the_repository(tmp_path: Path) -> None:
+    """``keepwarm serve models/mlp`` (TF Serving's --model_base_path names that directory)
+    served a model '1' with no versions and said 'ready at', serving nothing. A repository
+    whose model is named '1' (``1/1/model.onnx``) is still served."""
+    model = tmp_path / "models" / "mlp"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.onnx").write_bytes(b"")
+    (model / "model.toml").write_text("")
+    for processes in ("1", "2"):
+        code, output = _serve(model, "--port", "0", "--grpc-port", "0", "--processes", processes)
+        assert code == 2, output
+        assert output == (
+            f"error: {model} is a model's directory (versions 1), not a repository: serve the "
+            f"directory that holds <model>/<version>/, here {model.parent}, where it is the "
+            "model 'mlp'\n"
+        )
+    from keepwarm.server_checks import check_repository_root
+
+    repository = tmp_path / "repository"
+    (repository / "1" / "1").mkdir(parents=True)
+    (repository / "1" / "1" / "model.onnx").write_bytes(b"")
+    check_repository_root(str(repository))  # its model '1' holds versions, not files
+    check_repository_root(str(model.parent))
+
+
 @pytest.mark.parametrize("broken", ["cert", "key", "missing", "swapped"])
 def test_unusable_tls_files_are_named_without_a_traceback(tmp_path: Path, broken: str) -> None:
     from support.tls import self_signed

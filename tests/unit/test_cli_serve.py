@@ -152,3 +152,13 @@ def test_a_limit_that_must_hold_names_the_source_of_none(flag: str | None, varia
         assert said.startswith(source) and "expected bytes" in said, said
         assert "none" not in said.partition("expected")[2], said
     assert settings_for(environ={variable: "8MiB"}) is not None
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_number_that_is_not_finite_is_said_to_be_so(value: str) -> None:
+    # was "--drain-timeout inf (loading.drain_timeout): expected a number >= 0"
+    with pytest.raises(InvalidConfigError) as info:
+        settings_for("--drain-timeout", value)
+    assert str(info.value).endswith("expected a number >= 0 (a finite one)"), info.value
+    with pytest.raises(InvalidConfigError, match=r"a number > 0 and <= 86400 \(a finite one\)$"):
+        settings_for(environ={"KEEPWARM_SERVER__WRITE_TIMEOUT": value})
