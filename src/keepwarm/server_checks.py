@@ -26,6 +26,13 @@ def management_token(settings: Settings) -> str | None:
                 "--model-control explicit loads only what the repository API asks for: "
                 "turn the API on (--management-api, with a token)"
             )
+        if server.token_file is not None or server.management_token:
+            given = "server.token_file" if server.token_file else "KEEPWARM_MANAGEMENT_TOKEN"
+            log.warning(
+                "%s is set but the repository API is off, so no token is used; turn the "
+                "API on with --management-api (server.management_api)",
+                given,
+            )
         return None
     token = server.management_token
     if server.token_file is not None:

@@ -101,6 +101,26 @@ def test_a_token_file_other_users_can_read_is_warned_about(
     assert caplog.text == ""
 
 
+def test_a_token_with_the_api_off_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token file given without --management-api was ignored silently: a user who
+    expected the repository API on found it answering 404/403."""
+    from keepwarm.server import management_token
+
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    token_file.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="keepwarm.server"):
+        assert management_token(settings_for("--token-file", str(token_file))) is None
+    assert "server.token_file is set but the repository API is off" in caplog.text
+    assert "--management-api" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keepwarm.server"):
+        assert management_token(settings_for()) is None  # nothing given: nothing said
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
