@@ -50,8 +50,7 @@ the model's signature lacks fails the load (``InvalidConfigError``).
     to = "onnx"                 # required in the table: the only target
     quantize = "dynamic"        # optional: "dynamic" | "float16" | "static"
     max_abs_diff = 1e-4         # optional gate limits (keepwarm optimize's flags)
-    min_agreement = 0.99
-    max_accuracy_drop = 1.0     # points; needs labels, which warmup samples lack
+    min_agreement = 0.99        # (max_accuracy_drop is refused here: no labels at load)
 
 ``[optimize]`` converts a SavedModel or Keras version to ONNX when it loads (in a child
 process, bounded by the load timeout), caches the converted graph keyed by the source's
