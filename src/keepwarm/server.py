@@ -21,6 +21,7 @@ from keepwarm.logs import configure_json_logs, quiet_native_chatter
 from keepwarm.preload import finish_preload, preload_tensorflow
 from keepwarm.server_checks import bind_error, check_tls, management_token
 from keepwarm.server_output import Progress, host_for_url, is_loopback, say
+from keepwarm.server_shutdown import exit_past_running_calls, stop_worker_calls
 from keepwarm.service_process import tune_interpreter
 from keepwarm.settings import ServerSettings, Settings, tensorflow_threads
 from keepwarm.thread_priority import configure as configure_priority
@@ -52,17 +53,22 @@ def serve(
 
         untune = tune_interpreter()  # the GIL switch interval (see service_process)
         try:
-            return uvloop.run(_serve(root, settings, token, stream, child))
+            drained = uvloop.run(_serve(root, settings, token, stream, child))
         finally:
             untune()
     finally:
         finish_preload(preloading)  # an exit during the preload's dlopen hangs
         restore()
+    if not drained:
+        exit_past_running_calls()
+    return 0
 
 
 async def _serve(
     root: str, settings: Settings, token: str | None, out: TextIO, child: ChildRole | None
-) -> int:
+) -> bool:
+    """Serve until a signal, then shut down; whether every request ended within the drain
+    timeout."""
     # The server's own handlers first: a signal from here on stops it gracefully (below,
     # once started), and one that start-up code swallowed before is raised again here.
     stop = asyncio.Event()
@@ -147,7 +153,7 @@ async def _serve(
     drained = await service.wait_idle(settings.loading.drain_timeout)
     if not drained:
         log.warning("requests still in flight after the drain timeout; exiting anyway")
-        await asyncio.to_thread(_stop_worker_calls)
+        await asyncio.to_thread(stop_worker_calls)
     server.should_exit = True
     await main_loop
     await server.shutdown()
@@ -155,19 +161,7 @@ async def _serve(
         await grpc_server.stop(grace=SEND_GRACE_SECONDS)
     await _close(repository, service, unsubscribers)
     say(out, "stopped")
-    return 0
-
-
-def _stop_worker_calls() -> None:
-    """Past the drain timeout: every worker process still in a model call is killed now,
-    its request answered 503 saying why, and the other workers stopped; the calls have had
-    their time (a hung model's request got uvicorn's bare 500 three seconds later, and the
-    exit waited 10 s more per model for the call)."""
-    from keepwarm.workers.pool import default_pool
-
-    pool = default_pool()
-    pool.hurry("was still running when the server's drain timeout passed")
-    pool.close()
+    return drained
 
 
 async def _close(repository: Any, service: Any, unsubscribers: list[Callable[[], Any]]) -> None:
