@@ -71,7 +71,7 @@ def add_serve_command(commands: Any) -> None:
     limits.add_argument(
         "--max-header-bytes",
         metavar="SIZE",
-        help="431 to a header block still growing past this after its first read (64KiB)",
+        help="431 to a request line and header fields over this (64KiB)",
     )
     limits.add_argument(
         "--write-timeout", type=float, metavar="S", help="drop a client not reading answers (30)"

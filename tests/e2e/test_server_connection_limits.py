@@ -99,6 +99,19 @@ def test_a_header_block_over_the_setting_is_answered_431(server: ServerProcess) 
     assert "2048 bytes" in _error(data)
 
 
+def test_a_header_block_over_the_setting_that_comes_whole_is_answered_431(
+    server: ServerProcess,
+) -> None:
+    """Whole in one read (one 5 KB send over loopback): measured as it is parsed; it was
+    served (200), the count starting only after the first read."""
+    with _connect(server) as sock:
+        pad = b"a" * 5000
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\nx-pad: " + pad + b"\r\n\r\n")
+        data, _ = _until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 431 "), data
+    assert "2048 bytes" in _error(data)
+
+
 def test_a_header_block_under_the_setting_is_served(server: ServerProcess) -> None:
     answer = server.get("/v2/health/live", headers={"x-pad": "a" * 1024})
     assert answer.status_code == 200

@@ -43,7 +43,6 @@ once the one before it is answered.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
@@ -57,11 +56,10 @@ from uvicorn.protocols.http.httptools_impl import (
 from keepwarm.http.direct_body import BodyInto
 from keepwarm.http.held_head import HeldHead
 from keepwarm.http.lean import LeanCycle
-from keepwarm.http.lean_conn import LeanConnection
-from keepwarm.http.messages import HEADERS_READ, LINGER_SECONDS, WHOLE_BODY
+from keepwarm.http.messages import HEADERS_READ, WHOLE_BODY
+from keepwarm.http.refusals import Refusing
 from keepwarm.http.timers import ConnectionTimer, Limits
 from keepwarm.http.whole_body import Collector
-from keepwarm.protocol import jsonio
 
 #: The limits of a connection unless the server gives others (``[server]`` settings).
 DEFAULT_LIMITS = Limits()
@@ -70,7 +68,7 @@ DEFAULT_LIMITS = Limits()
 Early = Callable[[Mapping[str, object]], "tuple[int, list[tuple[bytes, bytes]], bytes] | None"]
 
 
-class OneWriteProtocol(LeanConnection):
+class OneWriteProtocol(Refusing):
     """``HttpToolsProtocol`` whose responses each go out in one write, with one timer per
     connection (keep-alive, and the limits on slow or endless requests), and whose bodies
     can be read whole (see the module docstring); everything else is uvicorn's."""
@@ -89,6 +87,7 @@ class OneWriteProtocol(LeanConnection):
         self._refused = False  # answered 408, 431 or early: nothing more is read
         self._early = early  # the app's answer to a request on its headers alone, if any
         self._bad: tuple[int, str] | None = None  # not HTTP: answered after those before
+        self._head_size = 0  # the request line's and header fields' bytes, parsed so far
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -106,11 +105,7 @@ class OneWriteProtocol(LeanConnection):
         timer.bytes_read(len(data))
         super().data_received(data)
         if timer.head_too_large():
-            self.refuse(
-                431,
-                f"the request's line and header fields are over {self.limits.max_header_bytes} "
-                "bytes (the server's limit)",
-            )
+            self.refuse(431, self._head_too_large())
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -131,6 +126,7 @@ class OneWriteProtocol(LeanConnection):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._timer.head_began()
+        self._head_size = 0
 
     def on_response_complete(self) -> None:
         """A response was sent: the next pipelined request starts, else the connection is
@@ -157,63 +153,6 @@ class OneWriteProtocol(LeanConnection):
             return
         self.flow.resume_reading()
         timer.idle()
-
-    def refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` with ``message``, read no more, and close the connection
-        ``LINGER_SECONDS`` later: the client can read the answer before its unread bytes
-        reset the connection. No answer when it would not be read as this request's: a
-        response under way, or (a header block refused) an earlier request unanswered."""
-        timer = self._timer
-        cycle = self.cycle  # while a header block is read, the previous request's
-        answer = None
-        with self._locked():  # no answer sent off the loop meanwhile (``answer_here``)
-            if (
-                cycle is None
-                or cycle.response_complete
-                or (timer.head_since is None and not cycle.response_started)
-            ):
-                body = jsonio.dumps({"error": message})
-                head = STATUS_LINE[status] + b"content-type: application/json\r\ncontent-length: "
-                answer = head + b"%d\r\nconnection: close\r\n\r\n" % len(body) + body
-            self._close_after(answer, cycle)
-
-    def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to bytes the parser refuses (``msg``: "Invalid HTTP request
-        received.", as text, the connection closed at once, ahead of the answers to the
-        requests before them, which were lost): ``{"error": ...}`` with the parser's
-        reason, 414 for a URL past the 65535 bytes it takes, after the answers to the
-        requests before it (``on_response_complete``); a body's fault is answered now."""
-        exc = sys.exc_info()[1]  # called in uvicorn's ``except HttpParserError``
-        if isinstance(exc, httptools.HttpParserCallbackError):  # raised in a callback
-            inner = exc.__cause__ or exc.__context__
-            exc = inner if isinstance(inner, httptools.HttpParserError) else exc
-        reason = str(exc)[:200] if exc is not None else msg
-        if isinstance(exc, httptools.HttpParserInvalidURLError) and len(self.url) > 65535:
-            status, message = 414, f"the URL is {len(self.url)} bytes; at most 65535 bytes"
-        else:
-            status, message = 400, f"the request is not valid HTTP/1.1: {reason}"
-        cycle = self.cycle
-        if self.pipeline or (
-            cycle is not None and not cycle.response_complete and not cycle.more_body
-        ):
-            self._bad = (status, message)
-            self._refused = True  # nothing more is read
-            self.transport.pause_reading()
-            return
-        self.refuse(status, message)
-
-    def _close_after(self, answer: bytes | None, cycle: RequestResponseCycle | None) -> None:
-        """Write ``answer`` (if any), read no more, and close ``LINGER_SECONDS`` later;
-        ``cycle``'s app, if it is still answering, is told the client is gone."""
-        self._refused = True
-        self._timer.stop()
-        if answer is not None:
-            self.transport.write(answer)
-        if cycle is not None and not cycle.response_complete:  # its app: the client is gone
-            cycle.disconnected = True
-            cycle.message_event.set()
-        self.transport.pause_reading()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """The request's app task, unless the app answers it on its headers alone

@@ -16,8 +16,10 @@ seconds since it opened (as after a response); has 408 answered to a header bloc
 whole ``header`` seconds after its first byte (a client dripping one byte at a time is
 never idle) and to a body from which no byte came for ``body`` seconds while the server
 was reading (time during which the server itself stopped reading, a body not yet asked
-for, is not counted); says when a header block is over ``max_header_bytes`` (counted
-from the read after the one it began in), which is answered 431; and drops a connection
+for, is not counted); says when a header block still growing is over
+``max_header_bytes`` (counted from the read after the one it began in; one that came
+whole is measured as it is parsed, ``http/refusals.py``), which is answered 431; and drops
+a connection
 whose answers have not gone out for ``write`` seconds (the transport's buffer full: a
 client that sends requests and reads none of the answers held its connection, and the
 answer in its buffer, for good). The timer is checked lazily, as the keep-alive one: a
