@@ -260,8 +260,9 @@ def load(
     """Load ``uri`` at most once per process (per cache) and return its ``Model``.
 
     ``uri``: a SavedModel directory, a Keras ``.keras``/``.h5`` file, an ``.onnx`` file, a
-    Python model directory, a ``file://`` or ``http(s)://`` TF Hub handle (``.tar.gz``),
-    or a versioned model directory (``version`` picks one; the highest by default).
+    Python model directory, an ``http(s)://`` archive or TF Hub handle (``.tar.gz``; a
+    local archive is not unpacked), or a versioned model directory (``version`` picks one;
+    the highest by default).
     ``version`` is a positive integer or its decimal text (``"1"``); booleans, zero,
     negative numbers and floats are refused with ``InvalidInputError``, as is an empty URI.
 

@@ -89,10 +89,11 @@ def _plain(value: Any, where: str) -> Any:
         if not all(isinstance(key, str) for key in value):
             raise InvalidConfigError(f"{where}: keys must be strings, got {list(value)}")
         return {key: _plain(item, f"{where}[{key!r}]") for key, item in value.items()}
+    hint = "; a model's class is given as options['class']" if isinstance(value, type) else ""
     raise InvalidConfigError(
         f"{where} must be plain data (str, number, bool, None, list, dict), got "
         f"{type(value).__name__} {value!r}: a load is described by values a worker process "
-        "can receive"
+        f"can receive{hint}"
     )
 
 

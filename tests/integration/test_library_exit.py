@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 # A Python model whose warm run of more than one row writes ``start N``, waits RUN_S,
 # then writes ``end N``; the script ends as soon as the run at 2 rows has started.
@@ -50,6 +52,45 @@ for _ in range(600):  # until the run at 2 rows is under way (at most 60 s)
 """
 
 
+# A repository of one Python model whose load writes ``loading``, waits LOAD_S, then
+# writes ``loaded``; the script starts the repository and ends, never closing it, as soon
+# as the load is under way.
+REPOSITORY_SCRIPT = """
+import sys, time
+from keepwarm import Repository
+
+repo = Repository(sys.argv[2], allow_unsafe=True, watch=False)
+repo.start()
+for _ in range(600):  # until the load is under way (at most 60 s)
+    if "loading" in open(sys.argv[1]).read():
+        break
+    time.sleep(0.1)
+"""
+MODEL = """
+import os, time
+import numpy as np
+from keepwarm.signature import Signature, TensorSpec
+
+LOAD_S = 0.5
+
+class Model:
+    signature = Signature(
+        (TensorSpec("x", np.dtype("float32"), (None, 2)),),
+        (TensorSpec("y", np.dtype("float32"), (None, 2)),),
+    )
+
+    def load(self, path):
+        with open(os.environ["KW_TRACE"], "a") as trace:
+            trace.write("loading\\n")
+        time.sleep(LOAD_S)
+        with open(os.environ["KW_TRACE"], "a") as trace:
+            trace.write("loaded\\n")
+
+    def predict(self, inputs):
+        return {"y": inputs["x"] * 2}
+"""
+
+
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -80,3 +121,22 @@ def test_a_script_that_loads_the_batched_onnx_mlp_and_ends_exits_0(
     for _ in range(3):
         done = _run("-c", f"import keepwarm; keepwarm.load({str(model)!r})", cwd=tmp_path)
         assert done.returncode == 0 and "terminate" not in done.stderr, done.stderr
+
+
+def test_a_repository_left_open_at_exit_lets_its_load_under_way_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit waits for a load under way (it was cut: 'loading' only; with the example
+    models, TensorFlow's and ONNX Runtime's loads aborted the process, exit 134)."""
+    (tmp_path / "script.py").write_text(textwrap.dedent(REPOSITORY_SCRIPT))
+    version = tmp_path / "repo" / "slow" / "1"
+    version.mkdir(parents=True)
+    (version / "model.py").write_text(textwrap.dedent(MODEL))
+    (version / "keepwarm.toml").write_text('[python]\nclass = "model:Model"\n')
+    (version / ".keepwarm-ready").touch()
+    trace = tmp_path / "trace.txt"
+    trace.touch()
+    monkeypatch.setenv("KW_TRACE", str(trace))
+    done = _run("script.py", str(trace), str(tmp_path / "repo"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert trace.read_text().split("\n") == ["loading", "loaded", ""], done.stderr

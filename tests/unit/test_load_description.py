@@ -118,6 +118,12 @@ def test_a_class_that_cannot_be_imported_there_is_a_clear_load_error(
         RuntimeSpec(described).load()
 
 
+def test_a_class_under_a_mistyped_key_is_told_where_a_class_goes(tmp_path: Path) -> None:
+    """options={"clas": Model} said only that a type is not plain data."""
+    with pytest.raises(InvalidConfigError, match=r"options\['clas'\].*given as options\['class'\]"):
+        keepwarm.load(tmp_path, options={"clas": Doubler}, cache=keepwarm.ModelCache())
+
+
 def test_a_class_of_the_script_run_as_main_is_named_as_such(tmp_path: Path) -> None:
     """A script's own class travels as '__main__:Name', which a worker's __main__ lacks:
     the error said only "'__main__' has no attribute", of a class the user could see."""

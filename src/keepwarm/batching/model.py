@@ -19,7 +19,6 @@ is, and its warmup note says why.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import os
 import threading
@@ -33,7 +32,7 @@ import numpy as np
 from keepwarm.batching.batcher import Batcher
 from keepwarm.batching.executor import Executor, ThreadExecutor, pool_size, threads_per_call
 from keepwarm.batching.merge import PadAxes, buckets
-from keepwarm.batching.registry import register, stop_all_warming, unregister
+from keepwarm.batching.registry import register, unregister
 from keepwarm.batching.stats import BatchStats
 from keepwarm.batching.warm_inputs import failed, warm_inputs
 from keepwarm.runtimes.base import LoadedModel
@@ -46,16 +45,6 @@ _shared: ThreadExecutor | None = None
 #: How long ``BatchedModel.close`` waits for a bucket's warm run under way to end before
 #: it closes the model anyway (the run keeps what it uses alive until it returns).
 CLOSE_WAIT_SECONDS = 10.0
-
-
-@atexit.register
-def _stop_warming_at_exit() -> None:
-    """At interpreter exit: every live model starts no further warm run, and exit waits
-    for the runs under way (``CLOSE_WAIT_SECONDS`` in all). The interpreter ends a daemon
-    thread inside a native runtime's call otherwise: a script that only loaded the example
-    ONNX MLP (batched) aborted, ``terminate called without an active exception``, exit
-    134, in 4 of 8 runs."""
-    stop_all_warming(CLOSE_WAIT_SECONDS)
 
 
 def shared_executor() -> ThreadExecutor:

@@ -84,9 +84,12 @@ def detect_runtime(path: Path) -> Runtime:
     for runtime in sorted(_all().values(), key=lambda r: r.priority):
         if runtime.detect(path):
             return runtime
+    archive = ""
+    if path.name.lower().endswith((".tar.gz", ".tgz")):  # only http(s) archives are unpacked
+        archive = "; a local archive is not unpacked: extract it, or load it over http(s)://"
     raise ModelLoadError(
         f"no runtime recognises {path}: expected a SavedModel directory (saved_model.pb), "
         "a Keras file (.keras, .h5), an ONNX file (.onnx), a directory holding one of these, "
         "or a Python model (keepwarm.toml naming a class); "
-        f"runtimes: {', '.join(sorted(_all()))}"
+        f"runtimes: {', '.join(sorted(_all()))}{archive}"
     )

@@ -37,6 +37,7 @@ from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
+from keepwarm.errors import DownloadError
 from keepwarm.settings import DownloadSettings, Settings
 
 MANIFEST_VERSION = 1
@@ -58,8 +59,16 @@ def download_settings(
 
 
 def cache_directory(downloads: DownloadSettings) -> Path:
+    """The cache directory, made when missing; a ``DownloadError`` naming the setting when
+    it cannot be (KEEPWARM_CACHE_DIR=/etc/passwd said only "FileExistsError: File exists")."""
     path = downloads.directory()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(
+            f"the download cache directory {path} (downloads.cache_dir, KEEPWARM_CACHE_DIR) "
+            f"cannot be used: {type(exc).__name__}: {exc.strerror or exc}"
+        ) from exc
     return path
 
 

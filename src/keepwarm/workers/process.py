@@ -123,10 +123,14 @@ class Worker:
 
 
 def _failed(exc: BaseException) -> Failed:
+    """What the server needs to raise ``exc`` again. A builtin's one text argument goes as
+    it is: ``str(KeyError('k'))`` is ``"'k'"``, and KeyError("'k'") came back quoted twice."""
+    one_text = len(exc.args) == 1 and isinstance(exc.args[0], str)
+    plain = type(exc).__module__ == "builtins" and one_text
     return Failed(
         type(exc).__name__,
         type(exc).__module__,
-        str(exc),
+        exc.args[0] if plain else str(exc),
         "".join(traceback.format_exception(exc))[-4000:],
         getattr(exc, "format", None),
     )

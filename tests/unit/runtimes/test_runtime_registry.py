@@ -82,6 +82,15 @@ def test_unknown_layout_is_a_load_error(tmp_path: Path) -> None:
         detect_runtime(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["mlp.tar.gz", "mlp.TGZ"])
+def test_a_local_archive_is_said_not_to_be_unpacked(tmp_path: Path, name: str) -> None:
+    """keepwarm.load("mlp.tar.gz") listed every format it looks for, none of them a hint
+    that only http(s):// archives are unpacked."""
+    (tmp_path / name).write_bytes(b"\x1f\x8b")
+    with pytest.raises(ModelLoadError, match=r"a local archive is not unpacked: extract it"):
+        detect_runtime(tmp_path / name)
+
+
 def test_a_registered_runtime_is_found(echo_registered: EchoRuntime, tmp_path: Path) -> None:
     path = tmp_path / "m.echo"
     path.write_text("")

@@ -283,6 +283,18 @@ def test_an_archive_itself_larger_than_the_bound_is_refused_before_it_is_written
     assert [p for p in cache_dir.iterdir() if p.is_dir() or p.stat().st_size] == []
 
 
+def test_a_cache_dir_that_is_a_file_is_named_as_the_setting(
+    http_server: FakeServer, tmp_path: Path, onnx_targz: bytes
+) -> None:
+    """KEEPWARM_CACHE_DIR=/etc/passwd said only "FileExistsError: File exists"."""
+    url = http_server.add("/m.tar.gz", onnx_targz)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    with pytest.raises(DownloadError, match=r"a-file \(downloads.cache_dir, KEEPWARM_CACHE_DIR\)"):
+        fetch_archive(url, downloads=DownloadSettings(cache_dir=a_file))
+    assert http_server.count() == 0
+
+
 def test_bad_model_files_are_dropped_and_fetched_again(
     http_server: FakeServer, cache_dir: Path, onnx_targz: bytes
 ) -> None:
