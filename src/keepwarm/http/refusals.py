@@ -81,8 +81,9 @@ class Refusing(LeanConnection):
         """uvicorn's answer to bytes the parser refuses (``msg``: "Invalid HTTP request
         received.", as text, the connection closed at once, ahead of the answers to the
         requests before them, which were lost): ``{"error": ...}`` with the parser's
-        reason, 414 for a URL past the 65535 bytes it takes, after the answers to the
-        requests before it (``on_response_complete``); a body's fault is answered now."""
+        reason, 414 for a URL past the 65535 bytes it takes, 431 for a header block over
+        ``max_header_bytes`` (``on_header``), after the answers to the requests before it
+        (``on_response_complete``); a body's fault is answered now."""
         exc = sys.exc_info()[1]  # called in uvicorn's ``except HttpParserError``
         if isinstance(exc, httptools.HttpParserCallbackError):  # raised in a callback
             inner = exc.__cause__ or exc.__context__
@@ -91,7 +92,7 @@ class Refusing(LeanConnection):
         too_large = isinstance(exc, httptools.HttpParserCallbackError) and isinstance(
             exc.__context__, _HeadTooLarge
         )
-        if len(self.url) > 65535 and (too_large or isinstance(exc, httptools.HttpParserError)):
+        if len(self.url) > 65535 and isinstance(exc, httptools.HttpParserError):
             status, message = 414, f"the URL is {len(self.url)} bytes; at most 65535 bytes"
         elif too_large:
             status, message = 431, self._head_too_large()
