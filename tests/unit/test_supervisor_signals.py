@@ -25,7 +25,11 @@ SLEEPER = "import signal, time; {}; print('up', flush=True); time.sleep(60)"
 
 def _child(ignore_sigterm: bool = False) -> _Child:
     child = _Child(ChildSpec("models", Settings(), 0, 1, -1, "peers", os.getpid()))
-    setup = "signal.signal(signal.SIGTERM, signal.SIG_IGN)" if ignore_sigterm else "pass"
+    # SIGINT's default action, as the real child command sets it (a test run in the
+    # background of a shell inherits SIGINT ignored, and so would this process)
+    setup = "signal.signal(signal.SIGINT, signal.SIG_DFL)"
+    if ignore_sigterm:
+        setup += "; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
     child.proc = subprocess.Popen(
         [sys.executable, "-c", SLEEPER.format(setup)], stdout=subprocess.PIPE, text=True
     )
