@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keepwarm.batching.stats import BatchStats
+from keepwarm.core.loader import at_exit
 
 if TYPE_CHECKING:
     import asyncio
@@ -148,3 +149,6 @@ def refuse_when_full(name: str) -> None:
     mine = _batched(name)
     if mine and all(m.batcher.full for m in mine):
         raise mine[0].batcher.refuse()
+
+
+at_exit(stop_all_warming)  # the interpreter's exit waits for the warm runs under way

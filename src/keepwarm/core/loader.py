@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from keepwarm.core.backoff import Backoff
@@ -22,25 +23,31 @@ EXIT_WAIT_SECONDS = 10.0
 _exiting = threading.Event()
 _running_lock = threading.Lock()
 _running: set[threading.Thread] = set()  # load threads under way
+_exit_hooks: list[Callable[[float], object]] = []  # after the loads, given the time left
+
+
+def at_exit(hook: Callable[[float], object]) -> None:
+    """``hook(seconds_left)`` at interpreter exit, after the loads under way have ended
+    (the batched models' warm runs: ``keepwarm.batching.registry``)."""
+    _exit_hooks.append(hook)
 
 
 def _wait_for_loads_at_exit() -> None:
     """At interpreter exit: no load starts, exit waits for the loads under way, then every
     live batched model starts no further bucket warm run and exit waits for the runs under
-    way (``EXIT_WAIT_SECONDS`` in all). The interpreter ends a daemon thread inside a
-    runtime's call otherwise, and aborts ('terminate called without an active exception',
-    exit 134): a script that only loaded the example ONNX MLP (batched, its buckets still
-    warming) in 4 of 8 runs; one that started a Repository of the example models and left
-    without closing it in 2 of 3."""
+    way (``EXIT_WAIT_SECONDS`` in all; the warm runs through ``at_exit``). The interpreter
+    ends a daemon thread inside a runtime's call otherwise, and aborts ('terminate called
+    without an active exception', exit 134): a script that only loaded the example ONNX
+    MLP (batched, its buckets still warming) in 4 of 8 runs; one that started a Repository
+    of the example models and left without closing it in 2 of 3."""
     _exiting.set()
     with _running_lock:
         threads = list(_running)
     deadline = time.monotonic() + EXIT_WAIT_SECONDS
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-    from keepwarm.batching.registry import stop_all_warming  # imported only when it is used
-
-    stop_all_warming(max(0.0, deadline - time.monotonic()))
+    for hook in list(_exit_hooks):
+        hook(max(0.0, deadline - time.monotonic()))
 
 
 # Before every ``atexit`` handler, the runtimes' teardown among them (run first otherwise:
