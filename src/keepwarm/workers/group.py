@@ -85,7 +85,8 @@ class WorkerGroup:
                 ) from None
             raise UnavailableError(
                 f"model {self.name!r}: its {died}; the request was lost, the worker is "
-                "restarted: retry"
+                f"restarted (the model fails after {self.settings.max_restarts + 1} deaths in "
+                "a row, workers.max_restarts): retry"
             ) from None
         except BaseException:
             self._checkin(slot, worker, ok=False)
