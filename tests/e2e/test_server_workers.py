@@ -54,6 +54,8 @@ def test_a_killed_worker_gives_503_then_the_model_answers_again(tmp_path: Path) 
         thread.join(60)
         assert first["response"].status_code == 200, first["response"].text
         assert first["response"].json()["outputs"][0]["data"] == [2.0, 3.0, 4.0, 5.0]
+        before = server.get("/metrics").text  # the series exists before the first restart
+        assert 'keepwarm_worker_restarts_total{model="gated"} 0.0' in before
 
         killed: dict[str, Any] = {}
         thread = _infer(server, killed)

@@ -78,9 +78,11 @@ class WorkerPool:
         return False
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per model name: ``restarts`` and ``recycles`` so far (for ``/metrics``)."""
+        """Per model name: ``restarts`` and ``recycles`` so far (for ``/metrics``); a model
+        served by workers shows 0 before its first (a counter's series exists from the
+        start, so that a rate over it is defined)."""
         with self._lock:
-            names = set(self._restarts) | set(self._recycles)
+            names = set(self._restarts) | set(self._recycles) | {g.name for g in self._groups}
             return {
                 n: {"restarts": self._restarts[n], "recycles": self._recycles[n]} for n in names
             }
