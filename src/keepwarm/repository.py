@@ -99,6 +99,7 @@ class Repository:
         )
         self.manager = Manager.from_settings(self.settings)
         self._catalog = Catalog(self.manager, self.settings, location=self.root)
+        self._listed = False  # a scan has succeeded
         self._serving = ServingMap(on_demand=self.on_demand)
         self._requests = RepositoryRequests(self._catalog, self.manager, self._serving)
         self._reconciler = Reconciler(self._catalog, self.manager, on_demand=self.on_demand)
@@ -217,16 +218,16 @@ class Repository:
             listing = self._source.scan()
         except KeepwarmError as exc:
             if exc.message != catalog.listing_error:
+                kept = "the last good listing" if self._listed else "nothing (none listed yet)"
                 log.warning(
-                    "listing %s failed; serving on with the last good listing: %s",
-                    self.root,
-                    exc.message,
+                    "listing %s failed; serving on with %s: %s", self.root, kept, exc.message
                 )
             catalog.listing_error = exc.message
             raise
         if catalog.listing_error is not None:
             log.warning("listing %s works again", self.root)
         catalog.listing_error = None
+        self._listed = True
         with catalog.lock:
             # Models gone from the listing too: their versions drain, then are forgotten.
             names = set(catalog.listing) | set(listing) | {key.name for key in catalog.specs}

@@ -14,13 +14,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from support.grpc_repo import LIMIT, TOKEN, TYPES, ServerProcess, X, direct
 from support.grpc_repo import infer_input as _input
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from support.grpc_repo import OPTIONS, READY_TIMEOUT_S, ServerProcess, X, direct, mlp, serve
 from support.grpc_repo import infer_input as _input
 from support.repo_builders import place
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 # ------------------------------------------------------------------ health and reflection
 
@@ -112,7 +111,6 @@ def test_a_swap_under_grpc_load_fails_no_request(grpc_served: ServerProcess) -> 
 
 
 def test_tls_serves_tls_clients_only(grpc_served: ServerProcess, tmp_path: Path) -> None:
-    pytest.importorskip("cryptography")
     from support.tls import self_signed
 
     cert, _ = self_signed(tmp_path / "tls")

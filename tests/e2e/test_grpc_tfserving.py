@@ -18,7 +18,6 @@ from support.grpc_repo import LIMIT, ServerProcess, X, direct
 
 @pytest.fixture(scope="module")
 def tf_serving(grpc_served: ServerProcess) -> Iterator[Any]:
-    pytest.importorskip("tensorflow_serving")
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     with grpc.insecure_channel(grpc_served.grpc_address) as channel:

@@ -14,13 +14,12 @@ import numpy as np
 import orjson
 import pytest
 import requests
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from support.hostile_models import place_exiting
 from support.server_process import ServerProcess
 from support.waiting import wait_until
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 MODELS = {
     "plain": "",

@@ -15,14 +15,15 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from tritonclient.grpc import (
+    service_pb2,
+    service_pb2_grpc,
+)
 
 from keepwarm.grpc.server import NOT_SERVING, SERVING, GrpcServer
 from keepwarm.service import DEFAULT_WORKERS, InferenceService
 from support.gated_model import GATE_TIMEOUT_S, Gate, gated_leases, gated_repository
 from support.waiting import wait_until
-
-service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
-from tritonclient.grpc import service_pb2_grpc  # noqa: E402
 
 
 @pytest.fixture

@@ -122,7 +122,8 @@ def test_output_without_a_tensorflow_type() -> None:
 
 
 def test_tensorflow_reads_and_writes_the_same_bytes() -> None:
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     array = np.arange(12, dtype=np.float32).reshape(3, 4)
     theirs = tf.make_tensor_proto(array)  # tensor_content
     np.testing.assert_array_equal(decode(TensorProto.FromString(theirs.SerializeToString())), array)

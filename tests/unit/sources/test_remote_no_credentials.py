@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import s3fs  # noqa: F401  (the remote extra: missing fails the run, never skips)
 
 from keepwarm.errors import DownloadError
 from keepwarm.repository import Repository
 from keepwarm.sources.remote_repository import RemoteSource
-
-pytest.importorskip("s3fs")
 
 
 @pytest.fixture
