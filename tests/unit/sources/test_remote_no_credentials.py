@@ -6,6 +6,7 @@ it, and each later poll logged a whole traceback ("scanning ... failed"), not on
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ OPTIONS = {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}, "skip_instan
 
 @pytest.mark.usefixtures("no_credentials")
 def test_listing_without_credentials_is_a_download_error_naming_the_store(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = "s3://models-bucket/repo"
     with pytest.raises(DownloadError, match=r"s3://models-bucket/repo.*NoCredentialsError"):
@@ -40,8 +41,11 @@ def test_listing_without_credentials_is_a_download_error_naming_the_store(
     source = RemoteSource(url, storage_options=OPTIONS, cache_dir=tmp_path / "cache")
     repo = Repository(url, source=source, watch=False)
     try:
-        with pytest.raises(DownloadError, match="NoCredentialsError"):
+        failed = pytest.raises(DownloadError, match="NoCredentialsError")
+        with caplog.at_level(logging.WARNING, logger="keepwarm"), failed:
             repo.start()  # the first scan
         assert "NoCredentialsError" in (repo.status().listing_error or "")
+        # nothing was ever listed: no "last good listing" to serve on with
+        assert "serving on with nothing (none listed yet)" in caplog.text
     finally:
         repo.close()
