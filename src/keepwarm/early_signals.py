@@ -38,6 +38,7 @@ def terminated(signum: int, frame: Any) -> None:
 
 _received: list[int] = []
 _stderr: list[int] = []  # standard error as it was at ``install`` (the start redirects fd 2)
+_holding: list[bool] = [False]  # ``hold``: record, do not raise
 
 
 def _raise_for(signum: int) -> None:
@@ -49,13 +50,15 @@ def _on_signal(signum: int, frame: Any) -> None:
         os.write(_stderr[0] if _stderr else 2, b"interrupted\n")
         os._exit(130)
     _received.append(signum)
-    _raise_for(signum)
+    if not _holding[0]:
+        _raise_for(signum)
 
 
 def install() -> Callable[[], None]:
     """Record and raise SIGINT and SIGTERM (the main thread only); returns ``restore``,
     which puts the previous handlers back and forgets what was received."""
     _received.clear()
+    _holding[0] = False
     _stderr[:] = [os.dup(2)]
     previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS}
 
@@ -63,9 +66,18 @@ def install() -> Callable[[], None]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _received.clear()
+        _holding[0] = False
         os.close(_stderr.pop())
 
     return restore
+
+
+def hold() -> None:
+    """From now on a signal is only recorded (``raise_pending`` raises it): for code that
+    must not be interrupted midway, next an event loop's set-up. A SIGTERM raised inside
+    uvloop's signal set-up (``asyncio.Runner``'s first step) left the loop running and
+    unclosable: exit 1 with three tracebacks, where the start ends with 0 ("stopped")."""
+    _holding[0] = True
 
 
 def raise_pending() -> None:
@@ -93,4 +105,4 @@ def exit_code(run: Callable[[], int], *, terminated: tuple[int, str] = (0, "stop
         return code
 
 
-__all__ = ["SIGNALS", "Terminated", "exit_code", "install", "raise_pending", "terminated"]
+__all__ = ["SIGNALS", "Terminated", "exit_code", "hold", "install", "raise_pending", "terminated"]

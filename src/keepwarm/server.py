@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from keepwarm.early_signals import hold as hold_signals
 from keepwarm.early_signals import raise_pending
 from keepwarm.errors import InvalidConfigError
 from keepwarm.logs import configure_json_logs, quiet_native_chatter
@@ -53,6 +54,7 @@ def serve(
 
         untune = tune_interpreter()  # the GIL switch interval (see service_process)
         try:
+            hold_signals()  # raised by ``_serve``'s first step, not in the loop's set-up
             drained = uvloop.run(_serve(root, settings, token, stream, child))
         finally:
             untune()
