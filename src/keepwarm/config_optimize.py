@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from keepwarm.config_table import TomlTable
-from keepwarm.errors import InvalidConfigError
 
 OPTIMIZE_KEYS = ("to", "quantize", "max_abs_diff", "min_agreement", "max_accuracy_drop")
 OPTIMIZE_TARGETS = ("onnx",)
@@ -55,10 +54,10 @@ def optimize_section(top: TomlTable) -> OptimizeConfig | None:
             raise table.fail(key, expected, value)  # NaN fails here too
         limits[key] = None if value is None else float(value)
     if limits["max_accuracy_drop"] is not None:
-        raise InvalidConfigError(
-            f"{table.source}: {table.prefix}max_accuracy_drop: cannot be checked at load "
-            "(warmup samples carry no labels: the gate would fail every time and the source "
-            "model serve); gate on max_abs_diff or min_agreement here, or measure accuracy "
-            "with keepwarm optimize --labels"
+        raise table.error(
+            "max_accuracy_drop",
+            "cannot be checked at load (warmup samples carry no labels: the gate would fail "
+            "every time and the source model serve); gate on max_abs_diff or min_agreement "
+            "here, or measure accuracy with keepwarm optimize --labels",
         )
     return OptimizeConfig(to=to, quantize=quantize, **limits)

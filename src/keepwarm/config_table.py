@@ -58,14 +58,15 @@ class TomlTable:
             )
 
     def fail(self, key: str, expected: str, given: Any) -> InvalidConfigError:
-        return InvalidConfigError(
-            f"{self.source}: {self.prefix}{key}: expected {expected}, got {given!r}"
-        )
+        return self.error(key, f"expected {expected}, got {given!r}")
+
+    def error(self, key: str, message: str) -> InvalidConfigError:
+        """``message`` about ``key``, named with its file and table."""
+        return InvalidConfigError(f"{self.source}: {self.prefix}{key}: {message}")
 
     def missing(self, key: str, expected: str) -> InvalidConfigError:
         """A required key left out."""
-        where = f"{self.source}: {self.prefix}{key}"
-        return InvalidConfigError(f"{where}: missing; expected {expected}")
+        return self.error(key, f"missing; expected {expected}")
 
     def get(self, key: str, kind: type | tuple[type, ...], expected: str) -> Any:
         value = self.table.get(key)

@@ -43,8 +43,8 @@ _log = logging.getLogger("keepwarm.preload")
 #: framework library), relative to the ``tensorflow`` package directory.
 TENSORFLOW_LIBRARIES = ("libtensorflow_framework.so.2", "libtensorflow_cc.so.2")
 #: Files that mean TensorFlow loads the model: a SavedModel, or a Keras file.
-_TENSORFLOW_FILES = ("saved_model.pb", "saved_model.pbtxt")
-_TENSORFLOW_SUFFIXES = (".keras", ".h5", ".hdf5")
+TENSORFLOW_FILES = ("saved_model.pb", "saved_model.pbtxt")
+TENSORFLOW_SUFFIXES = (".keras", ".h5", ".hdf5")
 _DEPTH = 3
 _MAX_ENTRIES = 10_000  # a huge directory is not scanned to the end: no preload then
 
@@ -66,7 +66,7 @@ def holds_tensorflow_models(root: str | os.PathLike[str]) -> bool:
                 return False
             for entry in entries:
                 name = entry.name
-                if name in _TENSORFLOW_FILES or name.lower().endswith(_TENSORFLOW_SUFFIXES):
+                if name in TENSORFLOW_FILES or name.lower().endswith(TENSORFLOW_SUFFIXES):
                     return True
                 if not name.startswith(".") and _is_dir(entry):
                     below.append(entry.path)

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 from keepwarm.errors import InvalidConfigError
+from keepwarm.preload import TENSORFLOW_FILES, TENSORFLOW_SUFFIXES
 from keepwarm.settings import ServerSettings, Settings
 
 log = logging.getLogger("keepwarm.server")
@@ -98,9 +99,10 @@ def bind_error(host: str, port: int) -> str | None:
 
 
 #: What makes a directory a model's version, as the runtimes detect it (by name alone:
-#: importing the runtimes here would delay the server's start).
-_MODEL_NAMES = ("saved_model.pb", "saved_model.pbtxt", "keepwarm.toml")
-_MODEL_SUFFIXES = (".onnx", ".keras", ".h5", ".pkl", ".pickle", ".joblib")
+#: importing the runtimes here would delay the server's start); TensorFlow's files as the
+#: preload finds them.
+_MODEL_NAMES = (*TENSORFLOW_FILES, "keepwarm.toml")
+_MODEL_SUFFIXES = (*TENSORFLOW_SUFFIXES, ".onnx", ".pkl", ".pickle", ".joblib")
 
 
 def check_repository_root(root: str) -> None:
