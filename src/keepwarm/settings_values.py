@@ -34,10 +34,9 @@ _UNITS = {
 _SIZE = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)$")
 _PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%$")
 
-BYTES_EXPECTED = (
-    "bytes (an integer such as 8589934592, or '8GiB', '512MB', '1.5G'), a share of RAM "
-    "('50%', or a number between 0 and 1 such as 0.5), or 'none' for no bound"
-)
+_BYTES = "bytes (an integer such as 8589934592, or '8GiB', '512MB', '1.5G')"
+_SHARE = "a share of RAM ('50%', or a number between 0 and 1 such as 0.5)"
+BYTES_EXPECTED = f"{_BYTES}, {_SHARE}, or 'none' for no bound"
 
 
 class Expected(ValueError):
@@ -225,9 +224,7 @@ def optional_bytes(value: Any) -> int | None:
 
 
 #: What a size that must be bounded takes: ``BYTES_EXPECTED`` without ``'none'``.
-BOUNDED_BYTES_EXPECTED = BYTES_EXPECTED.replace(", or 'none' for no bound", "").replace(
-    "), a share", ") or a share"
-)
+BOUNDED_BYTES_EXPECTED = f"{_BYTES} or {_SHARE}"
 
 
 def bounded_bytes(value: Any) -> int:
